@@ -1,0 +1,29 @@
+"""wsi-ncmi: whole-slide-image subtyping with attention-MIL and the NCMI loss.
+
+Importing the package is cheap and has no side effects: heavy modules (torch,
+OpenSlide, OpenCV) are imported by the subpackages that need them.
+"""
+
+from wsi_ncmi._version import __version__
+from wsi_ncmi.errors import (
+    CacheSchemaError,
+    ConfigError,
+    CorruptTileError,
+    ManifestError,
+    MissingMppError,
+    SlideOpenError,
+    UnsupportedFormatError,
+    WsiNcmiError,
+)
+
+__all__ = [
+    "CacheSchemaError",
+    "ConfigError",
+    "CorruptTileError",
+    "ManifestError",
+    "MissingMppError",
+    "SlideOpenError",
+    "UnsupportedFormatError",
+    "WsiNcmiError",
+    "__version__",
+]

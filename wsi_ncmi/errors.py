@@ -1,0 +1,74 @@
+"""The exception hierarchy of wsi-ncmi.
+
+Every error the package raises on purpose derives from :class:`WsiNcmiError`, so a
+batch runner can catch "a problem with this input" without swallowing programming
+errors. Messages name the file or parameter at fault and say how to fix it.
+"""
+
+from __future__ import annotations
+
+
+class WsiNcmiError(Exception):
+    """Base class of every error raised on purpose by wsi-ncmi."""
+
+
+class SlideOpenError(WsiNcmiError):
+    """A slide file exists but no backend could open it (truncated, corrupt, unreadable)."""
+
+
+class UnsupportedFormatError(SlideOpenError):
+    """The file is not a whole-slide image format that any configured backend reads."""
+
+
+class MissingMppError(WsiNcmiError):
+    """No trustworthy physical resolution (µm/px) is known for a slide."""
+
+
+class CorruptTileError(WsiNcmiError):
+    """One region of an otherwise readable slide failed to decode.
+
+    Attributes:
+        slide: Path of the slide.
+        location: Level-0 ``(x, y)`` of the requested region.
+        level: Pyramid level that was read.
+        size: ``(width, height)`` requested, in pixels of ``level``.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        slide: str,
+        location: tuple[int, int],
+        level: int,
+        size: tuple[int, int],
+    ) -> None:
+        super().__init__(message)
+        self.slide = slide
+        self.location = location
+        self.level = level
+        self.size = size
+
+
+class CacheSchemaError(WsiNcmiError):
+    """An HDF5 coordinates or features file has an unknown schema or inconsistent content."""
+
+
+class ConfigError(WsiNcmiError, ValueError):
+    """A configuration value has the wrong type or is out of range."""
+
+
+class ManifestError(WsiNcmiError, ValueError):
+    """A slide manifest (CSV) is malformed: unknown labels, duplicates, missing columns."""
+
+
+__all__ = [
+    "CacheSchemaError",
+    "ConfigError",
+    "CorruptTileError",
+    "ManifestError",
+    "MissingMppError",
+    "SlideOpenError",
+    "UnsupportedFormatError",
+    "WsiNcmiError",
+]

@@ -1,0 +1,36 @@
+"""Slide access: one reader contract over OpenSlide and tiffslide, with µm/px resolution."""
+
+from wsi_ncmi.slide.backends import BACKENDS, OpenSlideSlide, TiffSlideSlide
+from wsi_ncmi.slide.base import Slide, rgba_to_rgb_over_white
+from wsi_ncmi.slide.factory import (
+    BACKEND_CHOICES,
+    SlideRef,
+    close_cached_slides,
+    open_slide,
+)
+from wsi_ncmi.slide.mpp import (
+    PLAUSIBLE_MPP_RANGE,
+    MppInfo,
+    is_plausible_mpp,
+    load_mpp_csv,
+    lookup_mpp_override,
+    resolve_mpp,
+)
+
+__all__ = [
+    "BACKENDS",
+    "BACKEND_CHOICES",
+    "PLAUSIBLE_MPP_RANGE",
+    "MppInfo",
+    "OpenSlideSlide",
+    "Slide",
+    "SlideRef",
+    "TiffSlideSlide",
+    "close_cached_slides",
+    "is_plausible_mpp",
+    "load_mpp_csv",
+    "lookup_mpp_override",
+    "open_slide",
+    "resolve_mpp",
+    "rgba_to_rgb_over_white",
+]

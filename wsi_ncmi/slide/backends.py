@@ -1,0 +1,148 @@
+"""Concrete slide backends: OpenSlide and tiffslide.
+
+The two libraries disagree on property names (``openslide.mpp-x`` vs
+``tiffslide.mpp-x``), vendor names (tiffslide reports ``None`` for generic TIFFs) and
+pixel modes (RGBA vs RGB); these classes hide that behind :class:`Slide`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from wsi_ncmi.errors import SlideOpenError, UnsupportedFormatError
+from wsi_ncmi.slide.base import Slide
+
+
+def _check_file(path: Path) -> None:
+    if not path.exists():
+        raise SlideOpenError(f"slide {str(path)!r} does not exist")
+    if path.is_dir():
+        raise UnsupportedFormatError(
+            f"slide {str(path)!r} is a directory; pass one file of the slide "
+            "(for DICOM, any .dcm file of the series)"
+        )
+    size = path.stat().st_size
+    if size == 0:
+        raise SlideOpenError(f"slide {str(path)!r} is an empty (0-byte) file; re-copy it")
+    with path.open("rb") as fh:
+        magic = fh.read(4)
+    if magic in _TIFF_MAGICS:
+        _check_tiff_complete(path, size)
+
+
+_TIFF_MAGICS = (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")
+
+
+def _check_tiff_complete(path: Path, size: int) -> None:
+    """Raise SlideOpenError if a TIFF's directory or pixel data run past end of file.
+
+    An interrupted copy leaves a file whose header is fine but whose tiles point past
+    the end; both backends then fail later with confusing messages.
+    """
+    import logging
+
+    import tifffile
+
+    log = logging.getLogger("tifffile")
+    previous = log.level
+    log.setLevel(logging.CRITICAL)  # tifffile logs (not raises) bad page offsets
+    try:
+        with tifffile.TiffFile(path) as tif:
+            end = 0
+            for page in tif.pages:
+                offsets = getattr(page, "dataoffsets", ())
+                counts = getattr(page, "databytecounts", ())
+                if len(offsets):
+                    end = max(end, max(o + c for o, c in zip(offsets, counts, strict=False)))
+    except Exception as err:  # tifffile raises several types for broken structures
+        raise SlideOpenError(
+            f"slide {str(path)!r} has a TIFF header but its structure is broken "
+            f"({type(err).__name__}: {err}); the file is probably truncated or corrupt, "
+            "re-copy it"
+        ) from err
+    finally:
+        log.setLevel(previous)
+    if end > size:
+        raise SlideOpenError(
+            f"slide {str(path)!r} is truncated: its image data extends to byte {end:,} "
+            f"but the file has {size:,} bytes; re-copy or re-export it"
+        )
+
+
+class OpenSlideSlide(Slide):
+    """A slide read through OpenSlide (Aperio, Hamamatsu, generic TIFF, DICOM, ...)."""
+
+    backend_name = "openslide"
+
+    def _open(self) -> Any:
+        import openslide
+
+        _check_file(self.path)
+        try:
+            return openslide.OpenSlide(str(self.path))
+        except openslide.OpenSlideUnsupportedFormatError as err:
+            raise UnsupportedFormatError(
+                f"OpenSlide does not recognise {str(self.path)!r} as a slide format"
+            ) from err
+        except (openslide.OpenSlideError, OSError) as err:
+            raise SlideOpenError(
+                f"OpenSlide could not open {str(self.path)!r} (truncated or corrupt?): {err}"
+            ) from err
+
+    def _read_rgba(
+        self, handle: Any, location: tuple[int, int], level: int, size: tuple[int, int]
+    ) -> np.ndarray:
+        return np.asarray(handle.read_region(location, level, size))
+
+    @property
+    def vendor(self) -> str:
+        """Vendor reported by OpenSlide (``aperio``, ``generic-tiff``, ``dicom``, ...)."""
+        return str(self.properties.get("openslide.vendor") or "generic-tiff")
+
+
+class TiffSlideSlide(Slide):
+    """A slide read through tiffslide (TIFF-based formats only, no DICOM)."""
+
+    backend_name = "tiffslide"
+
+    def _open(self) -> Any:
+        import tiffslide
+
+        _check_file(self.path)
+        try:
+            return tiffslide.TiffSlide(str(self.path))
+        except Exception as err:  # tifffile raises TiffFileError, ValueError, KeyError, ...
+            name = type(err).__name__
+            if name == "TiffFileError" and "not a TIFF" in str(err):
+                raise UnsupportedFormatError(
+                    f"tiffslide: {str(self.path)!r} is not a TIFF file: {err}"
+                ) from err
+            raise SlideOpenError(
+                f"tiffslide could not open {str(self.path)!r} (truncated or corrupt?): "
+                f"{name}: {err}"
+            ) from err
+
+    def _read_rgba(
+        self, handle: Any, location: tuple[int, int], level: int, size: tuple[int, int]
+    ) -> np.ndarray:
+        arr = handle.read_region(location, level, size, as_array=True)
+        arr = np.asarray(arr)
+        if arr.ndim == 2:
+            arr = np.repeat(arr[..., None], 3, axis=2)
+        if arr.dtype != np.uint8:
+            raise TypeError(f"unsupported pixel type {arr.dtype} (expected 8-bit RGB)")
+        return arr
+
+    @property
+    def vendor(self) -> str:
+        """Vendor reported by tiffslide; generic TIFFs are named ``generic-tiff``."""
+        return str(self.properties.get("tiffslide.vendor") or "generic-tiff")
+
+
+BACKENDS: dict[str, type[Slide]] = {
+    "openslide": OpenSlideSlide,
+    "tiffslide": TiffSlideSlide,
+}
