@@ -58,6 +58,18 @@ class ConfigError(WsiNcmiError, ValueError):
     """A configuration value has the wrong type or is out of range."""
 
 
+class DiskFullError(WsiNcmiError, OSError):
+    """The output filesystem ran out of space; the partial temp file has been removed."""
+
+
+class WeightsUnavailableError(WsiNcmiError):
+    """Encoder weights were asked for but cannot be loaded (gated, offline, missing file).
+
+    The message says where the weights live and how to provide them as a local file
+    (``--weights PATH``). wsi-ncmi never falls back to random weights silently.
+    """
+
+
 class ManifestError(WsiNcmiError, ValueError):
     """A slide manifest (CSV) is malformed: unknown labels, duplicates, missing columns."""
 
@@ -66,9 +78,11 @@ __all__ = [
     "CacheSchemaError",
     "ConfigError",
     "CorruptTileError",
+    "DiskFullError",
     "ManifestError",
     "MissingMppError",
     "SlideOpenError",
     "UnsupportedFormatError",
+    "WeightsUnavailableError",
     "WsiNcmiError",
 ]

@@ -1,0 +1,122 @@
+"""Atomic file outputs: write to a temp file beside the target, then rename.
+
+A killed process leaves at most a ``.*.tmp-*`` file, never a file under the final
+name, so "the output exists" always means "the output is complete".
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import secrets
+from collections.abc import Iterator
+from pathlib import Path
+
+from wsi_ncmi.errors import DiskFullError
+
+TEMP_MARKER = ".tmp-"
+
+
+def temp_path_for(final: Path) -> Path:
+    """A unique temp path in ``final``'s directory (same filesystem, so rename is atomic)."""
+    return final.with_name(f".{final.name}{TEMP_MARKER}{os.getpid()}-{secrets.token_hex(4)}")
+
+
+def _fsync_dir(directory: Path) -> None:
+    with contextlib.suppress(OSError):  # not every filesystem supports directory fsync
+        fd = os.open(directory, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+@contextlib.contextmanager
+def atomic_output(final: str | Path, *, fsync: bool = True) -> Iterator[Path]:
+    """Context manager yielding a temp path that becomes ``final`` on success.
+
+    On any exception the temp file is removed and ``final`` is untouched. A full disk
+    (``ENOSPC``/``EDQUOT``) is re-raised as :class:`~wsi_ncmi.errors.DiskFullError`
+    naming the file.
+
+    Example:
+        >>> import tempfile, pathlib
+        >>> d = pathlib.Path(tempfile.mkdtemp())
+        >>> with atomic_output(d / "a.txt") as tmp:
+        ...     _ = tmp.write_text("done")
+        >>> (d / "a.txt").read_text()
+        'done'
+    """
+    final = Path(final)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = temp_path_for(final)
+    try:
+        yield tmp
+        if fsync and tmp.exists():
+            with tmp.open("rb+") as fh:
+                os.fsync(fh.fileno())
+        os.replace(tmp, final)
+        if fsync:
+            _fsync_dir(final.parent)
+    except OSError as err:
+        tmp.unlink(missing_ok=True)
+        if err.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise DiskFullError(
+                f"no space left on the device while writing {str(final)!r}; the partial "
+                "temp file was removed. Free space or choose another --out directory, "
+                "then rerun (finished outputs are kept and skipped)."
+            ) from err
+        raise
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def write_text_atomic(final: str | Path, text: str) -> Path:
+    """Write ``text`` to ``final`` atomically (UTF-8) and return the path."""
+    final = Path(final)
+    with atomic_output(final) as tmp:
+        tmp.write_text(text, encoding="utf-8")
+    return final
+
+
+def find_temp_files(directory: str | Path) -> list[Path]:
+    """Temp files left in ``directory`` (recursively) by killed writers."""
+    return sorted(p for p in Path(directory).rglob(f".*{TEMP_MARKER}*") if p.is_file())
+
+
+def remove_stale_temp_files(directory: str | Path, *, live_pids: set[int] | None = None) -> int:
+    """Delete temp files whose writer process is gone; return how many were removed.
+
+    A temp file's name carries its writer's pid. Files of processes still alive on this
+    host (or listed in ``live_pids``) are kept, so concurrent jobs are safe.
+    """
+    removed = 0
+    for path in find_temp_files(directory):
+        try:
+            pid = int(path.name.split(TEMP_MARKER, 1)[1].split("-", 1)[0])
+        except (IndexError, ValueError):
+            continue
+        if (live_pids and pid in live_pids) or pid_alive(pid):
+            continue
+        path.unlink(missing_ok=True)
+        removed += 1
+    return removed
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether a running (not zombie) process with ``pid`` exists on this host."""
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:  # Linux: a killed child that nobody reaped yet is a zombie, i.e. dead
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return True
+    return stat.rsplit(")", 1)[-1].split()[0] != "Z"
