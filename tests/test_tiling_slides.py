@@ -1,0 +1,147 @@
+"""The tiler on generated slides with known tissue, and on the real CMU fixture."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+from _slides import tissue_image, write_pyramid_tiff
+from _tiling_slides import KnownSlide, known_tissue_slide
+
+from wsi_ncmi.slide import open_slide
+from wsi_ncmi.tiling import (
+    GridParams,
+    SlideTask,
+    TilingConfig,
+    read_coords,
+    read_mask_image,
+    tile_slide,
+)
+from wsi_ncmi.tiling import tissue as tissue_module
+
+FIXTURES = Path(__file__).resolve().parents[1].parent / "shared" / "fixtures" / "slides"
+CMU = FIXTURES / "CMU-1-Small-Region.svs"
+
+
+@pytest.fixture(scope="module")
+def known(tmp_path_factory: pytest.TempPathFactory) -> KnownSlide:
+    return known_tissue_slide(tmp_path_factory.mktemp("known") / "known.tif")
+
+
+def _tile(slide: Path, out: Path, **kwargs: object) -> tuple[object, object]:
+    config = TilingConfig(out_dir=str(out), **kwargs)  # type: ignore[arg-type]
+    result = tile_slide(SlideTask(slide.stem, str(slide)), config)
+    return result, read_coords(out / "coords" / f"{slide.stem}.h5")
+
+
+def _true_fractions(truth: np.ndarray, coords: np.ndarray, size: float) -> np.ndarray:
+    integral = cv2.integral(truth.astype(np.uint8))
+    h, w = truth.shape
+    x0, y0 = coords[:, 0], coords[:, 1]
+    x1 = np.minimum(w, np.round(x0 + size).astype(int))
+    y1 = np.minimum(h, np.round(y0 + size).astype(int))
+    inside = integral[y1, x1] - integral[y0, x1] - integral[y1, x0] + integral[y0, x0]
+    return inside / (size * size)
+
+
+def test_known_polygons_covered_background_rejected(known: KnownSlide, tmp_path: Path) -> None:
+    result, coords = _tile(known.path, tmp_path)
+    assert result.status == "ok"  # type: ignore[attr-defined]
+    size = coords.attrs["patch_size_level0"]
+    covered = np.zeros_like(known.truth)
+    for x, y in coords.coords:
+        covered[y : y + round(size), x : x + round(size)] = True
+    coverage = (covered & known.truth).sum() / known.truth.sum()
+    assert coverage > 0.95
+    true_fraction = _true_fractions(known.truth, coords.coords, size)
+    # Kept patches that are background (< 5% true tissue): pen strokes, black blob, hole.
+    assert (true_fraction < 0.05).mean() < 0.02
+    # Every kept patch honours min_tissue up to the mask's boundary error.
+    assert true_fraction.min() > 0.25 - 0.1
+    # Recorded fractions match the truth.
+    assert np.abs(true_fraction - coords.tissue_fraction).mean() < 0.05
+    # Mask accuracy at mask resolution: < 2% of the mask is background, > 95% recall.
+    with open_slide(known.path) as slide:
+        image = read_mask_image(slide, 8.0)
+    mask = tissue_module.detect_tissue(image.rgb, image.mpp, tissue_module.TissueParams()).mask
+    small_truth = cv2.resize(
+        known.truth.astype(np.uint8), mask.shape[::-1], interpolation=cv2.INTER_AREA
+    )
+    assert (mask & (1 - small_truth)).sum() / mask.sum() < 0.02
+    assert (mask & small_truth).sum() / small_truth.sum() > 0.95
+
+
+def test_outputs_geojson_and_thumbnail(known: KnownSlide, tmp_path: Path) -> None:
+    _tile(known.path, tmp_path)
+    gj = json.loads((tmp_path / "geojson" / "known.geojson").read_text())
+    assert gj["type"] == "FeatureCollection"
+    assert len(gj["features"]) == 3  # ellipse, hexagon (with its hole), rectangle
+    rings = [len(f["geometry"]["coordinates"]) for f in gj["features"]]
+    assert sorted(rings) == [1, 1, 2]
+    assert all(f["properties"]["classification"]["name"] == "Tissue" for f in gj["features"])
+    thumb = cv2.imread(str(tmp_path / "thumbnails" / "known.png"))
+    assert thumb is not None
+    assert max(thumb.shape[:2]) == 1024
+
+
+def test_backends_give_identical_coordinates(known: KnownSlide, tmp_path: Path) -> None:
+    _, a = _tile(known.path, tmp_path / "a", backend="openslide")
+    _, b = _tile(known.path, tmp_path / "b", backend="tiffslide")
+    assert a.attrs["backend"] == "openslide"  # type: ignore[attr-defined]
+    assert b.attrs["backend"] == "tiffslide"
+    assert np.array_equal(a.coords, b.coords)  # type: ignore[attr-defined]
+    assert np.allclose(a.tissue_fraction, b.tissue_fraction, atol=1e-3)  # type: ignore[attr-defined]
+
+
+def test_doubling_target_mpp_quarters_the_patches(known: KnownSlide, tmp_path: Path) -> None:
+    _, fine = _tile(known.path, tmp_path / "fine", grid=GridParams(target_mpp=0.5))
+    _, coarse = _tile(known.path, tmp_path / "coarse", grid=GridParams(target_mpp=1.0))
+    assert coarse.attrs["patch_size_level0"] == 2 * fine.attrs["patch_size_level0"]  # type: ignore[attr-defined]
+    assert coarse.attrs["read_level"] == 1  # type: ignore[attr-defined]
+    assert coarse.attrs["resize_factor"] == 1.0
+    assert fine.attrs["params_hash"] != coarse.attrs["params_hash"]  # type: ignore[attr-defined]
+    ratio = len(coarse) / len(fine)  # type: ignore[arg-type]
+    assert 0.2 < ratio < 0.35
+
+
+@pytest.mark.skipif(not CMU.is_file(), reason=f"fixture missing: {CMU}")
+@pytest.mark.parametrize("backend", ["openslide", "tiffslide"])
+def test_cmu_fixture_patch_count(tmp_path: Path, backend: str) -> None:
+    result, coords = _tile(CMU, tmp_path, backend=backend)
+    attrs = coords.attrs  # type: ignore[attr-defined]
+    assert result.status == "ok"  # type: ignore[attr-defined]
+    assert attrs["mpp_x"] == pytest.approx(0.499)
+    assert attrs["read_size_px"] == 257
+    assert attrs["resize_factor"] == pytest.approx(256 / 257)
+    # Visible tissue: a ~1 mm wide strip over most of the 1.1 x 1.5 mm region.
+    assert 38 <= len(coords) <= 52  # type: ignore[arg-type]
+    assert 0.4e6 < attrs["tissue_area_um2"] < 0.8e6
+
+
+def test_single_level_slide_is_read_in_strips(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    img = cv2.resize(tissue_image(640, 480, seed=3), (2560, 1920))
+    path = write_pyramid_tiff(tmp_path / "flat.tif", img, mpp=0.5, levels=1, tile=128)
+    with open_slide(path) as slide:
+        whole = read_mask_image(slide, 8.0)
+        monkeypatch.setattr(tissue_module, "STRIP_BUDGET_PX", 200_000)
+        strips = read_mask_image(slide, 8.0)
+    assert whole.strips == 1
+    assert strips.strips > 5
+    assert strips.rgb.shape == whole.rgb.shape
+    assert np.abs(strips.rgb.astype(int) - whole.rgb).mean() < 3.0
+
+
+def test_user_mask_replaces_segmentation(known: KnownSlide, tmp_path: Path) -> None:
+    masks = tmp_path / "masks"
+    masks.mkdir()
+    box = {"type": "Polygon", "coordinates": [[[0, 0], [1024, 0], [1024, 1024], [0, 1024], [0, 0]]]}
+    (masks / "known.geojson").write_text(json.dumps({"type": "Feature", "geometry": box}))
+    _, coords = _tile(known.path, tmp_path / "out", mask_dir=str(masks))
+    assert coords.attrs["mask_source"] == "user-geojson"  # type: ignore[attr-defined]
+    assert len(coords) == 16  # type: ignore[attr-defined]
+    assert coords.coords.max() < 1024

@@ -1,0 +1,218 @@
+"""Batch tiling: find slides, split them into shards, tile them over a process pool.
+
+Concurrency model: each slide is guarded by ``<out>/.locks/<slide_id>.lock`` (see
+:class:`~wsi_ncmi.batch.ItemLock`), so any number of ``wsi-tile`` processes, on one
+machine or many sharing the output folder, can work on the same cohort; each slide is
+tiled once. While holding a slide's lock, a job first deletes that slide's orphan temp
+files (left by a killed writer), then skips the slide if a complete output with the
+same parameter hash exists.
+"""
+
+from __future__ import annotations
+
+import functools
+import glob
+import os
+import platform
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from wsi_ncmi.batch.atomic import TEMP_MARKER
+from wsi_ncmi.batch.report import ItemResult, RunReport
+from wsi_ncmi.errors import ConfigError
+from wsi_ncmi.tiling.job import (
+    SlideTask,
+    TilingConfig,
+    is_tiled,
+    output_paths,
+    slide_params_hash,
+    tile_slide,
+)
+
+#: File suffixes picked up when a folder or glob is given.
+SLIDE_SUFFIXES: tuple[str, ...] = (
+    ".svs",
+    ".tif",
+    ".tiff",
+    ".ndpi",
+    ".mrxs",
+    ".scn",
+    ".bif",
+    ".vms",
+    ".vmu",
+    ".svslide",
+)
+
+
+def default_workers() -> int:
+    """Cores available to this process."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # pragma: no cover - macOS, Windows
+        return max(1, os.cpu_count() or 1)
+
+
+def discover_slides(inputs: Sequence[str | Path]) -> list[Path]:
+    """Expand files, folders (searched recursively) and glob patterns into slide files.
+
+    Raises:
+        ConfigError: An input matches nothing.
+    """
+    found: list[Path] = []
+    for raw in inputs:
+        path = Path(raw)
+        if path.is_dir():
+            found.extend(p for p in sorted(path.rglob("*")) if p.suffix.lower() in SLIDE_SUFFIXES)
+        elif path.exists():
+            found.append(path)
+        elif glob.has_magic(str(raw)):
+            matches = sorted(Path(m) for m in glob.glob(str(raw), recursive=True))
+            if not matches:
+                raise ConfigError(f"SLIDES pattern {str(raw)!r} matches no file")
+            found.extend(m for m in matches if m.is_file())
+        else:
+            # Kept: the job reports it as a failed slide instead of stopping the batch.
+            found.append(path)
+    unique = list(dict.fromkeys(p.resolve() for p in found))
+    return unique
+
+
+def manifest_slides(manifest: str | Path, slides_dir: str | Path | None) -> list[Path]:
+    """Slide files of a manifest CSV (see :func:`wsi_ncmi.manifest.read_manifest`).
+
+    Each ``slide_id`` is looked up as ``<slides_dir>/center_K/<slide_id>.tif`` (the
+    CAMELYON layout), then as ``<slides_dir>/**/<slide_id>.<any slide suffix>``.
+    A slide that is not found is still listed, and fails in the batch with its own status.
+
+    Args:
+        manifest: The CSV.
+        slides_dir: Root of the slide files; default: the manifest's folder.
+    """
+    from wsi_ncmi.manifest import read_manifest
+
+    root = Path(slides_dir) if slides_dir is not None else Path(manifest).parent
+    rows = read_manifest(manifest)
+    index: dict[str, Path] = {}
+    for p in sorted(root.rglob("*")):
+        if p.suffix.lower() in SLIDE_SUFFIXES:
+            index.setdefault(p.stem, p)
+    paths = []
+    for row in rows:
+        direct = root / row.relative_path
+        paths.append(direct if direct.is_file() else index.get(row.slide_id, direct))
+    return paths
+
+
+def make_tasks(paths: Sequence[Path]) -> list[SlideTask]:
+    """One task per slide, id = file stem.
+
+    Raises:
+        ConfigError: Two slides share a stem (their outputs would collide).
+    """
+    by_id: dict[str, list[Path]] = {}
+    for p in paths:
+        by_id.setdefault(p.stem, []).append(p)
+    clashes = {k: v for k, v in by_id.items() if len(v) > 1}
+    if clashes:
+        first = next(iter(clashes.items()))
+        raise ConfigError(
+            f"{len(clashes)} slide ids are used by several files, e.g. {first[0]!r}: "
+            f"{[str(p) for p in first[1]]}; rename them or tile them into separate --out"
+        )
+    return [SlideTask(p.stem, str(p)) for p in paths]
+
+
+def _clean_temp_files(task: SlideTask, config: TilingConfig) -> None:
+    """Delete this slide's orphan temp outputs (the caller holds the slide's lock)."""
+    for final in output_paths(config.out_dir, task.slide_id).all():
+        if final.parent.is_dir():
+            for tmp in final.parent.glob(f".{glob.escape(final.name)}{TEMP_MARKER}*"):
+                tmp.unlink(missing_ok=True)
+
+
+def _check_done(task: SlideTask, config: TilingConfig) -> bool:
+    _clean_temp_files(task, config)
+    return is_tiled(task, config)
+
+
+def _job(task: SlideTask, config: TilingConfig) -> ItemResult:
+    return tile_slide(task, config)
+
+
+def default_report_path(out_dir: str | Path) -> Path:
+    """``<out>/reports/wsi-tile_<time>_<host>_<pid>.json`` (unique per process)."""
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    return Path(out_dir) / "reports" / f"wsi-tile_{stamp}_{platform.node()}_{os.getpid()}.json"
+
+
+def run_tiling(
+    tasks: Sequence[SlideTask],
+    config: TilingConfig,
+    *,
+    workers: int | None = None,
+    shard: str | None = None,
+    skip_errors: bool = True,
+    progress: bool = True,
+    stale_lock_after_s: float = 600.0,
+    report_path: str | Path | None = None,
+) -> RunReport:
+    """Tile a cohort; write and return the run report.
+
+    Args:
+        tasks: Slides to tile (see :func:`make_tasks`).
+        config: Tiling configuration (output folder, parameters).
+        workers: Worker processes (default: cores available).
+        shard: ``"i/N"`` to process only shard ``i`` of ``N`` (0-based).
+        skip_errors: Record failing slides and go on (default), or stop at the first.
+        progress: Show a progress bar on a terminal.
+        stale_lock_after_s: Silence after which another host's lock is taken over.
+        report_path: Report JSON path (default :func:`default_report_path`).
+
+    Returns:
+        The report; ``report.exit_code`` is 1 if any slide failed.
+
+    Raises:
+        BatchAbortedError: A slide failed and ``skip_errors`` is off (the report is
+            written first).
+    """
+    from wsi_ncmi.batch import run_batch, select_shard
+
+    ids = [t.slide_id for t in tasks]
+    selected = select_shard(list(tasks), ids, shard)
+    example = slide_params_hash(config, selected[0]) if selected else ""
+    report = RunReport(
+        stage="wsi-tile",
+        params={
+            "out_dir": str(config.out_dir),
+            "grid": config.grid.to_dict(),
+            "segmentation": config.tissue.to_dict(),
+            "backend": config.backend,
+            "mpp_override": config.mpp_override,
+            "mask_dir": config.mask_dir,
+            "shard": shard or "0/1",
+            "workers": workers or default_workers(),
+            "params_hash_example": example,
+        },
+    )
+    out = Path(config.out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    path = Path(report_path) if report_path is not None else default_report_path(out)
+    report.params["report_path"] = str(path)
+    try:
+        run_batch(
+            selected,
+            functools.partial(_job, config=config),
+            item_ids=[t.slide_id for t in selected],
+            report=report,
+            is_done=functools.partial(_check_done, config=config),
+            lock_dir=out / ".locks",
+            workers=workers or default_workers(),
+            skip_errors=skip_errors,
+            progress=progress,
+            stale_after_s=stale_lock_after_s,
+            desc="wsi-tile",
+        )
+    finally:
+        report.write_json(path)
+    return report
