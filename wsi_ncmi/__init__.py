@@ -11,9 +11,12 @@ from wsi_ncmi.errors import (
     CorruptTileError,
     DiskFullError,
     ManifestError,
+    MissingFeaturesError,
     MissingMppError,
+    NonFiniteError,
     SlideOpenError,
     UnsupportedFormatError,
+    WeightsUnavailableError,
     WsiNcmiError,
 )
 
@@ -23,9 +26,12 @@ __all__ = [
     "CorruptTileError",
     "DiskFullError",
     "ManifestError",
+    "MissingFeaturesError",
     "MissingMppError",
+    "NonFiniteError",
     "SlideOpenError",
     "UnsupportedFormatError",
+    "WeightsUnavailableError",
     "WsiNcmiError",
     "__version__",
 ]

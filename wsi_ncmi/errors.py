@@ -74,13 +74,23 @@ class ManifestError(WsiNcmiError, ValueError):
     """A slide manifest (CSV) is malformed: unknown labels, duplicates, missing columns."""
 
 
+class NonFiniteError(WsiNcmiError, ValueError):
+    """Features or training values contain NaN or infinity (the message names the file)."""
+
+
+class MissingFeaturesError(WsiNcmiError, FileNotFoundError):
+    """Slides of the manifest have no features file (the message lists them)."""
+
+
 __all__ = [
     "CacheSchemaError",
     "ConfigError",
     "CorruptTileError",
     "DiskFullError",
     "ManifestError",
+    "MissingFeaturesError",
     "MissingMppError",
+    "NonFiniteError",
     "SlideOpenError",
     "UnsupportedFormatError",
     "WeightsUnavailableError",

@@ -1,0 +1,30 @@
+"""Shared pytest fixtures: repository paths and the shared CAMELYON label files."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="session")
+def repo_root() -> Path:
+    """The repository root."""
+    return REPO_ROOT
+
+
+@pytest.fixture(scope="session")
+def camelyon_manifest_path() -> Path:
+    """The committed CAMELYON-17 manifest."""
+    return REPO_ROOT / "data_manifests" / "camelyon17.csv"
+
+
+@pytest.fixture(scope="session")
+def shared_data_dir() -> Path:
+    """``../shared/data`` next to the repository (skips the test when it is absent)."""
+    path = REPO_ROOT.parent / "shared" / "data"
+    if not (path / "camelyon17_stages_with_center.csv").exists():
+        pytest.skip(f"shared label files not found in {path}")
+    return path

@@ -1,0 +1,186 @@
+"""One streaming dataset over the patches of many slides.
+
+A single DataLoader serves every slide of a rank (no DataLoader per slide). Each item
+is a whole batch of consecutive rows of one slide, so a batch is one slide region:
+patches that are horizontal neighbours on the grid are read with one ``read_region``
+call (one strip) and sliced, which decodes every native tile once. Workers open their
+own slide handles through :class:`~wsi_ncmi.slide.SlideRef` (cached per process, so
+persistent workers reuse them). Images stay ``uint8`` until the device.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from wsi_ncmi.errors import CorruptTileError, WsiNcmiError
+from wsi_ncmi.slide import Slide, SlideRef
+
+MAX_STRIP_PX = 2048
+
+
+@dataclass(frozen=True)
+class SlideJob:
+    """One slide to extract: where to read, what to read, where to write.
+
+    Attributes:
+        slide_id: Id of the slide (the output file's stem).
+        slide: Picklable reference to open the slide in any process.
+        coords: ``(N, 2)`` int64 level-0 top-left ``(x, y)``, in output row order.
+        read_level: Pyramid level to read from.
+        read_size_px: Square side read at ``read_level``.
+        patch_size_px: Side after resizing (``read_size_px`` when no resize).
+        coords_path: The coords file the job came from.
+        coords_hash: That file's ``params_hash``.
+        target_mpp: The tiling's target µm/px.
+        output: Final features file path.
+    """
+
+    slide_id: str
+    slide: SlideRef
+    coords: np.ndarray
+    read_level: int
+    read_size_px: int
+    patch_size_px: int
+    coords_path: str
+    coords_hash: str
+    target_mpp: float
+    output: Path
+
+    def __len__(self) -> int:
+        return int(self.coords.shape[0])
+
+
+def plan_batches(jobs: list[SlideJob], batch_size: int) -> list[tuple[int, int, int]]:
+    """``(job_index, start, stop)`` of every batch; batches never cross slides."""
+    plan: list[tuple[int, int, int]] = []
+    for index, job in enumerate(jobs):
+        for start in range(0, len(job), batch_size):
+            plan.append((index, start, min(start + batch_size, len(job))))
+    return plan
+
+
+def read_patch(slide: Slide, job: SlideJob, x: int, y: int) -> np.ndarray:
+    """One patch as ``uint8 (P, P, 3)``, resized to ``patch_size_px`` if needed."""
+    size = job.read_size_px
+    image = slide.read_region((x, y), job.read_level, (size, size))
+    return _resize(image, job.patch_size_px)
+
+
+def _resize(image: np.ndarray, size: int) -> np.ndarray:
+    if image.shape[0] == size and image.shape[1] == size:
+        return image
+    import cv2
+
+    shrink = image.shape[0] > size
+    interpolation = cv2.INTER_AREA if shrink else cv2.INTER_LINEAR
+    return cv2.resize(image, (size, size), interpolation=interpolation)
+
+
+def strip_runs(coords: np.ndarray, step_level0: int | None, max_len: int) -> list[tuple[int, int]]:
+    """Split rows into runs of horizontal neighbours ``(start, stop)``, in row order.
+
+    Rows ``i`` and ``i + 1`` share a run when they have the same ``y`` and
+    ``x[i + 1] - x[i] == step_level0`` exactly (neighbouring, non-overlapping patches).
+    ``step_level0=None`` disables merging.
+    """
+    runs: list[tuple[int, int]] = []
+    start = 0
+    for i in range(1, len(coords) + 1):
+        end_run = (
+            i == len(coords)
+            or step_level0 is None
+            or i - start >= max_len
+            or coords[i, 1] != coords[i - 1, 1]
+            or coords[i, 0] - coords[i - 1, 0] != step_level0
+        )
+        if end_run:
+            runs.append((start, i))
+            start = i
+    return runs
+
+
+class PatchBatchDataset(Dataset[dict[str, Any]]):
+    """Map-style dataset whose item ``i`` is the ``i``-th planned batch.
+
+    Each item is a dict:
+        ``images``: uint8 ``(B, P, P, 3)``; ``valid``: bool ``(B,)`` (False where the
+        tile failed to decode, with a zero image); ``job``: int; ``start``: int;
+        ``error``: ``""`` or the message of a slide-level failure (all rows invalid).
+
+    Args:
+        jobs: Slides of this rank.
+        batch_size: Rows per batch.
+        strip_reads: Read horizontal neighbours as one strip (see module docstring).
+    """
+
+    def __init__(self, jobs: list[SlideJob], batch_size: int, *, strip_reads: bool = True) -> None:
+        self.jobs = jobs
+        self.plan = plan_batches(jobs, batch_size)
+        self.strip_reads = strip_reads
+
+    def __len__(self) -> int:
+        return len(self.plan)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        job_index, start, stop = self.plan[index]
+        job = self.jobs[job_index]
+        p = job.patch_size_px
+        images = np.zeros((stop - start, p, p, 3), dtype=np.uint8)
+        valid = np.ones(stop - start, dtype=bool)
+        error = ""
+        try:
+            self._fill(job, start, stop, images, valid)
+        except WsiNcmiError as err:  # the slide itself failed (open, metadata)
+            images[:] = 0
+            valid[:] = False
+            error = f"{type(err).__name__}: {err}"
+        return {
+            "images": torch.from_numpy(images),
+            "valid": torch.from_numpy(valid),
+            "job": job_index,
+            "start": start,
+            "error": error,
+        }
+
+    def _fill(  # bad tiles are isolated here; only slide-level errors escape
+        self, job: SlideJob, start: int, stop: int, images: np.ndarray, valid: np.ndarray
+    ) -> None:
+        slide = job.slide.open()
+        coords = job.coords[start:stop]
+        step = self._strip_step(slide, job)
+        max_len = max(1, MAX_STRIP_PX // job.read_size_px)
+        size = job.read_size_px
+        for run_start, run_stop in strip_runs(coords, step, max_len):
+            n = run_stop - run_start
+            x, y = (int(v) for v in coords[run_start])
+            if n > 1:
+                try:
+                    strip = slide.read_region((x, y), job.read_level, (size * n, size))
+                except CorruptTileError:
+                    pass  # fall back to single patches to isolate the bad tile(s)
+                else:
+                    for k in range(n):
+                        tile = strip[:, k * size : (k + 1) * size]
+                        images[run_start + k] = _resize(tile, job.patch_size_px)
+                    continue
+            for row in range(run_start, run_stop):
+                rx, ry = (int(v) for v in coords[row])
+                try:
+                    images[row] = read_patch(slide, job, rx, ry)
+                except CorruptTileError:
+                    valid[row] = False
+
+    def _strip_step(self, slide: Slide, job: SlideJob) -> int | None:
+        """Level-0 step between neighbouring patches that may share a strip read."""
+        if not self.strip_reads:
+            return None
+        downsample = slide.level_downsamples[job.read_level]
+        if abs(downsample - round(downsample)) > 1e-9:
+            return None  # non-integer downsample: strip and patch pixels could differ
+        return job.read_size_px * round(downsample)

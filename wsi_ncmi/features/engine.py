@@ -1,0 +1,354 @@
+"""Extraction on Lightning: ``Trainer.predict`` with a data module and a writer callback.
+
+The same code runs on the CPU, one GPU, several GPUs (DDP) and several nodes: the data
+module gives each rank whole slides (balanced by patch count) and the writer callback
+of each rank writes its slides, each atomically. Autocast, device placement and the
+distributed setup are the Trainer's job.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import lightning as L
+import numpy as np
+import torch
+from lightning.pytorch.callbacks import BasePredictionWriter
+from torch.utils.data import DataLoader
+from tqdm import tqdm
+
+from wsi_ncmi.batch import BatchAbortedError, ItemLock, ItemResult, atomic_output
+from wsi_ncmi.errors import WsiNcmiError
+from wsi_ncmi.features.dataset import PatchBatchDataset, SlideJob
+from wsi_ncmi.features.encoders.registry import EncoderModule
+from wsi_ncmi.features.store import FeatureFileWriter
+
+
+class ExtractionModule(L.LightningModule):
+    """Runs a frozen encoder over uint8 patch batches.
+
+    Args:
+        encoder: The encoder (preprocessing included; normalisation runs on the device).
+        compile_model: Wrap the encoder with ``torch.compile``.
+    """
+
+    def __init__(self, encoder: EncoderModule, compile_model: bool = False) -> None:
+        super().__init__()
+        self.save_hyperparameters(ignore=["encoder"])
+        self.encoder = encoder
+        self.compile_model = compile_model
+
+    def configure_model(self) -> None:
+        """Compile the encoder once it is on its device (if asked)."""
+        if self.compile_model and not isinstance(self.encoder, torch._dynamo.OptimizedModule):
+            self.encoder = torch.compile(self.encoder)  # type: ignore[assignment]
+
+    def predict_step(self, batch: dict[str, Any], batch_idx: int) -> dict[str, Any]:
+        """Features ``(B, D)`` float32 on the CPU, plus the batch's bookkeeping."""
+        features = self.encoder(batch["images"])
+        return {
+            "features": features.float().cpu(),
+            "valid": batch["valid"].cpu(),
+            "job": int(batch["job"]),
+            "start": int(batch["start"]),
+            "error": batch["error"],
+        }
+
+
+def assign_to_rank(jobs: list[SlideJob], rank: int, world_size: int) -> list[SlideJob]:
+    """Whole slides for ``rank``: greedy balance by patch count, deterministic order."""
+    if world_size <= 1:
+        return list(jobs)
+    load = [0] * world_size
+    owner: dict[int, int] = {}
+    for index in sorted(range(len(jobs)), key=lambda i: (-len(jobs[i]), jobs[i].slide_id)):
+        target = min(range(world_size), key=lambda r: (load[r], r))
+        owner[index] = target
+        load[target] += max(1, len(jobs[index]))
+    return [job for i, job in enumerate(jobs) if owner[i] == rank]
+
+
+class ExtractDataModule(L.LightningDataModule):
+    """Selects this rank's pending slides, locks them and streams their patches.
+
+    Args:
+        jobs: Every slide of the run (all ranks).
+        batch_size: Patches per batch.
+        workers: DataLoader worker processes (0: read in the main process).
+        is_done: Whether a job's complete output already exists (resume).
+        lock_dir: Per-slide lock files, for concurrent jobs; ``None`` disables.
+        pin_memory: Page-locked host batches (set on GPU).
+        prefetch_factor: Batches each worker keeps ready.
+        strip_reads: Read horizontal neighbour patches with one call.
+    """
+
+    def __init__(
+        self,
+        jobs: list[SlideJob],
+        *,
+        batch_size: int,
+        workers: int,
+        is_done: Callable[[SlideJob], bool],
+        lock_dir: str | None = None,
+        pin_memory: bool = False,
+        prefetch_factor: int = 4,
+        strip_reads: bool = True,
+    ) -> None:
+        super().__init__()
+        self.all_jobs = jobs
+        self.batch_size = batch_size
+        self.workers = workers
+        self.is_done = is_done
+        self.lock_dir = lock_dir
+        self.pin_memory = pin_memory
+        self.prefetch_factor = prefetch_factor
+        self.strip_reads = strip_reads
+        self.jobs: list[SlideJob] = []
+        self.pre_results: list[ItemResult] = []
+        self.locks: dict[str, ItemLock] = {}
+
+    def setup(self, stage: str) -> None:
+        """Pick this rank's slides; skip finished ones; lock the rest."""
+        rank = self.trainer.global_rank if self.trainer is not None else 0
+        world = self.trainer.world_size if self.trainer is not None else 1
+        self.jobs, self.pre_results = [], []
+        for job in assign_to_rank(self.all_jobs, rank, world):
+            if len(job) == 0:
+                continue  # no-tissue slides are written by the runner
+            lock = self._lock_for(job)
+            if self.is_done(job):
+                if lock is not None and lock.path.exists() and lock.acquire():
+                    lock.release()  # a killed run finished the file but left its lock
+                self.pre_results.append(ItemResult(job.slide_id, "skipped", output=str(job.output)))
+                continue
+            if lock is not None:
+                if not lock.acquire():
+                    self.pre_results.append(
+                        ItemResult(job.slide_id, "locked", reason="another job holds its lock")
+                    )
+                    continue
+                self.locks[job.slide_id] = lock
+                if self.is_done(job):  # finished by another job just before we locked
+                    self.release(job.slide_id)
+                    self.pre_results.append(ItemResult(job.slide_id, "skipped"))
+                    continue
+            self.jobs.append(job)
+
+    def _lock_for(self, job: SlideJob) -> ItemLock | None:
+        if self.lock_dir is None:
+            return None
+        return ItemLock(f"{self.lock_dir}/{job.output.parent.name}.{job.slide_id}.lock")
+
+    def release(self, slide_id: str) -> None:
+        """Release the lock of ``slide_id`` (if held)."""
+        lock = self.locks.pop(slide_id, None)
+        if lock is not None:
+            lock.release()
+
+    def teardown(self, stage: str) -> None:
+        """Release every remaining lock."""
+        for slide_id in list(self.locks):
+            self.release(slide_id)
+
+    def predict_dataloader(self) -> DataLoader[dict[str, Any]]:
+        """One DataLoader over every pending slide of this rank."""
+        workers = self.workers
+        return DataLoader(
+            PatchBatchDataset(self.jobs, self.batch_size, strip_reads=self.strip_reads),
+            batch_size=None,
+            shuffle=False,
+            num_workers=workers,
+            persistent_workers=workers > 0,
+            pin_memory=self.pin_memory,
+            prefetch_factor=self.prefetch_factor if workers > 0 else None,
+        )
+
+
+@dataclass
+class _OpenSlide:
+    job: SlideJob
+    stack: contextlib.ExitStack
+    writer: FeatureFileWriter
+    started: float
+    rows_seen: int = 0
+    error: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+class _SlideFailedError(WsiNcmiError):
+    """Internal: aborts one slide's atomic output."""
+
+
+class FeatureWriter(BasePredictionWriter):
+    """Writes each rank's slides, batch by batch, each into its own atomic file.
+
+    Args:
+        attrs_for: Attributes of a job's features file.
+        out_dim: Feature dimension.
+        dtype: Stored dtype (``float16``/``float32``).
+        max_bad_fraction: A slide with a larger fraction of undecodable tiles fails.
+        progress: Show a progress bar in patches/s.
+        stop_on_failure: Raise :class:`~wsi_ncmi.batch.BatchAbortedError` as soon as a
+            slide fails (the Trainer stops; unfinished temp files are removed).
+    """
+
+    def __init__(
+        self,
+        attrs_for: Callable[[SlideJob], Mapping[str, Any]],
+        out_dim: int,
+        dtype: str,
+        max_bad_fraction: float,
+        progress: bool = True,
+        stop_on_failure: bool = False,
+    ) -> None:
+        super().__init__(write_interval="batch")
+        self.stop_on_failure = stop_on_failure
+        self.attrs_for = attrs_for
+        self.out_dim = out_dim
+        self.dtype = dtype
+        self.max_bad_fraction = max_bad_fraction
+        self.progress = progress
+        self.results: list[ItemResult] = []
+        self._open: dict[int, _OpenSlide] = {}
+        self._mark = time.perf_counter()
+        self._bar: tqdm[Any] | None = None
+
+    def _datamodule(self, trainer: L.Trainer) -> ExtractDataModule:
+        dm = getattr(trainer, "datamodule", None)
+        if not isinstance(dm, ExtractDataModule):
+            raise TypeError("FeatureWriter needs the ExtractDataModule")
+        return dm
+
+    def on_predict_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        """Start the clock and the patches/s bar."""
+        self._mark = time.perf_counter()
+        total = sum(len(j) for j in self._datamodule(trainer).jobs)
+        self._bar = tqdm(
+            total=total, unit="patch", desc=f"extract[rank {trainer.global_rank}]",
+            disable=not self.progress or None, dynamic_ncols=True,
+        )  # fmt: skip
+
+    def write_on_batch_end(
+        self,
+        trainer: L.Trainer,
+        pl_module: L.LightningModule,
+        prediction: Any,
+        batch_indices: Any,
+        batch: Any,
+        batch_idx: int,
+        dataloader_idx: int = 0,
+    ) -> None:
+        """Append one batch's rows to its slide's file; finish the slide when full."""
+        dm = self._datamodule(trainer)
+        index = int(prediction["job"])
+        state = self._open.get(index) or self._begin(dm.jobs[index], index)
+        features: np.ndarray = prediction["features"].numpy()
+        valid: np.ndarray = prediction["valid"].numpy().astype(bool)
+        if prediction["error"] and not state.error:
+            state.error = str(prediction["error"])
+        try:
+            state.writer.write_rows(int(prediction["start"]), features, valid)
+        except WsiNcmiError as err:  # overflow in float16, bad rows: the slide fails
+            state.error = state.error or f"{type(err).__name__}: {err}"
+        state.rows_seen += len(features)
+        if self._bar is not None:
+            self._bar.update(len(features))
+            self._bar.set_postfix_str(state.job.slide_id, refresh=False)
+        if state.rows_seen >= len(state.job):
+            self._finish(index, dm)
+
+    def _begin(self, job: SlideJob, index: int) -> _OpenSlide:
+        stack = contextlib.ExitStack()
+        tmp = stack.enter_context(atomic_output(job.output))
+        writer = FeatureFileWriter(tmp, job.coords, self.out_dim, self.dtype, self.attrs_for(job))
+        stack.callback(writer.close)
+        state = _OpenSlide(job, stack, writer, started=self._mark)
+        self._open[index] = state
+        return state
+
+    def _finish(self, index: int, dm: ExtractDataModule) -> None:
+        state = self._open.pop(index)
+        job, n = state.job, len(state.job)
+        n_bad = state.writer.n_invalid
+        error = state.error
+        if not error and n_bad > self.max_bad_fraction * n:
+            error = (
+                f"CorruptTileError: {n_bad} of {n} tiles failed to decode "
+                f"(more than --max-bad-fraction {self.max_bad_fraction}); re-export the slide"
+            )
+        try:
+            if error:
+                raise _SlideFailedError(error)
+            state.writer.finish()
+            state.stack.close()  # atomic rename
+        except WsiNcmiError as err:
+            state.stack.__exit__(type(err), err, err.__traceback__)  # removes the temp file
+            etype, _, reason = str(err).partition(": ")
+            failed = isinstance(err, _SlideFailedError)
+            self.results.append(
+                ItemResult(
+                    job.slide_id,
+                    "failed",
+                    reason=reason if failed else str(err),
+                    error_type=etype if failed else type(err).__name__,
+                    count=n,
+                    seconds=time.perf_counter() - state.started,
+                )
+            )
+        else:
+            seconds = time.perf_counter() - state.started
+            self.results.append(
+                ItemResult(
+                    job.slide_id,
+                    "ok",
+                    count=n,
+                    seconds=seconds,
+                    output=str(job.output),
+                    extra={"bad_tiles": n_bad, "patches_per_s": n / max(seconds, 1e-9)},
+                )
+            )
+        finally:
+            dm.release(job.slide_id)
+            self._mark = time.perf_counter()
+        last = self.results[-1]
+        if last.status == "failed" and self.stop_on_failure:
+            raise BatchAbortedError(
+                f"{last.item_id} failed ({last.error_type}: {last.reason}); stopping because "
+                "--skip-errors is off (finished slides are kept)"
+            )
+
+    def _abort_all(self, reason: str) -> None:
+        for index in list(self._open):
+            state = self._open.pop(index)
+            err = _SlideFailedError(reason)
+            state.stack.__exit__(type(err), err, None)
+
+    def on_exception(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException
+    ) -> None:
+        """Remove the temp files of unfinished slides; release locks."""
+        self._abort_all(f"run interrupted: {type(exception).__name__}")
+        self._close_bar()
+        with contextlib.suppress(TypeError):
+            self._datamodule(trainer).teardown("predict")
+
+    def on_predict_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        """Fail slides that never received all rows (should not happen)."""
+        dm = self._datamodule(trainer)
+        for index in list(self._open):
+            state = self._open[index]
+            self.results.append(
+                ItemResult(state.job.slide_id, "failed", reason="incomplete: rows missing")
+            )
+            dm.release(state.job.slide_id)
+        self._abort_all("incomplete")
+        self._close_bar()
+
+    def _close_bar(self) -> None:
+        if self._bar is not None:
+            self._bar.close()
+            self._bar = None

@@ -1,0 +1,366 @@
+"""The ``wsi-extract`` batch: coords files in, one features file per slide out.
+
+Resumable (a slide whose complete output has the same extraction hash is skipped),
+shardable (``--shard i/N``), lock-aware (concurrent jobs share a cohort), atomic (a
+killed run leaves only temp files, removed on the next run) and reported (per-slide
+patches, seconds, patches/s and the total).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import time
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from wsi_ncmi._version import __version__
+from wsi_ncmi.batch import (
+    BatchAbortedError,
+    ItemResult,
+    RunReport,
+    remove_stale_temp_files,
+    select_shard,
+)
+from wsi_ncmi.errors import CacheSchemaError, ConfigError
+from wsi_ncmi.features.dataset import SlideJob
+from wsi_ncmi.features.encoders.registry import EncoderModule, EncoderSpec
+from wsi_ncmi.features.store import FEATURE_DTYPES, FEATURES_SCHEMA_VERSION, feature_path
+from wsi_ncmi.slide import SlideRef
+from wsi_ncmi.tiling.schema import params_hash, read_coords
+
+PRECISIONS = {"32": "32-true", "bf16": "bf16-mixed", "16": "16-mixed"}
+SPEC_PRECISION = {"fp32": "32-true", "bf16": "bf16-mixed", "fp16": "16-mixed"}
+
+
+@dataclass(frozen=True)
+class ExtractConfig:
+    """Resolved settings of one extraction run (saved in every output's attributes).
+
+    Attributes:
+        coords_dir: Directory of ``<slide_id>.h5`` coords files (``wsi-tile`` output).
+        out_dir: Output root; features go to ``<out>/features/<encoder>/``.
+        encoder: Registered encoder name or ``timm:<model>``.
+        weights: Local checkpoint instead of the encoder's download source.
+        random_init: Random weights (tests/demos; recorded in every output).
+        device: ``cpu``, ``cuda`` or ``auto`` (cuda when available).
+        devices: Devices per node (``"1"``, ``"4"``, ``"auto"``); ranks split slides.
+        num_nodes: Nodes (SLURM/torchrun).
+        batch_size: Patches per batch; ``None``: 256 on GPU, 64 on CPU.
+        workers: DataLoader workers; ``None``: CPU count − 2, between 1 and 12.
+        precision: ``auto`` (the spec's on GPU, 32 on CPU), ``32``, ``bf16``, ``16``.
+        dtype: Stored feature dtype (``float16`` or ``float32``).
+        allow_mpp_mismatch: Accept a tiling µm/px other than the encoder's.
+        mpp_tolerance: Relative µm/px difference still counted as a match.
+        max_bad_fraction: A slide with more undecodable tiles than this fails.
+        shard: ``i/N`` to process one deterministic part of the cohort.
+        skip_errors: Record failed slides and continue (else stop at the first).
+        lock: Per-slide lock files so concurrent jobs can share a cohort.
+        slide_dir: Look slides up here by file name (when they moved since tiling).
+        backend: Override the backend recorded in the coords files.
+        expect_coords_hash: Refuse coords files with another ``params_hash``.
+        compile_model: ``torch.compile`` the encoder.
+        strip_reads: Read horizontal neighbour patches with one call.
+        progress: Show a progress bar.
+    """
+
+    coords_dir: Path
+    out_dir: Path
+    encoder: str = "random-cnn"
+    weights: Path | None = None
+    random_init: bool = False
+    device: Literal["cpu", "cuda", "auto"] = "auto"
+    devices: str = "1"
+    num_nodes: int = 1
+    batch_size: int | None = None
+    workers: int | None = None
+    precision: str = "auto"
+    dtype: str = "float16"
+    allow_mpp_mismatch: bool = False
+    mpp_tolerance: float = 0.05
+    max_bad_fraction: float = 0.1
+    shard: str | None = None
+    skip_errors: bool = False
+    lock: bool = True
+    slide_dir: Path | None = None
+    backend: str | None = None
+    expect_coords_hash: str | None = None
+    compile_model: bool = False
+    strip_reads: bool = True
+    progress: bool = True
+
+    def validate(self) -> None:
+        """Check values at the boundary.
+
+        Raises:
+            ConfigError: A value out of range, naming the parameter and the value.
+        """
+        if self.device not in ("cpu", "cuda", "auto"):
+            raise ConfigError(f"--device must be cpu, cuda or auto, got {self.device!r}")
+        if self.precision not in ("auto", *PRECISIONS):
+            raise ConfigError(
+                f"--precision must be auto, {', '.join(PRECISIONS)}; got {self.precision!r}"
+            )
+        if self.dtype not in FEATURE_DTYPES:
+            raise ConfigError(f"--dtype must be one of {FEATURE_DTYPES}, got {self.dtype!r}")
+        if self.batch_size is not None and self.batch_size < 1:
+            raise ConfigError(f"--batch-size must be >= 1, got {self.batch_size!r}")
+        if self.workers is not None and self.workers < 0:
+            raise ConfigError(f"--workers must be >= 0, got {self.workers!r}")
+        if not 0.0 <= self.max_bad_fraction <= 1.0:
+            raise ConfigError(f"--max-bad-fraction must be in [0, 1], got {self.max_bad_fraction}")
+        if not self.coords_dir.is_dir():
+            raise ConfigError(
+                f"--coords must be a directory of coords .h5 files: {self.coords_dir}"
+            )
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form."""
+        return {
+            k: str(v) if isinstance(v, Path) else v for k, v in dataclasses.asdict(self).items()
+        }
+
+
+def extraction_hash(spec: EncoderSpec, dtype: str, coords_hash: str) -> str:
+    """The resume key: encoder identity, stored dtype, coords parameters, schema version."""
+    return params_hash(
+        {
+            "encoder": spec.identity_hash,
+            "dtype": dtype,
+            "coords": coords_hash,
+            "schema_version": FEATURES_SCHEMA_VERSION,
+        }
+    )
+
+
+def check_mpp(spec: EncoderSpec, target_mpp: float, config: ExtractConfig, where: str) -> None:
+    """Refuse a tiling µm/px that differs from the encoder's (unless allowed).
+
+    Raises:
+        ConfigError: The mismatch, both values, and the two ways out.
+    """
+    if spec.mpp is None or config.allow_mpp_mismatch:
+        return
+    if abs(target_mpp / spec.mpp - 1.0) > config.mpp_tolerance:
+        raise ConfigError(
+            f"encoder {spec.name!r} expects {spec.mpp} µm/px but {where} was tiled at "
+            f"{target_mpp} µm/px; re-run wsi-tile with --target-mpp {spec.mpp}, or pass "
+            "--allow-mpp-mismatch to extract anyway"
+        )
+
+
+def load_jobs(config: ExtractConfig, spec: EncoderSpec, report: RunReport) -> list[SlideJob]:
+    """Read and validate every coords file; build one :class:`SlideJob` per slide.
+
+    Unreadable coords files become ``failed`` results (or raise without skip_errors).
+
+    Raises:
+        CacheSchemaError: A bad coords file when ``skip_errors`` is off.
+        ConfigError: µm/px mismatch (always raised: it concerns the whole run).
+    """
+    paths = sorted(config.coords_dir.glob("*.h5"))
+    paths = select_shard(paths, [p.stem for p in paths], config.shard)
+    jobs: list[SlideJob] = []
+    for path in paths:
+        try:
+            coords = read_coords(path, expect_hash=config.expect_coords_hash)
+        except CacheSchemaError as err:
+            if not config.skip_errors:
+                raise
+            report.add(
+                ItemResult(path.stem, "failed", reason=str(err), error_type="CacheSchemaError")
+            )
+            continue
+        attrs = coords.attrs
+        check_mpp(spec, float(attrs["target_mpp"]), config, repr(str(path)))
+        slide_path = Path(str(attrs["slide_path"]))
+        if config.slide_dir is not None:
+            slide_path = config.slide_dir / slide_path.name
+        override = (
+            float(attrs["mpp_x"]) if str(attrs["mpp_source"]).startswith("override") else None
+        )
+        jobs.append(
+            SlideJob(
+                slide_id=coords.slide_id,
+                slide=SlideRef(str(slide_path), config.backend or str(attrs["backend"]), override),
+                coords=coords.coords,
+                read_level=int(attrs["read_level"]),
+                read_size_px=int(attrs["read_size_px"]),
+                patch_size_px=int(attrs["patch_size_px"]),
+                coords_path=str(path),
+                coords_hash=coords.params_hash,
+                target_mpp=float(attrs["target_mpp"]),
+                output=feature_path(config.out_dir, spec.name, coords.slide_id),
+            )
+        )
+    return jobs
+
+
+def _job_attrs(
+    job: SlideJob, spec: EncoderSpec, config: ExtractConfig, precision: str
+) -> dict[str, Any]:
+    effective = job.target_mpp * job.patch_size_px / (spec.input_size_px or job.patch_size_px)
+    return {
+        "package_version": __version__,
+        "slide_id": job.slide_id,
+        "encoder": spec.name,
+        "encoder_spec": spec.to_dict(),
+        "encoder_hash": spec.identity_hash,
+        "random_init": spec.random_init,
+        "coords_file": job.coords_path,
+        "coords_params_hash": job.coords_hash,
+        "target_mpp": job.target_mpp,
+        "effective_mpp": effective,
+        "patch_size_px": job.patch_size_px,
+        "extraction_hash": extraction_hash(spec, config.dtype, job.coords_hash),
+        "precision": precision,
+        "config": config.to_dict(),
+    }
+
+
+def _write_empty(job: SlideJob, attrs: dict[str, Any], out_dim: int, dtype: str) -> None:
+    from wsi_ncmi.batch import atomic_output
+    from wsi_ncmi.features.store import FeatureFileWriter
+
+    with atomic_output(job.output) as tmp:
+        writer = FeatureFileWriter(tmp, job.coords, out_dim, dtype, attrs)
+        writer.finish()
+
+
+def resolve_runtime(config: ExtractConfig, spec: EncoderSpec) -> tuple[str, str, int, int]:
+    """``(accelerator, lightning precision, batch size, workers)`` for this host."""
+    import torch
+
+    if config.device == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("--device cuda was given but no CUDA device is available")
+    accelerator = "cuda" if config.device != "cpu" and torch.cuda.is_available() else "cpu"
+    if config.precision != "auto":
+        precision = PRECISIONS[config.precision]
+    else:
+        precision = SPEC_PRECISION[spec.precision] if accelerator == "cuda" else "32-true"
+    batch_size = config.batch_size or (256 if accelerator == "cuda" else 64)
+    workers = config.workers
+    if workers is None:
+        workers = min(12, max(1, (os.cpu_count() or 2) - 2))
+    return accelerator, precision, batch_size, workers
+
+
+def run_extraction(config: ExtractConfig, encoder: EncoderModule | None = None) -> RunReport:
+    """Extract features for every slide of ``config.coords_dir`` (this shard, this rank).
+
+    Args:
+        config: Run settings.
+        encoder: A pre-built encoder (benchmarks, tests); default builds
+            ``config.encoder`` from the registry.
+
+    Returns:
+        The run report (also written to ``<out>/features/<encoder>/report*.json``).
+
+    Raises:
+        ConfigError: Bad settings or µm/px mismatch.
+        WeightsUnavailableError: The encoder's weights cannot be loaded.
+        BatchAbortedError: A slide failed and ``skip_errors`` is off.
+    """
+    import lightning as L
+
+    from wsi_ncmi.features.encoders.registry import build_encoder
+    from wsi_ncmi.features.engine import ExtractDataModule, ExtractionModule, FeatureWriter
+    from wsi_ncmi.features.store import is_complete
+
+    config.validate()
+    if encoder is None:
+        encoder = build_encoder(
+            config.encoder, weights=config.weights, random_init=config.random_init
+        )
+    spec = encoder.spec
+    accelerator, precision, batch_size, workers = resolve_runtime(config, spec)
+    report = RunReport("extract", params={**config.to_dict(), "encoder_spec": spec.to_dict()})
+    jobs = load_jobs(config, spec, report)
+    out_dir = feature_path(config.out_dir, spec.name, "x").parent
+    out_dir.mkdir(parents=True, exist_ok=True)
+    remove_stale_temp_files(out_dir)
+
+    def attrs_for(job: SlideJob) -> dict[str, Any]:
+        return _job_attrs(job, spec, config, precision)
+
+    def is_done(job: SlideJob) -> bool:
+        key = extraction_hash(spec, config.dtype, job.coords_hash)
+        return is_complete(job.output, extraction_hash=key, n_rows=len(job))
+
+    for job in (j for j in jobs if len(j) == 0):
+        if not is_done(job):
+            _write_empty(job, attrs_for(job), spec.out_dim, config.dtype)
+        report.add(
+            ItemResult(job.slide_id, "no_tissue", reason="no patches", output=str(job.output))
+        )
+
+    writer = FeatureWriter(
+        attrs_for,
+        spec.out_dim,
+        config.dtype,
+        config.max_bad_fraction,
+        progress=config.progress,
+        stop_on_failure=not config.skip_errors,
+    )
+    datamodule = ExtractDataModule(
+        jobs,
+        batch_size=batch_size,
+        workers=workers,
+        is_done=is_done,
+        lock_dir=str(config.out_dir / "locks") if config.lock else None,
+        pin_memory=accelerator == "cuda",
+        strip_reads=config.strip_reads,
+    )
+    trainer = L.Trainer(
+        accelerator=accelerator,
+        devices=config.devices if config.devices == "auto" else int(config.devices),
+        num_nodes=config.num_nodes,
+        precision=precision,  # type: ignore[arg-type]
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        enable_checkpointing=False,
+        use_distributed_sampler=False,
+        inference_mode=True,
+        callbacks=[writer],
+    )
+    started = time.perf_counter()
+    try:
+        with warnings.catch_warnings():
+            # Batches are whole-slide regions, not sampler indices; empty shards are fine.
+            warnings.filterwarnings("ignore", message=".*infer the batch indices.*")
+            warnings.filterwarnings("ignore", message=".*length of `DataLoader` across ranks.*")
+            trainer.predict(
+                ExtractionModule(encoder, compile_model=config.compile_model),
+                datamodule=datamodule,
+                return_predictions=False,
+            )
+    finally:
+        for result in [*datamodule.pre_results, *writer.results]:
+            report.add(result)
+        elapsed = time.perf_counter() - started
+        done = sum(r.count for r in writer.results if r.status == "ok")
+        report.params["runtime"] = {
+            "accelerator": accelerator,
+            "precision": precision,
+            "batch_size": batch_size,
+            "workers": workers,
+            "world_size": trainer.world_size,
+            "seconds": elapsed,
+            "patches_extracted": done,
+            "patches_per_s": done / max(elapsed, 1e-9),
+        }
+        suffix = f"-rank{trainer.global_rank}" if trainer.world_size > 1 else ""
+        report.write_json(out_dir / f"report{suffix}.json")
+    if report.failed and not config.skip_errors:
+        first = report.failed[0]
+        raise BatchAbortedError(
+            f"{first.item_id} failed ({first.error_type}: {first.reason}); "
+            "stopping because --skip-errors is off (finished slides are kept)"
+        )
+    return report
+
+
+__all__ = ["ExtractConfig", "check_mpp", "extraction_hash", "load_jobs", "run_extraction"]

@@ -1,0 +1,305 @@
+"""The features HDF5 schema: writer, validating reader and the fast bag loader.
+
+File ``<out>/features/<encoder>/<slide_id>.h5``, schema ``wsi-ncmi/features`` version
+:data:`FEATURES_SCHEMA_VERSION`:
+
+Datasets:
+    ``features``: ``(N, D)`` float16 (default) or float32, contiguous; row ``i`` is
+    the patch at ``coords[i]``. Invalid rows are zeros.
+    ``coords``: ``(N, 2)`` int64, copied from the coords file (level-0 top-left x, y).
+    ``valid``: ``(N,)`` bool; False where the tile failed to decode.
+
+Attributes:
+    ``schema``, ``schema_version``, ``package_version``, ``slide_id``, ``encoder``
+    (name), ``encoder_spec`` (JSON of the :class:`EncoderSpec`), ``encoder_hash``,
+    ``out_dim``, ``dtype``, ``coords_file``, ``coords_params_hash``, ``target_mpp``,
+    ``patch_size_px``, ``extraction_hash`` (digest of spec, dtype, coords hash and
+    schema version: the resume key), ``n_rows``, ``n_invalid``, ``random_init``,
+    ``precision`` (compute precision used), ``config`` (JSON of the run config).
+
+A file exists under its final name only when complete (atomic rename), and readers
+refuse files whose schema or version differ, or whose datasets disagree in length.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from wsi_ncmi.errors import CacheSchemaError
+
+if TYPE_CHECKING:
+    import h5py
+    import torch
+
+FEATURES_SCHEMA = "wsi-ncmi/features"
+FEATURES_SCHEMA_VERSION = 1
+FEATURE_DTYPES = ("float16", "float32")
+REQUIRED_ATTRS = (
+    "schema",
+    "schema_version",
+    "slide_id",
+    "encoder",
+    "encoder_spec",
+    "out_dim",
+    "dtype",
+    "coords_params_hash",
+    "extraction_hash",
+    "n_rows",
+    "n_invalid",
+)
+
+
+def feature_path(out_dir: str | Path, encoder: str, slide_id: str) -> Path:
+    """``<out>/features/<encoder>/<slide_id>.h5`` (``:``/``/`` in names become ``_``)."""
+    safe = encoder.replace(":", "_").replace("/", "_")
+    return Path(out_dir) / "features" / safe / f"{slide_id}.h5"
+
+
+class FeatureFileWriter:
+    """Writes one slide's features row block by row block into an open HDF5 file.
+
+    Args:
+        path: File to create (normally an :func:`~wsi_ncmi.batch.atomic_output` temp).
+        coords: ``(N, 2)`` int64 coordinates, copied as is.
+        out_dim: Feature dimension ``D``.
+        dtype: ``"float16"`` or ``"float32"``.
+        attrs: Attributes to store (see the module docstring).
+    """
+
+    def __init__(
+        self,
+        path: str | Path,
+        coords: np.ndarray,
+        out_dim: int,
+        dtype: str,
+        attrs: Mapping[str, Any],
+    ) -> None:
+        import h5py
+
+        if dtype not in FEATURE_DTYPES:
+            raise CacheSchemaError(f"dtype must be one of {FEATURE_DTYPES}, got {dtype!r}")
+        n_rows = int(coords.shape[0])
+        self.n_rows = n_rows
+        self.dtype = np.dtype(dtype)
+        self._h5: h5py.File | None = h5py.File(path, "w", track_order=True)
+        h5 = self._h5
+        # Contiguous storage: a whole-bag read is one sequential read.
+        self._features = h5.create_dataset("features", shape=(n_rows, out_dim), dtype=self.dtype)
+        h5.create_dataset("coords", data=np.asarray(coords, dtype=np.int64).reshape(-1, 2))
+        self._valid = np.zeros(n_rows, dtype=bool)
+        self._written = np.zeros(n_rows, dtype=bool)
+        base = {
+            "schema": FEATURES_SCHEMA,
+            "schema_version": FEATURES_SCHEMA_VERSION,
+            "out_dim": out_dim,
+            "dtype": dtype,
+            "n_rows": n_rows,
+        }
+        for key, value in {**attrs, **base}.items():
+            h5.attrs[key] = json.dumps(value) if isinstance(value, dict | list) else value
+
+    @property
+    def rows_written(self) -> int:
+        """How many rows have been written so far."""
+        return int(self._written.sum())
+
+    @property
+    def n_invalid(self) -> int:
+        """Rows written with ``valid=False``."""
+        return int((self._written & ~self._valid).sum())
+
+    def write_rows(self, start: int, features: np.ndarray, valid: np.ndarray) -> None:
+        """Write rows ``start .. start + len(features)``; invalid rows become zeros.
+
+        Raises:
+            CacheSchemaError: Rows out of range, or values that overflow the dtype.
+        """
+        stop = start + int(features.shape[0])
+        if start < 0 or stop > self.n_rows:
+            raise CacheSchemaError(f"rows {start}:{stop} outside 0:{self.n_rows}")
+        block = np.where(valid[:, None], features, 0).astype(self.dtype)
+        if not np.isfinite(block).all():
+            raise CacheSchemaError(
+                f"non-finite features in rows {start}:{stop} after casting to {self.dtype} "
+                "(overflow?); rerun with --dtype float32"
+            )
+        self._features[start:stop] = block
+        self._valid[start:stop] = valid
+        self._written[start:stop] = True
+
+    def finish(self, extra_attrs: Mapping[str, Any] | None = None) -> None:
+        """Write the ``valid`` mask and final attributes, then close.
+
+        Raises:
+            CacheSchemaError: Some rows were never written.
+        """
+        if self._h5 is None:
+            return
+        if not self._written.all():
+            raise CacheSchemaError(
+                f"only {self.rows_written} of {self.n_rows} rows were written; not finishing"
+            )
+        h5 = self._h5
+        h5.create_dataset("valid", data=self._valid)
+        for key, value in {**(extra_attrs or {}), "n_invalid": self.n_invalid}.items():
+            h5.attrs[key] = json.dumps(value) if isinstance(value, dict | list) else value
+        self.close()
+
+    def close(self) -> None:
+        """Close the file without finishing (idempotent)."""
+        h5, self._h5 = self._h5, None
+        if h5 is not None:
+            h5.close()
+
+
+def _decode(value: Any) -> Any:
+    if isinstance(value, bytes):
+        return value.decode("utf-8")
+    if isinstance(value, np.generic):
+        return value.item()
+    return value
+
+
+def _open_checked(path: Path) -> h5py.File:
+    import h5py
+
+    try:
+        h5 = h5py.File(path, "r")
+    except OSError as err:
+        raise CacheSchemaError(f"cannot read features file {str(path)!r}: {err}") from err
+    attrs = h5.attrs
+    schema, version = _decode(attrs.get("schema")), _decode(attrs.get("schema_version"))
+    problem = ""
+    if schema != FEATURES_SCHEMA:
+        problem = f"is not a wsi-ncmi features file (schema={schema!r})"
+    elif version != FEATURES_SCHEMA_VERSION:
+        problem = f"has features schema version {version!r}, expected {FEATURES_SCHEMA_VERSION}"
+    elif missing := [k for k in REQUIRED_ATTRS if k not in attrs]:
+        problem = f"lacks attributes {missing}"
+    elif not all(k in h5 for k in ("features", "coords", "valid")):
+        problem = "lacks one of the datasets features/coords/valid"
+    elif not (
+        h5["features"].shape[0] == h5["coords"].shape[0] == h5["valid"].shape[0]
+        and h5["features"].shape[0] == _decode(attrs["n_rows"])
+    ):
+        problem = "has datasets of different lengths"
+    if problem:
+        h5.close()
+        raise CacheSchemaError(f"{str(path)!r} {problem}; delete it and re-run wsi-extract")
+    return h5
+
+
+def read_feature_attrs(path: str | Path) -> dict[str, Any]:
+    """Validated attributes of a features file (JSON values decoded).
+
+    Raises:
+        CacheSchemaError: Not a complete features file of this schema version.
+    """
+    with _open_checked(Path(path)) as h5:
+        attrs = {k: _decode(v) for k, v in h5.attrs.items()}
+    for key in ("encoder_spec", "config"):
+        if isinstance(attrs.get(key), str):
+            attrs[key] = json.loads(attrs[key])
+    return attrs
+
+
+def is_complete(path: str | Path, *, extraction_hash: str, n_rows: int) -> bool:
+    """Whether ``path`` is a valid features file made with the same inputs and settings."""
+    if not Path(path).is_file():
+        return False
+    try:
+        attrs = read_feature_attrs(path)
+    except CacheSchemaError:
+        return False
+    return attrs["extraction_hash"] == extraction_hash and attrs["n_rows"] == n_rows
+
+
+@dataclass(frozen=True)
+class FeatureBag:
+    """One slide's features file in memory.
+
+    Attributes:
+        features: ``(N, D)`` as stored (float16 or float32).
+        coords: ``(N, 2)`` int64 level-0 top-left.
+        valid: ``(N,)`` bool.
+        attrs: Validated attributes.
+    """
+
+    features: np.ndarray
+    coords: np.ndarray
+    valid: np.ndarray
+    attrs: dict[str, Any]
+
+
+def read_features(path: str | Path) -> FeatureBag:
+    """Read a whole features file (validated).
+
+    Raises:
+        CacheSchemaError: Wrong schema/version or inconsistent content.
+    """
+    path = Path(path)
+    attrs = read_feature_attrs(path)
+    with _open_checked(path) as h5:
+        return FeatureBag(h5["features"][()], h5["coords"][()], h5["valid"][()], attrs)
+
+
+def load_bag(
+    path: str | Path,
+    *,
+    valid_only: bool = True,
+    expect_encoder: str | None = None,
+    expect_dim: int | None = None,
+) -> torch.Tensor:
+    """Load one slide's bag of features for training, fast.
+
+    One validated open, then one plain read of the contiguous ``features`` bytes
+    (``read_direct`` for chunked files); invalid rows are dropped only when there are
+    any.
+
+    Args:
+        path: A features ``.h5`` file.
+        valid_only: Drop rows whose tile failed to decode.
+        expect_encoder: If given, the file's encoder name must equal it.
+        expect_dim: If given, the feature dimension must equal it.
+
+    Returns:
+        ``(N, D)`` tensor in the stored dtype (float16 by default); cast as needed.
+
+    Raises:
+        CacheSchemaError: Wrong schema, version, encoder or dimension.
+    """
+    import torch
+
+    path = Path(path)
+    with _open_checked(path) as h5:
+        encoder = _decode(h5.attrs["encoder"])
+        ds = h5["features"]
+        if expect_encoder is not None and encoder != expect_encoder:
+            raise CacheSchemaError(
+                f"{str(path)!r} holds {encoder!r} features, expected {expect_encoder!r}"
+            )
+        if expect_dim is not None and ds.shape[1] != expect_dim:
+            raise CacheSchemaError(
+                f"{str(path)!r} has feature dim {ds.shape[1]}, expected {expect_dim}"
+            )
+        shape, dtype = ds.shape, ds.dtype
+        offset = ds.id.get_offset() if ds.chunks is None else None
+        out: np.ndarray | None = None
+        if offset is None or not int(np.prod(shape)):
+            out = np.empty(shape, dtype=dtype)
+            if out.size:
+                ds.read_direct(out)
+        valid = h5["valid"][()] if valid_only and int(_decode(h5.attrs["n_invalid"])) else None
+    if out is None:  # contiguous: one plain read of the file's bytes, no HDF5 layer
+        count = int(np.prod(shape))
+        out = np.fromfile(path, dtype=dtype, count=count, offset=int(offset or 0))
+        out = out.reshape(shape)
+    if valid is not None:
+        out = out[valid]
+    return torch.from_numpy(out)
