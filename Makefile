@@ -10,7 +10,15 @@ TORCH_SPEC ?= torch==2.13.0
 PY         := $(VENV)/bin/python
 STAMP      := $(VENV)/.installed
 
-.PHONY: install test test-all lint typecheck demo clean
+# The pathology foundation models (timm, torchvision, transformers) need a torch build that
+# torchvision supports; on this CPU machine that is the 2.14.1 wheel, so their tests run in
+# a second environment. `make test-encoders` builds it on first use (~6 GB).
+ENC_VENV       ?= .venv-encoders
+ENC_TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
+ENC_PY         := $(ENC_VENV)/bin/python
+ENC_STAMP      := $(ENC_VENV)/.installed
+
+.PHONY: install install-encoders test test-all test-encoders lint typecheck demo clean
 
 install: $(STAMP)
 
@@ -20,6 +28,19 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet "$(TORCH_SPEC)"
 	$(PY) -m pip install --quiet -e ".[dev]"
 	touch $(STAMP)
+
+install-encoders: $(ENC_STAMP)
+
+$(ENC_STAMP): pyproject.toml
+	test -x $(ENC_PY) || $(PYTHON) -m venv $(ENC_VENV)
+	$(ENC_PY) -m pip install --quiet --upgrade pip
+	$(ENC_PY) -m pip install --quiet $(ENC_TORCH_SPEC)
+	$(ENC_PY) -m pip install --quiet -e ".[dev,encoders]"
+	touch $(ENC_STAMP)
+
+## Every registered encoder (torchvision, timm, Hugging Face) built with random weights.
+test-encoders: $(ENC_STAMP)
+	$(ENC_PY) -m pytest -q tests/test_features_encoders.py
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check wsi_ncmi tests tools
@@ -39,4 +60,4 @@ demo: $(STAMP)
 	$(PY) -m wsi_ncmi.demo
 
 clean:
-	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(ENC_VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache

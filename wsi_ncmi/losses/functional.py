@@ -31,7 +31,6 @@ inputs.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 from functools import wraps
 from typing import Literal, ParamSpec, TypeVar
@@ -62,14 +61,12 @@ _R = TypeVar("_R")
 
 
 def _no_autocast(fn: Callable[_P, _R]) -> Callable[_P, _R]:
-    """Run ``fn`` with autocast disabled on every device type this process may use."""
+    """Run ``fn`` with autocast disabled on the device of its first tensor argument."""
 
     @wraps(fn)
     def wrapper(*args: _P.args, **kwargs: _P.kwargs) -> _R:
-        with torch.autocast("cpu", enabled=False):
-            if torch.cuda.is_available():
-                with torch.autocast("cuda", enabled=False):
-                    return fn(*args, **kwargs)
+        device = next((a.device.type for a in args if isinstance(a, Tensor)), "cpu")
+        with torch.autocast(device, enabled=False):
             return fn(*args, **kwargs)
 
     return wrapper
@@ -104,7 +101,10 @@ def log_sigmax(z: Tensor) -> Tensor:
         ``log σ(z_k) − log Σ_j σ(z_j)``, ``(..., K)``.
     """
     log_sig = F.logsigmoid(_working(z))
-    return log_sig - torch.logsumexp(log_sig, dim=-1, keepdim=True)
+    # Shift by the row maximum first: for very negative scores, ``log_sig + log K`` would
+    # round back to ``log_sig`` and the normalisation would be lost.
+    shifted = log_sig - log_sig.detach().amax(dim=-1, keepdim=True)
+    return shifted - torch.logsumexp(shifted, dim=-1, keepdim=True)
 
 
 def sigmax(z: Tensor) -> Tensor:
@@ -179,8 +179,7 @@ def pairwise_kl(
         return (neg_entropy - a_ @ safe_log(b_, eps).T).to(a.dtype)
     if method != "elementwise":
         raise ValueError(
-            "method must be one of 'auto', 'elementwise', 'matmul', 'matmul64', "
-            f"got {method!r}"
+            f"method must be one of 'auto', 'elementwise', 'matmul', 'matmul64', got {method!r}"
         )
     log_a, log_b = safe_log(a, eps), safe_log(b, eps)
     rows = max(1, _ELEMENTWISE_CHUNK // max(1, b.shape[0] * b.shape[-1]))
@@ -199,8 +198,7 @@ def _normalizer(num_classes: int, normalization: Normalization) -> int:
     if normalization == "num_classes_minus_one":
         return max(num_classes - 1, 1)
     raise ValueError(
-        "normalization must be 'num_classes' or 'num_classes_minus_one', "
-        f"got {normalization!r}"
+        f"normalization must be 'num_classes' or 'num_classes_minus_one', got {normalization!r}"
     )
 
 
@@ -253,8 +251,7 @@ def separation_terms(
         divergences = pairwise_kl(p, q, method=method, eps=eps)
     else:
         raise ValueError(
-            "direction must be 'centroid_to_output' or 'output_to_centroid', "
-            f"got {direction!r}"
+            f"direction must be 'centroid_to_output' or 'output_to_centroid', got {direction!r}"
         )
     own = divergences.gather(1, y.long().view(-1, 1)).squeeze(1)
     return (divergences.sum(dim=1) - own) / _normalizer(q.shape[0], normalization)
@@ -492,8 +489,3 @@ def nearest_centroid(p: Tensor, q: Tensor, eps: float = PROB_EPS) -> Tensor:
         ``(N,)`` int64 class indices.
     """
     return pairwise_kl(p, q, method="elementwise", eps=eps).argmin(dim=1)
-
-
-def max_entropy(dim: int) -> float:
-    """Entropy of the uniform distribution over ``dim`` outcomes, in nats."""
-    return math.log(dim)

@@ -1,0 +1,295 @@
+import inspect
+import itertools
+import warnings
+
+import _loss_oracles as oracle
+import lightning as L
+import pytest
+import torch
+from torch.utils.data import DataLoader, TensorDataset
+
+from wsi_ncmi.errors import ConfigError
+from wsi_ncmi.images import MLP, LossClassifier, fit_classifier
+from wsi_ncmi.losses import (
+    CentroidCollapseWarning,
+    ClassificationLoss,
+    LossOutput,
+    NCMILoss,
+    build_loss,
+    list_losses,
+)
+from wsi_ncmi.losses import functional as LF
+
+C = 4
+HEADS = ["softmax", "sigmax", "feature"]
+MODES = ["fixed", "alternating", "ema"]
+
+
+def _loss(head: str = "sigmax", **kwargs) -> NCMILoss:
+    if head == "feature":
+        kwargs.setdefault("feature_dim", 6)
+    return NCMILoss(C, head=head, **kwargs)
+
+
+def _inputs(loss: NCMILoss, n: int, dtype=torch.float32, seed: int = 0):
+    g = torch.Generator().manual_seed(seed)
+    dim = C if loss.needs_class_head else int(loss.feature_center.numel())
+    return torch.randn(n, dim, generator=g, dtype=dtype), torch.arange(n) % C
+
+
+VARIANTS = [
+    # every output space with every centroid mode, reference options
+    *({"head": h, "centroids": m} for h, m in itertools.product(HEADS, MODES)),
+    # every separation direction x normaliser x reduction (sigmax, fixed anchors)
+    *(
+        {"direction": d, "normalization": n, "reduction": r}
+        for d, n, r in itertools.product(
+            ["centroid_to_output", "output_to_centroid"],
+            ["num_classes", "num_classes_minus_one"],
+            ["mean_of_ratios", "ratio_of_means"],
+        )
+    ),
+    {"head": "feature", "direction": "output_to_centroid", "reduction": "ratio_of_means"},
+    {"head": "softmax", "normalization": "num_classes_minus_one", "centroids": "ema"},
+]
+
+
+@pytest.mark.parametrize("variant", VARIANTS, ids=lambda v: "-".join(map(str, v.values())))
+def test_gradcheck_every_variant(variant):
+    loss = _loss(**variant).eval()
+    # Moving centroids: start them away from the anchors.
+    loss.state.centroids.copy_(torch.softmax(torch.randn_like(loss.state.centroids), -1))
+    x, y = _inputs(loss, 3, torch.float64)
+    x.requires_grad_(True)
+    assert torch.autograd.gradcheck(lambda t: loss(t, y).loss, (x,))
+
+
+@pytest.mark.parametrize("reduction", ["mean_of_ratios", "ratio_of_means"])
+def test_module_matches_loop_oracle(reduction):
+    loss = _loss("sigmax", reduction=reduction)
+    z, y = _inputs(loss, 5, torch.float64)
+    out = loss(z, y)
+    p = torch.stack([oracle.sigmax(row) for row in z])
+    q = LF.smoothed_onehot_anchors(C).double()
+    want, cmi, gam = oracle.ncmi_loss(p, q, y, "centroid_to_output", "num_classes", reduction)
+    assert float(out.loss) == pytest.approx(want, rel=1e-9)
+    assert float(out.terms["cmi"]) == pytest.approx(cmi, rel=1e-9)
+    assert float(out.terms["gamma"]) == pytest.approx(gam, rel=1e-9)
+    assert float(out.terms["ncmi"]) == pytest.approx(cmi / gam, rel=1e-6)
+
+
+@pytest.mark.parametrize(("head", "mode"), list(itertools.product(HEADS, MODES)))
+def test_batch_of_one_slide_level(head, mode):
+    loss = _loss(head, centroids=mode).train()
+    for step in range(3):
+        x, _ = _inputs(loss, 1, seed=step)
+        x.requires_grad_(True)
+        out = loss(x, torch.tensor([step % C]))
+        out.loss.backward()
+        assert torch.isfinite(out.loss)
+        assert torch.isfinite(x.grad).all()
+        assert set(out.terms) == {"cmi", "gamma", "ncmi"}
+
+
+def test_ema_centroids_move_towards_batch_means():
+    loss = _loss("softmax", centroids="ema", ema_momentum=0.5).train()
+    before = loss.state.centroids.clone()
+    z = torch.randn(2, C)
+    loss(z, torch.tensor([1, 1]))
+    mean = torch.softmax(z, -1).mean(0)
+    torch.testing.assert_close(loss.state.centroids[1], 0.5 * before[1] + 0.5 * mean)
+    torch.testing.assert_close(loss.state.centroids[[0, 2, 3]], before[[0, 2, 3]])
+    loss.eval()
+    loss(z, torch.tensor([0, 0]))  # no update in eval mode
+    torch.testing.assert_close(loss.state.centroids[0], before[0])
+
+
+def test_alternating_schedule_warmup_and_damping():
+    loss = _loss("sigmax", centroids="alternating", warmup_epochs=2, damping=0.1)
+    assert loss.needs_epoch_pass
+    assert not loss.state.needs_initial_pass
+    anchors = loss.state.anchors.clone()
+    means = torch.softmax(torch.randn(C, C) * 3, -1)
+    means[torch.arange(C), torch.arange(C)] += 5.0
+    means = means / means.sum(-1, keepdim=True)
+    counts = torch.full((C,), 10.0)
+    report = loss.q_step(means * 10, counts, epoch=0)
+    assert not report.applied
+    torch.testing.assert_close(loss.state.loss_centroids, anchors)
+    torch.testing.assert_close(loss.state.class_means, means)
+    report = loss.q_step(means * 10, counts, epoch=1)
+    assert report.applied
+    assert not report.collapsed
+    torch.testing.assert_close(loss.state.loss_centroids, 0.9 * anchors + 0.1 * means)
+    literal = _loss("sigmax", centroids="alternating", warmup_epochs=0, damping=1.0)
+    assert literal.state.needs_initial_pass
+
+
+def test_fixed_mode_never_moves_the_loss_centroids():
+    loss = _loss("sigmax")
+    loss.q_step(torch.rand(C, C), torch.ones(C), epoch=5)
+    torch.testing.assert_close(loss.state.loss_centroids, LF.smoothed_onehot_anchors(C))
+
+
+def test_collapse_is_detected_and_reported():
+    loss = _loss("sigmax", centroids="alternating", warmup_epochs=0, damping=1.0)
+    near_uniform = torch.full((C, C), 1.0 / C) + 1e-4 * torch.eye(C)
+    with pytest.warns(CentroidCollapseWarning, match="centroid collapse"):
+        report = loss.q_step(
+            near_uniform * 5,
+            torch.full((C,), 5.0),
+            epoch=0,
+            predicted_counts=torch.tensor([20.0, 0, 0, 0]),
+        )
+    assert report.collapsed
+    assert report.predicted_classes == pytest.approx(1.0)
+    assert len(report.reasons) == 2
+
+
+def test_feature_head_contract_and_prediction():
+    loss = _loss("feature", feature_dim=8)
+    assert loss.output_dim(C) is None
+    assert not loss.needs_class_head
+    assert loss.needs_epoch_pass
+    loss.train()
+    f = torch.randn(16, 8) + 3.0
+    loss(f, torch.arange(16) % C)
+    assert int(loss.feature_steps) == 1
+    # Bias-corrected EMA: after one step the centre is exactly the batch mean.
+    center = loss.feature_center / (1 - loss.center_decay)
+    torch.testing.assert_close(center, f.mean(0))
+    loss.eval()
+    p = loss.probabilities(f)
+    sums, counts = LF.class_sums(p, torch.arange(16) % C, C)
+    loss.q_step(sums, counts, epoch=0)
+    torch.testing.assert_close(loss.predict(f), LF.nearest_centroid(p, sums / counts[:, None]))
+
+
+def test_class_head_predicts_argmax():
+    loss = _loss("sigmax")
+    z = torch.randn(7, C)
+    assert torch.equal(loss.predict(z), z.argmax(-1))
+    assert loss.output_dim(C) == C
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"head": "logits"},
+        {"direction": "both"},
+        {"centroids": "kmeans"},
+        {"damping": 0.0},
+        {"head": "feature"},
+        {"head": "feature", "feature_dim": 2},
+        {"temperature": 0.0},
+        {"head": "feature", "feature_dim": 8, "anchors": "smoothed_onehot"},
+    ],
+)
+def test_invalid_configuration_is_rejected(kwargs):
+    with pytest.raises(ConfigError):
+        NCMILoss(C, **kwargs)
+
+
+def _minimal_kwargs(name: str) -> dict:
+    params = inspect.signature(build_loss.__globals__["_LOSSES"][name]).parameters
+    kwargs = {}
+    if "num_classes" in params:
+        kwargs["num_classes"] = C
+    if "class_counts" in params:
+        kwargs["class_counts"] = [3, 1, 1, 5]
+    return kwargs
+
+
+@pytest.mark.parametrize("name", list_losses())
+def test_every_registered_loss_follows_the_contract(name):
+    loss = build_loss(name, **_minimal_kwargs(name))
+    assert isinstance(loss, ClassificationLoss)
+    assert loss.output_dim(C) == C
+    z = torch.randn(5, C, requires_grad=True)
+    y = torch.tensor([0, 1, 2, 3, 3])
+    out = loss(z, y)
+    assert isinstance(out, LossOutput)
+    assert out.loss.ndim == 0
+    out.loss.backward()
+    assert torch.isfinite(z.grad).all()
+    assert all(v.ndim == 0 and not v.requires_grad for v in out.terms.values())
+    assert loss.predict(z).shape == (5,)
+    torch.testing.assert_close(loss.probabilities(z).sum(-1), torch.ones(5))
+    one = loss(torch.randn(1, C), torch.tensor([2]))
+    assert torch.isfinite(one.loss)
+
+
+def test_unknown_loss_lists_the_choices():
+    with pytest.raises(ConfigError, match="ncmi"):
+        build_loss("ncmii")
+
+
+# --- Lightning: the epoch-end Q-step and the collapse regression -------------------------
+
+
+def _digits_module(**loss_kwargs):
+    from sklearn.datasets import load_digits
+
+    x, y = load_digits(return_X_y=True)
+    x = torch.tensor(x / 16.0, dtype=torch.float32)
+    y = torch.tensor(y)
+    g = torch.Generator().manual_seed(0)
+    order = torch.randperm(len(y), generator=g)
+    train, val = order[:1200], order[1200:]
+
+    class Data(L.LightningDataModule):
+        def train_dataloader(self):
+            return DataLoader(TensorDataset(x[train], y[train]), batch_size=128, shuffle=True)
+
+        def val_dataloader(self):
+            return DataLoader(TensorDataset(x[val], y[val]), batch_size=600)
+
+        test_dataloader = val_dataloader
+
+    loss = build_loss("ncmi", num_classes=10, **loss_kwargs)
+    return LossClassifier(MLP(64, (256, 256, 128)), 128, 10, loss, lr=0.1), Data()
+
+
+@pytest.fixture
+def one_thread():
+    # Tiny models on a shared 2-core machine: more intra-op threads only oversubscribe.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def _fit(epochs, **loss_kwargs):
+    L.seed_everything(0, verbose=False)
+    model, data = _digits_module(**loss_kwargs)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        result = fit_classifier(model, data, 10, max_epochs=epochs)
+    collapse_warnings = [w for w in caught if issubclass(w.category, CentroidCollapseWarning)]
+    return model, result, collapse_warnings
+
+
+def test_literal_alternating_collapses_and_is_reported(one_thread):
+    # Class means feed the loss from the first epoch (warmup 0, no damping): classes merge.
+    _, result, caught = _fit(3, centroids="alternating", warmup_epochs=0, damping=1.0)
+    assert result["test"]["test/accuracy"] < 0.5
+    assert result["collapsed_epochs"]
+    assert caught
+
+
+def test_default_alternating_schedule_trains_and_q_step_uses_eval_class_means(one_thread):
+    model, result, caught = _fit(3, centroids="alternating")
+    assert result["test"]["test/accuracy"] > 0.85
+    assert not result["collapsed_epochs"]
+    assert not caught
+    assert len(result["history"]) == 3
+    assert all(h["cmi"] >= 0 and h["gamma"] > 0 for h in result["history"])
+    # The last Q-step's class means equal the class means of the training set in eval mode.
+    data = model.trainer.datamodule
+    model.eval()
+    xs, ys = zip(*data.train_dataloader(), strict=True)
+    with torch.no_grad():
+        p = model.criterion.probabilities(model(torch.cat(xs)))
+    torch.testing.assert_close(
+        model.criterion.state.class_means, LF.class_centroids(p, torch.cat(ys), 10)
+    )

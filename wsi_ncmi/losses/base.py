@@ -1,0 +1,120 @@
+"""The contract every registered loss follows (see the package docstring)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+from torch import Tensor, nn
+
+from wsi_ncmi.losses.centroids import CentroidReport, CentroidState
+
+
+@dataclass
+class LossOutput:
+    """What a loss returns.
+
+    Attributes:
+        loss: Scalar to minimise, attached to the graph.
+        terms: Named scalar terms for logging (detached), e.g. ``{"cmi", "gamma", "ncmi"}``.
+    """
+
+    loss: Tensor
+    terms: dict[str, Tensor] = field(default_factory=dict)
+
+
+class ClassificationLoss(nn.Module):
+    """Base class of the registered losses.
+
+    Subclasses implement :meth:`forward`. The defaults describe a loss on class logits with
+    softmax outputs and argmax prediction (cross-entropy and its relatives).
+
+    Attributes:
+        needs_class_head: ``True`` if the model must end in a linear layer with
+            :meth:`output_dim` outputs; ``False`` if the loss takes the raw backbone
+            features (NCMI's feature head).
+        needs_epoch_pass: ``True`` if a Q-step pass over the training set at each epoch end
+            is needed (see :class:`wsi_ncmi.losses.callbacks.CentroidUpdate`).
+    """
+
+    needs_class_head: bool = True
+    needs_epoch_pass: bool = False
+
+    @property
+    def centroid_state(self) -> CentroidState | None:
+        """The centroid state of a loss that keeps centroids (submodule ``state``)."""
+        module = self._modules.get("state")
+        return module if isinstance(module, CentroidState) else None
+
+    def forward(self, outputs: Tensor, targets: Tensor) -> LossOutput:  # pragma: no cover
+        """Compute the loss.
+
+        Args:
+            outputs: Class logits ``(N, C)``, or features ``(N, m)`` if
+                ``needs_class_head`` is ``False``.
+            targets: Integer labels ``(N,)``.
+
+        Returns:
+            The loss and its named terms.
+        """
+        raise NotImplementedError
+
+    def output_dim(self, num_classes: int) -> int | None:
+        """Width of the linear head the model needs, or ``None`` for raw features.
+
+        Args:
+            num_classes: ``C``.
+
+        Returns:
+            ``num_classes`` for class-logit losses, ``None`` when no head is wanted.
+        """
+        return num_classes if self.needs_class_head else None
+
+    def probabilities(self, outputs: Tensor) -> Tensor:
+        """The output distribution ``P`` the loss works with (softmax by default).
+
+        Args:
+            outputs: ``(N, C)`` logits.
+
+        Returns:
+            ``(N, K)`` probabilities, float32 or wider.
+        """
+        return torch.softmax(outputs.float() if outputs.dtype != torch.float64 else outputs, -1)
+
+    def predict(self, outputs: Tensor) -> Tensor:
+        """Class predictions.
+
+        Args:
+            outputs: ``(N, C)`` logits.
+
+        Returns:
+            ``(N,)`` int64 class indices (argmax).
+        """
+        return outputs.argmax(dim=-1)
+
+    def q_step(
+        self,
+        sums: Tensor,
+        counts: Tensor,
+        epoch: int,
+        predicted_counts: Tensor | None = None,
+    ) -> CentroidReport:
+        """Epoch-end Q-step of a loss that keeps centroids; see ``CentroidState.q_step``.
+
+        Args:
+            sums: ``(C, K)`` per-class sums of :meth:`probabilities` over the training set
+                (all-reduced across processes).
+            counts: ``(C,)`` per-class counts.
+            epoch: Epoch that just ended (``-1`` for the pass before training).
+            predicted_counts: ``(C,)`` predicted-class histogram of the same pass.
+
+        Returns:
+            The centroid report.
+
+        Raises:
+            TypeError: If this loss keeps no centroids.
+        """
+        state = self.centroid_state
+        if state is None:
+            raise TypeError(f"{type(self).__name__} keeps no centroids")
+        return state.q_step(sums, counts, epoch, predicted_counts)

@@ -1,0 +1,246 @@
+"""Baseline losses on class logits, registered beside NCMI.
+
+All compute in float32 (float64 inputs stay float64) with autocast off, take ``(N, C)``
+logits and ``(N,)`` labels, and predict by argmax.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from wsi_ncmi.errors import ConfigError
+from wsi_ncmi.losses import functional as LF
+from wsi_ncmi.losses.base import ClassificationLoss, LossOutput
+from wsi_ncmi.losses.centroids import CentroidMode, CentroidState
+from wsi_ncmi.losses.registry import register_loss
+
+
+def _fp(x: Tensor) -> Tensor:
+    return x if x.dtype == torch.float64 else x.float()
+
+
+@register_loss("ce")
+class CrossEntropyLoss(ClassificationLoss):
+    """Cross-entropy on class logits."""
+
+    def forward(self, outputs: Tensor, targets: Tensor) -> LossOutput:
+        """Mean cross-entropy.
+
+        Args:
+            outputs: ``(N, C)`` logits.
+            targets: ``(N,)`` labels.
+
+        Returns:
+            ``LossOutput(loss, {"ce": loss})``.
+        """
+        with torch.autocast(outputs.device.type, enabled=False):
+            loss = F.cross_entropy(_fp(outputs), targets)
+        return LossOutput(loss, {"ce": loss.detach()})
+
+
+@register_loss("weighted_ce")
+class WeightedCrossEntropyLoss(ClassificationLoss):
+    """Cross-entropy weighted by inverse class frequency, ``w_c = N / (C · n_c)``.
+
+    Args:
+        class_counts: Training-set count of each class (``C`` non-negative numbers);
+            classes with a zero count get weight 0.
+    """
+
+    weight: Tensor
+
+    def __init__(self, class_counts: Sequence[float]) -> None:
+        super().__init__()
+        counts = torch.as_tensor(list(class_counts), dtype=torch.float32)
+        if counts.ndim != 1 or counts.numel() < 2 or bool((counts < 0).any()):
+            raise ConfigError(
+                f"class_counts must list >= 2 non-negative counts, got {list(class_counts)!r}"
+            )
+        if float(counts.sum()) <= 0:
+            raise ConfigError(f"class_counts must not be all zero, got {list(class_counts)!r}")
+        weight = counts.sum() / (counts.numel() * counts.clamp_min(1))
+        self.register_buffer("weight", torch.where(counts > 0, weight, torch.zeros_like(weight)))
+
+    def forward(self, outputs: Tensor, targets: Tensor) -> LossOutput:
+        """Weighted mean cross-entropy (PyTorch's weight normalisation).
+
+        Args:
+            outputs: ``(N, C)`` logits.
+            targets: ``(N,)`` labels.
+
+        Returns:
+            ``LossOutput(loss, {"ce": loss})``.
+        """
+        with torch.autocast(outputs.device.type, enabled=False):
+            x = _fp(outputs)
+            loss = F.cross_entropy(x, targets, weight=self.weight.to(x.dtype))
+        return LossOutput(loss, {"ce": loss.detach()})
+
+
+@register_loss("focal")
+class FocalLoss(ClassificationLoss):
+    """Focal loss ``−(1 − p_y)^γ log p_y`` (Lin et al. 2017), averaged over the batch.
+
+    Args:
+        gamma: Focusing parameter ``γ ≥ 0`` (``0`` is cross-entropy).
+    """
+
+    def __init__(self, gamma: float = 2.0) -> None:
+        super().__init__()
+        if gamma < 0:
+            raise ConfigError(f"gamma must be >= 0, got {gamma!r}")
+        self.gamma = gamma
+
+    def forward(self, outputs: Tensor, targets: Tensor) -> LossOutput:
+        """Mean focal loss.
+
+        Args:
+            outputs: ``(N, C)`` logits.
+            targets: ``(N,)`` labels.
+
+        Returns:
+            ``LossOutput(loss, {"focal": loss})``.
+        """
+        with torch.autocast(outputs.device.type, enabled=False):
+            log_p = F.log_softmax(_fp(outputs), dim=-1).gather(1, targets.view(-1, 1)).squeeze(1)
+            loss = (-((1 - log_p.exp()).clamp_min(0) ** self.gamma) * log_p).mean()
+        return LossOutput(loss, {"focal": loss.detach()})
+
+
+@register_loss("label_smoothing")
+class LabelSmoothingLoss(ClassificationLoss):
+    """Cross-entropy against ``(1 − ε) e_y + ε / C`` targets.
+
+    Args:
+        smoothing: ``ε`` in ``[0, 1)``.
+    """
+
+    def __init__(self, smoothing: float = 0.1) -> None:
+        super().__init__()
+        if not 0.0 <= smoothing < 1.0:
+            raise ConfigError(f"smoothing must be in [0, 1), got {smoothing!r}")
+        self.smoothing = smoothing
+
+    def forward(self, outputs: Tensor, targets: Tensor) -> LossOutput:
+        """Mean label-smoothed cross-entropy.
+
+        Args:
+            outputs: ``(N, C)`` logits.
+            targets: ``(N,)`` labels.
+
+        Returns:
+            ``LossOutput(loss, {"ce": loss})``.
+        """
+        with torch.autocast(outputs.device.type, enabled=False):
+            loss = F.cross_entropy(_fp(outputs), targets, label_smoothing=self.smoothing)
+        return LossOutput(loss, {"ce": loss.detach()})
+
+
+@register_loss("squentropy")
+class SquentropyLoss(ClassificationLoss):
+    """Squentropy (Hui et al. 2023): CE plus the mean squared logit of the wrong classes.
+
+    ``loss = CE + (1 / (C − 1)) Σ_{c ≠ y} z_c²``, averaged over the batch.
+    """
+
+    def forward(self, outputs: Tensor, targets: Tensor) -> LossOutput:
+        """Mean squentropy.
+
+        Args:
+            outputs: ``(N, C)`` logits, ``C ≥ 2``.
+            targets: ``(N,)`` labels.
+
+        Returns:
+            ``LossOutput(loss, {"ce", "square"})``.
+        """
+        with torch.autocast(outputs.device.type, enabled=False):
+            z = _fp(outputs)
+            ce = F.cross_entropy(z, targets)
+            wrong = 1.0 - F.one_hot(targets, z.shape[-1]).to(z.dtype)
+            square = ((z**2) * wrong).sum(dim=-1).mean() / (z.shape[-1] - 1)
+        return LossOutput(ce + square, {"ce": ce.detach(), "square": square.detach()})
+
+
+@register_loss("cmic")
+class CMICLoss(ClassificationLoss):
+    """CMIC-DL (Yang et al. 2025): ``CE + λ·CMI − β·Γ`` on softmax outputs.
+
+    CMI and Γ are batch estimates against centroids kept by a
+    :class:`~wsi_ncmi.losses.centroids.CentroidState` (alternating Q-steps by default,
+    with the safe warm-up and damping schedule).
+
+    Args:
+        num_classes: ``C ≥ 2``.
+        cmi_weight: ``λ ≥ 0``.
+        gamma_weight: ``β ≥ 0``.
+        centroids: ``"fixed"``, ``"alternating"`` or ``"ema"``.
+        warmup_epochs: See :class:`~wsi_ncmi.losses.centroids.CentroidState`.
+        damping: See :class:`~wsi_ncmi.losses.centroids.CentroidState`.
+        ema_momentum: See :class:`~wsi_ncmi.losses.centroids.CentroidState`.
+        anchor_smoothing: ``ε`` of the smoothed one-hot initial centroids.
+        direction: Separation direction, see :func:`~wsi_ncmi.losses.functional.separation_terms`.
+        normalization: Separation normaliser.
+    """
+
+    def __init__(
+        self,
+        num_classes: int,
+        *,
+        cmi_weight: float = 0.1,
+        gamma_weight: float = 0.01,
+        centroids: CentroidMode = "alternating",
+        warmup_epochs: int = 2,
+        damping: float = 0.1,
+        ema_momentum: float = 0.01,
+        anchor_smoothing: float = 0.1,
+        direction: LF.Direction = "centroid_to_output",
+        normalization: LF.Normalization = "num_classes",
+    ) -> None:
+        super().__init__()
+        if not isinstance(num_classes, int) or num_classes < 2:
+            raise ConfigError(f"num_classes must be an int >= 2, got {num_classes!r}")
+        if cmi_weight < 0 or gamma_weight < 0:
+            raise ConfigError(
+                f"cmi_weight and gamma_weight must be >= 0, got {cmi_weight!r}, {gamma_weight!r}"
+            )
+        self.num_classes = num_classes
+        self.cmi_weight = cmi_weight
+        self.gamma_weight = gamma_weight
+        self.direction: LF.Direction = direction
+        self.normalization: LF.Normalization = normalization
+        self.needs_epoch_pass = centroids == "alternating"
+        self.state = CentroidState(
+            LF.smoothed_onehot_anchors(num_classes, anchor_smoothing),
+            centroids,
+            warmup_epochs=warmup_epochs,
+            damping=damping,
+            ema_momentum=ema_momentum,
+        )
+
+    def forward(self, outputs: Tensor, targets: Tensor) -> LossOutput:
+        """CE plus the weighted CMI and separation terms.
+
+        Args:
+            outputs: ``(N, C)`` logits.
+            targets: ``(N,)`` labels.
+
+        Returns:
+            ``LossOutput(loss, {"ce", "cmi", "gamma"})``.
+        """
+        with torch.autocast(outputs.device.type, enabled=False):
+            z = _fp(outputs)
+            ce = F.cross_entropy(z, targets)
+            p = torch.softmax(z, dim=-1)
+            q = self.state.loss_centroids.to(p.dtype)
+            cmi = LF.cmi_terms(p, q, targets).mean()
+            gamma = LF.separation_terms(
+                p, q, targets, self.direction, normalization=self.normalization
+            ).mean()
+            loss = ce + self.cmi_weight * cmi - self.gamma_weight * gamma
+        if self.training:
+            self.state.ema_update(p, targets)
+        return LossOutput(loss, {"ce": ce.detach(), "cmi": cmi.detach(), "gamma": gamma.detach()})

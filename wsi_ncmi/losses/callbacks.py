@@ -1,0 +1,165 @@
+"""Lightning callbacks: the epoch-end Q-step and the CMI/Γ/NCMI diagnostics.
+
+Both find the loss as an attribute of the LightningModule (``loss_attr``, default
+``"criterion"``). The Q-step pass gets ``(outputs, targets)`` from a batch through
+``pl_module.loss_inputs(batch)`` if the module defines it, else ``(pl_module(x), y)`` for a
+batch ``(x, y)``. The diagnostics read what ``validation_step`` returns, which must be a
+mapping with keys ``"outputs"`` (what the loss takes) and ``"targets"``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import lightning as L
+import torch
+from torch import Tensor
+
+from wsi_ncmi.losses import functional as LF
+from wsi_ncmi.losses.base import ClassificationLoss
+from wsi_ncmi.losses.centroids import CentroidReport
+from wsi_ncmi.losses.diagnostics import NCMIMetric
+from wsi_ncmi.losses.distributed import accumulate_class_statistics
+
+OutputsFn = Callable[[L.LightningModule, Any], tuple[Tensor, Tensor]]
+
+
+def _default_outputs(pl_module: L.LightningModule, batch: Any) -> tuple[Tensor, Tensor]:
+    loss_inputs = getattr(pl_module, "loss_inputs", None)
+    if callable(loss_inputs):
+        return loss_inputs(batch)
+    x, y = batch[0], batch[1]
+    return pl_module(x), y
+
+
+def _find_loss(pl_module: L.LightningModule, loss_attr: str) -> ClassificationLoss:
+    loss = getattr(pl_module, loss_attr, None)
+    if not isinstance(loss, ClassificationLoss):
+        raise AttributeError(
+            f"{type(pl_module).__name__}.{loss_attr} must be a registered loss "
+            f"(ClassificationLoss), got {type(loss).__name__}"
+        )
+    return loss
+
+
+class CentroidUpdate(L.Callback):
+    """Runs the closed-form Q-step over the training set, in eval mode, at each epoch end.
+
+    Does nothing for losses with ``needs_epoch_pass = False``, except the collapse check of
+    EMA centroids. With ``warmup_epochs = 0`` (literal alternating algorithm) it also runs
+    a Q-step before the first epoch. Logs ``centroids/min_distance`` and
+    ``centroids/collapsed``; the reports are kept in :attr:`reports`.
+
+    Args:
+        num_classes: ``C``.
+        loss_attr: Attribute of the LightningModule that holds the loss.
+        outputs_fn: ``(pl_module, batch) -> (outputs, targets)``; see the module docstring.
+    """
+
+    def __init__(
+        self, num_classes: int, loss_attr: str = "criterion", outputs_fn: OutputsFn | None = None
+    ) -> None:
+        super().__init__()
+        self.num_classes = num_classes
+        self.loss_attr = loss_attr
+        self.outputs_fn = outputs_fn or _default_outputs
+        self.reports: list[CentroidReport] = []
+
+    def _run_pass(self, trainer: L.Trainer, pl_module: L.LightningModule, epoch: int) -> None:
+        loss = _find_loss(pl_module, self.loss_attr)
+        was_training = pl_module.training
+        pl_module.eval()
+        try:
+            batches = (
+                self.outputs_fn(pl_module, trainer.strategy.batch_to_device(batch))
+                for batch in trainer.train_dataloader  # type: ignore[union-attr]
+            )
+            sums, counts, predicted = accumulate_class_statistics(loss, batches, self.num_classes)
+        finally:
+            pl_module.train(was_training)
+        self._record(pl_module, loss.q_step(sums, counts, epoch, predicted))
+
+    def _record(self, pl_module: L.LightningModule, report: CentroidReport) -> None:
+        self.reports.append(report)
+        if report.epoch >= 0:
+            pl_module.log("centroids/min_distance", report.min_distance)
+            pl_module.log("centroids/collapsed", float(report.collapsed))
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        """Q-step before training when the schedule has no warm-up."""
+        state = _find_loss(pl_module, self.loss_attr).centroid_state
+        if state is not None and state.needs_initial_pass:
+            self._run_pass(trainer, pl_module, epoch=-1)
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        """Epoch-end Q-step (or EMA collapse check)."""
+        loss = _find_loss(pl_module, self.loss_attr)
+        state = loss.centroid_state
+        if loss.needs_epoch_pass:
+            self._run_pass(trainer, pl_module, trainer.current_epoch)
+        elif state is not None and state.mode == "ema":
+            self._record(pl_module, state.check(trainer.current_epoch))
+
+
+class NCMIDiagnostics(L.Callback):
+    """Logs ``val/cmi``, ``val/gamma`` and ``val/ncmi`` every epoch, for any loss.
+
+    ``P`` is ``loss.probabilities(outputs)``: softmax for CE and its relatives, the loss's
+    own output map for NCMI. The values are also kept in :attr:`history` (one dict per
+    epoch, sanity check excluded).
+
+    Args:
+        num_classes: ``C``.
+        loss_attr: Attribute of the LightningModule that holds the loss.
+        prefix: Logging prefix.
+        direction: Separation direction of Γ.
+        normalization: Separation normaliser of Γ.
+    """
+
+    def __init__(
+        self,
+        num_classes: int,
+        loss_attr: str = "criterion",
+        prefix: str = "val",
+        direction: LF.Direction = "centroid_to_output",
+        normalization: LF.Normalization = "num_classes",
+    ) -> None:
+        super().__init__()
+        self.loss_attr = loss_attr
+        self.prefix = prefix
+        self.metric = NCMIMetric(num_classes, direction, normalization)
+        self.history: list[dict[str, float]] = []
+
+    def on_validation_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        """Reset the accumulated outputs."""
+        self.metric = self.metric.to(pl_module.device)
+        self.metric.reset()
+
+    def on_validation_batch_end(
+        self,
+        trainer: L.Trainer,
+        pl_module: L.LightningModule,
+        outputs: Any,
+        batch: Any,
+        batch_idx: int,
+        dataloader_idx: int = 0,
+    ) -> None:
+        """Accumulate ``P`` and labels from what ``validation_step`` returned."""
+        if not isinstance(outputs, Mapping) or not {"outputs", "targets"} <= outputs.keys():
+            raise TypeError(
+                "NCMIDiagnostics needs validation_step to return a mapping with keys "
+                f"'outputs' and 'targets', got {type(outputs).__name__}"
+            )
+        loss = _find_loss(pl_module, self.loss_attr)
+        with torch.no_grad():
+            self.metric.update(loss.probabilities(outputs["outputs"]), outputs["targets"])
+
+    def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        """Compute and log the epoch's CMI, Γ and NCMI."""
+        values = self.metric.compute()
+        for name, value in values.items():
+            pl_module.log(f"{self.prefix}/{name}", value)
+        if not trainer.sanity_checking:
+            record = {name: float(value) for name, value in values.items()}
+            self.history.append({"epoch": float(trainer.current_epoch), **record})

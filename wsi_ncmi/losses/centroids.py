@@ -1,0 +1,285 @@
+"""Centroid state shared by the centroid-based losses: anchors, Q-step schedule, collapse check.
+
+Three ways to keep the centroids ``Q`` that feed the loss:
+
+* ``"fixed"``: ``Q`` is the anchors forever (the recommended default). Class means are still
+  refreshed by the epoch-end pass when the loss needs them for prediction.
+* ``"alternating"``: the closed-form Q-step ``Q ← (1 − α) Q + α · mean_c(P)`` over the
+  training outputs at the end of each epoch, once ``warmup_epochs`` epochs have been trained
+  with the anchors. ``warmup_epochs = 0`` also applies a Q-step before the first epoch:
+  with ``α = 1`` this is the literal alternating algorithm, which collapses.
+* ``"ema"``: after every training step, ``Q_c ← (1 − m) Q_c + m · mean{P_i : y_i = c}`` for
+  the classes present in the batch (streaming, and batch-size-1 slide-level training).
+
+The default schedule (``warmup_epochs = 2``, ``damping = 0.1``) is the one that never
+collapsed in the digits prototype.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from dataclasses import dataclass, field
+from typing import Literal
+
+import torch
+from torch import Tensor, nn
+
+from wsi_ncmi.errors import ConfigError
+from wsi_ncmi.losses import functional as LF
+
+CentroidMode = Literal["fixed", "alternating", "ema"]
+
+
+class CentroidCollapseWarning(UserWarning):
+    """The centroids or the predictions have degenerated (classes merged or swapped)."""
+
+
+@dataclass
+class CentroidReport:
+    """Outcome of one Q-step or collapse check.
+
+    Attributes:
+        epoch: Epoch that just ended (``-1`` for the pass before training).
+        applied: Whether the loss centroids changed.
+        min_distance: Smallest total-variation distance between two loss centroids.
+        anchor_min_distance: The same for the anchors (the scale of a healthy value).
+        predicted_classes: Effective number of predicted classes ``exp(H(histogram))``
+            over the pass, or ``None`` without a pass.
+        true_classes: Effective number of true classes over the pass, or ``None``.
+        swapped_classes: Classes whose loss centroid peaks on another class (class heads).
+        collapsed: Whether any collapse criterion fired.
+        reasons: Human-readable reasons, empty if not collapsed.
+    """
+
+    epoch: int
+    applied: bool
+    min_distance: float
+    anchor_min_distance: float
+    predicted_classes: float | None = None
+    true_classes: float | None = None
+    swapped_classes: list[int] = field(default_factory=list)
+    collapsed: bool = False
+    reasons: list[str] = field(default_factory=list)
+
+
+def min_pairwise_tv(q: Tensor) -> float:
+    """Smallest total-variation distance ``½‖q_a − q_b‖₁`` between two rows.
+
+    Args:
+        q: ``(C, K)`` distributions, ``C ≥ 2``.
+
+    Returns:
+        The distance (``inf`` if ``C < 2``).
+    """
+    if q.shape[0] < 2:
+        return math.inf
+    dist = 0.5 * torch.cdist(q.double(), q.double(), p=1)
+    dist.fill_diagonal_(math.inf)
+    return float(dist.min())
+
+
+def effective_classes(counts: Tensor) -> float:
+    """``exp`` of the entropy of a histogram: ``C`` if uniform, ``1`` if degenerate.
+
+    Args:
+        counts: ``(C,)`` non-negative counts.
+
+    Returns:
+        The effective number of classes (``0`` for an empty histogram).
+    """
+    total = float(counts.sum())
+    if total <= 0:
+        return 0.0
+    freq = counts.double() / total
+    return math.exp(float(-(freq * LF.safe_log(freq)).sum()))
+
+
+class CentroidState(nn.Module):
+    """Anchors, loss centroids and latest class means, with the Q-step schedule.
+
+    Args:
+        anchors: ``(C, K)`` anchor distributions (float32 copy is kept as a buffer).
+        mode: ``"fixed"``, ``"alternating"`` or ``"ema"`` (module docstring).
+        warmup_epochs: Epochs trained with the anchors before the first alternating Q-step.
+        damping: ``α`` in ``(0, 1]`` of the alternating Q-step.
+        ema_momentum: ``m`` in ``(0, 1]`` of the EMA update.
+        class_space: ``True`` if ``K = C`` and coordinate ``c`` is class ``c`` (enables the
+            swapped-centroid check).
+        collapse_distance_ratio: Collapse if the smallest centroid distance falls below this
+            fraction of the anchors' smallest distance.
+        collapse_class_ratio: Collapse if the effective number of predicted classes falls
+            below this fraction of the effective number of true classes.
+    """
+
+    anchors: Tensor
+    centroids: Tensor
+    class_means: Tensor
+    has_class_means: Tensor
+
+    def __init__(
+        self,
+        anchors: Tensor,
+        mode: CentroidMode = "fixed",
+        *,
+        warmup_epochs: int = 2,
+        damping: float = 0.1,
+        ema_momentum: float = 0.01,
+        class_space: bool = True,
+        collapse_distance_ratio: float = 0.1,
+        collapse_class_ratio: float = 0.5,
+    ) -> None:
+        super().__init__()
+        if mode not in ("fixed", "alternating", "ema"):
+            raise ConfigError(f"centroids must be 'fixed', 'alternating' or 'ema', got {mode!r}")
+        if warmup_epochs < 0:
+            raise ConfigError(f"warmup_epochs must be >= 0, got {warmup_epochs!r}")
+        for name, value in (("damping", damping), ("ema_momentum", ema_momentum)):
+            if not 0.0 < value <= 1.0:
+                raise ConfigError(f"{name} must be in (0, 1], got {value!r}")
+        self.mode: CentroidMode = mode
+        self.warmup_epochs = warmup_epochs
+        self.damping = damping
+        self.ema_momentum = ema_momentum
+        self.class_space = class_space
+        self.collapse_distance_ratio = collapse_distance_ratio
+        self.collapse_class_ratio = collapse_class_ratio
+        anchors = anchors.detach().float()
+        self.register_buffer("anchors", anchors.clone())
+        self.register_buffer("centroids", anchors.clone())
+        self.register_buffer("class_means", anchors.clone())
+        self.register_buffer("has_class_means", torch.zeros((), dtype=torch.bool))
+        self.reports: list[CentroidReport] = []
+
+    @property
+    def num_classes(self) -> int:
+        """Number of classes ``C``."""
+        return int(self.anchors.shape[0])
+
+    @property
+    def loss_centroids(self) -> Tensor:
+        """``(C, K)`` centroids that feed the loss (constants: detached)."""
+        # A copy, so that in-place Q-steps never touch a tensor saved for backward.
+        return self.anchors if self.mode == "fixed" else self.centroids.detach().clone()
+
+    @property
+    def prediction_centroids(self) -> Tensor:
+        """``(C, K)`` latest class means if a pass has run, else the loss centroids."""
+        return self.class_means if bool(self.has_class_means) else self.loss_centroids
+
+    @property
+    def needs_initial_pass(self) -> bool:
+        """Whether a Q-step is due before the first epoch (alternating, no warm-up)."""
+        return self.mode == "alternating" and self.warmup_epochs == 0
+
+    @torch.no_grad()
+    def ema_update(self, p: Tensor, y: Tensor) -> None:
+        """EMA Q-step from one training batch (no-op unless ``mode == "ema"``).
+
+        Args:
+            p: ``(N, K)`` outputs (detached internally).
+            y: ``(N,)`` labels.
+        """
+        if self.mode != "ema":
+            return
+        sums, counts = LF.class_sums(p.detach(), y, self.num_classes)
+        present = counts > 0
+        batch_means = LF.centroids_from_sums(sums, counts, self.centroids)
+        updated = (1 - self.ema_momentum) * self.centroids + self.ema_momentum * batch_means
+        self.centroids.copy_(torch.where(present.unsqueeze(1), updated, self.centroids))
+
+    @torch.no_grad()
+    def q_step(
+        self,
+        sums: Tensor,
+        counts: Tensor,
+        epoch: int,
+        predicted_counts: Tensor | None = None,
+    ) -> CentroidReport:
+        """Closed-form Q-step from per-class sums over the (all-reduced) training outputs.
+
+        Always refreshes :attr:`class_means`. In ``"alternating"`` mode it also moves the
+        loss centroids, ``Q ← (1 − α) Q + α · means``, if ``epoch + 1 ≥ warmup_epochs``.
+        Classes without samples keep their centroid. Then checks for a collapse.
+
+        Args:
+            sums: ``(C, K)`` per-class sums of ``P``.
+            counts: ``(C,)`` per-class counts.
+            epoch: Epoch that just ended, ``-1`` for the pass before training.
+            predicted_counts: ``(C,)`` histogram of predicted classes over the same pass.
+
+        Returns:
+            The report (also appended to :attr:`reports`; a
+            :class:`CentroidCollapseWarning` is issued if it says collapsed).
+        """
+        device = self.centroids.device
+        means = LF.centroids_from_sums(sums.to(device), counts.to(device), self.class_means)
+        self.class_means.copy_(means)
+        self.has_class_means.fill_(True)
+        applied = self.mode == "alternating" and epoch + 1 >= self.warmup_epochs
+        if applied:
+            present = (counts.to(device) > 0).unsqueeze(1)
+            moved = (1 - self.damping) * self.centroids + self.damping * means
+            self.centroids.copy_(torch.where(present, moved, self.centroids))
+        return self.check(epoch, applied=applied, counts=counts, predicted_counts=predicted_counts)
+
+    def check(
+        self,
+        epoch: int,
+        *,
+        applied: bool = False,
+        counts: Tensor | None = None,
+        predicted_counts: Tensor | None = None,
+    ) -> CentroidReport:
+        """Collapse check of the current loss centroids and, if given, the predictions.
+
+        Args:
+            epoch: Epoch the check belongs to.
+            applied: Whether the centroids just changed (recorded in the report).
+            counts: ``(C,)`` true-class histogram of the pass.
+            predicted_counts: ``(C,)`` predicted-class histogram of the pass.
+
+        Returns:
+            The report (appended to :attr:`reports`; warns if collapsed).
+        """
+        q = self.loss_centroids
+        report = CentroidReport(
+            epoch=epoch,
+            applied=applied,
+            min_distance=min_pairwise_tv(q),
+            anchor_min_distance=min_pairwise_tv(self.anchors),
+        )
+        if self.mode != "fixed":
+            limit = self.collapse_distance_ratio * report.anchor_min_distance
+            if report.min_distance < limit:
+                report.reasons.append(
+                    f"two centroids are {report.min_distance:.3g} apart in total variation, "
+                    f"below {limit:.3g} ({self.collapse_distance_ratio} × the anchors' distance)"
+                )
+            if self.class_space:
+                peaks = q.argmax(dim=1).cpu()
+                report.swapped_classes = [c for c in range(self.num_classes) if int(peaks[c]) != c]
+                if report.swapped_classes:
+                    report.reasons.append(
+                        f"centroids of classes {report.swapped_classes} peak on another class"
+                    )
+        if counts is not None and predicted_counts is not None:
+            report.true_classes = effective_classes(counts)
+            report.predicted_classes = effective_classes(predicted_counts)
+            if report.predicted_classes < self.collapse_class_ratio * report.true_classes:
+                report.reasons.append(
+                    f"predictions cover {report.predicted_classes:.2f} effective classes, "
+                    f"the labels {report.true_classes:.2f}"
+                )
+        report.collapsed = bool(report.reasons)
+        self.reports.append(report)
+        if report.collapsed:
+            warnings.warn(
+                f"NCMI centroid collapse after epoch {epoch}: "
+                + "; ".join(report.reasons)
+                + ". Use a warm start (warmup_epochs >= 2) and damping <= 0.1, "
+                "or centroids='fixed'.",
+                CentroidCollapseWarning,
+                stacklevel=2,
+            )
+        return report

@@ -1,0 +1,224 @@
+"""``NCMILoss``: the NCMI surrogate loss as a module that owns its centroids."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from wsi_ncmi.errors import ConfigError
+from wsi_ncmi.losses import functional as LF
+from wsi_ncmi.losses.base import ClassificationLoss, LossOutput
+from wsi_ncmi.losses.centroids import CentroidMode, CentroidState
+from wsi_ncmi.losses.registry import register_loss
+
+Head = Literal["softmax", "sigmax", "feature"]
+Anchors = Literal["auto", "smoothed_onehot", "reference"]
+
+FEATURE_NORM_EPS: float = 1e-12
+"""``eps`` of the L2 normalisation of the centred features (feature head)."""
+
+
+def _choice(name: str, value: str, allowed: tuple[str, ...]) -> None:
+    if value not in allowed:
+        raise ConfigError(f"{name} must be one of {list(allowed)}, got {value!r}")
+
+
+@register_loss("ncmi")
+class NCMILoss(ClassificationLoss):
+    """NCMI loss ``KL(P ‖ Q_y) / separation(P, Q)``, minimised alone (no CE term).
+
+    The defaults are the recommended variant: sigmax over the class logits, fixed smoothed
+    one-hot anchors (``ε = 0.1``), separation ``(1/C) Σ_{c≠y} KL(Q_c ‖ P)``, mean of
+    per-sample ratios, argmax prediction.
+
+    Args:
+        num_classes: ``C ≥ 2``.
+        head: Output space. ``"softmax"`` or ``"sigmax"`` over ``(N, C)`` class logits; or
+            ``"feature"``: the authors' head on raw ``(N, m)`` backbone features, which are
+            centred by a bias-corrected EMA of batch means, L2-normalised, divided by
+            ``temperature`` and mapped by sigmax. Use a BatchNorm'd backbone with it.
+        feature_dim: ``m ≥ C``; required for the feature head.
+        temperature: ``T`` of the feature head (0.2–1 works; 0.05 fails).
+        center_decay: EMA decay of the feature centre (authors: 0.9999–0.999999).
+        anchors: ``"smoothed_onehot"`` (``(1 − ε) e_c + ε/C``, class heads only),
+            ``"reference"`` (``sigmax(anchor_scale · e_c)``), or ``"auto"``: reference for
+            the feature head, smoothed one-hot otherwise.
+        anchor_smoothing: ``ε`` of the smoothed one-hot anchors.
+        anchor_scale: Score of the class coordinate of the reference anchors.
+        centroids: ``"fixed"``, ``"alternating"`` or ``"ema"``; see
+            :mod:`wsi_ncmi.losses.centroids`.
+        warmup_epochs: Epochs with the anchors before the first alternating Q-step.
+        damping: ``α`` of the alternating Q-step.
+        ema_momentum: Momentum of the ``"ema"`` centroids.
+        direction: ``"centroid_to_output"`` (``KL(Q_c ‖ P)``, authors) or
+            ``"output_to_centroid"`` (``KL(P ‖ Q_c)``).
+        normalization: ``"num_classes"`` (authors) or ``"num_classes_minus_one"``.
+        reduction: ``"mean_of_ratios"`` (authors) or ``"ratio_of_means"`` (definition).
+        kl_method: Pairwise KL form, see :func:`wsi_ncmi.losses.functional.pairwise_kl`.
+        collapse_distance_ratio: See :class:`~wsi_ncmi.losses.centroids.CentroidState`.
+        collapse_class_ratio: See :class:`~wsi_ncmi.losses.centroids.CentroidState`.
+    """
+
+    feature_center: Tensor
+    feature_steps: Tensor
+
+    def __init__(
+        self,
+        num_classes: int,
+        *,
+        head: Head = "sigmax",
+        feature_dim: int | None = None,
+        temperature: float = 0.2,
+        center_decay: float = 0.9999,
+        anchors: Anchors = "auto",
+        anchor_smoothing: float = 0.1,
+        anchor_scale: float = 10.0,
+        centroids: CentroidMode = "fixed",
+        warmup_epochs: int = 2,
+        damping: float = 0.1,
+        ema_momentum: float = 0.01,
+        direction: LF.Direction = "centroid_to_output",
+        normalization: LF.Normalization = "num_classes",
+        reduction: LF.Reduction = "mean_of_ratios",
+        kl_method: LF.KLMethod = "auto",
+        collapse_distance_ratio: float = 0.1,
+        collapse_class_ratio: float = 0.5,
+    ) -> None:
+        super().__init__()
+        if not isinstance(num_classes, int) or num_classes < 2:
+            raise ConfigError(f"num_classes must be an int >= 2, got {num_classes!r}")
+        _choice("head", head, ("softmax", "sigmax", "feature"))
+        _choice("anchors", anchors, ("auto", "smoothed_onehot", "reference"))
+        _choice("direction", direction, ("centroid_to_output", "output_to_centroid"))
+        _choice("normalization", normalization, ("num_classes", "num_classes_minus_one"))
+        _choice("reduction", reduction, ("mean_of_ratios", "ratio_of_means"))
+        _choice("kl_method", kl_method, ("auto", "elementwise", "matmul", "matmul64"))
+        if temperature <= 0:
+            raise ConfigError(f"temperature must be > 0, got {temperature!r}")
+        if not 0.0 <= center_decay < 1.0:
+            raise ConfigError(f"center_decay must be in [0, 1), got {center_decay!r}")
+        if not 0.0 < anchor_smoothing <= 1.0:
+            raise ConfigError(f"anchor_smoothing must be in (0, 1], got {anchor_smoothing!r}")
+        if head == "feature":
+            if feature_dim is None or feature_dim < num_classes:
+                raise ConfigError(
+                    "head='feature' needs feature_dim >= num_classes "
+                    f"({num_classes}), got {feature_dim!r}"
+                )
+            dim = feature_dim
+        else:
+            dim = num_classes
+        if anchors == "auto":
+            anchors = "reference" if head == "feature" else "smoothed_onehot"
+        if anchors == "smoothed_onehot" and head == "feature":
+            raise ConfigError("anchors='smoothed_onehot' needs a class head, not head='feature'")
+        anchor_tensor = (
+            LF.smoothed_onehot_anchors(num_classes, anchor_smoothing)
+            if anchors == "smoothed_onehot"
+            else LF.reference_anchors(num_classes, dim, anchor_scale)
+        )
+        self.num_classes = num_classes
+        self.head: Head = head
+        self.temperature = temperature
+        self.center_decay = center_decay
+        self.direction: LF.Direction = direction
+        self.normalization: LF.Normalization = normalization
+        self.reduction: LF.Reduction = reduction
+        self.kl_method: LF.KLMethod = kl_method
+        self.needs_class_head = head != "feature"
+        self.needs_epoch_pass = centroids == "alternating" or head == "feature"
+        self.state = CentroidState(
+            anchor_tensor,
+            centroids,
+            warmup_epochs=warmup_epochs,
+            damping=damping,
+            ema_momentum=ema_momentum,
+            class_space=head != "feature",
+            collapse_distance_ratio=collapse_distance_ratio,
+            collapse_class_ratio=collapse_class_ratio,
+        )
+        self.register_buffer("feature_center", torch.zeros(dim))
+        self.register_buffer("feature_steps", torch.zeros((), dtype=torch.long))
+
+    def _feature_scores(self, features: Tensor, update_center: bool) -> Tensor:
+        """Centre, L2-normalise and temper ``(N, m)`` features into sigmax scores."""
+        f = features if features.dtype == torch.float64 else features.float()
+        steps = int(self.feature_steps)
+        center = (
+            self.feature_center / (1.0 - self.center_decay**steps)
+            if steps > 0
+            else torch.zeros_like(self.feature_center)
+        )
+        z = F.normalize(f - center.to(f.dtype), dim=-1, eps=FEATURE_NORM_EPS) / self.temperature
+        if update_center and f.shape[0] > 0:
+            with torch.no_grad():
+                batch_mean = f.detach().mean(dim=0).to(self.feature_center.dtype)
+                self.feature_center.mul_(self.center_decay).add_(
+                    (1.0 - self.center_decay) * batch_mean
+                )
+                self.feature_steps.add_(1)
+        return z
+
+    def probabilities(self, outputs: Tensor, *, update_center: bool = False) -> Tensor:
+        """Map model outputs to the distributions ``P`` of the loss.
+
+        Args:
+            outputs: ``(N, C)`` class logits, or ``(N, m)`` features for the feature head.
+            update_center: Feature head only: fold this batch into the centre EMA (done by
+                :meth:`forward` in training mode).
+
+        Returns:
+            ``(N, K)`` probabilities, float32 (float64 for float64 input).
+        """
+        with torch.autocast(outputs.device.type, enabled=False):
+            if self.head == "softmax":
+                x = outputs if outputs.dtype == torch.float64 else outputs.float()
+                return torch.softmax(x, dim=-1)
+            if self.head == "sigmax":
+                return LF.sigmax(outputs)
+            return LF.sigmax(self._feature_scores(outputs, update_center))
+
+    def forward(self, outputs: Tensor, targets: Tensor) -> LossOutput:
+        """NCMI loss of a batch against the current loss centroids.
+
+        Args:
+            outputs: ``(N, C)`` class logits, or ``(N, m)`` features for the feature head.
+                ``N = 1`` (one slide) works.
+            targets: ``(N,)`` integer labels.
+
+        Returns:
+            ``LossOutput(loss, {"cmi", "gamma", "ncmi"})``; the terms are the batch means
+            against the loss centroids, detached.
+        """
+        p = self.probabilities(outputs, update_center=self.training)
+        q = self.state.loss_centroids.to(p.dtype)
+        loss, cmi, gamma = LF.ncmi_loss(
+            p,
+            q,
+            targets,
+            direction=self.direction,
+            normalization=self.normalization,
+            reduction=self.reduction,
+            method=self.kl_method,
+        )
+        if self.training:
+            self.state.ema_update(p, targets)
+        cmi, gamma = cmi.detach(), gamma.detach()
+        return LossOutput(loss, {"cmi": cmi, "gamma": gamma, "ncmi": cmi / (gamma + LF.RATIO_EPS)})
+
+    def predict(self, outputs: Tensor) -> Tensor:
+        """Argmax for class heads; nearest class mean ``argmin_c KL(P ‖ Q_c)`` otherwise.
+
+        Args:
+            outputs: ``(N, C)`` logits or ``(N, m)`` features.
+
+        Returns:
+            ``(N,)`` int64 class indices.
+        """
+        if self.head != "feature":
+            return outputs.argmax(dim=-1)
+        p = self.probabilities(outputs)
+        return LF.nearest_centroid(p, self.state.prediction_centroids.to(p.dtype))

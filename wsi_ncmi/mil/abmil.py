@@ -1,0 +1,114 @@
+"""Gated-attention MIL (Ilse, Tomczak and Welling, ICML 2018).
+
+A bag of ``N`` patch features ``h_i ∈ R^in_dim`` is embedded patch-wise, scored by the
+gated attention ``w · (tanh(V e_i) ⊙ sigmoid(U e_i))``, the scores are softmax-normalised
+over the patches of each bag, and the slide embedding ``Σ_i a_i e_i`` is classified.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+
+from wsi_ncmi.errors import ConfigError
+from wsi_ncmi.mil.registry import register_aggregator
+
+
+@dataclass
+class MILOutput:
+    """What an aggregator returns for ``B`` bags of ``N`` patches.
+
+    Attributes:
+        logits: ``(B, C)`` class logits (``(B, 0)`` if built with ``num_classes=0``).
+        attention: ``(B, N)`` attention weights, each row summing to one over the valid
+            patches.
+        embedding: ``(B, hidden_dim)`` slide embeddings (what a feature-head loss takes).
+    """
+
+    logits: Tensor
+    attention: Tensor
+    embedding: Tensor
+
+
+@register_aggregator("abmil")
+class GatedAttentionMIL(nn.Module):
+    """Gated-attention MIL pooling with a linear classifier.
+
+    Args:
+        in_dim: Patch feature dimension.
+        num_classes: Number of classes ``C`` (``0``: no classifier, embeddings only).
+        hidden_dim: Width of the patch embedding and of the slide embedding.
+        attention_dim: Width of the gated attention branches.
+        dropout: Dropout after the patch embedding and in the attention branches.
+    """
+
+    def __init__(
+        self,
+        in_dim: int,
+        num_classes: int,
+        *,
+        hidden_dim: int = 512,
+        attention_dim: int = 256,
+        dropout: float = 0.25,
+    ) -> None:
+        super().__init__()
+        for name, value in (("in_dim", in_dim), ("hidden_dim", hidden_dim)):
+            if value < 1:
+                raise ConfigError(f"{name} must be >= 1, got {value!r}")
+        if attention_dim < 1 or num_classes < 0:
+            raise ConfigError(
+                "attention_dim must be >= 1 and num_classes >= 0, "
+                f"got {attention_dim!r} and {num_classes!r}"
+            )
+        if not 0.0 <= dropout < 1.0:
+            raise ConfigError(f"dropout must be in [0, 1), got {dropout!r}")
+        self.in_dim = in_dim
+        self.hidden_dim = hidden_dim
+        self.patch_embed = nn.Sequential(
+            nn.Linear(in_dim, hidden_dim), nn.ReLU(), nn.Dropout(dropout)
+        )
+        self.attention_tanh = nn.Sequential(
+            nn.Linear(hidden_dim, attention_dim), nn.Tanh(), nn.Dropout(dropout)
+        )
+        self.attention_gate = nn.Sequential(
+            nn.Linear(hidden_dim, attention_dim), nn.Sigmoid(), nn.Dropout(dropout)
+        )
+        self.attention_score = nn.Linear(attention_dim, 1)
+        self.classifier = nn.Linear(hidden_dim, num_classes)
+
+    def forward(self, features: Tensor, mask: Tensor | None = None) -> MILOutput:
+        """Aggregate bags of patch features.
+
+        Args:
+            features: ``(N, in_dim)`` for one bag or ``(B, N, in_dim)`` for ``B`` bags.
+            mask: Optional ``(B, N)`` (or ``(N,)``) boolean, ``True`` for real patches and
+                ``False`` for padding. Every bag needs at least one real patch.
+
+        Returns:
+            Logits ``(B, C)``, attention ``(B, N)`` and embedding ``(B, hidden_dim)``.
+
+        Raises:
+            ValueError: If the shapes do not match.
+        """
+        if features.ndim == 2:
+            features = features.unsqueeze(0)
+            mask = None if mask is None else mask.reshape(1, -1)
+        if features.ndim != 3 or features.shape[-1] != self.in_dim:
+            raise ValueError(
+                f"features must be (N, {self.in_dim}) or (B, N, {self.in_dim}), "
+                f"got {tuple(features.shape)}"
+            )
+        embedded = self.patch_embed(features)  # (B, N, hidden_dim)
+        gated = self.attention_tanh(embedded) * self.attention_gate(embedded)
+        attention_logits = self.attention_score(gated).squeeze(-1)  # (B, N)
+        if mask is not None:
+            if mask.shape != attention_logits.shape:
+                raise ValueError(
+                    f"mask must have shape {tuple(attention_logits.shape)}, got {tuple(mask.shape)}"
+                )
+            attention_logits = attention_logits.masked_fill(~mask.bool(), float("-inf"))
+        attention = torch.softmax(attention_logits, dim=-1)
+        embedding = torch.einsum("bn,bnd->bd", attention, embedded)
+        return MILOutput(self.classifier(embedding), attention, embedding)
