@@ -1,0 +1,178 @@
+"""Every registered aggregator × every registered loss trains on tiny bags on the CPU."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from wsi_ncmi.errors import ConfigError
+from wsi_ncmi.losses import list_losses
+from wsi_ncmi.mil import MILOutput, build_aggregator, list_aggregators
+from wsi_ncmi.mil.clam_sb import ClamOutput
+from wsi_ncmi.mil.transmil import NystromAttention, newton_schulz_pinv
+from wsi_ncmi.train.fit import build_criterion
+from wsi_ncmi.train.module import MILClassifier
+
+IN_DIM = 12
+NUM_CLASSES = 4
+SMALL = {"hidden_dim": 16}
+SMALL_BY_MODEL = {
+    "abmil": {"hidden_dim": 16, "attention_dim": 8},
+    "clam_sb": {"hidden_dim": 16, "attention_dim": 8, "top_k": 2},
+    "transmil": {"hidden_dim": 16, "num_heads": 2, "num_landmarks": 8},
+    "dsmil": {"hidden_dim": 16, "query_dim": 8},
+}
+LOSS_VARIANTS = [(name, {}) for name in list_losses()] + [
+    ("ncmi", {"head": "feature", "temperature": 0.5}),
+    ("ncmi", {"centroids": "alternating", "warmup_epochs": 0}),
+    ("ncmi", {"centroids": "ema"}),
+]
+
+
+@pytest.fixture(autouse=True)
+def _one_thread() -> object:
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def _kwargs(name: str) -> dict[str, int]:
+    return dict(SMALL_BY_MODEL.get(name, SMALL))
+
+
+def test_registry_lists_every_architecture() -> None:
+    assert {"abmil", "transmil", "dsmil", "clam_sb", "mean", "max"} <= set(list_aggregators())
+    with pytest.raises(ConfigError, match="aggregator must be one of"):
+        build_aggregator("nope", in_dim=4, num_classes=2)
+
+
+@pytest.mark.parametrize("model_name", list_aggregators())
+@pytest.mark.parametrize(("loss_name", "loss_kwargs"), LOSS_VARIANTS)
+def test_every_model_and_loss_takes_a_training_step(
+    model_name: str, loss_name: str, loss_kwargs: dict[str, object]
+) -> None:
+    torch.manual_seed(0)
+    probe = build_aggregator(
+        model_name, in_dim=IN_DIM, num_classes=NUM_CLASSES, **_kwargs(model_name)
+    )
+    criterion = build_criterion(
+        loss_name,
+        dict(loss_kwargs),
+        num_classes=NUM_CLASSES,
+        class_counts=[3, 1, 1, 2],
+        feature_dim=int(probe.hidden_dim),
+    )
+    head = criterion.output_dim(NUM_CLASSES)
+    aggregator = build_aggregator(
+        model_name, in_dim=IN_DIM, num_classes=head or 0, **_kwargs(model_name)
+    )
+    module = MILClassifier(aggregator, criterion, NUM_CLASSES, lr=1e-2)
+    optimizer = torch.optim.AdamW(module.parameters(), lr=1e-2)
+    before = [p.detach().clone() for p in module.aggregator.parameters()]
+    for n_patches, target in ((7, 2), (1, 0)):
+        batch = {
+            "features": torch.randn(1, n_patches, IN_DIM).half(),
+            "target": torch.tensor([target]),
+            "index": torch.tensor([0]),
+        }
+        outputs, targets = module.loss_inputs(batch)
+        result = criterion(outputs, targets)
+        loss = result.loss
+        aux = getattr(aggregator, "auxiliary_loss", None)
+        if callable(aux):
+            loss = loss + aux(module(batch["features"]), targets)
+        assert torch.isfinite(loss)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        probs = module.class_scores(outputs.detach())
+        assert probs.shape == (1, NUM_CLASSES)
+        assert torch.allclose(probs.sum(-1), torch.ones(1), atol=1e-4)
+        assert criterion.predict(outputs).shape == (1,)
+    changed = any(
+        not torch.equal(a, b) for a, b in zip(before, module.aggregator.parameters(), strict=True)
+    )
+    assert changed
+
+
+@pytest.mark.parametrize("model_name", list_aggregators())
+@pytest.mark.parametrize("n_patches", [1, 2, 50_000])
+def test_bag_sizes_from_one_to_fifty_thousand(model_name: str, n_patches: int) -> None:
+    torch.manual_seed(0)
+    model = build_aggregator(
+        model_name, in_dim=IN_DIM, num_classes=NUM_CLASSES, **_kwargs(model_name)
+    )
+    out = model(torch.randn(1, n_patches, IN_DIM))
+    assert isinstance(out, MILOutput)
+    assert out.logits.shape == (1, NUM_CLASSES)
+    assert out.attention.shape == (1, n_patches)
+    assert out.embedding.shape == (1, model.hidden_dim)
+    assert torch.isfinite(out.logits).all()
+    assert float(out.attention.sum()) == pytest.approx(1.0, abs=1e-3)
+    assert bool((out.attention >= 0).all())
+    out.logits.sum().backward()
+
+
+@pytest.mark.parametrize("model_name", ["abmil", "mean", "max", "dsmil", "clam_sb"])
+def test_padding_mask_gives_the_unpadded_result(model_name: str) -> None:
+    torch.manual_seed(0)
+    model = build_aggregator(
+        model_name, in_dim=IN_DIM, num_classes=NUM_CLASSES, **_kwargs(model_name)
+    )
+    model.eval()
+    bag = torch.randn(5, IN_DIM)
+    padded = torch.cat([bag, torch.randn(3, IN_DIM)]).unsqueeze(0)
+    mask = torch.tensor([[True] * 5 + [False] * 3])
+    alone, masked = model(bag), model(padded, mask)
+    assert torch.allclose(alone.logits, masked.logits, atol=1e-5)
+    assert float(masked.attention[0, 5:].sum()) == 0.0
+
+
+def test_shape_errors_are_specific() -> None:
+    model = build_aggregator("mean", in_dim=IN_DIM, num_classes=2)
+    with pytest.raises(ValueError, match=r"features must be"):
+        model(torch.randn(3, IN_DIM + 1))
+    with pytest.raises(ConfigError, match="dropout"):
+        build_aggregator("dsmil", in_dim=IN_DIM, num_classes=2, dropout=1.5)
+
+
+def test_newton_schulz_pinv_matches_torch() -> None:
+    torch.manual_seed(0)
+    a = torch.softmax(torch.randn(2, 16, 16, dtype=torch.float64), dim=-1)
+    assert torch.allclose(newton_schulz_pinv(a, 20), torch.linalg.pinv(a), atol=1e-5)
+
+
+def test_nystrom_attention_approximates_exact_attention_for_smooth_inputs() -> None:
+    torch.manual_seed(0)
+    exact = NystromAttention(16, num_heads=2, num_landmarks=4096, dropout=0.0).eval()
+    approx = NystromAttention(16, num_heads=2, num_landmarks=64, dropout=0.0).eval()
+    approx.load_state_dict(exact.state_dict())
+    # Smooth sequence: neighbouring tokens are similar, as in a segment-mean landmark model.
+    tokens = torch.cumsum(torch.randn(1, 1024, 16) * 0.05, dim=1)
+    with torch.no_grad():
+        reference, estimate = exact(tokens), approx(tokens)
+    error = (estimate - reference).norm() / reference.norm()
+    assert float(error) < 0.1
+
+
+def test_transmil_attention_is_exact_class_token_attention() -> None:
+    torch.manual_seed(0)
+    model = build_aggregator("transmil", in_dim=IN_DIM, num_classes=2, **_kwargs("transmil"))
+    out = model(torch.randn(10, IN_DIM))  # 10 -> 16 tokens: 6 repeated patches
+    assert out.attention.shape == (1, 10)
+    assert float(out.attention.sum()) == pytest.approx(1.0, abs=1e-5)
+
+
+def test_clam_instance_loss_trains_the_instance_classifiers() -> None:
+    torch.manual_seed(0)
+    model = build_aggregator("clam_sb", in_dim=IN_DIM, num_classes=3, top_k=2, subtyping=True)
+    out = model(torch.randn(1, 9, IN_DIM))
+    assert isinstance(out, ClamOutput)
+    aux = model.auxiliary_loss(out, torch.tensor([1]))
+    assert float(aux) > 0
+    aux.backward()
+    grads = [h.weight.grad for h in model.instance_classifiers]
+    assert all(g is not None and float(g.abs().sum()) > 0 for g in grads)
+    single = model(torch.randn(1, 1, IN_DIM))
+    assert float(model.auxiliary_loss(single, torch.tensor([0]))) == 0.0

@@ -1,0 +1,96 @@
+"""BagDataModule: fp16 bags, sub-sampling, missing files, NaN features, balanced sampling."""
+
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from _train_bags import ENCODER, make_cohort, write_bag
+
+from wsi_ncmi.errors import MissingFeaturesError, NonFiniteError
+from wsi_ncmi.features.store import feature_path
+from wsi_ncmi.train.data import BagDataModule, BagDataset, EpochSampler
+from wsi_ncmi.train.splits import make_splits, save_splits
+
+
+@pytest.fixture
+def cohort(tmp_path: Path) -> tuple[Path, Path]:
+    manifest, rows = make_cohort(tmp_path, centers=3, patients_per_center=2)
+    splits = save_splits(make_splits(rows, "loho"), tmp_path / "splits.json")
+    return manifest, splits
+
+
+def _datamodule(root: Path, manifest: Path, splits: Path, **kwargs: object) -> BagDataModule:
+    return BagDataModule(str(manifest), str(root), ENCODER, str(splits), 0, **kwargs)  # type: ignore[arg-type]
+
+
+def test_bags_stay_float16_and_eval_bags_are_full(cohort: tuple[Path, Path]) -> None:
+    manifest, splits = cohort
+    dm = _datamodule(manifest.parent, manifest, splits, max_patches_train=10)
+    dm.setup("fit")
+    train = next(iter(dm.train_dataloader()))
+    assert train["features"].dtype == torch.float16
+    assert train["features"].shape == (1, 10, 16)
+    val = next(iter(dm.val_dataloader()))
+    assert val["features"].shape == (1, 36, 16)
+    test = next(iter(dm.test_dataloader()))
+    assert test["features"].shape == (1, 36, 16)
+    assert dm.fold is not None
+    assert dm.fold.test_centers == (0,)
+    assert sum(dm.class_counts()) == len(dm.rows["train"])
+
+
+def test_subsample_depends_on_epoch_and_index_only(tmp_path: Path) -> None:
+    rng = np.random.default_rng(0)
+    paths = [write_bag(tmp_path, f"s{i}", 1, rng) for i in range(2)]
+    data = BagDataset(paths, [1, 1], max_patches=5, seed=3)
+    a, b = data[(0, 1)]["features"], data[(0, 1)]["features"]
+    assert torch.equal(a, b)
+    assert not torch.equal(a, data[(0, 2)]["features"])
+    assert data[0]["features"].shape[0] == 36  # plain index: full bag
+
+
+def test_ram_cache_returns_the_loaded_bag(tmp_path: Path) -> None:
+    path = write_bag(tmp_path, "s", 0, np.random.default_rng(0))
+    data = BagDataset([path], [0], cache_in_ram=True)
+    assert data.bag(0) is data.bag(0)
+
+
+def test_missing_features_are_an_error_or_excluded_explicitly(cohort: tuple[Path, Path]) -> None:
+    manifest, splits = cohort
+    root = manifest.parent
+    gone = feature_path(root, ENCODER, "patient_100_node_2")
+    gone.unlink()
+    with pytest.raises(MissingFeaturesError, match=r"patient_100_node_2.*missing='exclude'"):
+        _datamodule(root, manifest, splits).setup("fit")
+    dm = _datamodule(root, manifest, splits, missing="exclude")
+    with pytest.warns(UserWarning, match="excluded"):
+        dm.setup("fit")
+    assert dm.excluded == ["patient_100_node_2"]
+    assert "patient_100_node_2" not in {r.slide_id for part in dm.rows.values() for r in part}
+
+
+def test_non_finite_features_raise_naming_the_file(tmp_path: Path) -> None:
+    path = write_bag(tmp_path, "bad", 2, np.random.default_rng(0), nan=True)
+    with pytest.raises(NonFiniteError, match=r"bad\.h5.*NaN/inf features in 1 of 36 rows"):
+        BagDataset([path], [2])[0]
+
+
+def test_epoch_sampler_is_seeded_and_balanced() -> None:
+    labels = [0] * 90 + [1] * 10
+    sampler = EpochSampler(labels, seed=1)
+    sampler.set_epoch(3)
+    first = list(sampler)
+    assert first == list(sampler)
+    assert sorted(i for i, _ in first) == list(range(100))
+    assert {e for _, e in first} == {3}
+    sampler.set_epoch(4)
+    assert list(sampler) != first
+    balanced = EpochSampler(labels, seed=1, balanced=True)
+    counts = Counter(
+        labels[i] for epoch in range(20) for i, _ in (balanced.set_epoch(epoch), list(balanced))[1]
+    )
+    assert 0.4 < counts[1] / sum(counts.values()) < 0.6

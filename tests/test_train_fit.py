@@ -1,0 +1,219 @@
+"""End-to-end ``run_training`` and ``wsi-train`` on generated bags (real Lightning Trainer, CPU).
+
+One uninterrupted reference run is shared by the tests: it must learn (macro-F1 ≥ 0.9),
+write every report, be reproduced exactly by a second run with the same seed, and be
+reproduced exactly by a run that is killed after two epochs and resumed.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import pytest
+import torch
+import yaml
+from _train_bags import ENCODER, make_cohort
+
+from wsi_ncmi.cli.train import main
+from wsi_ncmi.train.config import (
+    DataConfig,
+    LossConfig,
+    ModelConfig,
+    OptimConfig,
+    ReportConfig,
+    SplitConfig,
+    TrainConfig,
+    TrainerConfig,
+)
+from wsi_ncmi.train.fit import run_training
+
+EPOCHS = 8
+
+
+@pytest.fixture(autouse=True)
+def _one_thread() -> Any:
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def cohort(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("bags")
+    make_cohort(root, centers=5, patients_per_center=2)
+    return root
+
+
+def _config(root: Path, out: Path, **trainer: Any) -> TrainConfig:
+    return TrainConfig(
+        out_dir=str(out),
+        seed=0,
+        data=DataConfig(
+            manifest=str(root / "manifest.csv"),
+            features_root=str(root),
+            encoder=ENCODER,
+            slide_dir=str(root / "slides"),
+            max_patches_train=30,
+        ),
+        split=SplitConfig(kind="fixed", train_centers=[0, 1], val_centers=[2], test_centers=[3, 4]),
+        model=ModelConfig("abmil", {"hidden_dim": 32, "attention_dim": 16, "dropout": 0.1}),
+        loss=LossConfig("ncmi", {}),
+        optim=OptimConfig(lr=2e-2),
+        trainer=TrainerConfig(
+            **{"max_epochs": EPOCHS, "patience": 0, "accelerator": "cpu", **trainer}
+        ),
+        report=ReportConfig(bootstrap=100, attention_top_k=3, max_heatmaps=2),
+    )
+
+
+@pytest.fixture(scope="module")
+def reference(
+    cohort: Path, tmp_path_factory: pytest.TempPathFactory
+) -> tuple[Path, dict[str, Any]]:
+    torch.set_num_threads(1)
+    out = tmp_path_factory.mktemp("reference")
+    return out, run_training(_config(cohort, out))
+
+
+def _state(path: Path) -> dict[str, torch.Tensor]:
+    return torch.load(path, map_location="cpu", weights_only=False)["state_dict"]
+
+
+def _predictions(out: Path) -> list[dict[str, str]]:
+    with (out / "predictions.csv").open(newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+def test_tiny_fit_learns_and_writes_every_report(reference: tuple[Path, dict[str, Any]]) -> None:
+    out, result = reference
+    pooled = result["metrics"]["pooled"]
+    assert pooled["macro_f1"] >= 0.9, result["summary"]
+    assert set(result["metrics"]["per_center"]) == {"3", "4"}
+    low, high = pooled["macro_f1_ci95"]
+    assert low <= pooled["macro_f1"] <= high
+    assert pooled["patients"] == 4
+    fold = out / "fixed"
+    for name in ("config.json", "splits.json", "metrics.json", "predictions.csv", "summary.txt"):
+        assert (out / name).is_file(), name
+    for name in ("confusion_pooled.png", "confusion_center3.png", "confusion_center4.png"):
+        assert (out / name).stat().st_size > 0
+    for name in ("curves.png", "attention_topk.csv", "metrics.json", "checkpoints/last.ckpt"):
+        assert (fold / name).is_file(), name
+    assert len(list((fold / "heatmaps").glob("*.png"))) == 2
+    rows = _predictions(out)
+    assert len(rows) == 16
+    assert {"slide_id", "center", "true_label", "pred_label", "split", "prob_macro"} <= set(rows[0])
+    history = result["folds"][0]
+    assert history["epochs_trained"] == EPOCHS
+    fold_metrics = json.loads((fold / "metrics.json").read_text())
+    logged = {k for epoch in fold_metrics["history"] for k in epoch}
+    assert {"train/loss", "train/cmi", "val/macro_f1", "val/cmi", "val/gamma", "val/ncmi"} <= logged
+    attention = history["attention"]
+    assert attention["slides_with_ground_truth"] == 12
+    assert attention["mean_tumour_attention"] > 2 * attention["mean_tumour_patch_fraction"]
+    config = json.loads((out / "config.json").read_text())
+    assert config["config"]["loss"]["name"] == "ncmi"
+    assert config["version"]
+
+
+def test_same_seed_gives_identical_results(
+    cohort: Path, reference: tuple[Path, dict[str, Any]], tmp_path: Path
+) -> None:
+    out, _ = reference
+    run_training(_config(cohort, tmp_path))
+    assert _predictions(tmp_path) == _predictions(out)
+    ref, again = (
+        _state(out / "fixed/checkpoints/last.ckpt"),
+        _state(tmp_path / "fixed/checkpoints/last.ckpt"),
+    )
+    assert ref.keys() == again.keys()
+    assert all(torch.equal(ref[k], again[k]) for k in ref)
+
+
+class _Kill(L.Callback):
+    """Raise at the start of epoch ``at`` (after ``last.ckpt`` of the previous one)."""
+
+    def __init__(self, at: int) -> None:
+        self.at = at
+
+    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.current_epoch == self.at:
+            raise RuntimeError("simulated kill")
+
+
+def test_resume_after_a_kill_matches_the_uninterrupted_run(
+    cohort: Path, reference: tuple[Path, dict[str, Any]], tmp_path: Path
+) -> None:
+    out, _ = reference
+    config = _config(cohort, tmp_path)
+    with pytest.raises(RuntimeError, match="simulated kill"):
+        run_training(config, callbacks=[_Kill(at=3)])
+    assert _state(tmp_path / "fixed/checkpoints/last.ckpt")  # epoch-2 checkpoint survived
+    result = run_training(replace(config, resume=True))
+    assert result["folds"][0]["epochs_trained"] == EPOCHS
+    ref, resumed = (
+        _state(out / "fixed/checkpoints/last.ckpt"),
+        _state(tmp_path / "fixed/checkpoints/last.ckpt"),
+    )
+    assert all(torch.equal(ref[k], resumed[k]) for k in ref)
+    assert _predictions(tmp_path) == _predictions(out)
+
+
+def test_cli_layers_yaml_and_overrides_and_saves_the_config(cohort: Path, tmp_path: Path) -> None:
+    config = {
+        "data": {
+            "manifest": str(cohort / "manifest.csv"),
+            "features_root": str(cohort),
+            "encoder": ENCODER,
+        },
+        "split": {
+            "kind": "fixed",
+            "train_centers": [0, 1],
+            "val_centers": [2],
+            "test_centers": [3],
+        },
+        "model": {"name": "mean", "kwargs": {"hidden_dim": 8}},
+        "loss": {"name": "focal"},
+        "trainer": {"max_epochs": 5, "accelerator": "cpu"},
+        "report": {"bootstrap": 10, "max_heatmaps": 0},
+    }
+    path = tmp_path / "run.yaml"
+    path.write_text(yaml.safe_dump(config))
+    out = tmp_path / "cli"
+    code = main(["--config", str(path), "--trainer.max_epochs", "1", "--out_dir", str(out)])
+    assert code == 0
+    saved = yaml.safe_load((out / "config.yaml").read_text())
+    assert saved["trainer"]["max_epochs"] == 1
+    assert saved["model"]["name"] == "mean"
+    assert saved["loss"]["name"] == "focal"
+    assert (out / "metrics.json").is_file()
+
+
+def test_cli_exit_codes(cohort: Path, tmp_path: Path) -> None:
+    assert main(["--trainer.max_epochs", "notanint"]) == 2
+    manifest = tmp_path / "manifest.csv"
+    manifest.write_text((cohort / "manifest.csv").read_text() + "extra_slide,patient_x,4,macro\n")
+    args = [
+        "--data.manifest",
+        str(manifest),
+        "--data.features_root",
+        str(cohort),
+        "--data.encoder",
+        ENCODER,
+        "--split.kind",
+        "loho",
+        "--split.folds",
+        "[4]",
+        "--out_dir",
+        str(tmp_path / "out"),
+        "--trainer.accelerator",
+        "cpu",
+    ]
+    assert main(args) == 3
+    assert main([*args[:-2], "--split.folds", "[9]"]) == 2

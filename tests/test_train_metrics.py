@@ -1,0 +1,126 @@
+"""Metrics against scikit-learn, the pN-stage rule against the 100 real patient labels."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import numpy as np
+import pytest
+from sklearn import metrics as skm
+
+from wsi_ncmi.manifest import read_manifest
+from wsi_ncmi.train.metrics import (
+    PN_STAGES,
+    bootstrap_macro_f1,
+    classification_metrics,
+    patient_kappa,
+    patient_stages,
+    pn_stage,
+)
+
+SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+
+
+def _fixed_predictions(seed: int, n: int = 120, classes: int = 4):
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, classes, n)
+    logits = rng.normal(size=(n, classes)) + 1.5 * np.eye(classes)[y]
+    probs = np.exp(logits) / np.exp(logits).sum(1, keepdims=True)
+    return y, probs.argmax(1), probs
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_slide_metrics_agree_with_scikit_learn(seed: int) -> None:
+    y, pred, probs = _fixed_predictions(seed)
+    ours = classification_metrics(y, pred, probs)
+    assert ours["macro_f1"] == pytest.approx(skm.f1_score(y, pred, average="macro"))
+    assert ours["accuracy"] == pytest.approx(skm.accuracy_score(y, pred))
+    assert ours["balanced_accuracy"] == pytest.approx(skm.balanced_accuracy_score(y, pred))
+    assert ours["kappa_quadratic"] == pytest.approx(
+        skm.cohen_kappa_score(y, pred, weights="quadratic")
+    )
+    assert ours["auroc_macro_ovr"] == pytest.approx(
+        skm.roc_auc_score(y, probs, multi_class="ovr", average="macro")
+    )
+    per_class = skm.f1_score(y, pred, average=None, labels=[0, 1, 2, 3])
+    assert list(ours["f1_per_class"].values()) == pytest.approx(list(per_class))
+    assert ours["confusion_matrix"] == skm.confusion_matrix(y, pred, labels=[0, 1, 2, 3]).tolist()
+
+
+def test_metrics_with_absent_classes_and_ties_agree_with_scikit_learn() -> None:
+    y = np.array([0, 0, 1, 1, 3, 3, 0, 1])
+    pred = np.array([0, 1, 1, 1, 0, 3, 0, 0])
+    probs = np.round(np.random.default_rng(0).random((8, 4)), 1)  # ties
+    ours = classification_metrics(y, pred, probs)
+    assert ours["macro_f1"] == pytest.approx(
+        skm.f1_score(y, pred, average="macro", zero_division=0)
+    )
+    assert ours["balanced_accuracy"] == pytest.approx(skm.balanced_accuracy_score(y, pred))
+    present = [0, 1, 3]
+    expected_auc = np.mean([skm.roc_auc_score(y == c, probs[:, c]) for c in present])
+    assert ours["auroc_macro_ovr"] == pytest.approx(expected_auc)
+
+
+def test_bootstrap_interval_is_reproducible_and_brackets_the_estimate() -> None:
+    y, pred, _ = _fixed_predictions(5, n=200)
+    centers = np.repeat(np.arange(5), 40)
+    low, high = bootstrap_macro_f1(y, pred, centers, 4, n_resamples=300, seed=1)
+    assert (low, high) == bootstrap_macro_f1(y, pred, centers, 4, n_resamples=300, seed=1)
+    point = skm.f1_score(y, pred, average="macro")
+    assert low < point < high
+    assert 0.0 < high - low < 0.3
+
+
+@pytest.mark.parametrize(
+    ("labels", "stage"),
+    [
+        (["negative"] * 5, "pN0"),
+        (["itc", "negative", "itc", "negative", "negative"], "pN0(i+)"),
+        (["micro", "itc", "negative", "negative", "negative"], "pN1mi"),
+        (["macro", "micro", "micro", "itc", "itc"], "pN1"),
+        (["macro", "micro", "micro", "micro", "negative"], "pN2"),
+        (["macro"] * 5, "pN2"),
+    ],
+)
+def test_pn_stage_rules(labels: list[str], stage: str) -> None:
+    assert pn_stage(labels) == stage
+
+
+def test_pn_stage_reproduces_all_100_patients_of_the_manifest(
+    camelyon_manifest_path: Path,
+) -> None:
+    rows = read_manifest(camelyon_manifest_path)
+    derived = patient_stages([r.patient_id for r in rows], [r.label for r in rows])
+    truth = {r.patient_id: r.get("pN_stage") for r in rows}
+    assert len(truth) == 100
+    assert derived == truth
+    assert patient_kappa(truth, derived) == pytest.approx(1.0)
+
+
+def test_pn_stage_reproduces_the_shared_stage_file() -> None:
+    path = SHARED_DATA / "camelyon17_stages_with_center.csv"
+    if not path.is_file():
+        pytest.skip(f"{path} not found (CI clones beside shared/)")
+    slides: dict[str, list[str]] = {}
+    truth: dict[str, str] = {}
+    with path.open(newline="") as handle:
+        for record in csv.DictReader(handle):
+            name, stage = record["patient"], record["stage"]
+            if name.endswith(".zip"):
+                truth[name[: -len(".zip")]] = stage
+            elif name.endswith(".tif"):
+                slides.setdefault(name.split("_node_")[0], []).append(stage)
+    assert len(truth) == 100
+    assert set(truth.values()) <= set(PN_STAGES)
+    assert {p: pn_stage(labels) for p, labels in slides.items()} == truth
+
+
+def test_patient_kappa_agrees_with_scikit_learn() -> None:
+    rng = np.random.default_rng(0)
+    true = {f"p{i}": PN_STAGES[rng.integers(5)] for i in range(40)}
+    pred = {p: PN_STAGES[min(4, PN_STAGES.index(s) + rng.integers(0, 2))] for p, s in true.items()}
+    t = [PN_STAGES.index(true[p]) for p in sorted(true)]
+    q = [PN_STAGES.index(pred[p]) for p in sorted(true)]
+    expected = skm.cohen_kappa_score(t, q, weights="quadratic", labels=list(range(5)))
+    assert patient_kappa(true, pred) == pytest.approx(expected)

@@ -1,0 +1,152 @@
+"""Training benchmarks for issue 6 (wsi-train).
+
+epoch   ABMIL epoch time on B bags × N patches × D features (random fp16 bags in RAM), with
+        the real MILClassifier and Lightning Trainer (one bag per step, CPU); the NCMI and CE
+        epochs run in the same process, alternately, and the step-time ratio is reported.
+memory  Peak memory of one forward + backward on a bag of N patches, per aggregator
+        (each model in a fresh subprocess; peak RSS growth over the loaded bag).
+
+    python tools/bench/train_speed.py epoch --bags 500 --patches 5000 --dim 1024
+    python tools/bench/train_speed.py memory --patches 100000 --dim 1024
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import time
+
+
+def _bags(n_bags: int, n_patches: int, dim: int):
+    import torch
+
+    g = torch.Generator().manual_seed(0)
+    return [torch.randn(n_patches, dim, generator=g).half() for _ in range(n_bags)], [
+        i % 4 for i in range(n_bags)
+    ]
+
+
+def epoch(args: argparse.Namespace) -> dict[str, object]:
+    import lightning as L
+    import torch
+    from torch.utils.data import DataLoader, Dataset
+
+    from wsi_ncmi.mil import build_aggregator
+    from wsi_ncmi.train.fit import build_criterion
+    from wsi_ncmi.train.module import MILClassifier
+
+    torch.set_num_threads(args.threads)
+    bags, labels = _bags(args.bags, args.patches, args.dim)
+
+    class Bags(Dataset):
+        def __len__(self) -> int:
+            return len(bags)
+
+        def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
+            return {
+                "features": bags[i],
+                "target": torch.tensor(labels[i]),
+                "index": torch.tensor(i),
+            }
+
+    def one_epoch(loss: str) -> float:
+        L.seed_everything(0, verbose=False)
+        criterion = build_criterion(loss, {}, num_classes=4, class_counts=[1] * 4, feature_dim=512)
+        model = MILClassifier(build_aggregator("abmil", in_dim=args.dim, num_classes=4), criterion)
+        trainer = L.Trainer(
+            max_epochs=1,
+            accelerator="cpu",
+            logger=False,
+            enable_checkpointing=False,
+            enable_progress_bar=False,
+            enable_model_summary=False,
+            limit_val_batches=0,
+        )
+        loader = DataLoader(Bags(), batch_size=1, shuffle=True)
+        start = time.perf_counter()
+        trainer.fit(model, loader)
+        return time.perf_counter() - start
+
+    times: dict[str, list[float]] = {"ce": [], "ncmi": []}
+    for _ in range(args.repeats):
+        for loss in ("ce", "ncmi"):
+            times[loss].append(one_epoch(loss))
+    best = {k: min(v) for k, v in times.items()}
+    return {
+        "bags": args.bags,
+        "patches": args.patches,
+        "dim": args.dim,
+        "threads": args.threads,
+        "epoch_s": times,
+        "best_epoch_s": best,
+        "ms_per_step": {k: 1000 * v / args.bags for k, v in best.items()},
+        "ncmi_over_ce": best["ncmi"] / best["ce"],
+        "load_avg": os.getloadavg(),
+    }
+
+
+def _peak_one(name: str, patches: int, dim: int) -> dict[str, object]:
+    import torch
+
+    from wsi_ncmi.mil import build_aggregator
+
+    torch.set_num_threads(2)
+    torch.manual_seed(0)
+    model = build_aggregator(name, in_dim=dim, num_classes=4)
+    bag = torch.randn(1, patches, dim).half()
+    base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    start = time.perf_counter()
+    out = model(bag.float())
+    out.logits.sum().backward()
+    seconds = time.perf_counter() - start
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return {
+        "model": name,
+        "peak_growth_mib": (peak - base) / 1024,
+        "peak_rss_mib": peak / 1024,
+        "fwd_bwd_s": seconds,
+    }
+
+
+def memory(args: argparse.Namespace) -> list[dict[str, object]]:
+    from wsi_ncmi.mil import list_aggregators
+
+    results = []
+    for name in args.models or list_aggregators():
+        cmd = [sys.executable, __file__, "_one", name, str(args.patches), str(args.dim)]
+        out = subprocess.run(cmd, capture_output=True, text=True, check=True)
+        results.append(json.loads(out.stdout.strip().splitlines()[-1]))
+        print(results[-1], flush=True)
+    return results
+
+
+def main() -> int:
+    if len(sys.argv) > 1 and sys.argv[1] == "_one":
+        print(json.dumps(_peak_one(sys.argv[2], int(sys.argv[3]), int(sys.argv[4]))))
+        return 0
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    sub = p.add_subparsers(dest="cmd", required=True)
+    e = sub.add_parser("epoch")
+    e.add_argument("--bags", type=int, default=500)
+    e.add_argument("--patches", type=int, default=5000)
+    e.add_argument("--dim", type=int, default=1024)
+    e.add_argument("--repeats", type=int, default=2)
+    e.add_argument("--threads", type=int, default=2)
+    m = sub.add_parser("memory")
+    m.add_argument("--patches", type=int, default=100_000)
+    m.add_argument("--dim", type=int, default=1024)
+    m.add_argument("--models", nargs="*")
+    args = p.parse_args()
+    result = epoch(args) if args.cmd == "epoch" else memory(args)
+    print(json.dumps(result, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

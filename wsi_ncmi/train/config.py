@@ -1,0 +1,193 @@
+"""The typed configuration of ``wsi-train``: defaults here, then YAML, then CLI overrides.
+
+``wsi-train --config configs/camelyon17/abmil_ncmi.yaml --trainer.max_epochs 20`` layers a
+YAML file and overrides on these defaults (jsonargparse); the resolved configuration is
+saved with every run as ``config.yaml`` (CLI) and ``config.json`` (library, with the
+package version).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+
+@dataclass
+class DataConfig:
+    """Where the bags come from.
+
+    Attributes:
+        manifest: Slide manifest CSV (slide_id, patient_id, center, label, ...).
+        features_root: Extraction output root (``<root>/features/<encoder>/<slide>.h5``).
+        encoder: Encoder name of the features.
+        slide_dir: Slide root in the CAMELYON layout (``center_K/<slide_id>.tif``), for
+            heatmap thumbnails and the synthetic ground truth; optional.
+        max_patches_train: Sub-sample training bags to at most this many patches (``null``:
+            full bags). Validation and test always use full bags.
+        cache_in_ram: Keep loaded bags in memory.
+        missing: ``"error"`` or ``"exclude"`` slides without a features file (reported).
+        balanced_sampling: Class-balanced sampling of training bags.
+        num_workers: DataLoader workers.
+    """
+
+    manifest: str = "data_manifests/camelyon17.csv"
+    features_root: str = "outputs/camelyon17"
+    encoder: str = "resnet50-trunc"
+    slide_dir: str | None = None
+    max_patches_train: int | None = 8192
+    cache_in_ram: bool = False
+    missing: Literal["error", "exclude"] = "error"
+    balanced_sampling: bool = False
+    num_workers: int = 0
+
+
+@dataclass
+class SplitConfig:
+    """How slides are split (see :mod:`wsi_ncmi.train.splits`).
+
+    Attributes:
+        kind: ``"loho"``, ``"fixed"`` or ``"kfold"``.
+        file: Reuse this splits JSON instead of making one.
+        preset: ``fixed``: ``"c17_train012_test34"`` or ``"wilds"``.
+        train_centers: ``fixed`` without preset: training centers.
+        val_centers: ``fixed`` without preset: validation centers (empty: carve).
+        test_centers: ``fixed`` without preset: test centers.
+        num_folds: ``kfold``: number of folds.
+        val_fraction: Share of training patients (per stratum) used for validation.
+        folds: Fold indices to run (``null``: all).
+    """
+
+    kind: Literal["loho", "fixed", "kfold"] = "loho"
+    file: str | None = None
+    preset: str | None = None
+    train_centers: list[int] | None = None
+    val_centers: list[int] | None = None
+    test_centers: list[int] | None = None
+    num_folds: int = 5
+    val_fraction: float = 0.2
+    folds: list[int] | None = None
+
+
+@dataclass
+class ModelConfig:
+    """The aggregator: a :func:`wsi_ncmi.mil.list_aggregators` name and its arguments.
+
+    Attributes:
+        name: ``abmil``, ``transmil``, ``dsmil``, ``clam_sb``, ``mean`` or ``max``.
+        kwargs: Constructor arguments other than ``in_dim``/``num_classes``.
+    """
+
+    name: str = "abmil"
+    kwargs: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class LossConfig:
+    """The loss: a :func:`wsi_ncmi.losses.list_losses` name and its arguments.
+
+    ``num_classes``, ``class_counts`` (training split) and ``feature_dim`` (the
+    aggregator's embedding width) are filled in when the loss takes them.
+
+    Attributes:
+        name: e.g. ``ncmi``, ``ce``, ``weighted_ce``, ``focal``, ``cmic``.
+        kwargs: Constructor arguments.
+    """
+
+    name: str = "ncmi"
+    kwargs: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class OptimConfig:
+    """Optimiser and schedule (see :class:`wsi_ncmi.train.module.MILClassifier`).
+
+    Attributes:
+        optimizer: ``adamw``, ``adam`` or ``sgd``.
+        lr: Learning rate.
+        weight_decay: Weight decay.
+        scheduler: ``cosine``, ``step`` or ``none``.
+        warmup_epochs: Linear warm-up epochs (cosine).
+    """
+
+    optimizer: Literal["adamw", "adam", "sgd"] = "adamw"
+    lr: float = 1e-4
+    weight_decay: float = 1e-4
+    scheduler: Literal["none", "cosine", "step"] = "cosine"
+    warmup_epochs: int = 0
+
+
+@dataclass
+class TrainerConfig:
+    """Lightning Trainer settings and the checkpoint/early-stopping metric.
+
+    Attributes:
+        max_epochs: Epoch limit.
+        patience: Early-stopping patience in epochs (``0``: no early stopping).
+        monitor: Validation metric for checkpointing and early stopping.
+        mode: ``max`` or ``min`` for ``monitor``.
+        accelerator: ``cpu``, ``gpu`` or ``auto``.
+        devices: Lightning devices.
+        precision: Lightning precision (the losses compute in float32 regardless).
+        deterministic: Deterministic algorithms (same seed → same results on CPU).
+        accumulate_grad_batches: Bags per optimiser step.
+        gradient_clip_val: Gradient-norm clip (``null``: none).
+        progress_bar: Show the progress bar.
+    """
+
+    max_epochs: int = 50
+    patience: int = 10
+    monitor: str = "val/macro_f1"
+    mode: Literal["max", "min"] = "max"
+    accelerator: str = "auto"
+    devices: int | str = 1
+    precision: str = "32-true"
+    deterministic: bool = True
+    accumulate_grad_batches: int = 1
+    gradient_clip_val: float | None = None
+    progress_bar: bool = False
+
+
+@dataclass
+class ReportConfig:
+    """What is written after training.
+
+    Attributes:
+        bootstrap: Bootstrap resamples of the macro-F1 interval.
+        attention_top_k: Top-attended patches listed per slide.
+        max_heatmaps: Attention heatmaps drawn per fold.
+    """
+
+    bootstrap: int = 1000
+    attention_top_k: int = 10
+    max_heatmaps: int = 20
+
+
+@dataclass
+class TrainConfig:
+    """Everything ``wsi-train`` needs.
+
+    Attributes:
+        out_dir: Run folder (``splits.json``, ``config.json``, one folder per fold, the
+            pooled ``metrics.json`` and ``predictions.csv``).
+        seed: Global seed (splits, initialisation, sampling, dropout).
+        resume: Continue each fold from its ``checkpoints/last.ckpt`` when present (a run
+            that was killed); finished folds are trained no further.
+        data: See :class:`DataConfig`.
+        split: See :class:`SplitConfig`.
+        model: See :class:`ModelConfig`.
+        loss: See :class:`LossConfig`.
+        optim: See :class:`OptimConfig`.
+        trainer: See :class:`TrainerConfig`.
+        report: See :class:`ReportConfig`.
+    """
+
+    out_dir: str = "outputs/train/run"
+    seed: int = 0
+    resume: bool = False
+    data: DataConfig = field(default_factory=DataConfig)
+    split: SplitConfig = field(default_factory=SplitConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    report: ReportConfig = field(default_factory=ReportConfig)

@@ -1,0 +1,293 @@
+"""Bags of patch features for training: dataset, epoch-seeded sampler and DataModule.
+
+A bag is one slide's ``(N, D)`` features from its HDF5 file
+(:func:`wsi_ncmi.features.store.load_bag`), kept in the stored dtype (float16 by default)
+and cast to float32 by the LightningModule on the device. Training bags may be
+sub-sampled to ``max_patches_train`` patches; validation, test and prediction always see
+the full bag. Loaders yield one bag per step (``batch_size = 1``: bags differ in length).
+
+Determinism: the sampler's order and every sub-sample are functions of ``(seed, epoch,
+slide index)`` only, so a run resumed from a checkpoint sees the same bags as an
+uninterrupted one, whatever the number of workers.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any, Literal
+
+import lightning as L
+import numpy as np
+import torch
+from torch import Tensor
+from torch.utils.data import DataLoader, Dataset, Sampler
+
+from wsi_ncmi.errors import ConfigError, MissingFeaturesError, NonFiniteError
+from wsi_ncmi.features.store import feature_path, load_bag
+from wsi_ncmi.manifest import LABELS, ManifestRow, read_manifest
+from wsi_ncmi.train.splits import Fold, load_splits
+
+MissingPolicy = Literal["error", "exclude"]
+Part = Literal["train", "val", "test"]
+
+
+class BagDataset(Dataset[dict[str, Any]]):
+    """Feature bags of a list of slides.
+
+    Keys are slide indices, or ``(index, epoch)`` pairs from :class:`EpochSampler` (the
+    epoch seeds the sub-sample).
+
+    Args:
+        paths: Features file of each slide.
+        labels: Class index of each slide.
+        max_patches: Sub-sample bags larger than this (``None``: full bags).
+        cache_in_ram: Keep loaded bags in memory (per worker process).
+        seed: Seed of the sub-samples.
+        expect_dim: If given, every file's feature dimension must equal it.
+    """
+
+    def __init__(
+        self,
+        paths: Sequence[Path],
+        labels: Sequence[int],
+        *,
+        max_patches: int | None = None,
+        cache_in_ram: bool = False,
+        seed: int = 0,
+        expect_dim: int | None = None,
+    ) -> None:
+        if max_patches is not None and max_patches < 1:
+            raise ConfigError(f"max_patches_train must be >= 1 or None, got {max_patches!r}")
+        self.paths = list(paths)
+        self.labels = list(labels)
+        self.max_patches = max_patches
+        self.cache_in_ram = cache_in_ram
+        self.seed = seed
+        self.expect_dim = expect_dim
+        self._cache: dict[int, Tensor] = {}
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def bag(self, index: int) -> Tensor:
+        """The full ``(N, D)`` bag of slide ``index`` in its stored dtype.
+
+        Raises:
+            NonFiniteError: The file holds NaN or infinite features.
+            CacheSchemaError: The file is not a valid features file, or has no valid rows.
+        """
+        cached = self._cache.get(index)
+        if cached is not None:
+            return cached
+        path = self.paths[index]
+        bag = load_bag(path, expect_dim=self.expect_dim)
+        if bag.shape[0] == 0:
+            from wsi_ncmi.errors import CacheSchemaError
+
+            raise CacheSchemaError(f"{str(path)!r} has no valid patches; re-tile or drop it")
+        if not bool(torch.isfinite(bag).all()):
+            bad = int((~torch.isfinite(bag)).any(dim=1).sum())
+            raise NonFiniteError(
+                f"{str(path)!r} has NaN/inf features in {bad} of {bag.shape[0]} rows; "
+                "re-extract it (wsi-extract --dtype float32 if float16 overflowed)"
+            )
+        if self.cache_in_ram:
+            self._cache[index] = bag
+        return bag
+
+    def __getitem__(self, key: int | tuple[int, int]) -> dict[str, Any]:
+        """``{"features": (n, D), "target": (), "index": ()}`` for one slide."""
+        index, epoch = (key, -1) if isinstance(key, int) else (int(key[0]), int(key[1]))
+        bag = self.bag(index)
+        if self.max_patches is not None and epoch >= 0 and bag.shape[0] > self.max_patches:
+            rng = np.random.default_rng((self.seed, epoch, index))
+            keep = np.sort(rng.choice(bag.shape[0], self.max_patches, replace=False))
+            bag = bag[torch.from_numpy(keep)]
+        return {
+            "features": bag,
+            "target": torch.tensor(self.labels[index], dtype=torch.long),
+            "index": torch.tensor(index, dtype=torch.long),
+        }
+
+
+class EpochSampler(Sampler[tuple[int, int]]):
+    """Yields ``(index, epoch)``: a permutation, or a class-balanced draw, seeded per epoch.
+
+    Lightning calls :meth:`set_epoch` before every training epoch.
+
+    Args:
+        labels: Class index of each item.
+        seed: Base seed.
+        balanced: Draw ``len(labels)`` items with replacement, each class equally likely.
+    """
+
+    def __init__(self, labels: Sequence[int], seed: int = 0, balanced: bool = False) -> None:
+        self.labels = np.asarray(labels, dtype=np.int64)
+        self.seed = seed
+        self.balanced = balanced
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        """Select the epoch whose order is produced next."""
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __iter__(self) -> Iterator[tuple[int, int]]:
+        rng = np.random.default_rng((self.seed, self.epoch))
+        n = len(self.labels)
+        if self.balanced:
+            counts = np.bincount(self.labels)
+            weights = 1.0 / counts[self.labels]
+            order = rng.choice(n, n, replace=True, p=weights / weights.sum())
+        else:
+            order = rng.permutation(n)
+        for index in order:
+            yield int(index), self.epoch
+
+
+class BagDataModule(L.LightningDataModule):
+    """Manifest + features root + one fold of a splits file → train/val/test bag loaders.
+
+    Args:
+        manifest: Slide manifest CSV (:func:`wsi_ncmi.manifest.read_manifest`).
+        features_root: Extraction output root (files are
+            ``<root>/features/<encoder>/<slide_id>.h5``).
+        encoder: Encoder name of the features.
+        splits_file: JSON written by :func:`wsi_ncmi.train.splits.save_splits`.
+        fold: Index of the fold in the splits file.
+        max_patches_train: Sub-sample training bags to at most this many patches.
+        cache_in_ram: Keep loaded bags in memory.
+        missing: ``"error"``: any slide without a features file is an error;
+            ``"exclude"``: such slides are listed in a warning and in :attr:`excluded`.
+        balanced_sampling: Class-balanced sampling of the training bags.
+        num_workers: DataLoader workers.
+        seed: Seed of the sampler and the sub-samples.
+    """
+
+    def __init__(
+        self,
+        manifest: str,
+        features_root: str,
+        encoder: str,
+        splits_file: str,
+        fold: int = 0,
+        *,
+        max_patches_train: int | None = None,
+        cache_in_ram: bool = False,
+        missing: MissingPolicy = "error",
+        balanced_sampling: bool = False,
+        num_workers: int = 0,
+        seed: int = 0,
+    ) -> None:
+        super().__init__()
+        if missing not in ("error", "exclude"):
+            raise ConfigError(f"missing must be 'error' or 'exclude', got {missing!r}")
+        self.save_hyperparameters()
+        self.manifest = manifest
+        self.features_root = features_root
+        self.encoder = encoder
+        self.splits_file = splits_file
+        self.fold_index = fold
+        self.max_patches_train = max_patches_train
+        self.cache_in_ram = cache_in_ram
+        self.missing = missing
+        self.balanced_sampling = balanced_sampling
+        self.num_workers = num_workers
+        self.seed = seed
+        self.rows: dict[Part, list[ManifestRow]] = {"train": [], "val": [], "test": []}
+        self.excluded: list[str] = []
+        self.datasets: dict[Part, BagDataset] = {}
+        self.fold: Fold | None = None
+
+    @property
+    def num_classes(self) -> int:
+        """Number of slide classes ``C``."""
+        return len(LABELS)
+
+    def path_of(self, row: ManifestRow) -> Path:
+        """Features file of a slide."""
+        return feature_path(self.features_root, self.encoder, row.slide_id)
+
+    def class_counts(self) -> list[int]:
+        """Training-set count of each class (after exclusions)."""
+        counts = [0] * self.num_classes
+        for row in self.rows["train"]:
+            counts[row.label_index] += 1
+        return counts
+
+    def setup(self, stage: str | None = None) -> None:
+        """Resolve the fold's slides and their files (idempotent)."""
+        if self.datasets:
+            return
+        rows = read_manifest(self.manifest)
+        splits = load_splits(self.splits_file, rows)
+        if not 0 <= self.fold_index < len(splits.folds):
+            raise ConfigError(
+                f"fold must be in [0, {len(splits.folds)}) for {self.splits_file!r}, "
+                f"got {self.fold_index!r}"
+            )
+        self.fold = splits.folds[self.fold_index]
+        by_id = {row.slide_id: row for row in rows}
+        missing: list[str] = []
+        for part in ("train", "val", "test"):
+            wanted = [by_id[s] for s in getattr(self.fold, part)]
+            present = [row for row in wanted if self.path_of(row).is_file()]
+            missing += [row.slide_id for row in wanted if not self.path_of(row).is_file()]
+            self.rows[part] = present
+        if missing:
+            where = self.path_of(by_id[missing[0]]).parent
+            message = (
+                f"{len(missing)} slides of fold {self.fold.name!r} have no features file in "
+                f"{str(where)!r}: {missing[:10]}{' ...' if len(missing) > 10 else ''}"
+            )
+            if self.missing == "error":
+                raise MissingFeaturesError(
+                    message + "; run wsi-extract for them or set missing='exclude'"
+                )
+            warnings.warn(message + "; they are excluded (missing='exclude')", stacklevel=2)
+            self.excluded = missing
+        if not self.rows["train"] or not self.rows["val"]:
+            raise MissingFeaturesError(
+                f"fold {self.fold.name!r} has {len(self.rows['train'])} training and "
+                f"{len(self.rows['val'])} validation slides with features; both must be > 0"
+            )
+        for part, part_rows in self.rows.items():
+            self.datasets[part] = BagDataset(
+                [self.path_of(row) for row in part_rows],
+                [row.label_index for row in part_rows],
+                max_patches=self.max_patches_train if part == "train" else None,
+                cache_in_ram=self.cache_in_ram,
+                seed=self.seed,
+            )
+
+    def _loader(self, part: Part, train: bool = False) -> DataLoader[dict[str, Any]]:
+        dataset = self.datasets[part]
+        sampler = EpochSampler(dataset.labels, self.seed, self.balanced_sampling) if train else None
+        return DataLoader(
+            dataset,
+            batch_size=1,
+            sampler=sampler,
+            shuffle=False,
+            num_workers=self.num_workers,
+            persistent_workers=self.num_workers > 0,
+        )
+
+    def train_dataloader(self) -> DataLoader[dict[str, Any]]:
+        """Training bags (epoch-seeded order, optionally sub-sampled and class-balanced)."""
+        return self._loader("train", train=True)
+
+    def val_dataloader(self) -> DataLoader[dict[str, Any]]:
+        """Full validation bags, in manifest order."""
+        return self._loader("val")
+
+    def test_dataloader(self) -> DataLoader[dict[str, Any]]:
+        """Full test bags, in manifest order."""
+        return self._loader("test")
+
+    def predict_dataloader(self) -> DataLoader[dict[str, Any]]:
+        """Full test bags (what the reports describe)."""
+        return self._loader("test")

@@ -1,0 +1,352 @@
+"""``run_training``: the library function behind ``wsi-train`` (one call, every fold).
+
+For each fold of the split: build the DataModule, the aggregator and the loss from the
+registries, train with checkpointing and early stopping on the validation metric, predict
+the test part with the best checkpoint, and write the fold's reports. Then pool the test
+predictions of all folds (in ``loho`` each slide is tested exactly once) and write the
+run's ``metrics.json``, ``predictions.csv``, confusion matrices and summary table.
+
+Run folder::
+
+    <out_dir>/config.json  splits.json  metrics.json  predictions.csv  summary.txt
+    <out_dir>/confusion_<group>.png
+    <out_dir>/<fold>/checkpoints/{best-*.ckpt,last.ckpt}  logs/  metrics.json
+    <out_dir>/<fold>/curves.png  attention_topk.csv  heatmaps/<slide>.png
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+from collections.abc import Sequence
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+from lightning.pytorch.callbacks import Callback, EarlyStopping, ModelCheckpoint
+from lightning.pytorch.loggers import CSVLogger
+
+from wsi_ncmi._version import __version__
+from wsi_ncmi.errors import ConfigError
+from wsi_ncmi.features.store import read_feature_attrs
+from wsi_ncmi.losses import ClassificationLoss, build_loss, list_losses
+from wsi_ncmi.losses.callbacks import CentroidUpdate, NCMIDiagnostics
+from wsi_ncmi.manifest import LABELS, ManifestRow, read_manifest
+from wsi_ncmi.mil import build_aggregator
+from wsi_ncmi.train.attention import export_attention
+from wsi_ncmi.train.config import TrainConfig
+from wsi_ncmi.train.data import BagDataModule
+from wsi_ncmi.train.module import MILClassifier
+from wsi_ncmi.train.report import (
+    compute_report,
+    epoch_history,
+    plot_confusion_matrices,
+    plot_curves,
+    prediction_records,
+    summary_table,
+    write_json,
+    write_predictions,
+)
+from wsi_ncmi.train.splits import SplitSet, load_splits, make_splits, save_splits
+
+log = logging.getLogger(__name__)
+
+
+def build_criterion(
+    name: str,
+    kwargs: dict[str, Any],
+    *,
+    num_classes: int,
+    class_counts: Sequence[int],
+    feature_dim: int,
+) -> ClassificationLoss:
+    """Build a registered loss, filling in the run-dependent arguments it accepts.
+
+    ``num_classes``, ``class_counts`` and ``feature_dim`` are added unless given in
+    ``kwargs`` and only if the loss's constructor has such a parameter.
+
+    Args:
+        name: Registered loss name.
+        kwargs: Arguments from the config.
+        num_classes: ``C``.
+        class_counts: Training-set count per class.
+        feature_dim: Width of the aggregator's slide embedding.
+
+    Returns:
+        The loss.
+
+    Raises:
+        ConfigError: Unknown loss or rejected arguments.
+    """
+    from wsi_ncmi.losses import registry
+
+    if name not in list_losses():
+        raise ConfigError(f"loss must be one of {list_losses()}, got {name!r}")
+    # The registry has no public signature accessor yet; read the factory's parameters.
+    parameters = inspect.signature(registry._LOSSES[name]).parameters
+    context = {
+        "num_classes": num_classes,
+        "class_counts": list(class_counts),
+        "feature_dim": feature_dim,
+    }
+    filled = {k: v for k, v in context.items() if k in parameters and k not in kwargs}
+    return build_loss(name, **filled, **kwargs)
+
+
+def _embedding_dim(aggregator: torch.nn.Module) -> int:
+    for attr in ("embedding_dim", "hidden_dim"):
+        value = getattr(aggregator, attr, None)
+        if isinstance(value, int):
+            return value
+    raise ConfigError(
+        f"{type(aggregator).__name__} exposes no hidden_dim/embedding_dim; "
+        "it cannot feed a feature-head loss"
+    )
+
+
+def build_model(config: TrainConfig, datamodule: BagDataModule) -> MILClassifier:
+    """Aggregator + loss + LightningModule for one fold (seeded by ``config.seed``).
+
+    Args:
+        config: The run configuration.
+        datamodule: A set-up DataModule (gives the feature dim and class counts).
+
+    Returns:
+        The LightningModule.
+    """
+    num_classes = datamodule.num_classes
+    in_dim = int(read_feature_attrs(datamodule.path_of(datamodule.rows["train"][0]))["out_dim"])
+    model_kwargs = dict(config.model.kwargs)
+    probe = build_aggregator(
+        config.model.name, in_dim=in_dim, num_classes=num_classes, **model_kwargs
+    )
+    criterion = build_criterion(
+        config.loss.name,
+        dict(config.loss.kwargs),
+        num_classes=num_classes,
+        class_counts=datamodule.class_counts(),
+        feature_dim=_embedding_dim(probe),
+    )
+    head_dim = criterion.output_dim(num_classes)
+    L.seed_everything(config.seed, workers=True, verbose=False)
+    aggregator = build_aggregator(
+        config.model.name, in_dim=in_dim, num_classes=head_dim or 0, **model_kwargs
+    )
+    optim = config.optim
+    return MILClassifier(
+        aggregator,
+        criterion,
+        num_classes,
+        optimizer=optim.optimizer,
+        lr=optim.lr,
+        weight_decay=optim.weight_decay,
+        scheduler=optim.scheduler,
+        warmup_epochs=optim.warmup_epochs,
+        seed=config.seed,
+    )
+
+
+def _resolve_splits(config: TrainConfig, rows: Sequence[ManifestRow], out_dir: Path) -> SplitSet:
+    path = out_dir / "splits.json"
+    split = config.split
+    if split.file is not None:
+        splits = load_splits(split.file, rows)
+    elif config.resume and path.is_file():
+        splits = load_splits(path, rows)
+    else:
+        splits = make_splits(
+            rows,
+            split.kind,
+            seed=config.seed,
+            val_fraction=split.val_fraction,
+            preset=split.preset,
+            train_centers=split.train_centers,
+            val_centers=split.val_centers,
+            test_centers=split.test_centers,
+            num_folds=split.num_folds,
+        )
+    save_splits(splits, path)
+    return splits
+
+
+def run_fold(
+    config: TrainConfig,
+    fold_index: int,
+    splits_file: Path,
+    fold_dir: Path,
+    callbacks: Sequence[Callback] = (),
+) -> dict[str, Any]:
+    """Train and evaluate one fold.
+
+    Args:
+        config: The run configuration.
+        fold_index: Index of the fold in ``splits_file``.
+        splits_file: The run's ``splits.json``.
+        fold_dir: Output folder of the fold.
+        callbacks: Extra Lightning callbacks (tests use them to simulate a kill).
+
+    Returns:
+        ``{"fold", "records", "metrics", "attention", "excluded", "best_checkpoint",
+        "epochs_trained"}``.
+    """
+    L.seed_everything(config.seed, workers=True, verbose=False)
+    data = config.data
+    datamodule = BagDataModule(
+        data.manifest,
+        data.features_root,
+        data.encoder,
+        str(splits_file),
+        fold_index,
+        max_patches_train=data.max_patches_train,
+        cache_in_ram=data.cache_in_ram,
+        missing=data.missing,
+        balanced_sampling=data.balanced_sampling,
+        num_workers=data.num_workers,
+        seed=config.seed,
+    )
+    datamodule.setup("fit")
+    fold = datamodule.fold
+    assert fold is not None  # set by setup
+    model = build_model(config, datamodule)
+    num_classes = datamodule.num_classes
+    tc = config.trainer
+    checkpoint = ModelCheckpoint(
+        dirpath=fold_dir / "checkpoints",
+        filename="best-{epoch:03d}",
+        monitor=tc.monitor,
+        mode=tc.mode,
+        save_top_k=1,
+    )
+    # Lightning saves ``save_last`` only in epochs that improve the metric; resuming needs
+    # every epoch, so a second, unmonitored checkpoint keeps the latest one.
+    latest = ModelCheckpoint(
+        dirpath=fold_dir / "checkpoints", filename="last", enable_version_counter=False
+    )
+    trainer_callbacks: list[Callback] = [
+        checkpoint,
+        latest,
+        CentroidUpdate(num_classes),
+        NCMIDiagnostics(num_classes),
+        *callbacks,
+    ]
+    if tc.patience > 0:
+        trainer_callbacks.append(EarlyStopping(tc.monitor, patience=tc.patience, mode=tc.mode))
+    trainer = L.Trainer(
+        max_epochs=tc.max_epochs,
+        accelerator=tc.accelerator,
+        devices=tc.devices,
+        precision=tc.precision,  # type: ignore[arg-type]
+        deterministic=tc.deterministic,
+        accumulate_grad_batches=tc.accumulate_grad_batches,
+        gradient_clip_val=tc.gradient_clip_val,
+        callbacks=trainer_callbacks,
+        logger=CSVLogger(fold_dir, name="logs"),
+        default_root_dir=fold_dir,
+        enable_progress_bar=tc.progress_bar,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+        log_every_n_steps=1,
+    )
+    last = fold_dir / "checkpoints" / "last.ckpt"
+    resume_from = str(last) if config.resume and last.is_file() else None
+    if resume_from:
+        log.info("resuming fold %s from %s", fold.name, resume_from)
+    trainer.fit(model, datamodule=datamodule, ckpt_path=resume_from)
+    best = checkpoint.best_model_path or (str(last) if last.is_file() else None)
+    rows = datamodule.rows["test"]
+    predictions: list[dict[str, Any]] = []
+    if rows:
+        batches: list[Any] = list(
+            trainer.predict(model, datamodule=datamodule, ckpt_path=best) or []
+        )
+        predictions = [
+            {k: v[0] if k != "attention" else v[0].numpy() for k, v in b.items()} for b in batches
+        ]
+    records = prediction_records(rows, predictions, f"{fold.name}/test")
+    attention = export_attention(
+        rows,
+        predictions,
+        [datamodule.path_of(r) for r in rows],
+        fold_dir,
+        top_k=config.report.attention_top_k,
+        max_heatmaps=config.report.max_heatmaps,
+        slide_dir=Path(data.slide_dir) if data.slide_dir else None,
+        class_names=LABELS,
+    )
+    history = []
+    for metrics_csv in sorted((fold_dir / "logs").glob("version_*/metrics.csv")):
+        history += epoch_history(metrics_csv)
+    plot_curves(history, fold_dir / "curves.png")
+    manifest_rows = read_manifest(data.manifest)
+    metrics = compute_report(
+        records, manifest_rows, n_bootstrap=config.report.bootstrap, seed=config.seed
+    )
+    result = {
+        "fold": fold.name,
+        "test_centers": list(fold.test_centers),
+        "best_checkpoint": best,
+        "best_score": (
+            float(checkpoint.best_model_score) if checkpoint.best_model_score is not None else None
+        ),
+        "epochs_trained": trainer.current_epoch,
+        "excluded": datamodule.excluded,
+        "metrics": metrics,
+        "attention": {k: v for k, v in attention.items() if k != "per_slide"},
+        "history": history,
+    }
+    write_json(result | {"attention": attention}, fold_dir / "metrics.json")
+    return result | {"records": records}
+
+
+def run_training(config: TrainConfig, callbacks: Sequence[Callback] = ()) -> dict[str, Any]:
+    """Train and evaluate every selected fold, then pool the test predictions.
+
+    Args:
+        config: The resolved configuration.
+        callbacks: Extra Lightning callbacks for every fold.
+
+    Returns:
+        ``{"metrics": pooled report, "folds": [...], "summary": table}`` (also written to
+        ``<out_dir>/metrics.json`` and ``summary.txt``).
+
+    Raises:
+        ConfigError: Bad configuration or fold indices.
+        ManifestError: Bad manifest.
+        MissingFeaturesError: Slides without features under ``missing="error"``.
+        NonFiniteError: NaN/inf features or training loss.
+    """
+    out_dir = Path(config.out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    write_json({"version": __version__, "config": asdict(config)}, out_dir / "config.json")
+    rows = read_manifest(config.data.manifest)
+    splits = _resolve_splits(config, rows, out_dir)
+    selected = config.split.folds if config.split.folds is not None else range(len(splits.folds))
+    bad = [k for k in selected if not 0 <= k < len(splits.folds)]
+    if bad:
+        raise ConfigError(f"split.folds must be in [0, {len(splits.folds)}), got {bad}")
+    folds = []
+    for k in selected:
+        fold_dir = out_dir / splits.folds[k].name
+        folds.append(run_fold(config, k, out_dir / "splits.json", fold_dir, callbacks))
+    records = [r for f in folds for r in f["records"]]
+    write_predictions(records, out_dir / "predictions.csv")
+    report = compute_report(records, rows, n_bootstrap=config.report.bootstrap, seed=config.seed)
+    plot_confusion_matrices(report, out_dir)
+    title = f"{config.model.name} + {config.loss.name}, split {splits.kind}, test slides"
+    table = summary_table(report, title)
+    (out_dir / "summary.txt").write_text(table + "\n")
+    fold_summaries = [
+        {k: v for k, v in f.items() if k not in ("records", "history")} for f in folds
+    ]
+    write_json(
+        {
+            "version": __version__,
+            "pooled": report["pooled"],
+            "per_center": report["per_center"],
+            "folds": fold_summaries,
+        },
+        out_dir / "metrics.json",
+    )
+    return {"metrics": report, "folds": fold_summaries, "summary": table}

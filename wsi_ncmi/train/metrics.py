@@ -1,0 +1,303 @@
+"""Slide- and patient-level metrics in NumPy (checked against scikit-learn in the tests).
+
+Slide level: macro-F1 (primary), accuracy, balanced accuracy, per-class F1, macro AUROC
+(one-vs-rest), quadratic-weighted Cohen's kappa and the confusion matrix; a bootstrap 95%
+interval of macro-F1 that resamples slides within each hospital.
+
+Patient level, the official CAMELYON-17 metric: :func:`pn_stage` turns a patient's slide
+labels into a pN stage, and :func:`patient_kappa` scores predicted against true stages with
+quadratic-weighted kappa.
+
+Conventions (those of scikit-learn): macro-F1 averages over the classes present in the
+truth or the predictions, a class with no true and no predicted slide is left out, and an
+undefined F1 (no predicted and no true positive) is 0; balanced accuracy averages the
+recall of the classes present in the truth; macro AUROC averages over the classes that have
+both positives and negatives (NaN if none).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+from numpy.typing import ArrayLike, NDArray
+
+from wsi_ncmi.errors import ConfigError
+from wsi_ncmi.manifest import LABELS
+
+#: CAMELYON-17 patient stages, in order of severity.
+PN_STAGES: tuple[str, ...] = ("pN0", "pN0(i+)", "pN1mi", "pN1", "pN2")
+
+IntArray = NDArray[np.int64]
+
+
+def confusion_matrix(y_true: ArrayLike, y_pred: ArrayLike, num_classes: int) -> IntArray:
+    """``(C, C)`` counts, rows = true class, columns = predicted class.
+
+    Args:
+        y_true: ``(N,)`` true class indices.
+        y_pred: ``(N,)`` predicted class indices.
+        num_classes: ``C``.
+
+    Returns:
+        The confusion matrix.
+
+    Raises:
+        ConfigError: If a label is outside ``[0, C)`` or the lengths differ.
+    """
+    t, p = np.asarray(y_true, dtype=np.int64), np.asarray(y_pred, dtype=np.int64)
+    if t.shape != p.shape or t.ndim != 1:
+        raise ConfigError(
+            f"y_true and y_pred must be 1-D of equal length, got {t.shape}, {p.shape}"
+        )
+    if t.size and (min(t.min(), p.min()) < 0 or max(t.max(), p.max()) >= num_classes):
+        raise ConfigError(f"labels must lie in [0, {num_classes}), got {sorted(set(t) | set(p))}")
+    return np.bincount(t * num_classes + p, minlength=num_classes**2).reshape(
+        num_classes, num_classes
+    )
+
+
+def per_class_f1(cm: IntArray) -> NDArray[np.float64]:
+    """F1 of each class from a confusion matrix (0 where undefined).
+
+    Args:
+        cm: ``(C, C)`` confusion matrix.
+
+    Returns:
+        ``(C,)`` F1 scores.
+    """
+    tp = np.diag(cm).astype(np.float64)
+    denom = cm.sum(axis=0) + cm.sum(axis=1)
+    return np.divide(2 * tp, denom, out=np.zeros_like(tp), where=denom > 0)
+
+
+def macro_f1(cm: IntArray) -> float:
+    """Macro-F1 over the classes present in the truth or the predictions.
+
+    Args:
+        cm: ``(C, C)`` confusion matrix.
+
+    Returns:
+        Macro-F1 (NaN for an empty matrix).
+    """
+    present = (cm.sum(axis=0) + cm.sum(axis=1)) > 0
+    return float(per_class_f1(cm)[present].mean()) if present.any() else float("nan")
+
+
+def balanced_accuracy(cm: IntArray) -> float:
+    """Mean recall over the classes present in the truth.
+
+    Args:
+        cm: ``(C, C)`` confusion matrix.
+
+    Returns:
+        Balanced accuracy (NaN for an empty matrix).
+    """
+    support = cm.sum(axis=1)
+    present = support > 0
+    if not present.any():
+        return float("nan")
+    return float((np.diag(cm)[present] / support[present]).mean())
+
+
+def quadratic_kappa(cm: IntArray) -> float:
+    """Quadratic-weighted Cohen's kappa from a confusion matrix of ordered classes.
+
+    Args:
+        cm: ``(C, C)`` confusion matrix.
+
+    Returns:
+        Kappa; ``1.0`` when truth and predictions agree and use one class only, NaN for
+        an empty matrix.
+    """
+    total = cm.sum()
+    if total == 0:
+        return float("nan")
+    k = cm.shape[0]
+    weights = (np.subtract.outer(np.arange(k), np.arange(k)) ** 2).astype(np.float64)
+    expected = np.outer(cm.sum(axis=1), cm.sum(axis=0)) / total
+    denom = float((weights * expected).sum())
+    if denom == 0:
+        return 1.0
+    return float(1.0 - (weights * cm).sum() / denom)
+
+
+def binary_auroc(positive: NDArray[np.bool_], scores: NDArray[np.float64]) -> float:
+    """Area under the ROC curve (Mann–Whitney statistic, ties count half).
+
+    Args:
+        positive: ``(N,)`` booleans.
+        scores: ``(N,)`` scores, higher = more positive.
+
+    Returns:
+        The AUROC, or NaN without both positives and negatives.
+    """
+    n_pos, n_neg = int(positive.sum()), int((~positive).sum())
+    if n_pos == 0 or n_neg == 0:
+        return float("nan")
+    order = np.argsort(scores, kind="mergesort")
+    sorted_scores = scores[order]
+    ranks = np.empty(len(scores), dtype=np.float64)
+    _, first, counts = np.unique(sorted_scores, return_index=True, return_counts=True)
+    average_rank = first + (counts + 1) / 2.0  # 1-based average rank of each tie group
+    ranks[order] = np.repeat(average_rank, counts)
+    return float((ranks[positive].sum() - n_pos * (n_pos + 1) / 2.0) / (n_pos * n_neg))
+
+
+def macro_auroc(y_true: ArrayLike, probabilities: ArrayLike) -> float:
+    """One-vs-rest AUROC averaged over the classes with positives and negatives.
+
+    Args:
+        y_true: ``(N,)`` class indices.
+        probabilities: ``(N, C)`` class scores.
+
+    Returns:
+        Macro AUROC (NaN if no class qualifies).
+    """
+    t = np.asarray(y_true, dtype=np.int64)
+    prob = np.asarray(probabilities, dtype=np.float64)
+    values = [binary_auroc(t == c, prob[:, c]) for c in range(prob.shape[1])]
+    finite = [v for v in values if not np.isnan(v)]
+    return float(np.mean(finite)) if finite else float("nan")
+
+
+def classification_metrics(
+    y_true: ArrayLike,
+    y_pred: ArrayLike,
+    probabilities: ArrayLike | None,
+    class_names: Sequence[str] = LABELS,
+) -> dict[str, Any]:
+    """All slide-level metrics of one group of slides.
+
+    Args:
+        y_true: ``(N,)`` true class indices.
+        y_pred: ``(N,)`` predicted class indices.
+        probabilities: ``(N, C)`` class scores for the AUROC, or ``None``.
+        class_names: Names of the ``C`` classes.
+
+    Returns:
+        ``{"n", "macro_f1", "accuracy", "balanced_accuracy", "auroc_macro_ovr",
+        "kappa_quadratic", "f1_per_class": {name: f1}, "confusion_matrix": [[...]]}``.
+    """
+    num_classes = len(class_names)
+    cm = confusion_matrix(y_true, y_pred, num_classes)
+    n = int(cm.sum())
+    f1 = per_class_f1(cm)
+    return {
+        "n": n,
+        "macro_f1": macro_f1(cm),
+        "accuracy": float(np.trace(cm) / n) if n else float("nan"),
+        "balanced_accuracy": balanced_accuracy(cm),
+        "auroc_macro_ovr": (
+            float("nan") if probabilities is None else macro_auroc(y_true, probabilities)
+        ),
+        "kappa_quadratic": quadratic_kappa(cm),
+        "f1_per_class": {name: float(v) for name, v in zip(class_names, f1, strict=True)},
+        "confusion_matrix": cm.tolist(),
+    }
+
+
+def bootstrap_macro_f1(
+    y_true: ArrayLike,
+    y_pred: ArrayLike,
+    groups: ArrayLike,
+    num_classes: int,
+    *,
+    n_resamples: int = 1000,
+    seed: int = 0,
+    level: float = 0.95,
+) -> tuple[float, float]:
+    """Percentile bootstrap interval of macro-F1, resampling slides within each group.
+
+    Each resample draws, for every hospital, as many of its slides as it has, with
+    replacement, so the hospital mix stays fixed.
+
+    Args:
+        y_true: ``(N,)`` true class indices.
+        y_pred: ``(N,)`` predicted class indices.
+        groups: ``(N,)`` hospital of each slide.
+        num_classes: ``C``.
+        n_resamples: Bootstrap resamples.
+        seed: Seed of the resampling.
+        level: Coverage of the interval.
+
+    Returns:
+        ``(low, high)``; ``(nan, nan)`` without slides.
+    """
+    t, p = np.asarray(y_true, dtype=np.int64), np.asarray(y_pred, dtype=np.int64)
+    g = np.asarray(groups)
+    if t.size == 0:
+        return float("nan"), float("nan")
+    rng = np.random.default_rng(seed)
+    members = [np.flatnonzero(g == value) for value in np.unique(g)]
+    values = np.empty(n_resamples)
+    for r in range(n_resamples):
+        idx = np.concatenate([m[rng.integers(0, len(m), len(m))] for m in members])
+        values[r] = macro_f1(confusion_matrix(t[idx], p[idx], num_classes))
+    alpha = (1.0 - level) / 2.0
+    low, high = np.quantile(values, [alpha, 1.0 - alpha])
+    return float(low), float(high)
+
+
+def pn_stage(slide_labels: Sequence[str]) -> str:
+    """CAMELYON-17 pN stage of a patient from its lymph-node slide labels.
+
+    Rules (CAMELYON-17 evaluation): ``pN0`` no metastasis and no isolated tumour cells;
+    ``pN0(i+)`` only ITCs; ``pN1mi`` micro-metastases but no macro-metastasis; ``pN1``
+    metastases (micro or macro) in 1–3 nodes, at least one macro; ``pN2`` metastases in 4–9
+    nodes, at least one macro. ITCs do not count as metastases.
+
+    Args:
+        slide_labels: Labels from :data:`~wsi_ncmi.manifest.LABELS`, one per node.
+
+    Returns:
+        One of :data:`PN_STAGES`.
+
+    Raises:
+        ConfigError: On an unknown label.
+    """
+    unknown = [label for label in slide_labels if label not in LABELS]
+    if unknown:
+        raise ConfigError(f"slide labels must be in {list(LABELS)}, got {unknown!r}")
+    macro = sum(label == "macro" for label in slide_labels)
+    metastases = macro + sum(label == "micro" for label in slide_labels)
+    if macro:
+        return "pN1" if metastases <= 3 else "pN2"
+    if metastases:
+        return "pN1mi"
+    if "itc" in slide_labels:
+        return "pN0(i+)"
+    return "pN0"
+
+
+def patient_stages(patients: Sequence[str], labels: Sequence[str]) -> dict[str, str]:
+    """PN stage of every patient from per-slide labels.
+
+    Args:
+        patients: ``(N,)`` patient id of each slide.
+        labels: ``(N,)`` slide labels.
+
+    Returns:
+        ``{patient_id: stage}``.
+    """
+    by_patient: dict[str, list[str]] = {}
+    for patient, label in zip(patients, labels, strict=True):
+        by_patient.setdefault(patient, []).append(label)
+    return {patient: pn_stage(values) for patient, values in by_patient.items()}
+
+
+def patient_kappa(true_stages: dict[str, str], predicted_stages: dict[str, str]) -> float:
+    """Quadratic-weighted kappa between true and predicted pN stages (ordered as PN_STAGES).
+
+    Args:
+        true_stages: ``{patient_id: stage}``.
+        predicted_stages: ``{patient_id: stage}`` for the same patients.
+
+    Returns:
+        Kappa (NaN without patients).
+    """
+    patients = sorted(true_stages)
+    t = [PN_STAGES.index(true_stages[p]) for p in patients]
+    p = [PN_STAGES.index(predicted_stages[p]) for p in patients]
+    return quadratic_kappa(confusion_matrix(t, p, len(PN_STAGES)))

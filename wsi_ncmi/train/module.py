@@ -1,0 +1,213 @@
+"""``MILClassifier``: an injected aggregator and an injected loss, trained by Lightning.
+
+The aggregator (any :func:`wsi_ncmi.mil.build_aggregator` model) maps a bag to a
+:class:`~wsi_ncmi.mil.MILOutput`. The loss (any :func:`wsi_ncmi.losses.build_loss` loss)
+takes the class logits, or the slide embedding when ``loss.output_dim(C)`` is ``None``
+(the aggregator is then built with ``num_classes = 0``). An aggregator that defines
+``auxiliary_loss(output, targets)`` (CLAM-SB's instance clustering) has it added.
+
+The loss is the attribute ``criterion``, where :class:`~wsi_ncmi.losses.callbacks.CentroidUpdate`
+and :class:`~wsi_ncmi.losses.callbacks.NCMIDiagnostics` find it; :meth:`loss_inputs` gives
+them ``(outputs, targets)`` and ``validation_step`` returns ``{"outputs", "targets"}``.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+import lightning as L
+import torch
+from torch import Tensor, nn
+from torchmetrics import MetricCollection
+from torchmetrics.classification import MulticlassAccuracy, MulticlassF1Score
+
+from wsi_ncmi.errors import ConfigError, NonFiniteError
+from wsi_ncmi.losses import functional as LF
+from wsi_ncmi.losses.base import ClassificationLoss
+from wsi_ncmi.mil.abmil import MILOutput
+
+OptimizerName = Literal["adamw", "adam", "sgd"]
+SchedulerName = Literal["none", "cosine", "step"]
+
+
+def _stage_metrics(num_classes: int, prefix: str) -> MetricCollection:
+    return MetricCollection(
+        {
+            "macro_f1": MulticlassF1Score(num_classes, average="macro"),
+            "accuracy": MulticlassAccuracy(num_classes, average="micro"),
+            "balanced_accuracy": MulticlassAccuracy(num_classes, average="macro"),
+        },
+        prefix=prefix,
+    )
+
+
+class MILClassifier(L.LightningModule):
+    """Slide classifier from bags of patch features.
+
+    Args:
+        aggregator: MIL model; ``forward(features (B, N, D)) -> MILOutput``.
+        criterion: A registered loss (see the :mod:`wsi_ncmi.losses` contract).
+        num_classes: ``C``.
+        optimizer: ``"adamw"`` (default), ``"adam"`` or ``"sgd"`` (momentum).
+        lr: Learning rate.
+        weight_decay: Weight decay.
+        momentum: SGD momentum.
+        scheduler: ``"cosine"`` (to 0 over ``max_epochs``, after ``warmup_epochs`` of
+            linear warm-up), ``"step"`` (× ``step_gamma`` every ``step_epochs``) or ``"none"``.
+        warmup_epochs: Linear warm-up epochs of the cosine schedule.
+        step_epochs: Period of the step schedule.
+        step_gamma: Factor of the step schedule.
+        seed: Dropout is reseeded from ``(seed, epoch, batch index)`` before every training
+            step, so a resumed run matches an uninterrupted one.
+    """
+
+    def __init__(
+        self,
+        aggregator: nn.Module,
+        criterion: ClassificationLoss,
+        num_classes: int = 4,
+        *,
+        optimizer: OptimizerName = "adamw",
+        lr: float = 1e-4,
+        weight_decay: float = 1e-4,
+        momentum: float = 0.9,
+        scheduler: SchedulerName = "cosine",
+        warmup_epochs: int = 0,
+        step_epochs: int = 10,
+        step_gamma: float = 0.1,
+        seed: int = 0,
+    ) -> None:
+        super().__init__()
+        if optimizer not in ("adamw", "adam", "sgd"):
+            raise ConfigError(f"optimizer must be 'adamw', 'adam' or 'sgd', got {optimizer!r}")
+        if scheduler not in ("none", "cosine", "step"):
+            raise ConfigError(f"scheduler must be 'none', 'cosine' or 'step', got {scheduler!r}")
+        if lr <= 0:
+            raise ConfigError(f"lr must be > 0, got {lr!r}")
+        self.save_hyperparameters(ignore=["aggregator", "criterion"])
+        self.aggregator = aggregator
+        self.criterion = criterion
+        self.num_classes = num_classes
+        self.val_metrics = _stage_metrics(num_classes, "val/")
+        self.test_metrics = _stage_metrics(num_classes, "test/")
+
+    def forward(self, features: Tensor) -> MILOutput:
+        """Run the aggregator on ``(B, N, D)`` (or ``(N, D)``) features, cast to float32."""
+        output: MILOutput = self.aggregator(features.float())
+        return output
+
+    def _loss_outputs(self, output: MILOutput) -> Tensor:
+        return output.logits if self.criterion.needs_class_head else output.embedding
+
+    def loss_inputs(self, batch: dict[str, Tensor]) -> tuple[Tensor, Tensor]:
+        """``(outputs the loss takes, targets)`` of a batch (used by the Q-step callback)."""
+        return self._loss_outputs(self(batch["features"])), batch["target"]
+
+    def class_scores(self, outputs: Tensor) -> Tensor:
+        """``(B, C)`` class probabilities for AUROC and the predictions file.
+
+        The loss's own probabilities for class heads; for a feature head,
+        ``softmax_c(−KL(P ‖ Q_c))`` over the prediction centroids.
+        """
+        probs = self.criterion.probabilities(outputs)
+        state = self.criterion.centroid_state
+        if self.criterion.needs_class_head or state is None:
+            return probs
+        q = state.prediction_centroids.to(probs.dtype)
+        return torch.softmax(-LF.pairwise_kl(probs, q), dim=-1)
+
+    def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
+        """Reseed dropout from ``(seed, epoch, batch)``, so a resumed run matches."""
+        torch.manual_seed(int(self.hparams["seed"]) + 1_000_003 * self.current_epoch + batch_idx)
+
+    def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
+        """One step of the injected loss (plus the aggregator's auxiliary loss, if any)."""
+        output = self(batch["features"])
+        targets = batch["target"]
+        result = self.criterion(self._loss_outputs(output), targets)
+        loss = result.loss
+        auxiliary = getattr(self.aggregator, "auxiliary_loss", None)
+        if callable(auxiliary):
+            aux = auxiliary(output, targets)
+            loss = loss + aux
+            self.log("train/aux", aux.detach(), on_step=False, on_epoch=True, batch_size=1)
+        if not bool(torch.isfinite(loss)):
+            raise NonFiniteError(
+                f"non-finite training loss {float(loss)} at epoch {self.current_epoch}, step "
+                f"{self.global_step} (slide index {batch['index'].tolist()}); lower lr or "
+                "check the features"
+            )
+        batch_size = int(targets.shape[0])
+        self.log("train/loss", loss.detach(), on_step=False, on_epoch=True, batch_size=batch_size)
+        self.log_dict(
+            {f"train/{k}": v for k, v in result.terms.items()},
+            on_step=False,
+            on_epoch=True,
+            batch_size=batch_size,
+        )
+        return loss
+
+    def _evaluate(self, batch: dict[str, Tensor], stage: str) -> dict[str, Tensor]:
+        outputs, targets = self.loss_inputs(batch)
+        result = self.criterion(outputs, targets)
+        metrics = self.val_metrics if stage == "val" else self.test_metrics
+        metrics.update(self.criterion.predict(outputs), targets)
+        batch_size = int(targets.shape[0])
+        self.log(f"{stage}/loss", result.loss, batch_size=batch_size)
+        self.log_dict({f"{stage}/{k}": v for k, v in result.terms.items()}, batch_size=batch_size)
+        self.log_dict(metrics, batch_size=batch_size)
+        return {"outputs": outputs.detach(), "targets": targets}
+
+    def validation_step(self, batch: dict[str, Tensor], batch_idx: int) -> dict[str, Tensor]:
+        """Loss, its terms and macro-F1/accuracy; returns outputs for the diagnostics."""
+        return self._evaluate(batch, "val")
+
+    def test_step(self, batch: dict[str, Tensor], batch_idx: int) -> dict[str, Tensor]:
+        """Loss, its terms and macro-F1/accuracy on the test part."""
+        return self._evaluate(batch, "test")
+
+    def predict_step(self, batch: dict[str, Tensor], batch_idx: int) -> dict[str, Tensor]:
+        """Per-slide ``index``, ``target``, ``pred``, ``probs (C,)`` and ``attention (N,)``."""
+        output = self(batch["features"])
+        outputs = self._loss_outputs(output)
+        return {
+            "index": batch["index"].cpu(),
+            "target": batch["target"].cpu(),
+            "pred": self.criterion.predict(outputs).cpu(),
+            "probs": self.class_scores(outputs).float().cpu(),
+            "attention": output.attention.float().cpu(),
+        }
+
+    def configure_optimizers(self) -> Any:
+        """The configured optimiser and schedule (stepped per epoch)."""
+        hp: Any = self.hparams
+        params = [p for p in self.parameters() if p.requires_grad]
+        if hp.optimizer == "sgd":
+            opt: torch.optim.Optimizer = torch.optim.SGD(
+                params, lr=hp.lr, momentum=hp.momentum, weight_decay=hp.weight_decay
+            )
+        elif hp.optimizer == "adam":
+            opt = torch.optim.Adam(params, lr=hp.lr, weight_decay=hp.weight_decay)
+        else:
+            opt = torch.optim.AdamW(params, lr=hp.lr, weight_decay=hp.weight_decay)
+        max_epochs = self.trainer.max_epochs if self.trainer is not None else None
+        if hp.scheduler == "none" or (hp.scheduler == "cosine" and max_epochs in (None, -1)):
+            return opt
+        scheduler: torch.optim.lr_scheduler.LRScheduler
+        if hp.scheduler == "step":
+            scheduler = torch.optim.lr_scheduler.StepLR(opt, hp.step_epochs, hp.step_gamma)
+        else:
+            warmup = min(hp.warmup_epochs, int(max_epochs or 1) - 1)
+            cosine = torch.optim.lr_scheduler.CosineAnnealingLR(
+                opt, T_max=max(1, int(max_epochs or 1) - warmup)
+            )
+            scheduler = (
+                torch.optim.lr_scheduler.SequentialLR(
+                    opt,
+                    [torch.optim.lr_scheduler.LinearLR(opt, 0.1, 1.0, warmup), cosine],
+                    milestones=[warmup],
+                )
+                if warmup > 0
+                else cosine
+            )
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": scheduler, "interval": "epoch"}}

@@ -1,0 +1,277 @@
+"""Run outputs: predictions CSV, metrics JSON, confusion-matrix and curve PNGs, summary table.
+
+``metrics.json`` holds, for the pooled test slides and for each test hospital, the metrics
+of :func:`wsi_ncmi.train.metrics.classification_metrics`, a bootstrap 95% interval of
+macro-F1 (slides resampled within each hospital) and the patient-level pN-stage kappa.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from wsi_ncmi.manifest import LABELS, ManifestRow
+from wsi_ncmi.train.metrics import (
+    bootstrap_macro_f1,
+    classification_metrics,
+    patient_kappa,
+    pn_stage,
+)
+
+CURVE_KEYS = (
+    ("train/loss", "val/loss"),
+    ("val/macro_f1",),
+    ("val/cmi", "val/gamma", "val/ncmi"),
+)
+
+
+def prediction_records(
+    rows: Sequence[ManifestRow],
+    predictions: Sequence[Mapping[str, Any]],
+    split: str,
+    class_names: Sequence[str] = LABELS,
+) -> list[dict[str, Any]]:
+    """One record per predicted slide.
+
+    Args:
+        rows: Rows of the predicted part, indexed by the predictions' ``index``.
+        predictions: ``{"index", "pred", "probs"}`` per slide (``predict_step`` output).
+        split: Split name written in the ``split`` column (e.g. ``"loho_center2/test"``).
+        class_names: Class names.
+
+    Returns:
+        Records with ``slide_id, patient_id, center, true_label, pred_label, split`` and
+        one ``prob_<class>`` column per class.
+    """
+    records = []
+    for item in predictions:
+        row = rows[int(item["index"])]
+        probs = np.asarray(item["probs"], dtype=np.float64).reshape(-1)
+        record: dict[str, Any] = {
+            "slide_id": row.slide_id,
+            "patient_id": row.patient_id,
+            "center": row.center,
+            "true_label": row.label,
+            "pred_label": class_names[int(item["pred"])],
+            "split": split,
+        }
+        record |= {f"prob_{name}": float(p) for name, p in zip(class_names, probs, strict=True)}
+        records.append(record)
+    return records
+
+
+def write_predictions(records: Sequence[Mapping[str, Any]], path: Path) -> Path:
+    """Write ``predictions.csv`` atomically."""
+    from wsi_ncmi.batch import write_text_atomic
+
+    buffer = io.StringIO()
+    if records:
+        writer = csv.DictWriter(buffer, fieldnames=list(records[0]), lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(records)
+    return write_text_atomic(path, buffer.getvalue())
+
+
+def _group_metrics(
+    records: Sequence[Mapping[str, Any]],
+    class_names: Sequence[str],
+    patient_slides: Mapping[str, int],
+    n_bootstrap: int,
+    seed: int,
+) -> dict[str, Any]:
+    index = {name: i for i, name in enumerate(class_names)}
+    y_true = [index[r["true_label"]] for r in records]
+    y_pred = [index[r["pred_label"]] for r in records]
+    probs = np.array([[r[f"prob_{name}"] for name in class_names] for r in records])
+    out = classification_metrics(y_true, y_pred, probs if len(records) else None, class_names)
+    low, high = bootstrap_macro_f1(
+        y_true,
+        y_pred,
+        [r["center"] for r in records],
+        len(class_names),
+        n_resamples=n_bootstrap,
+        seed=seed,
+    )
+    out["macro_f1_ci95"] = [low, high]
+    by_patient: dict[str, list[Mapping[str, Any]]] = {}
+    for r in records:
+        by_patient.setdefault(r["patient_id"], []).append(r)
+    complete = {p: rs for p, rs in by_patient.items() if len(rs) == patient_slides.get(p, -1)}
+    true_stages = {p: pn_stage([r["true_label"] for r in rs]) for p, rs in complete.items()}
+    pred_stages = {p: pn_stage([r["pred_label"] for r in rs]) for p, rs in complete.items()}
+    out["patients"] = len(complete)
+    out["patient_kappa_quadratic"] = (
+        patient_kappa(true_stages, pred_stages) if complete else float("nan")
+    )
+    out["patient_stage_accuracy"] = (
+        float(np.mean([true_stages[p] == pred_stages[p] for p in complete]))
+        if complete
+        else float("nan")
+    )
+    return out
+
+
+def compute_report(
+    records: Sequence[Mapping[str, Any]],
+    manifest_rows: Sequence[ManifestRow],
+    *,
+    class_names: Sequence[str] = LABELS,
+    n_bootstrap: int = 1000,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """Pooled and per-hospital metrics of the predicted slides.
+
+    Patient-level metrics use the patients whose slides (all those in the manifest) were
+    all predicted.
+
+    Args:
+        records: :func:`prediction_records` output (possibly several folds concatenated).
+        manifest_rows: The manifest (to know how many slides each patient has).
+        class_names: Class names.
+        n_bootstrap: Bootstrap resamples for the macro-F1 interval.
+        seed: Bootstrap seed.
+
+    Returns:
+        ``{"pooled": {...}, "per_center": {"0": {...}, ...}}``.
+    """
+    patient_slides: dict[str, int] = {}
+    for row in manifest_rows:
+        patient_slides[row.patient_id] = patient_slides.get(row.patient_id, 0) + 1
+    centers = sorted({int(r["center"]) for r in records})
+    return {
+        "pooled": _group_metrics(records, class_names, patient_slides, n_bootstrap, seed),
+        "per_center": {
+            str(c): _group_metrics(
+                [r for r in records if int(r["center"]) == c],
+                class_names,
+                patient_slides,
+                n_bootstrap,
+                seed,
+            )
+            for c in centers
+        },
+    }
+
+
+def _json_safe(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_json_safe(v) for v in value]
+    return value
+
+
+def write_json(data: Mapping[str, Any], path: Path) -> Path:
+    """Write JSON atomically (NaN/inf become ``null``)."""
+    from wsi_ncmi.batch import write_text_atomic
+
+    return write_text_atomic(path, json.dumps(_json_safe(dict(data)), indent=1) + "\n")
+
+
+def plot_confusion_matrices(
+    report: Mapping[str, Any], out_dir: Path, class_names: Sequence[str] = LABELS
+) -> list[Path]:
+    """One PNG per test hospital and one pooled (``confusion_<group>.png``)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    groups = {"pooled": report["pooled"]} | {
+        f"center{c}": m for c, m in report["per_center"].items()
+    }
+    paths = []
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for name, metrics in groups.items():
+        cm = np.asarray(metrics["confusion_matrix"])
+        fig, ax = plt.subplots(figsize=(4.2, 3.8))
+        ax.imshow(cm, cmap="Blues")
+        for (i, j), value in np.ndenumerate(cm):
+            ax.text(j, i, str(value), ha="center", va="center", fontsize=9)
+        ax.set_xticks(range(len(class_names)), class_names, rotation=30)
+        ax.set_yticks(range(len(class_names)), class_names)
+        ax.set_xlabel("predicted")
+        ax.set_ylabel("true")
+        f1 = metrics["macro_f1"]
+        ax.set_title(f"{name}: macro-F1 {f1:.3f} (n={metrics['n']})", fontsize=9)
+        fig.tight_layout()
+        path = out_dir / f"confusion_{name}.png"
+        fig.savefig(path, dpi=100)
+        plt.close(fig)
+        paths.append(path)
+    return paths
+
+
+def epoch_history(metrics_csv: Path) -> list[dict[str, float]]:
+    """Per-epoch values from a Lightning CSVLogger ``metrics.csv`` (rows merged by epoch)."""
+    if not metrics_csv.is_file():
+        return []
+    merged: dict[int, dict[str, float]] = {}
+    with metrics_csv.open(newline="") as handle:
+        for row in csv.DictReader(handle):
+            if not row.get("epoch"):
+                continue
+            epoch = int(float(row["epoch"]))
+            target = merged.setdefault(epoch, {"epoch": float(epoch)})
+            for key, value in row.items():
+                if value not in ("", None) and key not in ("epoch", "step"):
+                    target[key] = float(value)
+    return [merged[e] for e in sorted(merged)]
+
+
+def plot_curves(history: Sequence[Mapping[str, float]], path: Path) -> Path | None:
+    """Train/val loss, val macro-F1 and val CMI/Γ/NCMI per epoch in one PNG."""
+    if not history:
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(CURVE_KEYS), figsize=(4 * len(CURVE_KEYS), 3.2))
+    for ax, keys in zip(axes, CURVE_KEYS, strict=True):
+        for key in keys:
+            points = [(h["epoch"], h[key]) for h in history if key in h]
+            if points:
+                xs, ys = zip(*points, strict=True)
+                ax.plot(xs, ys, marker=".", label=key)
+        ax.set_xlabel("epoch")
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def summary_table(report: Mapping[str, Any], title: str = "") -> str:
+    """One-screen table: one line per test hospital and one pooled."""
+
+    def fmt(value: Any) -> str:
+        return "   -  " if value is None or not math.isfinite(value) else f"{value:6.3f}"
+
+    header = (
+        f"{'group':<8} {'n':>4} {'macroF1':>7} {'95% CI':>15} {'acc':>6} {'balAcc':>6} "
+        f"{'AUROC':>6} {'kappa':>6} {'pts':>4} {'pN-κ':>6}"
+    )
+    lines = [title, header, "-" * len(header)] if title else [header, "-" * len(header)]
+    groups = [(f"center{c}", m) for c, m in report["per_center"].items()]
+    for name, m in [*groups, ("pooled", report["pooled"])]:
+        low, high = m["macro_f1_ci95"]
+        lines.append(
+            f"{name:<8} {m['n']:>4} {fmt(m['macro_f1']):>7} "
+            f"[{fmt(low).strip():>6},{fmt(high).strip():>6}] {fmt(m['accuracy'])} "
+            f"{fmt(m['balanced_accuracy'])} {fmt(m['auroc_macro_ovr'])} "
+            f"{fmt(m['kappa_quadratic'])} {m['patients']:>4} "
+            f"{fmt(m['patient_kappa_quadratic'])}"
+        )
+    return "\n".join(lines)
