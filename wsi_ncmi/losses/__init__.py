@@ -33,7 +33,7 @@ from wsi_ncmi.losses.baselines import (
 from wsi_ncmi.losses.centroids import CentroidCollapseWarning, CentroidReport, CentroidState
 from wsi_ncmi.losses.diagnostics import NCMIMetric
 from wsi_ncmi.losses.ncmi import NCMILoss
-from wsi_ncmi.losses.registry import build_loss, list_losses, register_loss
+from wsi_ncmi.losses.registry import build_loss, get_loss_factory, list_losses, register_loss
 
 __all__ = [
     "CMICLoss",
@@ -50,6 +50,7 @@ __all__ = [
     "SquentropyLoss",
     "WeightedCrossEntropyLoss",
     "build_loss",
+    "get_loss_factory",
     "list_losses",
     "register_loss",
 ]

@@ -35,6 +35,25 @@ def register_loss(name: str) -> Callable[[_F], _F]:
     return decorator
 
 
+def _load_builtin() -> None:
+    # Importing the implementations registers them (kept out of module import so that
+    # importing the registry alone stays cheap and free of cycles).
+    import wsi_ncmi.losses.baselines
+    import wsi_ncmi.losses.ncmi  # noqa: F401
+
+
+def get_loss_factory(name: str) -> Callable[..., ClassificationLoss]:
+    """The registered class or factory for ``name`` (e.g. to inspect its parameters).
+
+    Raises:
+        ConfigError: If ``name`` is not registered.
+    """
+    _load_builtin()
+    if name not in _LOSSES:
+        raise ConfigError(f"loss must be one of {list_losses()}, got {name!r}")
+    return _LOSSES[name]
+
+
 def build_loss(name: str, **kwargs: Any) -> ClassificationLoss:
     """Instantiate a registered loss.
 
@@ -48,15 +67,9 @@ def build_loss(name: str, **kwargs: Any) -> ClassificationLoss:
     Raises:
         ConfigError: If ``name`` is not registered or the arguments are rejected.
     """
-    # Importing the implementations registers them (kept here so that importing the
-    # registry alone stays cheap and free of cycles).
-    import wsi_ncmi.losses.baselines
-    import wsi_ncmi.losses.ncmi  # noqa: F401
-
-    if name not in _LOSSES:
-        raise ConfigError(f"loss must be one of {list_losses()}, got {name!r}")
+    factory = get_loss_factory(name)
     try:
-        return _LOSSES[name](**kwargs)
+        return factory(**kwargs)
     except TypeError as err:
         raise ConfigError(f"invalid arguments for loss {name!r}: {err}") from err
 
@@ -67,7 +80,5 @@ def list_losses() -> list[str]:
     Returns:
         The registry keys.
     """
-    import wsi_ncmi.losses.baselines
-    import wsi_ncmi.losses.ncmi  # noqa: F401
-
+    _load_builtin()
     return sorted(_LOSSES)

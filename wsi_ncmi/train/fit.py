@@ -31,7 +31,7 @@ from lightning.pytorch.loggers import CSVLogger
 from wsi_ncmi._version import __version__
 from wsi_ncmi.errors import ConfigError
 from wsi_ncmi.features.store import read_feature_attrs
-from wsi_ncmi.losses import ClassificationLoss, build_loss, list_losses
+from wsi_ncmi.losses import ClassificationLoss, build_loss, get_loss_factory
 from wsi_ncmi.losses.callbacks import CentroidUpdate, NCMIDiagnostics
 from wsi_ncmi.manifest import LABELS, ManifestRow, read_manifest
 from wsi_ncmi.mil import build_aggregator
@@ -80,12 +80,7 @@ def build_criterion(
     Raises:
         ConfigError: Unknown loss or rejected arguments.
     """
-    from wsi_ncmi.losses import registry
-
-    if name not in list_losses():
-        raise ConfigError(f"loss must be one of {list_losses()}, got {name!r}")
-    # The registry has no public signature accessor yet; read the factory's parameters.
-    parameters = inspect.signature(registry._LOSSES[name]).parameters
+    parameters = inspect.signature(get_loss_factory(name)).parameters
     context = {
         "num_classes": num_classes,
         "class_counts": list(class_counts),
