@@ -231,3 +231,23 @@ def test_ref_opens_in_worker_processes(tmp_path: Path) -> None:
         results = pool.map(_worker_read, [ref] * 4)
     assert results == pytest.approx([expected] * 4)
     close_cached_slides()
+
+
+@pytest.mark.parametrize("path", [CMU, BOXES])
+def test_fast_whole_level_equals_openslide_compositor(path: Path, tmp_path: Path) -> None:
+    from wsi_ncmi.slide import Slide
+
+    generated = write_pyramid_tiff(tmp_path / "g.tif", tissue_image(333, 251), levels=3)
+    for p in (path, generated):
+        with open_slide(p, "openslide") as slide:
+            for level in range(slide.level_count):
+                fast = slide.read_level(level)
+                reference = Slide.read_level(slide, level)  # OpenSlide read_region path
+                assert fast.shape == reference.shape
+                assert np.array_equal(fast, reference)
+
+
+def test_fast_whole_level_falls_back_on_corrupt_tile(tmp_path: Path) -> None:
+    path = corrupt_first_tile(write_pyramid_tiff(tmp_path / "c.tif", tissue_image(), mpp=0.5))
+    with open_slide(path, "openslide") as slide, pytest.raises(CorruptTileError):
+        slide.read_level(0)

@@ -97,6 +97,21 @@ class OpenSlideSlide(Slide):
     ) -> np.ndarray:
         return np.asarray(handle.read_region(location, level, size))
 
+    def read_level(self, level: int) -> np.ndarray:
+        """Read a whole level as RGB ``(H, W, 3)``.
+
+        For TIFF-based formats the level's page is decoded directly with tifffile, about
+        10x faster than OpenSlide's region compositor for a whole level; it is used only
+        if tifffile sees the same level geometry. Anything else, or any failure there
+        (e.g. a corrupt tile), falls back to OpenSlide, which reports it as usual.
+        """
+        if self.vendor in _TIFF_VENDORS:
+            try:
+                return _tifffile_whole_level(self.path, level, self.level_dimensions[level])
+            except Exception:
+                pass
+        return super().read_level(level)
+
     @property
     def vendor(self) -> str:
         """Vendor reported by OpenSlide (``aperio``, ``generic-tiff``, ``dicom``, ...)."""
@@ -140,6 +155,33 @@ class TiffSlideSlide(Slide):
     def vendor(self) -> str:
         """Vendor reported by tiffslide; generic TIFFs are named ``generic-tiff``."""
         return str(self.properties.get("tiffslide.vendor") or "generic-tiff")
+
+
+_TIFF_VENDORS = ("generic-tiff", "aperio")
+
+
+def _tifffile_whole_level(path: Path, level: int, expected: tuple[int, int]) -> np.ndarray:
+    """Decode a whole pyramid level straight from its TIFF page with tifffile.
+
+    Raises unless the page has exactly the ``expected`` ``(width, height)`` and 8-bit
+    RGB(A) samples, so a mismatch between the libraries' level lists cannot go unnoticed.
+    """
+    import tifffile
+
+    w, h = expected
+    with tifffile.TiffFile(path) as tif:
+        levels = tif.series[0].levels
+        if level >= len(levels):
+            raise ValueError("tifffile sees fewer levels")
+        page = levels[level]
+        if tuple(page.shape[:2]) != (h, w) or page.dtype != np.uint8:
+            raise ValueError("tifffile sees a different level geometry")
+        arr = np.asarray(page.asarray(maxworkers=1))
+    if arr.ndim != 3 or arr.shape[2] not in (3, 4):
+        raise ValueError("not an RGB(A) level")
+    from wsi_ncmi.slide.base import rgba_to_rgb_over_white
+
+    return rgba_to_rgb_over_white(arr)
 
 
 BACKENDS: dict[str, type[Slide]] = {
