@@ -35,6 +35,7 @@ def test_atomic_output_success_and_failure(tmp_path: Path) -> None:
         tmp.write_text("complete")
         assert not final.exists()  # nothing under the final name until the end
     assert final.read_text() == "complete"
+
     def killed_mid_write() -> None:
         with atomic_output(final) as tmp:
             tmp.write_text("partial")
@@ -48,6 +49,7 @@ def test_atomic_output_success_and_failure(tmp_path: Path) -> None:
 
 def test_atomic_output_disk_full_is_specific(tmp_path: Path) -> None:
     final = tmp_path / "features.h5"
+
     def disk_fills_up() -> None:
         with atomic_output(final) as tmp:
             tmp.write_bytes(b"x" * 10)
