@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
 import platform
+import secrets
 import time
 from collections import Counter
 from dataclasses import asdict, dataclass, field
@@ -14,6 +16,16 @@ from wsi_ncmi.batch.atomic import write_text_atomic
 
 Status = Literal["ok", "skipped", "no_tissue", "failed", "locked"]
 STATUSES: tuple[str, ...] = ("ok", "skipped", "no_tissue", "failed", "locked")
+
+
+def unique_report_path(out_dir: str | Path, stage: str) -> Path:
+    """``<out>/reports/<stage>_<time>_<host>_<pid>_<token>.json``, unique per run.
+
+    The random token keeps two runs of one process within one second apart.
+    """
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    name = f"{stage}_{stamp}_{platform.node()}_{os.getpid()}_{secrets.token_hex(3)}.json"
+    return Path(out_dir) / "reports" / name
 
 
 @dataclass

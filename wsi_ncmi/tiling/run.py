@@ -13,13 +13,11 @@ from __future__ import annotations
 import functools
 import glob
 import os
-import platform
-import time
 from collections.abc import Sequence
 from pathlib import Path
 
 from wsi_ncmi.batch.atomic import TEMP_MARKER
-from wsi_ncmi.batch.report import ItemResult, RunReport
+from wsi_ncmi.batch.report import ItemResult, RunReport, unique_report_path
 from wsi_ncmi.errors import ConfigError
 from wsi_ncmi.tiling.job import (
     SlideTask,
@@ -141,9 +139,8 @@ def _job(task: SlideTask, config: TilingConfig) -> ItemResult:
 
 
 def default_report_path(out_dir: str | Path) -> Path:
-    """``<out>/reports/wsi-tile_<time>_<host>_<pid>.json`` (unique per process)."""
-    stamp = time.strftime("%Y%m%d-%H%M%S")
-    return Path(out_dir) / "reports" / f"wsi-tile_{stamp}_{platform.node()}_{os.getpid()}.json"
+    """``<out>/reports/wsi-tile_<time>_<host>_<pid>_<token>.json`` (unique per run)."""
+    return unique_report_path(out_dir, "wsi-tile")
 
 
 def run_tiling(
