@@ -27,6 +27,7 @@ class DataConfig:
         cache_in_ram: Keep loaded bags in memory.
         missing: ``"error"`` or ``"exclude"`` slides without a features file (reported).
         balanced_sampling: Class-balanced sampling of training bags.
+        standardize: Standardise features per dimension with training-split statistics.
         num_workers: DataLoader workers.
     """
 
@@ -38,6 +39,7 @@ class DataConfig:
     cache_in_ram: bool = False
     missing: Literal["error", "exclude"] = "error"
     balanced_sampling: bool = False
+    standardize: bool = True
     num_workers: int = 0
 
 

@@ -67,6 +67,40 @@ class BagDataset(Dataset[dict[str, Any]]):
         self.seed = seed
         self.expect_dim = expect_dim
         self._cache: dict[int, Tensor] = {}
+        self.mean: Tensor | None = None
+        self.std: Tensor | None = None
+
+    def set_standardization(self, mean: Tensor | None, std: Tensor | None) -> None:
+        """Standardise every returned bag as ``(x - mean) / std`` (``(D,)`` float32 each)."""
+        self.mean, self.std = mean, std
+
+    def feature_moments(self, max_rows_per_bag: int = 4096) -> tuple[Tensor, Tensor]:
+        """Per-dimension mean and std ``(D,)`` over these bags (float64 accumulation).
+
+        At most ``max_rows_per_bag`` rows of each bag count (a fixed, seeded choice), so
+        huge bags cannot dominate and the pass stays cheap.
+        """
+        total: Tensor | None = None
+        total_sq: Tensor | None = None
+        count = 0
+        for index in range(len(self)):
+            bag = self.bag(index)
+            if bag.shape[0] > max_rows_per_bag:
+                rng = np.random.default_rng((self.seed, index, 7))
+                keep = rng.choice(bag.shape[0], max_rows_per_bag, replace=False)
+                bag = bag[torch.from_numpy(np.sort(keep))]
+            rows = bag.to(torch.float64)
+            s, sq = rows.sum(dim=0), (rows * rows).sum(dim=0)
+            total = s if total is None else total + s
+            total_sq = sq if total_sq is None else total_sq + sq
+            count += rows.shape[0]
+        if total is None or total_sq is None or count == 0:
+            raise ConfigError("cannot standardise features: the training split has no bags")
+        mean = total / count
+        var = (total_sq / count - mean * mean).clamp_min(0.0)
+        # eps: dimensions that are constant in training keep their scale instead of blowing up.
+        std = var.sqrt().clamp_min(1e-6)
+        return mean.to(torch.float32), std.to(torch.float32)
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -105,6 +139,8 @@ class BagDataset(Dataset[dict[str, Any]]):
             rng = np.random.default_rng((self.seed, epoch, index))
             keep = np.sort(rng.choice(bag.shape[0], self.max_patches, replace=False))
             bag = bag[torch.from_numpy(keep)]
+        if self.mean is not None and self.std is not None:
+            bag = (bag.to(torch.float32) - self.mean) / self.std
         return {
             "features": bag,
             "target": torch.tensor(self.labels[index], dtype=torch.long),
@@ -164,6 +200,8 @@ class BagDataModule(L.LightningDataModule):
         missing: ``"error"``: any slide without a features file is an error;
             ``"exclude"``: such slides are listed in a warning and in :attr:`excluded`.
         balanced_sampling: Class-balanced sampling of the training bags.
+        standardize: Standardise features per dimension with the mean and std of the
+            *training* bags (validation and test reuse them, so nothing leaks).
         num_workers: DataLoader workers.
         seed: Seed of the sampler and the sub-samples.
     """
@@ -180,6 +218,7 @@ class BagDataModule(L.LightningDataModule):
         cache_in_ram: bool = False,
         missing: MissingPolicy = "error",
         balanced_sampling: bool = False,
+        standardize: bool = True,
         num_workers: int = 0,
         seed: int = 0,
     ) -> None:
@@ -196,6 +235,7 @@ class BagDataModule(L.LightningDataModule):
         self.cache_in_ram = cache_in_ram
         self.missing = missing
         self.balanced_sampling = balanced_sampling
+        self.standardize = standardize
         self.num_workers = num_workers
         self.seed = seed
         self.rows: dict[Part, list[ManifestRow]] = {"train": [], "val": [], "test": []}
@@ -263,6 +303,10 @@ class BagDataModule(L.LightningDataModule):
                 cache_in_ram=self.cache_in_ram,
                 seed=self.seed,
             )
+        if self.standardize:
+            mean, std = self.datasets["train"].feature_moments()
+            for dataset in self.datasets.values():
+                dataset.set_standardization(mean, std)
 
     def _loader(self, part: Part, train: bool = False) -> DataLoader[dict[str, Any]]:
         dataset = self.datasets[part]

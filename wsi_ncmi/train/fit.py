@@ -198,6 +198,7 @@ def run_fold(
         cache_in_ram=data.cache_in_ram,
         missing=data.missing,
         balanced_sampling=data.balanced_sampling,
+        standardize=data.standardize,
         num_workers=data.num_workers,
         seed=config.seed,
     )

@@ -1,0 +1,140 @@
+"""End to end: synthetic slides → wsi-tile → wsi-extract (random-cnn) → wsi-bench sweep.
+
+A very small cohort (2 slides per hospital, 1 seed, 1 epoch): the test checks the
+structure of the outputs and that the metrics are sane, never which loss wins. The real
+slide reader, tiler, encoder and Lightning trainer run; nothing is mocked.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+
+from wsi_ncmi.cli.bench import main
+from wsi_ncmi.manifest import read_manifest
+from wsi_ncmi.synth import generate_cohort
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+CONFIG = REPO_ROOT / "configs" / "bench" / "synthetic_demo.yaml"
+
+
+def bench_args(cohort: Path, work: Path, name: str = "e2e") -> list[str]:
+    """Arguments of a tiny run of the demo config on ``cohort``."""
+    return [
+        "--config",
+        str(CONFIG),
+        "--name",
+        name,
+        "--output-root",
+        str(work / "bench"),
+        "--manifest",
+        str(cohort / "manifest.csv"),
+        "--slides",
+        str(cohort),
+        "--features",
+        str(work / "tiles"),
+        "--seeds",
+        "0",
+        "--jobs",
+        "1",
+        "--no-progress",
+        "--set",
+        "prepare.patch_size_px=256",
+        "--set",
+        "train.trainer.max_epochs=1",
+        "--set",
+        "train.report.bootstrap=100",
+        "--set",
+        "train.report.max_heatmaps=1",
+        "--set",
+        "stats.bootstrap=200",
+    ]
+
+
+@pytest.fixture(scope="module")
+def cohort(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("cohort")
+    rows = read_manifest(REPO_ROOT / "data_manifests" / "camelyon17.csv")
+    generate_cohort(rows, out, preset="demo", subset=2, workers=2, progress=False)
+    return out
+
+
+@pytest.fixture(scope="module")
+def bench_run(cohort: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    work = tmp_path_factory.mktemp("work")
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        code = main(bench_args(cohort, work))
+    finally:
+        torch.set_num_threads(threads)
+    return {"code": code, "work": work, "out": work / "bench" / "e2e"}
+
+
+def test_exit_code_and_files(bench_run: dict[str, Any]) -> None:
+    assert bench_run["code"] == 0
+    out: Path = bench_run["out"]
+    for name in ("results.csv", "summary.md", "summary.json", "bench_config.yaml"):
+        assert (out / name).is_file(), name
+    for plot in ("bars_abmil.png", "ncmi_vs_f1.png"):
+        assert (out / "plots" / plot).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert len(list((bench_run["work"] / "tiles" / "thumbnails").glob("*.png"))) == 10
+    assert len(list((bench_run["work"] / "tiles" / "features" / "random-cnn").glob("*.h5"))) == 10
+    assert len(list(out.glob("cells/*/result.json"))) == 10  # 2 losses x 5 folds x 1 seed
+
+
+def test_results_csv_rows_and_sane_metrics(bench_run: dict[str, Any]) -> None:
+    with (bench_run["out"] / "results.csv").open(newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    assert len(rows) == 10
+    assert {(r["loss"], r["hospital"]) for r in rows} == {
+        (loss, str(c)) for loss in ("ce", "ncmi") for c in range(5)
+    }
+    for column in (
+        "macro_f1",
+        "accuracy",
+        "balanced_accuracy",
+        "val_macro_f1",
+        "val_ncmi",
+        "patient_kappa_quadratic",
+        "seed",
+        "fold",
+        "config_hash",
+    ):
+        assert column in rows[0]
+    for row in rows:
+        assert 0.0 <= float(row["macro_f1"]) <= 1.0
+        assert 0.0 <= float(row["accuracy"]) <= 1.0
+        assert int(row["n"]) == 2
+        assert math.isfinite(float(row["val_ncmi"]))
+    for loss in ("ce", "ncmi"):
+        assert sum(int(r["n"]) for r in rows if r["loss"] == loss) == 10
+
+
+def test_summary_table_structure(bench_run: dict[str, Any]) -> None:
+    text = (bench_run["out"] / "summary.md").read_text()
+    lines = text.splitlines()
+    header = "| hospital | CE macro-F1 | NCMI macro-F1 | Δ | 95% CI of Δ |"
+    start = lines.index(header)
+    body = lines[start + 2 : start + 8]
+    assert [line.split("|")[1].strip().split(" (")[0] for line in body] == [
+        *(f"center {c}" for c in range(5)),
+        "**pooled",
+    ]
+    for line in body:
+        cells = [c.strip(" *") for c in line.split("|")[2:-1]]
+        assert len(cells) == 4
+        assert 0.0 <= float(cells[0]) <= 1.0
+        assert 0.0 <= float(cells[1]) <= 1.0
+        assert math.isclose(float(cells[2]), float(cells[1]) - float(cells[0]), abs_tol=2e-3)
+        low, high = (float(x) for x in cells[3].strip("[]").split(","))
+        assert -1.0 <= low <= high <= 1.0
+    assert "pN-κ" in text
+    assert "Wilcoxon" in text
+    assert "at α = 0.05" in text
+    assert "Spearman" in text

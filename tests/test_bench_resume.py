@@ -1,0 +1,143 @@
+"""``wsi-bench`` resumes after SIGKILL without recomputing finished cells.
+
+The sweep runs in a child process on generated feature bags (``_train_bags``) with the
+real trainer; it is killed (SIGKILL, whole process group) as soon as its first cell has
+written ``result.json``. The rerun must leave every finished cell's result untouched (same
+file, same mtime, same writer pid), finish the others and write the reports.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from _train_bags import ENCODER, make_cohort
+
+from wsi_ncmi.bench.config import ConfigError, load_config
+from wsi_ncmi.cli.bench import main
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+def _args(root: Path, out: Path) -> list[str]:
+    return [
+        "--name",
+        "resume",
+        "--output-root",
+        str(out),
+        "--manifest",
+        str(root / "manifest.csv"),
+        "--features",
+        str(root),
+        "--encoder",
+        ENCODER,
+        "--seeds",
+        "0",
+        "--no-progress",
+        "--set",
+        "sweep.models=[{name: abmil, kwargs: {hidden_dim: 16, attention_dim: 8}}]",
+        "--set",
+        "train={trainer: {max_epochs: 3, patience: 0, accelerator: cpu}, optim: {lr: 0.02},"
+        " report: {bootstrap: 100, max_heatmaps: 0}}",
+        "--set",
+        "stats.bootstrap=200",
+        "--set",
+        "torch_threads=1",
+        "--set",
+        "sweep.split.folds=[0, 1, 2]",
+    ]
+
+
+def _finished(out: Path) -> dict[str, tuple[int, int]]:
+    found = {}
+    for path in sorted(out.glob("resume/cells/*/result.json")):
+        found[path.parent.name] = (path.stat().st_mtime_ns, json.loads(path.read_text())["pid"])
+    return found
+
+
+def test_resume_after_sigkill(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    root = tmp_path / "bags"
+    make_cohort(root, centers=5, patients_per_center=2)
+    out = tmp_path / "bench"
+    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
+    child = subprocess.Popen(
+        [sys.executable, "-m", "wsi_ncmi.cli.bench", *_args(root, out)],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
+    )
+    deadline = time.monotonic() + 300
+    try:
+        while not _finished(out):
+            assert child.poll() is None, child.stderr.read().decode() if child.stderr else ""
+            assert time.monotonic() < deadline, "no cell finished in time"
+            time.sleep(0.1)
+    finally:
+        os.killpg(child.pid, signal.SIGKILL)
+        child.wait()
+    before = _finished(out)
+    assert 1 <= len(before) < 6, "the kill must land mid-sweep"
+
+    assert main(_args(root, out)) == 0
+    after = _finished(out)
+    assert len(after) == 6  # 2 losses x 3 folds
+    for cell_id, stamp in before.items():
+        assert after[cell_id] == stamp, f"{cell_id} was recomputed"
+    assert all(after[c][1] == os.getpid() for c in after if c not in before)
+    printed = capsys.readouterr().out
+    assert f"{6 - len(before)} trained, {len(before)} already done, 0 failed" in printed
+    with (out / "resume" / "results.csv").open(newline="") as handle:
+        assert len(list(csv.DictReader(handle))) == 6
+
+
+def test_changed_settings_are_refused_not_reused(tmp_path: Path) -> None:
+    """Finished cells made with other settings are never silently reused."""
+    root = tmp_path / "bags"
+    make_cohort(root, centers=5, patients_per_center=2)
+    out = tmp_path / "bench"
+    args = [
+        *_args(root, out),
+        "--set",
+        "sweep.losses=[{name: ce}]",
+        "--set",
+        "sweep.treatment=ce",
+        "--set",
+        "sweep.split.folds=[0]",
+    ]
+    assert main(args) == 0
+    assert main([*args, "--set", "train.optim.lr=0.01"]) == 2
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ({"sweep.losses": [{"name": "nope"}]}, "sweep.losses: name must be one of"),
+        ({"sweep.treatment": "focal"}, "sweep.treatment must be one of the loss labels"),
+        ({"jobs": 0}, "jobs must be >= 1"),
+        ({"sweep.seeds": "0"}, "sweep.seeds must be a list"),
+        ({"train.trainer.max_epoch": 3}, None),
+        ({"bogus": 1}, "config has unknown keys ['bogus']"),
+        ({"train.data.manifest": "x.csv"}, "train.data must not set ['manifest']"),
+    ],
+)
+def test_config_validation(override: dict[str, object], message: str | None) -> None:
+    if message is None:  # unknown keys of wsi-train's sections surface when a cell is planned
+        from wsi_ncmi.bench.plan import Cell, train_config_for
+
+        config = load_config(None, override)
+        cell = Cell(config.sweep.losses[0], config.sweep.models[0], 0, 0, "f", (0,), "s.json")
+        with pytest.raises(ConfigError, match=r"train\.trainer has unknown keys"):
+            train_config_for(config, cell, Path("x"))
+        return
+    with pytest.raises(ConfigError) as info:
+        load_config(None, override)
+    assert message in str(info.value)

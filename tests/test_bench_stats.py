@@ -1,0 +1,79 @@
+"""The paired statistics of ``wsi-bench`` against SciPy and against known answers."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from scipy.stats import wilcoxon
+
+from wsi_ncmi.bench.stats import align, mean_std, paired_bootstrap, signed_rank, spearman
+
+
+def _pairs(n: int = 40, seeds: int = 3, correct_treatment: float = 1.0, seed: int = 0):
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, 4, n)
+    truth = {f"s{i:03d}": (int(y[i]), i % 5) for i in range(n)}
+    base = [{k: int(rng.integers(0, 4)) for k in truth} for _ in range(seeds)]
+    treat = [
+        {
+            k: (v[0] if rng.random() < correct_treatment else int(rng.integers(0, 4)))
+            for k, v in truth.items()
+        }
+        for _ in range(seeds)
+    ]
+    return align(truth, base, treat)
+
+
+def test_align_keeps_slides_every_run_predicted() -> None:
+    truth = {"a": (0, 0), "b": (1, 0), "c": (2, 1)}
+    pairs = align(truth, [{"a": 0, "b": 1, "c": 2}], [{"a": 1, "c": 2}])
+    assert pairs.y_true.tolist() == [0, 2]
+    assert pairs.baseline.tolist() == [[0, 2]]
+    assert pairs.treatment.tolist() == [[1, 2]]
+    assert pairs.centers.tolist() == [0, 1]
+
+
+def test_bootstrap_of_identical_predictions_is_zero() -> None:
+    pairs = _pairs()
+    same = type(pairs)(pairs.y_true, pairs.centers, pairs.baseline, pairs.baseline.copy())
+    est = paired_bootstrap(same, 4, n_resamples=200)
+    assert (est.delta, est.low, est.high, est.p_value) == (0.0, 0.0, 0.0, 1.0)
+
+
+def test_bootstrap_detects_a_clear_improvement() -> None:
+    est = paired_bootstrap(_pairs(correct_treatment=1.0), 4, n_resamples=500, seed=1)
+    assert est.delta > 0.5
+    assert 0.0 < est.low <= est.delta <= est.high <= 1.0
+    assert est.p_value < 0.01
+    assert (est.n_slides, est.n_seeds) == (40, 3)
+
+
+def test_bootstrap_is_seeded() -> None:
+    pairs = _pairs(correct_treatment=0.5)
+    first = paired_bootstrap(pairs, 4, n_resamples=300, seed=3)
+    assert paired_bootstrap(pairs, 4, n_resamples=300, seed=3) == first
+
+
+def test_signed_rank_matches_scipy() -> None:
+    d = [0.1, -0.05, 0.2, 0.0, 0.15, -0.02, 0.3, 0.07]
+    result = signed_rank(d)
+    nonzero = [x for x in d if x != 0]
+    reference = wilcoxon(nonzero)
+    assert result.p_value == pytest.approx(reference.pvalue)
+    assert result.statistic == pytest.approx(reference.statistic)
+    assert (result.n_pairs, result.n_nonzero, result.wins, result.losses) == (8, 7, 5, 2)
+
+
+def test_signed_rank_without_differences() -> None:
+    result = signed_rank([0.0, 0.0, float("nan")])
+    assert result.p_value == 1.0
+    assert result.n_pairs == 2
+
+
+def test_mean_std_and_spearman() -> None:
+    assert mean_std([1.0, 3.0]) == (2.0, pytest.approx(np.sqrt(2.0)), 2)
+    mean, std, n = mean_std([0.5])
+    assert (mean, n) == (0.5, 1)
+    assert np.isnan(std)
+    rho, _, n = spearman([1.0, 2.0, 3.0, 4.0], [4.0, 3.0, 2.0, 1.0])
+    assert (rho, n) == (pytest.approx(-1.0), 4)

@@ -1,0 +1,150 @@
+"""Run one cell of the sweep and write its result, atomically and last.
+
+Cell folder ``<bench>/cells/<cell_id>/``::
+
+    run/            wsi-train's fold outputs (checkpoints, logs, curves.png, heatmaps/, ...)
+    predictions.csv test predictions of the fold (slide, hospital, true, predicted, probs)
+    result.json     the completion marker: identity, config hash, the validation metrics
+                    of the selected epoch and the test metrics per hospital
+
+``result.json`` is written after everything else with an atomic rename, so a cell with a
+``result.json`` is complete and is never recomputed; a cell killed before it resumes
+training from ``run/checkpoints/last.ckpt``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import platform
+import re
+import time
+import warnings
+from pathlib import Path
+from typing import Any
+
+from wsi_ncmi.bench.config import BenchConfig
+from wsi_ncmi.bench.plan import CELL_SCHEMA, Cell, cell_hash, train_config_for
+
+RESULT_NAME = "result.json"
+PREDICTIONS_NAME = "predictions.csv"
+#: Validation values kept from the selected epoch.
+VAL_KEYS = (
+    "val/macro_f1",
+    "val/accuracy",
+    "val/balanced_accuracy",
+    "val/loss",
+    "val/cmi",
+    "val/gamma",
+    "val/ncmi",
+)
+
+
+def cell_dir(config: BenchConfig, cell: Cell) -> Path:
+    """``<bench>/cells/<cell_id>``."""
+    return config.out_dir / "cells" / cell.cell_id
+
+
+def read_result(config: BenchConfig, cell: Cell) -> dict[str, Any] | None:
+    """The cell's ``result.json``, or ``None`` if the cell has not finished."""
+    path = cell_dir(config, cell) / RESULT_NAME
+    if not path.is_file():
+        return None
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
+    return data if isinstance(data, dict) and data.get("schema") == CELL_SCHEMA else None
+
+
+def expected_hash(config: BenchConfig, cell: Cell) -> str:
+    """The config hash a finished result of this cell must carry."""
+    return cell_hash(train_config_for(config, cell, cell_dir(config, cell) / "run"), cell)
+
+
+def _best_epoch(best_checkpoint: str | None, history: list[dict[str, float]]) -> int | None:
+    if best_checkpoint:
+        match = re.search(r"epoch=(\d+)", Path(best_checkpoint).name)
+        if match:
+            return int(match.group(1))
+    return int(history[-1]["epoch"]) if history else None
+
+
+def quiet_lightning() -> None:
+    """Silence Lightning's banners and known-harmless warnings (the bench has its own bar)."""
+    logging.getLogger("lightning").setLevel(logging.WARNING)
+    logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)
+    warnings.filterwarnings("ignore", message=".*does not have many workers.*")
+    warnings.filterwarnings("ignore", message=".*LeafSpec.*")
+    warnings.filterwarnings("ignore", message=".*predict_dataloader.*")
+
+
+def run_cell(config: BenchConfig, cell: Cell) -> dict[str, Any]:
+    """Train, select on validation, test, and write the cell's result.
+
+    The checkpoint is selected by ``train.trainer.monitor`` (validation macro-F1 by
+    default): test slides never influence any choice.
+
+    Args:
+        config: The bench configuration.
+        cell: The cell.
+
+    Returns:
+        The result record (also in ``result.json``).
+    """
+    from wsi_ncmi.train.fit import run_fold
+    from wsi_ncmi.train.report import write_json, write_predictions
+
+    quiet_lightning()
+    started = time.perf_counter()
+    directory = cell_dir(config, cell)
+    train_config = train_config_for(config, cell, directory / "run")
+    digest = cell_hash(train_config, cell)
+    fold = run_fold(train_config, cell.fold_index, Path(cell.splits_file), directory / "run")
+    write_predictions(fold["records"], directory / PREDICTIONS_NAME)
+    history: list[dict[str, float]] = fold.get("history", [])
+    best_epoch = _best_epoch(fold.get("best_checkpoint"), history)
+    selected = next((h for h in history if int(h["epoch"]) == best_epoch), {})
+    result = {
+        "schema": CELL_SCHEMA,
+        "cell_id": cell.cell_id,
+        "loss": cell.loss.label,
+        "loss_name": cell.loss.name,
+        "model": cell.model.label,
+        "model_name": cell.model.name,
+        "seed": cell.seed,
+        "fold": cell.fold_name,
+        "fold_index": cell.fold_index,
+        "test_centers": list(cell.test_centers),
+        "config_hash": digest,
+        "monitor": train_config.trainer.monitor,
+        "best_score": fold.get("best_score"),
+        "best_epoch": best_epoch,
+        "epochs_trained": fold.get("epochs_trained"),
+        "val": {key.split("/", 1)[1]: selected[key] for key in VAL_KEYS if key in selected},
+        "test": fold["metrics"],
+        "attention": fold.get("attention", {}),
+        "excluded": fold.get("excluded", []),
+        "seconds": time.perf_counter() - started,
+        "host": platform.node(),
+        "pid": os.getpid(),
+        "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
+    write_json(result, directory / RESULT_NAME)
+    return result
+
+
+def run_cell_job(args: tuple[BenchConfig, Cell, int | None]) -> tuple[str, dict[str, Any] | str]:
+    """Process-pool entry: ``(cell_id, result)`` or ``(cell_id, error message)``."""
+    config, cell, threads = args
+    if threads is not None:
+        import torch
+
+        torch.set_num_threads(threads)
+    from wsi_ncmi.errors import WsiNcmiError
+
+    try:
+        return cell.cell_id, run_cell(config, cell)
+    except (WsiNcmiError, RuntimeError, ValueError, OSError) as err:
+        return cell.cell_id, f"{type(err).__name__}: {err}"

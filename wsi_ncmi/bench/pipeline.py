@@ -1,0 +1,155 @@
+"""``run_bench``: features for missing slides (tile → extract), then the sweep and reports.
+
+When ``data.slide_dir`` is set (and ``prepare.enabled``), slides of the manifest without a
+features file are tiled into ``<features_root>/coords/`` (overlays in ``thumbnails/``)
+and extracted into ``<features_root>/features/<encoder>/``. Both stages are the library
+batch functions behind ``wsi-tile`` and ``wsi-extract``: resumable, atomic, lock-aware.
+Without ``slide_dir`` the features must already exist.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from wsi_ncmi.bench.config import BenchConfig
+from wsi_ncmi.errors import ConfigError, MissingFeaturesError
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class BenchOutcome:
+    """What :func:`run_bench` did.
+
+    Attributes:
+        sweep: The sweep outcome.
+        reports: What :func:`wsi_ncmi.bench.report.write_reports` returned.
+        seconds: Wall time per stage (``tile``, ``extract``, ``sweep``, ``report``).
+        prepared: Slides that were tiled/extracted by this run.
+    """
+
+    sweep: Any
+    reports: dict[str, Any]
+    seconds: dict[str, float] = field(default_factory=dict)
+    prepared: list[str] = field(default_factory=list)
+
+
+def missing_features(config: BenchConfig) -> list[str]:
+    """Slide ids of the manifest without a features file."""
+    from wsi_ncmi.features.store import feature_path
+    from wsi_ncmi.manifest import read_manifest
+
+    data = config.data
+    return [
+        row.slide_id
+        for row in read_manifest(data.manifest)
+        if not feature_path(data.features_root, data.encoder, row.slide_id).is_file()
+    ]
+
+
+def prepare_features(config: BenchConfig, seconds: dict[str, float]) -> list[str]:
+    """Tile and extract the slides that have no features yet.
+
+    Args:
+        config: The configuration (``data.slide_dir`` must be set).
+        seconds: Filled with the ``tile`` and ``extract`` wall times.
+
+    Returns:
+        The slide ids that were missing before this call.
+
+    Raises:
+        ConfigError: Bad tiling or extraction settings.
+    """
+    from wsi_ncmi.features.run import ExtractConfig, run_extraction
+    from wsi_ncmi.manifest import read_manifest
+    from wsi_ncmi.tiling import GridParams, TilingConfig, make_tasks, manifest_slides, run_tiling
+
+    data, prep = config.data, config.prepare
+    missing = set(missing_features(config))
+    if not missing or data.slide_dir is None:
+        return []
+    rows = read_manifest(data.manifest)
+    paths = manifest_slides(data.manifest, data.slide_dir)
+    todo = [p for row, p in zip(rows, paths, strict=True) if row.slide_id in missing]
+    root = Path(data.features_root)
+    started = time.perf_counter()
+    try:
+        grid = GridParams(
+            target_mpp=prep.target_mpp,
+            patch_size_px=prep.patch_size_px,
+            min_tissue=prep.min_tissue,
+        )
+    except ValueError as err:
+        raise ConfigError(f"prepare: {err}") from err
+    report = run_tiling(
+        make_tasks(todo),
+        TilingConfig(out_dir=str(root), grid=grid),
+        workers=prep.tile_workers,
+        progress=config.progress,
+    )
+    seconds["tile"] = time.perf_counter() - started
+    log.info("tiling: %s", report.counts)
+    from wsi_ncmi.bench.cells import quiet_lightning
+
+    quiet_lightning()
+    started = time.perf_counter()
+    run_extraction(
+        ExtractConfig(
+            coords_dir=root / "coords",
+            out_dir=root,
+            encoder=data.encoder,
+            weights=Path(prep.weights) if prep.weights else None,
+            random_init=prep.random_init,
+            device=prep.device,  # type: ignore[arg-type]
+            batch_size=prep.batch_size,
+            workers=prep.extract_workers,
+            allow_mpp_mismatch=prep.allow_mpp_mismatch,
+            skip_errors=prep.skip_errors,
+            progress=config.progress,
+        )
+    )
+    seconds["extract"] = time.perf_counter() - started
+    return sorted(missing)
+
+
+def run_bench(config: BenchConfig, *, force: bool = False) -> BenchOutcome:
+    """Prepare features if slides are given, run the sweep, write the reports.
+
+    Args:
+        config: The validated configuration.
+        force: Recompute finished cells made with other settings.
+
+    Returns:
+        The outcome (reports are under ``config.out_dir``).
+
+    Raises:
+        ConfigError: Bad configuration.
+        MissingFeaturesError: Slides still without features (and ``train.data.missing``
+            is not ``exclude``).
+    """
+    from wsi_ncmi.bench.report import write_reports
+    from wsi_ncmi.bench.sweep import run_sweep
+
+    seconds: dict[str, float] = {}
+    prepared: list[str] = []
+    if config.data.slide_dir is not None and config.prepare.enabled:
+        prepared = prepare_features(config, seconds)
+    still = missing_features(config)
+    if still and (config.train.get("data") or {}).get("missing", "error") != "exclude":
+        raise MissingFeaturesError(
+            f"{len(still)} slides of {config.data.manifest!r} have no "
+            f"{config.data.encoder!r} features under {config.data.features_root!r} "
+            f"(e.g. {still[:3]}); give data.slide_dir to tile and extract them, or set "
+            "train.data.missing: exclude"
+        )
+    started = time.perf_counter()
+    sweep = run_sweep(config, force=force)
+    seconds["sweep"] = time.perf_counter() - started
+    started = time.perf_counter()
+    reports = write_reports(config, sweep)
+    seconds["report"] = time.perf_counter() - started
+    return BenchOutcome(sweep, reports, seconds, prepared)

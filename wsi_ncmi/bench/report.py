@@ -1,0 +1,324 @@
+"""The benchmark's reports: ``results.csv``, ``summary.md``, ``summary.json`` and the plots.
+
+The headline table (one per aggregator) has one row per test hospital and a pooled row::
+
+    | hospital | CE macro-F1 | NCMI macro-F1 | Δ | 95% CI of Δ | <other losses> macro-F1 |
+
+with mean ± std over seeds, Δ = treatment − baseline averaged over seeds, and the paired,
+hospital-stratified bootstrap interval of Δ (:mod:`wsi_ncmi.bench.stats`). A second
+table gives the patient-level pN-stage kappa; then the paired tests and their verdict,
+and the Spearman correlation of validation NCMI with macro-F1 across runs.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from wsi_ncmi.bench.config import BenchConfig
+from wsi_ncmi.bench.plots import grouped_bars, ncmi_scatter
+from wsi_ncmi.bench.results import (
+    RunKey,
+    group_metric,
+    result_rows,
+    run_records,
+    run_reports,
+    write_results_csv,
+)
+from wsi_ncmi.bench.stats import align, mean_std, paired_bootstrap, signed_rank, spearman
+from wsi_ncmi.bench.sweep import SweepOutcome
+from wsi_ncmi.manifest import LABELS
+
+
+def _fmt(mean: float, std: float) -> str:
+    if not math.isfinite(mean):
+        return "–"
+    return f"{mean:.3f}" if not math.isfinite(std) else f"{mean:.3f} ± {std:.3f}"
+
+
+def _signed(value: float, digits: int = 3) -> str:
+    return "–" if not math.isfinite(value) else f"{value:+.{digits}f}"
+
+
+def _group_label(group: str, n: int) -> str:
+    return f"pooled (n={n})" if group == "pooled" else f"center {group} (n={n})"
+
+
+def _pairs(
+    runs: Mapping[RunKey, list[dict[str, Any]]],
+    model: str,
+    base: str,
+    treat: str,
+    seeds: Sequence[int],
+) -> Any:
+    both = [s for s in seeds if (model, base, s) in runs and (model, treat, s) in runs]
+    truth = {
+        r["slide_id"]: (LABELS.index(r["true_label"]), int(r["center"]))
+        for key, records in runs.items()
+        if key[0] == model
+        for r in records
+    }
+
+    def preds(loss: str, seed: int) -> dict[str, int]:
+        return {r["slide_id"]: LABELS.index(r["pred_label"]) for r in runs[(model, loss, seed)]}
+
+    return align(truth, [preds(base, s) for s in both], [preds(treat, s) for s in both])
+
+
+def model_summary(
+    config: BenchConfig,
+    model: str,
+    runs: Mapping[RunKey, list[dict[str, Any]]],
+    reports: Mapping[RunKey, dict[str, Any]],
+) -> dict[str, Any]:
+    """Everything the tables say about one aggregator (JSON-ready)."""
+    sweep, st = config.sweep, config.stats
+    losses = [e.label for e in sweep.losses]
+    seeds = sweep.seeds
+    centers = sorted(
+        {g for (m, _, _), rep in reports.items() if m == model for g in rep["per_center"]}, key=int
+    )
+    groups = [*centers, "pooled"]
+    f1: dict[str, dict[str, list[float]]] = {loss: {} for loss in losses}
+    kappa: dict[str, dict[str, list[float]]] = {loss: {} for loss in losses}
+    sizes: dict[str, int] = {}
+    patients: dict[str, int] = {}
+    for loss in losses:
+        for group in groups:
+            keyed = [reports[(model, loss, s)] for s in seeds if (model, loss, s) in reports]
+            f1[loss][group] = [group_metric(r, group, "macro_f1") for r in keyed]
+            kappa[loss][group] = [group_metric(r, group, "patient_kappa_quadratic") for r in keyed]
+            for r in keyed:
+                sizes[group] = int(group_metric(r, group, "n"))
+                patients[group] = int(group_metric(r, group, "patients"))
+    comparisons: dict[str, Any] = {}
+    for other in (x for x in losses if x != sweep.baseline):
+        pairs = _pairs(runs, model, sweep.baseline, other, seeds)
+        per_group = {}
+        for group in groups:
+            sub = pairs if group == "pooled" else pairs.subset(pairs.centers == int(group))
+            per_group[group] = paired_bootstrap(
+                sub, len(LABELS), n_resamples=st.bootstrap, seed=st.seed
+            ).__dict__
+        diffs = [
+            group_metric(reports[(model, other, s)], c, "macro_f1")
+            - group_metric(reports[(model, sweep.baseline, s)], c, "macro_f1")
+            for s in seeds
+            for c in centers
+            if (model, other, s) in reports and (model, sweep.baseline, s) in reports
+        ]
+        comparisons[other] = {"bootstrap": per_group, "wilcoxon": signed_rank(diffs).__dict__}
+    return {
+        "groups": groups,
+        "sizes": sizes,
+        "patients": patients,
+        "macro_f1": f1,
+        "patient_kappa": kappa,
+        "comparisons": comparisons,
+    }
+
+
+def headline_table(config: BenchConfig, summary: Mapping[str, Any]) -> str:
+    """The markdown headline table of one aggregator."""
+    sweep = config.sweep
+    base, treat = sweep.baseline, sweep.treatment
+    others = [e.label for e in sweep.losses if e.label not in (base, treat)]
+    head = [f"{base.upper()} macro-F1", f"{treat.upper()} macro-F1", "Δ", "95% CI of Δ"]
+    head += [f"{o} macro-F1" for o in others]
+    lines = ["| hospital | " + " | ".join(head) + " |", "|---" * (len(head) + 1) + "|"]
+    boot = summary["comparisons"].get(treat, {}).get("bootstrap", {})
+    for group in summary["groups"]:
+        cells = [_fmt(*mean_std(summary["macro_f1"][loss][group])[:2]) for loss in (base, treat)]
+        est = boot.get(group, {})
+        cells += [
+            _signed(est.get("delta", math.nan)),
+            f"[{_signed(est.get('low', math.nan))}, {_signed(est.get('high', math.nan))}]",
+        ]
+        cells += [_fmt(*mean_std(summary["macro_f1"][o][group])[:2]) for o in others]
+        label = _group_label(group, summary["sizes"].get(group, 0))
+        if group == "pooled":
+            label, cells = f"**{label}**", [f"**{c}**" if c != "–" else c for c in cells]
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def kappa_table(config: BenchConfig, summary: Mapping[str, Any]) -> str:
+    """Patient-level pN-stage quadratic kappa, mean ± std over seeds."""
+    losses = [e.label for e in config.sweep.losses]
+    lines = [
+        "| group | " + " | ".join(f"{x} pN-κ" for x in losses) + " |",
+        "|---" * (len(losses) + 1) + "|",
+    ]
+    for group in summary["groups"]:
+        cells = [_fmt(*mean_std(summary["patient_kappa"][x][group])[:2]) for x in losses]
+        name = "pooled" if group == "pooled" else f"center {group}"
+        count = summary["patients"].get(group, 0)
+        lines.append(f"| {name} ({count} patients) | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def verdict(config: BenchConfig, summary: Mapping[str, Any], loss: str) -> str:
+    """One sentence: is ``loss`` − baseline significant (Wilcoxon, then bootstrap)?"""
+    alpha, base = config.stats.alpha, config.sweep.baseline
+    comp = summary["comparisons"][loss]
+    w, b = comp["wilcoxon"], comp["bootstrap"]["pooled"]
+    direction = (
+        f"better than {base}"
+        if b["delta"] > 0
+        else f"worse than {base}"
+        if b["delta"] < 0
+        else f"tied with {base} (identical predictions)"
+    )
+    both = w["p_value"] < alpha and b["p_value"] < alpha
+    either = w["p_value"] < alpha or b["p_value"] < alpha
+    status = (
+        "significant" if both else "significant by one test only" if either else "not significant"
+    )
+    return (
+        f"{loss} vs {base}: pooled Δ macro-F1 {_signed(b['delta'])} "
+        f"(95% CI [{_signed(b['low'])}, {_signed(b['high'])}], bootstrap p = {b['p_value']:.3g}); "
+        f"Wilcoxon over {w['n_pairs']} seed×hospital pairs: {w['wins']} wins / "
+        f"{w['losses']} losses, p = {w['p_value']:.3g}. → {loss} is {direction}, "
+        f"{status} at α = {alpha}."
+    )
+
+
+def write_reports(config: BenchConfig, outcome: SweepOutcome) -> dict[str, Any]:
+    """Write ``results.csv``, ``summary.md``, ``summary.json`` and ``plots/*.png``.
+
+    Returns:
+        ``{"summary_md": text, "headline": {model: table}, "paths": {...}}``.
+    """
+    from wsi_ncmi.batch import write_text_atomic
+    from wsi_ncmi.manifest import read_manifest
+
+    out = config.out_dir
+    results = sorted(outcome.results, key=lambda r: r["cell_id"])
+    write_results_csv(result_rows(results), out / "results.csv")
+    runs = run_records(out / "cells", results)
+    reports = run_reports(runs, read_manifest(config.data.manifest))
+    sweep = config.sweep
+    md = [
+        f"# Benchmark `{config.name}`: {sweep.treatment} vs {sweep.baseline}",
+        "",
+        f"Split `{sweep.split.kind}`, seeds {sweep.seeds}, encoder `{config.data.encoder}`; "
+        f"{len(results)} of {len(outcome.cells)} cells finished. Checkpoints selected on "
+        f"validation `{config.train.get('trainer', {}).get('monitor', 'val/macro_f1')}` only; "
+        "every run counts. Test macro-F1 is mean ± std over seeds; Δ and its 95% CI come "
+        "from a paired bootstrap of the test slides (stratified by hospital, seeds averaged).",
+    ]
+    headline: dict[str, str] = {}
+    summaries: dict[str, Any] = {}
+    paths: dict[str, str] = {}
+    for model in [e.label for e in sweep.models]:
+        if not any(k[0] == model for k in reports):
+            continue
+        summary = model_summary(config, model, runs, reports)
+        summaries[model] = summary
+        headline[model] = headline_table(config, summary)
+        bars = grouped_bars(
+            summary["macro_f1"],
+            summary["groups"],
+            out / "plots" / f"bars_{model}.png",
+            title=f"{config.name}: {model}, test macro-F1 per hospital (mean ± std over seeds)",
+        )
+        paths[f"bars_{model}"] = str(bars)
+        md += [
+            "",
+            f"## {model}: test macro-F1 per hospital",
+            "",
+            headline[model],
+            "",
+            "Patient-level pN stage (quadratic-weighted kappa, patients whose slides are all "
+            "in the cohort):",
+            "",
+            kappa_table(config, summary),
+            "",
+            "Paired tests:",
+            "",
+        ]
+        md += [f"- {verdict(config, summary, loss)}" for loss in summary["comparisons"]]
+    cells = [
+        {
+            "loss": r["loss"],
+            "model": r["model"],
+            "val_ncmi": r.get("val", {}).get("ncmi"),
+            "val_macro_f1": r.get("val", {}).get("macro_f1"),
+            "test_macro_f1": r["test"]["pooled"].get("macro_f1"),
+        }
+        for r in results
+    ]
+    corr = {
+        key: spearman(
+            [c["val_ncmi"] if c["val_ncmi"] is not None else math.nan for c in cells],
+            [c[f"{key}_macro_f1"] if c[f"{key}_macro_f1"] is not None else math.nan for c in cells],
+        )
+        for key in ("val", "test")
+    }
+    if cells:
+        paths["ncmi_vs_f1"] = str(
+            ncmi_scatter(cells, out / "plots" / "ncmi_vs_f1.png", correlations=corr)
+        )
+    md += ["", "## Validation NCMI vs macro-F1 across runs", ""]
+    md += [
+        f"- validation NCMI vs {k} macro-F1: Spearman ρ = {v[0]:.3f} (p = {v[1]:.3g}, "
+        f"n = {v[2]} runs)"
+        for k, v in corr.items()
+    ]
+    md += [
+        "",
+        "## Files",
+        "",
+        "- `results.csv`: one row per (loss, model, seed, fold/hospital)",
+        "- `plots/`: " + ", ".join(f"`{Path(p).name}`" for p in paths.values()),
+        "- `cells/<cell>/run/`: each run's curves, confusion data, attention heatmaps",
+    ]
+    constant = sorted(
+        key for key, records in runs.items() if len({r["pred_label"] for r in records}) == 1
+    )
+    if constant:
+        md[3:3] = [
+            "",
+            f"> **Warning:** {len(constant)} of {len(runs)} runs (model, loss, seed) predict one "
+            f"class for every test slide (e.g. {'/'.join(map(str, constant[0]))} → "
+            f"`{runs[constant[0]][0]['pred_label']}`): those runs learned nothing that "
+            "transfers, and comparisons between them carry no information about the losses.",
+        ]
+    missing = [c.cell_id for c in outcome.cells if c.cell_id not in {r["cell_id"] for r in results}]
+    if missing:
+        md += ["", f"## Missing cells ({len(missing)})", ""]
+        md += [f"- `{c}`: {outcome.failed.get(c, 'not run')}" for c in missing]
+    text = "\n".join(md) + "\n"
+    write_text_atomic(out / "summary.md", text)
+    write_text_atomic(
+        out / "summary.json",
+        json.dumps(
+            _json_safe({"models": summaries, "ncmi_correlation": corr, "missing": missing}),
+            indent=1,
+        )
+        + "\n",
+    )
+    paths |= {"summary": str(out / "summary.md"), "results": str(out / "results.csv")}
+    return {
+        "summary_md": text,
+        "headline": headline,
+        "paths": paths,
+        "missing": missing,
+        "constant_runs": [list(k) for k in constant],
+        "verdicts": {
+            m: [verdict(config, s, x) for x in s["comparisons"]] for m, s in summaries.items()
+        },
+    }
+
+
+def _json_safe(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {str(k): _json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_json_safe(v) for v in value]
+    return value

@@ -1,0 +1,125 @@
+"""Collect finished cells: ``results.csv`` rows and per-(model, loss, seed) metrics.
+
+``results.csv`` has one row per (loss, model, seed, fold, test hospital) with every test
+metric of that hospital, the validation metrics of the selected epoch (including the
+validation CMI/Γ/NCMI) and the run's bookkeeping. The aggregate view pools each run's test
+predictions over its folds (in ``loho`` every slide is tested exactly once) and scores
+them with :func:`wsi_ncmi.train.report.compute_report`, which gives per-hospital and
+pooled metrics and the patient-level pN-stage kappa.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from collections import defaultdict
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from wsi_ncmi.bench.cells import PREDICTIONS_NAME
+from wsi_ncmi.manifest import LABELS, ManifestRow
+
+TEST_KEYS = (
+    "n",
+    "macro_f1",
+    "accuracy",
+    "balanced_accuracy",
+    "auroc_macro_ovr",
+    "kappa_quadratic",
+    "patients",
+    "patient_kappa_quadratic",
+    "patient_stage_accuracy",
+)
+VAL_KEYS = ("macro_f1", "accuracy", "balanced_accuracy", "loss", "cmi", "gamma", "ncmi")
+RunKey = tuple[str, str, int]  # (model, loss, seed)
+
+
+def result_rows(results: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """One row per (cell, test hospital), sorted by model, loss, seed, hospital."""
+    rows = []
+    for res in results:
+        for center, metrics in sorted(res["test"]["per_center"].items(), key=lambda x: int(x[0])):
+            row: dict[str, Any] = {
+                "model": res["model"],
+                "loss": res["loss"],
+                "seed": res["seed"],
+                "fold": res["fold"],
+                "hospital": int(center),
+            }
+            row |= {key: metrics.get(key) for key in TEST_KEYS}
+            low, high = metrics.get("macro_f1_ci95") or (None, None)
+            row |= {"macro_f1_ci95_low": low, "macro_f1_ci95_high": high}
+            per_class = metrics.get("f1_per_class") or {}
+            row |= {f"f1_{name}": per_class.get(name) for name in LABELS}
+            row |= {f"val_{key}": res.get("val", {}).get(key) for key in VAL_KEYS}
+            row |= {
+                "tumour_attention": (res.get("attention") or {}).get("mean_tumour_attention"),
+                "best_epoch": res.get("best_epoch"),
+                "epochs_trained": res.get("epochs_trained"),
+                "loss_name": res["loss_name"],
+                "model_name": res["model_name"],
+                "seconds": round(float(res.get("seconds", 0.0)), 2),
+                "config_hash": res["config_hash"],
+                "cell_id": res["cell_id"],
+            }
+            rows.append(row)
+    rows.sort(key=lambda r: (r["model"], r["loss"], r["seed"], r["hospital"]))
+    return rows
+
+
+def write_results_csv(rows: Sequence[Mapping[str, Any]], path: Path) -> Path:
+    """Write ``results.csv`` atomically (empty cells for missing values)."""
+    from wsi_ncmi.batch import write_text_atomic
+
+    buffer = io.StringIO()
+    if rows:
+        writer = csv.DictWriter(buffer, fieldnames=list(rows[0]), lineterminator="\n")
+        writer.writeheader()
+        for row in rows:
+            writer.writerow({k: "" if v is None else v for k, v in row.items()})
+    return write_text_atomic(path, buffer.getvalue())
+
+
+def read_predictions(path: Path) -> list[dict[str, Any]]:
+    """A cell's ``predictions.csv`` with typed ``center`` and ``prob_*`` columns."""
+    with path.open(newline="") as handle:
+        records = list(csv.DictReader(handle))
+    for record in records:
+        record["center"] = int(record["center"])
+        for name in LABELS:
+            record[f"prob_{name}"] = float(record[f"prob_{name}"])
+    return records
+
+
+def run_records(
+    cells_dir: Path, results: Sequence[Mapping[str, Any]]
+) -> dict[RunKey, list[dict[str, Any]]]:
+    """Test predictions of each (model, loss, seed), concatenated over its folds."""
+    runs: dict[RunKey, list[dict[str, Any]]] = defaultdict(list)
+    for res in results:
+        path = cells_dir / res["cell_id"] / PREDICTIONS_NAME
+        runs[(res["model"], res["loss"], int(res["seed"]))] += read_predictions(path)
+    return dict(runs)
+
+
+def run_reports(
+    runs: Mapping[RunKey, list[dict[str, Any]]],
+    manifest_rows: Sequence[ManifestRow],
+    *,
+    n_bootstrap: int = 200,
+) -> dict[RunKey, dict[str, Any]]:
+    """``compute_report`` (pooled and per hospital, with pN kappa) of every run."""
+    from wsi_ncmi.train.report import compute_report
+
+    return {
+        key: compute_report(records, manifest_rows, n_bootstrap=n_bootstrap, seed=key[2])
+        for key, records in runs.items()
+    }
+
+
+def group_metric(report: Mapping[str, Any], group: str, key: str) -> float:
+    """``report["pooled"][key]`` for ``group == "pooled"``, else the hospital's value."""
+    block = report["pooled"] if group == "pooled" else report["per_center"].get(group)
+    value = None if block is None else block.get(key)
+    return float("nan") if value is None else float(value)

@@ -1,0 +1,169 @@
+"""Run the sweep: plan the cells, skip finished ones, train the rest, write the reports.
+
+Cells run in this process (``jobs = 1``) or in a pool of ``jobs`` spawned processes, each
+with ``torch_threads`` threads (default: cores / jobs). A progress bar counts cells and
+estimates the time left from the cells finished by this run. A cell that fails is
+reported with its error and the sweep goes on; the summary then says which cells are
+missing, and the exit code is 1.
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import os
+import shutil
+import time
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import dataclass, field
+from typing import Any
+
+from tqdm import tqdm
+
+from wsi_ncmi.bench.cells import cell_dir, expected_hash, read_result, run_cell_job
+from wsi_ncmi.bench.config import BenchConfig, to_dict
+from wsi_ncmi.bench.plan import Cell, plan_cells, write_splits
+from wsi_ncmi.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class SweepOutcome:
+    """What a sweep run did.
+
+    Attributes:
+        cells: Every planned cell.
+        results: Result records of the finished cells (this run and earlier ones).
+        ran: Cell ids trained by this run.
+        skipped: Cell ids already finished before this run.
+        failed: ``{cell_id: error}`` of the cells that failed in this run.
+        seconds: Wall time of the training part.
+    """
+
+    cells: list[Cell]
+    results: list[dict[str, Any]] = field(default_factory=list)
+    ran: list[str] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+    failed: dict[str, str] = field(default_factory=dict)
+    seconds: float = 0.0
+
+
+def _cores() -> int:
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # pragma: no cover - macOS, Windows
+        return max(1, os.cpu_count() or 1)
+
+
+def save_resolved_config(config: BenchConfig) -> None:
+    """Write ``<bench>/bench_config.yaml`` (resolved config + package version)."""
+    import yaml
+
+    from wsi_ncmi._version import __version__
+    from wsi_ncmi.batch import write_text_atomic
+
+    text = yaml.safe_dump({"version": __version__, "config": to_dict(config)}, sort_keys=False)
+    write_text_atomic(config.out_dir / "bench_config.yaml", text)
+
+
+def partition_cells(
+    config: BenchConfig, cells: list[Cell], *, force: bool = False
+) -> tuple[list[dict[str, Any]], list[Cell]]:
+    """Split the plan into finished results and cells still to run.
+
+    Args:
+        config: The configuration.
+        cells: The plan.
+        force: Recompute finished cells made with another configuration (their folders
+            are deleted) instead of refusing.
+
+    Returns:
+        ``(finished results, cells to run)``.
+
+    Raises:
+        ConfigError: Finished cells with another config hash, without ``force``.
+    """
+    done: list[dict[str, Any]] = []
+    todo: list[Cell] = []
+    stale: list[str] = []
+    for cell in cells:
+        result = read_result(config, cell)
+        if result is None:
+            todo.append(cell)
+        elif result.get("config_hash") == expected_hash(config, cell):
+            done.append(result)
+        elif force:
+            shutil.rmtree(cell_dir(config, cell))
+            todo.append(cell)
+        else:
+            stale.append(cell.cell_id)
+    if stale:
+        raise ConfigError(
+            f"{len(stale)} finished cells of {str(config.out_dir)!r} were made with other "
+            f"settings (e.g. {stale[0]!r}); use another bench name, or --force to recompute them"
+        )
+    return done, todo
+
+
+def run_sweep(config: BenchConfig, *, force: bool = False) -> SweepOutcome:
+    """Train every unfinished cell of the sweep (results are written per cell).
+
+    Args:
+        config: The validated configuration.
+        force: See :func:`partition_cells`.
+
+    Returns:
+        The outcome; the reports are written by :func:`wsi_ncmi.bench.report.write_reports`.
+
+    Raises:
+        ConfigError: Bad split or stale finished cells.
+    """
+    config.out_dir.mkdir(parents=True, exist_ok=True)
+    save_resolved_config(config)
+    cells = plan_cells(config, write_splits(config))
+    done, todo = partition_cells(config, cells, force=force)
+    outcome = SweepOutcome(cells, results=list(done), skipped=[r["cell_id"] for r in done])
+    if outcome.skipped:
+        log.info("%d of %d cells already finished", len(done), len(cells))
+    jobs = min(config.jobs, max(1, len(todo)))
+    threads = config.torch_threads or max(1, _cores() // jobs)
+    bar = tqdm(
+        total=len(cells),
+        initial=len(done),
+        desc=f"wsi-bench {config.name}",
+        unit="cell",
+        disable=not config.progress or None,
+        smoothing=0.0,
+    )
+    started = time.perf_counter()
+
+    def record(cell_id: str, value: dict[str, Any] | str) -> None:
+        if isinstance(value, dict):
+            outcome.results.append(value)
+            outcome.ran.append(cell_id)
+        else:
+            outcome.failed[cell_id] = value
+            log.error("cell %s failed: %s", cell_id, value)
+        bar.update(1)
+        bar.set_postfix_str(cell_id, refresh=True)
+
+    try:
+        if jobs == 1:
+            if config.torch_threads is not None:
+                import torch
+
+                torch.set_num_threads(config.torch_threads)
+            for cell in todo:
+                bar.set_postfix_str(f"training {cell.cell_id}", refresh=True)
+                record(*run_cell_job((config, cell, None)))
+        else:
+            context = multiprocessing.get_context("spawn")
+            with ProcessPoolExecutor(jobs, mp_context=context) as pool:
+                futures = [pool.submit(run_cell_job, (config, c, threads)) for c in todo]
+                for future in as_completed(futures):
+                    record(*future.result())
+    finally:
+        bar.close()
+        outcome.seconds = time.perf_counter() - started
+    return outcome
