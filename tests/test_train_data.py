@@ -94,3 +94,25 @@ def test_epoch_sampler_is_seeded_and_balanced() -> None:
         labels[i] for epoch in range(20) for i, _ in (balanced.set_epoch(epoch), list(balanced))[1]
     )
     assert 0.4 < counts[1] / sum(counts.values()) < 0.6
+
+
+def test_standardize_uses_training_statistics_only(cohort: tuple[Path, Path]) -> None:
+    manifest, splits = cohort
+    dm = _datamodule(manifest.parent, manifest, splits, standardize=True)
+    dm.setup("fit")
+    train = torch.cat(
+        [dm.datasets["train"].bag(i).double() for i in range(len(dm.datasets["train"]))]
+    )
+    mean, std = train.mean(dim=0), train.std(dim=0, unbiased=False)
+    standardized = torch.cat(
+        [dm.datasets["train"][i]["features"].double() for i in range(len(dm.datasets["train"]))]
+    )
+    assert torch.allclose(standardized.mean(dim=0), torch.zeros(16, dtype=torch.float64), atol=1e-4)
+    assert torch.allclose(
+        standardized.std(dim=0, unbiased=False), torch.ones(16, dtype=torch.float64), atol=1e-3
+    )
+    # Validation bags are shifted by the *training* moments, not their own.
+    raw_val = dm.datasets["val"].bag(0).double()
+    val = dm.datasets["val"][0]["features"].double()
+    assert torch.allclose(val, (raw_val - mean) / std, atol=1e-3)
+    assert val.dtype == torch.float64

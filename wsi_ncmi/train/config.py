@@ -39,7 +39,7 @@ class DataConfig:
     cache_in_ram: bool = False
     missing: Literal["error", "exclude"] = "error"
     balanced_sampling: bool = False
-    standardize: bool = True
+    standardize: bool = False
     num_workers: int = 0
 
 

@@ -218,7 +218,7 @@ class BagDataModule(L.LightningDataModule):
         cache_in_ram: bool = False,
         missing: MissingPolicy = "error",
         balanced_sampling: bool = False,
-        standardize: bool = True,
+        standardize: bool = False,
         num_workers: int = 0,
         seed: int = 0,
     ) -> None:
