@@ -77,3 +77,30 @@ def test_mean_std_and_spearman() -> None:
     assert np.isnan(std)
     rho, _, n = spearman([1.0, 2.0, 3.0, 4.0], [4.0, 3.0, 2.0, 1.0])
     assert (rho, n) == (pytest.approx(-1.0), 4)
+
+
+def test_verdict_says_inconclusive_when_the_tests_disagree_in_direction() -> None:
+    from types import SimpleNamespace
+
+    from wsi_ncmi.bench.report import verdict
+
+    config = SimpleNamespace(
+        stats=SimpleNamespace(alpha=0.05), sweep=SimpleNamespace(baseline="ce")
+    )
+
+    def summary(delta: float, wins: int, losses: int) -> dict[str, object]:
+        return {
+            "comparisons": {
+                "ncmi": {
+                    "wilcoxon": {"p_value": 0.03, "n_pairs": 15, "wins": wins, "losses": losses},
+                    "bootstrap": {
+                        "pooled": {"delta": delta, "low": -0.06, "high": 0.03, "p_value": 0.45}
+                    },
+                }
+            }
+        }
+
+    text = verdict(config, summary(-0.02, 6, 0), "ncmi")  # type: ignore[arg-type]
+    assert "inconclusive: ncmi wins hospital by hospital but is worse on the pooled slides" in text
+    text = verdict(config, summary(0.02, 6, 0), "ncmi")  # type: ignore[arg-type]
+    assert "→ ncmi is better than ce, significant by one test only" in text

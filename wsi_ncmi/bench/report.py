@@ -177,13 +177,23 @@ def verdict(config: BenchConfig, summary: Mapping[str, Any], loss: str) -> str:
     status = (
         "significant" if both else "significant by one test only" if either else "not significant"
     )
-    return (
+    head = (
         f"{loss} vs {base}: pooled Δ macro-F1 {_signed(b['delta'])} "
         f"(95% CI [{_signed(b['low'])}, {_signed(b['high'])}], bootstrap p = {b['p_value']:.3g}); "
         f"Wilcoxon over {w['n_pairs']} seed×hospital pairs: {w['wins']} wins / "
-        f"{w['losses']} losses, p = {w['p_value']:.3g}. → {loss} is {direction}, "
-        f"{status} at α = {alpha}."
+        f"{w['losses']} losses, p = {w['p_value']:.3g}."
     )
+    pooled_sign = (b["delta"] > 0) - (b["delta"] < 0)
+    paired_sign = (w["wins"] > w["losses"]) - (w["wins"] < w["losses"])
+    if pooled_sign and paired_sign and pooled_sign != paired_sign:
+        # Per-hospital means and the pooled slide set can disagree; never pick one silently.
+        side = "wins" if paired_sign > 0 else "loses"
+        return (
+            f"{head} → inconclusive: {loss} {side} hospital by hospital but is "
+            f"{'better' if pooled_sign > 0 else 'worse'} on the pooled slides ({status} at "
+            f"α = {alpha})."
+        )
+    return f"{head} → {loss} is {direction}, {status} at α = {alpha}."
 
 
 def write_reports(config: BenchConfig, outcome: SweepOutcome) -> dict[str, Any]:
