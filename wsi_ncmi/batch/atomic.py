@@ -23,6 +23,14 @@ def temp_path_for(final: Path) -> Path:
     return final.with_name(f".{final.name}{TEMP_MARKER}{os.getpid()}-{secrets.token_hex(4)}")
 
 
+def final_path_of(path: Path) -> Path:
+    """The final path a temp path from :func:`temp_path_for` stands for (else ``path``)."""
+    name = path.name
+    if name.startswith(".") and TEMP_MARKER in name:
+        return path.with_name(name[1:].split(TEMP_MARKER, 1)[0])
+    return path
+
+
 def _fsync_dir(directory: Path) -> None:
     with contextlib.suppress(OSError):  # not every filesystem supports directory fsync
         fd = os.open(directory, os.O_RDONLY)
@@ -59,18 +67,47 @@ def atomic_output(final: str | Path, *, fsync: bool = True) -> Iterator[Path]:
         os.replace(tmp, final)
         if fsync:
             _fsync_dir(final.parent)
-    except OSError as err:
-        tmp.unlink(missing_ok=True)
-        if err.errno in (errno.ENOSPC, errno.EDQUOT):
-            raise DiskFullError(
-                f"no space left on the device while writing {str(final)!r}; the partial "
-                "temp file was removed. Free space or choose another --out directory, "
-                "then rerun (finished outputs are kept and skipped)."
-            ) from err
+    except BaseException as err:
+        discard_temp(tmp)
+        if is_disk_full(err) and not isinstance(err, DiskFullError):
+            raise disk_full_error(final) from err
         raise
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+
+
+def is_disk_full(err: BaseException) -> bool:
+    """Whether ``err`` reports a full disk or quota (``ENOSPC``/``EDQUOT``).
+
+    HDF5 reports a failed flush as a ``RuntimeError`` whose text carries ``errno = 28``
+    instead of an ``OSError`` errno, so the message is checked too.
+    """
+    if isinstance(err, DiskFullError):
+        return True
+    if isinstance(err, OSError) and err.errno in (errno.ENOSPC, errno.EDQUOT):
+        return True
+    if isinstance(err, OSError | RuntimeError):
+        text = str(err)
+        return f"errno = {errno.ENOSPC}," in text or f"errno = {errno.EDQUOT}," in text
+    return False
+
+
+def disk_full_error(final: str | Path) -> DiskFullError:
+    """The :class:`DiskFullError` for an output ``final`` whose temp file was removed."""
+    return DiskFullError(
+        f"no space left on the device while writing {str(final)!r}; the partial "
+        "temp file was removed. Free space or choose another --out directory, "
+        "then rerun (finished outputs are kept and skipped)."
+    )
+
+
+def discard_temp(tmp: Path) -> None:
+    """Remove a temp file, first truncating it to free its space at once.
+
+    A library may still hold the file open (HDF5 keeps a file whose flush failed), and
+    an unlinked but open file keeps its blocks until closed: truncating frees them now.
+    """
+    with contextlib.suppress(OSError):
+        os.truncate(tmp, 0)
+    tmp.unlink(missing_ok=True)
 
 
 def write_text_atomic(final: str | Path, text: str) -> Path:

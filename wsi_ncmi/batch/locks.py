@@ -87,6 +87,16 @@ class ItemLock:
                 self.took_over = info
         return False
 
+    def break_if_stale(self) -> bool:
+        """Remove this path's lock if its holder is dead or silent; True if removed.
+
+        Cleans up after a holder killed between finishing an item and releasing it.
+        """
+        info = self._read()
+        if info is None or not self.is_stale(info):
+            return False
+        return self._break(info)
+
     def _create(self) -> bool:
         payload = {
             "host": socket.gethostname(),

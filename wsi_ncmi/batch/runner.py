@@ -56,9 +56,10 @@ def _execute(task: _Task[T]) -> ItemResult:
             return ItemResult(task.item_id, "locked", reason="another job holds its lock")
     try:
         if task.is_done is not None and task.is_done(task.item):
-            return ItemResult(task.item_id, "skipped", reason="complete output exists")
-        result = task.job(task.item)
-        result.seconds = result.seconds or time.perf_counter() - start
+            result = ItemResult(task.item_id, "skipped", reason="complete output exists")
+        else:
+            result = task.job(task.item)
+            result.seconds = result.seconds or time.perf_counter() - start
         if lock is not None and lock.took_over is not None:
             result.extra["took_over_stale_lock"] = lock.took_over
         return result
@@ -160,6 +161,11 @@ def run_batch(
             pending = locked
             if pending:
                 time.sleep(poll_s)
+        if ldir is not None:  # locks of holders killed after finishing their item
+            for task in tasks:
+                ItemLock(
+                    ldir / f"{_safe_name(task.item_id)}.lock", stale_after_s=stale_after_s
+                ).break_if_stale()
     finally:
         bar.close()
         report.finished = time.time()

@@ -214,6 +214,7 @@ class FeatureWriter(BasePredictionWriter):
         self.progress = progress
         self.results: list[ItemResult] = []
         self._open: dict[int, _OpenSlide] = {}
+        self._failed: set[int] = set()
         self._mark = time.perf_counter()
         self._bar: tqdm[Any] | None = None
 
@@ -245,7 +246,15 @@ class FeatureWriter(BasePredictionWriter):
         """Append one batch's rows to its slide's file; finish the slide when full."""
         dm = self._datamodule(trainer)
         index = int(prediction["job"])
-        state = self._open.get(index) or self._begin(dm.jobs[index], index)
+        if index in self._failed:  # its file could not even be created: drop its rows
+            return
+        state = self._open.get(index)
+        if state is None:
+            try:
+                state = self._begin(dm.jobs[index], index)
+            except WsiNcmiError as err:  # e.g. a full disk while creating the file
+                self._fail_unopened(dm, index, err)
+                return
         features: np.ndarray = prediction["features"].numpy()
         valid: np.ndarray = prediction["valid"].numpy().astype(bool)
         if prediction["error"] and not state.error:
@@ -261,11 +270,32 @@ class FeatureWriter(BasePredictionWriter):
         if state.rows_seen >= len(state.job):
             self._finish(index, dm)
 
+    def _fail_unopened(self, dm: ExtractDataModule, index: int, err: WsiNcmiError) -> None:
+        job = dm.jobs[index]
+        self._failed.add(index)
+        self.results.append(
+            ItemResult(job.slide_id, "failed", reason=str(err), error_type=type(err).__name__)
+        )
+        dm.release(job.slide_id)
+        if self.stop_on_failure:
+            raise BatchAbortedError(
+                f"{job.slide_id} failed ({type(err).__name__}: {err}); stopping because "
+                "--skip-errors is off (finished slides are kept)"
+            )
+
     def _begin(self, job: SlideJob, index: int) -> _OpenSlide:
         stack = contextlib.ExitStack()
         tmp = stack.enter_context(atomic_output(job.output))
-        writer = FeatureFileWriter(tmp, job.coords, self.out_dim, self.dtype, self.attrs_for(job))
-        stack.callback(writer.close)
+        try:
+            writer = FeatureFileWriter(
+                tmp, job.coords, self.out_dim, self.dtype, self.attrs_for(job)
+            )
+        except BaseException as err:
+            stack.__exit__(type(err), err, err.__traceback__)  # removes the temp file
+            raise
+        # On failure, abort (empty, then close) rather than close: a full disk leaves HDF5
+        # unable to flush, and the temp file's space must be freed before it is removed.
+        stack.push(lambda exc_type, exc, tb: writer.abort() if exc_type else writer.close())
         state = _OpenSlide(job, stack, writer, started=self._mark)
         self._open[index] = state
         return state

@@ -23,15 +23,18 @@ refuse files whose schema or version differ, or whose datasets disagree in lengt
 
 from __future__ import annotations
 
+import contextlib
 import json
-from collections.abc import Mapping
+import os
+import shutil
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from wsi_ncmi.errors import CacheSchemaError
+from wsi_ncmi.errors import CacheSchemaError, DiskFullError
 
 if TYPE_CHECKING:
     import h5py
@@ -85,10 +88,21 @@ class FeatureFileWriter:
         if dtype not in FEATURE_DTYPES:
             raise CacheSchemaError(f"dtype must be one of {FEATURE_DTYPES}, got {dtype!r}")
         n_rows = int(coords.shape[0])
+        self.path = Path(path)
         self.n_rows = n_rows
         self.dtype = np.dtype(dtype)
-        self._h5: h5py.File | None = h5py.File(path, "w", track_order=True)
+        self._h5: h5py.File | None = None
+        self._check_free_space(n_rows * (out_dim * self.dtype.itemsize + 17))
+        with self._disk_full_as_error(abort=True):
+            self._h5 = h5py.File(path, "w", track_order=True)
+            self._create(coords, out_dim, dtype, attrs)
+
+    def _create(
+        self, coords: np.ndarray, out_dim: int, dtype: str, attrs: Mapping[str, Any]
+    ) -> None:
         h5 = self._h5
+        assert h5 is not None  # opened by __init__
+        n_rows = self.n_rows
         # Contiguous storage: a whole-bag read is one sequential read.
         self._features = h5.create_dataset("features", shape=(n_rows, out_dim), dtype=self.dtype)
         h5.create_dataset("coords", data=np.asarray(coords, dtype=np.int64).reshape(-1, 2))
@@ -125,11 +139,17 @@ class FeatureFileWriter:
             raise CacheSchemaError(f"rows {start}:{stop} outside 0:{self.n_rows}")
         block = np.where(valid[:, None], features, 0).astype(self.dtype)
         if not np.isfinite(block).all():
+            from wsi_ncmi.batch.atomic import final_path_of
+
             raise CacheSchemaError(
-                f"non-finite features in rows {start}:{stop} after casting to {self.dtype} "
-                "(overflow?); rerun with --dtype float32"
+                f"non-finite features (NaN/inf) in rows {start}:{stop} of "
+                f"{str(final_path_of(self.path))!r} after casting to {self.dtype} (overflow?); "
+                "rerun with --dtype float32, or check the encoder and its weights"
             )
-        self._features[start:stop] = block
+        if self._h5 is None:
+            raise DiskFullError(f"{str(self.path)!r} was discarded after a failed write")
+        with self._disk_full_as_error(abort=True):  # discard at once: no more writes to it
+            self._features[start:stop] = block
         self._valid[start:stop] = valid
         self._written[start:stop] = True
 
@@ -146,15 +166,84 @@ class FeatureFileWriter:
                 f"only {self.rows_written} of {self.n_rows} rows were written; not finishing"
             )
         h5 = self._h5
-        h5.create_dataset("valid", data=self._valid)
-        for key, value in {**(extra_attrs or {}), "n_invalid": self.n_invalid}.items():
-            h5.attrs[key] = json.dumps(value) if isinstance(value, dict | list) else value
-        self.close()
+        with self._disk_full_as_error(abort=True):
+            h5.create_dataset("valid", data=self._valid)
+            for key, value in {**(extra_attrs or {}), "n_invalid": self.n_invalid}.items():
+                h5.attrs[key] = json.dumps(value) if isinstance(value, dict | list) else value
+            # Flush first: a full disk then fails here, cleanly, instead of inside close()
+            # (where HDF5 can crash the process); the caller then aborts the file.
+            h5.flush()
+            self.close()
+
+    def _check_free_space(self, data_bytes: int) -> None:
+        """Refuse to start a file that cannot fit (HDF5 copes badly with a full disk).
+
+        Raises:
+            DiskFullError: Less free space than the data plus 1 % and 16 KiB of metadata.
+        """
+        from wsi_ncmi.batch.atomic import final_path_of
+
+        need = data_bytes + data_bytes // 100 + 16 * 1024
+        free = shutil.disk_usage(self.path.parent).free
+        if free < need:
+            raise DiskFullError(
+                f"no space left on the device while writing {str(final_path_of(self.path))!r}"
+                f": it needs about {need:,} bytes and {free:,} are free; nothing was written. "
+                "Free space or choose another --out directory, then rerun (finished slides "
+                "are kept and skipped)"
+            )
+
+    @contextlib.contextmanager
+    def _disk_full_as_error(self, *, abort: bool = False) -> Iterator[None]:
+        """Re-raise HDF5's ``ENOSPC`` failures (OSError or RuntimeError) as DiskFullError.
+
+        With ``abort``, any failure also discards the file (see :meth:`abort`).
+        """
+        from wsi_ncmi.batch.atomic import final_path_of, is_disk_full
+
+        try:
+            yield
+        except BaseException as err:
+            if abort:
+                self.abort()
+            if not isinstance(err, OSError | RuntimeError):
+                raise
+            if not is_disk_full(err) or isinstance(err, DiskFullError):
+                raise
+            raise DiskFullError(
+                f"no space left on the device while writing {str(final_path_of(self.path))!r}"
+                "; the partial temp file is removed. Free space or choose another --out "
+                "directory, then rerun (finished slides are kept and skipped)"
+            ) from err
 
     def close(self) -> None:
         """Close the file without finishing (idempotent)."""
         h5, self._h5 = self._h5, None
         if h5 is not None:
+            h5.close()
+
+    def abort(self) -> None:
+        """Discard an unfinished file: empty it, then close it without touching the disk.
+
+        After a failed write (a full disk) HDF5 still holds dirty buffers that it cannot
+        flush, so its close fails and the file stays open until the interpreter exits
+        (where HDF5 crashes). The file is therefore emptied (freeing its blocks at once)
+        and HDF5's descriptor is pointed at an anonymous memory file, where the discarded
+        buffers can be flushed; then the close succeeds. Never raises.
+        """
+        h5, self._h5 = self._h5, None
+        if h5 is None:
+            return
+        with contextlib.suppress(OSError):
+            os.truncate(self.path, 0)
+        with contextlib.suppress(Exception):
+            fd = int(h5.id.get_vfd_handle())
+            scratch = os.memfd_create("wsi-ncmi-discard")
+            try:
+                os.dup2(scratch, fd)
+            finally:
+                os.close(scratch)
+        with contextlib.suppress(Exception):
             h5.close()
 
 

@@ -65,9 +65,17 @@ def open_slide(
                 and isinstance(ts_err, UnsupportedFormatError)
                 else SlideOpenError
             )
+            fix = (
+                ". It is not a whole-slide image that OpenSlide or tiffslide reads: check "
+                "what the file really is (a renamed or failed download?), re-export it, or "
+                "remove it from the inputs"
+                if kind is UnsupportedFormatError
+                else ""
+            )
             # Both errors stay reachable: __cause__ is OpenSlide's, __context__ tiffslide's.
             raise kind(
-                f"no backend could open {str(path)!r}. openslide: {os_err}. tiffslide: {ts_err}"
+                f"no backend could open {str(path)!r}. openslide: {os_err}. "
+                f"tiffslide: {ts_err}{fix}"
             ) from os_err
 
 

@@ -1,0 +1,1 @@
+"""Fault-injection harness of wsi-ncmi (see run_all and RELIABILITY.md)."""
