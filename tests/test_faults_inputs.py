@@ -189,11 +189,6 @@ def test_bad_manifest(bags: tuple[Path, list[str]], tmp_path: Path, name: str) -
         assert fragment in err
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="train (owner active): load_splits accepts a splits file in which a patient's "
-    "slides span train and test; it should raise ConfigError naming the file and patient",
-)
 def test_splits_with_a_patient_in_two_parts(bags: tuple[Path, list[str]], tmp_path: Path) -> None:
     from wsi_ncmi.cli.train import main
 

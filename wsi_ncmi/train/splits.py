@@ -298,7 +298,8 @@ def load_splits(path: str | Path, rows: Sequence[ManifestRow] | None = None) -> 
         The split set.
 
     Raises:
-        ConfigError: Unreadable file, wrong schema, or slide ids not in the manifest.
+        ConfigError: Unreadable file, wrong schema, slide ids not in the manifest, or a
+            patient whose slides fall in more than one part of a fold (a leak).
     """
     path = Path(path)
     try:
@@ -324,4 +325,18 @@ def load_splits(path: str | Path, rows: Sequence[ManifestRow] | None = None) -> 
             raise ConfigError(
                 f"{str(path)!r} names {len(unknown)} slides not in the manifest, e.g. {unknown[:3]}"
             )
+        patient_of = {row.slide_id: row.patient_id for row in rows}
+        for fold in folds:
+            parts: dict[str, set[str]] = {}
+            for part in ("train", "val", "test"):
+                for slide_id in getattr(fold, part):
+                    parts.setdefault(patient_of[slide_id], set()).add(part)
+            leaks = sorted(p for p, seen in parts.items() if len(seen) > 1)
+            if leaks:
+                raise ConfigError(
+                    f"{str(path)!r}, fold {fold.name!r}: patient {leaks[0]} has slides in "
+                    f"{' and '.join(sorted(parts[leaks[0]]))} ({len(leaks)} patients leak in "
+                    "all); every patient must sit in one part. Regenerate the splits "
+                    "(omit --split.file) or fix the file."
+                )
     return SplitSet(record["kind"], int(record["seed"]), dict(record.get("params", {})), folds)
