@@ -151,11 +151,6 @@ def test_nan_loss_step_stops_cleanly_with_the_checkpoint_intact(tmp_path: Path) 
     assert temp_files(tmp_path / "nan") == []
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="train (owner active): the NaN-loss NonFiniteError names the dataset index "
-    "('slide index [4]'), not the slide id, and no skip-step policy is documented",
-)
 def test_nan_loss_step_names_the_slide_id(tmp_path: Path) -> None:
     from faults.training import nan_loss_step
 

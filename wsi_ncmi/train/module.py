@@ -132,10 +132,13 @@ class MILClassifier(L.LightningModule):
             loss = loss + aux
             self.log("train/aux", aux.detach(), on_step=False, on_epoch=True, batch_size=1)
         if not bool(torch.isfinite(loss)):
+            # Policy: stop at once (no step is taken, so the weights and the last
+            # checkpoint stay finite), naming the slide(s) of the step.
             raise NonFiniteError(
                 f"non-finite training loss {float(loss)} at epoch {self.current_epoch}, step "
-                f"{self.global_step} (slide index {batch['index'].tolist()}); lower lr or "
-                "check the features"
+                f"{self.global_step}, slide {', '.join(self._slide_ids(batch))}; training "
+                "stopped, the last checkpoint is intact. Lower the lr or check that slide's "
+                "features, then resume"
             )
         batch_size = int(targets.shape[0])
         self.log("train/loss", loss.detach(), on_step=False, on_epoch=True, batch_size=batch_size)
@@ -146,6 +149,14 @@ class MILClassifier(L.LightningModule):
             batch_size=batch_size,
         )
         return loss
+
+    def _slide_ids(self, batch: dict[str, Tensor]) -> list[str]:
+        """Slide ids of a training batch (dataset indices if no datamodule is attached)."""
+        indices = [int(i) for i in batch["index"].reshape(-1).tolist()]
+        trainer = self._trainer
+        datamodule = getattr(trainer, "datamodule", None) if trainer is not None else None
+        rows = getattr(datamodule, "rows", {}).get("train", []) if datamodule else []
+        return [rows[i].slide_id if i < len(rows) else f"index {i}" for i in indices]
 
     def _evaluate(self, batch: dict[str, Tensor], stage: str) -> dict[str, Tensor]:
         outputs, targets = self.loss_inputs(batch)
