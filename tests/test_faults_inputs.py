@@ -246,11 +246,6 @@ def test_tile_and_extract_config_out_of_range(tmp_path: Path) -> None:
     assert "--max-bad-fraction must be in [0, 1], got 3.0" in err
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bench (owner active): wsi-bench validates train.* overrides only inside each "
-    "cell, so a wrong type or value fails every cell (exit 1) instead of exit 2 up front",
-)
 @pytest.mark.parametrize(
     ("override", "needle"),
     [("train.trainer.max_epochs=many", "max_epochs"), ("train.optim.lr=-1", "lr")],

@@ -106,6 +106,15 @@ def partition_cells(
     return done, todo
 
 
+def _check_train_sections(config: BenchConfig, cells: list[Cell]) -> None:
+    """Fail before any training if the ``train`` overrides have a bad type or value."""
+    from wsi_ncmi.bench.plan import train_config_for
+    from wsi_ncmi.train.config import check_train_values
+
+    if cells:
+        check_train_values(train_config_for(config, cells[0], config.out_dir / "_check"))
+
+
 def run_sweep(config: BenchConfig, *, force: bool = False) -> SweepOutcome:
     """Train every unfinished cell of the sweep (results are written per cell).
 
@@ -122,6 +131,7 @@ def run_sweep(config: BenchConfig, *, force: bool = False) -> SweepOutcome:
     config.out_dir.mkdir(parents=True, exist_ok=True)
     save_resolved_config(config)
     cells = plan_cells(config, write_splits(config))
+    _check_train_sections(config, cells)
     done, todo = partition_cells(config, cells, force=force)
     outcome = SweepOutcome(cells, results=list(done), skipped=[r["cell_id"] for r in done])
     if outcome.skipped:

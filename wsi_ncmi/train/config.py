@@ -11,6 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from wsi_ncmi.errors import ConfigError
+
 
 @dataclass
 class DataConfig:
@@ -193,3 +195,26 @@ class TrainConfig:
     optim: OptimConfig = field(default_factory=OptimConfig)
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     report: ReportConfig = field(default_factory=ReportConfig)
+
+
+def check_train_values(config: TrainConfig) -> None:
+    """Range checks a run would otherwise hit only once training starts.
+
+    Raises:
+        ConfigError: The first out-of-range value, naming its key.
+    """
+    checks = [
+        ("optim.lr", config.optim.lr, config.optim.lr > 0, "> 0"),
+        ("optim.weight_decay", config.optim.weight_decay, config.optim.weight_decay >= 0, ">= 0"),
+        ("trainer.max_epochs", config.trainer.max_epochs, config.trainer.max_epochs >= 1, ">= 1"),
+        ("trainer.patience", config.trainer.patience, config.trainer.patience >= 0, ">= 0"),
+        (
+            "data.max_patches_train",
+            config.data.max_patches_train,
+            config.data.max_patches_train is None or config.data.max_patches_train >= 1,
+            ">= 1 or null",
+        ),
+    ]
+    for key, value, ok, rule in checks:
+        if not ok:
+            raise ConfigError(f"{key} must be {rule}, got {value!r}")
