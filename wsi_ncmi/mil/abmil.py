@@ -78,8 +78,8 @@ class GatedAttentionMIL(nn.Module):
         self.attention_score = nn.Linear(attention_dim, 1)
         self.classifier = nn.Linear(hidden_dim, num_classes)
 
-    def forward(self, features: Tensor, mask: Tensor | None = None) -> MILOutput:
-        """Aggregate bags of patch features.
+    def pool(self, features: Tensor, mask: Tensor | None = None) -> tuple[Tensor, Tensor, Tensor]:
+        """Embed patches and pool them with gated attention.
 
         Args:
             features: ``(N, in_dim)`` for one bag or ``(B, N, in_dim)`` for ``B`` bags.
@@ -87,7 +87,8 @@ class GatedAttentionMIL(nn.Module):
                 ``False`` for padding. Every bag needs at least one real patch.
 
         Returns:
-            Logits ``(B, C)``, attention ``(B, N)`` and embedding ``(B, hidden_dim)``.
+            Patch embeddings ``(B, N, hidden_dim)``, attention ``(B, N)`` and slide
+            embeddings ``(B, hidden_dim)``.
 
         Raises:
             ValueError: If the shapes do not match.
@@ -111,4 +112,13 @@ class GatedAttentionMIL(nn.Module):
             attention_logits = attention_logits.masked_fill(~mask.bool(), float("-inf"))
         attention = torch.softmax(attention_logits, dim=-1)
         embedding = torch.einsum("bn,bnd->bd", attention, embedded)
+        return embedded, attention, embedding
+
+    def forward(self, features: Tensor, mask: Tensor | None = None) -> MILOutput:
+        """Aggregate bags of patch features (see :meth:`pool` for shapes).
+
+        Returns:
+            Logits ``(B, C)``, attention ``(B, N)`` and embedding ``(B, hidden_dim)``.
+        """
+        _, attention, embedding = self.pool(features, mask)
         return MILOutput(self.classifier(embedding), attention, embedding)

@@ -21,8 +21,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from wsi_ncmi.errors import ConfigError
-from wsi_ncmi.mil.abmil import MILOutput
-from wsi_ncmi.mil.pooling import check_bag, check_dims
+from wsi_ncmi.mil.abmil import GatedAttentionMIL, MILOutput
 from wsi_ncmi.mil.registry import register_aggregator
 
 
@@ -38,8 +37,8 @@ class ClamOutput(MILOutput):
 
 
 @register_aggregator("clam_sb")
-class ClamSB(nn.Module):
-    """Single-branch CLAM with the instance-clustering auxiliary loss.
+class ClamSB(GatedAttentionMIL):
+    """Single-branch CLAM: gated-attention MIL plus the instance-clustering auxiliary loss.
 
     Args:
         in_dim: Patch feature dimension.
@@ -64,30 +63,18 @@ class ClamSB(nn.Module):
         instance_loss_weight: float = 0.3,
         subtyping: bool = False,
     ) -> None:
-        super().__init__()
-        check_dims(in_dim, num_classes, hidden_dim, dropout)
+        super().__init__(
+            in_dim, num_classes, hidden_dim=hidden_dim, attention_dim=attention_dim, dropout=dropout
+        )
         if top_k < 1 or instance_loss_weight < 0:
             raise ConfigError(
                 "top_k must be >= 1 and instance_loss_weight >= 0, "
                 f"got {top_k!r} and {instance_loss_weight!r}"
             )
-        self.in_dim = in_dim
-        self.hidden_dim = hidden_dim
         self.num_classes = num_classes
         self.top_k = top_k
         self.instance_loss_weight = instance_loss_weight
         self.subtyping = subtyping
-        self.patch_embed = nn.Sequential(
-            nn.Linear(in_dim, hidden_dim), nn.ReLU(), nn.Dropout(dropout)
-        )
-        self.attention_tanh = nn.Sequential(
-            nn.Linear(hidden_dim, attention_dim), nn.Tanh(), nn.Dropout(dropout)
-        )
-        self.attention_gate = nn.Sequential(
-            nn.Linear(hidden_dim, attention_dim), nn.Sigmoid(), nn.Dropout(dropout)
-        )
-        self.attention_score = nn.Linear(attention_dim, 1)
-        self.classifier = nn.Linear(hidden_dim, num_classes)
         self.instance_classifiers = nn.ModuleList(
             nn.Linear(hidden_dim, 2) for _ in range(num_classes)
         )
@@ -103,14 +90,7 @@ class ClamSB(nn.Module):
             Logits ``(B, C)``, attention ``(B, N)``, embedding ``(B, hidden_dim)`` and the
             patch embedding ``(B, N, hidden_dim)``.
         """
-        features, mask = check_bag(features, mask, self.in_dim)
-        embedded = self.patch_embed(features)
-        gated = self.attention_tanh(embedded) * self.attention_gate(embedded)
-        attention_logits = self.attention_score(gated).squeeze(-1)  # (B, N)
-        if mask is not None:
-            attention_logits = attention_logits.masked_fill(~mask, float("-inf"))
-        attention = torch.softmax(attention_logits, dim=-1)
-        embedding = torch.einsum("bn,bnd->bd", attention, embedded)
+        embedded, attention, embedding = self.pool(features, mask)
         return ClamOutput(self.classifier(embedding), attention, embedding, embedded)
 
     def auxiliary_loss(self, output: MILOutput, targets: Tensor) -> Tensor:
