@@ -16,6 +16,7 @@ from wsi_ncmi.losses import (
     LossOutput,
     NCMILoss,
     build_loss,
+    get_loss_factory,
     list_losses,
 )
 from wsi_ncmi.losses import functional as LF
@@ -191,7 +192,7 @@ def test_invalid_configuration_is_rejected(kwargs):
 
 
 def _minimal_kwargs(name: str) -> dict:
-    params = inspect.signature(build_loss.__globals__["_LOSSES"][name]).parameters
+    params = inspect.signature(get_loss_factory(name)).parameters
     kwargs = {}
     if "num_classes" in params:
         kwargs["num_classes"] = C

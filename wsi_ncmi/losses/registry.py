@@ -5,12 +5,18 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from wsi_ncmi.errors import ConfigError
 from wsi_ncmi.losses.base import ClassificationLoss
-
-_LOSSES: dict[str, Callable[..., ClassificationLoss]] = {}
+from wsi_ncmi.registry import Registry
 
 _F = TypeVar("_F", bound=Callable[..., ClassificationLoss])
+
+
+def _load_builtin() -> None:
+    import wsi_ncmi.losses.baselines
+    import wsi_ncmi.losses.ncmi  # noqa: F401
+
+
+LOSSES: Registry[ClassificationLoss] = Registry("loss", _load_builtin)
 
 
 def register_loss(name: str) -> Callable[[_F], _F]:
@@ -25,21 +31,7 @@ def register_loss(name: str) -> Callable[[_F], _F]:
     Raises:
         ValueError: If ``name`` is already registered.
     """
-
-    def decorator(factory: _F) -> _F:
-        if name in _LOSSES:
-            raise ValueError(f"loss {name!r} is already registered")
-        _LOSSES[name] = factory
-        return factory
-
-    return decorator
-
-
-def _load_builtin() -> None:
-    # Importing the implementations registers them (kept out of module import so that
-    # importing the registry alone stays cheap and free of cycles).
-    import wsi_ncmi.losses.baselines
-    import wsi_ncmi.losses.ncmi  # noqa: F401
+    return LOSSES.register(name)
 
 
 def get_loss_factory(name: str) -> Callable[..., ClassificationLoss]:
@@ -48,10 +40,7 @@ def get_loss_factory(name: str) -> Callable[..., ClassificationLoss]:
     Raises:
         ConfigError: If ``name`` is not registered.
     """
-    _load_builtin()
-    if name not in _LOSSES:
-        raise ConfigError(f"loss must be one of {list_losses()}, got {name!r}")
-    return _LOSSES[name]
+    return LOSSES.get(name)
 
 
 def build_loss(name: str, **kwargs: Any) -> ClassificationLoss:
@@ -67,11 +56,7 @@ def build_loss(name: str, **kwargs: Any) -> ClassificationLoss:
     Raises:
         ConfigError: If ``name`` is not registered or the arguments are rejected.
     """
-    factory = get_loss_factory(name)
-    try:
-        return factory(**kwargs)
-    except TypeError as err:
-        raise ConfigError(f"invalid arguments for loss {name!r}: {err}") from err
+    return LOSSES.build(name, **kwargs)
 
 
 def list_losses() -> list[str]:
@@ -80,5 +65,4 @@ def list_losses() -> list[str]:
     Returns:
         The registry keys.
     """
-    _load_builtin()
-    return sorted(_LOSSES)
+    return LOSSES.names()

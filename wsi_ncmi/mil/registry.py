@@ -7,11 +7,20 @@ from typing import Any, TypeVar
 
 from torch import nn
 
-from wsi_ncmi.errors import ConfigError
-
-_AGGREGATORS: dict[str, Callable[..., nn.Module]] = {}
+from wsi_ncmi.registry import Registry
 
 _F = TypeVar("_F", bound=Callable[..., nn.Module])
+
+
+def _load_builtin() -> None:
+    import wsi_ncmi.mil.abmil
+    import wsi_ncmi.mil.clam_sb
+    import wsi_ncmi.mil.dsmil
+    import wsi_ncmi.mil.pooling
+    import wsi_ncmi.mil.transmil  # noqa: F401
+
+
+AGGREGATORS: Registry[nn.Module] = Registry("aggregator", _load_builtin)
 
 
 def register_aggregator(name: str) -> Callable[[_F], _F]:
@@ -29,22 +38,7 @@ def register_aggregator(name: str) -> Callable[[_F], _F]:
     Raises:
         ValueError: If ``name`` is already registered.
     """
-
-    def decorator(factory: _F) -> _F:
-        if name in _AGGREGATORS:
-            raise ValueError(f"aggregator {name!r} is already registered")
-        _AGGREGATORS[name] = factory
-        return factory
-
-    return decorator
-
-
-def _load_builtin() -> None:
-    import wsi_ncmi.mil.abmil
-    import wsi_ncmi.mil.clam_sb
-    import wsi_ncmi.mil.dsmil
-    import wsi_ncmi.mil.pooling
-    import wsi_ncmi.mil.transmil  # noqa: F401
+    return AGGREGATORS.register(name)
 
 
 def build_aggregator(name: str, **kwargs: Any) -> nn.Module:
@@ -60,13 +54,7 @@ def build_aggregator(name: str, **kwargs: Any) -> nn.Module:
     Raises:
         ConfigError: If ``name`` is unknown or the arguments are rejected.
     """
-    _load_builtin()
-    if name not in _AGGREGATORS:
-        raise ConfigError(f"aggregator must be one of {list_aggregators()}, got {name!r}")
-    try:
-        return _AGGREGATORS[name](**kwargs)
-    except TypeError as err:
-        raise ConfigError(f"invalid arguments for aggregator {name!r}: {err}") from err
+    return AGGREGATORS.build(name, **kwargs)
 
 
 def list_aggregators() -> list[str]:
@@ -75,5 +63,4 @@ def list_aggregators() -> list[str]:
     Returns:
         The registry keys.
     """
-    _load_builtin()
-    return sorted(_AGGREGATORS)
+    return AGGREGATORS.names()
