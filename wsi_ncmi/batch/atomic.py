@@ -110,10 +110,14 @@ def discard_temp(tmp: Path) -> None:
     tmp.unlink(missing_ok=True)
 
 
-def write_text_atomic(final: str | Path, text: str) -> Path:
-    """Write ``text`` to ``final`` atomically (UTF-8) and return the path."""
+def write_text_atomic(final: str | Path, text: str, *, fsync: bool = True) -> Path:
+    """Write ``text`` to ``final`` atomically (UTF-8) and return the path.
+
+    ``fsync=False`` keeps the atomic rename (a killed process never leaves a partial
+    ``final``) but skips flushing to stable storage, for cheap, regenerable outputs.
+    """
     final = Path(final)
-    with atomic_output(final) as tmp:
+    with atomic_output(final, fsync=fsync) as tmp:
         tmp.write_text(text, encoding="utf-8")
     return final
 

@@ -15,9 +15,7 @@ import traceback
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Generic, TypeVar
-
-from tqdm import tqdm
+from typing import Any, Generic, TypeVar
 
 from wsi_ncmi.batch.locks import DEFAULT_STALE_AFTER_S, ItemLock
 from wsi_ncmi.batch.report import ItemResult, RunReport
@@ -85,6 +83,28 @@ def _execute(task: _Task[T]) -> ItemResult:
             lock.release()
 
 
+class _NoBar:
+    """Stands in for a disabled tqdm bar without importing tqdm (~45 ms at start-up)."""
+
+    def update(self, n: int = 1) -> None:
+        """Do nothing."""
+
+    def set_postfix_str(self, s: str = "", refresh: bool = True) -> None:
+        """Do nothing."""
+
+    def close(self) -> None:
+        """Do nothing."""
+
+
+def _progress_bar(total: int, desc: str, progress: bool) -> Any:
+    """A tqdm bar when ``progress`` (tqdm itself disables it off a TTY), else a no-op."""
+    if not progress:
+        return _NoBar()
+    from tqdm import tqdm
+
+    return tqdm(total=total, desc=desc, unit="slide", disable=None)
+
+
 def run_batch(
     items: Sequence[T],
     job: Callable[[T], ItemResult],
@@ -139,7 +159,7 @@ def run_batch(
         _Task(item, iid, job, is_done, ldir, stale_after_s)
         for item, iid in zip(items, item_ids, strict=True)
     ]
-    bar = tqdm(total=len(tasks), desc=desc, unit="slide", disable=not progress or None)
+    bar = _progress_bar(len(tasks), desc, progress)
     pending: list[_Task[T]] = tasks
     deadline = None if max_wait_s is None else time.monotonic() + max_wait_s
     try:

@@ -55,8 +55,11 @@ def _check_tiff_complete(path: Path, size: int) -> None:
             for page in tif.pages:
                 offsets = getattr(page, "dataoffsets", ())
                 counts = getattr(page, "databytecounts", ())
-                if len(offsets):
-                    end = max(end, max(o + c for o, c in zip(offsets, counts, strict=False)))
+                if len(offsets) and len(counts) == len(offsets):
+                    # Segments do not overlap, so the one starting last ends last.
+                    offsets = tuple(offsets)
+                    last = offsets.index(max(offsets))
+                    end = max(end, int(offsets[last]) + int(counts[last]))
     except Exception as err:  # tifffile raises several types for broken structures
         raise SlideOpenError(
             f"slide {str(path)!r} has a TIFF header but its structure is broken "
