@@ -92,7 +92,7 @@ def test_resume_skips_and_changed_params_retile(cohort: Path, tmp_path: Path) ->
     status = {r.item_id: r.status for r in again.results}
     assert status == {f"s{i}": "ok" if i == 2 else "skipped" for i in range(6)}
     assert find_temp_files(tmp_path / "coords") == []
-    changed = TilingConfig(out_dir=str(tmp_path), grid=GridParams(min_tissue=0.5))
+    changed = TilingConfig(out_dir=str(tmp_path), grid=GridParams(min_tissue=0.75))
     third = run_tiling(tasks, changed, workers=1, progress=False)
     assert third.counts["ok"] == 6
     assert all(
@@ -101,7 +101,7 @@ def test_resume_skips_and_changed_params_retile(cohort: Path, tmp_path: Path) ->
     )
     new_hash = slide_params_hash(changed, tasks[0])
     assert (
-        read_coords(tmp_path / "coords" / "s0.h5", expect_hash=new_hash).attrs["min_tissue"] == 0.5
+        read_coords(tmp_path / "coords" / "s0.h5", expect_hash=new_hash).attrs["min_tissue"] == 0.75
     )
 
 

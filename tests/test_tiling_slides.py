@@ -12,6 +12,7 @@ from _slides import tissue_image, write_pyramid_tiff
 from _tiling_slides import KnownSlide, known_tissue_slide
 
 from wsi_ncmi.slide import open_slide
+from wsi_ncmi.synth.blob_slide import BlobSlideSpec, truth_mask, write_blob_slide
 from wsi_ncmi.tiling import (
     GridParams,
     SlideTask,
@@ -48,7 +49,10 @@ def _true_fractions(truth: np.ndarray, coords: np.ndarray, size: float) -> np.nd
 
 
 def test_known_polygons_covered_background_rejected(known: KnownSlide, tmp_path: Path) -> None:
-    result, coords = _tile(known.path, tmp_path)
+    # This slide's tissue pieces are a few patches wide, so the area criteria of the
+    # issue are checked at CAMELYON scale below; here min_tissue 0.25 keeps the thin
+    # pieces and the test is about artifacts, holes and recorded fractions.
+    result, coords = _tile(known.path, tmp_path, grid=GridParams(min_tissue=0.25))
     assert result.status == "ok"  # type: ignore[attr-defined]
     size = coords.attrs["patch_size_level0"]
     covered = np.zeros_like(known.truth)
@@ -74,6 +78,41 @@ def test_known_polygons_covered_background_rejected(known: KnownSlide, tmp_path:
     assert (mask & small_truth).sum() / small_truth.sum() > 0.95
 
 
+@pytest.fixture(scope="module")
+def camelyon_scale(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, BlobSlideSpec]:
+    """40,000 x 32,000 px at 0.25 µm/px, one lymph-node-sized blob (~7 x 5.6 mm)."""
+    spec = BlobSlideSpec(
+        width=40_000, height=32_000, centers=((20_000, 16_000),), downsamples=(1, 4, 16, 32)
+    )
+    return write_blob_slide(tmp_path_factory.mktemp("c17") / "blob.tif", spec), spec
+
+
+def test_default_settings_cover_tissue_and_keep_little_background(
+    camelyon_scale: tuple[Path, BlobSlideSpec], tmp_path: Path
+) -> None:
+    """The issue's area criteria, at default settings, on realistically sized tissue."""
+    path, spec = camelyon_scale
+    result, coords = _tile(path, tmp_path)
+    assert result.status == "ok"  # type: ignore[attr-defined]
+    ds = 8  # ground truth at 2 µm/px; a patch is 512 level-0 px = 64 truth px
+    truth = truth_mask(spec, ds)
+    size = coords.attrs["patch_size_level0"] / ds  # type: ignore[attr-defined]
+    assert size == 64
+    cells = (coords.coords // ds).astype(int)  # type: ignore[attr-defined]
+    covered = np.zeros_like(truth)
+    for x, y in cells:
+        covered[y : y + 64, x : x + 64] = 1
+    # Patches do not overlap (overlap 0), so covered area = kept patch area.
+    assert covered.sum() == len(cells) * 64 * 64
+    coverage = (covered & truth).sum() / truth.sum()
+    background = (covered & (1 - truth)).sum() / covered.sum()
+    assert coverage > 0.95, coverage
+    assert background < 0.02, background
+    # Recorded tissue fractions agree with the truth under each patch.
+    true_fraction = _true_fractions(truth.astype(bool), cells, 64)
+    assert np.abs(true_fraction - coords.tissue_fraction).mean() < 0.02  # type: ignore[attr-defined]
+
+
 def test_outputs_geojson_and_thumbnail(known: KnownSlide, tmp_path: Path) -> None:
     _tile(known.path, tmp_path)
     gj = json.loads((tmp_path / "geojson" / "known.geojson").read_text())
@@ -96,15 +135,22 @@ def test_backends_give_identical_coordinates(known: KnownSlide, tmp_path: Path) 
     assert np.allclose(a.tissue_fraction, b.tissue_fraction, atol=1e-3)  # type: ignore[attr-defined]
 
 
-def test_doubling_target_mpp_quarters_the_patches(known: KnownSlide, tmp_path: Path) -> None:
-    _, fine = _tile(known.path, tmp_path / "fine", grid=GridParams(target_mpp=0.5))
-    _, coarse = _tile(known.path, tmp_path / "coarse", grid=GridParams(target_mpp=1.0))
-    assert coarse.attrs["patch_size_level0"] == 2 * fine.attrs["patch_size_level0"]  # type: ignore[attr-defined]
-    assert coarse.attrs["read_level"] == 1  # type: ignore[attr-defined]
-    assert coarse.attrs["resize_factor"] == 1.0
+def test_doubling_target_mpp_quarters_the_patches(
+    camelyon_scale: tuple[Path, BlobSlideSpec], tmp_path: Path
+) -> None:
+    path, _ = camelyon_scale
+    _, fine = _tile(path, tmp_path / "fine", grid=GridParams(target_mpp=0.5))
+    _, coarse = _tile(path, tmp_path / "coarse", grid=GridParams(target_mpp=1.0))
+    assert fine.attrs["patch_size_level0"] == 512  # type: ignore[attr-defined]
+    assert coarse.attrs["patch_size_level0"] == 1024  # type: ignore[attr-defined]
+    assert (fine.attrs["read_level"], coarse.attrs["read_level"]) == (0, 1)  # type: ignore[attr-defined]
+    assert coarse.attrs["resize_factor"] == 1.0  # type: ignore[attr-defined]
     assert fine.attrs["params_hash"] != coarse.attrs["params_hash"]  # type: ignore[attr-defined]
+    # 4x the level-0 area per patch, about 1/4 of the patches (edges differ slightly).
     ratio = len(coarse) / len(fine)  # type: ignore[arg-type]
-    assert 0.2 < ratio < 0.35
+    assert 0.23 < ratio < 0.27, ratio
+    tissue = fine.attrs["tissue_area_um2"]  # type: ignore[attr-defined]
+    assert tissue == coarse.attrs["tissue_area_um2"]  # type: ignore[attr-defined]
 
 
 @pytest.mark.skipif(not CMU.is_file(), reason=f"fixture missing: {CMU}")
@@ -117,7 +163,7 @@ def test_cmu_fixture_patch_count(tmp_path: Path, backend: str) -> None:
     assert attrs["read_size_px"] == 257
     assert attrs["resize_factor"] == pytest.approx(256 / 257)
     # Visible tissue: a ~1 mm wide strip over most of the 1.1 x 1.5 mm region.
-    assert 38 <= len(coords) <= 52  # type: ignore[arg-type]
+    assert 31 <= len(coords) <= 43  # type: ignore[arg-type]  # 37 at min_tissue 0.5
     assert 0.4e6 < attrs["tissue_area_um2"] < 0.8e6
 
 

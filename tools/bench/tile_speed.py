@@ -16,8 +16,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
-import os
 import resource
 import shutil
 import statistics
@@ -29,117 +27,20 @@ from pathlib import Path
 
 import numpy as np
 
-WIDTH, HEIGHT, MPP, TILE, QUALITY = 100_000, 80_000, 0.25, 256, 80
-DOWNSAMPLES = (1, 2, 4, 8, 16, 32, 64)
-CENTERS = ((25_000, 20_000), (75_000, 20_000), (25_000, 60_000), (75_000, 60_000))
-SEMI_AXES = (14_000, 11_300)  # 4 * pi * a * b ≈ 25% of the slide
-BACKGROUND = (242, 241, 239)
+from wsi_ncmi.synth.blob_slide import CAMELYON_SCALE, write_blob_slide
+
+SPEC = CAMELYON_SCALE  # 100,000 x 80,000 px, 0.25 µm/px, 4 blobs (wsi_ncmi.synth.blob_slide)
 DEFAULT_SLIDE = Path(tempfile.gettempdir()) / "wsi_ncmi_bench" / "camelyon_synth_v1.tif"
 REPO = Path(__file__).resolve().parents[2]
 
 
-def blob_polygons() -> list[np.ndarray]:
-    """The 4 tissue outlines in level-0 pixels (deterministic)."""
-    theta = np.linspace(0, 2 * np.pi, 1440, endpoint=False)
-    polys = []
-    for k, (cx, cy) in enumerate(CENTERS):
-        r = 1 + 0.08 * np.sin(3 * theta + k) + 0.05 * np.sin(5 * theta + 2 * k)
-        a, b = SEMI_AXES
-        polys.append(np.stack([cx + a * r * np.cos(theta), cy + b * r * np.sin(theta)], 1))
-    return polys
-
-
-def tissue_bank(n: int = 16, seed: int = 0) -> list[np.ndarray]:
-    """Textured H&E-like tiles: pink stroma with purple nuclei."""
-    import cv2
-
-    rng = np.random.default_rng(seed)
-    tiles = []
-    for _ in range(n):
-        noise = cv2.GaussianBlur(rng.normal(0, 1, (TILE, TILE)).astype(np.float32), (0, 0), 3)
-        base = np.array([215, 140, 185], np.float32) + 25 * noise[..., None]
-        img = np.clip(base, 0, 255).astype(np.uint8)
-        for _ in range(60):
-            x, y = rng.integers(0, TILE, 2)
-            cv2.circle(img, (int(x), int(y)), int(rng.integers(2, 6)), (110, 60, 150), -1)
-        tiles.append(img)
-    return tiles
-
-
-def _encode(tile: np.ndarray) -> bytes:
-    import imagecodecs
-
-    return bytes(
-        imagecodecs.jpeg8_encode(
-            tile, level=QUALITY, colorspace="RGB", outcolorspace="YCBCR", subsampling=(2, 2)
-        )
-    )
-
-
-def _level_tiles(ds: int, bank_bytes: list[bytes], bank: list[np.ndarray], bg_bytes: bytes):
-    """Yield the JPEG segments of one level, row by row."""
-    import cv2
-
-    w, h = math.ceil(WIDTH / ds), math.ceil(HEIGHT / ds)
-    ntx, nty = math.ceil(w / TILE), math.ceil(h / TILE)
-    sub = 16  # coarse raster: 16 x 16 samples per tile to classify tiles
-    coarse = np.zeros((nty * sub, ntx * sub), np.uint8)
-    polys = [p / ds for p in blob_polygons()]
-    cv2.fillPoly(coarse, [np.round(p * sub / TILE).astype(np.int32) for p in polys], 1)
-    cover = coarse.reshape(nty, sub, ntx, sub).mean(axis=(1, 3))
-    for ty in range(nty):
-        for tx in range(ntx):
-            c = cover[ty, tx]
-            pick = (tx * 7919 + ty * 104729) % len(bank)
-            if c == 0:
-                yield bg_bytes
-            elif c == 1:
-                yield bank_bytes[pick]
-            else:
-                m = np.zeros((TILE, TILE), np.uint8)
-                off = np.array([tx * TILE, ty * TILE])
-                cv2.fillPoly(
-                    m, [np.round((p - off) * 16).astype(np.int32) for p in polys], 1, shift=4
-                )
-                tile = np.empty((TILE, TILE, 3), np.uint8)
-                tile[:] = BACKGROUND
-                tile[m > 0] = bank[pick][m > 0]
-                yield _encode(tile)
-
-
 def make_slide(path: Path = DEFAULT_SLIDE) -> Path:
     """Write the benchmark slide (skipped if it already exists)."""
-    import tifffile
-
     if path.is_file():
         return path
-    path.parent.mkdir(parents=True, exist_ok=True)
-    bank = tissue_bank()
-    bank_bytes = [_encode(t) for t in bank]
-    bg = np.empty((TILE, TILE, 3), np.uint8)
-    bg[:] = BACKGROUND
-    bg_bytes = _encode(bg)
-    tmp = path.with_suffix(".partial.tif")
     t0 = time.time()
-    with tifffile.TiffWriter(tmp, bigtiff=True) as tif:
-        for i, ds in enumerate(DOWNSAMPLES):
-            w, h = math.ceil(WIDTH / ds), math.ceil(HEIGHT / ds)
-            res = 1e4 / (MPP * ds)
-            tif.write(
-                _level_tiles(ds, bank_bytes, bank, bg_bytes),
-                shape=(h, w, 3),
-                dtype=np.uint8,
-                tile=(TILE, TILE),
-                compression="jpeg",
-                photometric="rgb",
-                subsampling=(2, 2),
-                resolution=(res, res),
-                resolutionunit="CENTIMETER",
-                subfiletype=1 if i else 0,
-                metadata=None,
-            )
-            print(f"level {i} (1/{ds}) {w}x{h} written, {time.time() - t0:.0f} s", flush=True)
-    os.replace(tmp, path)
+    write_blob_slide(path, SPEC)
+    print(f"written in {time.time() - t0:.0f} s", flush=True)
     return path
 
 
@@ -186,7 +87,7 @@ def bench_floor(slide: Path, runs: int) -> dict[str, float]:
     import openslide
     import tifffile
 
-    lv = DOWNSAMPLES.index(32)
+    lv = SPEC.downsamples.index(32)
     os_t, tf_t = [], []
     for _ in range(runs):
         t = time.perf_counter()

@@ -21,9 +21,11 @@ STATUSES: tuple[str, ...] = ("ok", "skipped", "no_tissue", "failed", "locked")
 def unique_report_path(out_dir: str | Path, stage: str) -> Path:
     """``<out>/reports/<stage>_<time>_<host>_<pid>_<token>.json``, unique per run.
 
-    The random token keeps two runs of one process within one second apart.
+    ``<time>`` has milliseconds (``20261126-233145.123``), so names sort in start order;
+    the random token keeps two runs of one process within one millisecond apart.
     """
-    stamp = time.strftime("%Y%m%d-%H%M%S")
+    now = time.time()
+    stamp = time.strftime("%Y%m%d-%H%M%S", time.localtime(now)) + f".{int(now * 1000) % 1000:03d}"
     name = f"{stage}_{stamp}_{platform.node()}_{os.getpid()}_{secrets.token_hex(3)}.json"
     return Path(out_dir) / "reports" / name
 

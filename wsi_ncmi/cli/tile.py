@@ -73,10 +73,10 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument(
         "--min-tissue",
         type=float,
-        default=0.25,
+        default=0.5,
         metavar="FRACTION",
         help="keep patches with at least this fraction (0-1) of their area in the mask "
-        "(default: 0.25)",
+        "(default: 0.5; lower it for small biopsy fragments)",
     )
     s = p.add_argument_group("tissue mask")
     s.add_argument(

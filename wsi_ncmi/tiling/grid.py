@@ -41,7 +41,7 @@ class GridParams:
     target_mpp: float = 0.5
     patch_size_px: int = 256
     overlap_px: int = 0
-    min_tissue: float = 0.25
+    min_tissue: float = 0.5
 
     def __post_init__(self) -> None:
         if not (math.isfinite(self.target_mpp) and self.target_mpp > 0):
