@@ -27,6 +27,7 @@ from wsi_ncmi.batch import (
     select_shard,
     shard_of,
 )
+from wsi_ncmi.batch.atomic import final_path_of, temp_path_for, temp_writer
 
 
 def test_atomic_output_success_and_failure(tmp_path: Path) -> None:
@@ -64,13 +65,23 @@ def test_atomic_output_disk_full_is_specific(tmp_path: Path) -> None:
 def test_stale_temp_files_are_removed_only_for_dead_writers(tmp_path: Path) -> None:
     proc = subprocess.Popen([sys.executable, "-c", "pass"])
     proc.wait()
-    dead = tmp_path / f".a.h5.tmp-{proc.pid}-abcd"
-    alive = tmp_path / f".b.h5.tmp-{os.getpid()}-abcd"
-    dead.write_bytes(b"1")
-    alive.write_bytes(b"2")
-    assert remove_stale_temp_files(tmp_path) == 1
-    assert not dead.exists()
-    assert alive.exists()
+    here = temp_path_for(tmp_path / "x").name.split(".tmp-", 1)[1].rsplit("-", 2)[0]
+    dead = tmp_path / f".a.h5.tmp-{here}-{proc.pid}-abcd"
+    alive = tmp_path / f".b.h5.tmp-{here}-{os.getpid()}-abcd"
+    legacy_dead = tmp_path / f".c.h5.tmp-{proc.pid}-abcd"  # name without a host
+    # Another host's writer may be alive with any pid: kept until idle for a day.
+    other_busy = tmp_path / f".d.h5.tmp-othernode.cluster-{proc.pid}-abcd"
+    other_idle = tmp_path / f".e.h5.tmp-othernode.cluster-{proc.pid}-abcd"
+    for i, path in enumerate((dead, alive, legacy_dead, other_busy, other_idle)):
+        path.write_bytes(bytes([i]))
+    old = time.time() - 2 * 24 * 3600
+    os.utime(other_idle, (old, old))
+    assert temp_writer(dead) == (here, proc.pid)
+    assert temp_writer(legacy_dead) == (None, proc.pid)
+    assert temp_writer(tmp_path / "plain.h5") is None
+    assert remove_stale_temp_files(tmp_path) == 3
+    assert {p.name for p in find_temp_files(tmp_path)} == {alive.name, other_busy.name}
+    assert final_path_of(other_busy) == tmp_path / "d.h5"
 
 
 def test_lock_is_exclusive_and_released(tmp_path: Path) -> None:

@@ -10,6 +10,8 @@ import contextlib
 import errno
 import os
 import secrets
+import socket
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -18,9 +20,42 @@ from wsi_ncmi.errors import DiskFullError
 TEMP_MARKER = ".tmp-"
 
 
+def _host_tag() -> str:
+    """This host's name, reduced to characters safe in a file name."""
+    name = socket.gethostname() or "host"
+    return "".join(c if c.isalnum() or c == "." else "_" for c in name)[:64]
+
+
 def temp_path_for(final: Path) -> Path:
-    """A unique temp path in ``final``'s directory (same filesystem, so rename is atomic)."""
-    return final.with_name(f".{final.name}{TEMP_MARKER}{os.getpid()}-{secrets.token_hex(4)}")
+    """A unique temp path in ``final``'s directory (same filesystem, so rename is atomic).
+
+    The name is ``.<final name>.tmp-<host>-<pid>-<token>``: the writer's host and pid let
+    :func:`remove_stale_temp_files` tell a dead writer's leftovers from a live one's on a
+    filesystem shared by several machines.
+    """
+    return final.with_name(
+        f".{final.name}{TEMP_MARKER}{_host_tag()}-{os.getpid()}-{secrets.token_hex(4)}"
+    )
+
+
+def temp_writer(path: Path) -> tuple[str | None, int] | None:
+    """``(host, pid)`` of the writer of a temp file from :func:`temp_path_for`.
+
+    ``host`` is ``None`` for names from before hosts were recorded (``.tmp-<pid>-<token>``).
+    Returns ``None`` when ``path`` is not such a temp file.
+    """
+    name = path.name
+    if not name.startswith(".") or TEMP_MARKER not in name:
+        return None
+    parts = name.split(TEMP_MARKER, 1)[1].rsplit("-", 2)
+    try:
+        if len(parts) == 3:
+            return parts[0], int(parts[1])
+        if len(parts) == 2:
+            return None, int(parts[0])
+    except ValueError:
+        return None
+    return None
 
 
 def final_path_of(path: Path) -> Path:
@@ -127,19 +162,36 @@ def find_temp_files(directory: str | Path) -> list[Path]:
     return sorted(p for p in Path(directory).rglob(f".*{TEMP_MARKER}*") if p.is_file())
 
 
-def remove_stale_temp_files(directory: str | Path, *, live_pids: set[int] | None = None) -> int:
-    """Delete temp files whose writer process is gone; return how many were removed.
+def remove_stale_temp_files(
+    directory: str | Path,
+    *,
+    live_pids: set[int] | None = None,
+    other_hosts_after_s: float = 24 * 3600.0,
+) -> int:
+    """Delete temp files whose writer is gone; return how many were removed.
 
-    A temp file's name carries its writer's pid. Files of processes still alive on this
-    host (or listed in ``live_pids``) are kept, so concurrent jobs are safe.
+    A temp file written on this host is removed when its writer's pid is no longer
+    running (and not listed in ``live_pids``). A file written on another host cannot be
+    checked that way (that host may share the filesystem and still be writing it), so it
+    is removed only when it has not been modified for ``other_hosts_after_s`` seconds.
+    Files without a recorded host are treated as this host's (the older naming).
     """
     removed = 0
+    here = _host_tag()
+    now = time.time()
     for path in find_temp_files(directory):
-        try:
-            pid = int(path.name.split(TEMP_MARKER, 1)[1].split("-", 1)[0])
-        except (IndexError, ValueError):
+        writer = temp_writer(path)
+        if writer is None:
             continue
-        if (live_pids and pid in live_pids) or pid_alive(pid):
+        host, pid = writer
+        if host is not None and host != here:
+            try:
+                idle = now - path.stat().st_mtime
+            except OSError:
+                continue
+            if idle < other_hosts_after_s:
+                continue
+        elif (live_pids and pid in live_pids) or pid_alive(pid):
             continue
         path.unlink(missing_ok=True)
         removed += 1
