@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import multiprocessing as mp
 import os
 import shutil
@@ -141,6 +142,12 @@ def test_level1_reads_and_resume(tmp_path: Path) -> None:
     changed = _config(coords_dir, tmp_path / "out", allow_mpp_mismatch=True, dtype="float32")
     assert run_extraction(changed, encoder=encoder).counts["ok"] == 1  # new hash: redone
     assert load_bag(out).dtype == torch.float32
+    # Every run keeps its own report; the latest is also copied beside the features.
+    reports = sorted((tmp_path / "out" / "reports").glob("wsi-extract_*.json"))
+    statuses = [json.loads(r.read_text())["results"][0]["status"] for r in reports]
+    assert statuses == ["ok", "skipped", "ok"]
+    latest = json.loads((out.parent / "report.json").read_text())
+    assert latest["params"]["report_path"] == str(reports[-1])
 
 
 def test_corrupt_tile_is_invalid_and_rest_intact(tmp_path: Path) -> None:
@@ -280,3 +287,189 @@ def test_cli_lists_encoders_and_runs(
 
 def test_coords_grid_helper_has_gaps() -> None:
     assert len(grid(448, 320, 64, skip_every=5)) == 28
+
+
+def _save_random_cnn(path: Path, scale: float) -> None:
+    from wsi_ncmi.features.encoders import build_encoder
+
+    state = build_encoder(ENCODER).backbone.state_dict()
+    torch.save({k: v * scale for k, v in state.items()}, path)
+
+
+def _bump_mtime(path: Path) -> None:
+    st = path.stat()
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns + 10_000_000))
+
+
+def test_weights_resume_key_is_the_file_content(tmp_path: Path) -> None:
+    """Same --weights path with new content: redone; same content anywhere: skipped."""
+    coords_dir, _ = make_cohort(tmp_path / "in", n_slides=1)
+    weights = tmp_path / "w.pth"
+    _save_random_cnn(weights, 1.1)
+    out = tmp_path / "out"
+    config = _config(coords_dir, out, weights=weights, dtype="float32")
+    first = run_extraction(config)
+    assert first.counts["ok"] == 1
+    path = out / "features" / ENCODER / "slide0.h5"
+    before = read_features(path)
+    sha_a = before.attrs["weights_sha256"]
+    assert len(sha_a) == 64
+    assert before.attrs["encoder_spec"]["weights_revision"] == f"sha256:{sha_a}"
+    assert run_extraction(config).counts["skipped"] == 1
+    # Same path, different content (a retrained checkpoint dropped in place): redone.
+    _save_random_cnn(weights, 0.9)
+    _bump_mtime(weights)
+    redone = run_extraction(config)
+    assert redone.counts["ok"] == 1
+    after = read_features(path)
+    assert after.attrs["weights_sha256"] != sha_a
+    assert not np.array_equal(after.features, before.features)
+    # The same bytes rewritten (new mtime) or under another path: skipped.
+    data = weights.read_bytes()
+    weights.write_bytes(data)
+    _bump_mtime(weights)
+    assert run_extraction(config).counts["skipped"] == 1
+    moved = tmp_path / "elsewhere" / "renamed.pth"
+    moved.parent.mkdir()
+    moved.write_bytes(data)
+    elsewhere = _config(coords_dir, out, weights=moved, dtype="float32")
+    assert run_extraction(elsewhere).counts["skipped"] == 1
+    assert read_features(path).attrs["weights_sha256"] == after.attrs["weights_sha256"]
+
+
+def test_weights_hash_is_memoised_by_path_size_mtime(tmp_path: Path) -> None:
+    import hashlib
+    import json
+
+    from wsi_ncmi.features.weights_hash import weights_sha256
+
+    weights, cache = tmp_path / "w.bin", tmp_path / "cache" / "sha.json"
+    weights.write_bytes(b"abc" * 1000)
+    real = hashlib.sha256(weights.read_bytes()).hexdigest()
+    assert weights_sha256(weights, cache) == real
+    entry = json.loads(cache.read_text())["entries"][str(weights.resolve())]
+    assert entry["sha256"] == real
+    assert entry["size"] == 3000
+    # A memo hit does not read the file: a doctored digest with a matching stamp wins.
+    data = json.loads(cache.read_text())
+    data["entries"][str(weights.resolve())]["sha256"] = "f" * 64
+    cache.write_text(json.dumps(data))
+    assert weights_sha256(weights, cache) == "f" * 64
+    # Any rewrite changes mtime_ns: the memo is stale and the file is hashed again.
+    weights.write_bytes(b"abd" * 1000)
+    _bump_mtime(weights)
+    assert weights_sha256(weights, cache) == hashlib.sha256(b"abd" * 1000).hexdigest()
+    cache.write_text("not json")  # a garbled memo is ignored, then rewritten
+    assert weights_sha256(weights, cache) == hashlib.sha256(b"abd" * 1000).hexdigest()
+    assert json.loads(cache.read_text())["version"] == 1
+
+
+class _SlowEncoder(torch.nn.Module):
+    """The tiny encoder, slowed down so that a concurrent run finds its locks held."""
+
+    def __init__(self, delay_s: float) -> None:
+        super().__init__()
+        self.inner = _encoder()
+        self.spec = self.inner.spec
+        self.delay_s = delay_s
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        time.sleep(self.delay_s)
+        return self.inner(images)
+
+
+def _concurrent_child(coords_dir: str, out: str, queue: mp.Queue) -> None:  # type: ignore[type-arg]
+    torch.set_num_threads(1)
+    config = _config(Path(coords_dir), Path(out), batch_size=4, poll_s=0.05)
+    report = run_extraction(config, encoder=_SlowEncoder(0.03))  # type: ignore[arg-type]
+    queue.put([(r.item_id, r.status, r.reason) for r in report.results] + [report.exit_code])
+
+
+def test_concurrent_runs_wait_for_locked_slides(cohort: Path, tmp_path: Path) -> None:
+    """Two runs on one out dir: every slide extracted once; none reported locked."""
+    out = tmp_path / "out"
+    ctx = mp.get_context("fork")
+    queue = ctx.Queue()
+    child = ctx.Process(target=_concurrent_child, args=(str(cohort), str(out), queue))
+    child.start()
+    locks = out / "locks"
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and not (locks.is_dir() and any(locks.glob("*.lock"))):
+        time.sleep(0.002)
+    assert any(locks.glob("*.lock")), "the first run never took a lock"
+    config = _config(cohort, out, batch_size=4, poll_s=0.05)
+    mine = run_extraction(config, encoder=_SlowEncoder(0.03))  # type: ignore[arg-type]
+    *theirs_rows, theirs_code = queue.get(timeout=120)
+    child.join(timeout=60)
+    assert child.exitcode == 0
+    assert mine.exit_code == 0
+    assert theirs_code == 0
+    theirs = {slide: (status, reason) for slide, status, reason in theirs_rows}
+    ours = {r.item_id: (r.status, r.reason) for r in mine.results}
+    assert set(theirs) == set(ours) == {"slide0", "slide1", "slide2"}
+    for slide in ours:
+        statuses = sorted([ours[slide][0], theirs[slide][0]])
+        assert statuses == ["ok", "skipped"], (slide, ours[slide], theirs[slide])
+    # The slide the first run held when this one started was waited for, not "locked".
+    assert any(reason == "done by another job" for status, reason in ours.values())
+    assert not list(locks.glob("*.lock"))
+    for coords_file in sorted(cohort.glob("*.h5")):
+        ref, _ = _oracle(coords_file, _encoder())
+        _assert_close_fp16(load_bag(out / "features" / ENCODER / coords_file.name).numpy(), ref)
+
+
+def test_locked_slide_no_wait_and_max_wait(cohort: Path, tmp_path: Path) -> None:
+    from wsi_ncmi.batch import ItemLock
+
+    out = tmp_path / "out"
+    lock = ItemLock(out / "locks" / f"{ENCODER}.slide1.lock")  # held by this live process
+    assert lock.acquire()
+    try:
+        no_wait = run_extraction(_config(cohort, out, wait_locked=False), encoder=_encoder())
+        assert {r.item_id: r.status for r in no_wait.results}["slide1"] == "locked"
+        assert no_wait.exit_code == 0
+        started = time.monotonic()
+        bounded = run_extraction(
+            _config(cohort, out, max_wait_s=0.4, poll_s=0.05), encoder=_encoder()
+        )
+        assert time.monotonic() - started >= 0.4
+        held = {r.item_id: r for r in bounded.results}["slide1"]
+        assert held.status == "locked"
+        assert "--max-wait 0.4 s" in held.reason
+    finally:
+        lock.release()
+    done = run_extraction(_config(cohort, out, max_wait_s=0.4), encoder=_encoder())
+    assert {r.item_id: r.status for r in done.results} == {
+        "slide0": "skipped", "slide1": "ok", "slide2": "skipped"
+    }  # fmt: skip
+
+
+def test_cli_max_wait_is_validated(cohort: Path, tmp_path: Path) -> None:
+    from wsi_ncmi.cli.extract import build_parser, main
+
+    assert "SECONDS" in build_parser().format_help()
+    args = ["--out", str(tmp_path), "--coords", str(cohort), "--device", "cpu"]
+    assert main([*args, "--max-wait", "-1"]) == 2
+
+
+def test_region_blocks_stack_aligned_strips() -> None:
+    from wsi_ncmi.features.dataset import region_blocks, strip_runs
+
+    coords = grid(448, 320, 64)  # 7 columns x 5 rows, row-major
+    runs = strip_runs(coords[:16], 64, max_len=64)
+    assert runs == [(0, 7), (7, 14), (14, 16)]
+    assert region_blocks(runs, coords[:16], 64, max_rows=8) == [(0, 14, 7), (14, 16, 2)]
+    assert region_blocks(runs, coords[:16], 64, max_rows=1) == [(0, 7, 7), (7, 14, 7), (14, 16, 2)]
+    assert region_blocks(runs, coords[:16], None, max_rows=8) == [
+        (0, 7, 7),
+        (7, 14, 7),
+        (14, 16, 2),
+    ]
+    gappy = grid(448, 320, 64, skip_every=5)  # strips of different lengths never stack
+    blocks = region_blocks(strip_runs(gappy, 64, 64), gappy, 64, max_rows=8)
+    assert all((stop - start) % cols == 0 for start, stop, cols in blocks)
+    assert sum(stop - start for start, stop, _ in blocks) == len(gappy)
+    for start, stop, cols in blocks:  # every block is a full rectangle of the grid
+        block = gappy[start:stop].reshape(-1, cols, 2)
+        assert (np.diff(block[..., 0], axis=1) == 64).all()
+        assert (np.diff(block[:, 0, 1]) == 64).all()

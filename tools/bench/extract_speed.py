@@ -73,7 +73,7 @@ def raw_loop(coords_dir: Path) -> tuple[int, float]:
 
 
 def raw_strip_loop(coords_dir: Path, per_strip: int = 8) -> tuple[int, float]:
-    """The same patches read as rows of ``per_strip`` neighbours (what the pipeline does)."""
+    """The same patches read as rows of ``per_strip`` neighbours (the pipeline reads blocks)."""
     n, start = 0, time.perf_counter()
     for f in sorted(coords_dir.glob("*.h5")):
         cf = read_coords(f)

@@ -41,6 +41,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--shard", help="i/N: process one deterministic part of the cohort")
     p.add_argument("--skip-errors", action="store_true", help="record failures and go on")
     p.add_argument("--no-lock", action="store_true", help="no per-slide lock files")
+    p.add_argument(
+        "--no-wait",
+        action="store_true",
+        help="do not wait for slides that another live job is extracting: report them as "
+        "'locked' (default: after its own slides, wait until they are done (then "
+        "'skipped') or their holder dies (then extract them here))",
+    )
+    p.add_argument(
+        "--max-wait",
+        type=float,
+        metavar="SECONDS",
+        help="wait at most this many seconds (e.g. 3600) for slides locked by other jobs, "
+        "then report the rest as 'locked' (default: no limit)",
+    )
     p.add_argument("--slide-dir", type=Path, help="find slides here by file name")
     p.add_argument("--backend", choices=("auto", "openslide", "tiffslide"))
     p.add_argument("--coords-hash", help="refuse coords files with another params_hash")
@@ -97,6 +111,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         shard=args.shard,
         skip_errors=args.skip_errors,
         lock=not args.no_lock,
+        wait_locked=not args.no_wait,
+        max_wait_s=args.max_wait,
         slide_dir=args.slide_dir,
         backend=args.backend,
         expect_coords_hash=args.coords_hash,
@@ -122,6 +138,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"{runtime['seconds']:.1f} s ({runtime['accelerator']}, {runtime['precision']}, "
             f"batch {runtime['batch_size']}, {runtime['workers']} workers)"
         )
+    if report.params.get("report_path"):
+        print(f"report: {report.params['report_path']}")
     return report.exit_code
 
 

@@ -2,8 +2,9 @@
 
 A single DataLoader serves every slide of a rank (no DataLoader per slide). Each item
 is a whole batch of consecutive rows of one slide, so a batch is one slide region:
-patches that are horizontal neighbours on the grid are read with one ``read_region``
-call (one strip) and sliced, which decodes every native tile once. Workers open their
+patches that are horizontal neighbours on the grid form a strip, strips of the same
+columns on consecutive grid rows form a block, and each block is read with one
+``read_region`` call and sliced (fewer calls, every native tile decoded once). Workers open their
 own slide handles through :class:`~wsi_ncmi.slide.SlideRef` (cached per process, so
 persistent workers reuse them). Images stay ``uint8`` until the device.
 """
@@ -21,7 +22,8 @@ from torch.utils.data import Dataset
 from wsi_ncmi.errors import CorruptTileError, WsiNcmiError
 from wsi_ncmi.slide import Slide, SlideRef
 
-MAX_STRIP_PX = 2048
+MAX_STRIP_PX = 4096  # widest strip read at once (read-level pixels)
+MAX_BLOCK_PX = 4096 * 2048  # largest block read at once (read-level pixels, ~32 MB RGBA)
 
 
 @dataclass(frozen=True)
@@ -105,6 +107,35 @@ def strip_runs(coords: np.ndarray, step_level0: int | None, max_len: int) -> lis
     return runs
 
 
+def region_blocks(
+    runs: list[tuple[int, int]], coords: np.ndarray, step_level0: int | None, max_rows: int
+) -> list[tuple[int, int, int]]:
+    """Stack strips into rectangular blocks ``(start, stop, n_cols)``, in row order.
+
+    Consecutive runs join a block when they have the same length and first ``x`` and
+    each starts ``step_level0`` below the previous one, so a block's rows are
+    ``start .. stop`` in row-major order (``n_cols`` per grid row), at most
+    ``max_rows`` grid rows. ``step_level0=None`` keeps one block per run.
+    """
+    blocks: list[tuple[int, int, int]] = []
+    for start, stop in runs:
+        n = stop - start
+        if blocks and step_level0 is not None:
+            b_start, b_stop, n_cols = blocks[-1]
+            last_row = b_stop - n_cols
+            if (
+                n == n_cols
+                and b_stop == start
+                and (b_stop - b_start) // n_cols < max_rows
+                and coords[start, 0] == coords[b_start, 0]
+                and coords[start, 1] - coords[last_row, 1] == step_level0
+            ):
+                blocks[-1] = (b_start, stop, n_cols)
+                continue
+        blocks.append((start, stop, n))
+    return blocks
+
+
 class PatchBatchDataset(Dataset[dict[str, Any]]):
     """Map-style dataset whose item ``i`` is the ``i``-th planned batch.
 
@@ -116,7 +147,8 @@ class PatchBatchDataset(Dataset[dict[str, Any]]):
     Args:
         jobs: Slides of this rank.
         batch_size: Rows per batch.
-        strip_reads: Read horizontal neighbours as one strip (see module docstring).
+        strip_reads: Read neighbouring patches as one strip or block (see the module
+            docstring); off: one ``read_region`` call per patch.
     """
 
     def __init__(self, jobs: list[SlideJob], batch_size: int, *, strip_reads: bool = True) -> None:
@@ -156,20 +188,26 @@ class PatchBatchDataset(Dataset[dict[str, Any]]):
         step = self._strip_step(slide, job)
         max_len = max(1, MAX_STRIP_PX // job.read_size_px)
         size = job.read_size_px
-        for run_start, run_stop in strip_runs(coords, step, max_len):
-            n = run_stop - run_start
-            x, y = (int(v) for v in coords[run_start])
+        runs = strip_runs(coords, step, max_len)
+        max_rows = max(1, MAX_BLOCK_PX // (size * size * max_len))
+        for b_start, b_stop, n_cols in region_blocks(runs, coords, step, max_rows):
+            n = b_stop - b_start
             if n > 1:
+                x, y = (int(v) for v in coords[b_start])
+                n_rows = n // n_cols
                 try:
-                    strip = slide.read_region((x, y), job.read_level, (size * n, size))
+                    block = slide.read_region(
+                        (x, y), job.read_level, (size * n_cols, size * n_rows)
+                    )
                 except CorruptTileError:
                     pass  # fall back to single patches to isolate the bad tile(s)
                 else:
                     for k in range(n):
-                        tile = strip[:, k * size : (k + 1) * size]
-                        images[run_start + k] = _resize(tile, job.patch_size_px)
+                        r, c = divmod(k, n_cols)
+                        tile = block[r * size : (r + 1) * size, c * size : (c + 1) * size]
+                        images[b_start + k] = _resize(tile, job.patch_size_px)
                     continue
-            for row in range(run_start, run_stop):
+            for row in range(b_start, b_stop):
                 rx, ry = (int(v) for v in coords[row])
                 try:
                     images[row] = read_patch(slide, job, rx, ry)

@@ -72,6 +72,11 @@ def assign_to_rank(jobs: list[SlideJob], rank: int, world_size: int) -> list[Sli
     return [job for i, job in enumerate(jobs) if owner[i] == rank]
 
 
+def lock_path(lock_dir: str, job: SlideJob) -> str:
+    """``<lock_dir>/<encoder dir>.<slide_id>.lock``: one lock per slide and encoder."""
+    return f"{lock_dir}/{job.output.parent.name}.{job.slide_id}.lock"
+
+
 class ExtractDataModule(L.LightningDataModule):
     """Selects this rank's pending slides, locks them and streams their patches.
 
@@ -141,7 +146,7 @@ class ExtractDataModule(L.LightningDataModule):
     def _lock_for(self, job: SlideJob) -> ItemLock | None:
         if self.lock_dir is None:
             return None
-        return ItemLock(f"{self.lock_dir}/{job.output.parent.name}.{job.slide_id}.lock")
+        return ItemLock(lock_path(self.lock_dir, job))
 
     def release(self, slide_id: str) -> None:
         """Release the lock of ``slide_id`` (if held)."""

@@ -19,11 +19,13 @@ from typing import Any, Literal
 from wsi_ncmi._version import __version__
 from wsi_ncmi.batch import (
     BatchAbortedError,
+    ItemLock,
     ItemResult,
     RunReport,
     remove_stale_temp_files,
     select_shard,
 )
+from wsi_ncmi.batch.report import unique_report_path
 from wsi_ncmi.errors import CacheSchemaError, ConfigError
 from wsi_ncmi.features.dataset import SlideJob
 from wsi_ncmi.features.encoders.registry import EncoderModule, EncoderSpec
@@ -58,6 +60,12 @@ class ExtractConfig:
         shard: ``i/N`` to process one deterministic part of the cohort.
         skip_errors: Record failed slides and continue (else stop at the first).
         lock: Per-slide lock files so concurrent jobs can share a cohort.
+        wait_locked: After this run's own slides, wait for slides that other live
+            jobs hold (taking over the locks of dead holders), so every slide ends
+            ``ok`` or ``skipped``; off: report them as ``locked`` at once.
+        max_wait_s: Stop waiting after this many seconds and report the rest as
+            ``locked`` (``None``: wait until they are done or their holders die).
+        poll_s: Seconds between checks while waiting for locked slides.
         slide_dir: Look slides up here by file name (when they moved since tiling).
         backend: Override the backend recorded in the coords files.
         expect_coords_hash: Refuse coords files with another ``params_hash``.
@@ -84,6 +92,9 @@ class ExtractConfig:
     shard: str | None = None
     skip_errors: bool = False
     lock: bool = True
+    wait_locked: bool = True
+    max_wait_s: float | None = None
+    poll_s: float = 1.0
     slide_dir: Path | None = None
     backend: str | None = None
     expect_coords_hash: str | None = None
@@ -109,6 +120,10 @@ class ExtractConfig:
             raise ConfigError(f"--batch-size must be >= 1, got {self.batch_size!r}")
         if self.workers is not None and self.workers < 0:
             raise ConfigError(f"--workers must be >= 0, got {self.workers!r}")
+        if self.max_wait_s is not None and not self.max_wait_s >= 0:
+            raise ConfigError(f"--max-wait must be >= 0 seconds, got {self.max_wait_s!r}")
+        if not self.poll_s > 0:
+            raise ConfigError(f"poll_s must be > 0 seconds, got {self.poll_s!r}")
         if not 0.0 <= self.max_bad_fraction <= 1.0:
             raise ConfigError(f"--max-bad-fraction must be in [0, 1], got {self.max_bad_fraction}")
         if not self.coords_dir.is_dir():
@@ -209,6 +224,9 @@ def _job_attrs(
         "encoder_spec": spec.to_dict(),
         "encoder_hash": spec.identity_hash,
         "random_init": spec.random_init,
+        "weights_sha256": spec.weights_revision.removeprefix("sha256:")
+        if spec.weights_revision.startswith("sha256:")
+        else "",
         "coords_file": job.coords_path,
         "coords_params_hash": job.coords_hash,
         "target_mpp": job.target_mpp,
@@ -247,8 +265,18 @@ def resolve_runtime(config: ExtractConfig, spec: EncoderSpec) -> tuple[str, str,
     return accelerator, precision, batch_size, workers
 
 
+def weights_hash_cache(config: ExtractConfig) -> Path:
+    """The memo of ``--weights`` SHA-256 digests: ``<out>/features/weights-sha256.json``."""
+    return config.out_dir / "features" / "weights-sha256.json"
+
+
 def run_extraction(config: ExtractConfig, encoder: EncoderModule | None = None) -> RunReport:
     """Extract features for every slide of ``config.coords_dir`` (this shard, this rank).
+
+    Slides that another live job holds are waited for after this run's own slides
+    (``wait_locked``, up to ``max_wait_s``): each ends ``skipped`` when the other job
+    finished it, or is extracted here when its holder died (its lock is taken over).
+    Under DDP (several ranks) locked slides are reported as ``locked`` without waiting.
 
     Args:
         config: Run settings.
@@ -263,16 +291,16 @@ def run_extraction(config: ExtractConfig, encoder: EncoderModule | None = None) 
         WeightsUnavailableError: The encoder's weights cannot be loaded.
         BatchAbortedError: A slide failed and ``skip_errors`` is off.
     """
-    import lightning as L
-
     from wsi_ncmi.features.encoders.registry import build_encoder
-    from wsi_ncmi.features.engine import ExtractDataModule, ExtractionModule, FeatureWriter
     from wsi_ncmi.features.store import is_complete
 
     config.validate()
     if encoder is None:
         encoder = build_encoder(
-            config.encoder, weights=config.weights, random_init=config.random_init
+            config.encoder,
+            weights=config.weights,
+            random_init=config.random_init,
+            weights_hash_cache=weights_hash_cache(config),
         )
     spec = encoder.spec
     accelerator, precision, batch_size, workers = resolve_runtime(config, spec)
@@ -296,6 +324,136 @@ def run_extraction(config: ExtractConfig, encoder: EncoderModule | None = None) 
             ItemResult(job.slide_id, "no_tissue", reason="no patches", output=str(job.output))
         )
 
+    runtime: dict[str, Any] = {
+        "accelerator": accelerator,
+        "precision": precision,
+        "batch_size": batch_size,
+        "workers": workers,
+        "world_size": 1,
+        "seconds": 0.0,
+        "patches_extracted": 0,
+        "rounds": 0,
+    }
+    deadline = None if config.max_wait_s is None else time.monotonic() + config.max_wait_s
+    pending = [j for j in jobs if len(j) > 0]
+    waiting: list[SlideJob] = []
+    rank = 0
+    results: list[ItemResult] = []  # of the current round; reported even if it raises
+    try:
+        while True:
+            if pending:
+                world_size, rank = _predict_round(
+                    pending, config, encoder, attrs_for, is_done, runtime, batch_size, workers,
+                    accelerator, precision, results,
+                )  # fmt: skip
+                wait_here = config.wait_locked and config.lock and world_size == 1
+                by_id = {j.slide_id: j for j in pending}
+                for result in results:
+                    if result.status == "locked" and wait_here:
+                        waiting.append(by_id[result.item_id])
+                    else:
+                        report.add(result)
+                results.clear()
+            if not waiting:
+                break
+            pending, waiting = _wait_for_locked(waiting, config, is_done, report, deadline)
+            if not pending and not waiting:
+                break
+    finally:
+        for result in results:
+            report.add(result)
+        runtime["patches_per_s"] = runtime["patches_extracted"] / max(runtime["seconds"], 1e-9)
+        report.params["runtime"] = runtime
+        suffix = f"-rank{rank}" if runtime["world_size"] > 1 else ""
+        # One report per run under <out>/reports (never overwritten), and the latest
+        # run's copy beside the features.
+        unique = unique_report_path(config.out_dir, "wsi-extract")
+        report.params["report_path"] = str(unique.with_name(f"{unique.stem}{suffix}.json"))
+        report.write_json(report.params["report_path"])
+        report.write_json(out_dir / f"report{suffix}.json")
+    if report.failed and not config.skip_errors:
+        first = report.failed[0]
+        raise BatchAbortedError(
+            f"{first.item_id} failed ({first.error_type}: {first.reason}); "
+            "stopping because --skip-errors is off (finished slides are kept)"
+        )
+    return report
+
+
+def _lock_of(config: ExtractConfig, job: SlideJob) -> ItemLock:
+    from wsi_ncmi.features.engine import lock_path
+
+    return ItemLock(lock_path(str(config.out_dir / "locks"), job))
+
+
+def _wait_for_locked(
+    waiting: list[SlideJob],
+    config: ExtractConfig,
+    is_done: Any,
+    report: RunReport,
+    deadline: float | None,
+) -> tuple[list[SlideJob], list[SlideJob]]:
+    """Poll slides held by other jobs until some can be taken or all are done.
+
+    Returns ``(ready, still_waiting)``: ``ready`` slides have no live lock any more
+    (released without a complete output, or their holder died: the stale lock is
+    removed) and go to the next round; finished ones are reported ``skipped``. At the
+    deadline the rest are reported ``locked`` and ``([], [])`` is returned.
+    """
+    while True:
+        if deadline is not None and time.monotonic() >= deadline:
+            for job in waiting:
+                report.add(
+                    ItemResult(
+                        job.slide_id,
+                        "locked",
+                        reason=f"another job still held its lock after --max-wait "
+                        f"{config.max_wait_s:g} s",
+                    )
+                )
+            return [], []
+        time.sleep(config.poll_s)
+        ready: list[SlideJob] = []
+        still: list[SlideJob] = []
+        for job in waiting:
+            if is_done(job):
+                report.add(
+                    ItemResult(
+                        job.slide_id, "skipped", reason="done by another job",
+                        output=str(job.output),
+                    )
+                )  # fmt: skip
+                continue
+            lock = _lock_of(config, job)
+            lock.break_if_stale()  # holder died: its lock goes, the slide is ours to do
+            (still if lock.path.exists() else ready).append(job)
+        if ready or not still:
+            return ready, still
+        waiting = still
+
+
+def _predict_round(
+    jobs: list[SlideJob],
+    config: ExtractConfig,
+    encoder: EncoderModule,
+    attrs_for: Any,
+    is_done: Any,
+    runtime: dict[str, Any],
+    batch_size: int,
+    workers: int,
+    accelerator: str,
+    precision: str,
+    results: list[ItemResult],
+) -> tuple[int, int]:
+    """One ``Trainer.predict`` over ``jobs``; returns (world size, rank).
+
+    The slides' results are appended to ``results``, also when the round raises.
+    """
+    import lightning as L
+
+    from wsi_ncmi.features.engine import ExtractDataModule, ExtractionModule, FeatureWriter
+
+    spec = encoder.spec
     writer = FeatureWriter(
         attrs_for,
         spec.out_dim,
@@ -338,29 +496,19 @@ def run_extraction(config: ExtractConfig, encoder: EncoderModule | None = None) 
                 return_predictions=False,
             )
     finally:
-        for result in [*datamodule.pre_results, *writer.results]:
-            report.add(result)
-        elapsed = time.perf_counter() - started
-        done = sum(r.count for r in writer.results if r.status == "ok")
-        report.params["runtime"] = {
-            "accelerator": accelerator,
-            "precision": precision,
-            "batch_size": batch_size,
-            "workers": workers,
-            "world_size": trainer.world_size,
-            "seconds": elapsed,
-            "patches_extracted": done,
-            "patches_per_s": done / max(elapsed, 1e-9),
-        }
-        suffix = f"-rank{trainer.global_rank}" if trainer.world_size > 1 else ""
-        report.write_json(out_dir / f"report{suffix}.json")
-    if report.failed and not config.skip_errors:
-        first = report.failed[0]
-        raise BatchAbortedError(
-            f"{first.item_id} failed ({first.error_type}: {first.reason}); "
-            "stopping because --skip-errors is off (finished slides are kept)"
-        )
-    return report
+        runtime["seconds"] += time.perf_counter() - started
+        runtime["patches_extracted"] += sum(r.count for r in writer.results if r.status == "ok")
+        runtime["world_size"] = trainer.world_size
+        runtime["rounds"] += 1
+        results.extend([*datamodule.pre_results, *writer.results])
+    return trainer.world_size, trainer.global_rank
 
 
-__all__ = ["ExtractConfig", "check_mpp", "extraction_hash", "load_jobs", "run_extraction"]
+__all__ = [
+    "ExtractConfig",
+    "check_mpp",
+    "extraction_hash",
+    "load_jobs",
+    "run_extraction",
+    "weights_hash_cache",
+]

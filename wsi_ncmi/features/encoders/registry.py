@@ -51,8 +51,9 @@ class EncoderSpec:
             ``input_size_px`` (timm's convention, e.g. Resize(256) + CenterCrop(224)).
         precision: Preferred compute precision on a GPU.
         weights_source: Where the weights come from (hub repo, torchvision enum,
-            ``local:<path>``, ``seed:<n>``).
-        weights_revision: Hub revision / weights version, ``""`` if not applicable.
+            ``local`` for ``--weights PATH``, ``seed:<n>``).
+        weights_revision: Hub revision / weights version, ``""`` if not applicable;
+            ``sha256:<hex>`` of the file's content for ``--weights PATH``.
         weights_file: File name inside the hub repo, if any.
         licence: Licence note of the weights (read it before using features).
         gated: Whether the hub repo requires accepting terms and a token.
@@ -60,6 +61,9 @@ class EncoderSpec:
             every output so random features are never mistaken for pretrained ones.
         channels_last: Run the backbone in ``channels_last`` memory format (CNNs).
         description: One line for ``--list-encoders``.
+        weights_path: The local checkpoint's resolved path (``--weights``), for the
+            record only: it is not part of :attr:`identity_hash`, so moving a
+            checkpoint does not invalidate features; its content hash is.
     """
 
     name: str
@@ -80,6 +84,7 @@ class EncoderSpec:
     random_init: bool = False
     channels_last: bool = False
     description: str = ""
+    weights_path: str = ""
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready dict (for HDF5 attributes and reports)."""
@@ -91,8 +96,13 @@ class EncoderSpec:
 
     @property
     def identity_hash(self) -> str:
-        """Digest of the fields that change the features (not description/licence)."""
-        keep = {k: v for k, v in self.to_dict().items() if k not in ("description", "licence")}
+        """Digest of the fields that change the features.
+
+        Leaves out ``description``, ``licence`` and ``weights_path`` (a local
+        checkpoint is identified by the content hash in ``weights_revision``).
+        """
+        skip = ("description", "licence", "weights_path")
+        keep = {k: v for k, v in self.to_dict().items() if k not in skip}
         return params_hash(keep)
 
 
@@ -213,6 +223,7 @@ def build_encoder(
     weights: str | Path | None = None,
     random_init: bool = False,
     arch_overrides: Mapping[str, Any] | None = None,
+    weights_hash_cache: str | Path | None = None,
 ) -> EncoderModule:
     """Build a frozen encoder in eval mode.
 
@@ -223,6 +234,8 @@ def build_encoder(
         random_init: Random weights, no download (tests, demos); recorded in the spec.
         arch_overrides: Architecture keyword overrides (e.g. ``{"depth": 1}`` to make
             a tiny test variant of a ViT; only valid with ``random_init``).
+        weights_hash_cache: JSON memo of checkpoint SHA-256 digests (see
+            :mod:`wsi_ncmi.features.weights_hash`); ``None`` hashes ``weights`` anew.
 
     Raises:
         ConfigError: Unknown encoder, or ``arch_overrides`` with pretrained weights.
@@ -237,7 +250,10 @@ def build_encoder(
         raise ConfigError("pass either weights or random_init, not both")
     if weights_path is not None:
         spec = dataclasses.replace(
-            spec, weights_source=f"local:{weights_path.resolve()}", weights_revision=""
+            spec,
+            weights_source="local",
+            weights_revision=f"sha256:{_checkpoint_sha256(weights_path, weights_hash_cache)}",
+            weights_path=str(weights_path.resolve()),
         )
     if random_init and spec.family != "builtin":
         spec = dataclasses.replace(spec, random_init=True, weights_source="random")
@@ -252,6 +268,23 @@ def build_encoder(
         module = module.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
     module.eval().requires_grad_(False)
     return module
+
+
+def _checkpoint_sha256(path: Path, cache: str | Path | None) -> str:
+    """Content hash of a ``--weights`` file (memoised).
+
+    Raises:
+        WeightsUnavailableError: Missing or unreadable file.
+    """
+    from wsi_ncmi.errors import WeightsUnavailableError
+    from wsi_ncmi.features.weights_hash import weights_sha256
+
+    if not path.is_file():
+        raise WeightsUnavailableError(f"--weights {str(path)!r} does not exist or is not a file")
+    try:
+        return weights_sha256(path, cache)
+    except OSError as err:
+        raise WeightsUnavailableError(f"cannot read checkpoint {str(path)!r}: {err}") from err
 
 
 def load_state_dict_file(path: Path) -> dict[str, torch.Tensor]:
