@@ -4,10 +4,14 @@ epoch   ABMIL epoch time on B bags × N patches × D features (random fp16 bags 
         the real MILClassifier and Lightning Trainer (one bag per step, CPU); the NCMI and CE
         epochs run in the same process, alternately (ce, ncmi, ncmi, ce, ...), and the
         ratios of the best epochs and of the median step times are reported.
+steps   NCMI/CE step-time ratio with the two models interleaved step by step on the same bags
+        (ce, ncmi, ncmi, ce, ...): the real MILClassifier forward, the injected loss, backward
+        and an AdamW update, timed per step; host-load swings hit both losses alike.
 memory  Peak memory of one forward + backward on a bag of N patches, per aggregator
         (each model in a fresh subprocess; peak RSS growth over the loaded bag).
 
     python tools/bench/train_speed.py epoch --bags 500 --patches 5000 --dim 1024
+    python tools/bench/train_speed.py steps --bags 40 --steps 200 --patches 5000 --dim 1024
     python tools/bench/train_speed.py memory --patches 100000 --dim 1024
 """
 
@@ -113,6 +117,56 @@ def epoch(args: argparse.Namespace) -> dict[str, object]:
     }
 
 
+def steps(args: argparse.Namespace) -> dict[str, object]:
+    """Interleaved per-step timing of CE and NCMI (see the module docstring)."""
+    import torch
+
+    from wsi_ncmi.mil import build_aggregator
+    from wsi_ncmi.train.fit import build_criterion
+    from wsi_ncmi.train.module import MILClassifier
+
+    torch.set_num_threads(args.threads)
+    bags, labels = _bags(args.bags, args.patches, args.dim)
+    models, optims = {}, {}
+    for loss in ("ce", "ncmi"):
+        torch.manual_seed(0)
+        criterion = build_criterion(loss, {}, num_classes=4, class_counts=[1] * 4, feature_dim=512)
+        models[loss] = MILClassifier(
+            build_aggregator("abmil", in_dim=args.dim, num_classes=4), criterion
+        ).train()
+        optims[loss] = torch.optim.AdamW(models[loss].parameters(), lr=1e-4, weight_decay=1e-4)
+
+    def one_step(loss: str, i: int) -> float:
+        model, opt = models[loss], optims[loss]
+        start = time.perf_counter()
+        output = model(bags[i % len(bags)].float().unsqueeze(0))
+        result = model.criterion(model._loss_outputs(output), torch.tensor([labels[i % 4]]))
+        opt.zero_grad(set_to_none=True)
+        result.loss.backward()
+        opt.step()
+        return time.perf_counter() - start
+
+    load_before = os.getloadavg()
+    times: dict[str, list[float]] = {"ce": [], "ncmi": []}
+    for i in range(args.steps):
+        for loss in ("ce", "ncmi") if i % 2 == 0 else ("ncmi", "ce"):
+            times[loss].append(one_step(loss, i))
+    median_ms = {k: 1000 * statistics.median(v[2:]) for k, v in times.items()}  # 2 warm-up
+    ratios = [b / a for a, b in zip(times["ce"][2:], times["ncmi"][2:], strict=True)]
+    return {
+        "bags": args.bags,
+        "steps_per_loss": args.steps,
+        "patches": args.patches,
+        "dim": args.dim,
+        "threads": args.threads,
+        "median_step_ms": median_ms,
+        "ncmi_over_ce_median_step": median_ms["ncmi"] / median_ms["ce"],
+        "median_of_paired_ratios": statistics.median(ratios),
+        "load_avg_before": load_before,
+        "load_avg_after": os.getloadavg(),
+    }
+
+
 def _peak_one(name: str, patches: int, dim: int) -> dict[str, object]:
     import torch
 
@@ -162,12 +216,18 @@ def main() -> int:
     e.add_argument("--dim", type=int, default=1024)
     e.add_argument("--repeats", type=int, default=2)
     e.add_argument("--threads", type=int, default=2)
+    t = sub.add_parser("steps")
+    t.add_argument("--bags", type=int, default=40)
+    t.add_argument("--steps", type=int, default=200)
+    t.add_argument("--patches", type=int, default=5000)
+    t.add_argument("--dim", type=int, default=1024)
+    t.add_argument("--threads", type=int, default=1)
     m = sub.add_parser("memory")
     m.add_argument("--patches", type=int, default=100_000)
     m.add_argument("--dim", type=int, default=1024)
     m.add_argument("--models", nargs="*")
     args = p.parse_args()
-    result = epoch(args) if args.cmd == "epoch" else memory(args)
+    result = {"epoch": epoch, "steps": steps, "memory": memory}[args.cmd](args)
     print(json.dumps(result, indent=1))
     return 0
 
