@@ -193,3 +193,19 @@ def test_tiling_path_imports_no_torch() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.split() == ["False", "False"]
+
+
+def test_slides_and_manifest_naming_the_same_file_tile_it_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from wsi_ncmi.manifest import ManifestRow, write_manifest
+
+    slides = tmp_path / "cohort"
+    (slides / "center_0").mkdir(parents=True)
+    small_slide(slides / "center_0" / "patient_000_node_0.tif")
+    write_manifest([ManifestRow("patient_000_node_0", "patient_000", 0, "macro")], slides / "m.csv")
+    monkeypatch.chdir(tmp_path)  # SLIDES relative, manifest lookups absolute: same file
+    code = main(["cohort", "--manifest", str(slides / "m.csv"), "--out", "out", "--no-progress"])
+    assert code == 0
+    (report,) = _reports(tmp_path / "out")
+    assert [r["item_id"] for r in report["results"]] == ["patient_000_node_0"]  # type: ignore[index]

@@ -244,6 +244,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         paths = discover_slides(args.slides) if args.slides else []
         if args.manifest:
             paths += manifest_slides(args.manifest, args.slides_dir)
+        # SLIDES and --manifest may name the same file (relative and absolute): once.
+        paths = list(dict.fromkeys(p.resolve() for p in paths))
         tasks = make_tasks(paths)
         if not tasks:
             raise_config("SLIDES", "at least one slide file", args.slides)
