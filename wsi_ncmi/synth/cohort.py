@@ -26,7 +26,7 @@ from wsi_ncmi.synth.generate import generate_slide, slide_paths
 from wsi_ncmi.synth.presets import Preset, get_preset
 
 CONFIG_NAME = "synth_config.json"
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 2
 
 
 @dataclass(frozen=True)

@@ -1,11 +1,19 @@
-"""Metastases: irregular regions filled with clusters of large, pale, irregular nuclei.
+"""Metastases: irregular regions packed with large, hyperchromatic, pleomorphic nuclei.
 
 The main region's largest diameter follows the slide label under the CAMELYON-17 rule
 (see :mod:`wsi_ncmi.synth.presets`); ITC slides get one to three tiny clusters, micro and
 macro slides may get extra ITC-sized satellites. Inside a region the lymphoid tissue is
-replaced by tumour cells: vesicular nuclei 10–17 µm across with a darker rim and a
-nucleolus, on pinker cytoplasm. Everything is clipped to the region polygons, so the image
-and the ground truth agree exactly.
+replaced by metastatic carcinoma cells as a pathologist sees them: crowded, often
+overlapping nuclei 11–17 µm across (about twice a lymphocyte's, four times its area),
+hyperchromatic with coarse chromatin, a dark nuclear rim and a prominent nucleolus, with
+variable size and shape, on scant, weakly eosinophilic (amphophilic) cytoplasm.
+
+The tumour differs from the node by *morphology* (nuclear size, crowding, texture) as
+well as by colour. Generator version 1 painted it as pale nuclei on pink cytoplasm, a
+colour shift along the same axis as the hospitals' stain gains, so a tumour direction
+learnt on four hospitals mislabelled whole slides of the fifth (BENCHMARKS.md, demo
+section). Everything is clipped to the region polygons, so the image and the ground truth
+agree exactly.
 """
 
 from __future__ import annotations
@@ -32,7 +40,7 @@ from wsi_ncmi.synth.tissue import TissueLayout
 FloatArray = NDArray[np.float32]
 Polygon = NDArray[np.float64]
 
-_TONE_LEVELS = np.array([0.0, 0.42, 0.5, 0.58, 0.66], dtype=np.float32)
+_TONE_LEVELS = np.array([0.0, 0.95, 1.1, 1.25, 1.4], dtype=np.float32)
 _NUCLEUS_VERTICES = 12
 
 
@@ -118,7 +126,7 @@ def _nuclei(
     outlines: list[NDArray[np.float64]] = []
     for poly in regions:
         lo, hi = poly.min(axis=0), poly.max(axis=0)
-        spacing = 15.0 / mpp
+        spacing = 11.5 / mpp  # crowded: neighbouring nuclei touch or overlap
         xs = np.arange(lo[0], hi[0] + spacing, spacing)
         ys = np.arange(lo[1], hi[1] + spacing, spacing)
         grid = np.stack(np.meshgrid(xs, ys), axis=-1).reshape(-1, 2)
@@ -130,9 +138,9 @@ def _nuclei(
     centres = np.concatenate(outlines)
     n = len(centres)
     theta = np.linspace(0, 2 * np.pi, _NUCLEUS_VERTICES, endpoint=False)
-    radius = rng.uniform(4.6, 7.2, size=(n, 1)) / mpp
-    elongation = rng.uniform(1.0, 1.5, size=(n, 1))
-    wobble = 1.0 + rng.normal(0.0, 0.08, size=(n, _NUCLEUS_VERTICES))
+    radius = rng.uniform(5.5, 8.5, size=(n, 1)) / mpp
+    elongation = rng.uniform(1.0, 1.6, size=(n, 1))
+    wobble = 1.0 + rng.normal(0.0, 0.1, size=(n, _NUCLEUS_VERTICES))
     wobble += 0.12 * np.cos(2 * theta + rng.uniform(0, 2 * np.pi, size=(n, 1)))
     angle = rng.uniform(0, np.pi, size=(n, 1))
     lx = radius * elongation * wobble * np.cos(theta)
@@ -263,10 +271,11 @@ def render_tumour(
     dots &= inside
 
     texture = grain[r0:r1, x0:x1]
-    tumour_hema = _TONE_LEVELS[tone] * (0.7 + 0.6 * texture)
-    tumour_hema += 0.3 * rim + 0.45 * dots + 0.1
+    # Coarse chromatin: the grain, squared, gives dark clumps on a lighter nucleoplasm.
+    tumour_hema = _TONE_LEVELS[tone] * (0.55 + 0.9 * texture * texture)
+    tumour_hema += 0.35 * rim + 0.5 * dots + 0.12
     tumour_eosin = layout.cytoplasm_field.rows(wy0, wy0 + window[0], x1)[:, x0:]
-    tumour_eosin = tumour_eosin * 0.06 + 0.36 - 0.2 * inside
+    tumour_eosin = tumour_eosin * 0.03 + 0.13 - 0.05 * inside
     region = mask.view(bool)
     np.copyto(hema[r0:r1, x0:x1], tumour_hema, where=region)
     np.copyto(eosin[r0:r1, x0:x1], tumour_eosin, where=region)

@@ -5,6 +5,13 @@ They are **baselines, not pathology foundation models**: ``random-cnn`` is a fro
 randomly initialised CNN (random features are a known, weak but non-trivial baseline for
 MIL), and ``stain-stats`` summarises colour, stain (H&E optical density) and texture.
 Expect them to be clearly worse than UNI, Virchow2 and the like on real data.
+
+``random-cnn`` standardises each patch's colour channels (zero mean, unit variance per
+patch and channel) before the convolutions, so its features describe structure and
+texture (nuclear size, crowding, chromatin) rather than the hospital's stain intensity.
+Without it (version 1, ``weights_source`` ``seed:0``) the features were dominated by
+stain: on the synthetic demo cohort a linear tumour-vs-normal patch probe trained on four
+hospitals called whole slides of the fifth tumour or normal (BENCHMARKS.md, demo section).
 """
 
 from __future__ import annotations
@@ -22,11 +29,26 @@ from wsi_ncmi.features.encoders.registry import register_encoder as _register
 
 RANDOM_CNN_SEED = 0
 RANDOM_CNN_WIDTHS = (32, 64, 128, 128)
+#: Part of ``random-cnn``'s identity: a change of the input handling changes the features.
+RANDOM_CNN_INPUT = "per-patch-channel-standardised"
+_PATCH_STD_EPS = 1e-3
 
 # Ruifrok & Johnston H&E-DAB optical-density vectors (rows: H, E, DAB).
 _HED_FROM_RGB = torch.linalg.inv(
     torch.tensor([[0.65, 0.70, 0.29], [0.07, 0.99, 0.11], [0.27, 0.57, 0.78]], dtype=torch.float64)
 ).float()
+
+
+def standardise_patches(x: torch.Tensor, eps: float = _PATCH_STD_EPS) -> torch.Tensor:
+    """Per patch and channel: subtract the mean, divide by the standard deviation (+ ``eps``).
+
+    Invariant to any per-channel gain and offset, hence to the per-channel affine input
+    normalisation applied by the encoder wrapper (up to ``eps``).
+    """
+    x = x.float()
+    mean = x.mean(dim=(2, 3), keepdim=True)
+    std = x.std(dim=(2, 3), keepdim=True)
+    return (x - mean) / (std + eps)
 
 
 class RandomConvNet(nn.Module):
@@ -36,10 +58,19 @@ class RandomConvNet(nn.Module):
         widths: Channels of the four blocks; the output dim is ``2 * widths[-1]``.
         seed: Seed of the weight initialisation (a private generator: the global RNG
             is left untouched, so the weights are the same in every process).
+        standardise_input: Standardise each patch's channels first (see
+            :func:`standardise_patches`); ``random-cnn`` does.
     """
 
-    def __init__(self, widths: tuple[int, ...] = RANDOM_CNN_WIDTHS, seed: int = 0) -> None:
+    def __init__(
+        self,
+        widths: tuple[int, ...] = RANDOM_CNN_WIDTHS,
+        seed: int = 0,
+        *,
+        standardise_input: bool = False,
+    ) -> None:
         super().__init__()
+        self.standardise_input = standardise_input
         layers: list[nn.Module] = []
         in_ch = 3
         for width in widths:
@@ -58,6 +89,8 @@ class RandomConvNet(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``(B, 3, H, W)`` → ``(B, 2 * widths[-1])`` (mean and std of the last map)."""
+        if self.standardise_input:
+            x = standardise_patches(x)
         fmap = self.body(x).float()
         return torch.cat([fmap.mean(dim=(2, 3)), fmap.std(dim=(2, 3))], dim=1)
 
@@ -108,17 +141,25 @@ class StainTextureStats(nn.Module):
         input_size_px=None,
         mpp=None,
         weights_source=f"seed:{RANDOM_CNN_SEED}",
+        weights_revision=f"input:{RANDOM_CNN_INPUT}",
         licence="MIT (part of wsi-ncmi; no pretrained weights)",
         random_init=True,
         channels_last=True,
-        description="BASELINE: frozen random 4-layer CNN (seed 0), offline, any patch size",
+        description=(
+            "BASELINE: frozen random 4-layer CNN (seed 0) on per-patch standardised "
+            "channels, offline, any patch size"
+        ),
     )
 )
 def _build_random_cnn(
     spec: EncoderSpec, weights: Path | None, random_init: bool, overrides: Mapping[str, Any]
 ) -> nn.Module:
     widths = tuple(overrides.get("widths", RANDOM_CNN_WIDTHS))
-    model = RandomConvNet(widths, seed=int(overrides.get("seed", RANDOM_CNN_SEED)))
+    model = RandomConvNet(
+        widths,
+        seed=int(overrides.get("seed", RANDOM_CNN_SEED)),
+        standardise_input=bool(overrides.get("standardise_input", True)),
+    )
     if weights is not None:
         load_into(model, load_state_dict_file(weights), str(weights))
     return model
