@@ -31,9 +31,9 @@ from pathlib import Path
 import numpy as np
 from numpy.typing import NDArray
 
+from wsi_ncmi.manifest import LABELS
 from wsi_ncmi.synth.geometry import points_in_polygon
 
-LABEL_ORDER = ("negative", "itc", "micro", "macro")
 TUMOUR_MIN = 0.5
 _GRID = 8
 
@@ -122,7 +122,7 @@ def report(slides: Sequence[SlidePatches]) -> list[str]:
         f"label: slides; patches >= {TUMOUR_MIN:.0%} tumour per slide (mean, min-max); "
         "patches touching tumour (mean); largest tumour fraction of any patch",
     ]
-    for label in LABEL_ORDER:
+    for label in LABELS:
         group = [s for s in slides if s.label == label]
         if not group:
             continue
@@ -162,7 +162,7 @@ def report(slides: Sequence[SlidePatches]) -> list[str]:
     lines.append(
         "patches called tumour per slide by the held-out-hospital probe (median, min-max):"
     )
-    for label in LABEL_ORDER:
+    for label in LABELS:
         counts = [calls[s.slide_id] for s in slides if s.label == label]
         if counts:
             lines.append(f"  {label}: {np.median(counts):.0f} ({min(counts)}-{max(counts)})")
