@@ -30,7 +30,7 @@ def _worker(rank: int, world_size: int, port: int, out_path: str) -> None:
         logits, labels = _data()
         shard = slice(rank, None, world_size)  # what DistributedSampler hands this rank
         batches = [(logits[shard][i : i + 7], labels[shard][i : i + 7]) for i in range(0, 20, 7)]
-        loss = NCMILoss(C, centroids="alternating", warmup_epochs=0, damping=1.0)
+        loss = NCMILoss(C, centroids="alternating", warmup_epochs=0, warmup_steps=0, damping=1.0)
         sums, counts, predicted = accumulate_class_statistics(loss, batches, C)
         loss.q_step(sums, counts, epoch=-1, predicted_counts=predicted)
         if rank == 0:
@@ -53,7 +53,7 @@ def test_two_process_reduction_equals_single_process(tmp_path):
     mp.spawn(_worker, args=(2, _free_port(), out_path), nprocs=2, join=True)
     got = torch.load(out_path)
     logits, labels = _data()
-    loss = NCMILoss(C, centroids="alternating", warmup_epochs=0, damping=1.0)
+    loss = NCMILoss(C, centroids="alternating", warmup_epochs=0, warmup_steps=0, damping=1.0)
     sums, counts, predicted = accumulate_class_statistics(loss, [(logits, labels)], C)
     torch.testing.assert_close(got["sums"], sums)
     torch.testing.assert_close(got["counts"], counts)

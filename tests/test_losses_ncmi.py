@@ -95,18 +95,31 @@ def test_batch_of_one_slide_level(head, mode):
 def test_ema_centroids_move_towards_batch_means():
     loss = _loss("softmax", centroids="ema", ema_momentum=0.5).train()
     before = loss.state.centroids.clone()
-    z = torch.randn(2, C)
+    z = torch.randn(2, C, requires_grad=True)
     loss(z, torch.tensor([1, 1]))
-    mean = torch.softmax(z, -1).mean(0)
+    mean = torch.softmax(z.detach(), -1).mean(0)
     torch.testing.assert_close(loss.state.centroids[1], 0.5 * before[1] + 0.5 * mean)
     torch.testing.assert_close(loss.state.centroids[[0, 2, 3]], before[[0, 2, 3]])
+    assert int(loss.state.steps) == 1
     loss.eval()
     loss(z, torch.tensor([0, 0]))  # no update in eval mode
     torch.testing.assert_close(loss.state.centroids[0], before[0])
 
 
+def test_validation_without_no_grad_or_eval_never_moves_the_state():
+    """Forgetting loss.eval() is harmless: only gradient-carrying calls update state."""
+    loss = _loss("softmax", centroids="ema", ema_momentum=0.5)
+    assert loss.training
+    before = loss.state.centroids.clone()
+    with torch.no_grad():
+        loss(torch.randn(3, C), torch.tensor([0, 1, 2]))  # a validation pass, loss in train()
+    loss(torch.randn(3, C), torch.tensor([0, 1, 2]))  # plain tensors, no graph
+    torch.testing.assert_close(loss.state.centroids, before)
+    assert int(loss.state.steps) == 0
+
+
 def test_alternating_schedule_warmup_and_damping():
-    loss = _loss("sigmax", centroids="alternating", warmup_epochs=2, damping=0.1)
+    loss = _loss("sigmax", centroids="alternating", warmup_epochs=2, warmup_steps=0, damping=0.1)
     assert loss.needs_epoch_pass
     assert not loss.state.needs_initial_pass
     anchors = loss.state.anchors.clone()
@@ -122,7 +135,7 @@ def test_alternating_schedule_warmup_and_damping():
     assert report.applied
     assert not report.collapsed
     torch.testing.assert_close(loss.state.loss_centroids, 0.9 * anchors + 0.1 * means)
-    literal = _loss("sigmax", centroids="alternating", warmup_epochs=0, damping=1.0)
+    literal = _loss("sigmax", centroids="alternating", warmup_epochs=0, warmup_steps=0, damping=1.0)
     assert literal.state.needs_initial_pass
 
 
@@ -133,7 +146,7 @@ def test_fixed_mode_never_moves_the_loss_centroids():
 
 
 def test_collapse_is_detected_and_reported():
-    loss = _loss("sigmax", centroids="alternating", warmup_epochs=0, damping=1.0)
+    loss = _loss("sigmax", centroids="alternating", warmup_epochs=0, warmup_steps=0, damping=1.0)
     near_uniform = torch.full((C, C), 1.0 / C) + 1e-4 * torch.eye(C)
     with pytest.warns(CentroidCollapseWarning, match="centroid collapse"):
         report = loss.q_step(
@@ -154,7 +167,8 @@ def test_feature_head_contract_and_prediction():
     assert loss.needs_epoch_pass
     loss.train()
     f = torch.randn(16, 8) + 3.0
-    loss(f, torch.arange(16) % C)
+    loss(f.requires_grad_(True), torch.arange(16) % C)
+    f = f.detach()
     assert int(loss.feature_steps) == 1
     # Bias-corrected EMA: after one step the centre is exactly the batch mean.
     center = loss.feature_center / (1 - loss.center_decay)
@@ -180,7 +194,6 @@ def test_class_head_predicts_argmax():
         {"direction": "both"},
         {"centroids": "kmeans"},
         {"damping": 0.0},
-        {"head": "feature"},
         {"head": "feature", "feature_dim": 2},
         {"temperature": 0.0},
         {"head": "feature", "feature_dim": 8, "anchors": "smoothed_onehot"},
@@ -205,8 +218,9 @@ def _minimal_kwargs(name: str) -> dict:
 def test_every_registered_loss_follows_the_contract(name):
     loss = build_loss(name, **_minimal_kwargs(name))
     assert isinstance(loss, ClassificationLoss)
-    assert loss.output_dim(C) == C
-    z = torch.randn(5, C, requires_grad=True)
+    width = C if loss.needs_class_head else 12
+    assert loss.output_dim(C) == (C if loss.needs_class_head else None)
+    z = torch.randn(5, width, requires_grad=True)
     y = torch.tensor([0, 1, 2, 3, 3])
     out = loss(z, y)
     assert isinstance(out, LossOutput)
@@ -216,8 +230,37 @@ def test_every_registered_loss_follows_the_contract(name):
     assert all(v.ndim == 0 and not v.requires_grad for v in out.terms.values())
     assert loss.predict(z).shape == (5,)
     torch.testing.assert_close(loss.probabilities(z).sum(-1), torch.ones(5))
-    one = loss(torch.randn(1, C), torch.tensor([2]))
+    one = loss(torch.randn(1, width), torch.tensor([2]))
     assert torch.isfinite(one.loss)
+
+
+@pytest.mark.parametrize("name", list_losses())
+def test_every_registered_loss_builds_from_num_classes_alone(name):
+    """The README's drop-in swap: build_loss(name, num_classes=C) for every loss."""
+    loss = build_loss(name, num_classes=C)
+    width = loss.output_dim(C) or 12
+    z = torch.randn(6, width, requires_grad=True)
+    out = loss(z, torch.tensor([0, 1, 2, 3, 0, 1]))
+    out.loss.backward()
+    assert torch.isfinite(out.loss)
+    assert loss.predict(z.detach()).shape == (6,)
+    if loss.needs_class_head:
+        with pytest.raises(ValueError, match=f"{C} classes"):
+            loss(torch.randn(2, C + 1), torch.tensor([0, 1]))
+
+
+def test_feature_head_without_feature_dim_is_sized_by_the_first_batch_and_reloads():
+    loss = build_loss("ncmi_mil", num_classes=C)
+    f = torch.randn(8, 12, requires_grad=True)
+    loss(f, torch.arange(8) % C).loss.backward()
+    assert loss.state.anchors.shape == (C, 12)
+    assert loss.feature_center.shape == (12,)
+    fresh = build_loss("ncmi_mil", num_classes=C)
+    fresh.load_state_dict(loss.state_dict())
+    torch.testing.assert_close(fresh.feature_center, loss.feature_center)
+    assert int(fresh.state.steps) == 1
+    with pytest.raises(ValueError, match="width >= num_classes"):
+        build_loss("ncmi_mil", num_classes=C)(torch.randn(2, C - 1), torch.tensor([0, 1]))
 
 
 def test_unknown_loss_lists_the_choices():
@@ -272,7 +315,9 @@ def _fit(epochs, **loss_kwargs):
 
 def test_literal_alternating_collapses_and_is_reported(one_thread):
     # Class means feed the loss from the first epoch (warmup 0, no damping): classes merge.
-    _, result, caught = _fit(3, centroids="alternating", warmup_epochs=0, damping=1.0)
+    _, result, caught = _fit(
+        3, centroids="alternating", warmup_epochs=0, warmup_steps=0, damping=1.0
+    )
     assert result["test"]["test/accuracy"] < 0.5
     assert result["collapsed_epochs"]
     assert caught

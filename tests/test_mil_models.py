@@ -114,7 +114,36 @@ def test_bag_sizes_from_one_to_fifty_thousand(model_name: str, n_patches: int) -
     out.logits.sum().backward()
 
 
-@pytest.mark.parametrize("model_name", ["abmil", "mean", "max", "dsmil", "clam_sb"])
+@pytest.mark.parametrize("model_name", ["abmil", "mean", "max", "dsmil", "clam_sb", "transmil"])
+def test_padded_batch_gives_each_bag_alone(model_name: str) -> None:
+    """B bags of different lengths in one padded step = each bag run alone."""
+    from wsi_ncmi.train.data import collate_bags
+
+    torch.manual_seed(0)
+    model = build_aggregator(
+        model_name, in_dim=IN_DIM, num_classes=NUM_CLASSES, **_kwargs(model_name)
+    )
+    model.eval()
+    bags = [torch.randn(n, IN_DIM) for n in (7, 2, 11)]
+    batch = collate_bags(
+        [
+            {"features": b, "target": torch.tensor(0), "index": torch.tensor(i)}
+            for i, b in enumerate(bags)
+        ]
+    )
+    assert batch["features"].shape == (3, 11, IN_DIM)
+    assert batch["mask"].sum(dim=1).tolist() == [7, 2, 11]
+    together = model(batch["features"], batch["mask"])
+    for b, bag in enumerate(bags):
+        alone = model(bag)
+        assert torch.allclose(alone.logits[0], together.logits[b], atol=1e-5)
+        assert torch.allclose(alone.embedding[0], together.embedding[b], atol=1e-5)
+        n = bag.shape[0]
+        assert torch.allclose(alone.attention[0], together.attention[b, :n], atol=1e-6)
+        assert float(together.attention[b, n:].abs().sum()) == 0.0
+
+
+@pytest.mark.parametrize("model_name", ["abmil", "mean", "max", "dsmil", "clam_sb", "transmil"])
 def test_padding_mask_gives_the_unpadded_result(model_name: str) -> None:
     torch.manual_seed(0)
     model = build_aggregator(

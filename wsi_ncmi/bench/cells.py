@@ -124,6 +124,8 @@ def run_cell(config: BenchConfig, cell: Cell) -> dict[str, Any]:
         "epochs_trained": fold.get("epochs_trained"),
         "val": {key.split("/", 1)[1]: selected[key] for key in VAL_KEYS if key in selected},
         "test": fold["metrics"],
+        "decision_rule": fold.get("decision_rule"),
+        "test_by_decision": fold.get("by_decision", {}),
         "attention": fold.get("attention", {}),
         "excluded": fold.get("excluded", []),
         "seconds": time.perf_counter() - started,

@@ -19,7 +19,7 @@ from typing import Any
 from wsi_ncmi.bench.config import BenchConfig, LossEntry, ModelEntry, from_dict
 from wsi_ncmi.errors import ConfigError
 
-CELL_SCHEMA = "wsi-ncmi/bench-cell/1"
+CELL_SCHEMA = "wsi-ncmi/bench-cell/2"
 
 
 @dataclass(frozen=True)

@@ -52,6 +52,10 @@ def result_rows(results: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
             row |= {"macro_f1_ci95_low": low, "macro_f1_ci95_high": high}
             per_class = metrics.get("f1_per_class") or {}
             row |= {f"f1_{name}": per_class.get(name) for name in LABELS}
+            for rule, report in (res.get("test_by_decision") or {}).items():
+                rule_metrics = report.get("per_center", {}).get(center, {})
+                row[f"macro_f1_{rule}"] = rule_metrics.get("macro_f1")
+            row["prior_scale"] = (res.get("decision_rule") or {}).get("scale")
             row |= {f"val_{key}": res.get("val", {}).get(key) for key in VAL_KEYS}
             row |= {
                 "tumour_attention": (res.get("attention") or {}).get("mean_tumour_attention"),

@@ -7,7 +7,28 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor, nn
 
+from wsi_ncmi.errors import ConfigError
 from wsi_ncmi.losses.centroids import CentroidReport, CentroidState
+
+
+def check_num_classes(num_classes: int | None, *, required: bool = False) -> int | None:
+    """Validate a loss's ``num_classes`` argument.
+
+    Args:
+        num_classes: ``C ≥ 2``, or ``None`` where the loss can infer it from its inputs.
+        required: Whether ``None`` is refused.
+
+    Returns:
+        ``num_classes`` unchanged.
+
+    Raises:
+        ConfigError: If it is not an int ``>= 2`` (or is missing when required).
+    """
+    if num_classes is None and not required:
+        return None
+    if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 2:
+        raise ConfigError(f"num_classes must be an int >= 2, got {num_classes!r}")
+    return num_classes
 
 
 @dataclass
@@ -39,6 +60,34 @@ class ClassificationLoss(nn.Module):
 
     needs_class_head: bool = True
     needs_epoch_pass: bool = False
+    num_classes: int | None = None
+
+    def updates_state(self, outputs: Tensor) -> bool:
+        """Whether this call is a training step that may move the loss's running state.
+
+        Running state (EMA centroids, the feature centre, step counters) moves only when
+        all three hold: the loss is in training mode (the default; a parent module's
+        ``train()``/``eval()`` switches it), gradients are enabled, and ``outputs`` require
+        grad. A validation pass under ``torch.no_grad()`` therefore never moves it, even
+        if ``loss.eval()`` was forgotten.
+
+        Args:
+            outputs: What the loss was called with.
+        """
+        return self.training and torch.is_grad_enabled() and outputs.requires_grad
+
+    def check_width(self, outputs: Tensor) -> None:
+        """Refuse ``(N, K)`` class logits whose ``K`` differs from :attr:`num_classes`.
+
+        Raises:
+            ValueError: On a mismatch (only when ``num_classes`` was given).
+        """
+        if self.needs_class_head and self.num_classes is not None:
+            if outputs.ndim != 2 or outputs.shape[1] != self.num_classes:
+                raise ValueError(
+                    f"{type(self).__name__} was built for {self.num_classes} classes and "
+                    f"takes (N, {self.num_classes}) logits, got {tuple(outputs.shape)}"
+                )
 
     @property
     def centroid_state(self) -> CentroidState | None:

@@ -14,7 +14,7 @@ from torch import Tensor
 
 from wsi_ncmi.errors import ConfigError
 from wsi_ncmi.losses import functional as LF
-from wsi_ncmi.losses.base import ClassificationLoss, LossOutput
+from wsi_ncmi.losses.base import ClassificationLoss, LossOutput, check_num_classes
 from wsi_ncmi.losses.centroids import CentroidMode, CentroidState
 from wsi_ncmi.losses.registry import register_loss
 
@@ -25,7 +25,15 @@ def _fp(x: Tensor) -> Tensor:
 
 @register_loss("ce")
 class CrossEntropyLoss(ClassificationLoss):
-    """Cross-entropy on class logits."""
+    """Cross-entropy on class logits.
+
+    Args:
+        num_classes: ``C ≥ 2``; optional (when given, logits of another width are refused).
+    """
+
+    def __init__(self, num_classes: int | None = None) -> None:
+        super().__init__()
+        self.num_classes = check_num_classes(num_classes)
 
     def forward(self, outputs: Tensor, targets: Tensor) -> LossOutput:
         """Mean cross-entropy.
@@ -37,6 +45,7 @@ class CrossEntropyLoss(ClassificationLoss):
         Returns:
             ``LossOutput(loss, {"ce": loss})``.
         """
+        self.check_width(outputs)
         with torch.autocast(outputs.device.type, enabled=False):
             loss = F.cross_entropy(_fp(outputs), targets)
         return LossOutput(loss, {"ce": loss.detach()})
@@ -48,13 +57,27 @@ class WeightedCrossEntropyLoss(ClassificationLoss):
 
     Args:
         class_counts: Training-set count of each class (``C`` non-negative numbers);
-            classes with a zero count get weight 0.
+            classes with a zero count get weight 0. If omitted, the counts are those of
+            the training targets seen so far (updated at every training step, before the
+            step's loss), which needs ``num_classes``.
+        num_classes: ``C ≥ 2``; required without ``class_counts``, else checked against it.
     """
 
     weight: Tensor
+    seen_counts: Tensor
 
-    def __init__(self, class_counts: Sequence[float]) -> None:
+    def __init__(
+        self, class_counts: Sequence[float] | None = None, num_classes: int | None = None
+    ) -> None:
         super().__init__()
+        check_num_classes(num_classes, required=class_counts is None)
+        if class_counts is None:
+            assert num_classes is not None  # checked above
+            self.num_classes = num_classes
+            self.register_buffer("weight", torch.ones(num_classes))
+            self.register_buffer("seen_counts", torch.zeros(num_classes))
+            self.counts_from_data = True
+            return
         counts = torch.as_tensor(list(class_counts), dtype=torch.float32)
         if counts.ndim != 1 or counts.numel() < 2 or bool((counts < 0).any()):
             raise ConfigError(
@@ -62,8 +85,14 @@ class WeightedCrossEntropyLoss(ClassificationLoss):
             )
         if float(counts.sum()) <= 0:
             raise ConfigError(f"class_counts must not be all zero, got {list(class_counts)!r}")
-        weight = counts.sum() / (counts.numel() * counts.clamp_min(1))
-        self.register_buffer("weight", torch.where(counts > 0, weight, torch.zeros_like(weight)))
+        if num_classes is not None and counts.numel() != num_classes:
+            raise ConfigError(
+                f"class_counts has {counts.numel()} entries but num_classes is {num_classes}"
+            )
+        self.num_classes = int(counts.numel())
+        self.counts_from_data = False
+        self.register_buffer("weight", _inverse_frequency(counts))
+        self.register_buffer("seen_counts", counts.clone())
 
     def forward(self, outputs: Tensor, targets: Tensor) -> LossOutput:
         """Weighted mean cross-entropy (PyTorch's weight normalisation).
@@ -75,10 +104,25 @@ class WeightedCrossEntropyLoss(ClassificationLoss):
         Returns:
             ``LossOutput(loss, {"ce": loss})``.
         """
+        self.check_width(outputs)
+        if self.counts_from_data and self.updates_state(outputs):
+            with torch.no_grad():
+                self.seen_counts.add_(
+                    torch.bincount(targets, minlength=self.seen_counts.numel()).to(
+                        self.seen_counts.dtype
+                    )
+                )
+                self.weight.copy_(_inverse_frequency(self.seen_counts))
         with torch.autocast(outputs.device.type, enabled=False):
             x = _fp(outputs)
             loss = F.cross_entropy(x, targets, weight=self.weight.to(x.dtype))
         return LossOutput(loss, {"ce": loss.detach()})
+
+
+def _inverse_frequency(counts: Tensor) -> Tensor:
+    """``w_c = N / (C · n_c)``, and 0 for classes never seen, ``(C,)``."""
+    weight = counts.sum() / (counts.numel() * counts.clamp_min(1))
+    return torch.where(counts > 0, weight, torch.zeros_like(weight))
 
 
 @register_loss("focal")
@@ -87,10 +131,12 @@ class FocalLoss(ClassificationLoss):
 
     Args:
         gamma: Focusing parameter ``γ ≥ 0`` (``0`` is cross-entropy).
+        num_classes: ``C ≥ 2``; optional (when given, logits of another width are refused).
     """
 
-    def __init__(self, gamma: float = 2.0) -> None:
+    def __init__(self, gamma: float = 2.0, num_classes: int | None = None) -> None:
         super().__init__()
+        self.num_classes = check_num_classes(num_classes)
         if gamma < 0:
             raise ConfigError(f"gamma must be >= 0, got {gamma!r}")
         self.gamma = gamma
@@ -105,6 +151,7 @@ class FocalLoss(ClassificationLoss):
         Returns:
             ``LossOutput(loss, {"focal": loss})``.
         """
+        self.check_width(outputs)
         with torch.autocast(outputs.device.type, enabled=False):
             log_p = F.log_softmax(_fp(outputs), dim=-1).gather(1, targets.view(-1, 1)).squeeze(1)
             loss = (-((1 - log_p.exp()).clamp_min(0) ** self.gamma) * log_p).mean()
@@ -117,10 +164,12 @@ class LabelSmoothingLoss(ClassificationLoss):
 
     Args:
         smoothing: ``ε`` in ``[0, 1)``.
+        num_classes: ``C ≥ 2``; optional (when given, logits of another width are refused).
     """
 
-    def __init__(self, smoothing: float = 0.1) -> None:
+    def __init__(self, smoothing: float = 0.1, num_classes: int | None = None) -> None:
         super().__init__()
+        self.num_classes = check_num_classes(num_classes)
         if not 0.0 <= smoothing < 1.0:
             raise ConfigError(f"smoothing must be in [0, 1), got {smoothing!r}")
         self.smoothing = smoothing
@@ -135,6 +184,7 @@ class LabelSmoothingLoss(ClassificationLoss):
         Returns:
             ``LossOutput(loss, {"ce": loss})``.
         """
+        self.check_width(outputs)
         with torch.autocast(outputs.device.type, enabled=False):
             loss = F.cross_entropy(_fp(outputs), targets, label_smoothing=self.smoothing)
         return LossOutput(loss, {"ce": loss.detach()})
@@ -145,7 +195,14 @@ class SquentropyLoss(ClassificationLoss):
     """Squentropy (Hui et al. 2023): CE plus the mean squared logit of the wrong classes.
 
     ``loss = CE + (1 / (C − 1)) Σ_{c ≠ y} z_c²``, averaged over the batch.
+
+    Args:
+        num_classes: ``C ≥ 2``; optional (when given, logits of another width are refused).
     """
+
+    def __init__(self, num_classes: int | None = None) -> None:
+        super().__init__()
+        self.num_classes = check_num_classes(num_classes)
 
     def forward(self, outputs: Tensor, targets: Tensor) -> LossOutput:
         """Mean squentropy.
@@ -157,6 +214,7 @@ class SquentropyLoss(ClassificationLoss):
         Returns:
             ``LossOutput(loss, {"ce", "square"})``.
         """
+        self.check_width(outputs)
         with torch.autocast(outputs.device.type, enabled=False):
             z = _fp(outputs)
             ce = F.cross_entropy(z, targets)
@@ -179,6 +237,7 @@ class CMICLoss(ClassificationLoss):
         gamma_weight: ``β ≥ 0``.
         centroids: ``"fixed"``, ``"alternating"`` or ``"ema"``.
         warmup_epochs: See :class:`~wsi_ncmi.losses.centroids.CentroidState`.
+        warmup_steps: See :class:`~wsi_ncmi.losses.centroids.CentroidState`.
         damping: See :class:`~wsi_ncmi.losses.centroids.CentroidState`.
         ema_momentum: See :class:`~wsi_ncmi.losses.centroids.CentroidState`.
         anchor_smoothing: ``ε`` of the smoothed one-hot initial centroids.
@@ -194,6 +253,7 @@ class CMICLoss(ClassificationLoss):
         gamma_weight: float = 0.01,
         centroids: CentroidMode = "alternating",
         warmup_epochs: int = 2,
+        warmup_steps: int = 50,
         damping: float = 0.1,
         ema_momentum: float = 0.01,
         anchor_smoothing: float = 0.1,
@@ -201,8 +261,7 @@ class CMICLoss(ClassificationLoss):
         normalization: LF.Normalization = "num_classes",
     ) -> None:
         super().__init__()
-        if not isinstance(num_classes, int) or num_classes < 2:
-            raise ConfigError(f"num_classes must be an int >= 2, got {num_classes!r}")
+        check_num_classes(num_classes, required=True)
         if cmi_weight < 0 or gamma_weight < 0:
             raise ConfigError(
                 f"cmi_weight and gamma_weight must be >= 0, got {cmi_weight!r}, {gamma_weight!r}"
@@ -217,6 +276,7 @@ class CMICLoss(ClassificationLoss):
             LF.smoothed_onehot_anchors(num_classes, anchor_smoothing),
             centroids,
             warmup_epochs=warmup_epochs,
+            warmup_steps=warmup_steps,
             damping=damping,
             ema_momentum=ema_momentum,
         )
@@ -231,6 +291,7 @@ class CMICLoss(ClassificationLoss):
         Returns:
             ``LossOutput(loss, {"ce", "cmi", "gamma"})``.
         """
+        self.check_width(outputs)
         with torch.autocast(outputs.device.type, enabled=False):
             z = _fp(outputs)
             ce = F.cross_entropy(z, targets)
@@ -241,6 +302,7 @@ class CMICLoss(ClassificationLoss):
                 p, q, targets, self.direction, normalization=self.normalization
             ).mean()
             loss = ce + self.cmi_weight * cmi - self.gamma_weight * gamma
-        if self.training:
+        if self.updates_state(outputs):
+            self.state.count_step()
             self.state.ema_update(p, targets)
         return LossOutput(loss, {"ce": ce.detach(), "cmi": cmi.detach(), "gamma": gamma.detach()})

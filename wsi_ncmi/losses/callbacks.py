@@ -9,6 +9,7 @@ mapping with keys ``"outputs"`` (what the loss takes) and ``"targets"``.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -18,9 +19,10 @@ from torch import Tensor
 
 from wsi_ncmi.losses import functional as LF
 from wsi_ncmi.losses.base import ClassificationLoss
-from wsi_ncmi.losses.centroids import CentroidReport
+from wsi_ncmi.losses.centroids import CentroidReport, effective_classes
 from wsi_ncmi.losses.diagnostics import NCMIMetric
-from wsi_ncmi.losses.distributed import accumulate_class_statistics
+from wsi_ncmi.losses.epoch import update_centroids
+from wsi_ncmi.losses.escape import SeparationEscapeWarning, escape_reason
 
 OutputsFn = Callable[[L.LightningModule, Any], tuple[Tensor, Tensor]]
 
@@ -75,10 +77,11 @@ class CentroidUpdate(L.Callback):
                 self.outputs_fn(pl_module, trainer.strategy.batch_to_device(batch))
                 for batch in trainer.train_dataloader  # type: ignore[union-attr]
             )
-            sums, counts, predicted = accumulate_class_statistics(loss, batches, self.num_classes)
+            report = update_centroids(loss, batches, epoch)
         finally:
             pl_module.train(was_training)
-        self._record(pl_module, loss.q_step(sums, counts, epoch, predicted))
+        if report is not None:
+            self._record(pl_module, report)
 
     def _record(self, pl_module: L.LightningModule, report: CentroidReport) -> None:
         self.reports.append(report)
@@ -163,3 +166,75 @@ class NCMIDiagnostics(L.Callback):
         if not trainer.sanity_checking:
             record = {name: float(value) for name, value in values.items()}
             self.history.append({"epoch": float(trainer.current_epoch), **record})
+
+
+class EscapeMonitor(L.Callback):
+    """Warns once when a run shows the class-logit escape (see :mod:`wsi_ncmi.losses.escape`).
+
+    Every epoch it records the loss's mean training Γ (losses with ``pop_train_gamma``,
+    i.e. NCMI) and the effective number of classes predicted on the validation set; when
+    :func:`~wsi_ncmi.losses.escape.escape_reason` fires it issues a
+    :class:`~wsi_ncmi.losses.escape.SeparationEscapeWarning` and logs ``escape/detected``.
+    It reads what ``validation_step`` returns (``{"outputs", "targets"}``).
+
+    Args:
+        num_classes: ``C``.
+        loss_attr: Attribute of the LightningModule that holds the loss.
+        growth: See :func:`~wsi_ncmi.losses.escape.escape_reason`.
+        patience: See :func:`~wsi_ncmi.losses.escape.escape_reason`.
+    """
+
+    def __init__(
+        self,
+        num_classes: int,
+        loss_attr: str = "criterion",
+        *,
+        growth: float = 3.0,
+        patience: int = 3,
+    ) -> None:
+        super().__init__()
+        self.num_classes = num_classes
+        self.loss_attr = loss_attr
+        self.growth = growth
+        self.patience = patience
+        self.train_gamma: list[float] = []
+        self.val_classes: list[float] = []
+        self.reason: str | None = None
+        self._predicted = torch.zeros(num_classes)
+
+    def on_validation_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        """Reset the validation prediction histogram."""
+        self._predicted = torch.zeros(self.num_classes)
+
+    def on_validation_batch_end(
+        self,
+        trainer: L.Trainer,
+        pl_module: L.LightningModule,
+        outputs: Any,
+        batch: Any,
+        batch_idx: int,
+        dataloader_idx: int = 0,
+    ) -> None:
+        """Count the batch's predicted classes."""
+        if isinstance(outputs, Mapping) and "outputs" in outputs:
+            loss = _find_loss(pl_module, self.loss_attr)
+            with torch.no_grad():
+                pred = loss.predict(outputs["outputs"]).cpu()
+            self._predicted += torch.bincount(pred, minlength=self.num_classes).float()
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        """Record the epoch and warn once if the escape shows."""
+        pop = getattr(_find_loss(pl_module, self.loss_attr), "pop_train_gamma", None)
+        gamma = pop() if callable(pop) else None
+        if gamma is None or trainer.sanity_checking:
+            return
+        self.train_gamma.append(gamma)
+        seen = float(self._predicted.sum()) > 0
+        self.val_classes.append(effective_classes(self._predicted) if seen else float("nan"))
+        reason = escape_reason(
+            self.train_gamma, self.val_classes, growth=self.growth, patience=self.patience
+        )
+        if reason is not None and self.reason is None:
+            self.reason = reason
+            warnings.warn(reason, SeparationEscapeWarning, stacklevel=2)
+        pl_module.log("escape/detected", float(self.reason is not None))

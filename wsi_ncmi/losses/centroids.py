@@ -5,14 +5,17 @@ Three ways to keep the centroids ``Q`` that feed the loss:
 * ``"fixed"``: ``Q`` is the anchors forever (the recommended default). Class means are still
   refreshed by the epoch-end pass when the loss needs them for prediction.
 * ``"alternating"``: the closed-form Q-step ``Q ← (1 − α) Q + α · mean_c(P)`` over the
-  training outputs at the end of each epoch, once ``warmup_epochs`` epochs have been trained
-  with the anchors. ``warmup_epochs = 0`` also applies a Q-step before the first epoch:
-  with ``α = 1`` this is the literal alternating algorithm, which collapses.
+  training outputs at the end of each epoch, once ``warmup_epochs`` epochs *and*
+  ``warmup_steps`` optimiser steps have been trained with the anchors (the step count keeps
+  the schedule safe when an epoch has one or a few steps, e.g. full-batch training).
+  ``warmup_epochs = warmup_steps = 0`` also applies a Q-step before the first epoch: with
+  ``α = 1`` this is the literal alternating algorithm, which collapses.
 * ``"ema"``: after every training step, ``Q_c ← (1 − m) Q_c + m · mean{P_i : y_i = c}`` for
   the classes present in the batch (streaming, and batch-size-1 slide-level training).
 
-The default schedule (``warmup_epochs = 2``, ``damping = 0.1``) is the one that never
-collapsed in the digits prototype.
+The default schedule (``warmup_epochs = 2``, ``warmup_steps = 50``, ``damping = 0.1``)
+never collapsed in the digits prototype nor in full-batch training of a small table
+(``tests/test_losses_schedule.py``).
 """
 
 from __future__ import annotations
@@ -102,6 +105,8 @@ class CentroidState(nn.Module):
         anchors: ``(C, K)`` anchor distributions (float32 copy is kept as a buffer).
         mode: ``"fixed"``, ``"alternating"`` or ``"ema"`` (module docstring).
         warmup_epochs: Epochs trained with the anchors before the first alternating Q-step.
+        warmup_steps: Optimiser steps (training calls of the loss) that must also have
+            been taken before the first alternating Q-step.
         damping: ``α`` in ``(0, 1]`` of the alternating Q-step.
         ema_momentum: ``m`` in ``(0, 1]`` of the EMA update.
         class_space: ``True`` if ``K = C`` and coordinate ``c`` is class ``c`` (enables the
@@ -116,6 +121,7 @@ class CentroidState(nn.Module):
     centroids: Tensor
     class_means: Tensor
     has_class_means: Tensor
+    steps: Tensor
 
     def __init__(
         self,
@@ -123,6 +129,7 @@ class CentroidState(nn.Module):
         mode: CentroidMode = "fixed",
         *,
         warmup_epochs: int = 2,
+        warmup_steps: int = 50,
         damping: float = 0.1,
         ema_momentum: float = 0.01,
         class_space: bool = True,
@@ -134,11 +141,14 @@ class CentroidState(nn.Module):
             raise ConfigError(f"centroids must be 'fixed', 'alternating' or 'ema', got {mode!r}")
         if warmup_epochs < 0:
             raise ConfigError(f"warmup_epochs must be >= 0, got {warmup_epochs!r}")
+        if warmup_steps < 0:
+            raise ConfigError(f"warmup_steps must be >= 0, got {warmup_steps!r}")
         for name, value in (("damping", damping), ("ema_momentum", ema_momentum)):
             if not 0.0 < value <= 1.0:
                 raise ConfigError(f"{name} must be in (0, 1], got {value!r}")
         self.mode: CentroidMode = mode
         self.warmup_epochs = warmup_epochs
+        self.warmup_steps = warmup_steps
         self.damping = damping
         self.ema_momentum = ema_momentum
         self.class_space = class_space
@@ -149,7 +159,28 @@ class CentroidState(nn.Module):
         self.register_buffer("centroids", anchors.clone())
         self.register_buffer("class_means", anchors.clone())
         self.register_buffer("has_class_means", torch.zeros((), dtype=torch.bool))
+        self.register_buffer("steps", torch.zeros((), dtype=torch.long))
         self.reports: list[CentroidReport] = []
+
+    @torch.no_grad()
+    def reset_anchors(self, anchors: Tensor) -> None:
+        """Start over from new ``(C, K)`` anchors (the width ``K`` may change).
+
+        Args:
+            anchors: ``(C, K)`` anchor distributions, ``C`` unchanged.
+
+        Raises:
+            ValueError: If the number of classes differs.
+        """
+        if anchors.shape[0] != self.anchors.shape[0]:
+            raise ValueError(
+                f"anchors must keep {self.anchors.shape[0]} classes, got {tuple(anchors.shape)}"
+            )
+        anchors = anchors.detach().float()
+        self.anchors = anchors.clone()
+        self.centroids = anchors.clone()
+        self.class_means = anchors.clone()
+        self.has_class_means.fill_(False)
 
     @property
     def num_classes(self) -> int:
@@ -170,7 +201,16 @@ class CentroidState(nn.Module):
     @property
     def needs_initial_pass(self) -> bool:
         """Whether a Q-step is due before the first epoch (alternating, no warm-up)."""
-        return self.mode == "alternating" and self.warmup_epochs == 0
+        return self.mode == "alternating" and self.warmup_epochs == 0 and self.warmup_steps == 0
+
+    @torch.no_grad()
+    def count_step(self) -> None:
+        """Count one training step (the loss calls it on every state-updating call)."""
+        self.steps.add_(1)
+
+    def warmed_up(self, epoch: int) -> bool:
+        """Whether the alternating Q-step may move the centroids after ``epoch``."""
+        return epoch + 1 >= self.warmup_epochs and int(self.steps) >= self.warmup_steps
 
     @torch.no_grad()
     def ema_update(self, p: Tensor, y: Tensor) -> None:
@@ -199,7 +239,7 @@ class CentroidState(nn.Module):
         """Closed-form Q-step from per-class sums over the (all-reduced) training outputs.
 
         Always refreshes :attr:`class_means`. In ``"alternating"`` mode it also moves the
-        loss centroids, ``Q ← (1 − α) Q + α · means``, if ``epoch + 1 ≥ warmup_epochs``.
+        loss centroids, ``Q ← (1 − α) Q + α · means``, once :meth:`warmed_up`.
         Classes without samples keep their centroid. Then checks for a collapse.
 
         Args:
@@ -216,7 +256,7 @@ class CentroidState(nn.Module):
         means = LF.centroids_from_sums(sums.to(device), counts.to(device), self.class_means)
         self.class_means.copy_(means)
         self.has_class_means.fill_(True)
-        applied = self.mode == "alternating" and epoch + 1 >= self.warmup_epochs
+        applied = self.mode == "alternating" and self.warmed_up(epoch)
         if applied:
             present = (counts.to(device) > 0).unsqueeze(1)
             moved = (1 - self.damping) * self.centroids + self.damping * means
@@ -277,8 +317,8 @@ class CentroidState(nn.Module):
             warnings.warn(
                 f"NCMI centroid collapse after epoch {epoch}: "
                 + "; ".join(report.reasons)
-                + ". Use a warm start (warmup_epochs >= 2) and damping <= 0.1, "
-                "or centroids='fixed'.",
+                + ". Use a warm start (warmup_epochs >= 2, warmup_steps >= 50) and "
+                "damping <= 0.1, or centroids='fixed'.",
                 CentroidCollapseWarning,
                 stacklevel=2,
             )

@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 import torch
+import torch.distributed as dist
 import torch.nn.functional as F
 from torch import Tensor
 
 from wsi_ncmi.errors import ConfigError
 from wsi_ncmi.losses import functional as LF
-from wsi_ncmi.losses.base import ClassificationLoss, LossOutput
+from wsi_ncmi.losses.base import ClassificationLoss, LossOutput, check_num_classes
 from wsi_ncmi.losses.centroids import CentroidMode, CentroidState
 from wsi_ncmi.losses.registry import register_loss
 
@@ -40,7 +41,8 @@ class NCMILoss(ClassificationLoss):
             ``"feature"``: the authors' head on raw ``(N, m)`` backbone features, which are
             centred by a bias-corrected EMA of batch means, L2-normalised, divided by
             ``temperature`` and mapped by sigmax. Use a BatchNorm'd backbone with it.
-        feature_dim: ``m ≥ C``; required for the feature head.
+        feature_dim: ``m ≥ C`` for the feature head; if omitted, taken from the width of
+            the first batch (the anchors and centre are created then).
         temperature: ``T`` of the feature head (0.2–1 works; 0.05 fails).
         center_decay: EMA decay of the feature centre (authors: 0.9999–0.999999).
         anchors: ``"smoothed_onehot"`` (``(1 − ε) e_c + ε/C``, class heads only),
@@ -51,6 +53,7 @@ class NCMILoss(ClassificationLoss):
         centroids: ``"fixed"``, ``"alternating"`` or ``"ema"``; see
             :mod:`wsi_ncmi.losses.centroids`.
         warmup_epochs: Epochs with the anchors before the first alternating Q-step.
+        warmup_steps: Optimiser steps that must also have been taken before it.
         damping: ``α`` of the alternating Q-step.
         ema_momentum: Momentum of the ``"ema"`` centroids.
         direction: ``"centroid_to_output"`` (``KL(Q_c ‖ P)``, authors) or
@@ -78,6 +81,7 @@ class NCMILoss(ClassificationLoss):
         anchor_scale: float = 10.0,
         centroids: CentroidMode = "fixed",
         warmup_epochs: int = 2,
+        warmup_steps: int = 50,
         damping: float = 0.1,
         ema_momentum: float = 0.01,
         direction: LF.Direction = "centroid_to_output",
@@ -88,8 +92,7 @@ class NCMILoss(ClassificationLoss):
         collapse_class_ratio: float = 0.5,
     ) -> None:
         super().__init__()
-        if not isinstance(num_classes, int) or num_classes < 2:
-            raise ConfigError(f"num_classes must be an int >= 2, got {num_classes!r}")
+        check_num_classes(num_classes, required=True)
         _choice("head", head, ("softmax", "sigmax", "feature"))
         _choice("anchors", anchors, ("auto", "smoothed_onehot", "reference"))
         _choice("direction", direction, ("centroid_to_output", "output_to_centroid"))
@@ -102,8 +105,10 @@ class NCMILoss(ClassificationLoss):
             raise ConfigError(f"center_decay must be in [0, 1), got {center_decay!r}")
         if not 0.0 < anchor_smoothing <= 1.0:
             raise ConfigError(f"anchor_smoothing must be in (0, 1], got {anchor_smoothing!r}")
-        if head == "feature":
-            if feature_dim is None or feature_dim < num_classes:
+        # Feature head without feature_dim: sized from the first batch (see _materialize).
+        self.deferred_dim = head == "feature" and feature_dim is None
+        if head == "feature" and feature_dim is not None:
+            if feature_dim < num_classes:
                 raise ConfigError(
                     "head='feature' needs feature_dim >= num_classes "
                     f"({num_classes}), got {feature_dim!r}"
@@ -121,6 +126,7 @@ class NCMILoss(ClassificationLoss):
             else LF.reference_anchors(num_classes, dim, anchor_scale)
         )
         self.num_classes = num_classes
+        self.anchor_scale = anchor_scale
         self.head: Head = head
         self.temperature = temperature
         self.center_decay = center_decay
@@ -134,6 +140,7 @@ class NCMILoss(ClassificationLoss):
             anchor_tensor,
             centroids,
             warmup_epochs=warmup_epochs,
+            warmup_steps=warmup_steps,
             damping=damping,
             ema_momentum=ema_momentum,
             class_space=head != "feature",
@@ -142,9 +149,42 @@ class NCMILoss(ClassificationLoss):
         )
         self.register_buffer("feature_center", torch.zeros(dim))
         self.register_buffer("feature_steps", torch.zeros((), dtype=torch.long))
+        self._gamma_sum: Tensor | None = None
+        self._gamma_steps = 0
+
+    def pop_train_gamma(self) -> float | None:
+        """Mean training Γ since the last call (``None`` without training steps).
+
+        Read once per epoch by :class:`~wsi_ncmi.losses.callbacks.EscapeMonitor`.
+        """
+        if self._gamma_sum is None or self._gamma_steps == 0:
+            return None
+        value = float(self._gamma_sum) / self._gamma_steps
+        self._gamma_sum, self._gamma_steps = None, 0
+        return value
+
+    def _materialize(self, dim: int, device: torch.device) -> None:
+        """Size a deferred feature head to ``m = dim`` (reference anchors, zero centre)."""
+        classes = self.state.num_classes
+        if dim < classes:
+            raise ValueError(
+                f"the feature head needs features of width >= num_classes ({classes}), got {dim}"
+            )
+        anchors = LF.reference_anchors(classes, dim, self.anchor_scale).to(device)
+        self.state.reset_anchors(anchors)
+        self.feature_center = torch.zeros(dim, device=device)
+        self.deferred_dim = False
+
+    def _load_from_state_dict(self, state_dict: Any, prefix: str, *args: Any) -> None:
+        center = state_dict.get(prefix + "feature_center")
+        if self.deferred_dim and isinstance(center, Tensor):
+            self._materialize(int(center.shape[0]), self.feature_center.device)
+        super()._load_from_state_dict(state_dict, prefix, *args)
 
     def _feature_scores(self, features: Tensor, update_center: bool) -> Tensor:
         """Centre, L2-normalise and temper ``(N, m)`` features into sigmax scores."""
+        if self.deferred_dim:
+            self._materialize(int(features.shape[-1]), features.device)
         f = features if features.dtype == torch.float64 else features.float()
         steps = int(self.feature_steps)
         center = (
@@ -156,6 +196,10 @@ class NCMILoss(ClassificationLoss):
         if update_center and f.shape[0] > 0:
             with torch.no_grad():
                 batch_mean = f.detach().mean(dim=0).to(self.feature_center.dtype)
+                if dist.is_available() and dist.is_initialized():
+                    # Every process folds in the same mean, so the centres stay equal.
+                    dist.all_reduce(batch_mean, op=dist.ReduceOp.SUM)
+                    batch_mean /= dist.get_world_size()
                 self.feature_center.mul_(self.center_decay).add_(
                     (1.0 - self.center_decay) * batch_mean
                 )
@@ -168,7 +212,9 @@ class NCMILoss(ClassificationLoss):
         Args:
             outputs: ``(N, C)`` class logits, or ``(N, m)`` features for the feature head.
             update_center: Feature head only: fold this batch into the centre EMA (done by
-                :meth:`forward` in training mode).
+                :meth:`forward` on training steps, see
+                :meth:`~wsi_ncmi.losses.base.ClassificationLoss.updates_state`). Under
+                ``torch.distributed`` the batch mean is averaged over processes first.
 
         Returns:
             ``(N, K)`` probabilities, float32 (float64 for float64 input).
@@ -193,7 +239,9 @@ class NCMILoss(ClassificationLoss):
             ``LossOutput(loss, {"cmi", "gamma", "ncmi"})``; the terms are the batch means
             against the loss centroids, detached.
         """
-        p = self.probabilities(outputs, update_center=self.training)
+        self.check_width(outputs)
+        update = self.updates_state(outputs)
+        p = self.probabilities(outputs, update_center=update)
         q = self.state.loss_centroids.to(p.dtype)
         loss, cmi, gamma = LF.ncmi_loss(
             p,
@@ -204,8 +252,12 @@ class NCMILoss(ClassificationLoss):
             reduction=self.reduction,
             method=self.kl_method,
         )
-        if self.training:
+        if update:
+            self.state.count_step()
             self.state.ema_update(p, targets)
+            g = gamma.detach()
+            self._gamma_sum = g if self._gamma_sum is None else self._gamma_sum + g
+            self._gamma_steps += 1
         cmi, gamma = cmi.detach(), gamma.detach()
         return LossOutput(loss, {"cmi": cmi, "gamma": gamma, "ncmi": cmi / (gamma + LF.RATIO_EPS)})
 
@@ -222,3 +274,55 @@ class NCMILoss(ClassificationLoss):
             return outputs.argmax(dim=-1)
         p = self.probabilities(outputs)
         return LF.nearest_centroid(p, self.state.prediction_centroids.to(p.dtype))
+
+
+@register_loss("ncmi_mil")
+class NCMIMILLoss(NCMILoss):
+    """NCMI-MIL: the authors' bounded feature head on the slide embedding, slide-level centroids.
+
+    The MIL default. The aggregator's slide embedding ``e`` (``(B, m)``, ``B`` slides per
+    step) is centred by a bias-corrected EMA of batch means, L2-normalised, divided by
+    ``T`` and mapped by sigmax, so every score lies in ``[−1/T, 1/T]``: no output can leave
+    for a corner of the simplex, which is how the class-logit heads escape (see
+    ``docs/ncmi.md``). The centroids are slide-level: the class means of ``P`` over *all*
+    training slides, recomputed in eval mode after every epoch by
+    :class:`~wsi_ncmi.losses.callbacks.CentroidUpdate` (or :func:`wsi_ncmi.losses.epoch_end`
+    in a plain PyTorch loop), summed over processes under DDP. The first epoch trains
+    against the reference anchors ``sigmax(anchor_scale · e_c)``. The loss of a step is
+    the ratio of batch means (``ratio_of_means``), and prediction is the nearest
+    centroid ``argmin_c KL(P ‖ Q_c)``.
+
+    Every argument of :class:`NCMILoss` is accepted; only the defaults differ.
+
+    Args:
+        num_classes: ``C ≥ 2``.
+        feature_dim: Width ``m ≥ C`` of the slide embedding (filled in by ``wsi-train``).
+        **kwargs: Any other :class:`NCMILoss` argument.
+    """
+
+    def __init__(
+        self,
+        num_classes: int,
+        feature_dim: int | None = None,
+        *,
+        head: Head = "feature",
+        temperature: float = 0.5,
+        centroids: CentroidMode = "alternating",
+        warmup_epochs: int = 1,
+        warmup_steps: int = 0,
+        damping: float = 1.0,
+        reduction: LF.Reduction = "ratio_of_means",
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(
+            num_classes,
+            feature_dim=feature_dim,
+            head=head,
+            temperature=temperature,
+            centroids=centroids,
+            warmup_epochs=warmup_epochs,
+            warmup_steps=warmup_steps,
+            damping=damping,
+            reduction=reduction,
+            **kwargs,
+        )

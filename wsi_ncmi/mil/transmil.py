@@ -233,17 +233,36 @@ class TransMIL(nn.Module):
 
         Args:
             features: ``(N, in_dim)`` or ``(B, N, in_dim)``.
-            mask: Not supported other than all-``True`` (pass one bag per call).
+            mask: Optional ``(B, N)`` bool, ``True`` for real patches. The square token
+                grid depends on each bag's length, so a padded batch is run bag by bag
+                (exactly as if each bag were passed alone).
 
         Returns:
-            Logits ``(B, C)``, attention ``(B, N)`` and embedding ``(B, hidden_dim)``.
+            Logits ``(B, C)``, attention ``(B, N)`` (zero on padding) and embedding
+            ``(B, hidden_dim)``.
 
         Raises:
-            ValueError: If the shapes do not match or the mask hides patches.
+            ValueError: If the shapes do not match or a bag has no real patch.
         """
         features, mask = check_bag(features, mask, self.in_dim)
-        if mask is not None and not bool(mask.all()):
-            raise ValueError("TransMIL takes unpadded bags: pass one bag per call, no mask")
+        if mask is None or bool(mask.all()):
+            return self._forward_equal(features)
+        outputs = []
+        for bag, valid in zip(features, mask, strict=True):
+            if not bool(valid.any()):
+                raise ValueError("every bag of a padded batch needs at least one real patch")
+            outputs.append(self._forward_equal(bag[valid].unsqueeze(0)))
+        attention = features.new_zeros(mask.shape)
+        for b, (out, valid) in enumerate(zip(outputs, mask, strict=True)):
+            attention[b, valid] = out.attention[0].to(attention.dtype)
+        return MILOutput(
+            torch.cat([o.logits for o in outputs]),
+            attention,
+            torch.cat([o.embedding for o in outputs]),
+        )
+
+    def _forward_equal(self, features: Tensor) -> MILOutput:
+        """Forward of ``(B, N, in_dim)`` bags that all have ``N`` real patches."""
         embedded = self.patch_embed(features)  # (B, N, hidden_dim)
         b, n, _ = embedded.shape
         side = math.isqrt(n - 1) + 1 if n > 1 else 1

@@ -29,6 +29,9 @@ class DataConfig:
         cache_in_ram: Keep loaded bags in memory.
         missing: ``"error"`` or ``"exclude"`` slides without a features file (reported).
         balanced_sampling: Class-balanced sampling of training bags.
+        batch_size: Training slides per optimiser step, padded to the longest bag of the
+            step with a mask (``1``: one slide per step). A step holds at most
+            ``batch_size × max_patches_train`` patches.
         standardize: Standardise features per dimension with training-split statistics.
         num_workers: DataLoader workers.
     """
@@ -41,6 +44,7 @@ class DataConfig:
     cache_in_ram: bool = False
     missing: Literal["error", "exclude"] = "error"
     balanced_sampling: bool = False
+    batch_size: int = 1
     standardize: bool = False
     num_workers: int = 0
 
@@ -156,11 +160,19 @@ class ReportConfig:
     """What is written after training.
 
     Attributes:
+        decision: Which test prediction the reports lead with. ``"calibrated"``: the
+            prior-aware rule ``argmax_c log s_c + λ log π_c`` with ``λ`` chosen on the
+            validation split (:mod:`wsi_ncmi.losses.decision`; the same rule for every
+            loss); ``"default"``: the loss's own rule (argmax, or nearest centroid for
+            NCMI-MIL). Both are always written (``predictions.csv`` columns
+            ``pred_label_default``/``pred_label_calibrated``, ``metrics.json``
+            ``by_decision``).
         bootstrap: Bootstrap resamples of the macro-F1 interval.
         attention_top_k: Top-attended patches listed per slide.
         max_heatmaps: Attention heatmaps drawn per fold.
     """
 
+    decision: Literal["calibrated", "default"] = "calibrated"
     bootstrap: int = 1000
     attention_top_k: int = 10
     max_heatmaps: int = 20
@@ -206,6 +218,7 @@ def check_train_values(config: TrainConfig) -> None:
     checks = [
         ("optim.lr", config.optim.lr, config.optim.lr > 0, "> 0"),
         ("optim.weight_decay", config.optim.weight_decay, config.optim.weight_decay >= 0, ">= 0"),
+        ("data.batch_size", config.data.batch_size, config.data.batch_size >= 1, ">= 1"),
         ("trainer.max_epochs", config.trainer.max_epochs, config.trainer.max_epochs >= 1, ">= 1"),
         ("trainer.patience", config.trainer.patience, config.trainer.patience >= 0, ">= 0"),
         (

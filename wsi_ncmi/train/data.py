@@ -4,7 +4,10 @@ A bag is one slide's ``(N, D)`` features from its HDF5 file
 (:func:`wsi_ncmi.features.store.load_bag`), kept in the stored dtype (float16 by default)
 and cast to float32 by the LightningModule on the device. Training bags may be
 sub-sampled to ``max_patches_train`` patches; validation, test and prediction always see
-the full bag. Loaders yield one bag per step (``batch_size = 1``: bags differ in length).
+the full bag. The training loader yields ``batch_size`` bags per step, padded to the
+longest bag of the step with a ``(B, N_max)`` mask (:func:`collate_bags`), so a step holds
+at most ``batch_size × max_patches_train`` patches; validation, test and prediction
+loaders yield one full bag per step.
 
 Determinism: the sampler's order and every sub-sample are functions of ``(seed, epoch,
 slide index)`` only, so a run resumed from a checkpoint sees the same bags as an
@@ -148,6 +151,41 @@ class BagDataset(Dataset[dict[str, Any]]):
         }
 
 
+def collate_bags(items: Sequence[dict[str, Any]]) -> dict[str, Tensor]:
+    """Stack bags of different lengths into one padded batch.
+
+    Args:
+        items: :meth:`BagDataset.__getitem__` outputs, ``features`` ``(n_b, D)`` each.
+
+    Returns:
+        ``{"features": (B, N_max, D), "mask": (B, N_max) bool, "target": (B,),
+        "index": (B,)}``. Bag ``b`` fills rows ``[0, n_b)``; padding rows are zeros with
+        ``mask`` ``False``. One bag (or equal lengths) gives no padding and an all-``True``
+        mask, so ``B = 1`` steps are exactly the unbatched ones.
+
+    Raises:
+        ValueError: If ``items`` is empty or the feature dimensions differ.
+    """
+    if not items:
+        raise ValueError("collate_bags got no bags")
+    bags = [item["features"] for item in items]
+    dims = {int(bag.shape[-1]) for bag in bags}
+    if len(dims) != 1:
+        raise ValueError(f"bags of one batch must share the feature dimension, got {sorted(dims)}")
+    longest = max(int(bag.shape[0]) for bag in bags)
+    features = bags[0].new_zeros((len(bags), longest, dims.pop()))
+    mask = torch.zeros((len(bags), longest), dtype=torch.bool)
+    for b, bag in enumerate(bags):
+        features[b, : bag.shape[0]] = bag
+        mask[b, : bag.shape[0]] = True
+    return {
+        "features": features,
+        "mask": mask,
+        "target": torch.stack([torch.as_tensor(item["target"]) for item in items]),
+        "index": torch.stack([torch.as_tensor(item["index"]) for item in items]),
+    }
+
+
 class EpochSampler(Sampler[tuple[int, int]]):
     """Yields ``(index, epoch)``: a permutation, or a class-balanced draw, seeded per epoch.
 
@@ -200,6 +238,7 @@ class BagDataModule(L.LightningDataModule):
         missing: ``"error"``: any slide without a features file is an error;
             ``"exclude"``: such slides are listed in a warning and in :attr:`excluded`.
         balanced_sampling: Class-balanced sampling of the training bags.
+        batch_size: Training bags per optimiser step (padded, see :func:`collate_bags`).
         standardize: Standardise features per dimension with the mean and std of the
             *training* bags (validation and test reuse them, so nothing leaks).
         num_workers: DataLoader workers.
@@ -218,6 +257,7 @@ class BagDataModule(L.LightningDataModule):
         cache_in_ram: bool = False,
         missing: MissingPolicy = "error",
         balanced_sampling: bool = False,
+        batch_size: int = 1,
         standardize: bool = False,
         num_workers: int = 0,
         seed: int = 0,
@@ -225,6 +265,8 @@ class BagDataModule(L.LightningDataModule):
         super().__init__()
         if missing not in ("error", "exclude"):
             raise ConfigError(f"missing must be 'error' or 'exclude', got {missing!r}")
+        if not isinstance(batch_size, int) or batch_size < 1:
+            raise ConfigError(f"batch_size must be an int >= 1, got {batch_size!r}")
         self.save_hyperparameters()
         self.manifest = manifest
         self.features_root = features_root
@@ -235,6 +277,7 @@ class BagDataModule(L.LightningDataModule):
         self.cache_in_ram = cache_in_ram
         self.missing = missing
         self.balanced_sampling = balanced_sampling
+        self.batch_size = batch_size
         self.standardize = standardize
         self.num_workers = num_workers
         self.seed = seed
@@ -313,15 +356,20 @@ class BagDataModule(L.LightningDataModule):
         sampler = EpochSampler(dataset.labels, self.seed, self.balanced_sampling) if train else None
         return DataLoader(
             dataset,
-            batch_size=1,
+            batch_size=self.batch_size if train else 1,
             sampler=sampler,
+            collate_fn=collate_bags,
             shuffle=False,
             num_workers=self.num_workers,
             persistent_workers=self.num_workers > 0,
         )
 
     def train_dataloader(self) -> DataLoader[dict[str, Any]]:
-        """Training bags (epoch-seeded order, optionally sub-sampled and class-balanced)."""
+        """Training batches of ``batch_size`` bags (epoch-seeded, sub-sampled, balanced).
+
+        The order is seeded per epoch, bags are sub-sampled to ``max_patches_train`` and
+        optionally drawn class-balanced; the last batch of an epoch may be smaller.
+        """
         return self._loader("train", train=True)
 
     def val_dataloader(self) -> DataLoader[dict[str, Any]]:

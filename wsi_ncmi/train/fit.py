@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
+import numpy as np
 import torch
 from lightning.pytorch.callbacks import Callback, EarlyStopping, ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger
@@ -32,7 +33,8 @@ from wsi_ncmi._version import __version__
 from wsi_ncmi.errors import ConfigError
 from wsi_ncmi.features.store import read_feature_attrs
 from wsi_ncmi.losses import ClassificationLoss, build_loss, get_loss_factory
-from wsi_ncmi.losses.callbacks import CentroidUpdate, NCMIDiagnostics
+from wsi_ncmi.losses.callbacks import CentroidUpdate, EscapeMonitor, NCMIDiagnostics
+from wsi_ncmi.losses.decision import PriorRule, fit_prior_rule
 from wsi_ncmi.manifest import LABELS, ManifestRow, read_manifest
 from wsi_ncmi.mil import build_aggregator
 from wsi_ncmi.train.attention import export_attention
@@ -198,6 +200,7 @@ def run_fold(
         cache_in_ram=data.cache_in_ram,
         missing=data.missing,
         balanced_sampling=data.balanced_sampling,
+        batch_size=data.batch_size,
         standardize=data.standardize,
         num_workers=data.num_workers,
         seed=config.seed,
@@ -225,6 +228,7 @@ def run_fold(
         latest,
         CentroidUpdate(num_classes),
         NCMIDiagnostics(num_classes),
+        EscapeMonitor(num_classes),
         *callbacks,
     ]
     if tc.patience > 0:
@@ -252,15 +256,11 @@ def run_fold(
     trainer.fit(model, datamodule=datamodule, ckpt_path=resume_from)
     best = checkpoint.best_model_path or (str(last) if last.is_file() else None)
     rows = datamodule.rows["test"]
-    predictions: list[dict[str, Any]] = []
-    if rows:
-        batches: list[Any] = list(
-            trainer.predict(model, datamodule=datamodule, ckpt_path=best) or []
-        )
-        predictions = [
-            {k: v[0] if k != "attention" else v[0].numpy() for k, v in b.items()} for b in batches
-        ]
-    records = prediction_records(rows, predictions, f"{fold.name}/test")
+    rule = _fit_decision_rule(trainer, model, datamodule, best)
+    predictions = _predict(trainer, model, datamodule.test_dataloader(), best) if rows else []
+    records = prediction_records(
+        rows, predictions, f"{fold.name}/test", rule=rule, decision=config.report.decision
+    )
     attention = export_attention(
         rows,
         predictions,
@@ -279,6 +279,7 @@ def run_fold(
     metrics = compute_report(
         records, manifest_rows, n_bootstrap=config.report.bootstrap, seed=config.seed
     )
+    by_decision = decision_reports(records, manifest_rows, config)
     result = {
         "fold": fold.name,
         "test_centers": list(fold.test_centers),
@@ -289,11 +290,57 @@ def run_fold(
         "epochs_trained": trainer.current_epoch,
         "excluded": datamodule.excluded,
         "metrics": metrics,
+        "decision_rule": asdict(rule),
+        "by_decision": by_decision,
         "attention": {k: v for k, v in attention.items() if k != "per_slide"},
         "history": history,
     }
     write_json(result | {"attention": attention}, fold_dir / "metrics.json")
     return result | {"records": records}
+
+
+def _predict(
+    trainer: L.Trainer, model: MILClassifier, loader: Any, ckpt_path: str | None
+) -> list[dict[str, Any]]:
+    """Per-slide ``predict_step`` outputs (batches split into slides)."""
+    batches: list[Any] = list(trainer.predict(model, loader, ckpt_path=ckpt_path) or [])
+    slides = []
+    for batch in batches:
+        for b in range(int(batch["index"].shape[0])):
+            item = {k: v[b] for k, v in batch.items()}
+            item["attention"] = item["attention"].numpy()
+            slides.append(item)
+    return slides
+
+
+def _fit_decision_rule(
+    trainer: L.Trainer, model: MILClassifier, datamodule: BagDataModule, ckpt_path: str | None
+) -> PriorRule:
+    """Fit the prior-aware rule on the validation slides (never on test)."""
+    val = _predict(trainer, model, datamodule.val_dataloader(), ckpt_path)
+    probs = np.stack([np.asarray(v["probs"], dtype=np.float64) for v in val])
+    targets = np.asarray([int(v["target"]) for v in val])
+    return fit_prior_rule(np.log(np.maximum(probs, 1e-30)), targets, datamodule.class_counts())
+
+
+def decision_reports(
+    records: Sequence[dict[str, Any]], manifest_rows: Sequence[ManifestRow], config: TrainConfig
+) -> dict[str, Any]:
+    """Pooled and per-hospital metrics of the test slides under each decision rule.
+
+    Returns:
+        ``{"default": report, "calibrated": report}`` (reports as :func:`compute_report`),
+        empty if the records carry no per-rule columns.
+    """
+    out: dict[str, Any] = {}
+    for name in ("default", "calibrated"):
+        column = f"pred_label_{name}"
+        if records and column in records[0]:
+            renamed = [r | {"pred_label": r[column]} for r in records]
+            out[name] = compute_report(
+                renamed, manifest_rows, n_bootstrap=config.report.bootstrap, seed=config.seed
+            )
+    return out
 
 
 def run_training(config: TrainConfig, callbacks: Sequence[Callback] = ()) -> dict[str, Any]:
@@ -330,8 +377,17 @@ def run_training(config: TrainConfig, callbacks: Sequence[Callback] = ()) -> dic
     write_predictions(records, out_dir / "predictions.csv")
     report = compute_report(records, rows, n_bootstrap=config.report.bootstrap, seed=config.seed)
     plot_confusion_matrices(report, out_dir)
-    title = f"{config.model.name} + {config.loss.name}, split {splits.kind}, test slides"
+    by_decision = decision_reports(records, rows, config)
+    title = (
+        f"{config.model.name} + {config.loss.name}, split {splits.kind}, test slides, "
+        f"{config.report.decision} decision rule"
+    )
     table = summary_table(report, title)
+    for name, alt in by_decision.items():
+        if name != config.report.decision:
+            table += (
+                f"\n{name} rule: pooled macro-F1 {alt['pooled'].get('macro_f1', float('nan')):.3f}"
+            )
     (out_dir / "summary.txt").write_text(table + "\n")
     fold_summaries = [
         {k: v for k, v in f.items() if k not in ("records", "history")} for f in folds
@@ -341,8 +397,15 @@ def run_training(config: TrainConfig, callbacks: Sequence[Callback] = ()) -> dic
             "version": __version__,
             "pooled": report["pooled"],
             "per_center": report["per_center"],
+            "decision": config.report.decision,
+            "by_decision": by_decision,
             "folds": fold_summaries,
         },
         out_dir / "metrics.json",
     )
-    return {"metrics": report, "folds": fold_summaries, "summary": table}
+    return {
+        "metrics": report,
+        "by_decision": by_decision,
+        "folds": fold_summaries,
+        "summary": table,
+    }

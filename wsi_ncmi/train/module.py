@@ -91,17 +91,31 @@ class MILClassifier(L.LightningModule):
         self.val_metrics = _stage_metrics(num_classes, "val/")
         self.test_metrics = _stage_metrics(num_classes, "test/")
 
-    def forward(self, features: Tensor) -> MILOutput:
-        """Run the aggregator on ``(B, N, D)`` (or ``(N, D)``) features, cast to float32."""
-        output: MILOutput = self.aggregator(features.float())
+    def forward(self, features: Tensor, mask: Tensor | None = None) -> MILOutput:
+        """Run the aggregator on bags, cast to float32.
+
+        Args:
+            features: ``(B, N, D)`` (or ``(N, D)``) patch features.
+            mask: Optional ``(B, N)`` bool, ``True`` for real patches (padded batches). An
+                all-``True`` mask is dropped, so unpadded steps are exactly unmasked ones.
+
+        Returns:
+            The aggregator's output for the ``B`` bags.
+        """
+        if mask is not None and bool(mask.all()):
+            mask = None
+        output: MILOutput = self.aggregator(features.float(), mask)
         return output
 
     def _loss_outputs(self, output: MILOutput) -> Tensor:
         return output.logits if self.criterion.needs_class_head else output.embedding
 
+    def _run(self, batch: dict[str, Tensor]) -> MILOutput:
+        return self(batch["features"], batch.get("mask"))
+
     def loss_inputs(self, batch: dict[str, Tensor]) -> tuple[Tensor, Tensor]:
         """``(outputs the loss takes, targets)`` of a batch (used by the Q-step callback)."""
-        return self._loss_outputs(self(batch["features"])), batch["target"]
+        return self._loss_outputs(self._run(batch)), batch["target"]
 
     def class_scores(self, outputs: Tensor) -> Tensor:
         """``(B, C)`` class probabilities for AUROC and the predictions file.
@@ -122,7 +136,7 @@ class MILClassifier(L.LightningModule):
 
     def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
         """One step of the injected loss (plus the aggregator's auxiliary loss, if any)."""
-        output = self(batch["features"])
+        output = self._run(batch)
         targets = batch["target"]
         result = self.criterion(self._loss_outputs(output), targets)
         loss = result.loss
@@ -130,7 +144,13 @@ class MILClassifier(L.LightningModule):
         if callable(auxiliary):
             aux = auxiliary(output, targets)
             loss = loss + aux
-            self.log("train/aux", aux.detach(), on_step=False, on_epoch=True, batch_size=1)
+            self.log(
+                "train/aux",
+                aux.detach(),
+                on_step=False,
+                on_epoch=True,
+                batch_size=int(targets.shape[0]),
+            )
         if not bool(torch.isfinite(loss)):
             # Policy: stop at once (no step is taken, so the weights and the last
             # checkpoint stay finite), naming the slide(s) of the step.
@@ -178,8 +198,8 @@ class MILClassifier(L.LightningModule):
         return self._evaluate(batch, "test")
 
     def predict_step(self, batch: dict[str, Tensor], batch_idx: int) -> dict[str, Tensor]:
-        """Per-slide ``index``, ``target``, ``pred``, ``probs (C,)`` and ``attention (N,)``."""
-        output = self(batch["features"])
+        """Per-batch ``index``/``target``/``pred`` ``(B,)``, ``probs (B, C)``, attention (B, N)."""
+        output = self._run(batch)
         outputs = self._loss_outputs(output)
         return {
             "index": batch["index"].cpu(),

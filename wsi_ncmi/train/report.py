@@ -13,10 +13,11 @@ import json
 import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
+from wsi_ncmi.losses.decision import PriorRule
 from wsi_ncmi.manifest import LABELS, ManifestRow
 from wsi_ncmi.train.metrics import (
     bootstrap_macro_f1,
@@ -24,6 +25,8 @@ from wsi_ncmi.train.metrics import (
     patient_kappa,
     pn_stage,
 )
+
+Decision = Literal["default", "calibrated"]
 
 CURVE_KEYS = (
     ("train/loss", "val/loss"),
@@ -37,6 +40,9 @@ def prediction_records(
     predictions: Sequence[Mapping[str, Any]],
     split: str,
     class_names: Sequence[str] = LABELS,
+    *,
+    rule: PriorRule | None = None,
+    decision: Decision = "default",
 ) -> list[dict[str, Any]]:
     """One record per predicted slide.
 
@@ -45,23 +51,37 @@ def prediction_records(
         predictions: ``{"index", "pred", "probs"}`` per slide (``predict_step`` output).
         split: Split name written in the ``split`` column (e.g. ``"loho_center2/test"``).
         class_names: Class names.
+        rule: A prior-aware rule fitted on validation; adds the ``pred_label_default``
+            and ``pred_label_calibrated`` columns.
+        decision: Which rule fills ``pred_label``: ``"default"`` (the loss's own
+            prediction) or ``"calibrated"`` (``rule``; needs it).
 
     Returns:
         Records with ``slide_id, patient_id, center, true_label, pred_label, split`` and
         one ``prob_<class>`` column per class.
     """
+    if decision == "calibrated" and rule is None:
+        raise ValueError("decision='calibrated' needs a fitted rule")
     records = []
     for item in predictions:
         row = rows[int(item["index"])]
         probs = np.asarray(item["probs"], dtype=np.float64).reshape(-1)
+        default = int(item["pred"])
+        calibrated = (
+            int(rule.predict(np.log(np.maximum(probs, 1e-30))[None])[0]) if rule else default
+        )
+        chosen = calibrated if decision == "calibrated" else default
         record: dict[str, Any] = {
             "slide_id": row.slide_id,
             "patient_id": row.patient_id,
             "center": row.center,
             "true_label": row.label,
-            "pred_label": class_names[int(item["pred"])],
+            "pred_label": class_names[chosen],
             "split": split,
         }
+        if rule is not None:
+            record["pred_label_default"] = class_names[default]
+            record["pred_label_calibrated"] = class_names[calibrated]
         record |= {f"prob_{name}": float(p) for name, p in zip(class_names, probs, strict=True)}
         records.append(record)
     return records
