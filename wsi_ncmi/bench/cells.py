@@ -32,6 +32,8 @@ PREDICTIONS_NAME = "predictions.csv"
 #: Validation values kept from the selected epoch.
 VAL_KEYS = (
     "val/macro_f1",
+    "val/macro_f1_calibrated",
+    "val/prior_scale",
     "val/accuracy",
     "val/balanced_accuracy",
     "val/loss",

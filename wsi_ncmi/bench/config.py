@@ -95,11 +95,15 @@ class LossEntry:
         kwargs: Its constructor arguments.
         label: Column name in the tables (default: ``name``); distinct variants of one
             loss (an ablation) need distinct labels.
+        train: Overrides of the ``train`` sections for this loss only (e.g. its own
+            ``optim.lr`` or ``data.batch_size``, as chosen on validation), applied over
+            the sweep-wide ``train`` section.
     """
 
     name: str
     kwargs: dict[str, Any] = field(default_factory=dict)
     label: str = ""
+    train: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -395,14 +399,20 @@ def validate(config: BenchConfig) -> None:
         raise ConfigError(f"stats.bootstrap must be >= 100, got {config.stats.bootstrap!r}")
     if not 0.0 < config.stats.alpha < 1.0:
         raise ConfigError(f"stats.alpha must be in (0, 1), got {config.stats.alpha!r}")
-    unknown = sorted(set(config.train) - set(TRAIN_SECTIONS))
-    if unknown:
-        raise ConfigError(f"train has unknown sections {unknown}; allowed: {list(TRAIN_SECTIONS)}")
-    owned = sorted(set(config.train.get("data") or {}) & set(BENCH_OWNED_DATA))
-    if owned:
-        raise ConfigError(
-            f"train.data must not set {owned}: set them in the top-level data section"
-        )
+    overrides = [("train", config.train)] + [
+        (f"sweep.losses[{i}].train", entry.train) for i, entry in enumerate(config.sweep.losses)
+    ]
+    for where, train in overrides:
+        unknown = sorted(set(train) - set(TRAIN_SECTIONS))
+        if unknown:
+            raise ConfigError(
+                f"{where} has unknown sections {unknown}; allowed: {list(TRAIN_SECTIONS)}"
+            )
+        owned = sorted(set(train.get("data") or {}) & set(BENCH_OWNED_DATA))
+        if owned:
+            raise ConfigError(
+                f"{where}.data must not set {owned}: set them in the top-level data section"
+            )
 
 
 def to_dict(config: BenchConfig) -> dict[str, Any]:

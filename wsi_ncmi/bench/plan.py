@@ -163,8 +163,12 @@ def train_config_for(config: BenchConfig, cell: Cell, cell_dir: Path) -> Any:
         ("trainer", TrainerConfig),
         ("report", ReportConfig),
     ):
-        values = dataclasses.asdict(cls()) | dict(config.train.get(name) or {})
-        sections[name] = from_dict(cls, values, f"train.{name}")
+        values = (
+            dataclasses.asdict(cls())
+            | dict(config.train.get(name) or {})
+            | dict(cell.loss.train.get(name) or {})
+        )
+        sections[name] = from_dict(cls, values, f"train.{name} (loss {cell.loss.label})")
     data = config.data
     sections["data"] = dataclasses.replace(
         sections["data"],

@@ -31,7 +31,17 @@ TEST_KEYS = (
     "patient_kappa_quadratic",
     "patient_stage_accuracy",
 )
-VAL_KEYS = ("macro_f1", "accuracy", "balanced_accuracy", "loss", "cmi", "gamma", "ncmi")
+VAL_KEYS = (
+    "macro_f1",
+    "macro_f1_calibrated",
+    "prior_scale",
+    "accuracy",
+    "balanced_accuracy",
+    "loss",
+    "cmi",
+    "gamma",
+    "ncmi",
+)
 RunKey = tuple[str, str, int]  # (model, loss, seed)
 
 

@@ -239,6 +239,7 @@ class CMICLoss(ClassificationLoss):
         warmup_epochs: See :class:`~wsi_ncmi.losses.centroids.CentroidState`.
         warmup_steps: See :class:`~wsi_ncmi.losses.centroids.CentroidState`.
         damping: See :class:`~wsi_ncmi.losses.centroids.CentroidState`.
+        damping_steps: See :class:`~wsi_ncmi.losses.centroids.CentroidState`.
         ema_momentum: See :class:`~wsi_ncmi.losses.centroids.CentroidState`.
         anchor_smoothing: ``ε`` of the smoothed one-hot initial centroids.
         direction: Separation direction, see :func:`~wsi_ncmi.losses.functional.separation_terms`.
@@ -255,6 +256,7 @@ class CMICLoss(ClassificationLoss):
         warmup_epochs: int = 2,
         warmup_steps: int = 50,
         damping: float = 0.1,
+        damping_steps: int = 50,
         ema_momentum: float = 0.01,
         anchor_smoothing: float = 0.1,
         direction: LF.Direction = "centroid_to_output",
@@ -278,6 +280,7 @@ class CMICLoss(ClassificationLoss):
             warmup_epochs=warmup_epochs,
             warmup_steps=warmup_steps,
             damping=damping,
+            damping_steps=damping_steps,
             ema_momentum=ema_momentum,
         )
 

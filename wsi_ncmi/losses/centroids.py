@@ -13,7 +13,8 @@ Three ways to keep the centroids ``Q`` that feed the loss:
 * ``"ema"``: after every training step, ``Q_c ← (1 − m) Q_c + m · mean{P_i : y_i = c}`` for
   the classes present in the batch (streaming, and batch-size-1 slide-level training).
 
-The default schedule (``warmup_epochs = 2``, ``warmup_steps = 50``, ``damping = 0.1``)
+The default schedule (``warmup_epochs = 2``, ``warmup_steps = 50``, ``damping = 0.1`` per
+epoch of at least ``damping_steps = 50`` steps)
 never collapsed in the digits prototype nor in full-batch training of a small table
 (``tests/test_losses_schedule.py``).
 """
@@ -107,6 +108,8 @@ class CentroidState(nn.Module):
         warmup_epochs: Epochs trained with the anchors before the first alternating Q-step.
         warmup_steps: Optimiser steps (training calls of the loss) that must also have
             been taken before the first alternating Q-step.
+        damping_steps: A Q-step after fewer optimiser steps than this moves the centroids
+            proportionally less (see :meth:`effective_damping`); ``0`` disables it.
         damping: ``α`` in ``(0, 1]`` of the alternating Q-step.
         ema_momentum: ``m`` in ``(0, 1]`` of the EMA update.
         class_space: ``True`` if ``K = C`` and coordinate ``c`` is class ``c`` (enables the
@@ -122,6 +125,7 @@ class CentroidState(nn.Module):
     class_means: Tensor
     has_class_means: Tensor
     steps: Tensor
+    steps_at_q_step: Tensor
 
     def __init__(
         self,
@@ -131,6 +135,7 @@ class CentroidState(nn.Module):
         warmup_epochs: int = 2,
         warmup_steps: int = 50,
         damping: float = 0.1,
+        damping_steps: int = 50,
         ema_momentum: float = 0.01,
         class_space: bool = True,
         collapse_distance_ratio: float = 0.1,
@@ -141,14 +146,18 @@ class CentroidState(nn.Module):
             raise ConfigError(f"centroids must be 'fixed', 'alternating' or 'ema', got {mode!r}")
         if warmup_epochs < 0:
             raise ConfigError(f"warmup_epochs must be >= 0, got {warmup_epochs!r}")
-        if warmup_steps < 0:
-            raise ConfigError(f"warmup_steps must be >= 0, got {warmup_steps!r}")
+        if warmup_steps < 0 or damping_steps < 0:
+            raise ConfigError(
+                f"warmup_steps and damping_steps must be >= 0, got {warmup_steps!r} and "
+                f"{damping_steps!r}"
+            )
         for name, value in (("damping", damping), ("ema_momentum", ema_momentum)):
             if not 0.0 < value <= 1.0:
                 raise ConfigError(f"{name} must be in (0, 1], got {value!r}")
         self.mode: CentroidMode = mode
         self.warmup_epochs = warmup_epochs
         self.warmup_steps = warmup_steps
+        self.damping_steps = damping_steps
         self.damping = damping
         self.ema_momentum = ema_momentum
         self.class_space = class_space
@@ -160,6 +169,7 @@ class CentroidState(nn.Module):
         self.register_buffer("class_means", anchors.clone())
         self.register_buffer("has_class_means", torch.zeros((), dtype=torch.bool))
         self.register_buffer("steps", torch.zeros((), dtype=torch.long))
+        self.register_buffer("steps_at_q_step", torch.zeros((), dtype=torch.long))
         self.reports: list[CentroidReport] = []
 
     @torch.no_grad()
@@ -207,6 +217,20 @@ class CentroidState(nn.Module):
     def count_step(self) -> None:
         """Count one training step (the loss calls it on every state-updating call)."""
         self.steps.add_(1)
+
+    def effective_damping(self) -> float:
+        """``α`` of the next Q-step, scaled down when few steps passed since the last one.
+
+        ``α_eff = 1 − (1 − α)^f`` with ``f = min(1, steps since the last Q-step /
+        damping_steps)``: an epoch of at least ``damping_steps`` optimiser steps gets the
+        full ``α``; with one step per epoch (full-batch training) the centroids move at
+        the rate of ``α`` per ``damping_steps`` steps instead of chasing every step.
+        """
+        if self.damping_steps == 0 or self.damping >= 1.0:
+            return self.damping
+        since = int(self.steps) - int(self.steps_at_q_step)
+        fraction = min(1.0, max(since, 0) / self.damping_steps)
+        return 1.0 - (1.0 - self.damping) ** fraction
 
     def warmed_up(self, epoch: int) -> bool:
         """Whether the alternating Q-step may move the centroids after ``epoch``."""
@@ -258,9 +282,11 @@ class CentroidState(nn.Module):
         self.has_class_means.fill_(True)
         applied = self.mode == "alternating" and self.warmed_up(epoch)
         if applied:
+            alpha = self.effective_damping()
             present = (counts.to(device) > 0).unsqueeze(1)
-            moved = (1 - self.damping) * self.centroids + self.damping * means
+            moved = (1 - alpha) * self.centroids + alpha * means
             self.centroids.copy_(torch.where(present, moved, self.centroids))
+        self.steps_at_q_step.copy_(self.steps)
         return self.check(epoch, applied=applied, counts=counts, predicted_counts=predicted_counts)
 
     def check(
@@ -292,8 +318,12 @@ class CentroidState(nn.Module):
         if self.mode != "fixed":
             limit = self.collapse_distance_ratio * report.anchor_min_distance
             if report.min_distance < limit:
+                dist = 0.5 * torch.cdist(q.double(), q.double(), p=1)
+                dist.fill_diagonal_(math.inf)
+                a, b = divmod(int(dist.argmin()), q.shape[0])
                 report.reasons.append(
-                    f"two centroids are {report.min_distance:.3g} apart in total variation, "
+                    f"the centroids of classes {a} and {b} are {report.min_distance:.3g} apart "
+                    "in total variation, "
                     f"below {limit:.3g} ({self.collapse_distance_ratio} × the anchors' distance)"
                 )
             if self.class_space:

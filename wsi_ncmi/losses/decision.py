@@ -4,11 +4,14 @@ A loss's default rule (argmax of the class logits, or nearest centroid
 ``argmin_c KL(P ‖ Q_c)`` for the feature head) ignores how common each class is. The rule
 here adds a prior term to the log class scores ``s_c`` (``log softmax`` for class heads,
 ``−KL(P ‖ Q_c)`` up to a constant for the feature head) and predicts
-``argmax_c s_c + λ · log π_c``, where ``π`` are the training class frequencies and the one
-scale ``λ`` is chosen on the validation split to maximise macro-F1. ``λ = 0`` is the
-default rule, and ties go to the smallest ``|λ|``, so the rule changes predictions only
-when validation says it helps. One parameter keeps it hard to overfit a small
-validation split. The same rule is applied to every loss, so comparisons stay fair.
+``argmax_c s_c + λ · u · log π_c``, where ``π`` are the training class frequencies, ``u``
+puts the prior on the scale of the scores (the median over samples of the score range
+``max_c s_c − min_c s_c``, divided by the range of ``log π``; scores of the feature head
+span hundredths of a nat, logits several nats), and the one scale ``λ`` is chosen on the
+validation split to maximise macro-F1. ``λ = 0`` is the default rule, and ties go to the
+smallest ``|λ|``, so the rule changes predictions only when validation says it helps.
+One parameter keeps it hard to overfit a small validation split. The same rule is
+applied to every loss, so comparisons stay fair.
 """
 
 from __future__ import annotations
@@ -31,7 +34,7 @@ class PriorRule:
     """A fitted prior-aware rule ``argmax_c s_c + scale · log_prior_c``.
 
     Attributes:
-        scale: ``λ``.
+        scale: ``λ · u`` (the offsets are ``scale · log_prior``).
         log_prior: ``(C,)`` log training class frequencies.
         val_macro_f1: Validation macro-F1 of the rule at ``scale``.
         val_macro_f1_default: Validation macro-F1 at ``λ = 0`` (the default rule).
@@ -70,6 +73,18 @@ def macro_f1(y_true: np.ndarray, y_pred: np.ndarray, num_classes: int) -> float:
     return float(f1_score(y_true, y_pred, labels=labels, average="macro", zero_division=0))
 
 
+def score_unit(log_scores: np.ndarray, log_prior_: np.ndarray) -> float:
+    """``u``: the median score range over samples, per unit of ``log π`` range.
+
+    Returns ``1`` when either range is zero (constant scores or a uniform prior).
+    """
+    spread = float(np.median(np.ptp(log_scores, axis=1))) if log_scores.size else 0.0
+    prior_spread = float(np.ptp(log_prior_))
+    if not np.isfinite(spread) or spread <= 0 or prior_spread <= 0:
+        return 1.0
+    return spread / prior_spread
+
+
 def fit_prior_rule(
     log_scores: np.ndarray,
     y_true: np.ndarray,
@@ -101,9 +116,11 @@ def fit_prior_rule(
     if y.shape[0] == 0:
         raise ValueError("fit_prior_rule needs at least one validation sample")
     num_classes = prior.shape[0]
+    unit = score_unit(scores, prior)
     candidates = sorted({0.0, *map(float, scales)}, key=lambda s: (abs(s), s))
     results = [
-        (macro_f1(y, np.argmax(scores + s * prior, axis=1), num_classes), s) for s in candidates
+        (macro_f1(y, np.argmax(scores + s * unit * prior, axis=1), num_classes), s * unit)
+        for s in candidates
     ]
     default = next(f1 for f1, s in results if s == 0.0)
     best_f1 = max(f1 for f1, _ in results)

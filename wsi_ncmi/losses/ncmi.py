@@ -55,6 +55,8 @@ class NCMILoss(ClassificationLoss):
         warmup_epochs: Epochs with the anchors before the first alternating Q-step.
         warmup_steps: Optimiser steps that must also have been taken before it.
         damping: ``α`` of the alternating Q-step.
+        damping_steps: Q-steps after fewer optimiser steps move the centroids less; see
+            :meth:`~wsi_ncmi.losses.centroids.CentroidState.effective_damping`.
         ema_momentum: Momentum of the ``"ema"`` centroids.
         direction: ``"centroid_to_output"`` (``KL(Q_c ‖ P)``, authors) or
             ``"output_to_centroid"`` (``KL(P ‖ Q_c)``).
@@ -83,6 +85,7 @@ class NCMILoss(ClassificationLoss):
         warmup_epochs: int = 2,
         warmup_steps: int = 50,
         damping: float = 0.1,
+        damping_steps: int = 50,
         ema_momentum: float = 0.01,
         direction: LF.Direction = "centroid_to_output",
         normalization: LF.Normalization = "num_classes",
@@ -142,6 +145,7 @@ class NCMILoss(ClassificationLoss):
             warmup_epochs=warmup_epochs,
             warmup_steps=warmup_steps,
             damping=damping,
+            damping_steps=damping_steps,
             ema_momentum=ema_momentum,
             class_space=head != "feature",
             collapse_distance_ratio=collapse_distance_ratio,

@@ -142,6 +142,7 @@ def build_model(config: TrainConfig, datamodule: BagDataModule) -> MILClassifier
         scheduler=optim.scheduler,
         warmup_epochs=optim.warmup_epochs,
         seed=config.seed,
+        class_counts=datamodule.class_counts(),
     )
 
 

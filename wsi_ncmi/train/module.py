@@ -13,6 +13,7 @@ them ``(outputs, targets)`` and ``validation_step`` returns ``{"outputs", "targe
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any, Literal
 
 import lightning as L
@@ -24,6 +25,7 @@ from torchmetrics.classification import MulticlassAccuracy, MulticlassF1Score
 from wsi_ncmi.errors import ConfigError, NonFiniteError
 from wsi_ncmi.losses import functional as LF
 from wsi_ncmi.losses.base import ClassificationLoss
+from wsi_ncmi.losses.decision import fit_prior_rule
 from wsi_ncmi.mil.abmil import MILOutput
 
 OptimizerName = Literal["adamw", "adam", "sgd"]
@@ -59,6 +61,9 @@ class MILClassifier(L.LightningModule):
         step_gamma: Factor of the step schedule.
         seed: Dropout is reseeded from ``(seed, epoch, batch index)`` before every training
             step, so a resumed run matches an uninterrupted one.
+        class_counts: Training count of each class: the prior of the validation-fitted
+            decision rule logged as ``val/macro_f1_calibrated`` (and ``val/prior_scale``)
+            every epoch (:mod:`wsi_ncmi.losses.decision`); ``None``: uniform.
     """
 
     def __init__(
@@ -76,6 +81,7 @@ class MILClassifier(L.LightningModule):
         step_epochs: int = 10,
         step_gamma: float = 0.1,
         seed: int = 0,
+        class_counts: Sequence[int] | None = None,
     ) -> None:
         super().__init__()
         if optimizer not in ("adamw", "adam", "sgd"):
@@ -90,6 +96,9 @@ class MILClassifier(L.LightningModule):
         self.num_classes = num_classes
         self.val_metrics = _stage_metrics(num_classes, "val/")
         self.test_metrics = _stage_metrics(num_classes, "test/")
+        self.class_counts = list(class_counts) if class_counts else [1] * num_classes
+        self._val_scores: list[Tensor] = []
+        self._val_targets: list[Tensor] = []
 
     def forward(self, features: Tensor, mask: Tensor | None = None) -> MILOutput:
         """Run the aggregator on bags, cast to float32.
@@ -191,7 +200,24 @@ class MILClassifier(L.LightningModule):
 
     def validation_step(self, batch: dict[str, Tensor], batch_idx: int) -> dict[str, Tensor]:
         """Loss, its terms and macro-F1/accuracy; returns outputs for the diagnostics."""
-        return self._evaluate(batch, "val")
+        result = self._evaluate(batch, "val")
+        self._val_scores.append(self.class_scores(result["outputs"]).detach().float().cpu())
+        self._val_targets.append(result["targets"].detach().cpu())
+        return result
+
+    def on_validation_epoch_start(self) -> None:
+        """Start collecting the epoch's validation class scores."""
+        self._val_scores, self._val_targets = [], []
+
+    def on_validation_epoch_end(self) -> None:
+        """Log the macro-F1 of the prior-aware rule fitted on this validation pass."""
+        if not self._val_scores:
+            return
+        scores = torch.cat(self._val_scores).double().clamp_min(1e-30).log().numpy()
+        targets = torch.cat(self._val_targets).numpy()
+        rule = fit_prior_rule(scores, targets, self.class_counts)
+        self.log("val/macro_f1_calibrated", rule.val_macro_f1)
+        self.log("val/prior_scale", rule.scale)
 
     def test_step(self, batch: dict[str, Tensor], batch_idx: int) -> dict[str, Tensor]:
         """Loss, its terms and macro-F1/accuracy on the test part."""
