@@ -3,6 +3,7 @@
 import os
 import socket
 
+import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
@@ -33,9 +34,16 @@ def _worker(rank: int, world_size: int, port: int, out_path: str) -> None:
         loss = NCMILoss(C, centroids="alternating", warmup_epochs=0, warmup_steps=0, damping=1.0)
         sums, counts, predicted = accumulate_class_statistics(loss, batches, C)
         loss.q_step(sums, counts, epoch=-1, predicted_counts=predicted)
+        centers = _feature_centers(rank, world_size)
         if rank == 0:
             torch.save(
-                {"sums": sums, "counts": counts, "predicted": predicted, "q": loss.state.centroids},
+                {
+                    "sums": sums,
+                    "counts": counts,
+                    "predicted": predicted,
+                    "q": loss.state.centroids,
+                    "centers": centers,
+                },
                 out_path,
             )
     finally:
@@ -48,10 +56,16 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def test_two_process_reduction_equals_single_process(tmp_path):
-    out_path = str(tmp_path / "rank0.pt")
+@pytest.fixture(scope="module")
+def ddp_result(tmp_path_factory):
+    """Rank 0's results of one 2-process gloo run (spawned once for the module)."""
+    out_path = str(tmp_path_factory.mktemp("ddp") / "rank0.pt")
     mp.spawn(_worker, args=(2, _free_port(), out_path), nprocs=2, join=True)
-    got = torch.load(out_path)
+    return torch.load(out_path)
+
+
+def test_two_process_reduction_equals_single_process(ddp_result):
+    got = ddp_result
     logits, labels = _data()
     loss = NCMILoss(C, centroids="alternating", warmup_epochs=0, warmup_steps=0, damping=1.0)
     sums, counts, predicted = accumulate_class_statistics(loss, [(logits, labels)], C)
@@ -59,3 +73,27 @@ def test_two_process_reduction_equals_single_process(tmp_path):
     torch.testing.assert_close(got["counts"], counts)
     torch.testing.assert_close(got["predicted"], predicted)
     torch.testing.assert_close(got["q"], LF.class_centroids(LF.sigmax(logits), labels, C).float())
+
+
+def _feature_centers(rank: int, world_size: int) -> list[torch.Tensor]:
+    """One NCMI-MIL training step per rank on different features; every rank's centre."""
+    from wsi_ncmi.losses import NCMIMILLoss
+
+    loss = NCMIMILLoss(C, feature_dim=8)
+    g = torch.Generator().manual_seed(rank)
+    features = (torch.randn(6, 8, generator=g) + 3.0 * rank).requires_grad_(True)
+    loss(features, torch.arange(6) % C).loss.backward()
+    centers = [torch.zeros(8) for _ in range(world_size)]
+    dist.all_gather(centers, loss.feature_center)
+    return centers
+
+
+def test_feature_centre_stays_equal_across_processes(ddp_result):
+    """NCMI-MIL's EMA centre folds in the mean over processes, so ranks never diverge."""
+    centers = ddp_result["centers"]
+    torch.testing.assert_close(centers[0], centers[1])
+    means = [
+        torch.randn(6, 8, generator=torch.Generator().manual_seed(r)) + 3.0 * r for r in (0, 1)
+    ]
+    expected = (1 - 0.9999) * (means[0].mean(0) + means[1].mean(0)) / 2
+    torch.testing.assert_close(centers[0], expected)

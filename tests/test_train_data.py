@@ -116,3 +116,40 @@ def test_standardize_uses_training_statistics_only(cohort: tuple[Path, Path]) ->
     val = dm.datasets["val"][0]["features"].double()
     assert torch.allclose(val, (raw_val - mean) / std, atol=1e-3)
     assert val.dtype == torch.float64
+
+
+def test_training_batches_pad_bags_and_eval_stays_one_bag(tmp_path: Path) -> None:
+    """B bags of different lengths per step; at most B x max_patches_train patches."""
+    from _train_bags import make_manifest
+
+    rows = make_manifest(tmp_path / "manifest.csv", centers=3, patients_per_center=2)
+    rng = np.random.default_rng(0)
+    for k, row in enumerate(rows):
+        write_bag(tmp_path, row.slide_id, row.label_index, rng, side=3 + k % 4)
+    splits = save_splits(make_splits(rows, "loho"), tmp_path / "splits.json")
+    dm = _datamodule(
+        tmp_path, tmp_path / "manifest.csv", splits, batch_size=3, max_patches_train=20
+    )
+    dm.setup("fit")
+    n_train = len(dm.rows["train"])
+    batches = list(dm.train_dataloader())
+    assert len(batches) == -(-n_train // 3)
+    assert sum(int(b["target"].shape[0]) for b in batches) == n_train
+    lengths = set()
+    for batch in batches:
+        b, n, d = batch["features"].shape
+        assert batch["mask"].shape == (b, n)
+        assert n <= 20
+        lengths |= set(batch["mask"].sum(dim=1).tolist())
+        # padding rows are zeros and masked out
+        assert float(batch["features"][~batch["mask"]].abs().sum()) == 0.0
+    assert len(lengths) > 1  # bags really differ in length
+    assert next(iter(dm.val_dataloader()))["features"].shape[0] == 1
+
+
+def test_batch_size_must_be_positive(cohort: tuple[Path, Path]) -> None:
+    from wsi_ncmi.errors import ConfigError
+
+    manifest, splits = cohort
+    with pytest.raises(ConfigError, match="batch_size"):
+        _datamodule(manifest.parent, manifest, splits, batch_size=0)

@@ -217,3 +217,23 @@ def test_cli_exit_codes(cohort: Path, tmp_path: Path) -> None:
     ]
     assert main(args) == 3
     assert main([*args[:-2], "--split.folds", "[9]"]) == 2
+
+
+def test_batched_ncmi_mil_learns_and_reports_both_decision_rules(
+    cohort: Path, tmp_path: Path
+) -> None:
+    config = _config(cohort, tmp_path / "mil")
+    config.loss = LossConfig("ncmi_mil", {})
+    config.data.batch_size = 4
+    result = run_training(config)
+    assert result["metrics"]["pooled"]["macro_f1"] >= 0.9, result["summary"]
+    assert set(result["by_decision"]) == {"default", "calibrated"}
+    rows = _predictions(tmp_path / "mil")
+    assert {"pred_label_default", "pred_label_calibrated"} <= set(rows[0])
+    assert all(r["pred_label"] == r["pred_label_calibrated"] for r in rows)
+    fold = json.loads((tmp_path / "mil" / "fixed" / "metrics.json").read_text())
+    logged = {k for epoch in fold["history"] for k in epoch}
+    assert {"val/macro_f1_calibrated", "val/prior_scale", "train/gamma"} <= logged
+    assert fold["decision_rule"]["log_prior"]
+    # Slide-level centroids: the Q-step ran after every epoch on the whole training split.
+    assert fold["epochs_trained"] == EPOCHS

@@ -1,6 +1,6 @@
 """GPU benchmark of wsi-extract (issue 4), prepared to run in one short device call.
 
-    python tools/bench/extract_gpu.py --seconds 20
+    python tools/bench/extract_gpu.py --slides 8 --size 8192
 
 For ``resnet50-trunc`` and a ViT-L/16 (UNI's architecture, random weights: speed does
 not depend on the weights) it measures, through the real pipeline (Lightning predict,

@@ -71,7 +71,13 @@ def _synthetic_loaders(args: argparse.Namespace) -> Any:
 
     def loader(batch_size: int) -> DataLoader[dict[str, Any]]:
         return DataLoader(
-            Bags(), batch_size=batch_size, sampler=EpochSampler(labels), collate_fn=collate_bags
+            Bags(),
+            batch_size=batch_size,
+            sampler=EpochSampler(labels),
+            collate_fn=collate_bags,
+            num_workers=args.workers,
+            persistent_workers=args.workers > 0,
+            pin_memory=args.accelerator == "gpu",
         )
 
     return loader, args.dim
@@ -93,6 +99,7 @@ def main() -> int:
     p.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 8])
     p.add_argument("--repeats", type=int, default=3, help="epochs per batch size")
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--workers", type=int, default=0, help="DataLoader workers (synthetic)")
     p.add_argument("--accelerator", default="cpu")
     p.add_argument("--precision", default="32-true")
     p.add_argument("--json", default=None, help="also write the result here")
@@ -179,6 +186,7 @@ def main() -> int:
         "model": args.model,
         "train_slides": n_train,
         "threads": args.threads,
+        "workers": args.workers,
         "accelerator": args.accelerator,
         "precision": args.precision,
         "host": platform.node(),

@@ -216,7 +216,7 @@ def write_reports(config: BenchConfig, outcome: SweepOutcome) -> dict[str, Any]:
         "",
         f"Split `{sweep.split.kind}`, seeds {sweep.seeds}, encoder `{config.data.encoder}`; "
         f"{len(results)} of {len(outcome.cells)} cells finished. Checkpoints selected on "
-        f"validation `{config.train.get('trainer', {}).get('monitor', 'val/macro_f1')}` only; "
+        f"validation `{config.train.get('trainer', {}).get('monitor', 'val/macro_f1_calibrated')}` only; "
         "every run counts. Test macro-F1 is mean ± std over seeds; Δ and its 95% CI come "
         "from a paired bootstrap of the test slides (stratified by hospital, seeds averaged).",
     ]

@@ -22,8 +22,11 @@ from dataclasses import dataclass
 import numpy as np
 from sklearn.metrics import f1_score
 
-#: Candidate ``λ`` values: −2 … 3 in steps of 0.25.
-DEFAULT_PRIOR_SCALES: tuple[float, ...] = tuple(float(x) for x in np.arange(-2.0, 3.01, 0.25))
+#: Candidate ``λ`` values: 0 … 3 in steps of 0.25. Only ``λ ≥ 0``: the rule adds the
+#: training prior (the Bayes direction) and never subtracts it. Negative values would let a
+#: small validation split reward an untrained model for spreading its predictions against
+#: the prior (seen on the demo: epoch-0 checkpoints selected by that optimism).
+DEFAULT_PRIOR_SCALES: tuple[float, ...] = tuple(float(x) for x in np.arange(0.0, 3.01, 0.25))
 
 #: Floor of class frequencies before their logarithm (classes absent in training).
 PRIOR_EPS: float = 1e-3

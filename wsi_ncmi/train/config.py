@@ -30,8 +30,8 @@ class DataConfig:
         missing: ``"error"`` or ``"exclude"`` slides without a features file (reported).
         balanced_sampling: Class-balanced sampling of training bags.
         batch_size: Training slides per optimiser step, padded to the longest bag of the
-            step with a mask (``1``: one slide per step). A step holds at most
-            ``batch_size × max_patches_train`` patches.
+            step with a mask (``1``: one slide per step, exactly the unbatched step). A
+            step holds at most ``batch_size × max_patches_train`` patches.
         standardize: Standardise features per dimension with training-split statistics.
         num_workers: DataLoader workers.
     """
@@ -44,7 +44,7 @@ class DataConfig:
     cache_in_ram: bool = False
     missing: Literal["error", "exclude"] = "error"
     balanced_sampling: bool = False
-    batch_size: int = 1
+    batch_size: int = 8
     standardize: bool = False
     num_workers: int = 0
 
@@ -97,11 +97,12 @@ class LossConfig:
     aggregator's embedding width) are filled in when the loss takes them.
 
     Attributes:
-        name: e.g. ``ncmi``, ``ce``, ``weighted_ce``, ``focal``, ``cmic``.
+        name: e.g. ``ncmi_mil`` (NCMI-MIL, the default), ``ncmi`` (class-logit NCMI),
+            ``ce``, ``weighted_ce``, ``focal``, ``cmic``.
         kwargs: Constructor arguments.
     """
 
-    name: str = "ncmi"
+    name: str = "ncmi_mil"
     kwargs: dict[str, Any] = field(default_factory=dict)
 
 
@@ -131,7 +132,9 @@ class TrainerConfig:
     Attributes:
         max_epochs: Epoch limit.
         patience: Early-stopping patience in epochs (``0``: no early stopping).
-        monitor: Validation metric for checkpointing and early stopping.
+        monitor: Validation metric for checkpointing and early stopping: by default the
+            macro-F1 of the prior-aware rule fitted on that validation pass (the same rule
+            for every loss; ``val/macro_f1`` is the loss's own rule).
         mode: ``max`` or ``min`` for ``monitor``.
         accelerator: ``cpu``, ``gpu`` or ``auto``.
         devices: Lightning devices.
@@ -144,7 +147,7 @@ class TrainerConfig:
 
     max_epochs: int = 50
     patience: int = 10
-    monitor: str = "val/macro_f1"
+    monitor: str = "val/macro_f1_calibrated"
     mode: Literal["max", "min"] = "max"
     accelerator: str = "auto"
     devices: int | str = 1

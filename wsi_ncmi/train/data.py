@@ -25,6 +25,7 @@ import lightning as L
 import numpy as np
 import torch
 from torch import Tensor
+from torch.nn.utils.rnn import pad_sequence
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from wsi_ncmi.errors import ConfigError, MissingFeaturesError, NonFiniteError
@@ -172,12 +173,9 @@ def collate_bags(items: Sequence[dict[str, Any]]) -> dict[str, Tensor]:
     dims = {int(bag.shape[-1]) for bag in bags}
     if len(dims) != 1:
         raise ValueError(f"bags of one batch must share the feature dimension, got {sorted(dims)}")
-    longest = max(int(bag.shape[0]) for bag in bags)
-    features = bags[0].new_zeros((len(bags), longest, dims.pop()))
-    mask = torch.zeros((len(bags), longest), dtype=torch.bool)
-    for b, bag in enumerate(bags):
-        features[b, : bag.shape[0]] = bag
-        mask[b, : bag.shape[0]] = True
+    lengths = torch.tensor([int(bag.shape[0]) for bag in bags])
+    features = pad_sequence(bags, batch_first=True)  # zeros after each bag's rows
+    mask = torch.arange(features.shape[1]).unsqueeze(0) < lengths.unsqueeze(1)
     return {
         "features": features,
         "mask": mask,
@@ -242,6 +240,8 @@ class BagDataModule(L.LightningDataModule):
         standardize: Standardise features per dimension with the mean and std of the
             *training* bags (validation and test reuse them, so nothing leaks).
         num_workers: DataLoader workers.
+        pin_memory: Page-locked batches, for faster host-to-GPU copies (set it when
+            training on a GPU; ``wsi-train`` does so itself).
         seed: Seed of the sampler and the sub-samples.
     """
 
@@ -260,6 +260,7 @@ class BagDataModule(L.LightningDataModule):
         batch_size: int = 1,
         standardize: bool = False,
         num_workers: int = 0,
+        pin_memory: bool = False,
         seed: int = 0,
     ) -> None:
         super().__init__()
@@ -280,6 +281,7 @@ class BagDataModule(L.LightningDataModule):
         self.batch_size = batch_size
         self.standardize = standardize
         self.num_workers = num_workers
+        self.pin_memory = pin_memory
         self.seed = seed
         self.rows: dict[Part, list[ManifestRow]] = {"train": [], "val": [], "test": []}
         self.excluded: list[str] = []
@@ -362,6 +364,7 @@ class BagDataModule(L.LightningDataModule):
             shuffle=False,
             num_workers=self.num_workers,
             persistent_workers=self.num_workers > 0,
+            pin_memory=self.pin_memory,
         )
 
     def train_dataloader(self) -> DataLoader[dict[str, Any]]:

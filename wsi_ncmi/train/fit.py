@@ -204,6 +204,8 @@ def run_fold(
         batch_size=data.batch_size,
         standardize=data.standardize,
         num_workers=data.num_workers,
+        pin_memory=config.trainer.accelerator in ("gpu", "cuda", "auto")
+        and torch.cuda.is_available(),
         seed=config.seed,
     )
     datamodule.setup("fit")

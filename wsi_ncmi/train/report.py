@@ -30,7 +30,7 @@ Decision = Literal["default", "calibrated"]
 
 CURVE_KEYS = (
     ("train/loss", "val/loss"),
-    ("val/macro_f1",),
+    ("val/macro_f1", "val/macro_f1_calibrated"),
     ("val/cmi", "val/gamma", "val/ncmi"),
 )
 
