@@ -21,10 +21,10 @@ ENCODER = "signal16"
 
 
 @pytest.fixture(scope="module")
-def c17_bags(tmp_path_factory, camelyon17_manifest):
+def c17_bags(tmp_path_factory, camelyon_manifest_path):
     root = tmp_path_factory.mktemp("c17_bags")
     rng = np.random.default_rng(0)
-    for row in read_manifest(camelyon17_manifest):
+    for row in read_manifest(camelyon_manifest_path):
         write_signal_bag(root, row.slide_id, row.label_index, rng, encoder=ENCODER)
     return root
 

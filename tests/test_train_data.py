@@ -137,7 +137,7 @@ def test_training_batches_pad_bags_and_eval_stays_one_bag(tmp_path: Path) -> Non
     assert sum(int(b["target"].shape[0]) for b in batches) == n_train
     lengths = set()
     for batch in batches:
-        b, n, d = batch["features"].shape
+        b, n, _d = batch["features"].shape
         assert batch["mask"].shape == (b, n)
         assert n <= 20
         lengths |= set(batch["mask"].sum(dim=1).tolist())
@@ -153,3 +153,27 @@ def test_batch_size_must_be_positive(cohort: tuple[Path, Path]) -> None:
     manifest, splits = cohort
     with pytest.raises(ConfigError, match="batch_size"):
         _datamodule(manifest.parent, manifest, splits, batch_size=0)
+
+
+def test_one_bag_batches_are_exactly_the_unbatched_step(tmp_path: Path) -> None:
+    """B = 1 reproduces the one-bag-per-step trainer: same tensor, no mask reaches the model."""
+    from wsi_ncmi.losses import build_loss
+    from wsi_ncmi.mil import build_aggregator
+    from wsi_ncmi.train.data import collate_bags
+    from wsi_ncmi.train.module import MILClassifier
+
+    path = write_bag(tmp_path, "s", 2, np.random.default_rng(0))
+    item = BagDataset([path], [2])[0]
+    batch = collate_bags([item])
+    assert torch.equal(batch["features"], item["features"].unsqueeze(0))
+    assert bool(batch["mask"].all())
+    torch.manual_seed(0)
+    model = MILClassifier(
+        build_aggregator("abmil", in_dim=16, num_classes=4, hidden_dim=8, attention_dim=4),
+        build_loss("ce", num_classes=4),
+        4,
+    ).eval()
+    with_mask = model(batch["features"], batch["mask"])
+    without = model(item["features"].unsqueeze(0))
+    assert torch.equal(with_mask.logits, without.logits)
+    assert torch.equal(with_mask.attention, without.attention)

@@ -60,6 +60,7 @@ def _config(root: Path, out: Path, **trainer: Any) -> TrainConfig:
             encoder=ENCODER,
             slide_dir=str(root / "slides"),
             max_patches_train=30,
+            batch_size=1,
         ),
         split=SplitConfig(kind="fixed", train_centers=[0, 1], val_centers=[2], test_centers=[3, 4]),
         model=ModelConfig("abmil", {"hidden_dim": 32, "attention_dim": 16, "dropout": 0.1}),

@@ -6,7 +6,8 @@ median epoch time of each batch size and its ratio to B = 1. The epoch includes 
 epoch-end Q-step pass of losses that need one (ncmi_mil).
 
 demo       the demo's features (python -m wsi_ncmi.demo) through the real BagDataModule:
-           training slides of the fixed split (train 0-2), full bags, cached in RAM
+           training slides of fold 0 of the demo's split (loho, val_fraction 0.25),
+           full bags, cached in RAM, standardised
 synthetic  random fp16 bags in memory (GPU throughput: bags x patches x dim)
 
     python tools/bench/train_batch.py demo --loss ce --batch-sizes 1 8 --repeats 3
@@ -90,6 +91,12 @@ def main() -> int:
     p.add_argument("--features-root", default="outputs/demo/tiles")
     p.add_argument("--encoder", default="random-cnn")
     p.add_argument("--max-patches", type=int, default=None, help="max_patches_train")
+    p.add_argument(
+        "--split",
+        choices=["loho", "fixed"],
+        default="loho",
+        help="demo: training slides of fold 0 of the demo's loho split (60), or train 0-2",
+    )
     p.add_argument("--bags", type=int, default=256)
     p.add_argument("--patches", type=int, default=5000)
     p.add_argument("--dim", type=int, default=1024)
@@ -121,7 +128,8 @@ def main() -> int:
     if args.mode == "demo":
         rows = read_manifest(args.manifest)
         splits = tmp / "splits.json"
-        save_splits(make_splits(rows, "fixed", seed=0, preset="c17_train012_test34"), splits)
+        kind = {"fixed": ("fixed", "c17_train012_test34"), "loho": ("loho", None)}[args.split]
+        save_splits(make_splits(rows, kind[0], seed=0, preset=kind[1], val_fraction=0.25), splits)
         modules = {b: _demo_datamodule(args, b, splits) for b in args.batch_sizes}
         first = modules[args.batch_sizes[0]]
         in_dim = int(first.datasets["train"].bag(0).shape[-1])
@@ -183,6 +191,7 @@ def main() -> int:
     result = {
         "mode": args.mode,
         "loss": args.loss,
+        "split": args.split if args.mode == "demo" else None,
         "model": args.model,
         "train_slides": n_train,
         "threads": args.threads,

@@ -18,6 +18,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from wsi_ncmi.bench.config import BenchConfig
 from wsi_ncmi.bench.plots import grouped_bars, ncmi_scatter
 from wsi_ncmi.bench.results import (
@@ -196,6 +198,38 @@ def verdict(config: BenchConfig, summary: Mapping[str, Any], loss: str) -> str:
     return f"{head} → {loss} is {direction}, {status} at α = {alpha}."
 
 
+def decision_table(runs: Mapping[RunKey, list[dict[str, Any]]]) -> list[str]:
+    """Markdown lines: pooled test macro-F1 of each (model, loss) under each decision rule.
+
+    Empty when the predictions carry no per-rule columns (cells of older versions).
+    """
+    from wsi_ncmi.losses.decision import macro_f1
+
+    rules = ("default", "calibrated")
+    values: dict[tuple[str, str], dict[str, list[float]]] = {}
+    for (model, loss, _seed), records in runs.items():
+        if not records or any(f"pred_label_{r}" not in records[0] for r in rules):
+            return []
+        cell = values.setdefault((model, loss), {r: [] for r in rules})
+        truth = np.array([LABELS.index(rec["true_label"]) for rec in records])
+        for rule in rules:
+            pred = np.array([LABELS.index(rec[f"pred_label_{rule}"]) for rec in records])
+            cell[rule].append(macro_f1(truth, pred, len(LABELS)))
+    lines = [
+        "## Decision rules: pooled test macro-F1 (mean ± std over seeds)",
+        "",
+        "`default`: the loss's own rule (argmax; nearest centroid for NCMI-MIL). "
+        "`calibrated`: + λ·log prior, λ ≥ 0 fitted on validation (wsi_ncmi.losses.decision).",
+        "",
+        "| model | loss | default | calibrated |",
+        "|---|---|---|---|",
+    ]
+    for (model, loss), by_rule in sorted(values.items()):
+        cells = [_fmt(float(np.mean(v)), float(np.std(v))) for v in by_rule.values()]
+        lines.append(f"| {model} | {loss} | {cells[0]} | {cells[1]} |")
+    return lines
+
+
 def write_reports(config: BenchConfig, outcome: SweepOutcome) -> dict[str, Any]:
     """Write ``results.csv``, ``summary.md``, ``summary.json`` and ``plots/*.png``.
 
@@ -211,14 +245,18 @@ def write_reports(config: BenchConfig, outcome: SweepOutcome) -> dict[str, Any]:
     runs = run_records(out / "cells", results)
     reports = run_reports(runs, read_manifest(config.data.manifest))
     sweep = config.sweep
+    trainer = config.train.get("trainer") or {}
+    decision = (config.train.get("report") or {}).get("decision", "calibrated")
     md = [
         f"# Benchmark `{config.name}`: {sweep.treatment} vs {sweep.baseline}",
         "",
         f"Split `{sweep.split.kind}`, seeds {sweep.seeds}, encoder `{config.data.encoder}`; "
         f"{len(results)} of {len(outcome.cells)} cells finished. Checkpoints selected on "
-        f"validation `{config.train.get('trainer', {}).get('monitor', 'val/macro_f1_calibrated')}` only; "
-        "every run counts. Test macro-F1 is mean ± std over seeds; Δ and its 95% CI come "
-        "from a paired bootstrap of the test slides (stratified by hospital, seeds averaged).",
+        f"validation `{trainer.get('monitor', 'val/macro_f1_calibrated')}` only; "
+        f"test predictions by the `{decision}` decision rule (the other rule: the table "
+        "'Decision rules' below). Every run counts. Test macro-F1 is mean ± std over seeds; "
+        "Δ and its 95% CI come from a paired bootstrap of the test slides (stratified by "
+        "hospital, seeds averaged).",
     ]
     headline: dict[str, str] = {}
     summaries: dict[str, Any] = {}
@@ -272,6 +310,7 @@ def write_reports(config: BenchConfig, outcome: SweepOutcome) -> dict[str, Any]:
         paths["ncmi_vs_f1"] = str(
             ncmi_scatter(cells, out / "plots" / "ncmi_vs_f1.png", correlations=corr)
         )
+    md += ["", *decision_table(runs)]
     md += ["", "## Validation NCMI vs macro-F1 across runs", ""]
     md += [
         f"- validation NCMI vs {k} macro-F1: Spearman ρ = {v[0]:.3f} (p = {v[1]:.3g}, "

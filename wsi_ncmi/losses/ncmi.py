@@ -310,7 +310,7 @@ class NCMIMILLoss(NCMILoss):
         feature_dim: int | None = None,
         *,
         head: Head = "feature",
-        temperature: float = 0.5,
+        temperature: float = 0.2,
         centroids: CentroidMode = "alternating",
         warmup_epochs: int = 1,
         warmup_steps: int = 0,
