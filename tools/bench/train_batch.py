@@ -102,7 +102,12 @@ def main() -> int:
     p.add_argument("--dim", type=int, default=1024)
     p.add_argument("--loss", default="ce")
     p.add_argument("--model", default="abmil")
-    p.add_argument("--hidden-dim", type=int, default=None, help="default: 64 demo, 512 synthetic")
+    p.add_argument(
+        "--model-kwargs",
+        default=None,
+        help="aggregator kwargs as JSON; default: the demo's ABMIL (hidden 64, attention 32, "
+        "dropout 0.1) in demo mode, the library's ABMIL (512/256/0.25) in synthetic mode",
+    )
     p.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 8])
     p.add_argument("--repeats", type=int, default=3, help="epochs per batch size")
     p.add_argument("--threads", type=int, default=1)
@@ -123,7 +128,13 @@ def main() -> int:
     from wsi_ncmi.train.splits import make_splits, save_splits
 
     torch.set_num_threads(args.threads)
-    hidden = args.hidden_dim or (64 if args.mode == "demo" else 512)
+    demo_model = {"hidden_dim": 64, "attention_dim": 32, "dropout": 0.1}
+    model_kwargs = (
+        json.loads(args.model_kwargs)
+        if args.model_kwargs
+        else (demo_model if args.mode == "demo" else {})
+    )
+    hidden = int(model_kwargs.get("hidden_dim", 512))
     tmp = Path(tempfile.mkdtemp(prefix="train_batch_"))
     if args.mode == "demo":
         rows = read_manifest(args.manifest)
@@ -158,9 +169,7 @@ def main() -> int:
             args.loss, {}, num_classes=4, class_counts=[1, 1, 1, 1], feature_dim=hidden
         )
         head = criterion.output_dim(4) or 0
-        aggregator = build_aggregator(
-            args.model, in_dim=in_dim, num_classes=head, hidden_dim=hidden
-        )
+        aggregator = build_aggregator(args.model, in_dim=in_dim, num_classes=head, **model_kwargs)
         model = MILClassifier(aggregator, criterion, 4, lr=1e-3, scheduler="none")
         timer = EpochTimer()
         trainer = L.Trainer(
@@ -193,6 +202,7 @@ def main() -> int:
         "loss": args.loss,
         "split": args.split if args.mode == "demo" else None,
         "model": args.model,
+        "model_kwargs": model_kwargs,
         "train_slides": n_train,
         "threads": args.threads,
         "workers": args.workers,

@@ -18,8 +18,6 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from wsi_ncmi.bench.config import BenchConfig
 from wsi_ncmi.bench.plots import grouped_bars, ncmi_scatter
 from wsi_ncmi.bench.results import (
@@ -32,13 +30,9 @@ from wsi_ncmi.bench.results import (
 )
 from wsi_ncmi.bench.stats import align, mean_std, paired_bootstrap, signed_rank, spearman
 from wsi_ncmi.bench.sweep import SweepOutcome
+from wsi_ncmi.bench.tables import decision_table, per_class_table
+from wsi_ncmi.bench.tables import fmt_mean_std as _fmt
 from wsi_ncmi.manifest import LABELS
-
-
-def _fmt(mean: float, std: float) -> str:
-    if not math.isfinite(mean):
-        return "–"
-    return f"{mean:.3f}" if not math.isfinite(std) else f"{mean:.3f} ± {std:.3f}"
 
 
 def _signed(value: float, digits: int = 3) -> str:
@@ -198,38 +192,6 @@ def verdict(config: BenchConfig, summary: Mapping[str, Any], loss: str) -> str:
     return f"{head} → {loss} is {direction}, {status} at α = {alpha}."
 
 
-def decision_table(runs: Mapping[RunKey, list[dict[str, Any]]]) -> list[str]:
-    """Markdown lines: pooled test macro-F1 of each (model, loss) under each decision rule.
-
-    Empty when the predictions carry no per-rule columns (cells of older versions).
-    """
-    from wsi_ncmi.losses.decision import macro_f1
-
-    rules = ("default", "calibrated")
-    values: dict[tuple[str, str], dict[str, list[float]]] = {}
-    for (model, loss, _seed), records in runs.items():
-        if not records or any(f"pred_label_{r}" not in records[0] for r in rules):
-            return []
-        cell = values.setdefault((model, loss), {r: [] for r in rules})
-        truth = np.array([LABELS.index(rec["true_label"]) for rec in records])
-        for rule in rules:
-            pred = np.array([LABELS.index(rec[f"pred_label_{rule}"]) for rec in records])
-            cell[rule].append(macro_f1(truth, pred, len(LABELS)))
-    lines = [
-        "## Decision rules: pooled test macro-F1 (mean ± std over seeds)",
-        "",
-        "`default`: the loss's own rule (argmax; nearest centroid for NCMI-MIL). "
-        "`calibrated`: + λ·log prior, λ ≥ 0 fitted on validation (wsi_ncmi.losses.decision).",
-        "",
-        "| model | loss | default | calibrated |",
-        "|---|---|---|---|",
-    ]
-    for (model, loss), by_rule in sorted(values.items()):
-        cells = [_fmt(float(np.mean(v)), float(np.std(v))) for v in by_rule.values()]
-        lines.append(f"| {model} | {loss} | {cells[0]} | {cells[1]} |")
-    return lines
-
-
 def write_reports(config: BenchConfig, outcome: SweepOutcome) -> dict[str, Any]:
     """Write ``results.csv``, ``summary.md``, ``summary.json`` and ``plots/*.png``.
 
@@ -310,7 +272,7 @@ def write_reports(config: BenchConfig, outcome: SweepOutcome) -> dict[str, Any]:
         paths["ncmi_vs_f1"] = str(
             ncmi_scatter(cells, out / "plots" / "ncmi_vs_f1.png", correlations=corr)
         )
-    md += ["", *decision_table(runs)]
+    md += ["", *decision_table(runs), "", *per_class_table(runs)]
     md += ["", "## Validation NCMI vs macro-F1 across runs", ""]
     md += [
         f"- validation NCMI vs {k} macro-F1: Spearman ρ = {v[0]:.3f} (p = {v[1]:.3g}, "

@@ -1,0 +1,85 @@
+"""Extra tables of the benchmark summary: decision rules and per-class F1.
+
+Both read the runs' test predictions (``predictions.csv`` of each cell, pooled over the
+folds of a run) and give mean ± std over seeds.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+
+from wsi_ncmi.bench.results import RunKey
+from wsi_ncmi.manifest import LABELS
+
+
+def fmt_mean_std(mean: float, std: float) -> str:
+    """``mean ± std`` to 3 decimals (``–`` for a missing mean, no ``±`` for a missing std)."""
+    if not math.isfinite(mean):
+        return "–"
+    return f"{mean:.3f}" if not math.isfinite(std) else f"{mean:.3f} ± {std:.3f}"
+
+
+def decision_table(runs: Mapping[RunKey, list[dict[str, Any]]]) -> list[str]:
+    """Markdown lines: pooled test macro-F1 of each (model, loss) under each decision rule.
+
+    Empty when the predictions carry no per-rule columns (cells of older versions).
+    """
+    from wsi_ncmi.losses.decision import macro_f1
+
+    rules = ("default", "calibrated")
+    values: dict[tuple[str, str], dict[str, list[float]]] = {}
+    for (model, loss, _seed), records in runs.items():
+        if not records or any(f"pred_label_{r}" not in records[0] for r in rules):
+            return []
+        cell = values.setdefault((model, loss), {r: [] for r in rules})
+        truth = np.array([LABELS.index(rec["true_label"]) for rec in records])
+        for rule in rules:
+            pred = np.array([LABELS.index(rec[f"pred_label_{rule}"]) for rec in records])
+            cell[rule].append(macro_f1(truth, pred, len(LABELS)))
+    lines = [
+        "## Decision rules: pooled test macro-F1 (mean ± std over seeds)",
+        "",
+        "`default`: the loss's own rule (argmax; nearest centroid for NCMI-MIL). "
+        "`calibrated`: + λ·log prior, λ ≥ 0 fitted on validation (wsi_ncmi.losses.decision).",
+        "",
+        "| model | loss | default | calibrated |",
+        "|---|---|---|---|",
+    ]
+    for (model, loss), by_rule in sorted(values.items()):
+        cells = [fmt_mean_std(float(np.mean(v)), float(np.std(v))) for v in by_rule.values()]
+        lines.append(f"| {model} | {loss} | {cells[0]} | {cells[1]} |")
+    return lines
+
+
+def per_class_table(runs: Mapping[RunKey, list[dict[str, Any]]]) -> list[str]:
+    """Markdown lines: pooled test F1 of each class for each (model, loss), mean ± std."""
+    from sklearn.metrics import f1_score
+
+    values: dict[tuple[str, str], list[np.ndarray]] = {}
+    for (model, loss, _seed), records in runs.items():
+        if not records:
+            continue
+        truth = [LABELS.index(rec["true_label"]) for rec in records]
+        pred = [LABELS.index(rec["pred_label"]) for rec in records]
+        scores = f1_score(truth, pred, labels=range(len(LABELS)), average=None, zero_division=0)
+        values.setdefault((model, loss), []).append(np.asarray(scores, dtype=np.float64))
+    if not values:
+        return []
+    lines = [
+        "## Per-class test F1 (pooled over hospitals, mean ± std over seeds)",
+        "",
+        "| model | loss | " + " | ".join(LABELS) + " |",
+        "|---|---|" + "---|" * len(LABELS),
+    ]
+    for (model, loss), per_seed in sorted(values.items()):
+        stack = np.stack(per_seed)
+        cells = [
+            fmt_mean_std(float(m), float(sd))
+            for m, sd in zip(stack.mean(0), stack.std(0), strict=True)
+        ]
+        lines.append(f"| {model} | {loss} | " + " | ".join(cells) + " |")
+    return lines
