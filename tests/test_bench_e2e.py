@@ -93,7 +93,7 @@ def test_results_csv_rows_and_sane_metrics(bench_run: dict[str, Any]) -> None:
         rows = list(csv.DictReader(handle))
     assert len(rows) == 10
     assert {(r["loss"], r["hospital"]) for r in rows} == {
-        (loss, str(c)) for loss in ("ce", "ncmi") for c in range(5)
+        (loss, str(c)) for loss in ("ce", "ncmi_mil") for c in range(5)
     }
     for column in (
         "macro_f1",
@@ -112,14 +112,18 @@ def test_results_csv_rows_and_sane_metrics(bench_run: dict[str, Any]) -> None:
         assert 0.0 <= float(row["accuracy"]) <= 1.0
         assert int(row["n"]) == 2
         assert math.isfinite(float(row["val_ncmi"]))
-    for loss in ("ce", "ncmi"):
+    for loss in ("ce", "ncmi_mil"):
         assert sum(int(r["n"]) for r in rows if r["loss"] == loss) == 10
+    for row in rows:  # both decision rules are scored; the headline follows the config's
+        assert 0.0 <= float(row["macro_f1_default"]) <= 1.0
+        assert float(row["macro_f1"]) == float(row["macro_f1_calibrated"])
+        assert float(row["prior_scale"]) >= 0.0
 
 
 def test_summary_table_structure(bench_run: dict[str, Any]) -> None:
     text = (bench_run["out"] / "summary.md").read_text()
     lines = text.splitlines()
-    header = "| hospital | CE macro-F1 | NCMI macro-F1 | Δ | 95% CI of Δ |"
+    header = "| hospital | CE macro-F1 | NCMI_MIL macro-F1 | Δ | 95% CI of Δ |"
     start = lines.index(header)
     body = lines[start + 2 : start + 8]
     assert [line.split("|")[1].strip().split(" (")[0] for line in body] == [
@@ -138,3 +142,12 @@ def test_summary_table_structure(bench_run: dict[str, Any]) -> None:
     assert "Wilcoxon" in text
     assert "at α = 0.05" in text
     assert "Spearman" in text
+    rules = lines.index("| model | loss | default | calibrated |")
+    assert [line.split("|")[2].strip() for line in lines[rules + 2 : rules + 4]] == [
+        "ce",
+        "ncmi_mil",
+    ]
+    per_class = lines.index("| model | loss | negative | itc | micro | macro |")
+    for line in lines[per_class + 2 : per_class + 4]:
+        cells = [c.strip() for c in line.split("|")[3:-1]]
+        assert all(0.0 <= float(c.split(" ± ")[0]) <= 1.0 for c in cells)

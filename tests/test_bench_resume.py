@@ -127,6 +127,10 @@ def test_changed_settings_are_refused_not_reused(tmp_path: Path) -> None:
         ({"train.trainer.max_epoch": 3}, None),
         ({"bogus": 1}, "config has unknown keys ['bogus']"),
         ({"train.data.manifest": "x.csv"}, "train.data must not set ['manifest']"),
+        (
+            {"sweep.losses": [{"name": "ce", "train": {"optimiser": {}}}], "sweep.treatment": "ce"},
+            "sweep.losses[0].train has unknown sections ['optimiser']",
+        ),
     ],
 )
 def test_config_validation(override: dict[str, object], message: str | None) -> None:
@@ -141,3 +145,33 @@ def test_config_validation(override: dict[str, object], message: str | None) -> 
     with pytest.raises(ConfigError) as info:
         load_config(None, override)
     assert message in str(info.value)
+
+
+def test_a_loss_entry_overrides_the_train_sections_for_that_loss_only() -> None:
+    from wsi_ncmi.bench.plan import Cell, train_config_for
+
+    config = load_config(
+        None,
+        {
+            "sweep.losses": [
+                {"name": "ce", "train": {"optim": {"lr": 0.003}, "data": {"batch_size": 1}}},
+                {"name": "ncmi_mil"},
+            ],
+            "sweep.treatment": "ncmi_mil",
+            "train.optim.lr": 0.001,
+        },
+    )
+    cells = [
+        Cell(loss, config.sweep.models[0], 0, 0, "f", (0,), "s.json")
+        for loss in config.sweep.losses
+    ]
+    ce, mil = (train_config_for(config, cell, Path("x")) for cell in cells)
+    assert (ce.optim.lr, ce.data.batch_size) == (0.003, 1)
+    assert (mil.optim.lr, mil.data.batch_size) == (0.001, 8)
+    bad = load_config(
+        None,
+        {"sweep.losses": [{"name": "ce", "train": {"optim": {"lrr": 1}}}], "sweep.treatment": "ce"},
+    )
+    cell = Cell(bad.sweep.losses[0], bad.sweep.models[0], 0, 0, "f", (0,), "s.json")
+    with pytest.raises(ConfigError, match=r"sweep\.losses\[ce\]\.train\.optim has unknown keys"):
+        train_config_for(bad, cell, Path("x"))

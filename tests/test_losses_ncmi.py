@@ -119,7 +119,14 @@ def test_validation_without_no_grad_or_eval_never_moves_the_state():
 
 
 def test_alternating_schedule_warmup_and_damping():
-    loss = _loss("sigmax", centroids="alternating", warmup_epochs=2, warmup_steps=0, damping=0.1)
+    loss = _loss(
+        "sigmax",
+        centroids="alternating",
+        warmup_epochs=2,
+        warmup_steps=0,
+        damping=0.1,
+        damping_steps=0,
+    )
     assert loss.needs_epoch_pass
     assert not loss.state.needs_initial_pass
     anchors = loss.state.anchors.clone()

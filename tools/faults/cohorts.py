@@ -39,6 +39,7 @@ def train_config(root: Path, path: Path, *, epochs: int = 6) -> Path:
             "features_root": str(root),
             "encoder": BAG_ENCODER,
             "max_patches_train": 30,
+            "batch_size": 1,  # one slide per step: the harness's step numbers assume it
         },
         "split": {
             "kind": "fixed",

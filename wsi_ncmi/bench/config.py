@@ -159,15 +159,17 @@ class SweepConfig:
         seeds: Training seeds (at least one).
         split: The split scheme.
         baseline: Label of the reference loss of the headline table (``ce``).
-        treatment: Label of the loss compared with it (``ncmi``).
+        treatment: Label of the loss compared with it (``ncmi_mil``).
     """
 
-    losses: list[LossEntry] = field(default_factory=lambda: [LossEntry("ce"), LossEntry("ncmi")])
+    losses: list[LossEntry] = field(
+        default_factory=lambda: [LossEntry("ce"), LossEntry("ncmi_mil")]
+    )
     models: list[ModelEntry] = field(default_factory=lambda: [ModelEntry("abmil")])
     seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
     split: BenchSplit = field(default_factory=BenchSplit)
     baseline: str = "ce"
-    treatment: str = "ncmi"
+    treatment: str = "ncmi_mil"
 
 
 @dataclass

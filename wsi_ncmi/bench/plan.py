@@ -168,7 +168,9 @@ def train_config_for(config: BenchConfig, cell: Cell, cell_dir: Path) -> Any:
             | dict(config.train.get(name) or {})
             | dict(cell.loss.train.get(name) or {})
         )
-        sections[name] = from_dict(cls, values, f"train.{name} (loss {cell.loss.label})")
+        own = cell.loss.train.get(name)
+        where = f"sweep.losses[{cell.loss.label}].train.{name}" if own else f"train.{name}"
+        sections[name] = from_dict(cls, values, where)
     data = config.data
     sections["data"] = dataclasses.replace(
         sections["data"],

@@ -24,7 +24,6 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
-import numpy as np
 import torch
 from lightning.pytorch.callbacks import Callback, EarlyStopping, ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger
@@ -34,13 +33,13 @@ from wsi_ncmi.errors import ConfigError
 from wsi_ncmi.features.store import read_feature_attrs
 from wsi_ncmi.losses import ClassificationLoss, build_loss, get_loss_factory
 from wsi_ncmi.losses.callbacks import CentroidUpdate, EscapeMonitor, NCMIDiagnostics
-from wsi_ncmi.losses.decision import PriorRule, fit_prior_rule
 from wsi_ncmi.manifest import LABELS, ManifestRow, read_manifest
 from wsi_ncmi.mil import build_aggregator
 from wsi_ncmi.train.attention import export_attention
 from wsi_ncmi.train.config import TrainConfig
 from wsi_ncmi.train.data import BagDataModule
 from wsi_ncmi.train.module import MILClassifier
+from wsi_ncmi.train.predict import decision_reports, fit_decision_rule, predict_slides
 from wsi_ncmi.train.report import (
     compute_report,
     epoch_history,
@@ -259,8 +258,8 @@ def run_fold(
     trainer.fit(model, datamodule=datamodule, ckpt_path=resume_from)
     best = checkpoint.best_model_path or (str(last) if last.is_file() else None)
     rows = datamodule.rows["test"]
-    rule = _fit_decision_rule(trainer, model, datamodule, best)
-    predictions = _predict(trainer, model, datamodule.test_dataloader(), best) if rows else []
+    rule = fit_decision_rule(trainer, model, datamodule, best)
+    predictions = predict_slides(trainer, model, datamodule.test_dataloader(), best) if rows else []
     records = prediction_records(
         rows, predictions, f"{fold.name}/test", rule=rule, decision=config.report.decision
     )
@@ -300,50 +299,6 @@ def run_fold(
     }
     write_json(result | {"attention": attention}, fold_dir / "metrics.json")
     return result | {"records": records}
-
-
-def _predict(
-    trainer: L.Trainer, model: MILClassifier, loader: Any, ckpt_path: str | None
-) -> list[dict[str, Any]]:
-    """Per-slide ``predict_step`` outputs (batches split into slides)."""
-    batches: list[Any] = list(trainer.predict(model, loader, ckpt_path=ckpt_path) or [])
-    slides = []
-    for batch in batches:
-        for b in range(int(batch["index"].shape[0])):
-            item = {k: v[b] for k, v in batch.items()}
-            item["attention"] = item["attention"].numpy()
-            slides.append(item)
-    return slides
-
-
-def _fit_decision_rule(
-    trainer: L.Trainer, model: MILClassifier, datamodule: BagDataModule, ckpt_path: str | None
-) -> PriorRule:
-    """Fit the prior-aware rule on the validation slides (never on test)."""
-    val = _predict(trainer, model, datamodule.val_dataloader(), ckpt_path)
-    probs = np.stack([np.asarray(v["probs"], dtype=np.float64) for v in val])
-    targets = np.asarray([int(v["target"]) for v in val])
-    return fit_prior_rule(np.log(np.maximum(probs, 1e-30)), targets, datamodule.class_counts())
-
-
-def decision_reports(
-    records: Sequence[dict[str, Any]], manifest_rows: Sequence[ManifestRow], config: TrainConfig
-) -> dict[str, Any]:
-    """Pooled and per-hospital metrics of the test slides under each decision rule.
-
-    Returns:
-        ``{"default": report, "calibrated": report}`` (reports as :func:`compute_report`),
-        empty if the records carry no per-rule columns.
-    """
-    out: dict[str, Any] = {}
-    for name in ("default", "calibrated"):
-        column = f"pred_label_{name}"
-        if records and column in records[0]:
-            renamed = [r | {"pred_label": r[column]} for r in records]
-            out[name] = compute_report(
-                renamed, manifest_rows, n_bootstrap=config.report.bootstrap, seed=config.seed
-            )
-    return out
 
 
 def run_training(config: TrainConfig, callbacks: Sequence[Callback] = ()) -> dict[str, Any]:
