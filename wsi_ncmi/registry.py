@@ -9,6 +9,7 @@ registry alone stays cheap and free of import cycles.
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable
 from typing import Any, Generic, TypeVar
 
@@ -65,11 +66,19 @@ class Registry(Generic[T]):
     def build(self, name: str, **kwargs: Any) -> T:
         """Instantiate ``name`` with ``kwargs``.
 
+        The arguments are bound to the factory's signature first: an unknown or missing
+        argument is the user's error (:class:`~wsi_ncmi.errors.ConfigError`), while a
+        ``TypeError`` raised inside the constructor is a bug and propagates unchanged.
+
         Raises:
-            ConfigError: Unknown name, or arguments the factory rejects.
+            ConfigError: Unknown name, or arguments that do not fit the signature (the
+                factory's own range checks raise ConfigError too).
         """
         factory = self.get(name)
         try:
-            return factory(**kwargs)
+            inspect.signature(factory).bind(**kwargs)
         except TypeError as err:
             raise ConfigError(f"invalid arguments for {self.kind} {name!r}: {err}") from err
+        except ValueError:  # no signature to inspect (a builtin): let the call decide
+            pass
+        return factory(**kwargs)

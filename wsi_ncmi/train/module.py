@@ -14,7 +14,7 @@ them ``(outputs, targets)`` and ``validation_step`` returns ``{"outputs", "targe
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import lightning as L
 import torch
@@ -210,11 +210,22 @@ class MILClassifier(L.LightningModule):
         self._val_scores, self._val_targets = [], []
 
     def on_validation_epoch_end(self) -> None:
-        """Log the macro-F1 of the prior-aware rule fitted on this validation pass."""
+        """Log the macro-F1 of the prior-aware rule fitted on this validation pass.
+
+        Under DDP the scores of every process are gathered first, so all processes fit,
+        log and select on the same value.
+        """
         if not self._val_scores:
             return
-        scores = torch.cat(self._val_scores).double().clamp_min(1e-30).log().numpy()
-        targets = torch.cat(self._val_targets).numpy()
+        scores_t, targets_t = torch.cat(self._val_scores), torch.cat(self._val_targets)
+        if self.trainer.world_size > 1:
+            gathered = [self.all_gather(t.to(self.device)) for t in (scores_t, targets_t)]
+            if not all(isinstance(g, Tensor) for g in gathered):
+                raise TypeError("all_gather of the validation scores returned no tensor")
+            scores_t = cast(Tensor, gathered[0]).reshape(-1, scores_t.shape[1])
+            targets_t = cast(Tensor, gathered[1]).reshape(-1)
+        scores = scores_t.double().clamp_min(1e-30).log().cpu().numpy()
+        targets = targets_t.cpu().numpy()
         rule = fit_prior_rule(scores, targets, self.class_counts)
         self.log("val/macro_f1_calibrated", rule.val_macro_f1)
         self.log("val/prior_scale", rule.scale)

@@ -1,0 +1,38 @@
+"""The shared registry: argument errors are the user's, errors inside a constructor are bugs."""
+
+import pytest
+
+from wsi_ncmi.errors import ConfigError
+from wsi_ncmi.registry import Registry
+
+
+def _registry() -> Registry[object]:
+    registry: Registry[object] = Registry("thing", lambda: None)
+
+    @registry.register("good")
+    class Good:
+        def __init__(self, size: int, *, scale: float = 1.0) -> None:
+            self.size = size * scale
+
+    @registry.register("buggy")
+    class Buggy:
+        def __init__(self, size: int) -> None:
+            self.size = size + "1"  # a bug: TypeError inside the constructor
+
+    return registry
+
+
+def test_unknown_or_missing_arguments_are_config_errors():
+    registry = _registry()
+    assert registry.build("good", size=2).size == 2.0
+    with pytest.raises(ConfigError, match="invalid arguments for thing 'good'"):
+        registry.build("good", size=2, colour="red")
+    with pytest.raises(ConfigError, match="invalid arguments for thing 'good'"):
+        registry.build("good")
+    with pytest.raises(ConfigError, match="thing must be one of"):
+        registry.build("nope")
+
+
+def test_a_type_error_inside_the_constructor_is_not_disguised_as_a_user_error():
+    with pytest.raises(TypeError, match="unsupported operand"):
+        _registry().build("buggy", size=2)
