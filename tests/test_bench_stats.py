@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from scipy.stats import wilcoxon
 
 from wsi_ncmi.bench.stats import align, mean_std, paired_bootstrap, signed_rank, spearman
 
@@ -54,13 +53,31 @@ def test_bootstrap_is_seeded() -> None:
     assert paired_bootstrap(pairs, 4, n_resamples=300, seed=3) == first
 
 
-def test_signed_rank_matches_scipy() -> None:
+def _exact_signed_rank(d: list[float]) -> tuple[float, float]:
+    """Oracle from the definition: every sign assignment of the ranks is equally likely."""
+    from itertools import product
+
+    nonzero = [x for x in d if x != 0]
+    order = sorted(range(len(nonzero)), key=lambda i: abs(nonzero[i]))
+    ranks = {i: r + 1 for r, i in enumerate(order)}  # no ties in the data below
+    w_plus = sum(ranks[i] for i, x in enumerate(nonzero) if x > 0)
+    w_minus = sum(ranks[i] for i, x in enumerate(nonzero) if x < 0)
+    statistic = min(w_plus, w_minus)
+    sums = [
+        sum(r for r, sign in zip(range(1, len(nonzero) + 1), signs, strict=True) if sign)
+        for signs in product([False, True], repeat=len(nonzero))
+    ]
+    tail = sum(s <= statistic for s in sums) / len(sums)
+    return float(statistic), min(1.0, 2 * tail)
+
+
+def test_signed_rank_matches_the_exact_distribution() -> None:
     d = [0.1, -0.05, 0.2, 0.0, 0.15, -0.02, 0.3, 0.07]
     result = signed_rank(d)
-    nonzero = [x for x in d if x != 0]
-    reference = wilcoxon(nonzero)
-    assert result.p_value == pytest.approx(reference.pvalue)
-    assert result.statistic == pytest.approx(reference.statistic)
+    statistic, p_value = _exact_signed_rank(d)
+    assert (statistic, p_value) == (3.0, 10 / 128)  # W- = 1 + 2; subsets of 1..7 summing <= 3
+    assert result.statistic == pytest.approx(statistic)
+    assert result.p_value == pytest.approx(p_value)
     assert (result.n_pairs, result.n_nonzero, result.wins, result.losses) == (8, 7, 5, 2)
 
 

@@ -10,6 +10,7 @@ from wsi_ncmi.losses import list_losses
 from wsi_ncmi.mil import MILOutput, build_aggregator, list_aggregators
 from wsi_ncmi.mil.clam_sb import ClamOutput
 from wsi_ncmi.mil.transmil import NystromAttention, newton_schulz_pinv
+from wsi_ncmi.train.data import collate_bags
 from wsi_ncmi.train.fit import build_criterion
 from wsi_ncmi.train.module import MILClassifier
 
@@ -24,7 +25,7 @@ SMALL_BY_MODEL = {
 }
 LOSS_VARIANTS = [(name, {}) for name in list_losses()] + [
     ("ncmi", {"head": "feature", "temperature": 0.5}),
-    ("ncmi", {"centroids": "alternating", "warmup_epochs": 0}),
+    ("ncmi", {"centroids": "alternating", "warmup_epochs": 0, "warmup_steps": 0}),
     ("ncmi", {"centroids": "ema"}),
 ]
 
@@ -70,26 +71,24 @@ def test_every_model_and_loss_takes_a_training_step(
     module = MILClassifier(aggregator, criterion, NUM_CLASSES, lr=1e-2)
     optimizer = torch.optim.AdamW(module.parameters(), lr=1e-2)
     before = [p.detach().clone() for p in module.aggregator.parameters()]
-    for n_patches, target in ((7, 2), (1, 0)):
-        batch = {
-            "features": torch.randn(1, n_patches, IN_DIM).half(),
-            "target": torch.tensor([target]),
-            "index": torch.tensor([0]),
-        }
-        outputs, targets = module.loss_inputs(batch)
-        result = criterion(outputs, targets)
-        loss = result.loss
-        aux = getattr(aggregator, "auxiliary_loss", None)
-        if callable(aux):
-            loss = loss + aux(module(batch["features"]), targets)
+    bags = [
+        {"features": torch.randn(7, IN_DIM).half(), "target": torch.tensor(2), "index": 0},
+        {"features": torch.randn(1, IN_DIM).half(), "target": torch.tensor(0), "index": 1},
+    ]
+    # one unpadded single-bag step, then one padded two-bag step (7 and 1 patches)
+    for step, batch in enumerate((collate_bags(bags[:1]), collate_bags(bags))):
+        loss = module.training_step(batch, step)  # the real step: loss + auxiliary loss
+        assert loss.ndim == 0
         assert torch.isfinite(loss)
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
+        outputs, _ = module.loss_inputs(batch)
         probs = module.class_scores(outputs.detach())
-        assert probs.shape == (1, NUM_CLASSES)
-        assert torch.allclose(probs.sum(-1), torch.ones(1), atol=1e-4)
-        assert criterion.predict(outputs).shape == (1,)
+        n = int(batch["target"].shape[0])
+        assert probs.shape == (n, NUM_CLASSES)
+        assert torch.allclose(probs.sum(-1), torch.ones(n), atol=1e-4)
+        assert criterion.predict(outputs).shape == (n,)
     changed = any(
         not torch.equal(a, b) for a, b in zip(before, module.aggregator.parameters(), strict=True)
     )
@@ -117,7 +116,6 @@ def test_bag_sizes_from_one_to_fifty_thousand(model_name: str, n_patches: int) -
 @pytest.mark.parametrize("model_name", ["abmil", "mean", "max", "dsmil", "clam_sb", "transmil"])
 def test_padded_batch_gives_each_bag_alone(model_name: str) -> None:
     """B bags of different lengths in one padded step = each bag run alone."""
-    from wsi_ncmi.train.data import collate_bags
 
     torch.manual_seed(0)
     model = build_aggregator(
@@ -186,11 +184,35 @@ def test_nystrom_attention_approximates_exact_attention_for_smooth_inputs() -> N
 
 
 def test_transmil_attention_is_exact_class_token_attention() -> None:
+    """The returned attention is the class token's softmax attention in the last layer.
+
+    Oracle from the definition, head by head: softmax over the 16 patch tokens of
+    q_cls · k_j / sqrt(d_head), averaged over heads, with each padding copy's weight added
+    to the patch it repeats (10 patches -> a 4 x 4 grid: patches 0-5 appear twice).
+    """
     torch.manual_seed(0)
     model = build_aggregator("transmil", in_dim=IN_DIM, num_classes=2, **_kwargs("transmil"))
-    out = model(torch.randn(10, IN_DIM))  # 10 -> 16 tokens: 6 repeated patches
+    model.eval()
+    x = torch.randn(10, IN_DIM)
+    out = model(x)
     assert out.attention.shape == (1, 10)
-    assert float(out.attention.sum()) == pytest.approx(1.0, abs=1e-5)
+    with torch.no_grad():
+        embedded = model.patch_embed(x.unsqueeze(0))
+        source = [j % 10 for j in range(16)]
+        tokens = torch.cat([model.cls_token, embedded[:, source]], dim=1)
+        tokens = model.position(model.layer_1(tokens), 4)
+        normed = model.layer_2.norm(tokens)[0]  # (17, dim)
+        attention = model.layer_2.attention
+        q, k, _ = attention.qkv(normed).chunk(3, dim=-1)
+        d = attention.head_dim
+        expected = torch.zeros(10)
+        for h in range(attention.num_heads):
+            qh, kh = q[0, h * d : (h + 1) * d], k[1:, h * d : (h + 1) * d]
+            weights = torch.softmax(kh @ qh / d**0.5, dim=0)  # over the 16 patch tokens
+            for j, patch in enumerate(source):
+                expected[patch] += weights[j] / attention.num_heads
+    torch.testing.assert_close(out.attention[0], expected, atol=1e-5, rtol=1e-4)
+    assert float(out.attention[0, :6].min()) > 0  # the repeated patches carry two weights
 
 
 def test_clam_instance_loss_trains_the_instance_classifiers() -> None:

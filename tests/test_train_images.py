@@ -56,7 +56,7 @@ def test_train_images_end_to_end(image_folder, tmp_path, one_thread, loss, loss_
         root=str(image_folder),
         loss=loss,
         loss_kwargs=loss_kwargs,
-        epochs=2,
+        epochs=4,
         batch_size=12,
         lr=0.05,
         accelerator="cpu",
@@ -64,8 +64,9 @@ def test_train_images_end_to_end(image_folder, tmp_path, one_thread, loss, loss_
         out_dir=str(tmp_path / "out"),
     )
     results = train_images(config)
-    assert 0.0 <= results["test"]["test/accuracy"] <= 1.0
-    assert len(results["history"]) == 2
+    # Three flat colours (chance 1/3): every loss must learn them (measured: 0.67-1.0).
+    assert results["test"]["test/accuracy"] > 0.5
+    assert len(results["history"]) == 4
     assert all(np.isfinite(h["ncmi"]) for h in results["history"])
     saved = json.loads((tmp_path / "out" / "results.json").read_text())
     assert saved["config"]["loss"] == loss
