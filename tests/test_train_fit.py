@@ -108,6 +108,15 @@ def test_tiny_fit_learns_and_writes_every_report(reference: tuple[Path, dict[str
         assert (fold / name).is_file(), name
     assert len(list((fold / "heatmaps").glob("*.png"))) == 2
     rows = _predictions(out)
+    geojson = sorted((fold / "qupath").glob("*.geojson"))
+    assert len(geojson) == len(rows)  # every test slide, for QuPath
+    first = json.loads(geojson[0].read_text())
+    tiles = first["features"]
+    assert len(tiles) == 36  # the whole 6 x 6 bag (test bags are never sub-sampled)
+    total = sum(t["properties"]["measurements"]["attention"] for t in tiles)
+    assert total == pytest.approx(1.0, abs=1e-4)
+    predicted = {r["slide_id"]: r["pred_label"] for r in rows}[geojson[0].stem]
+    assert {t["properties"]["classification"]["name"] for t in tiles} == {predicted}
     assert len(rows) == 16
     assert {"slide_id", "center", "true_label", "pred_label", "split", "prob_macro"} <= set(rows[0])
     history = result["folds"][0]

@@ -173,12 +173,16 @@ class ReportConfig:
         bootstrap: Bootstrap resamples of the macro-F1 interval.
         attention_top_k: Top-attended patches listed per slide.
         max_heatmaps: Attention heatmaps drawn per fold.
+        max_geojson: Test slides whose patches (with attention, predicted class and
+            probabilities as QuPath measurements) are written as
+            ``<fold>/qupath/<slide_id>.geojson`` (``null``: all; ``0``: none).
     """
 
     decision: Literal["calibrated", "default"] = "calibrated"
     bootstrap: int = 1000
     attention_top_k: int = 10
     max_heatmaps: int = 20
+    max_geojson: int | None = None
 
 
 @dataclass

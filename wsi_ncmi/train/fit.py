@@ -40,6 +40,7 @@ from wsi_ncmi.train.config import TrainConfig
 from wsi_ncmi.train.data import BagDataModule
 from wsi_ncmi.train.module import MILClassifier
 from wsi_ncmi.train.predict import decision_reports, fit_decision_rule, predict_slides
+from wsi_ncmi.train.qupath import export_qupath
 from wsi_ncmi.train.report import (
     compute_report,
     epoch_history,
@@ -263,15 +264,29 @@ def run_fold(
     records = prediction_records(
         rows, predictions, f"{fold.name}/test", rule=rule, decision=config.report.decision
     )
+    # Heatmap titles and QuPath tiles show the reported rule's prediction.
+    shown = [
+        p | {"pred": LABELS.index(r["pred_label"])}
+        for p, r in zip(predictions, records, strict=True)
+    ]
+    paths = [datamodule.path_of(r) for r in rows]
     attention = export_attention(
         rows,
-        predictions,
-        [datamodule.path_of(r) for r in rows],
+        shown,
+        paths,
         fold_dir,
         top_k=config.report.attention_top_k,
         max_heatmaps=config.report.max_heatmaps,
         slide_dir=Path(data.slide_dir) if data.slide_dir else None,
         class_names=LABELS,
+    )
+    export_qupath(
+        rows,
+        shown,
+        paths,
+        fold_dir / "qupath",
+        class_names=LABELS,
+        max_slides=config.report.max_geojson,
     )
     history = []
     for metrics_csv in sorted((fold_dir / "logs").glob("version_*/metrics.csv")):
