@@ -124,3 +124,28 @@ def test_patient_kappa_agrees_with_scikit_learn() -> None:
     q = [PN_STAGES.index(pred[p]) for p in sorted(true)]
     expected = skm.cohen_kappa_score(t, q, weights="quadratic", labels=list(range(5)))
     assert patient_kappa(true, pred) == pytest.approx(expected)
+
+
+def test_bootstrap_kernel_equals_scikit_learn_macro_f1() -> None:
+    """The count-based kernel of the bootstraps gives scikit-learn's macro-F1 exactly."""
+    from wsi_ncmi.train.metrics import macro_f1, macro_f1_counts
+
+    rng = np.random.default_rng(3)
+    for trial in range(50):
+        n = int(rng.integers(1, 40))
+        classes = rng.choice(4, size=int(rng.integers(1, 5)), replace=False)  # absent classes
+        t = rng.choice(classes, n).astype(np.int64)
+        p = rng.integers(0, 4, n).astype(np.int64)
+        expected = skm.f1_score(t, p, labels=np.union1d(t, p), average="macro", zero_division=0)
+        assert macro_f1_counts(t, p, 4) == pytest.approx(expected), trial
+        assert macro_f1(t, p, 4) == pytest.approx(expected), trial
+
+
+def test_kappa_of_a_single_agreed_class_is_one() -> None:
+    from wsi_ncmi.train.metrics import quadratic_kappa
+
+    assert quadratic_kappa([2, 2, 2], [2, 2, 2], 4) == 1.0
+    assert np.isnan(quadratic_kappa([], [], 4))
+    assert quadratic_kappa([0, 1, 2, 3], [3, 2, 1, 0], 4) == pytest.approx(
+        skm.cohen_kappa_score([0, 1, 2, 3], [3, 2, 1, 0], weights="quadratic")
+    )

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.typing import NDArray
 
-from wsi_ncmi.train.metrics import confusion_matrix, macro_f1
+from wsi_ncmi.train.metrics import macro_f1_counts
 
 
 @dataclass(frozen=True)
@@ -82,8 +82,7 @@ def align(
 def _mean_delta(pairs: PairedSlides, idx: NDArray[np.int64], num_classes: int) -> float:
     t = pairs.y_true[idx]
     deltas = [
-        macro_f1(confusion_matrix(t, tr[idx], num_classes))
-        - macro_f1(confusion_matrix(t, ba[idx], num_classes))
+        macro_f1_counts(t, tr[idx], num_classes) - macro_f1_counts(t, ba[idx], num_classes)
         for ba, tr in zip(pairs.baseline, pairs.treatment, strict=True)
     ]
     return float(np.mean(deltas))

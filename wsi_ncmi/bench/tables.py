@@ -28,7 +28,7 @@ def decision_table(runs: Mapping[RunKey, list[dict[str, Any]]]) -> list[str]:
 
     Empty when the predictions carry no per-rule columns (cells of older versions).
     """
-    from wsi_ncmi.losses.decision import macro_f1
+    from wsi_ncmi.train.metrics import macro_f1
 
     rules = ("default", "calibrated")
     values: dict[tuple[str, str], dict[str, list[float]]] = {}

@@ -1,27 +1,29 @@
-"""Slide- and patient-level metrics in NumPy (checked against scikit-learn in the tests).
+"""Slide- and patient-level metrics: scikit-learn's, plus what no library gives.
 
-Slide level: macro-F1 (primary), accuracy, balanced accuracy, per-class F1, macro AUROC
-(one-vs-rest), quadratic-weighted Cohen's kappa and the confusion matrix; a bootstrap 95%
-interval of macro-F1 that resamples slides within each hospital.
+Slide level (scikit-learn): macro-F1 (primary), accuracy, balanced accuracy, per-class F1,
+macro AUROC (one-vs-rest), quadratic-weighted Cohen's kappa and the confusion matrix.
+Written here, because no library has them: the bootstrap 95% interval of macro-F1 that
+resamples slides *within each hospital* (with a count-based macro-F1 kernel, tested equal
+to scikit-learn's, so thousands of resamples stay cheap), and the CAMELYON-17 pN-stage
+rule with the patient-level kappa built on it.
 
-Patient level, the official CAMELYON-17 metric: :func:`pn_stage` turns a patient's slide
-labels into a pN stage, and :func:`patient_kappa` scores predicted against true stages with
-quadratic-weighted kappa.
-
-Conventions (those of scikit-learn): macro-F1 averages over the classes present in the
-truth or the predictions, a class with no true and no predicted slide is left out, and an
-undefined F1 (no predicted and no true positive) is 0; balanced accuracy averages the
-recall of the classes present in the truth; macro AUROC averages over the classes that have
-both positives and negatives (NaN if none).
+Conventions (scikit-learn's): macro-F1 averages over the classes present in the truth or
+the predictions (a class with no true and no predicted slide is left out) and an undefined
+F1 is 0; balanced accuracy averages the recall of the classes present in the truth; macro
+AUROC averages over the classes that have both positives and negatives (NaN if none); the
+quadratic kappa of truth and predictions that agree on a single class is 1 (scikit-learn
+leaves it undefined).
 """
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
+from sklearn import metrics as skm
 
 from wsi_ncmi.errors import ConfigError
 from wsi_ncmi.manifest import LABELS
@@ -32,20 +34,7 @@ PN_STAGES: tuple[str, ...] = ("pN0", "pN0(i+)", "pN1mi", "pN1", "pN2")
 IntArray = NDArray[np.int64]
 
 
-def confusion_matrix(y_true: ArrayLike, y_pred: ArrayLike, num_classes: int) -> IntArray:
-    """``(C, C)`` counts, rows = true class, columns = predicted class.
-
-    Args:
-        y_true: ``(N,)`` true class indices.
-        y_pred: ``(N,)`` predicted class indices.
-        num_classes: ``C``.
-
-    Returns:
-        The confusion matrix.
-
-    Raises:
-        ConfigError: If a label is outside ``[0, C)`` or the lengths differ.
-    """
+def _labels(y_true: ArrayLike, y_pred: ArrayLike, num_classes: int) -> tuple[IntArray, IntArray]:
     t, p = np.asarray(y_true, dtype=np.int64), np.asarray(y_pred, dtype=np.int64)
     if t.shape != p.shape or t.ndim != 1:
         raise ConfigError(
@@ -53,96 +42,73 @@ def confusion_matrix(y_true: ArrayLike, y_pred: ArrayLike, num_classes: int) -> 
         )
     if t.size and (min(t.min(), p.min()) < 0 or max(t.max(), p.max()) >= num_classes):
         raise ConfigError(f"labels must lie in [0, {num_classes}), got {sorted(set(t) | set(p))}")
-    return np.bincount(t * num_classes + p, minlength=num_classes**2).reshape(
+    return t, p
+
+
+def confusion_matrix(y_true: ArrayLike, y_pred: ArrayLike, num_classes: int) -> IntArray:
+    """``(C, C)`` counts, rows = true class, columns = predicted class (scikit-learn).
+
+    Raises:
+        ConfigError: If a label is outside ``[0, C)`` or the lengths differ.
+    """
+    t, p = _labels(y_true, y_pred, num_classes)
+    return np.asarray(
+        skm.confusion_matrix(t, p, labels=np.arange(num_classes)), dtype=np.int64
+    ).reshape(num_classes, num_classes)
+
+
+def macro_f1(y_true: ArrayLike, y_pred: ArrayLike, num_classes: int) -> float:
+    """Macro-F1 over the classes present in the truth or the predictions (scikit-learn).
+
+    Returns:
+        Macro-F1 (NaN without slides).
+    """
+    t, p = _labels(y_true, y_pred, num_classes)
+    if t.size == 0:
+        return float("nan")
+    present = np.union1d(t, p)
+    return float(skm.f1_score(t, p, labels=present, average="macro", zero_division=0))
+
+
+def macro_f1_counts(t: IntArray, p: IntArray, num_classes: int) -> float:
+    """The same macro-F1 from label counts: the kernel of the bootstraps.
+
+    ``F1_c = 2 TP_c / (support_c + predicted_c)`` averaged over the classes with support
+    or predictions; equal to :func:`macro_f1` (tested), without scikit-learn's input
+    checks, which would dominate thousands of bootstrap resamples.
+
+    Args:
+        t: ``(N,)`` int64 true labels in ``[0, C)`` (not checked).
+        p: ``(N,)`` int64 predicted labels in ``[0, C)`` (not checked).
+        num_classes: ``C``.
+    """
+    cm = np.bincount(t * num_classes + p, minlength=num_classes**2).reshape(
         num_classes, num_classes
     )
-
-
-def per_class_f1(cm: IntArray) -> NDArray[np.float64]:
-    """F1 of each class from a confusion matrix (0 where undefined).
-
-    Args:
-        cm: ``(C, C)`` confusion matrix.
-
-    Returns:
-        ``(C,)`` F1 scores.
-    """
     tp = np.diag(cm).astype(np.float64)
     denom = cm.sum(axis=0) + cm.sum(axis=1)
-    return np.divide(2 * tp, denom, out=np.zeros_like(tp), where=denom > 0)
-
-
-def macro_f1(cm: IntArray) -> float:
-    """Macro-F1 over the classes present in the truth or the predictions.
-
-    Args:
-        cm: ``(C, C)`` confusion matrix.
-
-    Returns:
-        Macro-F1 (NaN for an empty matrix).
-    """
-    present = (cm.sum(axis=0) + cm.sum(axis=1)) > 0
-    return float(per_class_f1(cm)[present].mean()) if present.any() else float("nan")
-
-
-def balanced_accuracy(cm: IntArray) -> float:
-    """Mean recall over the classes present in the truth.
-
-    Args:
-        cm: ``(C, C)`` confusion matrix.
-
-    Returns:
-        Balanced accuracy (NaN for an empty matrix).
-    """
-    support = cm.sum(axis=1)
-    present = support > 0
+    present = denom > 0
     if not present.any():
         return float("nan")
-    return float((np.diag(cm)[present] / support[present]).mean())
+    return float((2 * tp[present] / denom[present]).mean())
 
 
-def quadratic_kappa(cm: IntArray) -> float:
-    """Quadratic-weighted Cohen's kappa from a confusion matrix of ordered classes.
-
-    Args:
-        cm: ``(C, C)`` confusion matrix.
+def quadratic_kappa(y_true: ArrayLike, y_pred: ArrayLike, num_classes: int) -> float:
+    """Quadratic-weighted Cohen's kappa of ordered classes (scikit-learn).
 
     Returns:
-        Kappa; ``1.0`` when truth and predictions agree and use one class only, NaN for
-        an empty matrix.
+        Kappa; ``1.0`` when truth and predictions agree and use one class only (where
+        scikit-learn's is undefined), NaN without samples.
     """
-    total = cm.sum()
-    if total == 0:
+    t, p = _labels(y_true, y_pred, num_classes)
+    if t.size == 0:
         return float("nan")
-    k = cm.shape[0]
-    weights = (np.subtract.outer(np.arange(k), np.arange(k)) ** 2).astype(np.float64)
-    expected = np.outer(cm.sum(axis=1), cm.sum(axis=0)) / total
-    denom = float((weights * expected).sum())
-    if denom == 0:
+    if np.array_equal(t, p) and np.unique(t).size == 1:
         return 1.0
-    return float(1.0 - (weights * cm).sum() / denom)
-
-
-def binary_auroc(positive: NDArray[np.bool_], scores: NDArray[np.float64]) -> float:
-    """Area under the ROC curve (Mann–Whitney statistic, ties count half).
-
-    Args:
-        positive: ``(N,)`` booleans.
-        scores: ``(N,)`` scores, higher = more positive.
-
-    Returns:
-        The AUROC, or NaN without both positives and negatives.
-    """
-    n_pos, n_neg = int(positive.sum()), int((~positive).sum())
-    if n_pos == 0 or n_neg == 0:
-        return float("nan")
-    order = np.argsort(scores, kind="mergesort")
-    sorted_scores = scores[order]
-    ranks = np.empty(len(scores), dtype=np.float64)
-    _, first, counts = np.unique(sorted_scores, return_index=True, return_counts=True)
-    average_rank = first + (counts + 1) / 2.0  # 1-based average rank of each tie group
-    ranks[order] = np.repeat(average_rank, counts)
-    return float((ranks[positive].sum() - n_pos * (n_pos + 1) / 2.0) / (n_pos * n_neg))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        value = skm.cohen_kappa_score(t, p, labels=np.arange(num_classes), weights="quadratic")
+    return float(value)
 
 
 def macro_auroc(y_true: ArrayLike, probabilities: ArrayLike) -> float:
@@ -157,9 +123,12 @@ def macro_auroc(y_true: ArrayLike, probabilities: ArrayLike) -> float:
     """
     t = np.asarray(y_true, dtype=np.int64)
     prob = np.asarray(probabilities, dtype=np.float64)
-    values = [binary_auroc(t == c, prob[:, c]) for c in range(prob.shape[1])]
-    finite = [v for v in values if not np.isnan(v)]
-    return float(np.mean(finite)) if finite else float("nan")
+    values = [
+        float(skm.roc_auc_score(t == c, prob[:, c]))
+        for c in range(prob.shape[1])
+        if 0 < int((t == c).sum()) < t.size
+    ]
+    return float(np.mean(values)) if values else float("nan")
 
 
 def classification_metrics(
@@ -181,20 +150,28 @@ def classification_metrics(
         "kappa_quadratic", "f1_per_class": {name: f1}, "confusion_matrix": [[...]]}``.
     """
     num_classes = len(class_names)
-    cm = confusion_matrix(y_true, y_pred, num_classes)
-    n = int(cm.sum())
-    f1 = per_class_f1(cm)
+    t, p = _labels(y_true, y_pred, num_classes)
+    n = int(t.size)
+    labels = np.arange(num_classes)
+    f1 = (
+        skm.f1_score(t, p, labels=labels, average=None, zero_division=0)
+        if n
+        else np.zeros(num_classes)
+    )
+    with warnings.catch_warnings():  # classes predicted but absent from the truth
+        warnings.simplefilter("ignore", UserWarning)
+        balanced = float(skm.balanced_accuracy_score(t, p)) if n else float("nan")
     return {
         "n": n,
-        "macro_f1": macro_f1(cm),
-        "accuracy": float(np.trace(cm) / n) if n else float("nan"),
-        "balanced_accuracy": balanced_accuracy(cm),
+        "macro_f1": macro_f1(t, p, num_classes),
+        "accuracy": float(skm.accuracy_score(t, p)) if n else float("nan"),
+        "balanced_accuracy": balanced,
         "auroc_macro_ovr": (
-            float("nan") if probabilities is None else macro_auroc(y_true, probabilities)
+            float("nan") if probabilities is None or not n else macro_auroc(t, probabilities)
         ),
-        "kappa_quadratic": quadratic_kappa(cm),
+        "kappa_quadratic": quadratic_kappa(t, p, num_classes),
         "f1_per_class": {name: float(v) for name, v in zip(class_names, f1, strict=True)},
-        "confusion_matrix": cm.tolist(),
+        "confusion_matrix": confusion_matrix(t, p, num_classes).tolist(),
     }
 
 
@@ -234,7 +211,7 @@ def bootstrap_macro_f1(
     values = np.empty(n_resamples)
     for r in range(n_resamples):
         idx = np.concatenate([m[rng.integers(0, len(m), len(m))] for m in members])
-        values[r] = macro_f1(confusion_matrix(t[idx], p[idx], num_classes))
+        values[r] = macro_f1_counts(t[idx], p[idx], num_classes)
     alpha = (1.0 - level) / 2.0
     low, high = np.quantile(values, [alpha, 1.0 - alpha])
     return float(low), float(high)
@@ -300,4 +277,4 @@ def patient_kappa(true_stages: dict[str, str], predicted_stages: dict[str, str])
     patients = sorted(true_stages)
     t = [PN_STAGES.index(true_stages[p]) for p in patients]
     p = [PN_STAGES.index(predicted_stages[p]) for p in patients]
-    return quadratic_kappa(confusion_matrix(t, p, len(PN_STAGES)))
+    return quadratic_kappa(t, p, len(PN_STAGES))
