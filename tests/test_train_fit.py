@@ -247,3 +247,35 @@ def test_batched_ncmi_mil_learns_and_reports_both_decision_rules(
     assert fold["decision_rule"]["log_prior"]
     # Slide-level centroids: the Q-step ran after every epoch on the whole training split.
     assert fold["epochs_trained"] == EPOCHS
+
+
+def test_tensorboard_logger_shows_the_per_epoch_metrics(cohort: Path, tmp_path: Path) -> None:
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    config = _config(cohort, tmp_path / "tb", logger="tensorboard", max_epochs=3)
+    run_training(config)
+    runs = list((tmp_path / "tb" / "fixed" / "tb").glob("version_*"))
+    assert len(runs) == 1
+    events = EventAccumulator(str(runs[0]))
+    events.Reload()
+    tags = set(events.Tags()["scalars"])
+    wanted = {"train/loss", "train/ncmi", "val/macro_f1", "val/macro_f1_calibrated"}
+    assert wanted | {"val/cmi", "val/gamma", "val/ncmi"} <= tags
+    # one value per epoch, the same as the CSV log the reports read
+    assert len(events.Scalars("val/ncmi")) == 3
+    csv_rows = [
+        r
+        for r in csv.DictReader(
+            next((tmp_path / "tb" / "fixed" / "logs").glob("version_*/metrics.csv")).open()
+        )
+        if r.get("val/ncmi")
+    ]
+    tb_values = [e.value for e in events.Scalars("val/ncmi")]
+    assert tb_values == pytest.approx([float(r["val/ncmi"]) for r in csv_rows], rel=1e-5)
+
+
+def test_unknown_or_missing_logger_is_a_config_error(cohort: Path, tmp_path: Path) -> None:
+    from wsi_ncmi.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"trainer\.logger"):
+        run_training(_config(cohort, tmp_path / "x", logger="wandb"))

@@ -143,6 +143,10 @@ class TrainerConfig:
         accumulate_grad_batches: Bags per optimiser step.
         gradient_clip_val: Gradient-norm clip (``null``: none).
         progress_bar: Show the progress bar.
+        logger: ``csv`` (``<fold>/logs/version_*/metrics.csv``, always written: the
+            reports read it) or ``tensorboard`` (also ``<fold>/tb/``, the same per-epoch
+            metrics including the NCMI diagnostics; needs ``pip install
+            'wsi-ncmi[tensorboard]'``).
     """
 
     max_epochs: int = 50
@@ -156,6 +160,7 @@ class TrainerConfig:
     accumulate_grad_batches: int = 1
     gradient_clip_val: float | None = None
     progress_bar: bool = False
+    logger: Literal["csv", "tensorboard"] = "csv"
 
 
 @dataclass

@@ -26,7 +26,7 @@ from typing import Any
 import lightning as L
 import torch
 from lightning.pytorch.callbacks import Callback, EarlyStopping, ModelCheckpoint
-from lightning.pytorch.loggers import CSVLogger
+from lightning.pytorch.loggers import CSVLogger, Logger, TensorBoardLogger
 
 from wsi_ncmi._version import __version__
 from wsi_ncmi.errors import ConfigError
@@ -101,6 +101,27 @@ def _embedding_dim(aggregator: torch.nn.Module) -> int:
         f"{type(aggregator).__name__} exposes no hidden_dim/embedding_dim; "
         "it cannot feed a feature-head loss"
     )
+
+
+def _loggers(kind: str, fold_dir: Path) -> list[Logger]:
+    """The CSV logger (the reports read it), plus TensorBoard's when asked for.
+
+    Raises:
+        ConfigError: ``tensorboard`` without the package installed, or an unknown kind.
+    """
+    loggers: list[Logger] = [CSVLogger(fold_dir, name="logs")]
+    if kind == "tensorboard":
+        import importlib.util
+
+        if importlib.util.find_spec("tensorboard") is None:
+            raise ConfigError(
+                "trainer.logger 'tensorboard' needs the tensorboard package: "
+                "pip install 'wsi-ncmi[tensorboard]'"
+            )
+        loggers.append(TensorBoardLogger(fold_dir, name="tb", default_hp_metric=False))
+    elif kind != "csv":
+        raise ConfigError(f"trainer.logger must be 'csv' or 'tensorboard', got {kind!r}")
+    return loggers
 
 
 def build_model(config: TrainConfig, datamodule: BagDataModule) -> MILClassifier:
@@ -245,7 +266,7 @@ def run_fold(
         accumulate_grad_batches=tc.accumulate_grad_batches,
         gradient_clip_val=tc.gradient_clip_val,
         callbacks=trainer_callbacks,
-        logger=CSVLogger(fold_dir, name="logs"),
+        logger=_loggers(tc.logger, fold_dir),
         default_root_dir=fold_dir,
         enable_progress_bar=tc.progress_bar,
         enable_model_summary=False,
