@@ -139,16 +139,40 @@ def run_cell(config: BenchConfig, cell: Cell) -> dict[str, Any]:
     return result
 
 
+#: What :func:`run_cell_job` returns for a cell that another job holds.
+CLAIMED = "claimed by another job"
+
+
+def cell_lock_path(config: BenchConfig, cell: Cell) -> Path:
+    """``<bench>/locks/<cell_id>.lock``: held while the cell trains."""
+    return config.out_dir / "locks" / f"{cell.cell_id}.lock"
+
+
 def run_cell_job(args: tuple[BenchConfig, Cell, int | None]) -> tuple[str, dict[str, Any] | str]:
-    """Process-pool entry: ``(cell_id, result)`` or ``(cell_id, error message)``."""
+    """Process-pool entry: ``(cell_id, result)``, ``(cell_id, CLAIMED)`` or an error message.
+
+    The cell is claimed with the stages' lock protocol (:class:`wsi_ncmi.batch.ItemLock`)
+    before it trains, so several ``wsi-bench`` jobs (SLURM array tasks, ``--shard i/N``)
+    can share one sweep: a cell held by a live job is left to it, and a cell another job
+    finished meanwhile is not trained again.
+    """
     config, cell, threads = args
     if threads is not None:
         import torch
 
         torch.set_num_threads(threads)
+    from wsi_ncmi.batch.locks import ItemLock
     from wsi_ncmi.errors import WsiNcmiError
 
+    lock = ItemLock(cell_lock_path(config, cell))
+    if not lock.acquire():
+        return cell.cell_id, CLAIMED
     try:
+        finished = read_result(config, cell)
+        if finished is not None and finished.get("config_hash") == expected_hash(config, cell):
+            return cell.cell_id, finished | {"_finished_elsewhere": True}
         return cell.cell_id, run_cell(config, cell)
     except (WsiNcmiError, RuntimeError, ValueError, OSError) as err:
         return cell.cell_id, f"{type(err).__name__}: {err}"
+    finally:
+        lock.release()

@@ -116,12 +116,17 @@ def prepare_features(config: BenchConfig, seconds: dict[str, float]) -> list[str
     return sorted(missing)
 
 
-def run_bench(config: BenchConfig, *, force: bool = False) -> BenchOutcome:
+def run_bench(
+    config: BenchConfig, *, force: bool = False, shard: str | None = None
+) -> BenchOutcome:
     """Prepare features if slides are given, run the sweep, write the reports.
 
     Args:
         config: The validated configuration.
         force: Recompute finished cells made with other settings.
+        shard: ``"i/N"`` when ``N`` jobs share the sweep (cells are claimed by lock
+            files; this job starts with shard ``i``). Reports are written only by a job
+            that finds every cell finished; the others leave ``reports`` empty.
 
     Returns:
         The outcome (reports are under ``config.out_dir``).
@@ -147,9 +152,42 @@ def run_bench(config: BenchConfig, *, force: bool = False) -> BenchOutcome:
             "train.data.missing: exclude"
         )
     started = time.perf_counter()
-    sweep = run_sweep(config, force=force)
+    sweep = run_sweep(config, force=force, shard=shard)
     seconds["sweep"] = time.perf_counter() - started
-    started = time.perf_counter()
-    reports = write_reports(config, sweep)
-    seconds["report"] = time.perf_counter() - started
+    reports: dict[str, Any] = {}
+    if shard is None:
+        started = time.perf_counter()
+        reports = write_reports(config, sweep)
+        seconds["report"] = time.perf_counter() - started
+    elif sweep.complete:
+        started = time.perf_counter()
+        reports = write_reports_once(config, sweep, write_reports)
+        seconds["report"] = time.perf_counter() - started
     return BenchOutcome(sweep, reports, seconds, prepared)
+
+
+def write_reports_once(config: BenchConfig, sweep: Any, write: Any) -> dict[str, Any]:
+    """Write the reports of a shared sweep once: ``{}`` if another job writes or wrote them.
+
+    Jobs of one sweep that finish together can all find every cell done. The first to
+    take ``<bench>/locks/report.lock`` writes the reports; a job that takes it later finds
+    ``summary.json`` newer than every cell's ``result.json`` and leaves it.
+    """
+    from wsi_ncmi.batch.locks import ItemLock
+    from wsi_ncmi.bench.cells import RESULT_NAME
+
+    lock = ItemLock(config.out_dir / "locks" / "report.lock")
+    if not lock.acquire():
+        log.info("another job is writing the reports of %s", config.name)
+        return {}
+    try:
+        summary = config.out_dir / "summary.json"
+        results = list((config.out_dir / "cells").glob(f"*/{RESULT_NAME}"))
+        newest = max((r.stat().st_mtime for r in results), default=0.0)
+        if summary.is_file() and summary.stat().st_mtime >= newest:
+            log.info("the reports of %s are up to date (written by another job)", config.name)
+            return {}
+        written: dict[str, Any] = write(config, sweep)
+        return written
+    finally:
+        lock.release()

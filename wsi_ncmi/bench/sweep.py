@@ -5,6 +5,11 @@ with ``torch_threads`` threads (default: cores / jobs). A progress bar counts ce
 estimates the time left from the cells finished by this run. A cell that fails is
 reported with its error and the sweep goes on; the summary then says which cells are
 missing, and the exit code is 1.
+
+Several jobs can share one sweep (``wsi-bench --shard i/N``, e.g. a SLURM array): every
+cell is claimed through a lock file before it trains (:func:`wsi_ncmi.bench.cells.run_cell_job`),
+job ``i`` starts with the cells of its shard and then helps with the others' leftovers,
+and only a job that sees every cell finished writes the reports.
 """
 
 from __future__ import annotations
@@ -20,7 +25,8 @@ from typing import Any
 
 from tqdm import tqdm
 
-from wsi_ncmi.bench.cells import cell_dir, expected_hash, read_result, run_cell_job
+from wsi_ncmi.batch.shard import parse_shard, shard_of
+from wsi_ncmi.bench.cells import CLAIMED, cell_dir, expected_hash, read_result, run_cell_job
 from wsi_ncmi.bench.config import BenchConfig, to_dict
 from wsi_ncmi.bench.plan import Cell, plan_cells, write_splits
 from wsi_ncmi.errors import ConfigError
@@ -36,8 +42,9 @@ class SweepOutcome:
         cells: Every planned cell.
         results: Result records of the finished cells (this run and earlier ones).
         ran: Cell ids trained by this run.
-        skipped: Cell ids already finished before this run.
+        skipped: Cell ids already finished before this run (or by another job meanwhile).
         failed: ``{cell_id: error}`` of the cells that failed in this run.
+        claimed: Cell ids left to other jobs that held them.
         seconds: Wall time of the training part.
     """
 
@@ -46,7 +53,13 @@ class SweepOutcome:
     ran: list[str] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
     failed: dict[str, str] = field(default_factory=dict)
+    claimed: list[str] = field(default_factory=list)
     seconds: float = 0.0
+
+    @property
+    def complete(self) -> bool:
+        """Whether every planned cell has a result."""
+        return len({r["cell_id"] for r in self.results}) == len(self.cells)
 
 
 def _cores() -> int:
@@ -115,12 +128,28 @@ def _check_train_sections(config: BenchConfig, cells: list[Cell]) -> None:
         check_train_values(train_config_for(config, cells[0], config.out_dir / "_check"))
 
 
-def run_sweep(config: BenchConfig, *, force: bool = False) -> SweepOutcome:
+def shard_order(cells: list[Cell], shard: str | None) -> list[Cell]:
+    """This job's cells first (those whose id hashes to shard ``i``), then the others'.
+
+    Raises:
+        ConfigError: A malformed ``i/N``.
+    """
+    index, count = parse_shard(shard)
+    if count == 1:
+        return list(cells)
+    mine = [c for c in cells if shard_of(c.cell_id, count) == index]
+    return mine + [c for c in cells if shard_of(c.cell_id, count) != index]
+
+
+def run_sweep(
+    config: BenchConfig, *, force: bool = False, shard: str | None = None
+) -> SweepOutcome:
     """Train every unfinished cell of the sweep (results are written per cell).
 
     Args:
         config: The validated configuration.
         force: See :func:`partition_cells`.
+        shard: ``"i/N"``: start with shard ``i`` of ``N`` (see :func:`shard_order`).
 
     Returns:
         The outcome; the reports are written by :func:`wsi_ncmi.bench.report.write_reports`.
@@ -133,6 +162,7 @@ def run_sweep(config: BenchConfig, *, force: bool = False) -> SweepOutcome:
     cells = plan_cells(config, write_splits(config))
     _check_train_sections(config, cells)
     done, todo = partition_cells(config, cells, force=force)
+    todo = shard_order(todo, shard)
     outcome = SweepOutcome(cells, results=list(done), skipped=[r["cell_id"] for r in done])
     if outcome.skipped:
         log.info("%d of %d cells already finished", len(done), len(cells))
@@ -149,9 +179,14 @@ def run_sweep(config: BenchConfig, *, force: bool = False) -> SweepOutcome:
     started = time.perf_counter()
 
     def record(cell_id: str, value: dict[str, Any] | str) -> None:
-        if isinstance(value, dict):
+        if isinstance(value, dict) and value.pop("_finished_elsewhere", False):
+            outcome.results.append(value)
+            outcome.skipped.append(cell_id)
+        elif isinstance(value, dict):
             outcome.results.append(value)
             outcome.ran.append(cell_id)
+        elif value == CLAIMED:
+            outcome.claimed.append(cell_id)
         else:
             outcome.failed[cell_id] = value
             log.error("cell %s failed: %s", cell_id, value)

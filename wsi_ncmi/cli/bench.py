@@ -36,6 +36,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seeds", type=int, nargs="+", metavar="K", help="training seeds")
     p.add_argument("--jobs", type=int, metavar="N", help="cells trained in parallel")
     p.add_argument(
+        "--shard",
+        metavar="I/N",
+        help="share the sweep with N-1 other jobs (e.g. $SLURM_ARRAY_TASK_ID/N): cells are "
+        "claimed by lock files, this job starts with shard I, the last job writes the report",
+    )
+    p.add_argument(
         "--set",
         action="append",
         default=[],
@@ -70,6 +76,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         overrides = {k: v for k, v in shortcuts.items() if v is not None}
         overrides |= dict(parse_override(item) for item in args.set)
         config = load_config(args.config, overrides)
+        from wsi_ncmi.batch.shard import parse_shard
+
+        parse_shard(args.shard)  # a malformed I/N fails before any work
     except (ConfigError, ManifestError) as err:
         print(f"wsi-bench: configuration error: {err}", file=sys.stderr)
         return 2
@@ -82,7 +91,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from wsi_ncmi.bench.pipeline import run_bench
 
     try:
-        outcome = run_bench(config, force=args.force)
+        outcome = run_bench(config, force=args.force, shard=args.shard)
     except (ConfigError, ManifestError) as err:
         print(f"wsi-bench: configuration error: {err}", file=sys.stderr)
         return 2
@@ -96,6 +105,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("wsi-bench: interrupted; rerun the same command to resume", file=sys.stderr)
         return 130
     reports = outcome.reports
+    sweep = outcome.sweep
+    if not reports:
+        print(
+            f"cells: {len(sweep.ran)} trained by this job, {len(sweep.claimed)} held by other "
+            f"jobs, {len(sweep.failed)} failed; the job that finishes the last cell writes "
+            f"the report ({config.out_dir})"
+        )
+        return 1 if sweep.failed else 0
     for model, table in reports["headline"].items():
         print(f"\n{model}: test macro-F1 per hospital\n{table}")
     for lines in reports["verdicts"].values():
@@ -105,7 +122,6 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"warning: {len(reports['constant_runs'])} runs predict a single class for every "
             "test slide; see summary.md"
         )
-    sweep = outcome.sweep
     print(
         f"\ncells: {len(sweep.ran)} trained, {len(sweep.skipped)} already done, "
         f"{len(sweep.failed)} failed; summary: {reports['paths']['summary']}"

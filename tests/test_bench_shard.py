@@ -1,0 +1,77 @@
+"""Two `wsi-bench --shard i/2` jobs share one sweep: each cell trains once, one report."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import yaml
+
+from wsi_ncmi.synth.bags import signal_bag_cohort
+
+ENCODER = "signal16"
+
+
+def _config(root: Path, manifest: Path) -> Path:
+    config = {
+        "name": "shared",
+        "output_root": str(root / "bench"),
+        "data": {"manifest": str(manifest), "features_root": str(root), "encoder": ENCODER},
+        "prepare": {"enabled": False},
+        "sweep": {
+            "losses": [{"name": "ce"}],
+            "models": [{"name": "abmil", "kwargs": {"hidden_dim": 16, "attention_dim": 8}}],
+            "seeds": [0, 1],
+            "split": {"kind": "loho", "val_fraction": 0.25},
+            "baseline": "ce",
+            "treatment": "ce",
+        },
+        "train": {
+            "data": {"batch_size": 4},
+            "optim": {"lr": 0.01},
+            "trainer": {"max_epochs": 2, "patience": 0, "accelerator": "cpu"},
+            "report": {"bootstrap": 100, "max_heatmaps": 0, "max_geojson": 0},
+        },
+        "stats": {"bootstrap": 200},
+        "jobs": 1,
+    }
+    path = root / "bench.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+def test_two_jobs_share_a_sweep_and_one_writes_the_report(tmp_path: Path) -> None:
+    manifest, _ = signal_bag_cohort(tmp_path, encoder=ENCODER, centers=5, patients_per_center=2)
+    config = _config(tmp_path, manifest)
+    env = os.environ | {"OMP_NUM_THREADS": "1"}
+    command = [sys.executable, "-m", "wsi_ncmi.cli.bench", "--config", str(config)]
+    jobs = [
+        subprocess.Popen(
+            [*command, "--shard", f"{i}/2", "--no-progress"],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            env=env,
+        )
+        for i in range(2)
+    ]
+    outputs = [job.communicate(timeout=600)[0] for job in jobs]
+    assert [job.returncode for job in jobs] == [0, 0], outputs
+    out = tmp_path / "bench" / "shared"
+    cells = sorted((out / "cells").iterdir())
+    assert len(cells) == 10  # 5 loho folds x 2 seeds
+    pids = set()
+    for cell in cells:
+        result = json.loads((cell / "result.json").read_text())
+        pids.add(result["pid"])
+        # trained exactly once: a second training (or resume) would add a log version
+        assert [p.name for p in (cell / "run" / "logs").iterdir()] == ["version_0"], cell
+    assert pids <= {job.pid for job in jobs}
+    assert not list((out / "locks").glob("*.lock"))  # every lock released
+    # exactly one job wrote the report, after the last cell
+    wrote = [o for o in outputs if "summary:" in o]
+    assert len(wrote) == 1, outputs
+    summary = (out / "summary.json").stat().st_mtime
+    assert all(summary >= (c / "result.json").stat().st_mtime for c in cells)
+    assert "the job that finishes the last cell writes the report" in "".join(outputs)

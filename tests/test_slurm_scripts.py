@@ -1,0 +1,40 @@
+"""The SLURM array scripts in configs/slurm call the CLIs with flags they accept."""
+
+import re
+import shlex
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _commands(script: Path) -> list[list[str]]:
+    text = script.read_text().replace("\\\n", " ")
+    commands = []
+    for line in text.splitlines():
+        line = line.strip()
+        if line.startswith("#") or ".venv/bin/wsi-" not in line:
+            continue
+        # ${VAR:-default} -> default, ${VAR} / $VAR -> 1 (task numbers, counts)
+        line = re.sub(r"\$\{[A-Z_]+:-([^}]*)\}", r"\1", line)
+        line = re.sub(r"\$\{?[A-Z_]+\}?", "1", line)
+        commands.append(shlex.split(line))
+    return commands
+
+
+@pytest.mark.parametrize("name", ["tile", "extract", "bench"])
+def test_array_script_flags_parse(name: str) -> None:
+    from wsi_ncmi.cli import bench, extract, tile
+
+    parsers = {
+        "wsi-tile": tile.build_parser(),
+        "wsi-extract": extract.build_parser(),
+        "wsi-bench": bench.build_parser(),
+    }
+    commands = _commands(ROOT / "configs" / "slurm" / f"{name}.sbatch")
+    assert commands, "the script runs no wsi command"
+    for argv in commands:
+        program = Path(argv[0]).name
+        args = parsers[program].parse_args(argv[1:])
+        assert getattr(args, "shard", None) == "1/1" or "--num-nodes" in argv
