@@ -18,7 +18,7 @@ ENC_TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
 ENC_PY         := $(ENC_VENV)/bin/python
 ENC_STAMP      := $(ENC_VENV)/.installed
 
-.PHONY: install install-encoders test test-all test-encoders lint typecheck demo clean
+.PHONY: install install-encoders install-browser test test-all test-encoders test-browser lint typecheck demo clean
 
 install: $(STAMP)
 
@@ -51,10 +51,25 @@ typecheck: $(STAMP)
 
 ## The test command (README, .ci/run): lint, types, then the CPU test suite.
 test: lint typecheck
-	$(PY) -m pytest -m "not slow and not gpu" -q
+	$(PY) -m pytest -m "not slow and not gpu and not browser" -q
 
 test-all: lint typecheck
-	$(PY) -m pytest -q
+	$(PY) -m pytest -m "not browser" -q
+
+## The HTML report in a real headless browser: Debian's chromium + chromedriver (apt, as
+## root, once), selenium in .venv, then the tests marked `browser`.
+BROWSER_STAMP := $(VENV)/.browser
+
+install-browser: $(BROWSER_STAMP)
+
+$(BROWSER_STAMP): $(STAMP)
+	command -v chromium >/dev/null && command -v chromedriver >/dev/null || \
+	  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver; }
+	$(PY) -m pip install --quiet -e ".[browser]"
+	touch $(BROWSER_STAMP)
+
+test-browser: $(BROWSER_STAMP)
+	$(PY) -m pytest -m browser -q
 
 demo: $(STAMP)
 	$(PY) -m wsi_ncmi.demo

@@ -115,6 +115,10 @@ def test_tiny_fit_learns_and_writes_every_report(reference: tuple[Path, dict[str
     assert len(tiles) == 36  # the whole 6 x 6 bag (test bags are never sub-sampled)
     total = sum(t["properties"]["measurements"]["attention"] for t in tiles)
     assert total == pytest.approx(1.0, abs=1e-4)
+    page = (out / "report.html").read_text()
+    assert page.count("data:image/png;base64,") >= 4  # confusion matrices, curves, heatmaps
+    assert f"{pooled['macro_f1']:.3f}" in page
+    assert "git_commit" in page
     predicted = {r["slide_id"]: r["pred_label"] for r in rows}[geojson[0].stem]
     assert {t["properties"]["classification"]["name"] for t in tiles} == {predicted}
     assert len(rows) == 16

@@ -123,7 +123,7 @@ def main() -> int:
     from wsi_ncmi.losses.callbacks import CentroidUpdate
     from wsi_ncmi.manifest import read_manifest
     from wsi_ncmi.mil import build_aggregator
-    from wsi_ncmi.train.fit import build_criterion
+    from wsi_ncmi.train.build import build_criterion
     from wsi_ncmi.train.module import MILClassifier
     from wsi_ncmi.train.splits import make_splits, save_splits
 

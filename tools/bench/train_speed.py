@@ -42,7 +42,7 @@ def epoch(args: argparse.Namespace) -> dict[str, object]:
     from torch.utils.data import DataLoader, Dataset
 
     from wsi_ncmi.mil import build_aggregator
-    from wsi_ncmi.train.fit import build_criterion
+    from wsi_ncmi.train.build import build_criterion
     from wsi_ncmi.train.module import MILClassifier
 
     torch.set_num_threads(args.threads)
@@ -122,7 +122,7 @@ def steps(args: argparse.Namespace) -> dict[str, object]:
     import torch
 
     from wsi_ncmi.mil import build_aggregator
-    from wsi_ncmi.train.fit import build_criterion
+    from wsi_ncmi.train.build import build_criterion
     from wsi_ncmi.train.module import MILClassifier
 
     torch.set_num_threads(args.threads)

@@ -1,0 +1,136 @@
+"""Build one fold's model (aggregator and loss from their registries) and its loggers.
+
+The loss gets the run-dependent arguments it accepts (``num_classes``, the training
+``class_counts``, the aggregator's embedding width ``feature_dim``); the aggregator gets a
+class head only when the loss wants logits.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+from lightning.pytorch.loggers import CSVLogger, Logger, TensorBoardLogger
+
+from wsi_ncmi.errors import ConfigError
+from wsi_ncmi.features.store import read_feature_attrs
+from wsi_ncmi.losses import ClassificationLoss, build_loss, get_loss_factory
+from wsi_ncmi.mil import build_aggregator
+from wsi_ncmi.train.config import TrainConfig
+from wsi_ncmi.train.data import BagDataModule
+from wsi_ncmi.train.module import MILClassifier
+
+
+def build_criterion(
+    name: str,
+    kwargs: dict[str, Any],
+    *,
+    num_classes: int,
+    class_counts: Sequence[int],
+    feature_dim: int,
+) -> ClassificationLoss:
+    """Build a registered loss, filling in the run-dependent arguments it accepts.
+
+    ``num_classes``, ``class_counts`` and ``feature_dim`` are added unless given in
+    ``kwargs`` and only if the loss's constructor has such a parameter.
+
+    Args:
+        name: Registered loss name.
+        kwargs: Arguments from the config.
+        num_classes: ``C``.
+        class_counts: Training-set count per class.
+        feature_dim: Width of the aggregator's slide embedding.
+
+    Returns:
+        The loss.
+
+    Raises:
+        ConfigError: Unknown loss or rejected arguments.
+    """
+    parameters = inspect.signature(get_loss_factory(name)).parameters
+    context = {
+        "num_classes": num_classes,
+        "class_counts": list(class_counts),
+        "feature_dim": feature_dim,
+    }
+    filled = {k: v for k, v in context.items() if k in parameters and k not in kwargs}
+    return build_loss(name, **filled, **kwargs)
+
+
+def _embedding_dim(aggregator: torch.nn.Module) -> int:
+    for attr in ("embedding_dim", "hidden_dim"):
+        value = getattr(aggregator, attr, None)
+        if isinstance(value, int):
+            return value
+    raise ConfigError(
+        f"{type(aggregator).__name__} exposes no hidden_dim/embedding_dim; "
+        "it cannot feed a feature-head loss"
+    )
+
+
+def build_loggers(kind: str, fold_dir: Path) -> list[Logger]:
+    """The CSV logger (the reports read it), plus TensorBoard's when asked for.
+
+    Raises:
+        ConfigError: ``tensorboard`` without the package installed, or an unknown kind.
+    """
+    loggers: list[Logger] = [CSVLogger(fold_dir, name="logs")]
+    if kind == "tensorboard":
+        import importlib.util
+
+        if importlib.util.find_spec("tensorboard") is None:
+            raise ConfigError(
+                "trainer.logger 'tensorboard' needs the tensorboard package: "
+                "pip install 'wsi-ncmi[tensorboard]'"
+            )
+        loggers.append(TensorBoardLogger(fold_dir, name="tb", default_hp_metric=False))
+    elif kind != "csv":
+        raise ConfigError(f"trainer.logger must be 'csv' or 'tensorboard', got {kind!r}")
+    return loggers
+
+
+def build_model(config: TrainConfig, datamodule: BagDataModule) -> MILClassifier:
+    """Aggregator + loss + LightningModule for one fold (seeded by ``config.seed``).
+
+    Args:
+        config: The run configuration.
+        datamodule: A set-up DataModule (gives the feature dim and class counts).
+
+    Returns:
+        The LightningModule.
+    """
+    num_classes = datamodule.num_classes
+    in_dim = int(read_feature_attrs(datamodule.path_of(datamodule.rows["train"][0]))["out_dim"])
+    model_kwargs = dict(config.model.kwargs)
+    probe = build_aggregator(
+        config.model.name, in_dim=in_dim, num_classes=num_classes, **model_kwargs
+    )
+    criterion = build_criterion(
+        config.loss.name,
+        dict(config.loss.kwargs),
+        num_classes=num_classes,
+        class_counts=datamodule.class_counts(),
+        feature_dim=_embedding_dim(probe),
+    )
+    head_dim = criterion.output_dim(num_classes)
+    L.seed_everything(config.seed, workers=True, verbose=False)
+    aggregator = build_aggregator(
+        config.model.name, in_dim=in_dim, num_classes=head_dim or 0, **model_kwargs
+    )
+    optim = config.optim
+    return MILClassifier(
+        aggregator,
+        criterion,
+        num_classes,
+        optimizer=optim.optimizer,
+        lr=optim.lr,
+        weight_decay=optim.weight_decay,
+        scheduler=optim.scheduler,
+        warmup_epochs=optim.warmup_epochs,
+        seed=config.seed,
+        class_counts=datamodule.class_counts(),
+    )
