@@ -55,6 +55,16 @@ def build_parser() -> argparse.ArgumentParser:
         help="wait at most this many seconds (e.g. 3600) for slides locked by other jobs, "
         "then report the rest as 'locked' (default: no limit)",
     )
+    p.add_argument(
+        "--redo",
+        nargs="+",
+        default=(),
+        metavar="SLIDE",
+        help="extract these slide ids again even if their features files look fine "
+        "(files that fail the checks training applies, e.g. NaN/inf rows or truncation, "
+        "are redone without it)",
+    )
+    p.add_argument("--force", action="store_true", help="extract every slide again")
     p.add_argument("--slide-dir", type=Path, help="find slides here by file name")
     p.add_argument("--backend", choices=("auto", "openslide", "tiffslide"))
     p.add_argument("--coords-hash", help="refuse coords files with another params_hash")
@@ -118,6 +128,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         expect_coords_hash=args.coords_hash,
         compile_model=args.compile,
         progress=not args.no_progress,
+        redo=tuple(args.redo),
+        force=args.force,
     )
     try:
         report = run_extraction(config)

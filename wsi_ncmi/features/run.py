@@ -72,6 +72,8 @@ class ExtractConfig:
         compile_model: ``torch.compile`` the encoder.
         strip_reads: Read horizontal neighbour patches with one call.
         progress: Show a progress bar.
+        redo: Slide ids to extract again even when their features files are fine.
+        force: Extract every slide again.
     """
 
     coords_dir: Path
@@ -101,6 +103,8 @@ class ExtractConfig:
     compile_model: bool = False
     strip_reads: bool = True
     progress: bool = True
+    redo: tuple[str, ...] = ()
+    force: bool = False
 
     def validate(self) -> None:
         """Check values at the boundary.
@@ -175,31 +179,35 @@ def load_jobs(config: ExtractConfig, spec: EncoderSpec, report: RunReport) -> li
         CacheSchemaError: A bad coords file when ``skip_errors`` is off.
         ConfigError: µm/px mismatch (always raised: it concerns the whole run).
     """
+    from wsi_ncmi.features.provenance import check_slide_unchanged
+
     paths = sorted(config.coords_dir.glob("*.h5"))
     paths = select_shard(paths, [p.stem for p in paths], config.shard)
     jobs: list[SlideJob] = []
     for path in paths:
         try:
             coords = read_coords(path, expect_hash=config.expect_coords_hash)
-        except CacheSchemaError as err:
+            attrs = coords.attrs
+            check_mpp(spec, float(attrs["target_mpp"]), config, repr(str(path)))
+            slide_path = Path(str(attrs["slide_path"]))
+            if config.slide_dir is not None:
+                slide_path = config.slide_dir / slide_path.name
+            backend = config.backend or str(attrs["backend"])
+            identity = check_slide_unchanged(coords, slide_path, backend)
+        except CacheSchemaError as err:  # SlideChangedError included
             if not config.skip_errors:
                 raise
             report.add(
-                ItemResult(path.stem, "failed", reason=str(err), error_type="CacheSchemaError")
+                ItemResult(path.stem, "failed", reason=str(err), error_type=type(err).__name__)
             )
             continue
-        attrs = coords.attrs
-        check_mpp(spec, float(attrs["target_mpp"]), config, repr(str(path)))
-        slide_path = Path(str(attrs["slide_path"]))
-        if config.slide_dir is not None:
-            slide_path = config.slide_dir / slide_path.name
         override = (
             float(attrs["mpp_x"]) if str(attrs["mpp_source"]).startswith("override") else None
         )
         jobs.append(
             SlideJob(
                 slide_id=coords.slide_id,
-                slide=SlideRef(str(slide_path), config.backend or str(attrs["backend"]), override),
+                slide=SlideRef(str(slide_path), backend, override),
                 coords=coords.coords,
                 read_level=int(attrs["read_level"]),
                 read_size_px=int(attrs["read_size_px"]),
@@ -208,6 +216,8 @@ def load_jobs(config: ExtractConfig, spec: EncoderSpec, report: RunReport) -> li
                 coords_hash=coords.params_hash,
                 target_mpp=float(attrs["target_mpp"]),
                 output=feature_path(config.out_dir, spec.name, coords.slide_id),
+                coords_sha256=coords.coords_sha256,
+                slide_identity=identity.to_attrs(),
             )
         )
     return jobs
@@ -229,6 +239,8 @@ def _job_attrs(
         else "",
         "coords_file": job.coords_path,
         "coords_params_hash": job.coords_hash,
+        "coords_sha256": job.coords_sha256,
+        **job.slide_identity,
         "target_mpp": job.target_mpp,
         "effective_mpp": effective,
         "patch_size_px": job.patch_size_px,
@@ -291,8 +303,8 @@ def run_extraction(config: ExtractConfig, encoder: EncoderModule | None = None) 
         WeightsUnavailableError: The encoder's weights cannot be loaded.
         BatchAbortedError: A slide failed and ``skip_errors`` is off.
     """
+    from wsi_ncmi.features.cache import CacheJudge
     from wsi_ncmi.features.encoders.registry import build_encoder
-    from wsi_ncmi.features.store import is_complete
 
     config.validate()
     if encoder is None:
@@ -313,9 +325,23 @@ def run_extraction(config: ExtractConfig, encoder: EncoderModule | None = None) 
     def attrs_for(job: SlideJob) -> dict[str, Any]:
         return _job_attrs(job, spec, config, precision)
 
+    judge = CacheJudge(frozenset(config.redo), config.force, started=report.started)
+
+    def problem(job: SlideJob) -> str:
+        return judge.problem(
+            job.slide_id,
+            job.output,
+            extraction_hash=extraction_hash(spec, config.dtype, job.coords_hash),
+            coords=job.coords,
+            coords_sha256=job.coords_sha256,
+            slide_fingerprint=str(job.slide_identity.get("slide_fingerprint", "")),
+        )
+
     def is_done(job: SlideJob) -> bool:
-        key = extraction_hash(spec, config.dtype, job.coords_hash)
-        return is_complete(job.output, extraction_hash=key, n_rows=len(job))
+        return not problem(job)
+
+    # Why each existing file is redone (reported as "redone: …" with the slide's result).
+    redo_reasons = {j.slide_id: why for j in jobs if j.output.exists() and (why := problem(j))}
 
     for job in (j for j in jobs if len(j) == 0):
         if not is_done(job):
@@ -349,6 +375,8 @@ def run_extraction(config: ExtractConfig, encoder: EncoderModule | None = None) 
                 wait_here = config.wait_locked and config.lock and world_size == 1
                 by_id = {j.slide_id: j for j in pending}
                 for result in results:
+                    if result.status == "ok" and result.item_id in redo_reasons:
+                        result.reason = f"redone: {redo_reasons[result.item_id]}"
                     if result.status == "locked" and wait_here:
                         waiting.append(by_id[result.item_id])
                     else:

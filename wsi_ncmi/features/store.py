@@ -15,7 +15,11 @@ Attributes:
     ``out_dim``, ``dtype``, ``coords_file``, ``coords_params_hash``, ``target_mpp``,
     ``patch_size_px``, ``extraction_hash`` (digest of spec, dtype, coords hash and
     schema version: the resume key), ``n_rows``, ``n_invalid``, ``random_init``,
-    ``precision`` (compute precision used), ``config`` (JSON of the run config).
+    ``precision`` (compute precision used), ``config`` (JSON of the run config);
+    since the slide-identity change also ``all_finite`` (True: every row was checked
+    finite when written), ``coords_sha256`` (digest of the coordinates, as in the coords
+    file) and the slide scan (``slide_size``, ``slide_mtime``, ``slide_width``,
+    ``slide_height``, ``slide_fingerprint``; see :mod:`wsi_ncmi.features.provenance`).
 
 A file exists under its final name only when complete (atomic rename), and readers
 refuse files whose schema or version differ, or whose datasets disagree in length.
@@ -168,7 +172,9 @@ class FeatureFileWriter:
         h5 = self._h5
         with self._disk_full_as_error(abort=True):
             h5.create_dataset("valid", data=self._valid)
-            for key, value in {**(extra_attrs or {}), "n_invalid": self.n_invalid}.items():
+            # Every written block was checked finite (write_rows), so the file is too.
+            final = {**(extra_attrs or {}), "n_invalid": self.n_invalid, "all_finite": True}
+            for key, value in final.items():
                 h5.attrs[key] = json.dumps(value) if isinstance(value, dict | list) else value
             # Flush first: a full disk then fails here, cleanly, instead of inside close()
             # (where HDF5 can crash the process); the caller then aborts the file.
@@ -261,7 +267,10 @@ def _open_checked(path: Path) -> h5py.File:
     try:
         h5 = h5py.File(path, "r")
     except OSError as err:
-        raise CacheSchemaError(f"cannot read features file {str(path)!r}: {err}") from err
+        raise CacheSchemaError(
+            f"cannot read features file {str(path)!r} (truncated or damaged?): {err}; "
+            "re-run wsi-extract on the same --out (it redoes unreadable files)"
+        ) from err
     attrs = h5.attrs
     schema, version = _decode(attrs.get("schema")), _decode(attrs.get("schema_version"))
     problem = ""
@@ -280,7 +289,10 @@ def _open_checked(path: Path) -> h5py.File:
         problem = "has datasets of different lengths"
     if problem:
         h5.close()
-        raise CacheSchemaError(f"{str(path)!r} {problem}; delete it and re-run wsi-extract")
+        raise CacheSchemaError(
+            f"{str(path)!r} {problem}; re-run wsi-extract on the same --out (it redoes "
+            "incomplete or mismatched files)"
+        )
     return h5
 
 
@@ -388,6 +400,11 @@ def load_bag(
     if out is None:  # contiguous: one plain read of the file's bytes, no HDF5 layer
         count = int(np.prod(shape))
         out = np.fromfile(path, dtype=dtype, count=count, offset=int(offset or 0))
+        if out.size != count:
+            raise CacheSchemaError(
+                f"{str(path)!r} is truncated: {out.size} of {count} feature values are in "
+                "the file; re-run wsi-extract on the same --out (it redoes unreadable files)"
+            )
         out = out.reshape(shape)
     if valid is not None:
         out = out[valid]

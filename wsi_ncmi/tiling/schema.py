@@ -19,6 +19,13 @@ Attributes (all required unless noted):
     mask parameters), ``params_hash`` (hex digest of every parameter that changes the
     coordinates), ``status`` (``ok`` or ``no_tissue``).
 
+Provenance attributes (written since the slide-identity change; files without them are
+still read, see :mod:`wsi_ncmi.slide.identity`): ``slide_size`` (bytes),
+``slide_mtime``, ``slide_fingerprint`` (fast content fingerprint of the slide file) and
+``coords_sha256`` (:func:`coords_digest` of the ``coords`` dataset, which features files
+copy so that training can check that a features file and its coords file belong
+together). ``slide_path`` is the path as given (a symbolic link is not resolved).
+
 Extra attributes are allowed and preserved. A reader refuses a file whose schema name
 or version differs, or whose datasets disagree in length, with :class:`CacheSchemaError`.
 """
@@ -74,6 +81,12 @@ def params_hash(params: Mapping[str, Any]) -> str:
     return hashlib.sha256(blob.encode("utf-8")).hexdigest()[:16]
 
 
+def coords_digest(coords: np.ndarray) -> str:
+    """Hex SHA-256 (first 32 chars) of a coordinates array as int64 ``(N, 2)``, C order."""
+    blob = np.ascontiguousarray(np.asarray(coords, dtype=np.int64).reshape(-1, 2)).tobytes()
+    return hashlib.sha256(blob).hexdigest()[:32]
+
+
 @dataclass(frozen=True)
 class CoordsFile:
     """Content of one coordinates file.
@@ -102,6 +115,11 @@ class CoordsFile:
     def params_hash(self) -> str:
         """Digest of the tiling parameters that produced these coordinates."""
         return str(self.attrs["params_hash"])
+
+    @property
+    def coords_sha256(self) -> str:
+        """:func:`coords_digest` of the coordinates (computed for files that lack it)."""
+        return str(self.attrs.get("coords_sha256") or coords_digest(self.coords))
 
 
 def _decode(value: Any) -> Any:
