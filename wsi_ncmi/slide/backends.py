@@ -7,16 +7,26 @@ pixel modes (RGBA vs RGB); these classes hide that behind :class:`Slide`.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from wsi_ncmi.errors import SlideOpenError, UnsupportedFormatError
+from wsi_ncmi.errors import DanglingLinkError, SlideOpenError, UnsupportedFormatError
 from wsi_ncmi.slide.base import Slide
 
 
 def _check_file(path: Path) -> None:
+    if path.is_symlink() and not path.exists():
+        try:
+            target = os.readlink(path)
+        except OSError:
+            target = "?"
+        raise DanglingLinkError(
+            f"slide {str(path)!r} is a symbolic link to {target!r}, which does not exist "
+            "(moved, deleted or on a share that is not mounted); fix or remove the link"
+        )
     if not path.exists():
         raise SlideOpenError(f"slide {str(path)!r} does not exist")
     if path.is_dir():
