@@ -26,7 +26,7 @@ from wsi_ncmi.batch import (
     select_shard,
 )
 from wsi_ncmi.batch.report import unique_report_path
-from wsi_ncmi.errors import CacheSchemaError, ConfigError
+from wsi_ncmi.errors import CacheSchemaError, ConfigError, WorkerFailedError
 from wsi_ncmi.features.dataset import SlideJob
 from wsi_ncmi.features.encoders.registry import EncoderModule, EncoderSpec
 from wsi_ncmi.features.store import FEATURE_DTYPES, FEATURES_SCHEMA_VERSION, feature_path
@@ -74,6 +74,9 @@ class ExtractConfig:
         progress: Show a progress bar.
         redo: Slide ids to extract again even when their features files are fine.
         force: Extract every slide again.
+        loader_timeout_s: Seconds without a batch from the DataLoader workers before the
+            run stops with :class:`~wsi_ncmi.errors.WorkerFailedError` (a stall, e.g. a
+            full ``/dev/shm``).
     """
 
     coords_dir: Path
@@ -105,6 +108,7 @@ class ExtractConfig:
     progress: bool = True
     redo: tuple[str, ...] = ()
     force: bool = False
+    loader_timeout_s: float = 600.0
 
     def validate(self) -> None:
         """Check values at the boundary.
@@ -126,6 +130,10 @@ class ExtractConfig:
             raise ConfigError(f"--workers must be >= 0, got {self.workers!r}")
         if self.max_wait_s is not None and not self.max_wait_s >= 0:
             raise ConfigError(f"--max-wait must be >= 0 seconds, got {self.max_wait_s!r}")
+        if not self.loader_timeout_s > 0:
+            raise ConfigError(
+                f"--loader-timeout must be > 0 seconds, got {self.loader_timeout_s!r}"
+            )
         if not self.poll_s > 0:
             raise ConfigError(f"poll_s must be > 0 seconds, got {self.poll_s!r}")
         if not 0.0 <= self.max_bad_fraction <= 1.0:
@@ -299,14 +307,21 @@ def run_extraction(config: ExtractConfig, encoder: EncoderModule | None = None) 
         The run report (also written to ``<out>/features/<encoder>/report*.json``).
 
     Raises:
-        ConfigError: Bad settings or µm/px mismatch.
+        ConfigError: Bad settings, µm/px mismatch, or an output folder that cannot be
+            written (checked before any work).
+        WorkerFailedError: DataLoader workers died or stalled (e.g. a full /dev/shm);
+            the run stops cleanly after writing its report.
         WeightsUnavailableError: The encoder's weights cannot be loaded.
         BatchAbortedError: A slide failed and ``skip_errors`` is off.
     """
+    from wsi_ncmi.batch.preflight import check_writable_dir, check_writable_dirs
     from wsi_ncmi.features.cache import CacheJudge
     from wsi_ncmi.features.encoders.registry import build_encoder
 
     config.validate()
+    # Before any work: every folder this run writes to must take files.
+    out_dir = feature_path(config.out_dir, config.encoder, "x").parent
+    check_writable_dirs([config.out_dir, out_dir, config.out_dir / "reports"])
     if encoder is None:
         encoder = build_encoder(
             config.encoder,
@@ -318,8 +333,8 @@ def run_extraction(config: ExtractConfig, encoder: EncoderModule | None = None) 
     accelerator, precision, batch_size, workers = resolve_runtime(config, spec)
     report = RunReport("extract", params={**config.to_dict(), "encoder_spec": spec.to_dict()})
     jobs = load_jobs(config, spec, report)
-    out_dir = feature_path(config.out_dir, spec.name, "x").parent
-    out_dir.mkdir(parents=True, exist_ok=True)
+    if spec.name != config.encoder:
+        out_dir = check_writable_dir(feature_path(config.out_dir, spec.name, "x").parent)
     remove_stale_temp_files(out_dir)
 
     def attrs_for(job: SlideJob) -> dict[str, Any]:
@@ -387,6 +402,14 @@ def run_extraction(config: ExtractConfig, encoder: EncoderModule | None = None) 
             pending, waiting = _wait_for_locked(waiting, config, is_done, report, deadline)
             if not pending and not waiting:
                 break
+    except WorkerFailedError as err:  # a clean stop: this round's open slides fail
+        seen = {r.item_id for r in [*report.results, *results]}
+        results.extend(
+            ItemResult(j.slide_id, "failed", reason=str(err), error_type=type(err).__name__)
+            for j in pending
+            if j.slide_id not in seen
+        )
+        raise
     finally:
         for result in results:
             report.add(result)
@@ -480,6 +503,7 @@ def _predict_round(
     import lightning as L
 
     from wsi_ncmi.features.engine import ExtractDataModule, ExtractionModule, FeatureWriter
+    from wsi_ncmi.features.loading import worker_failure
 
     spec = encoder.spec
     writer = FeatureWriter(
@@ -498,6 +522,7 @@ def _predict_round(
         lock_dir=str(config.out_dir / "locks") if config.lock else None,
         pin_memory=accelerator == "cuda",
         strip_reads=config.strip_reads,
+        loader_timeout_s=config.loader_timeout_s,
     )
     trainer = L.Trainer(
         accelerator=accelerator,
@@ -523,6 +548,11 @@ def _predict_round(
                 datamodule=datamodule,
                 return_predictions=False,
             )
+    except BaseException as err:
+        failure = worker_failure(err, config.loader_timeout_s)
+        if failure is None or failure is err:
+            raise
+        raise failure from err
     finally:
         runtime["seconds"] += time.perf_counter() - started
         runtime["patches_extracted"] += sum(r.count for r in writer.results if r.status == "ok")

@@ -198,6 +198,7 @@ def run_tiling(
         The report; ``report.exit_code`` is 1 if any slide failed.
 
     Raises:
+        ConfigError: ``config.out_dir`` (or a folder below it) cannot be written.
         BatchAbortedError: A slide failed and ``skip_errors`` is off (the report is
             written first).
     """
@@ -220,8 +221,11 @@ def run_tiling(
             "params_hash_example": example,
         },
     )
+    from wsi_ncmi.batch.preflight import check_writable_dirs
+
     out = Path(config.out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    # Before any work: --out (and the folders written below it) must take files.
+    check_writable_dirs([out, *(out / sub for sub in ("coords", "thumbnails", "geojson"))])
     path = Path(report_path) if report_path is not None else default_report_path(out)
     report.params["report_path"] = str(path)
     try:

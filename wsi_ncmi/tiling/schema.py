@@ -142,9 +142,9 @@ def write_coords(
 
     Raises:
         CacheSchemaError: Missing attributes or inconsistent array shapes.
+        OSError: Writing ``path`` failed (:func:`~wsi_ncmi.batch.atomic_output` turns it
+            into an :class:`~wsi_ncmi.errors.OutputWriteError`).
     """
-    import h5py
-
     coords = np.asarray(coords, dtype=np.int64).reshape(-1, 2)
     tissue_fraction = np.asarray(tissue_fraction, dtype=np.float32).reshape(-1)
     if coords.shape[0] != tissue_fraction.shape[0]:
@@ -156,11 +156,18 @@ def write_coords(
     missing = [k for k in REQUIRED_ATTRS if k not in full]
     if missing:
         raise CacheSchemaError(f"cannot write {str(path)!r}: missing attributes {missing}")
-    with h5py.File(path, "w", track_order=True) as h5:
+    from wsi_ncmi.batch.h5image import memory_h5, write_h5_image
+
+    h5 = memory_h5(track_order=True)  # HDF5 never writes to disk (see batch.h5image)
+    try:
         h5.create_dataset("coords", data=coords)
         h5.create_dataset("tissue_fraction", data=tissue_fraction)
         for key, value in full.items():
             h5.attrs[key] = json.dumps(value) if isinstance(value, dict | list) else value
+    except BaseException:
+        h5.close()
+        raise
+    write_h5_image(h5, path)
 
 
 def read_coords(path: str | Path, *, expect_hash: str | None = None) -> CoordsFile:
