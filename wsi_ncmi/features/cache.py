@@ -73,7 +73,7 @@ def features_problem(
     try:
         attrs = read_feature_attrs(path)
     except CacheSchemaError as err:
-        return f"unreadable or incomplete ({err})"
+        return f"unreadable or incomplete ({str(err).split('; re-run')[0]})"
     if attrs["extraction_hash"] != extraction_hash:
         return "made with other extraction settings or coords parameters"
     recorded_fp = str(attrs.get("slide_fingerprint") or "")

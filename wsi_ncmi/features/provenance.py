@@ -85,9 +85,10 @@ def _attrs(path: Path, what: str) -> dict[str, Any]:
                 k: v.decode("utf-8") if isinstance(v, bytes) else v for k, v in h5.attrs.items()
             }
     except OSError as err:
+        stage = "wsi-extract" if what == "features" else "wsi-tile"
         raise CacheSchemaError(
-            f"cannot read {what} file {str(path)!r}: {err}; re-run "
-            f"{'wsi-extract' if what == 'features' else 'wsi-tile'} to rewrite it"
+            f"cannot read {what} file {str(path)!r} (truncated or damaged?): {err}; re-run "
+            f"{stage} on the same --out (it redoes unreadable files)"
         ) from err
 
 
