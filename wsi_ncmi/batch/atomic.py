@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import hashlib
 import os
 import secrets
 import socket
@@ -18,6 +19,29 @@ from pathlib import Path
 from wsi_ncmi.errors import DiskFullError, OutputWriteError
 
 TEMP_MARKER = ".tmp-"
+#: Longest file name (bytes) this package creates: NAME_MAX of ext4, XFS, NFS, tmpfs.
+NAME_MAX = 255
+#: Bytes a temp name adds after its prefix: marker, host (<= 64), pid, token.
+_TEMP_SUFFIX_MAX = len(TEMP_MARKER) + 64 + 1 + 10 + 1 + 8
+
+
+def short_name(name: str, max_bytes: int) -> str:
+    """``name`` if it fits in ``max_bytes`` of UTF-8, else a prefix of it plus a hash.
+
+    The shortened form is ``<prefix>~<12 hex of sha256(name)>``: distinct names stay
+    distinct, and the prefix keeps the name recognisable.
+    """
+    raw = name.encode("utf-8")
+    if len(raw) <= max_bytes:
+        return name
+    digest = hashlib.sha256(raw).hexdigest()[:12]
+    keep = raw[: max(0, max_bytes - len(digest) - 1)].decode("utf-8", errors="ignore")
+    return f"{keep}~{digest}"
+
+
+def temp_prefix(final: Path) -> str:
+    """The start of every temp name of ``final`` (``.<name>``, hash-shortened if long)."""
+    return "." + short_name(final.name, NAME_MAX - _TEMP_SUFFIX_MAX - 1)
 
 
 def _host_tag() -> str:
@@ -31,10 +55,11 @@ def temp_path_for(final: Path) -> Path:
 
     The name is ``.<final name>.tmp-<host>-<pid>-<token>``: the writer's host and pid let
     :func:`remove_stale_temp_files` tell a dead writer's leftovers from a live one's on a
-    filesystem shared by several machines.
+    filesystem shared by several machines. A final name too long to leave room for that
+    suffix within :data:`NAME_MAX` bytes is hash-shortened (:func:`temp_prefix`).
     """
     return final.with_name(
-        f".{final.name}{TEMP_MARKER}{_host_tag()}-{os.getpid()}-{secrets.token_hex(4)}"
+        f"{temp_prefix(final)}{TEMP_MARKER}{_host_tag()}-{os.getpid()}-{secrets.token_hex(4)}"
     )
 
 
@@ -94,6 +119,8 @@ def atomic_output(final: str | Path, *, fsync: bool = True) -> Iterator[Path]:
         'done'
     """
     final = Path(final)
+    if len(final.name.encode("utf-8")) > NAME_MAX:
+        raise output_write_error(final, errno.ENAMETOOLONG)
     final.parent.mkdir(parents=True, exist_ok=True)
     tmp = temp_path_for(final)
     try:
@@ -114,7 +141,16 @@ def atomic_output(final: str | Path, *, fsync: bool = True) -> Iterator[Path]:
 
 #: errno codes of a failed write that concern the output, not the input or the code.
 WRITE_ERRNOS: frozenset[int] = frozenset(
-    {errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS, errno.EACCES, errno.EPERM, errno.EIO}
+    {
+        errno.ENOSPC,
+        errno.EDQUOT,
+        errno.EFBIG,
+        errno.EROFS,
+        errno.EACCES,
+        errno.EPERM,
+        errno.EIO,
+        errno.ENAMETOOLONG,
+    }
 )
 
 _FIXES = {
@@ -129,6 +165,8 @@ _FIXES = {
     "choose another --out directory",
     errno.EIO: "The device reported an I/O error: check the disk or network share "
     "(dmesg, mount), or choose another --out directory",
+    errno.ENAMETOOLONG: f"The file name is longer than the filesystem's {NAME_MAX} bytes: "
+    "shorten the slide id (rename the file, or give it a shorter slide_id in the manifest)",
 }
 
 

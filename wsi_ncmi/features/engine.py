@@ -79,8 +79,14 @@ def assign_to_rank(jobs: list[SlideJob], rank: int, world_size: int) -> list[Sli
 
 
 def lock_path(lock_dir: str, job: SlideJob) -> str:
-    """``<lock_dir>/<encoder dir>.<slide_id>.lock``: one lock per slide and encoder."""
-    return f"{lock_dir}/{job.output.parent.name}.{job.slide_id}.lock"
+    """``<lock_dir>/<encoder dir>.<slide_id>.lock``: one lock per slide and encoder.
+
+    A name over the filesystem's limit is hash-shortened (long slide ids).
+    """
+    from wsi_ncmi.batch.atomic import NAME_MAX, short_name
+
+    name = short_name(f"{job.output.parent.name}.{job.slide_id}", NAME_MAX - len(".lock") - 32)
+    return f"{lock_dir}/{name}.lock"
 
 
 class ExtractDataModule(L.LightningDataModule):
@@ -163,7 +169,11 @@ class ExtractDataModule(L.LightningDataModule):
             self.locks[job.slide_id] = lock
         if self.is_done(job):  # finished by another job since setup
             self.release(job.slide_id)
-            self.pre_results.append(ItemResult(job.slide_id, "skipped", output=str(job.output)))
+            self.pre_results.append(
+                ItemResult(
+                    job.slide_id, "skipped", reason="done by another job", output=str(job.output)
+                )
+            )
             return False
         return True
 

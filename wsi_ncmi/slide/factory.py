@@ -61,6 +61,8 @@ def open_slide(
                 path, mpp_override=mpp_override, mpp_override_source=source
             )
         except SlideOpenError as ts_err:
+            if str(ts_err) == str(os_err):  # the shared file check failed: say it once
+                raise type(os_err)(str(os_err)) from os_err
             kind = (
                 UnsupportedFormatError
                 if isinstance(os_err, UnsupportedFormatError)

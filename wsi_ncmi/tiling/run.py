@@ -16,7 +16,7 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 
-from wsi_ncmi.batch.atomic import TEMP_MARKER
+from wsi_ncmi.batch.atomic import TEMP_MARKER, temp_prefix
 from wsi_ncmi.batch.report import ItemResult, RunReport, unique_report_path
 from wsi_ncmi.errors import ConfigError
 from wsi_ncmi.tiling.job import (
@@ -153,11 +153,18 @@ def _clean_temp_files(task: SlideTask, config: TilingConfig) -> None:
     """Delete this slide's orphan temp outputs (the caller holds the slide's lock)."""
     for final in output_paths(config.out_dir, task.slide_id).all():
         if final.parent.is_dir():
-            for tmp in final.parent.glob(f".{glob.escape(final.name)}{TEMP_MARKER}*"):
+            for tmp in final.parent.glob(f"{glob.escape(temp_prefix(final))}{TEMP_MARKER}*"):
                 tmp.unlink(missing_ok=True)
 
 
 def _check_done(task: SlideTask, config: TilingConfig) -> bool:
+    import errno
+
+    from wsi_ncmi.batch.atomic import NAME_MAX, output_write_error
+
+    for final in output_paths(config.out_dir, task.slide_id).all():
+        if len(final.name.encode("utf-8")) > NAME_MAX:  # before any stat() of it fails
+            raise output_write_error(final, errno.ENAMETOOLONG)
     _clean_temp_files(task, config)
     return is_tiled(task, config)
 
