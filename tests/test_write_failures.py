@@ -195,3 +195,51 @@ def test_hdf5_runtime_error_text_is_mapped(tmp_path: Path) -> None:
     hdf5 = RuntimeError("Can't write image to file (file write failed: errno = 27, error")
     with pytest.raises(OutputWriteError, match=r"\[EFBIG\]"), atomic_output(tmp_path / "x"):
         raise hdf5
+
+
+def test_full_dev_shm_for_workers_stops_cleanly(tiled: Path, tmp_path: Path) -> None:
+    """A real 256 KiB /dev/shm in a private mount namespace (skipped without unshare)."""
+    import shutil
+
+    prefix = ["unshare", "-m", "sh", "-c", 'mount -t tmpfs -o size=256k tmpfs /dev/shm && "$@"']
+    if shutil.which("unshare") is None:
+        pytest.skip("no unshare here")
+    probe = subprocess.run([*prefix, "sh", "true"], capture_output=True, check=False)
+    if probe.returncode != 0:
+        pytest.skip("cannot mount a private /dev/shm here")
+    out = tmp_path / "out"
+    args = ["--out", str(out), "--coords", str(tiled / "out" / "coords"), *EXTRACT]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
+    done = subprocess.run(
+        [*prefix, "sh", sys.executable, "-m", "wsi_ncmi.cli.extract", *args, "--workers", "1"],
+        cwd=REPO, capture_output=True, text=True, timeout=300, env=env, check=False,
+    )  # fmt: skip
+    assert done.returncode == 1, done.stderr[-2000:]
+    last = done.stderr.strip().splitlines()[-1]
+    assert "WorkerFailedError" in last
+    assert "/dev/shm" in last
+    assert find_temp_files(out) == []
+
+
+def test_eacces_out_is_a_config_error(tiled: Path, tmp_path: Path) -> None:
+    """Root obeys permissions once CAP_DAC_OVERRIDE is dropped (skipped without setpriv)."""
+    import shutil
+
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    locked.chmod(0o555)
+    no_dac = ["setpriv", "--bounding-set=-dac_override,-dac_read_search"]
+    if shutil.which("setpriv") is None:
+        pytest.skip("cannot run without CAP_DAC_OVERRIDE here")
+    probe = subprocess.run([*no_dac, "touch", str(locked / "x")], capture_output=True, check=False)
+    if probe.returncode == 0:
+        pytest.skip("permissions are not enforced here")
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
+    args = [str(tiled / "slides"), "--out", str(locked), *TILE]
+    done = subprocess.run(
+        [*no_dac, sys.executable, "-m", "wsi_ncmi.cli.tile", *args],
+        cwd=REPO, capture_output=True, text=True, timeout=300, env=env, check=False,
+    )  # fmt: skip
+    assert done.returncode == 2, done.stderr[-2000:]
+    assert "[EACCES] Permission denied" in done.stderr
+    assert "Traceback" not in done.stderr
