@@ -11,27 +11,28 @@ from __future__ import annotations
 import dataclasses
 import os
 import time
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from wsi_ncmi._version import __version__
 from wsi_ncmi.batch import (
     BatchAbortedError,
-    ItemLock,
     ItemResult,
     RunReport,
     remove_stale_temp_files,
-    select_shard,
 )
 from wsi_ncmi.batch.report import unique_report_path
-from wsi_ncmi.errors import CacheSchemaError, ConfigError, WorkerFailedError
+from wsi_ncmi.errors import ConfigError, WorkerFailedError
 from wsi_ncmi.features.dataset import SlideJob
 from wsi_ncmi.features.encoders.registry import EncoderModule, EncoderSpec
-from wsi_ncmi.features.store import FEATURE_DTYPES, FEATURES_SCHEMA_VERSION, feature_path
-from wsi_ncmi.slide import SlideRef
-from wsi_ncmi.tiling.schema import params_hash, read_coords
+from wsi_ncmi.features.jobs import (
+    check_mpp,
+    extraction_hash,
+    job_attrs,
+    load_jobs,
+    write_empty,
+)
+from wsi_ncmi.features.store import FEATURE_DTYPES, feature_path
 
 PRECISIONS = {"32": "32-true", "bf16": "bf16-mixed", "16": "16-mixed"}
 SPEC_PRECISION = {"fp32": "32-true", "bf16": "bf16-mixed", "fp16": "16-mixed"}
@@ -150,123 +151,6 @@ class ExtractConfig:
         }
 
 
-def extraction_hash(spec: EncoderSpec, dtype: str, coords_hash: str) -> str:
-    """The resume key: encoder identity, stored dtype, coords parameters, schema version."""
-    return params_hash(
-        {
-            "encoder": spec.identity_hash,
-            "dtype": dtype,
-            "coords": coords_hash,
-            "schema_version": FEATURES_SCHEMA_VERSION,
-        }
-    )
-
-
-def check_mpp(spec: EncoderSpec, target_mpp: float, config: ExtractConfig, where: str) -> None:
-    """Refuse a tiling µm/px that differs from the encoder's (unless allowed).
-
-    Raises:
-        ConfigError: The mismatch, both values, and the two ways out.
-    """
-    if spec.mpp is None or config.allow_mpp_mismatch:
-        return
-    if abs(target_mpp / spec.mpp - 1.0) > config.mpp_tolerance:
-        raise ConfigError(
-            f"encoder {spec.name!r} expects {spec.mpp} µm/px but {where} was tiled at "
-            f"{target_mpp} µm/px; re-run wsi-tile with --target-mpp {spec.mpp}, or pass "
-            "--allow-mpp-mismatch to extract anyway"
-        )
-
-
-def load_jobs(config: ExtractConfig, spec: EncoderSpec, report: RunReport) -> list[SlideJob]:
-    """Read and validate every coords file; build one :class:`SlideJob` per slide.
-
-    Unreadable coords files become ``failed`` results (or raise without skip_errors).
-
-    Raises:
-        CacheSchemaError: A bad coords file when ``skip_errors`` is off.
-        ConfigError: µm/px mismatch (always raised: it concerns the whole run).
-    """
-    from wsi_ncmi.features.provenance import check_slide_unchanged
-
-    paths = sorted(config.coords_dir.glob("*.h5"))
-    paths = select_shard(paths, [p.stem for p in paths], config.shard)
-    jobs: list[SlideJob] = []
-    for path in paths:
-        try:
-            coords = read_coords(path, expect_hash=config.expect_coords_hash)
-            attrs = coords.attrs
-            check_mpp(spec, float(attrs["target_mpp"]), config, repr(str(path)))
-            slide_path = Path(str(attrs["slide_path"]))
-            if config.slide_dir is not None:
-                slide_path = config.slide_dir / slide_path.name
-            backend = config.backend or str(attrs["backend"])
-            identity = check_slide_unchanged(coords, slide_path, backend)
-        except CacheSchemaError as err:  # SlideChangedError included
-            if not config.skip_errors:
-                raise
-            report.add(
-                ItemResult(path.stem, "failed", reason=str(err), error_type=type(err).__name__)
-            )
-            continue
-        override = (
-            float(attrs["mpp_x"]) if str(attrs["mpp_source"]).startswith("override") else None
-        )
-        jobs.append(
-            SlideJob(
-                slide_id=coords.slide_id,
-                slide=SlideRef(str(slide_path), backend, override),
-                coords=coords.coords,
-                read_level=int(attrs["read_level"]),
-                read_size_px=int(attrs["read_size_px"]),
-                patch_size_px=int(attrs["patch_size_px"]),
-                coords_path=str(path),
-                coords_hash=coords.params_hash,
-                target_mpp=float(attrs["target_mpp"]),
-                output=feature_path(config.out_dir, spec.name, coords.slide_id),
-                coords_sha256=coords.coords_sha256,
-                slide_identity=identity.to_attrs(),
-            )
-        )
-    return jobs
-
-
-def _job_attrs(
-    job: SlideJob, spec: EncoderSpec, config: ExtractConfig, precision: str
-) -> dict[str, Any]:
-    effective = job.target_mpp * job.patch_size_px / (spec.input_size_px or job.patch_size_px)
-    return {
-        "package_version": __version__,
-        "slide_id": job.slide_id,
-        "encoder": spec.name,
-        "encoder_spec": spec.to_dict(),
-        "encoder_hash": spec.identity_hash,
-        "random_init": spec.random_init,
-        "weights_sha256": spec.weights_revision.removeprefix("sha256:")
-        if spec.weights_revision.startswith("sha256:")
-        else "",
-        "coords_file": job.coords_path,
-        "coords_params_hash": job.coords_hash,
-        "coords_sha256": job.coords_sha256,
-        **job.slide_identity,
-        "target_mpp": job.target_mpp,
-        "effective_mpp": effective,
-        "patch_size_px": job.patch_size_px,
-        "extraction_hash": extraction_hash(spec, config.dtype, job.coords_hash),
-        "precision": precision,
-        "config": config.to_dict(),
-    }
-
-
-def _write_empty(job: SlideJob, attrs: dict[str, Any], out_dim: int, dtype: str) -> None:
-    from wsi_ncmi.batch import atomic_output
-    from wsi_ncmi.features.store import FeatureFileWriter
-
-    with atomic_output(job.output) as tmp:
-        writer = FeatureFileWriter(tmp, job.coords, out_dim, dtype, attrs)
-        writer.finish()
-
-
 def resolve_runtime(config: ExtractConfig, spec: EncoderSpec) -> tuple[str, str, int, int]:
     """``(accelerator, lightning precision, batch size, workers)`` for this host."""
     import torch
@@ -317,6 +201,7 @@ def run_extraction(config: ExtractConfig, encoder: EncoderModule | None = None) 
     from wsi_ncmi.batch.preflight import check_writable_dir, check_writable_dirs
     from wsi_ncmi.features.cache import CacheJudge
     from wsi_ncmi.features.encoders.registry import build_encoder
+    from wsi_ncmi.features.rounds import predict_round, wait_for_locked
 
     config.validate()
     # Before any work: every folder this run writes to must take files.
@@ -338,7 +223,7 @@ def run_extraction(config: ExtractConfig, encoder: EncoderModule | None = None) 
     remove_stale_temp_files(out_dir)
 
     def attrs_for(job: SlideJob) -> dict[str, Any]:
-        return _job_attrs(job, spec, config, precision)
+        return job_attrs(job, spec, config, precision)
 
     judge = CacheJudge(frozenset(config.redo), config.force, started=report.started)
 
@@ -360,7 +245,7 @@ def run_extraction(config: ExtractConfig, encoder: EncoderModule | None = None) 
 
     for job in (j for j in jobs if len(j) == 0):
         if not is_done(job):
-            _write_empty(job, attrs_for(job), spec.out_dim, config.dtype)
+            write_empty(job, attrs_for(job), spec.out_dim, config.dtype)
         report.add(
             ItemResult(job.slide_id, "no_tissue", reason="no patches", output=str(job.output))
         )
@@ -383,7 +268,7 @@ def run_extraction(config: ExtractConfig, encoder: EncoderModule | None = None) 
     try:
         while True:
             if pending:
-                world_size, rank = _predict_round(
+                world_size, rank = predict_round(
                     pending, config, encoder, attrs_for, is_done, runtime, batch_size, workers,
                     accelerator, precision, results,
                 )  # fmt: skip
@@ -399,7 +284,7 @@ def run_extraction(config: ExtractConfig, encoder: EncoderModule | None = None) 
                 results.clear()
             if not waiting:
                 break
-            pending, waiting = _wait_for_locked(waiting, config, is_done, report, deadline)
+            pending, waiting = wait_for_locked(waiting, config, is_done, report, deadline)
             if not pending and not waiting:
                 break
     except WorkerFailedError as err:  # a clean stop: this round's open slides fail
@@ -429,137 +314,6 @@ def run_extraction(config: ExtractConfig, encoder: EncoderModule | None = None) 
             "stopping because --skip-errors is off (finished slides are kept)"
         )
     return report
-
-
-def _lock_of(config: ExtractConfig, job: SlideJob) -> ItemLock:
-    from wsi_ncmi.features.engine import lock_path
-
-    return ItemLock(lock_path(str(config.out_dir / "locks"), job))
-
-
-def _wait_for_locked(
-    waiting: list[SlideJob],
-    config: ExtractConfig,
-    is_done: Any,
-    report: RunReport,
-    deadline: float | None,
-) -> tuple[list[SlideJob], list[SlideJob]]:
-    """Poll slides held by other jobs until some can be taken or all are done.
-
-    Returns ``(ready, still_waiting)``: ``ready`` slides have no live lock any more
-    (released without a complete output, or their holder died: the stale lock is
-    removed) and go to the next round; finished ones are reported ``skipped``. At the
-    deadline the rest are reported ``locked`` and ``([], [])`` is returned.
-    """
-    while True:
-        if deadline is not None and time.monotonic() >= deadline:
-            for job in waiting:
-                report.add(
-                    ItemResult(
-                        job.slide_id,
-                        "locked",
-                        reason=f"another job still held its lock after --max-wait "
-                        f"{config.max_wait_s:g} s",
-                    )
-                )
-            return [], []
-        time.sleep(config.poll_s)
-        ready: list[SlideJob] = []
-        still: list[SlideJob] = []
-        for job in waiting:
-            if is_done(job):
-                report.add(
-                    ItemResult(
-                        job.slide_id, "skipped", reason="done by another job",
-                        output=str(job.output),
-                    )
-                )  # fmt: skip
-                continue
-            lock = _lock_of(config, job)
-            lock.break_if_stale()  # holder died: its lock goes, the slide is ours to do
-            (still if lock.path.exists() else ready).append(job)
-        if ready or not still:
-            return ready, still
-        waiting = still
-
-
-def _predict_round(
-    jobs: list[SlideJob],
-    config: ExtractConfig,
-    encoder: EncoderModule,
-    attrs_for: Any,
-    is_done: Any,
-    runtime: dict[str, Any],
-    batch_size: int,
-    workers: int,
-    accelerator: str,
-    precision: str,
-    results: list[ItemResult],
-) -> tuple[int, int]:
-    """One ``Trainer.predict`` over ``jobs``; returns (world size, rank).
-
-    The slides' results are appended to ``results``, also when the round raises.
-    """
-    import lightning as L
-
-    from wsi_ncmi.features.engine import ExtractDataModule, ExtractionModule, FeatureWriter
-    from wsi_ncmi.features.loading import worker_failure
-
-    spec = encoder.spec
-    writer = FeatureWriter(
-        attrs_for,
-        spec.out_dim,
-        config.dtype,
-        config.max_bad_fraction,
-        progress=config.progress,
-        stop_on_failure=not config.skip_errors,
-    )
-    datamodule = ExtractDataModule(
-        jobs,
-        batch_size=batch_size,
-        workers=workers,
-        is_done=is_done,
-        lock_dir=str(config.out_dir / "locks") if config.lock else None,
-        pin_memory=accelerator == "cuda",
-        strip_reads=config.strip_reads,
-        loader_timeout_s=config.loader_timeout_s,
-    )
-    trainer = L.Trainer(
-        accelerator=accelerator,
-        devices=config.devices if config.devices == "auto" else int(config.devices),
-        num_nodes=config.num_nodes,
-        precision=precision,  # type: ignore[arg-type]
-        logger=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        enable_checkpointing=False,
-        use_distributed_sampler=False,
-        inference_mode=True,
-        callbacks=[writer],
-    )
-    started = time.perf_counter()
-    try:
-        with warnings.catch_warnings():
-            # Batches are whole-slide regions, not sampler indices; empty shards are fine.
-            warnings.filterwarnings("ignore", message=".*infer the batch indices.*")
-            warnings.filterwarnings("ignore", message=".*length of `DataLoader` across ranks.*")
-            trainer.predict(
-                ExtractionModule(encoder, compile_model=config.compile_model),
-                datamodule=datamodule,
-                return_predictions=False,
-            )
-    except BaseException as err:
-        failure = worker_failure(err, config.loader_timeout_s)
-        if failure is None or failure is err:
-            raise
-        raise failure from err
-    finally:
-        runtime["seconds"] += time.perf_counter() - started
-        runtime["patches_extracted"] += sum(r.count for r in writer.results if r.status == "ok")
-        runtime["world_size"] = trainer.world_size
-        runtime["rounds"] += 1
-        results.extend([*datamodule.pre_results, *writer.results])
-    return trainer.world_size, trainer.global_rank
 
 
 __all__ = [
