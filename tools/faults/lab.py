@@ -90,6 +90,7 @@ def _rescan_trial(work: Path, name: str, size: tuple[int, int], tally: Tally) ->
 def rescan_trials(work: Path) -> Tally:
     """Two re-scans (same pixel size, other size); see the module docstring."""
     tally = Tally("re-scanned slide (tile+extract)", command="replace a slide; rerun")
+    work = work.absolute()
     _rescan_trial(work / "rescan", "same-size", (1536, 1024), tally)
     _rescan_trial(work / "rescan", "other-size", (1792, 1280), tally)
     return tally
@@ -100,7 +101,7 @@ def symlink_trials(work: Path) -> tuple[Tally, list[Outcome]]:
     from wsi_ncmi.manifest import ManifestRow, write_manifest
 
     tally = Tally("symlinked slides (tile+extract)", command="links in --slides-dir")
-    root = work / "symlinks"
+    root = work.absolute() / "symlinks"  # a relative link target would dangle
     shutil.rmtree(root, ignore_errors=True)
     (root / "links").mkdir(parents=True)
     for i, case in enumerate(("CASE_A", "CASE_B")):
