@@ -9,7 +9,11 @@ command, no ``--shard``) extract it into a fresh ``--out``, each as its own
 runs from the first launch until every job has exited. Prints one JSON object with the
 times, the ratio (two jobs / one job, median over the repeats; target <= 0.7) and how
 many slides each of the two jobs extracted. Numbers depend on the host's load: the
-ratio comes from runs interleaved in one process, so slow phases hit both sides.
+ratio comes from runs interleaved in one process, so slow phases hit both sides, but
+two jobs can only beat one when a second core is free. So each repeat also times two
+concurrent pure-Python spin loops against one (``cpu_control_two_over_one``: 1.0 when
+two cores are free, 2.0 when the host gives this benchmark one core), and the 1-minute
+load average before and after is printed with the figures.
 """
 
 from __future__ import annotations
@@ -69,6 +73,18 @@ def run_jobs(coords: Path, out: Path, jobs: int, threads: int, workers: int) -> 
     return time.perf_counter() - start
 
 
+SPIN = "x = 0\nfor i in range(20_000_000):\n    x += i\n"
+
+
+def cpu_control(processes: int) -> float:
+    """Wall seconds of ``processes`` concurrent pure-Python spin loops (a CPU-only job)."""
+    start = time.perf_counter()
+    procs = [subprocess.Popen([sys.executable, "-c", SPIN]) for _ in range(processes)]
+    for proc in procs:
+        proc.wait()
+    return time.perf_counter() - start
+
+
 def slides_per_job(out: Path) -> list[int]:
     """Slides each run extracted (``ok``), from its run report."""
     counts = []
@@ -91,8 +107,10 @@ def main(argv: list[str] | None = None) -> int:
     work = args.work or Path(tempfile.mkdtemp(prefix="wsi-extract-jobs-"))
     try:
         coords = make_folder(work, args.slides, args.size)
-        one, two, shares = [], [], []
+        one, two, shares, control = [], [], [], []
+        load_before = os.getloadavg()[0]
         for r in range(args.repeats):
+            control.append(cpu_control(2) / cpu_control(1))
             for jobs, times in ((1, one), (2, two)):
                 out = work / f"out_{jobs}_{r}"
                 shutil.rmtree(out, ignore_errors=True)
@@ -106,6 +124,9 @@ def main(argv: list[str] | None = None) -> int:
             "one_job_s": [round(t, 2) for t in one], "two_jobs_s": [round(t, 2) for t in two],
             "slides_extracted_by_each_of_two_jobs": shares,
             "ratio_two_over_one_median": round(ratio, 3), "target": 0.7,
+            "load_average_1min_before_after": [round(load_before, 2),
+                                               round(os.getloadavg()[0], 2)],
+            "cpu_control_two_over_one": [round(c, 2) for c in control],
         }, indent=2))  # fmt: skip
     finally:
         if args.work is None:
