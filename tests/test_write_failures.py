@@ -243,3 +243,64 @@ def test_eacces_out_is_a_config_error(tiled: Path, tmp_path: Path) -> None:
     assert done.returncode == 2, done.stderr[-2000:]
     assert "[EACCES] Permission denied" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+def test_a_killed_dataloader_worker_stops_the_run_cleanly(tmp_path: Path) -> None:
+    """A worker killed mid-run (as the kernel's OOM killer would) is a WorkerFailedError."""
+    import time
+
+    (tmp_path / "slides").mkdir()
+    for i in range(3):
+        write_pyramid_tiff(tmp_path / "slides" / f"s{i}.tif", tissue_image(2048, 1536, seed=i))
+    done = _run("wsi_ncmi.cli.tile", [str(tmp_path / "slides"), "--out", str(tmp_path), *TILE])
+    assert done.returncode == 0, done.stderr
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
+    args = ["--out", str(tmp_path), *EXTRACT, "--workers", "1", "--batch-size", "8"]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "wsi_ncmi.cli.extract", *args],
+        cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env,
+    )  # fmt: skip
+    children: list[int] = []
+    deadline = time.monotonic() + 120
+    while not children and proc.poll() is None and time.monotonic() < deadline:
+        tasks = Path(f"/proc/{proc.pid}/task")
+        for task in tasks.glob("*/children") if tasks.is_dir() else []:
+            children += [int(c) for c in task.read_text().split()]
+        time.sleep(0.05)
+    if not children:
+        proc.kill()
+        pytest.skip("the run ended before its DataLoader worker could be found")
+    os.kill(children[0], signal.SIGKILL)
+    _, err = proc.communicate(timeout=300)
+    assert proc.returncode == 1, err[-2000:]
+    last = err.strip().splitlines()[-1]
+    assert "WorkerFailedError" in last
+    assert "DataLoader worker died" in last or "stalled" in last
+    assert "/dev/shm" in last
+    assert find_temp_files(tmp_path) == []
+
+
+def test_unwritable_features_folder_is_a_config_error(tiled: Path, tmp_path: Path) -> None:
+    """Was: a Lightning traceback and an empty run report (wsi-extract)."""
+    import shutil
+
+    no_dac = ["setpriv", "--bounding-set=-dac_override,-dac_read_search"]
+    if shutil.which("setpriv") is None:
+        pytest.skip("cannot run without CAP_DAC_OVERRIDE here")
+    out = tmp_path / "out"
+    (out / "features" / "random-cnn").mkdir(parents=True)
+    (out / "features" / "random-cnn").chmod(0o555)
+    probe = subprocess.run([*no_dac, "touch", str(out / "features" / "random-cnn" / "x")],
+                           capture_output=True, check=False)  # fmt: skip
+    if probe.returncode == 0:
+        pytest.skip("permissions are not enforced here")
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
+    args = ["--out", str(out), "--coords", str(tiled / "out" / "coords"), *EXTRACT]
+    done = subprocess.run(
+        [*no_dac, sys.executable, "-m", "wsi_ncmi.cli.extract", *args],
+        cwd=REPO, capture_output=True, text=True, timeout=300, env=env, check=False,
+    )  # fmt: skip
+    assert done.returncode == 2, done.stderr[-2000:]
+    assert f"{out / 'features' / 'random-cnn'}' is not writable" in done.stderr
+    assert "[EACCES]" in done.stderr
+    assert "Traceback" not in done.stderr
