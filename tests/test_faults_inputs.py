@@ -209,7 +209,7 @@ def test_nan_or_inf_in_features_stops_training(tmp_path: Path, value: float) -> 
     bag = poison_bag(tmp_path, "patient_000_node_0", value)
     code, err = cli(main, ["--config", str(config), "--out_dir", str(tmp_path / "run")])
     assert code == 1
-    for fragment in (str(bag), "NaN/inf features in 1 of 36 rows", "re-extract it"):
+    for fragment in (str(bag), "NaN/inf features in 1 of 36 rows", "re-run wsi-extract"):
         assert fragment in err
 
 

@@ -378,10 +378,15 @@ class _SlowEncoder(torch.nn.Module):
         return self.inner(images)
 
 
-def _concurrent_child(coords_dir: str, out: str, queue: mp.Queue) -> None:  # type: ignore[type-arg]
+def _concurrent_child(
+    coords_dir: str,
+    out: str,
+    queue: mp.Queue,  # type: ignore[type-arg]
+    delay_s: float = 0.03,
+) -> None:
     torch.set_num_threads(1)
     config = _config(Path(coords_dir), Path(out), batch_size=4, poll_s=0.05)
-    report = run_extraction(config, encoder=_SlowEncoder(0.03))  # type: ignore[arg-type]
+    report = run_extraction(config, encoder=_SlowEncoder(delay_s))  # type: ignore[arg-type]
     queue.put([(r.item_id, r.status, r.reason) for r in report.results] + [report.exit_code])
 
 
@@ -390,7 +395,7 @@ def test_concurrent_runs_wait_for_locked_slides(cohort: Path, tmp_path: Path) ->
     out = tmp_path / "out"
     ctx = mp.get_context("fork")
     queue = ctx.Queue()
-    child = ctx.Process(target=_concurrent_child, args=(str(cohort), str(out), queue))
+    child = ctx.Process(target=_concurrent_child, args=(str(cohort), str(out), queue, 0.1))
     child.start()
     locks = out / "locks"
     deadline = time.monotonic() + 60
@@ -398,7 +403,7 @@ def test_concurrent_runs_wait_for_locked_slides(cohort: Path, tmp_path: Path) ->
         time.sleep(0.002)
     assert any(locks.glob("*.lock")), "the first run never took a lock"
     config = _config(cohort, out, batch_size=4, poll_s=0.05)
-    mine = run_extraction(config, encoder=_SlowEncoder(0.03))  # type: ignore[arg-type]
+    mine = run_extraction(config, encoder=_SlowEncoder(0.1))  # type: ignore[arg-type]
     *theirs_rows, theirs_code = queue.get(timeout=120)
     child.join(timeout=60)
     assert child.exitcode == 0
@@ -411,7 +416,7 @@ def test_concurrent_runs_wait_for_locked_slides(cohort: Path, tmp_path: Path) ->
         statuses = sorted([ours[slide][0], theirs[slide][0]])
         assert statuses == ["ok", "skipped"], (slide, ours[slide], theirs[slide])
     # The slide the first run held when this one started was waited for, not "locked".
-    assert any(reason == "done by another job" for status, reason in ours.values())
+    assert any(reason == "done by another job" for status, reason in ours.values()), ours
     assert not list(locks.glob("*.lock"))
     for coords_file in sorted(cohort.glob("*.h5")):
         ref, _ = _oracle(coords_file, _encoder())
@@ -473,3 +478,32 @@ def test_region_blocks_stack_aligned_strips() -> None:
         block = gappy[start:stop].reshape(-1, cols, 2)
         assert (np.diff(block[..., 0], axis=1) == 64).all()
         assert (np.diff(block[:, 0, 1]) == 64).all()
+
+
+def test_two_unsharded_runs_share_the_slides(tmp_path: Path) -> None:
+    """Each run locks a slide when it reaches it, so two runs split one folder.
+
+    Was: the first run locked every slide at start and the second only waited.
+    """
+    make_cohort(tmp_path, n_slides=6)
+    cohort, out = tmp_path / "coords", tmp_path / "out"
+    ctx = mp.get_context("fork")
+    queue = ctx.Queue()
+    child = ctx.Process(target=_concurrent_child, args=(str(cohort), str(out), queue, 0.1))
+    child.start()
+    locks = out / "locks"
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and not (locks.is_dir() and any(locks.glob("*.lock"))):
+        time.sleep(0.002)
+    assert len(list(locks.glob("*.lock"))) == 1, "the first run should hold one slide"
+    config = _config(cohort, out, batch_size=4, poll_s=0.05)
+    mine = run_extraction(config, encoder=_SlowEncoder(0.1))  # type: ignore[arg-type]
+    *theirs_rows, theirs_code = queue.get(timeout=120)
+    child.join(timeout=60)
+    assert (mine.exit_code, theirs_code, child.exitcode) == (0, 0, 0)
+    ours_ok = {r.item_id for r in mine.results if r.status == "ok"}
+    theirs_ok = {slide for slide, status, _ in theirs_rows if status == "ok"}
+    assert ours_ok, theirs_rows  # both runs did some of the work
+    assert theirs_ok, mine.results
+    assert not ours_ok & theirs_ok  # and no slide twice
+    assert ours_ok | theirs_ok == {f"slide{i}" for i in range(6)}

@@ -16,6 +16,10 @@ class SlideOpenError(WsiNcmiError):
     """A slide file exists but no backend could open it (truncated, corrupt, unreadable)."""
 
 
+class DanglingLinkError(SlideOpenError):
+    """A slide path is a symbolic link whose target does not exist (the message names both)."""
+
+
 class UnsupportedFormatError(SlideOpenError):
     """The file is not a whole-slide image format that any configured backend reads."""
 
@@ -54,12 +58,49 @@ class CacheSchemaError(WsiNcmiError):
     """An HDF5 coordinates or features file has an unknown schema or inconsistent content."""
 
 
+class SlideChangedError(CacheSchemaError):
+    """A cached output was made from another scan of the slide than the file there now.
+
+    The message names both scans (size, level-0 dimensions, fingerprint) and the fix.
+
+    Attributes:
+        slide: Path of the slide file.
+        output: The cached file made from the other scan.
+    """
+
+    def __init__(self, message: str, *, slide: str = "", output: str = "") -> None:
+        super().__init__(message)
+        self.slide = slide
+        self.output = output
+
+
 class ConfigError(WsiNcmiError, ValueError):
     """A configuration value has the wrong type or is out of range."""
 
 
-class DiskFullError(WsiNcmiError, OSError):
-    """The output filesystem ran out of space; the partial temp file has been removed."""
+class OutputWriteError(WsiNcmiError, OSError):
+    """Writing an output failed (``ENOSPC``, ``EFBIG``, ``EDQUOT``, ``EROFS``, ``EACCES``, ``EIO``).
+
+    The partial temp file has been removed and the slide's final output is untouched; a
+    batch records the slide as failed and, with ``--skip-errors``, goes on.
+
+    Attributes:
+        errno: The ``errno`` code of the failure (``None`` when the library gave none).
+        path: The output that could not be written.
+    """
+
+    def __init__(self, message: str, *, errno: int | None = None, path: str = "") -> None:
+        super().__init__(message)
+        self.errno = errno
+        self.path = path
+
+
+class DiskFullError(OutputWriteError):
+    """The output filesystem ran out of space or quota; the partial temp file was removed."""
+
+
+class WorkerFailedError(WsiNcmiError):
+    """A DataLoader worker process died or stalled (often a full ``/dev/shm``)."""
 
 
 class WeightsUnavailableError(WsiNcmiError):
@@ -86,13 +127,17 @@ __all__ = [
     "CacheSchemaError",
     "ConfigError",
     "CorruptTileError",
+    "DanglingLinkError",
     "DiskFullError",
     "ManifestError",
     "MissingFeaturesError",
     "MissingMppError",
     "NonFiniteError",
+    "OutputWriteError",
+    "SlideChangedError",
     "SlideOpenError",
     "UnsupportedFormatError",
     "WeightsUnavailableError",
+    "WorkerFailedError",
     "WsiNcmiError",
 ]

@@ -106,7 +106,7 @@ def training_outcomes(work: Path) -> list[Outcome]:
         bag = poison_bag(root, "patient_000_node_0", value)
         code, err = cli(train_main, base)
         rows.append(_outcome(f"{label} in features (wsi-train)", code, 1, err, str(bag),
-                             "NaN/inf features", "re-extract"))  # fmt: skip
+                             "NaN/inf features", "re-run wsi-extract"))  # fmt: skip
         shutil.rmtree(root)
         bag_cohort(root)
     for name, args, needle in (

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import hashlib
 import os
 import secrets
 import socket
@@ -15,9 +16,32 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-from wsi_ncmi.errors import DiskFullError
+from wsi_ncmi.errors import DiskFullError, OutputWriteError
 
 TEMP_MARKER = ".tmp-"
+#: Longest file name (bytes) this package creates: NAME_MAX of ext4, XFS, NFS, tmpfs.
+NAME_MAX = 255
+#: Bytes a temp name adds after its prefix: marker, host (<= 64), pid, token.
+_TEMP_SUFFIX_MAX = len(TEMP_MARKER) + 64 + 1 + 10 + 1 + 8
+
+
+def short_name(name: str, max_bytes: int) -> str:
+    """``name`` if it fits in ``max_bytes`` of UTF-8, else a prefix of it plus a hash.
+
+    The shortened form is ``<prefix>~<12 hex of sha256(name)>``: distinct names stay
+    distinct, and the prefix keeps the name recognisable.
+    """
+    raw = name.encode("utf-8")
+    if len(raw) <= max_bytes:
+        return name
+    digest = hashlib.sha256(raw).hexdigest()[:12]
+    keep = raw[: max(0, max_bytes - len(digest) - 1)].decode("utf-8", errors="ignore")
+    return f"{keep}~{digest}"
+
+
+def temp_prefix(final: Path) -> str:
+    """The start of every temp name of ``final`` (``.<name>``, hash-shortened if long)."""
+    return "." + short_name(final.name, NAME_MAX - _TEMP_SUFFIX_MAX - 1)
 
 
 def _host_tag() -> str:
@@ -31,10 +55,11 @@ def temp_path_for(final: Path) -> Path:
 
     The name is ``.<final name>.tmp-<host>-<pid>-<token>``: the writer's host and pid let
     :func:`remove_stale_temp_files` tell a dead writer's leftovers from a live one's on a
-    filesystem shared by several machines.
+    filesystem shared by several machines. A final name too long to leave room for that
+    suffix within :data:`NAME_MAX` bytes is hash-shortened (:func:`temp_prefix`).
     """
     return final.with_name(
-        f".{final.name}{TEMP_MARKER}{_host_tag()}-{os.getpid()}-{secrets.token_hex(4)}"
+        f"{temp_prefix(final)}{TEMP_MARKER}{_host_tag()}-{os.getpid()}-{secrets.token_hex(4)}"
     )
 
 
@@ -79,9 +104,11 @@ def _fsync_dir(directory: Path) -> None:
 def atomic_output(final: str | Path, *, fsync: bool = True) -> Iterator[Path]:
     """Context manager yielding a temp path that becomes ``final`` on success.
 
-    On any exception the temp file is removed and ``final`` is untouched. A full disk
-    (``ENOSPC``/``EDQUOT``) is re-raised as :class:`~wsi_ncmi.errors.DiskFullError`
-    naming the file.
+    On any exception the temp file is removed and ``final`` is untouched. A failed
+    write (any of :data:`WRITE_ERRNOS`: a full disk or quota, a file-size limit, a
+    read-only or unwritable folder, an I/O error) is re-raised as
+    :class:`~wsi_ncmi.errors.OutputWriteError` naming the file, its errno and the fix
+    (:class:`~wsi_ncmi.errors.DiskFullError` for ``ENOSPC``/``EDQUOT``).
 
     Example:
         >>> import tempfile, pathlib
@@ -92,6 +119,8 @@ def atomic_output(final: str | Path, *, fsync: bool = True) -> Iterator[Path]:
         'done'
     """
     final = Path(final)
+    if len(final.name.encode("utf-8")) > NAME_MAX:
+        raise output_write_error(final, errno.ENAMETOOLONG)
     final.parent.mkdir(parents=True, exist_ok=True)
     tmp = temp_path_for(final)
     try:
@@ -104,9 +133,79 @@ def atomic_output(final: str | Path, *, fsync: bool = True) -> Iterator[Path]:
             _fsync_dir(final.parent)
     except BaseException as err:
         discard_temp(tmp)
-        if is_disk_full(err) and not isinstance(err, DiskFullError):
-            raise disk_full_error(final) from err
+        code = write_errno(err)
+        if code is not None and not isinstance(err, OutputWriteError):
+            raise output_write_error(final, code) from err
         raise
+
+
+#: errno codes of a failed write that concern the output, not the input or the code.
+WRITE_ERRNOS: frozenset[int] = frozenset(
+    {
+        errno.ENOSPC,
+        errno.EDQUOT,
+        errno.EFBIG,
+        errno.EROFS,
+        errno.EACCES,
+        errno.EPERM,
+        errno.EIO,
+        errno.ENAMETOOLONG,
+    }
+)
+
+_FIXES = {
+    errno.ENOSPC: "Free space or choose another --out directory",
+    errno.EDQUOT: "Free space within your disk quota or choose another --out directory",
+    errno.EFBIG: "The file is larger than this process or filesystem allows (ulimit -f, "
+    "FAT32's 4 GiB): raise the limit or choose another --out filesystem",
+    errno.EROFS: "The filesystem is mounted read-only: choose a writable --out directory",
+    errno.EACCES: "No permission to write there: fix the folder's permissions or choose "
+    "another --out directory",
+    errno.EPERM: "The operation is not permitted there: fix the folder's permissions or "
+    "choose another --out directory",
+    errno.EIO: "The device reported an I/O error: check the disk or network share "
+    "(dmesg, mount), or choose another --out directory",
+    errno.ENAMETOOLONG: f"The file name is longer than the filesystem's {NAME_MAX} bytes: "
+    "shorten the slide id (rename the file, or give it a shorter slide_id in the manifest)",
+}
+
+
+def write_errno(err: BaseException) -> int | None:
+    """The errno of a failed output write (one of :data:`WRITE_ERRNOS`), else ``None``.
+
+    HDF5 reports a failed write as a ``RuntimeError`` or an ``OSError`` without errno
+    whose text carries ``errno = 27, ...``, so the message is parsed too.
+    """
+    if isinstance(err, OutputWriteError):
+        return err.errno
+    if isinstance(err, OSError) and err.errno in WRITE_ERRNOS:
+        return int(err.errno)
+    if isinstance(err, OSError | RuntimeError):
+        text = str(err)
+        for code in WRITE_ERRNOS:
+            if f"errno = {code}," in text:
+                return code
+    return None
+
+
+def output_write_error(final: str | Path, code: int | None) -> OutputWriteError:
+    """The error for an output ``final`` whose write failed with ``code`` (temp removed).
+
+    :class:`DiskFullError` for ``ENOSPC``/``EDQUOT``, else :class:`OutputWriteError`.
+    """
+    if code in (errno.ENOSPC, errno.EDQUOT):
+        error = disk_full_error(final)
+        error.errno = code
+        return error
+    name = errno.errorcode.get(code, "?") if code is not None else "?"
+    reason = os.strerror(code) if code is not None else "write failed"
+    fix = _FIXES.get(code or -1, "Check the output folder")
+    return OutputWriteError(
+        f"cannot write {str(final)!r}: [{name}] {reason}; the partial temp file was "
+        f"removed. {fix}, then rerun (finished outputs are kept and skipped)",
+        errno=code,
+        path=str(final),
+    )
 
 
 def is_disk_full(err: BaseException) -> bool:
@@ -117,12 +216,7 @@ def is_disk_full(err: BaseException) -> bool:
     """
     if isinstance(err, DiskFullError):
         return True
-    if isinstance(err, OSError) and err.errno in (errno.ENOSPC, errno.EDQUOT):
-        return True
-    if isinstance(err, OSError | RuntimeError):
-        text = str(err)
-        return f"errno = {errno.ENOSPC}," in text or f"errno = {errno.EDQUOT}," in text
-    return False
+    return write_errno(err) in (errno.ENOSPC, errno.EDQUOT)
 
 
 def disk_full_error(final: str | Path) -> DiskFullError:
@@ -130,7 +224,9 @@ def disk_full_error(final: str | Path) -> DiskFullError:
     return DiskFullError(
         f"no space left on the device while writing {str(final)!r}; the partial "
         "temp file was removed. Free space or choose another --out directory, "
-        "then rerun (finished outputs are kept and skipped)."
+        "then rerun (finished outputs are kept and skipped).",
+        errno=errno.ENOSPC,
+        path=str(final),
     )
 
 

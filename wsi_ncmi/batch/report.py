@@ -122,7 +122,9 @@ class RunReport:
                 f"seconds per slide: {sum(secs) / len(secs):.2f} mean, {max(secs):.2f} max"
             )
         for r in self.results:
-            if r.status in ("failed", "no_tissue", "locked"):
+            if r.status in ("ok", "skipped") and r.reason.startswith("redone"):
+                lines.append(f"  {r.status:<9} {r.item_id}: {r.reason}")
+            elif r.status in ("failed", "no_tissue", "locked"):
                 why = f"{r.error_type}: {r.reason}" if r.error_type else r.reason
                 lines.append(f"  {r.status:<9} {r.item_id}: {why}")
         return "\n".join(lines)

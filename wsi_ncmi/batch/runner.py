@@ -39,7 +39,10 @@ class _Task(Generic[T]):
 
 
 def _safe_name(item_id: str) -> str:
-    return "".join(c if c.isalnum() or c in "._-" else "_" for c in item_id)
+    from wsi_ncmi.batch.atomic import NAME_MAX, short_name
+
+    safe = "".join(c if c.isalnum() or c in "._-" else "_" for c in item_id)
+    return short_name(safe, NAME_MAX - len(".lock") - 32)  # room for ".stale-<token>"
 
 
 def _execute(task: _Task[T]) -> ItemResult:

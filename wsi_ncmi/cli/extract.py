@@ -55,6 +55,24 @@ def build_parser() -> argparse.ArgumentParser:
         help="wait at most this many seconds (e.g. 3600) for slides locked by other jobs, "
         "then report the rest as 'locked' (default: no limit)",
     )
+    p.add_argument(
+        "--redo",
+        nargs="+",
+        default=(),
+        metavar="SLIDE",
+        help="extract these slide ids again even if their features files look fine "
+        "(files that fail the checks training applies, e.g. NaN/inf rows or truncation, "
+        "are redone without it)",
+    )
+    p.add_argument("--force", action="store_true", help="extract every slide again")
+    p.add_argument(
+        "--loader-timeout",
+        type=float,
+        default=600.0,
+        metavar="SECONDS",
+        help="stop when the DataLoader workers deliver no batch for this long, e.g. when "
+        "/dev/shm is full (default: 600)",
+    )
     p.add_argument("--slide-dir", type=Path, help="find slides here by file name")
     p.add_argument("--backend", choices=("auto", "openslide", "tiffslide"))
     p.add_argument("--coords-hash", help="refuse coords files with another params_hash")
@@ -90,7 +108,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
 
     from wsi_ncmi.batch import BatchAbortedError
-    from wsi_ncmi.errors import WeightsUnavailableError, WsiNcmiError
+    from wsi_ncmi.errors import WeightsUnavailableError, WorkerFailedError, WsiNcmiError
     from wsi_ncmi.features.run import ExtractConfig, run_extraction
 
     config = ExtractConfig(
@@ -118,14 +136,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         expect_coords_hash=args.coords_hash,
         compile_model=args.compile,
         progress=not args.no_progress,
+        redo=tuple(args.redo),
+        force=args.force,
+        loader_timeout_s=args.loader_timeout,
     )
     try:
         report = run_extraction(config)
     except WeightsUnavailableError as err:
         print(f"wsi-extract: weights unavailable: {err}", file=sys.stderr)
         return 3
-    except BatchAbortedError as err:
-        print(f"wsi-extract: {err}", file=sys.stderr)
+    except (BatchAbortedError, WorkerFailedError) as err:
+        print(f"wsi-extract: {type(err).__name__}: {err}", file=sys.stderr)
         return 1
     except WsiNcmiError as err:
         print(f"wsi-extract: error: {type(err).__name__}: {err}", file=sys.stderr)

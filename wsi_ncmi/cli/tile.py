@@ -202,7 +202,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from wsi_ncmi.errors import WsiNcmiError
     from wsi_ncmi.tiling.grid import GridParams
     from wsi_ncmi.tiling.job import TilingConfig
-    from wsi_ncmi.tiling.run import discover_slides, make_tasks, manifest_slides, run_tiling
+    from wsi_ncmi.tiling.run import discover_slides, make_tasks, manifest_tasks, run_tiling
     from wsi_ncmi.tiling.tissue import TissueParams
 
     try:
@@ -242,11 +242,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             thumb_size_px=args.thumb_size,
         )
         paths = discover_slides(args.slides) if args.slides else []
-        if args.manifest:
-            paths += manifest_slides(args.manifest, args.slides_dir)
-        # SLIDES and --manifest may name the same file (relative and absolute): once.
-        paths = list(dict.fromkeys(p.resolve() for p in paths))
-        tasks = make_tasks(paths)
+        named = manifest_tasks(args.manifest, args.slides_dir) if args.manifest else []
+        # Slide ids: the manifest's slide_id, else the name of the path as given (a
+        # symbolic link's own name). SLIDES and --manifest naming one file: tiled once.
+        tasks = make_tasks(paths, named)
         if not tasks:
             raise_config("SLIDES", "at least one slide file", args.slides)
     except WsiNcmiError as err:

@@ -11,7 +11,7 @@ persistent workers reuse them). Images stay ``uint8`` until the device.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +41,9 @@ class SlideJob:
         coords_hash: That file's ``params_hash``.
         target_mpp: The tiling's target µm/px.
         output: Final features file path.
+        coords_sha256: Digest of ``coords`` (recorded in the features file).
+        slide_identity: The scan the coords were made from, as HDF5 attributes
+            (:class:`~wsi_ncmi.slide.identity.SlideIdentity`), recorded in the features file.
     """
 
     slide_id: str
@@ -53,6 +56,8 @@ class SlideJob:
     coords_hash: str
     target_mpp: float
     output: Path
+    coords_sha256: str = ""
+    slide_identity: dict[str, Any] = field(default_factory=dict)
 
     def __len__(self) -> int:
         return int(self.coords.shape[0])

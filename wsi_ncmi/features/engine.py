@@ -18,12 +18,12 @@ import lightning as L
 import numpy as np
 import torch
 from lightning.pytorch.callbacks import BasePredictionWriter
-from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from wsi_ncmi.batch import BatchAbortedError, ItemLock, ItemResult, atomic_output
+from wsi_ncmi.batch import BatchAbortedError, ItemResult, atomic_output
 from wsi_ncmi.errors import WsiNcmiError
-from wsi_ncmi.features.dataset import PatchBatchDataset, SlideJob
+from wsi_ncmi.features.datamodule import ExtractDataModule
+from wsi_ncmi.features.dataset import SlideJob
 from wsi_ncmi.features.encoders.registry import EncoderModule
 from wsi_ncmi.features.store import FeatureFileWriter
 
@@ -57,120 +57,6 @@ class ExtractionModule(L.LightningModule):
             "start": int(batch["start"]),
             "error": batch["error"],
         }
-
-
-def assign_to_rank(jobs: list[SlideJob], rank: int, world_size: int) -> list[SlideJob]:
-    """Whole slides for ``rank``: greedy balance by patch count, deterministic order."""
-    if world_size <= 1:
-        return list(jobs)
-    load = [0] * world_size
-    owner: dict[int, int] = {}
-    for index in sorted(range(len(jobs)), key=lambda i: (-len(jobs[i]), jobs[i].slide_id)):
-        target = min(range(world_size), key=lambda r: (load[r], r))
-        owner[index] = target
-        load[target] += max(1, len(jobs[index]))
-    return [job for i, job in enumerate(jobs) if owner[i] == rank]
-
-
-def lock_path(lock_dir: str, job: SlideJob) -> str:
-    """``<lock_dir>/<encoder dir>.<slide_id>.lock``: one lock per slide and encoder."""
-    return f"{lock_dir}/{job.output.parent.name}.{job.slide_id}.lock"
-
-
-class ExtractDataModule(L.LightningDataModule):
-    """Selects this rank's pending slides, locks them and streams their patches.
-
-    Args:
-        jobs: Every slide of the run (all ranks).
-        batch_size: Patches per batch.
-        workers: DataLoader worker processes (0: read in the main process).
-        is_done: Whether a job's complete output already exists (resume).
-        lock_dir: Per-slide lock files, for concurrent jobs; ``None`` disables.
-        pin_memory: Page-locked host batches (set on GPU).
-        prefetch_factor: Batches each worker keeps ready.
-        strip_reads: Read horizontal neighbour patches with one call.
-    """
-
-    def __init__(
-        self,
-        jobs: list[SlideJob],
-        *,
-        batch_size: int,
-        workers: int,
-        is_done: Callable[[SlideJob], bool],
-        lock_dir: str | None = None,
-        pin_memory: bool = False,
-        prefetch_factor: int = 4,
-        strip_reads: bool = True,
-    ) -> None:
-        super().__init__()
-        self.all_jobs = jobs
-        self.batch_size = batch_size
-        self.workers = workers
-        self.is_done = is_done
-        self.lock_dir = lock_dir
-        self.pin_memory = pin_memory
-        self.prefetch_factor = prefetch_factor
-        self.strip_reads = strip_reads
-        self.jobs: list[SlideJob] = []
-        self.pre_results: list[ItemResult] = []
-        self.locks: dict[str, ItemLock] = {}
-
-    def setup(self, stage: str) -> None:
-        """Pick this rank's slides; skip finished ones; lock the rest."""
-        rank = self.trainer.global_rank if self.trainer is not None else 0
-        world = self.trainer.world_size if self.trainer is not None else 1
-        self.jobs, self.pre_results = [], []
-        for job in assign_to_rank(self.all_jobs, rank, world):
-            if len(job) == 0:
-                continue  # no-tissue slides are written by the runner
-            lock = self._lock_for(job)
-            if self.is_done(job):
-                if lock is not None and lock.path.exists() and lock.acquire():
-                    lock.release()  # a killed run finished the file but left its lock
-                self.pre_results.append(ItemResult(job.slide_id, "skipped", output=str(job.output)))
-                continue
-            if lock is not None:
-                if not lock.acquire():
-                    self.pre_results.append(
-                        ItemResult(job.slide_id, "locked", reason="another job holds its lock")
-                    )
-                    continue
-                self.locks[job.slide_id] = lock
-                if self.is_done(job):  # finished by another job just before we locked
-                    self.release(job.slide_id)
-                    self.pre_results.append(ItemResult(job.slide_id, "skipped"))
-                    continue
-            self.jobs.append(job)
-
-    def _lock_for(self, job: SlideJob) -> ItemLock | None:
-        if self.lock_dir is None:
-            return None
-        return ItemLock(lock_path(self.lock_dir, job))
-
-    def release(self, slide_id: str) -> None:
-        """Release the lock of ``slide_id`` (if held)."""
-        lock = self.locks.pop(slide_id, None)
-        if lock is not None:
-            lock.release()
-
-    def teardown(self, stage: str) -> None:
-        """Release every remaining lock."""
-        for slide_id in list(self.locks):
-            self.release(slide_id)
-
-    def predict_dataloader(self) -> DataLoader[dict[str, Any]]:
-        """One DataLoader over every pending slide of this rank."""
-        workers = self.workers
-        return DataLoader(
-            PatchBatchDataset(self.jobs, self.batch_size, strip_reads=self.strip_reads),
-            batch_size=None,
-            shuffle=False,
-            num_workers=workers,
-            persistent_workers=workers > 0,
-            pin_memory=self.pin_memory,
-            prefetch_factor=self.prefetch_factor if workers > 0 else None,
-        )
 
 
 @dataclass

@@ -11,27 +11,28 @@ from __future__ import annotations
 import dataclasses
 import os
 import time
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from wsi_ncmi._version import __version__
 from wsi_ncmi.batch import (
     BatchAbortedError,
-    ItemLock,
     ItemResult,
     RunReport,
     remove_stale_temp_files,
-    select_shard,
 )
 from wsi_ncmi.batch.report import unique_report_path
-from wsi_ncmi.errors import CacheSchemaError, ConfigError
+from wsi_ncmi.errors import ConfigError, WorkerFailedError
 from wsi_ncmi.features.dataset import SlideJob
 from wsi_ncmi.features.encoders.registry import EncoderModule, EncoderSpec
-from wsi_ncmi.features.store import FEATURE_DTYPES, FEATURES_SCHEMA_VERSION, feature_path
-from wsi_ncmi.slide import SlideRef
-from wsi_ncmi.tiling.schema import params_hash, read_coords
+from wsi_ncmi.features.jobs import (
+    check_mpp,
+    extraction_hash,
+    job_attrs,
+    load_jobs,
+    write_empty,
+)
+from wsi_ncmi.features.store import FEATURE_DTYPES, feature_path
 
 PRECISIONS = {"32": "32-true", "bf16": "bf16-mixed", "16": "16-mixed"}
 SPEC_PRECISION = {"fp32": "32-true", "bf16": "bf16-mixed", "fp16": "16-mixed"}
@@ -72,6 +73,11 @@ class ExtractConfig:
         compile_model: ``torch.compile`` the encoder.
         strip_reads: Read horizontal neighbour patches with one call.
         progress: Show a progress bar.
+        redo: Slide ids to extract again even when their features files are fine.
+        force: Extract every slide again.
+        loader_timeout_s: Seconds without a batch from the DataLoader workers before the
+            run stops with :class:`~wsi_ncmi.errors.WorkerFailedError` (a stall, e.g. a
+            full ``/dev/shm``).
     """
 
     coords_dir: Path
@@ -101,6 +107,9 @@ class ExtractConfig:
     compile_model: bool = False
     strip_reads: bool = True
     progress: bool = True
+    redo: tuple[str, ...] = ()
+    force: bool = False
+    loader_timeout_s: float = 600.0
 
     def validate(self) -> None:
         """Check values at the boundary.
@@ -122,6 +131,10 @@ class ExtractConfig:
             raise ConfigError(f"--workers must be >= 0, got {self.workers!r}")
         if self.max_wait_s is not None and not self.max_wait_s >= 0:
             raise ConfigError(f"--max-wait must be >= 0 seconds, got {self.max_wait_s!r}")
+        if not self.loader_timeout_s > 0:
+            raise ConfigError(
+                f"--loader-timeout must be > 0 seconds, got {self.loader_timeout_s!r}"
+            )
         if not self.poll_s > 0:
             raise ConfigError(f"poll_s must be > 0 seconds, got {self.poll_s!r}")
         if not 0.0 <= self.max_bad_fraction <= 1.0:
@@ -136,115 +149,6 @@ class ExtractConfig:
         return {
             k: str(v) if isinstance(v, Path) else v for k, v in dataclasses.asdict(self).items()
         }
-
-
-def extraction_hash(spec: EncoderSpec, dtype: str, coords_hash: str) -> str:
-    """The resume key: encoder identity, stored dtype, coords parameters, schema version."""
-    return params_hash(
-        {
-            "encoder": spec.identity_hash,
-            "dtype": dtype,
-            "coords": coords_hash,
-            "schema_version": FEATURES_SCHEMA_VERSION,
-        }
-    )
-
-
-def check_mpp(spec: EncoderSpec, target_mpp: float, config: ExtractConfig, where: str) -> None:
-    """Refuse a tiling µm/px that differs from the encoder's (unless allowed).
-
-    Raises:
-        ConfigError: The mismatch, both values, and the two ways out.
-    """
-    if spec.mpp is None or config.allow_mpp_mismatch:
-        return
-    if abs(target_mpp / spec.mpp - 1.0) > config.mpp_tolerance:
-        raise ConfigError(
-            f"encoder {spec.name!r} expects {spec.mpp} µm/px but {where} was tiled at "
-            f"{target_mpp} µm/px; re-run wsi-tile with --target-mpp {spec.mpp}, or pass "
-            "--allow-mpp-mismatch to extract anyway"
-        )
-
-
-def load_jobs(config: ExtractConfig, spec: EncoderSpec, report: RunReport) -> list[SlideJob]:
-    """Read and validate every coords file; build one :class:`SlideJob` per slide.
-
-    Unreadable coords files become ``failed`` results (or raise without skip_errors).
-
-    Raises:
-        CacheSchemaError: A bad coords file when ``skip_errors`` is off.
-        ConfigError: µm/px mismatch (always raised: it concerns the whole run).
-    """
-    paths = sorted(config.coords_dir.glob("*.h5"))
-    paths = select_shard(paths, [p.stem for p in paths], config.shard)
-    jobs: list[SlideJob] = []
-    for path in paths:
-        try:
-            coords = read_coords(path, expect_hash=config.expect_coords_hash)
-        except CacheSchemaError as err:
-            if not config.skip_errors:
-                raise
-            report.add(
-                ItemResult(path.stem, "failed", reason=str(err), error_type="CacheSchemaError")
-            )
-            continue
-        attrs = coords.attrs
-        check_mpp(spec, float(attrs["target_mpp"]), config, repr(str(path)))
-        slide_path = Path(str(attrs["slide_path"]))
-        if config.slide_dir is not None:
-            slide_path = config.slide_dir / slide_path.name
-        override = (
-            float(attrs["mpp_x"]) if str(attrs["mpp_source"]).startswith("override") else None
-        )
-        jobs.append(
-            SlideJob(
-                slide_id=coords.slide_id,
-                slide=SlideRef(str(slide_path), config.backend or str(attrs["backend"]), override),
-                coords=coords.coords,
-                read_level=int(attrs["read_level"]),
-                read_size_px=int(attrs["read_size_px"]),
-                patch_size_px=int(attrs["patch_size_px"]),
-                coords_path=str(path),
-                coords_hash=coords.params_hash,
-                target_mpp=float(attrs["target_mpp"]),
-                output=feature_path(config.out_dir, spec.name, coords.slide_id),
-            )
-        )
-    return jobs
-
-
-def _job_attrs(
-    job: SlideJob, spec: EncoderSpec, config: ExtractConfig, precision: str
-) -> dict[str, Any]:
-    effective = job.target_mpp * job.patch_size_px / (spec.input_size_px or job.patch_size_px)
-    return {
-        "package_version": __version__,
-        "slide_id": job.slide_id,
-        "encoder": spec.name,
-        "encoder_spec": spec.to_dict(),
-        "encoder_hash": spec.identity_hash,
-        "random_init": spec.random_init,
-        "weights_sha256": spec.weights_revision.removeprefix("sha256:")
-        if spec.weights_revision.startswith("sha256:")
-        else "",
-        "coords_file": job.coords_path,
-        "coords_params_hash": job.coords_hash,
-        "target_mpp": job.target_mpp,
-        "effective_mpp": effective,
-        "patch_size_px": job.patch_size_px,
-        "extraction_hash": extraction_hash(spec, config.dtype, job.coords_hash),
-        "precision": precision,
-        "config": config.to_dict(),
-    }
-
-
-def _write_empty(job: SlideJob, attrs: dict[str, Any], out_dim: int, dtype: str) -> None:
-    from wsi_ncmi.batch import atomic_output
-    from wsi_ncmi.features.store import FeatureFileWriter
-
-    with atomic_output(job.output) as tmp:
-        writer = FeatureFileWriter(tmp, job.coords, out_dim, dtype, attrs)
-        writer.finish()
 
 
 def resolve_runtime(config: ExtractConfig, spec: EncoderSpec) -> tuple[str, str, int, int]:
@@ -287,14 +191,22 @@ def run_extraction(config: ExtractConfig, encoder: EncoderModule | None = None) 
         The run report (also written to ``<out>/features/<encoder>/report*.json``).
 
     Raises:
-        ConfigError: Bad settings or µm/px mismatch.
+        ConfigError: Bad settings, µm/px mismatch, or an output folder that cannot be
+            written (checked before any work).
+        WorkerFailedError: DataLoader workers died or stalled (e.g. a full /dev/shm);
+            the run stops cleanly after writing its report.
         WeightsUnavailableError: The encoder's weights cannot be loaded.
         BatchAbortedError: A slide failed and ``skip_errors`` is off.
     """
+    from wsi_ncmi.batch.preflight import check_writable_dir, check_writable_dirs
+    from wsi_ncmi.features.cache import CacheJudge
     from wsi_ncmi.features.encoders.registry import build_encoder
-    from wsi_ncmi.features.store import is_complete
+    from wsi_ncmi.features.rounds import predict_round, wait_for_locked
 
     config.validate()
+    # Before any work: every folder this run writes to must take files.
+    out_dir = feature_path(config.out_dir, config.encoder, "x").parent
+    check_writable_dirs([config.out_dir, out_dir, config.out_dir / "reports"])
     if encoder is None:
         encoder = build_encoder(
             config.encoder,
@@ -306,20 +218,34 @@ def run_extraction(config: ExtractConfig, encoder: EncoderModule | None = None) 
     accelerator, precision, batch_size, workers = resolve_runtime(config, spec)
     report = RunReport("extract", params={**config.to_dict(), "encoder_spec": spec.to_dict()})
     jobs = load_jobs(config, spec, report)
-    out_dir = feature_path(config.out_dir, spec.name, "x").parent
-    out_dir.mkdir(parents=True, exist_ok=True)
+    if spec.name != config.encoder:
+        out_dir = check_writable_dir(feature_path(config.out_dir, spec.name, "x").parent)
     remove_stale_temp_files(out_dir)
 
     def attrs_for(job: SlideJob) -> dict[str, Any]:
-        return _job_attrs(job, spec, config, precision)
+        return job_attrs(job, spec, config, precision)
+
+    judge = CacheJudge(frozenset(config.redo), config.force, started=report.started)
+
+    def problem(job: SlideJob) -> str:
+        return judge.problem(
+            job.slide_id,
+            job.output,
+            extraction_hash=extraction_hash(spec, config.dtype, job.coords_hash),
+            coords=job.coords,
+            coords_sha256=job.coords_sha256,
+            slide_fingerprint=str(job.slide_identity.get("slide_fingerprint", "")),
+        )
 
     def is_done(job: SlideJob) -> bool:
-        key = extraction_hash(spec, config.dtype, job.coords_hash)
-        return is_complete(job.output, extraction_hash=key, n_rows=len(job))
+        return not problem(job)
+
+    # Why each existing file is redone (reported as "redone: …" with the slide's result).
+    redo_reasons = {j.slide_id: why for j in jobs if j.output.exists() and (why := problem(j))}
 
     for job in (j for j in jobs if len(j) == 0):
         if not is_done(job):
-            _write_empty(job, attrs_for(job), spec.out_dim, config.dtype)
+            write_empty(job, attrs_for(job), spec.out_dim, config.dtype)
         report.add(
             ItemResult(job.slide_id, "no_tissue", reason="no patches", output=str(job.output))
         )
@@ -342,13 +268,15 @@ def run_extraction(config: ExtractConfig, encoder: EncoderModule | None = None) 
     try:
         while True:
             if pending:
-                world_size, rank = _predict_round(
+                world_size, rank = predict_round(
                     pending, config, encoder, attrs_for, is_done, runtime, batch_size, workers,
                     accelerator, precision, results,
                 )  # fmt: skip
                 wait_here = config.wait_locked and config.lock and world_size == 1
                 by_id = {j.slide_id: j for j in pending}
                 for result in results:
+                    if result.status == "ok" and result.item_id in redo_reasons:
+                        result.reason = f"redone: {redo_reasons[result.item_id]}"
                     if result.status == "locked" and wait_here:
                         waiting.append(by_id[result.item_id])
                     else:
@@ -356,9 +284,17 @@ def run_extraction(config: ExtractConfig, encoder: EncoderModule | None = None) 
                 results.clear()
             if not waiting:
                 break
-            pending, waiting = _wait_for_locked(waiting, config, is_done, report, deadline)
+            pending, waiting = wait_for_locked(waiting, config, is_done, report, deadline)
             if not pending and not waiting:
                 break
+    except WorkerFailedError as err:  # a clean stop: this round's open slides fail
+        seen = {r.item_id for r in [*report.results, *results]}
+        results.extend(
+            ItemResult(j.slide_id, "failed", reason=str(err), error_type=type(err).__name__)
+            for j in pending
+            if j.slide_id not in seen
+        )
+        raise
     finally:
         for result in results:
             report.add(result)
@@ -378,130 +314,6 @@ def run_extraction(config: ExtractConfig, encoder: EncoderModule | None = None) 
             "stopping because --skip-errors is off (finished slides are kept)"
         )
     return report
-
-
-def _lock_of(config: ExtractConfig, job: SlideJob) -> ItemLock:
-    from wsi_ncmi.features.engine import lock_path
-
-    return ItemLock(lock_path(str(config.out_dir / "locks"), job))
-
-
-def _wait_for_locked(
-    waiting: list[SlideJob],
-    config: ExtractConfig,
-    is_done: Any,
-    report: RunReport,
-    deadline: float | None,
-) -> tuple[list[SlideJob], list[SlideJob]]:
-    """Poll slides held by other jobs until some can be taken or all are done.
-
-    Returns ``(ready, still_waiting)``: ``ready`` slides have no live lock any more
-    (released without a complete output, or their holder died: the stale lock is
-    removed) and go to the next round; finished ones are reported ``skipped``. At the
-    deadline the rest are reported ``locked`` and ``([], [])`` is returned.
-    """
-    while True:
-        if deadline is not None and time.monotonic() >= deadline:
-            for job in waiting:
-                report.add(
-                    ItemResult(
-                        job.slide_id,
-                        "locked",
-                        reason=f"another job still held its lock after --max-wait "
-                        f"{config.max_wait_s:g} s",
-                    )
-                )
-            return [], []
-        time.sleep(config.poll_s)
-        ready: list[SlideJob] = []
-        still: list[SlideJob] = []
-        for job in waiting:
-            if is_done(job):
-                report.add(
-                    ItemResult(
-                        job.slide_id, "skipped", reason="done by another job",
-                        output=str(job.output),
-                    )
-                )  # fmt: skip
-                continue
-            lock = _lock_of(config, job)
-            lock.break_if_stale()  # holder died: its lock goes, the slide is ours to do
-            (still if lock.path.exists() else ready).append(job)
-        if ready or not still:
-            return ready, still
-        waiting = still
-
-
-def _predict_round(
-    jobs: list[SlideJob],
-    config: ExtractConfig,
-    encoder: EncoderModule,
-    attrs_for: Any,
-    is_done: Any,
-    runtime: dict[str, Any],
-    batch_size: int,
-    workers: int,
-    accelerator: str,
-    precision: str,
-    results: list[ItemResult],
-) -> tuple[int, int]:
-    """One ``Trainer.predict`` over ``jobs``; returns (world size, rank).
-
-    The slides' results are appended to ``results``, also when the round raises.
-    """
-    import lightning as L
-
-    from wsi_ncmi.features.engine import ExtractDataModule, ExtractionModule, FeatureWriter
-
-    spec = encoder.spec
-    writer = FeatureWriter(
-        attrs_for,
-        spec.out_dim,
-        config.dtype,
-        config.max_bad_fraction,
-        progress=config.progress,
-        stop_on_failure=not config.skip_errors,
-    )
-    datamodule = ExtractDataModule(
-        jobs,
-        batch_size=batch_size,
-        workers=workers,
-        is_done=is_done,
-        lock_dir=str(config.out_dir / "locks") if config.lock else None,
-        pin_memory=accelerator == "cuda",
-        strip_reads=config.strip_reads,
-    )
-    trainer = L.Trainer(
-        accelerator=accelerator,
-        devices=config.devices if config.devices == "auto" else int(config.devices),
-        num_nodes=config.num_nodes,
-        precision=precision,  # type: ignore[arg-type]
-        logger=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        enable_checkpointing=False,
-        use_distributed_sampler=False,
-        inference_mode=True,
-        callbacks=[writer],
-    )
-    started = time.perf_counter()
-    try:
-        with warnings.catch_warnings():
-            # Batches are whole-slide regions, not sampler indices; empty shards are fine.
-            warnings.filterwarnings("ignore", message=".*infer the batch indices.*")
-            warnings.filterwarnings("ignore", message=".*length of `DataLoader` across ranks.*")
-            trainer.predict(
-                ExtractionModule(encoder, compile_model=config.compile_model),
-                datamodule=datamodule,
-                return_predictions=False,
-            )
-    finally:
-        runtime["seconds"] += time.perf_counter() - started
-        runtime["patches_extracted"] += sum(r.count for r in writer.results if r.status == "ok")
-        runtime["world_size"] = trainer.world_size
-        runtime["rounds"] += 1
-        results.extend([*datamodule.pre_results, *writer.results])
-    return trainer.world_size, trainer.global_rank
 
 
 __all__ = [

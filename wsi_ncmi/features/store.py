@@ -15,7 +15,11 @@ Attributes:
     ``out_dim``, ``dtype``, ``coords_file``, ``coords_params_hash``, ``target_mpp``,
     ``patch_size_px``, ``extraction_hash`` (digest of spec, dtype, coords hash and
     schema version: the resume key), ``n_rows``, ``n_invalid``, ``random_init``,
-    ``precision`` (compute precision used), ``config`` (JSON of the run config).
+    ``precision`` (compute precision used), ``config`` (JSON of the run config);
+    since the slide-identity change also ``all_finite`` (True: every row was checked
+    finite when written), ``coords_sha256`` (digest of the coordinates, as in the coords
+    file) and the slide scan (``slide_size``, ``slide_mtime``, ``slide_width``,
+    ``slide_height``, ``slide_fingerprint``; see :mod:`wsi_ncmi.features.provenance`).
 
 A file exists under its final name only when complete (atomic rename), and readers
 refuse files whose schema or version differ, or whose datasets disagree in length.
@@ -24,10 +28,10 @@ refuse files whose schema or version differ, or whose datasets disagree in lengt
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
-import os
 import shutil
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -65,7 +69,13 @@ def feature_path(out_dir: str | Path, encoder: str, slide_id: str) -> Path:
 
 
 class FeatureFileWriter:
-    """Writes one slide's features row block by row block into an open HDF5 file.
+    """Builds one slide's features file row block by row block, then writes it to ``path``.
+
+    The HDF5 file is built in memory and written to ``path`` only by :meth:`finish`,
+    with plain file I/O (see :mod:`wsi_ncmi.batch.h5image`): a failed write (full disk,
+    file-size limit, read-only or unwritable folder, I/O error) raises
+    :class:`~wsi_ncmi.errors.OutputWriteError` and can never leave HDF5 in a state that
+    crashes the process later.
 
     Args:
         path: File to create (normally an :func:`~wsi_ncmi.batch.atomic_output` temp).
@@ -83,7 +93,7 @@ class FeatureFileWriter:
         dtype: str,
         attrs: Mapping[str, Any],
     ) -> None:
-        import h5py
+        from wsi_ncmi.batch.h5image import memory_h5
 
         if dtype not in FEATURE_DTYPES:
             raise CacheSchemaError(f"dtype must be one of {FEATURE_DTYPES}, got {dtype!r}")
@@ -93,9 +103,12 @@ class FeatureFileWriter:
         self.dtype = np.dtype(dtype)
         self._h5: h5py.File | None = None
         self._check_free_space(n_rows * (out_dim * self.dtype.itemsize + 17))
-        with self._disk_full_as_error(abort=True):
-            self._h5 = h5py.File(path, "w", track_order=True)
+        self._h5 = memory_h5(track_order=True)
+        try:
             self._create(coords, out_dim, dtype, attrs)
+        except BaseException:
+            self.abort()
+            raise
 
     def _create(
         self, coords: np.ndarray, out_dim: int, dtype: str, attrs: Mapping[str, Any]
@@ -134,49 +147,60 @@ class FeatureFileWriter:
         Raises:
             CacheSchemaError: Rows out of range, or values that overflow the dtype.
         """
+        from wsi_ncmi.batch.atomic import final_path_of
+
         stop = start + int(features.shape[0])
         if start < 0 or stop > self.n_rows:
             raise CacheSchemaError(f"rows {start}:{stop} outside 0:{self.n_rows}")
         block = np.where(valid[:, None], features, 0).astype(self.dtype)
         if not np.isfinite(block).all():
-            from wsi_ncmi.batch.atomic import final_path_of
-
             raise CacheSchemaError(
                 f"non-finite features (NaN/inf) in rows {start}:{stop} of "
                 f"{str(final_path_of(self.path))!r} after casting to {self.dtype} (overflow?); "
                 "rerun with --dtype float32, or check the encoder and its weights"
             )
         if self._h5 is None:
-            raise DiskFullError(f"{str(self.path)!r} was discarded after a failed write")
-        with self._disk_full_as_error(abort=True):  # discard at once: no more writes to it
-            self._features[start:stop] = block
+            raise CacheSchemaError(f"{str(final_path_of(self.path))!r} was already closed")
+        self._features[start:stop] = block
         self._valid[start:stop] = valid
         self._written[start:stop] = True
 
     def finish(self, extra_attrs: Mapping[str, Any] | None = None) -> None:
-        """Write the ``valid`` mask and final attributes, then close.
+        """Write the ``valid`` mask and final attributes, then write the file to ``path``.
 
         Raises:
             CacheSchemaError: Some rows were never written.
+            OutputWriteError: Writing ``path`` failed (``DiskFullError`` for a full disk).
         """
+        from wsi_ncmi.batch.atomic import final_path_of, output_write_error, write_errno
+        from wsi_ncmi.batch.h5image import write_h5_image
+
         if self._h5 is None:
             return
         if not self._written.all():
             raise CacheSchemaError(
                 f"only {self.rows_written} of {self.n_rows} rows were written; not finishing"
             )
-        h5 = self._h5
-        with self._disk_full_as_error(abort=True):
+        h5, self._h5 = self._h5, None
+        try:
             h5.create_dataset("valid", data=self._valid)
-            for key, value in {**(extra_attrs or {}), "n_invalid": self.n_invalid}.items():
+            # Every written block was checked finite (write_rows), so the file is too.
+            final = {**(extra_attrs or {}), "n_invalid": self.n_invalid, "all_finite": True}
+            for key, value in final.items():
                 h5.attrs[key] = json.dumps(value) if isinstance(value, dict | list) else value
-            # Flush first: a full disk then fails here, cleanly, instead of inside close()
-            # (where HDF5 can crash the process); the caller then aborts the file.
-            h5.flush()
-            self.close()
+        except BaseException:
+            h5.close()
+            raise
+        try:
+            write_h5_image(h5, self.path)
+        except OSError as err:
+            code = write_errno(err)
+            if code is None:
+                raise
+            raise output_write_error(final_path_of(self.path), code) from err
 
     def _check_free_space(self, data_bytes: int) -> None:
-        """Refuse to start a file that cannot fit (HDF5 copes badly with a full disk).
+        """Refuse to start a file that cannot fit.
 
         Raises:
             DiskFullError: Less free space than the data plus 1 % and 16 KiB of metadata.
@@ -190,61 +214,26 @@ class FeatureFileWriter:
                 f"no space left on the device while writing {str(final_path_of(self.path))!r}"
                 f": it needs about {need:,} bytes and {free:,} are free; nothing was written. "
                 "Free space or choose another --out directory, then rerun (finished slides "
-                "are kept and skipped)"
+                "are kept and skipped)",
+                errno=errno.ENOSPC,
+                path=str(final_path_of(self.path)),
             )
 
-    @contextlib.contextmanager
-    def _disk_full_as_error(self, *, abort: bool = False) -> Iterator[None]:
-        """Re-raise HDF5's ``ENOSPC`` failures (OSError or RuntimeError) as DiskFullError.
-
-        With ``abort``, any failure also discards the file (see :meth:`abort`).
-        """
-        from wsi_ncmi.batch.atomic import final_path_of, is_disk_full
-
-        try:
-            yield
-        except BaseException as err:
-            if abort:
-                self.abort()
-            if not isinstance(err, OSError | RuntimeError):
-                raise
-            if not is_disk_full(err) or isinstance(err, DiskFullError):
-                raise
-            raise DiskFullError(
-                f"no space left on the device while writing {str(final_path_of(self.path))!r}"
-                "; the partial temp file is removed. Free space or choose another --out "
-                "directory, then rerun (finished slides are kept and skipped)"
-            ) from err
-
     def close(self) -> None:
-        """Close the file without finishing (idempotent)."""
+        """Drop the unfinished in-memory file (idempotent; nothing is written)."""
         h5, self._h5 = self._h5, None
         if h5 is not None:
             h5.close()
 
     def abort(self) -> None:
-        """Discard an unfinished file: empty it, then close it without touching the disk.
+        """Discard an unfinished file (the same as :meth:`close`; never raises).
 
-        After a failed write (a full disk) HDF5 still holds dirty buffers that it cannot
-        flush, so its close fails and the file stays open until the interpreter exits
-        (where HDF5 crashes). The file is therefore emptied (freeing its blocks at once)
-        and HDF5's descriptor is pointed at an anonymous memory file, where the discarded
-        buffers can be flushed; then the close succeeds. Never raises.
+        The file lives in memory until :meth:`finish`, so there is nothing on disk to
+        undo here; a partial ``path`` from a failed :meth:`finish` is removed by the
+        caller's :func:`~wsi_ncmi.batch.atomic_output`.
         """
-        h5, self._h5 = self._h5, None
-        if h5 is None:
-            return
-        with contextlib.suppress(OSError):
-            os.truncate(self.path, 0)
         with contextlib.suppress(Exception):
-            fd = int(h5.id.get_vfd_handle())
-            scratch = os.memfd_create("wsi-ncmi-discard")
-            try:
-                os.dup2(scratch, fd)
-            finally:
-                os.close(scratch)
-        with contextlib.suppress(Exception):
-            h5.close()
+            self.close()
 
 
 def _decode(value: Any) -> Any:
@@ -261,7 +250,10 @@ def _open_checked(path: Path) -> h5py.File:
     try:
         h5 = h5py.File(path, "r")
     except OSError as err:
-        raise CacheSchemaError(f"cannot read features file {str(path)!r}: {err}") from err
+        raise CacheSchemaError(
+            f"cannot read features file {str(path)!r} (truncated or damaged?): {err}; "
+            "re-run wsi-extract on the same --out (it redoes unreadable files)"
+        ) from err
     attrs = h5.attrs
     schema, version = _decode(attrs.get("schema")), _decode(attrs.get("schema_version"))
     problem = ""
@@ -280,7 +272,10 @@ def _open_checked(path: Path) -> h5py.File:
         problem = "has datasets of different lengths"
     if problem:
         h5.close()
-        raise CacheSchemaError(f"{str(path)!r} {problem}; delete it and re-run wsi-extract")
+        raise CacheSchemaError(
+            f"{str(path)!r} {problem}; re-run wsi-extract on the same --out (it redoes "
+            "incomplete or mismatched files)"
+        )
     return h5
 
 
@@ -388,6 +383,11 @@ def load_bag(
     if out is None:  # contiguous: one plain read of the file's bytes, no HDF5 layer
         count = int(np.prod(shape))
         out = np.fromfile(path, dtype=dtype, count=count, offset=int(offset or 0))
+        if out.size != count:
+            raise CacheSchemaError(
+                f"{str(path)!r} is truncated: {out.size} of {count} feature values are in "
+                "the file; re-run wsi-extract on the same --out (it redoes unreadable files)"
+            )
         out = out.reshape(shape)
     if valid is not None:
         out = out[valid]

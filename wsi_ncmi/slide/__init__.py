@@ -8,6 +8,7 @@ from wsi_ncmi.slide.factory import (
     close_cached_slides,
     open_slide,
 )
+from wsi_ncmi.slide.identity import SlideIdentity, fingerprint_file
 from wsi_ncmi.slide.mpp import (
     PLAUSIBLE_MPP_RANGE,
     MppInfo,
@@ -24,9 +25,11 @@ __all__ = [
     "MppInfo",
     "OpenSlideSlide",
     "Slide",
+    "SlideIdentity",
     "SlideRef",
     "TiffSlideSlide",
     "close_cached_slides",
+    "fingerprint_file",
     "is_plausible_mpp",
     "load_mpp_csv",
     "lookup_mpp_override",

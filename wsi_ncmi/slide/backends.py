@@ -7,16 +7,27 @@ pixel modes (RGBA vs RGB); these classes hide that behind :class:`Slide`.
 
 from __future__ import annotations
 
+import logging
+import os
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from wsi_ncmi.errors import SlideOpenError, UnsupportedFormatError
+from wsi_ncmi.errors import DanglingLinkError, SlideOpenError, UnsupportedFormatError
 from wsi_ncmi.slide.base import Slide
 
 
 def _check_file(path: Path) -> None:
+    if path.is_symlink() and not path.exists():
+        try:
+            target = os.readlink(path)
+        except OSError:
+            target = "?"
+        raise DanglingLinkError(
+            f"slide {str(path)!r} is a symbolic link to {target!r}, which does not exist "
+            "(moved, deleted or on a share that is not mounted); fix or remove the link"
+        )
     if not path.exists():
         raise SlideOpenError(f"slide {str(path)!r} does not exist")
     if path.is_dir():
@@ -36,22 +47,38 @@ def _check_file(path: Path) -> None:
 _TIFF_MAGICS = (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")
 
 
+class _LogCollector(logging.Handler):
+    """Collects log messages instead of printing them."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.messages.append(record.getMessage())
+
+
 def _check_tiff_complete(path: Path, size: int) -> None:
     """Raise SlideOpenError if a TIFF's directory or pixel data run past end of file.
 
-    An interrupted copy leaves a file whose header is fine but whose tiles point past
-    the end; both backends then fail later with confusing messages.
+    An interrupted copy leaves a file whose header is fine but whose tiles, or whose
+    image directories, point past the end; both backends then fail later with confusing
+    messages (``IndexError: index 0 out of range(0)`` for an Aperio SVS whose directory
+    comes after its pixel data). tifffile *logs* bad directory offsets instead of
+    raising; those messages are collected here (not printed) and reported.
     """
-    import logging
-
     import tifffile
 
     log = logging.getLogger("tifffile")
-    previous = log.level
-    log.setLevel(logging.CRITICAL)  # tifffile logs (not raises) bad page offsets
+    collector = _LogCollector()
+    previous = (log.level, log.propagate)
+    log.addHandler(collector)
+    log.setLevel(logging.WARNING)
+    log.propagate = False  # no stray "<tifffile.TiffPages …> invalid offset" on stderr
     try:
         with tifffile.TiffFile(path) as tif:
             end = 0
+            n_pages = len(tif.pages)
             for page in tif.pages:
                 offsets = getattr(page, "dataoffsets", ())
                 counts = getattr(page, "databytecounts", ())
@@ -67,7 +94,18 @@ def _check_tiff_complete(path: Path, size: int) -> None:
             "re-copy it"
         ) from err
     finally:
-        log.setLevel(previous)
+        log.removeHandler(collector)
+        log.setLevel(previous[0])
+        log.propagate = previous[1]
+    bad_offsets = [m for m in collector.messages if "offset" in m]
+    if n_pages == 0 or bad_offsets:
+        detail = bad_offsets[0] if bad_offsets else "no image directory could be read"
+        detail = detail.split("> ", 1)[-1]  # drop tifffile's "<tifffile.TiffPages @…>"
+        raise SlideOpenError(
+            f"slide {str(path)!r} is truncated or corrupt: its TIFF structure points past "
+            f"its {size:,} bytes (tifffile: {detail!r}; {n_pages} image directories "
+            "readable); re-copy or re-export it"
+        )
     if end > size:
         raise SlideOpenError(
             f"slide {str(path)!r} is truncated: its image data extends to byte {end:,} "

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from wsi_ncmi.errors import ConfigError, SlideOpenError, UnsupportedFormatError
+from wsi_ncmi.errors import ConfigError, DanglingLinkError, SlideOpenError, UnsupportedFormatError
 from wsi_ncmi.slide.backends import BACKENDS
 from wsi_ncmi.slide.base import Slide
 from wsi_ncmi.slide.mpp import load_mpp_csv, lookup_mpp_override
@@ -54,11 +54,15 @@ def open_slide(
     try:
         return BACKENDS["openslide"](path, mpp_override=mpp_override, mpp_override_source=source)
     except SlideOpenError as os_err:
+        if isinstance(os_err, DanglingLinkError):
+            raise  # no backend can read a link to nothing; its own message says so
         try:
             return BACKENDS["tiffslide"](
                 path, mpp_override=mpp_override, mpp_override_source=source
             )
         except SlideOpenError as ts_err:
+            if str(ts_err) == str(os_err):  # the shared file check failed: say it once
+                raise type(os_err)(str(os_err)) from os_err
             kind = (
                 UnsupportedFormatError
                 if isinstance(os_err, UnsupportedFormatError)

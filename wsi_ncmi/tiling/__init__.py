@@ -9,7 +9,13 @@ from wsi_ncmi.tiling.job import (
     slide_params_hash,
     tile_slide,
 )
-from wsi_ncmi.tiling.run import discover_slides, make_tasks, manifest_slides, run_tiling
+from wsi_ncmi.tiling.run import (
+    discover_slides,
+    make_tasks,
+    manifest_slides,
+    manifest_tasks,
+    run_tiling,
+)
 from wsi_ncmi.tiling.schema import (
     COORDS_SCHEMA_VERSION,
     REQUIRED_ATTRS,
@@ -37,6 +43,7 @@ __all__ = [
     "is_tiled",
     "make_tasks",
     "manifest_slides",
+    "manifest_tasks",
     "output_paths",
     "params_hash",
     "plan_geometry",

@@ -24,15 +24,17 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 from wsi_ncmi.batch.atomic import atomic_output, write_text_atomic
 from wsi_ncmi.batch.report import ItemResult
+from wsi_ncmi.slide.identity import SlideIdentity
 from wsi_ncmi.tiling.grid import GridParams
-from wsi_ncmi.tiling.schema import params_hash
+from wsi_ncmi.tiling.schema import coords_digest, params_hash
 from wsi_ncmi.tiling.tissue import TissueParams
 
 #: Bump when a change to the algorithm changes coordinates for the same parameters.
@@ -141,8 +143,16 @@ def slide_params_hash(config: TilingConfig, task: SlideTask) -> str:
     return params_hash(slide_params(config, task))
 
 
-def read_status(path: Path) -> tuple[str, str] | None:
-    """``(params_hash, status)`` of a coords file, or None if unreadable/incomplete."""
+class CoordsStatus(NamedTuple):
+    """What a complete coords file says about itself (see :func:`read_status`)."""
+
+    params_hash: str
+    status: str
+    identity: SlideIdentity
+
+
+def read_status(path: Path) -> CoordsStatus | None:
+    """Parameter hash, status and slide identity of a coords file (None if incomplete)."""
     import h5py
 
     from wsi_ncmi.tiling.schema import COORDS_SCHEMA, COORDS_SCHEMA_VERSION, REQUIRED_ATTRS
@@ -158,18 +168,39 @@ def read_status(path: Path) -> tuple[str, str] | None:
                 return None
             if h5["coords"].shape[0] != h5["tissue_fraction"].shape[0]:
                 return None
-            return str(attrs["params_hash"]), str(attrs["status"])
+            identity = SlideIdentity.from_attrs({k: _plain(v) for k, v in attrs.items()})
+            return CoordsStatus(str(attrs["params_hash"]), str(attrs["status"]), identity)
     except (OSError, KeyError):
         return None
 
 
+def _plain(value: Any) -> Any:
+    return value.decode("utf-8") if isinstance(value, bytes) else value
+
+
+def slide_change(task: SlideTask, recorded: SlideIdentity) -> str:
+    """Why the slide file differs from the scan ``recorded`` in its coords ("" if not).
+
+    A record without a fingerprint (written by an older wsi-ncmi) cannot be verified
+    cheaply, so it counts as changed: the slide is tiled again, which records one.
+    A slide that cannot be read now counts as unchanged here; the job reports it.
+    """
+    try:
+        current = SlideIdentity.of_file(task.path)
+    except OSError:
+        return ""
+    return _change_between(recorded, current)
+
+
 def is_tiled(task: SlideTask, config: TilingConfig) -> bool:
-    """Whether a complete output with this slide's parameter hash exists."""
+    """Whether a complete output with this slide's parameter hash and scan exists."""
     paths = output_paths(config.out_dir, task.slide_id)
     if not all(p.is_file() for p in paths.all()):
         return False
     found = read_status(paths.coords)
-    return found is not None and found[0] == slide_params_hash(config, task)
+    if found is None or found.params_hash != slide_params_hash(config, task):
+        return False
+    return not slide_change(task, found.identity)
 
 
 def tile_slide(task: SlideTask, config: TilingConfig) -> ItemResult:
@@ -230,6 +261,7 @@ def tile_slide(task: SlideTask, config: TilingConfig) -> ItemResult:
         grid = build_grid(tissue.mask, image.scale, dims0, geometry, config.grid.min_tissue)
         timings["grid_s"] = time.perf_counter() - t
         backend, vendor = slide.backend_name, slide.vendor
+    identity = SlideIdentity.of_file(task.path, dims0)
 
     t = time.perf_counter()
     n = len(grid.coords)
@@ -265,9 +297,9 @@ def tile_slide(task: SlideTask, config: TilingConfig) -> ItemResult:
         "package_version": __version__,
         "tiler_version": TILER_VERSION,
         "slide_id": task.slide_id,
-        "slide_path": str(Path(task.path).resolve()),
-        "slide_width": dims0[0],
-        "slide_height": dims0[1],
+        "slide_path": os.path.abspath(task.path),  # as given: a symlink stays the link
+        **identity.to_attrs(),
+        "coords_sha256": coords_digest(grid.coords),
         "backend": backend,
         "vendor": vendor,
         "mpp_x": info.x,
@@ -307,8 +339,12 @@ def tile_slide(task: SlideTask, config: TilingConfig) -> ItemResult:
         "tissue_area_mm2": round(tissue_px * image.mpp**2 / 1e6, 4),
         **{k: round(v, 4) for k, v in timings.items()},
     }
-    if previous is not None and previous[0] != digest:
-        extra["replaced_params_hash"] = previous[0]
+    if previous is not None and previous.params_hash != digest:
+        extra["replaced_params_hash"] = previous.params_hash
+    if previous is not None and (change := _change_between(previous.identity, identity)):
+        reason = f"redone: {change}" if status == "ok" else reason
+        extra["redone"] = change
+        extra["previous_slide"] = previous.identity.describe()
     return ItemResult(
         task.slide_id,
         status,
@@ -318,3 +354,11 @@ def tile_slide(task: SlideTask, config: TilingConfig) -> ItemResult:
         output=str(paths.coords),
         extra=extra,
     )
+
+
+def _change_between(old: SlideIdentity, new: SlideIdentity) -> str:
+    """``slide changed: …`` when two scans differ, the older-record note, or ``""``."""
+    if not old.has_fingerprint:
+        return "no slide fingerprint recorded (coords from an older wsi-ncmi)"
+    differences = old.differences(new)
+    return "slide changed: " + "; ".join(differences) if differences else ""

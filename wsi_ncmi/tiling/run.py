@@ -16,7 +16,7 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 
-from wsi_ncmi.batch.atomic import TEMP_MARKER
+from wsi_ncmi.batch.atomic import TEMP_MARKER, temp_prefix
 from wsi_ncmi.batch.report import ItemResult, RunReport, unique_report_path
 from wsi_ncmi.errors import ConfigError
 from wsi_ncmi.tiling.job import (
@@ -54,6 +54,9 @@ def default_workers() -> int:
 def discover_slides(inputs: Sequence[str | Path]) -> list[Path]:
     """Expand files, folders (searched recursively) and glob patterns into slide files.
 
+    Paths are made absolute but never resolved: a symbolic link stays the link, so the
+    slide is named after the link (the name the user gave), not after its target.
+
     Raises:
         ConfigError: An input matches nothing.
     """
@@ -72,8 +75,12 @@ def discover_slides(inputs: Sequence[str | Path]) -> list[Path]:
         else:
             # Kept: the job reports it as a failed slide instead of stopping the batch.
             found.append(path)
-    unique = list(dict.fromkeys(p.resolve() for p in found))
-    return unique
+    return list(dict.fromkeys(absolute(p) for p in found))
+
+
+def absolute(path: str | Path) -> Path:
+    """``path`` made absolute and normalised, without following symbolic links."""
+    return Path(os.path.abspath(path))
 
 
 def manifest_slides(manifest: str | Path, slides_dir: str | Path | None) -> list[Path]:
@@ -102,34 +109,62 @@ def manifest_slides(manifest: str | Path, slides_dir: str | Path | None) -> list
     return paths
 
 
-def make_tasks(paths: Sequence[Path]) -> list[SlideTask]:
-    """One task per slide, id = file stem.
+def manifest_tasks(manifest: str | Path, slides_dir: str | Path | None) -> list[SlideTask]:
+    """One task per manifest row, named by the row's ``slide_id`` (whatever the file is).
+
+    The files are found as in :func:`manifest_slides`; a row whose file is a symbolic
+    link keeps the manifest's id, never the link target's name.
+    """
+    from wsi_ncmi.manifest import read_manifest
+
+    rows = read_manifest(manifest)
+    paths = manifest_slides(manifest, slides_dir)
+    return [SlideTask(row.slide_id, str(absolute(p))) for row, p in zip(rows, paths, strict=True)]
+
+
+def make_tasks(paths: Sequence[Path], named: Sequence[SlideTask] = ()) -> list[SlideTask]:
+    """One task per slide: ``named`` tasks (from a manifest), then ``paths`` (id = stem).
+
+    A path's id is the stem of the path as given (a symbolic link's own name). A file
+    that is both in ``named`` and in ``paths`` is tiled once, under its ``named`` id.
 
     Raises:
-        ConfigError: Two slides share a stem (their outputs would collide).
+        ConfigError: Two slides share an id (their outputs would collide).
     """
-    by_id: dict[str, list[Path]] = {}
+    tasks: dict[str, SlideTask] = {}
+    for task in named:
+        tasks.setdefault(str(absolute(task.path)), task)
     for p in paths:
-        by_id.setdefault(p.stem, []).append(p)
+        tasks.setdefault(str(absolute(p)), SlideTask(Path(p).stem, str(p)))
+    by_id: dict[str, list[str]] = {}
+    for task in tasks.values():
+        by_id.setdefault(task.slide_id, []).append(task.path)
     clashes = {k: v for k, v in by_id.items() if len(v) > 1}
     if clashes:
         first = next(iter(clashes.items()))
         raise ConfigError(
             f"{len(clashes)} slide ids are used by several files, e.g. {first[0]!r}: "
-            f"{[str(p) for p in first[1]]}; rename them or tile them into separate --out"
+            f"{first[1]}; rename them or tile them into separate --out"
         )
-    return [SlideTask(p.stem, str(p)) for p in paths]
+    return list(tasks.values())
 
 
 def _clean_temp_files(task: SlideTask, config: TilingConfig) -> None:
     """Delete this slide's orphan temp outputs (the caller holds the slide's lock)."""
     for final in output_paths(config.out_dir, task.slide_id).all():
         if final.parent.is_dir():
-            for tmp in final.parent.glob(f".{glob.escape(final.name)}{TEMP_MARKER}*"):
+            for tmp in final.parent.glob(f"{glob.escape(temp_prefix(final))}{TEMP_MARKER}*"):
                 tmp.unlink(missing_ok=True)
 
 
 def _check_done(task: SlideTask, config: TilingConfig) -> bool:
+    import errno
+
+    from wsi_ncmi.batch.atomic import NAME_MAX, output_write_error
+
+    for final in output_paths(config.out_dir, task.slide_id).all():
+        if len(final.name.encode("utf-8")) > NAME_MAX:  # before any stat() of it fails
+            raise output_write_error(final, errno.ENAMETOOLONG)
     _clean_temp_files(task, config)
     return is_tiled(task, config)
 
@@ -170,6 +205,7 @@ def run_tiling(
         The report; ``report.exit_code`` is 1 if any slide failed.
 
     Raises:
+        ConfigError: ``config.out_dir`` (or a folder below it) cannot be written.
         BatchAbortedError: A slide failed and ``skip_errors`` is off (the report is
             written first).
     """
@@ -192,8 +228,11 @@ def run_tiling(
             "params_hash_example": example,
         },
     )
+    from wsi_ncmi.batch.preflight import check_writable_dirs
+
     out = Path(config.out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    # Before any work: --out (and the folders written below it) must take files.
+    check_writable_dirs([out, *(out / sub for sub in ("coords", "thumbnails", "geojson"))])
     path = Path(report_path) if report_path is not None else default_report_path(out)
     report.params["report_path"] = str(path)
     try:

@@ -19,6 +19,13 @@ Attributes (all required unless noted):
     mask parameters), ``params_hash`` (hex digest of every parameter that changes the
     coordinates), ``status`` (``ok`` or ``no_tissue``).
 
+Provenance attributes (written since the slide-identity change; files without them are
+still read, see :mod:`wsi_ncmi.slide.identity`): ``slide_size`` (bytes),
+``slide_mtime``, ``slide_fingerprint`` (fast content fingerprint of the slide file) and
+``coords_sha256`` (:func:`coords_digest` of the ``coords`` dataset, which features files
+copy so that training can check that a features file and its coords file belong
+together). ``slide_path`` is the path as given (a symbolic link is not resolved).
+
 Extra attributes are allowed and preserved. A reader refuses a file whose schema name
 or version differs, or whose datasets disagree in length, with :class:`CacheSchemaError`.
 """
@@ -74,6 +81,12 @@ def params_hash(params: Mapping[str, Any]) -> str:
     return hashlib.sha256(blob.encode("utf-8")).hexdigest()[:16]
 
 
+def coords_digest(coords: np.ndarray) -> str:
+    """Hex SHA-256 (first 32 chars) of a coordinates array as int64 ``(N, 2)``, C order."""
+    blob = np.ascontiguousarray(np.asarray(coords, dtype=np.int64).reshape(-1, 2)).tobytes()
+    return hashlib.sha256(blob).hexdigest()[:32]
+
+
 @dataclass(frozen=True)
 class CoordsFile:
     """Content of one coordinates file.
@@ -103,6 +116,11 @@ class CoordsFile:
         """Digest of the tiling parameters that produced these coordinates."""
         return str(self.attrs["params_hash"])
 
+    @property
+    def coords_sha256(self) -> str:
+        """:func:`coords_digest` of the coordinates (computed for files that lack it)."""
+        return str(self.attrs.get("coords_sha256") or coords_digest(self.coords))
+
 
 def _decode(value: Any) -> Any:
     if isinstance(value, bytes):
@@ -124,9 +142,9 @@ def write_coords(
 
     Raises:
         CacheSchemaError: Missing attributes or inconsistent array shapes.
+        OSError: Writing ``path`` failed (:func:`~wsi_ncmi.batch.atomic_output` turns it
+            into an :class:`~wsi_ncmi.errors.OutputWriteError`).
     """
-    import h5py
-
     coords = np.asarray(coords, dtype=np.int64).reshape(-1, 2)
     tissue_fraction = np.asarray(tissue_fraction, dtype=np.float32).reshape(-1)
     if coords.shape[0] != tissue_fraction.shape[0]:
@@ -138,11 +156,18 @@ def write_coords(
     missing = [k for k in REQUIRED_ATTRS if k not in full]
     if missing:
         raise CacheSchemaError(f"cannot write {str(path)!r}: missing attributes {missing}")
-    with h5py.File(path, "w", track_order=True) as h5:
+    from wsi_ncmi.batch.h5image import memory_h5, write_h5_image
+
+    h5 = memory_h5(track_order=True)  # HDF5 never writes to disk (see batch.h5image)
+    try:
         h5.create_dataset("coords", data=coords)
         h5.create_dataset("tissue_fraction", data=tissue_fraction)
         for key, value in full.items():
             h5.attrs[key] = json.dumps(value) if isinstance(value, dict | list) else value
+    except BaseException:
+        h5.close()
+        raise
+    write_h5_image(h5, path)
 
 
 def read_coords(path: str | Path, *, expect_hash: str | None = None) -> CoordsFile:

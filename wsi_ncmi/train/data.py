@@ -129,7 +129,9 @@ class BagDataset(Dataset[dict[str, Any]]):
             bad = int((~torch.isfinite(bag)).any(dim=1).sum())
             raise NonFiniteError(
                 f"{str(path)!r} has NaN/inf features in {bad} of {bag.shape[0]} rows; "
-                "re-extract it (wsi-extract --dtype float32 if float16 overflowed)"
+                "fix: re-run wsi-extract on the same --out (it redoes files with NaN/inf "
+                f"rows), or wsi-extract --redo {path.stem}; add --dtype float32 if float16 "
+                "overflowed"
             )
         if self.cache_in_ram:
             self._cache[index] = bag
@@ -340,6 +342,10 @@ class BagDataModule(L.LightningDataModule):
                 f"fold {self.fold.name!r} has {len(self.rows['train'])} training and "
                 f"{len(self.rows['val'])} validation slides with features; both must be > 0"
             )
+        from wsi_ncmi.features.provenance import check_features_coords
+
+        for row in (r for part_rows in self.rows.values() for r in part_rows):
+            check_features_coords(self.path_of(row))  # attributes only: ~1 ms per slide
         for part, part_rows in self.rows.items():
             self.datasets[part] = BagDataset(
                 [self.path_of(row) for row in part_rows],

@@ -1,0 +1,146 @@
+"""Extraction jobs: one :class:`SlideJob` per coords file, checked, and its attributes.
+
+:func:`load_jobs` reads every coords file of a run, checks its µm/px against the
+encoder's and its slide scan against the slide file there now
+(:func:`~wsi_ncmi.features.provenance.check_slide_unchanged`); :func:`job_attrs` are the
+attributes of a job's features file (the resume key included).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from wsi_ncmi._version import __version__
+from wsi_ncmi.batch import ItemResult, RunReport, select_shard
+from wsi_ncmi.errors import CacheSchemaError, ConfigError
+from wsi_ncmi.features.dataset import SlideJob
+from wsi_ncmi.features.encoders.registry import EncoderSpec
+from wsi_ncmi.features.store import FEATURES_SCHEMA_VERSION, feature_path
+from wsi_ncmi.slide import SlideRef
+from wsi_ncmi.tiling.schema import params_hash, read_coords
+
+if TYPE_CHECKING:
+    from wsi_ncmi.features.run import ExtractConfig
+
+
+def extraction_hash(spec: EncoderSpec, dtype: str, coords_hash: str) -> str:
+    """The resume key: encoder identity, stored dtype, coords parameters, schema version."""
+    return params_hash(
+        {
+            "encoder": spec.identity_hash,
+            "dtype": dtype,
+            "coords": coords_hash,
+            "schema_version": FEATURES_SCHEMA_VERSION,
+        }
+    )
+
+
+def check_mpp(spec: EncoderSpec, target_mpp: float, config: ExtractConfig, where: str) -> None:
+    """Refuse a tiling µm/px that differs from the encoder's (unless allowed).
+
+    Raises:
+        ConfigError: The mismatch, both values, and the two ways out.
+    """
+    if spec.mpp is None or config.allow_mpp_mismatch:
+        return
+    if abs(target_mpp / spec.mpp - 1.0) > config.mpp_tolerance:
+        raise ConfigError(
+            f"encoder {spec.name!r} expects {spec.mpp} µm/px but {where} was tiled at "
+            f"{target_mpp} µm/px; re-run wsi-tile with --target-mpp {spec.mpp}, or pass "
+            "--allow-mpp-mismatch to extract anyway"
+        )
+
+
+def load_jobs(config: ExtractConfig, spec: EncoderSpec, report: RunReport) -> list[SlideJob]:
+    """Read and validate every coords file; build one :class:`SlideJob` per slide.
+
+    Unreadable coords files become ``failed`` results (or raise without skip_errors).
+
+    Raises:
+        CacheSchemaError: A bad coords file when ``skip_errors`` is off.
+        ConfigError: µm/px mismatch (always raised: it concerns the whole run).
+    """
+    from wsi_ncmi.features.provenance import check_slide_unchanged
+
+    paths = sorted(config.coords_dir.glob("*.h5"))
+    paths = select_shard(paths, [p.stem for p in paths], config.shard)
+    jobs: list[SlideJob] = []
+    for path in paths:
+        try:
+            coords = read_coords(path, expect_hash=config.expect_coords_hash)
+            attrs = coords.attrs
+            check_mpp(spec, float(attrs["target_mpp"]), config, repr(str(path)))
+            slide_path = Path(str(attrs["slide_path"]))
+            if config.slide_dir is not None:
+                slide_path = config.slide_dir / slide_path.name
+            backend = config.backend or str(attrs["backend"])
+            identity = check_slide_unchanged(coords, slide_path, backend)
+        except CacheSchemaError as err:  # SlideChangedError included
+            if not config.skip_errors:
+                raise
+            report.add(
+                ItemResult(path.stem, "failed", reason=str(err), error_type=type(err).__name__)
+            )
+            continue
+        override = (
+            float(attrs["mpp_x"]) if str(attrs["mpp_source"]).startswith("override") else None
+        )
+        jobs.append(
+            SlideJob(
+                slide_id=coords.slide_id,
+                slide=SlideRef(str(slide_path), backend, override),
+                coords=coords.coords,
+                read_level=int(attrs["read_level"]),
+                read_size_px=int(attrs["read_size_px"]),
+                patch_size_px=int(attrs["patch_size_px"]),
+                coords_path=str(path),
+                coords_hash=coords.params_hash,
+                target_mpp=float(attrs["target_mpp"]),
+                output=feature_path(config.out_dir, spec.name, coords.slide_id),
+                coords_sha256=coords.coords_sha256,
+                slide_identity=identity.to_attrs(),
+            )
+        )
+    return jobs
+
+
+def job_attrs(
+    job: SlideJob, spec: EncoderSpec, config: ExtractConfig, precision: str
+) -> dict[str, Any]:
+    """Attributes of ``job``'s features file: provenance, settings and the resume key."""
+    effective = job.target_mpp * job.patch_size_px / (spec.input_size_px or job.patch_size_px)
+    return {
+        "package_version": __version__,
+        "slide_id": job.slide_id,
+        "encoder": spec.name,
+        "encoder_spec": spec.to_dict(),
+        "encoder_hash": spec.identity_hash,
+        "random_init": spec.random_init,
+        "weights_sha256": spec.weights_revision.removeprefix("sha256:")
+        if spec.weights_revision.startswith("sha256:")
+        else "",
+        "coords_file": job.coords_path,
+        "coords_params_hash": job.coords_hash,
+        "coords_sha256": job.coords_sha256,
+        **job.slide_identity,
+        "target_mpp": job.target_mpp,
+        "effective_mpp": effective,
+        "patch_size_px": job.patch_size_px,
+        "extraction_hash": extraction_hash(spec, config.dtype, job.coords_hash),
+        "precision": precision,
+        "config": config.to_dict(),
+    }
+
+
+def write_empty(job: SlideJob, attrs: dict[str, Any], out_dim: int, dtype: str) -> None:
+    """Write the (0-row) features file of a slide without patches, atomically."""
+    from wsi_ncmi.batch import atomic_output
+    from wsi_ncmi.features.store import FeatureFileWriter
+
+    with atomic_output(job.output) as tmp:
+        writer = FeatureFileWriter(tmp, job.coords, out_dim, dtype, attrs)
+        writer.finish()
+
+
+__all__ = ["check_mpp", "extraction_hash", "job_attrs", "load_jobs", "write_empty"]
