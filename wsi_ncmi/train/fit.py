@@ -222,6 +222,23 @@ def run_fold(
     return result | {"records": records}
 
 
+def clear_killed_writers(out_dir: Path) -> int:
+    """Remove what killed runs left half-written in a run folder; return how many files.
+
+    Our own temp files go when their writer's process is gone
+    (:func:`wsi_ncmi.batch.remove_stale_temp_files`); checkpoint temp files (``*.tmp``
+    under ``<fold>/checkpoints/``, from Lightning's atomic save) are removed too: one run
+    folder is trained by one ``wsi-train`` at a time.
+    """
+    from wsi_ncmi.batch import remove_stale_temp_files
+
+    removed = remove_stale_temp_files(out_dir)
+    for leftover in out_dir.glob("*/checkpoints/*.tmp"):
+        leftover.unlink(missing_ok=True)
+        removed += 1
+    return removed
+
+
 def run_training(config: TrainConfig, callbacks: Sequence[Callback] = ()) -> dict[str, Any]:
     """Train and evaluate every selected fold, then pool the test predictions.
 
@@ -241,6 +258,7 @@ def run_training(config: TrainConfig, callbacks: Sequence[Callback] = ()) -> dic
     """
     out_dir = Path(config.out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
+    clear_killed_writers(out_dir)
     write_json({"version": __version__, "config": asdict(config)}, out_dir / "config.json")
     rows = read_manifest(config.data.manifest)
     splits = _resolve_splits(config, rows, out_dir)
