@@ -212,7 +212,7 @@ def _import_timm() -> Any:
     except ImportError as err:
         raise ConfigError(
             "this encoder needs timm: pip install 'wsi-ncmi[encoders]' (timm needs a "
-            "torchvision matching your torch; see DEVELOPERS.md)"
+            "torchvision matching your torch; docs/extraction.md, make install-encoders)"
         ) from err
     return timm
 

@@ -26,7 +26,8 @@ def _import_torchvision() -> Any:
     except ImportError as err:
         raise ConfigError(
             "this encoder needs torchvision: pip install 'wsi-ncmi[encoders]' with a "
-            "torchvision build matching your torch (see DEVELOPERS.md)"
+            "torchvision build matching your torch (docs/extraction.md; make install-encoders "
+            "builds such an environment)"
         ) from err
     return torchvision
 
