@@ -56,17 +56,18 @@ def test_train_images_end_to_end(image_folder, tmp_path, one_thread, loss, loss_
         root=str(image_folder),
         loss=loss,
         loss_kwargs=loss_kwargs,
-        epochs=4,
+        epochs=6,
         batch_size=12,
-        lr=0.05,
+        lr=0.02,
         accelerator="cpu",
         devices=1,
         out_dir=str(tmp_path / "out"),
     )
     results = train_images(config)
-    # Three flat colours (chance 1/3): every loss must learn them (measured: 0.67-1.0).
+    # Three flat colours (chance 1/3): every loss must learn them. With lr 0.02 and 6
+    # epochs class-logit NCMI reached 1.0 for seeds 0-4 (lr 0.05 and 4 epochs: 0.67-1.0).
     assert results["test"]["test/accuracy"] > 0.5
-    assert len(results["history"]) == 4
+    assert len(results["history"]) == 6
     assert all(np.isfinite(h["ncmi"]) for h in results["history"])
     saved = json.loads((tmp_path / "out" / "results.json").read_text())
     assert saved["config"]["loss"] == loss
