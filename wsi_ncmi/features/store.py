@@ -256,6 +256,16 @@ def _open_checked(path: Path) -> h5py.File:
         ) from err
     attrs = h5.attrs
     schema, version = _decode(attrs.get("schema")), _decode(attrs.get("schema_version"))
+    if "imported_from" in attrs:
+        from wsi_ncmi.features.foreign import source_missing
+
+        gone = source_missing(path)
+        if gone is not None:
+            h5.close()
+            raise CacheSchemaError(
+                f"{str(path)!r} registers imported features whose file {gone!r} is gone; "
+                "put it back, or run wsi-import-features again on its new folder"
+            )
     problem = ""
     if schema != FEATURES_SCHEMA:
         problem = f"is not a wsi-ncmi features file (schema={schema!r})"
@@ -358,6 +368,7 @@ def load_bag(
     Raises:
         CacheSchemaError: Wrong schema, version, encoder or dimension.
     """
+    import h5py
     import torch
 
     path = Path(path)
@@ -366,14 +377,18 @@ def load_bag(
         ds = h5["features"]
         if expect_encoder is not None and encoder != expect_encoder:
             raise CacheSchemaError(
-                f"{str(path)!r} holds {encoder!r} features, expected {expect_encoder!r}"
+                f"{str(path)!r} holds {encoder!r} features, expected {expect_encoder!r}: "
+                "one run uses one encoder; extract or register this slide with it"
             )
         if expect_dim is not None and ds.shape[1] != expect_dim:
             raise CacheSchemaError(
-                f"{str(path)!r} has feature dim {ds.shape[1]}, expected {expect_dim}"
+                f"{str(path)!r} has feature dim {ds.shape[1]}, expected {expect_dim}: "
+                "one run uses one feature width; extract or register this slide again"
             )
         shape, dtype = ds.shape, ds.dtype
-        offset = ds.id.get_offset() if ds.chunks is None else None
+        linked = isinstance(h5.get("features", getlink=True), h5py.ExternalLink)
+        # An imported file's features live in another file: read them through HDF5.
+        offset = ds.id.get_offset() if ds.chunks is None and not linked else None
         out: np.ndarray | None = None
         if offset is None or not int(np.prod(shape)):
             out = np.empty(shape, dtype=dtype)

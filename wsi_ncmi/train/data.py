@@ -29,7 +29,7 @@ from torch.nn.utils.rnn import pad_sequence
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from wsi_ncmi.errors import ConfigError, MissingFeaturesError, NonFiniteError
-from wsi_ncmi.features.store import feature_path, load_bag
+from wsi_ncmi.features.store import feature_path, load_bag, read_feature_attrs
 from wsi_ncmi.manifest import LABELS, ManifestRow, read_manifest
 from wsi_ncmi.train.splits import Fold, load_splits
 
@@ -50,6 +50,7 @@ class BagDataset(Dataset[dict[str, Any]]):
         cache_in_ram: Keep loaded bags in memory (per worker process).
         seed: Seed of the sub-samples.
         expect_dim: If given, every file's feature dimension must equal it.
+        expect_encoder: If given, every file's ``encoder`` attribute must equal it.
     """
 
     def __init__(
@@ -61,6 +62,7 @@ class BagDataset(Dataset[dict[str, Any]]):
         cache_in_ram: bool = False,
         seed: int = 0,
         expect_dim: int | None = None,
+        expect_encoder: str | None = None,
     ) -> None:
         if max_patches is not None and max_patches < 1:
             raise ConfigError(f"max_patches_train must be >= 1 or None, got {max_patches!r}")
@@ -70,6 +72,7 @@ class BagDataset(Dataset[dict[str, Any]]):
         self.cache_in_ram = cache_in_ram
         self.seed = seed
         self.expect_dim = expect_dim
+        self.expect_encoder = expect_encoder
         self._cache: dict[int, Tensor] = {}
         self.mean: Tensor | None = None
         self.std: Tensor | None = None
@@ -120,7 +123,7 @@ class BagDataset(Dataset[dict[str, Any]]):
         if cached is not None:
             return cached
         path = self.paths[index]
-        bag = load_bag(path, expect_dim=self.expect_dim)
+        bag = load_bag(path, expect_dim=self.expect_dim, expect_encoder=self.expect_encoder)
         if bag.shape[0] == 0:
             from wsi_ncmi.errors import CacheSchemaError
 
@@ -346,6 +349,9 @@ class BagDataModule(L.LightningDataModule):
 
         for row in (r for part_rows in self.rows.values() for r in part_rows):
             check_features_coords(self.path_of(row))  # attributes only: ~1 ms per slide
+        # One encoder and one feature width per run: every bag must match the first
+        # training file (mixing extracted and imported features of another encoder fails).
+        first = read_feature_attrs(self.path_of(self.rows["train"][0]))
         for part, part_rows in self.rows.items():
             self.datasets[part] = BagDataset(
                 [self.path_of(row) for row in part_rows],
@@ -353,6 +359,8 @@ class BagDataModule(L.LightningDataModule):
                 max_patches=self.max_patches_train if part == "train" else None,
                 cache_in_ram=self.cache_in_ram,
                 seed=self.seed,
+                expect_dim=int(first["out_dim"]),
+                expect_encoder=str(first["encoder"]),
             )
         if self.standardize:
             mean, std = self.datasets["train"].feature_moments()
