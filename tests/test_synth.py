@@ -255,3 +255,21 @@ def test_full_preset_slide(tmp_path: Path) -> None:
     assert size_class(gt["tumour_largest_diameter_nominal_um"]) == "macro"
     with openslide.OpenSlide(str(tmp_path / row.relative_path)) as slide:
         assert float(slide.properties["openslide.mpp-x"]) == pytest.approx(0.25, abs=1e-6)
+
+
+def test_console_script_is_the_same_command(tmp_path: Path) -> None:
+    """``wsi-synth-cohort`` (the installed console script) runs the tool's main."""
+    import shutil
+    import subprocess
+    import sys
+
+    from wsi_ncmi.cli.synth import main
+
+    script = Path(sys.executable).parent / "wsi-synth-cohort"
+    assert script.is_file() or shutil.which("wsi-synth-cohort"), "pip install -e . installs it"
+    done = subprocess.run([str(script), "--help"], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0
+    assert "--preset" in done.stdout
+    bad = tmp_path / "bad.csv"
+    bad.write_text("slide_id,label\n")
+    assert main(["--manifest", str(bad), "--out", str(tmp_path / "o"), "--quiet"]) == 2

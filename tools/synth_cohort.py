@@ -1,102 +1,15 @@
-"""Generate a synthetic CAMELYON-17-like cohort from a slide manifest.
+"""Generate a synthetic CAMELYON-17-like cohort (the ``wsi-synth-cohort`` command).
 
-Example (the demo subset, 20 slides per center):
-
-    .venv/bin/python tools/synth_cohort.py --preset demo --workers 2 --out outputs/synth/demo
-
-Exit codes: 0 success, 2 bad arguments, manifest or configuration.
+.venv/bin/python tools/synth_cohort.py --preset demo --workers 2 --out outputs/synth/demo
 """
 
 from __future__ import annotations
 
-import argparse
 import sys
-import time
-from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
+from wsi_ncmi.cli.synth import build_parser, main
 
-
-def _subset(value: str) -> int:
-    """Slides per center; 0 stands for 'all'."""
-    if value == "all":
-        return 0
-    try:
-        number = int(value)
-    except ValueError as err:
-        raise argparse.ArgumentTypeError(
-            f"expected a positive integer or 'all', got {value!r}"
-        ) from err
-    if number < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer or 'all', got {value!r}")
-    return number
-
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        description="Generate synthetic CAMELYON-like slides (pyramidal JPEG TIFF + ground truth)."
-    )
-    parser.add_argument(
-        "--manifest",
-        type=Path,
-        default=REPO / "data_manifests" / "camelyon17.csv",
-        help="slide manifest CSV (default: %(default)s)",
-    )
-    parser.add_argument(
-        "--out", type=Path, default=None, help="cohort folder (default: outputs/synth/<preset>)"
-    )
-    parser.add_argument(
-        "--preset",
-        choices=("demo", "full"),
-        default="demo",
-        help="demo: ~1 µm/px, a few thousand px; full: CAMELYON scale",
-    )
-    parser.add_argument(
-        "--subset",
-        type=_subset,
-        default=None,
-        help="slides per center, or 'all' (default: 20 for demo, 1 for full)",
-    )
-    parser.add_argument("--seed", type=int, default=0, help="global seed (default: 0)")
-    parser.add_argument("--workers", type=int, default=1, help="processes (default: 1)")
-    parser.add_argument(
-        "--centers", type=int, nargs="+", default=None, help="only these centers (default: all)"
-    )
-    parser.add_argument("--quiet", action="store_true", help="no progress bar")
-    return parser
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    from wsi_ncmi.errors import WsiNcmiError
-    from wsi_ncmi.manifest import read_manifest
-    from wsi_ncmi.synth import generate_cohort
-
-    out = args.out if args.out is not None else REPO / "outputs" / "synth" / args.preset
-    start = time.perf_counter()
-    try:
-        result = generate_cohort(
-            read_manifest(args.manifest),
-            out,
-            preset=args.preset,
-            seed=args.seed,
-            subset=args.subset or None,
-            use_preset_subset=args.subset is None,
-            centers=args.centers,
-            workers=args.workers,
-            progress=not args.quiet,
-        )
-    except WsiNcmiError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    seconds = time.perf_counter() - start
-    print(
-        f"{result.out_dir}: {len(result.generated)} slides generated, "
-        f"{len(result.skipped)} already present, {seconds:.1f} s"
-    )
-    return 0
-
+__all__ = ["build_parser", "main"]
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    sys.exit(main())
