@@ -23,9 +23,10 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-DEFAULT_CONFIG = REPO_ROOT / "configs" / "bench" / "synthetic_demo.yaml"
-DEFAULT_MANIFEST = REPO_ROOT / "data_manifests" / "camelyon17.csv"
+#: Shipped with the package (also under ``configs/`` and ``data_manifests/`` in a checkout).
+PACKAGE_DIR = Path(__file__).resolve().parent
+DEFAULT_CONFIG = PACKAGE_DIR / "configs" / "bench" / "synthetic_demo.yaml"
+DEFAULT_MANIFEST = PACKAGE_DIR / "data_manifests" / "camelyon17.csv"
 
 
 def build_parser() -> argparse.ArgumentParser:
