@@ -86,6 +86,9 @@ def test_exit_code_and_files(bench_run: dict[str, Any]) -> None:
     assert len(list((bench_run["work"] / "tiles" / "thumbnails").glob("*.png"))) == 10
     assert len(list((bench_run["work"] / "tiles" / "features" / "random-cnn").glob("*.h5"))) == 10
     assert len(list(out.glob("cells/*/result.json"))) == 10  # 2 losses x 5 folds x 1 seed
+    # every cell writes its test slides for QuPath (2 per held-out hospital)
+    assert len(list(out.glob("cells/*/run/qupath/*.geojson"))) == 20
+    assert (out / "report.html").is_file()
 
 
 def test_results_csv_rows_and_sane_metrics(bench_run: dict[str, Any]) -> None:

@@ -180,7 +180,7 @@ def train_config_for(config: BenchConfig, cell: Cell, cell_dir: Path) -> Any:
         slide_dir=data.slide_dir,
     )
     if cell.seed != config.sweep.seeds[0]:
-        sections["report"] = dataclasses.replace(sections["report"], max_heatmaps=0, max_geojson=0)
+        sections["report"] = dataclasses.replace(sections["report"], max_heatmaps=0)
     split = config.sweep.split
     return TrainConfig(
         out_dir=str(cell_dir),
