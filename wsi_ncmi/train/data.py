@@ -28,7 +28,7 @@ from torch import Tensor
 from torch.nn.utils.rnn import pad_sequence
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from wsi_ncmi.errors import ConfigError, MissingFeaturesError, NonFiniteError
+from wsi_ncmi.errors import CacheSchemaError, ConfigError, MissingFeaturesError, NonFiniteError
 from wsi_ncmi.features.store import feature_path, load_bag, read_feature_attrs
 from wsi_ncmi.manifest import LABELS, ManifestRow, read_manifest
 from wsi_ncmi.train.splits import Fold, load_splits
@@ -125,8 +125,6 @@ class BagDataset(Dataset[dict[str, Any]]):
         path = self.paths[index]
         bag = load_bag(path, expect_dim=self.expect_dim, expect_encoder=self.expect_encoder)
         if bag.shape[0] == 0:
-            from wsi_ncmi.errors import CacheSchemaError
-
             raise CacheSchemaError(f"{str(path)!r} has no valid patches; re-tile or drop it")
         if not bool(torch.isfinite(bag).all()):
             bad = int((~torch.isfinite(bag)).any(dim=1).sum())
@@ -164,10 +162,9 @@ def collate_bags(items: Sequence[dict[str, Any]]) -> dict[str, Tensor]:
         items: :meth:`BagDataset.__getitem__` outputs, ``features`` ``(n_b, D)`` each.
 
     Returns:
-        ``{"features": (B, N_max, D), "mask": (B, N_max) bool, "target": (B,),
-        "index": (B,)}``. Bag ``b`` fills rows ``[0, n_b)``; padding rows are zeros with
-        ``mask`` ``False``. One bag (or equal lengths) gives no padding and an all-``True``
-        mask, so ``B = 1`` steps are exactly the unbatched ones.
+        ``{"features": (B, N_max, D), "mask": (B, N_max) bool, "target", "index": (B,)}``;
+        bag ``b`` fills rows ``[0, n_b)``, padding rows are zeros with ``mask`` ``False``
+        (one bag: no padding, all-``True`` mask, exactly the unbatched step).
 
     Raises:
         ValueError: If ``items`` is empty or the feature dimensions differ.
