@@ -196,6 +196,11 @@ def main() -> int:
     for b in order:
         times[b].append(one_epoch(b))
         print(f"B={b:3d}  epoch {times[b][-1]:.3f} s", file=sys.stderr)
+    padding: dict[str, float] = {}
+    if args.mode == "demo":  # padded tokens per real token in one epoch's batches
+        for b in args.batch_sizes:
+            masks = [batch["mask"] for batch in loader(b)]
+            padding[str(b)] = sum(m.numel() for m in masks) / sum(int(m.sum()) for m in masks)
     base = statistics.median(times[args.batch_sizes[0]])
     result = {
         "mode": args.mode,
@@ -213,6 +218,7 @@ def main() -> int:
         "ratio_to_first": {str(b): statistics.median(t) / base for b, t in times.items()},
         "slides_per_s": {str(b): n_train / statistics.median(t) for b, t in times.items()},
         "epochs": {str(b): t for b, t in times.items()},
+        "padding_factor": padding,
     }
     if args.accelerator == "gpu" and torch.cuda.is_available():
         result["device"] = torch.cuda.get_device_name(0)

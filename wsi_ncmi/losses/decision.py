@@ -57,6 +57,11 @@ class PriorRule:
         return np.argmax(np.asarray(log_scores, dtype=np.float64) + self.offsets(), axis=1)
 
 
+def log_scores(probabilities: np.ndarray) -> np.ndarray:
+    """``(N, C)`` log class scores from class probabilities (floored at 1e-30)."""
+    return np.log(np.maximum(np.asarray(probabilities, dtype=np.float64), 1e-30))
+
+
 def log_prior(class_counts: Sequence[float]) -> np.ndarray:
     """``(C,)`` ``log`` of the class frequencies, floored at :data:`PRIOR_EPS`.
 

@@ -63,11 +63,10 @@ def macro_f1(y_true: ArrayLike, y_pred: ArrayLike, num_classes: int) -> float:
     Returns:
         Macro-F1 (NaN without slides).
     """
+    from wsi_ncmi.losses.decision import macro_f1 as present_classes_macro_f1
+
     t, p = _labels(y_true, y_pred, num_classes)
-    if t.size == 0:
-        return float("nan")
-    present = np.union1d(t, p)
-    return float(skm.f1_score(t, p, labels=present, average="macro", zero_division=0))
+    return present_classes_macro_f1(t, p, num_classes) if t.size else float("nan")
 
 
 def macro_f1_counts(t: IntArray, p: IntArray, num_classes: int) -> float:

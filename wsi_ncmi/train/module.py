@@ -25,7 +25,7 @@ from torchmetrics.classification import MulticlassAccuracy, MulticlassF1Score
 from wsi_ncmi.errors import ConfigError, NonFiniteError
 from wsi_ncmi.losses import functional as LF
 from wsi_ncmi.losses.base import ClassificationLoss
-from wsi_ncmi.losses.decision import fit_prior_rule
+from wsi_ncmi.losses.decision import fit_prior_rule, log_scores
 from wsi_ncmi.mil.abmil import MILOutput
 
 OptimizerName = Literal["adamw", "adam", "sgd"]
@@ -224,7 +224,7 @@ class MILClassifier(L.LightningModule):
                 raise TypeError("all_gather of the validation scores returned no tensor")
             scores_t = cast(Tensor, gathered[0]).reshape(-1, scores_t.shape[1])
             targets_t = cast(Tensor, gathered[1]).reshape(-1)
-        scores = scores_t.double().clamp_min(1e-30).log().cpu().numpy()
+        scores = log_scores(scores_t.double().cpu().numpy())
         targets = targets_t.cpu().numpy()
         rule = fit_prior_rule(scores, targets, self.class_counts)
         self.log("val/macro_f1_calibrated", rule.val_macro_f1)

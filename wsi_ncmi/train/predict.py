@@ -13,7 +13,7 @@ from typing import Any
 import lightning as L
 import numpy as np
 
-from wsi_ncmi.losses.decision import PriorRule, fit_prior_rule
+from wsi_ncmi.losses.decision import PriorRule, fit_prior_rule, log_scores
 from wsi_ncmi.manifest import ManifestRow
 from wsi_ncmi.train.config import TrainConfig
 from wsi_ncmi.train.data import BagDataModule
@@ -63,7 +63,7 @@ def fit_decision_rule(
     val = predict_slides(trainer, model, datamodule.val_dataloader(), ckpt_path)
     probs = np.stack([np.asarray(v["probs"], dtype=np.float64) for v in val])
     targets = np.asarray([int(v["target"]) for v in val])
-    return fit_prior_rule(np.log(np.maximum(probs, 1e-30)), targets, datamodule.class_counts())
+    return fit_prior_rule(log_scores(probs), targets, datamodule.class_counts())
 
 
 def decision_reports(

@@ -124,7 +124,7 @@ def slide_feature_collection(
 
 
 def write_slide_geojson(path: Path, collection: dict[str, Any]) -> Path:
-    """Write one slide's collection atomically (compact JSON, about 300 bytes per patch)."""
+    """Write one slide's collection atomically (compact JSON, one object per patch)."""
     from wsi_ncmi.batch import write_text_atomic
 
     return write_text_atomic(path, json.dumps(collection, separators=(",", ":")) + "\n")

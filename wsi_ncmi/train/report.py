@@ -17,7 +17,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from wsi_ncmi.losses.decision import PriorRule
+from wsi_ncmi.losses.decision import PriorRule, log_scores
 from wsi_ncmi.manifest import LABELS, ManifestRow
 from wsi_ncmi.train.metrics import (
     bootstrap_macro_f1,
@@ -67,9 +67,7 @@ def prediction_records(
         row = rows[int(item["index"])]
         probs = np.asarray(item["probs"], dtype=np.float64).reshape(-1)
         default = int(item["pred"])
-        calibrated = (
-            int(rule.predict(np.log(np.maximum(probs, 1e-30))[None])[0]) if rule else default
-        )
+        calibrated = int(rule.predict(log_scores(probs[None]))[0]) if rule else default
         chosen = calibrated if decision == "calibrated" else default
         record: dict[str, Any] = {
             "slide_id": row.slide_id,
