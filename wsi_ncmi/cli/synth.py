@@ -15,6 +15,8 @@ import sys
 import time
 from pathlib import Path
 
+from wsi_ncmi.synth.presets import PRESETS
+
 
 def _subset(value: str) -> int:
     """Slides per center; 0 stands for 'all'."""
@@ -48,15 +50,16 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--preset",
-        choices=("demo", "full"),
+        choices=tuple(sorted(PRESETS)),
         default="demo",
-        help="demo: ~1 µm/px, a few thousand px; full: CAMELYON scale",
+        help="demo: ~1 µm/px, a few thousand px; bench: the 500-slide benchmark twin "
+        "(~2 µm/px, real tumour sizes; tile at 2.0 µm/px, 64 px); full: CAMELYON scale",
     )
     parser.add_argument(
         "--subset",
         type=_subset,
         default=None,
-        help="slides per center, or 'all' (default: 20 for demo, 1 for full)",
+        help="slides per center, or 'all' (default: 20 for demo, all for bench, 1 for full)",
     )
     parser.add_argument("--seed", type=int, default=0, help="global seed (default: 0)")
     parser.add_argument("--workers", type=int, default=1, help="processes (default: 1)")

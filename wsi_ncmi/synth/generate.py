@@ -87,7 +87,16 @@ def plan_slide(row: ManifestRow, preset: Preset, seed: int) -> SlidePlan:
     width = int(rng.uniform(*preset.width_um) / mpp)
     height = int(rng.uniform(*preset.height_um) / mpp)
     tissue = plan_tissue(rng, (width, height), mpp, preset.size_scale)
-    tumour = plan_tumour(rng, row.label, tissue, mpp, preset.size_scale, (width, height))
+    tumour = plan_tumour(
+        rng,
+        row.label,
+        tissue,
+        mpp,
+        preset.size_scale,
+        (width, height),
+        preset.diameter_range_um,
+        preset.itc_clusters,
+    )
     return SlidePlan(row, preset, own_seed, profile, mpp, (width, height), tissue, tumour)
 
 

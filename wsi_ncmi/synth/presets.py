@@ -1,4 +1,4 @@
-"""Size presets of the synthetic cohort: ``demo`` (small, fast) and ``full`` (CAMELYON scale).
+"""Size presets of the synthetic cohort: ``demo`` (small, fast), ``bench`` and ``full``.
 
 Tumour sizes follow the CAMELYON-17 rules on the *nominal* largest diameter: ITC ≤ 200 µm,
 micro-metastasis > 200 µm and ≤ 2 mm, macro-metastasis > 2 mm. The ``demo`` preset
@@ -6,11 +6,22 @@ shrinks the sections and tumours by ``size_scale`` = 0.25, so its physical thres
 50 µm and 500 µm; the ground truth stores both the physical diameter (from the µm/px in
 the file) and the nominal one (physical / ``size_scale``). Cells (nuclei sizes) are never
 scaled. ``full`` uses ``size_scale`` = 1.
+
+``bench`` is the benchmark's twin of all 500 labelled CAMELYON-17 slides. Its tumours and
+cells have their real sizes (``size_scale`` = 1) and it is meant to be tiled with the same
+128-µm field of view as real CAMELYON-17 at 0.5 µm/px with 256-px patches (here 2.0 µm/px
+with 64-px patches, :attr:`Preset.tiling`), so the ratio of tumour diameter to patch field
+of view is the real one for every class. What shrinks is the section (slides of 6–7 × 4.6–5.4 mm
+instead of CAMELYON's 10–20 mm sections) and the pixel count: level 0 is scanned at 8×
+CAMELYON's µm/px (≈ 2 µm/px), where a tumour nucleus (11–17 µm) still spans 6–8 pixels.
+Macro-metastases are drawn from 2.3–2.8 mm so that they fit the smaller sections. An ITC
+slide gets two to four clusters of 130–195 µm (ITC ≤ 200 µm), so that, as on real slides
+at 128 µm per patch, an ITC fills most of a patch that it falls on.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from wsi_ncmi.errors import ConfigError
 
@@ -27,12 +38,23 @@ NOMINAL_DIAMETER_RANGE_UM: dict[str, tuple[float, float]] = {
 }
 
 
+#: The ``bench`` preset's nominal ranges (see the module docstring).
+BENCH_DIAMETER_RANGE_UM: dict[str, tuple[float, float]] = {
+    "itc": (130.0, 195.0),
+    "micro": (320.0, 1800.0),
+    "macro": (2300.0, 2800.0),
+}
+
+#: Patch field of view of real CAMELYON-17 work: 256 px at 0.5 µm/px.
+CAMELYON_FOV_UM = 128.0
+
+
 @dataclass(frozen=True)
 class Preset:
     """Geometry and sampling of one preset.
 
     Attributes:
-        name: ``"demo"`` or ``"full"``.
+        name: ``"demo"``, ``"bench"`` or ``"full"``.
         mpp_factor: Level-0 µm/px = center ``full_mpp`` × this factor.
         size_scale: Scale of sections and tumours relative to real CAMELYON sizes.
         width_um: Range of slide widths in µm.
@@ -42,6 +64,9 @@ class Preset:
         min_level_px: Smallest short side kept in the pyramid.
         mask_mpp: Approximate µm/px of the ground-truth mask PNG.
         default_subset: Slides per center generated when no subset is given (None: all).
+        diameter_range_um: Nominal largest-diameter range per label (ITC, micro, macro).
+        tiling: Recommended ``(target_mpp, patch_size_px)`` of the tiling.
+        itc_clusters: ``(low, high)``: an ITC slide gets ``low`` to ``high - 1`` clusters.
     """
 
     name: str
@@ -54,6 +79,24 @@ class Preset:
     min_level_px: int
     mask_mpp: float
     default_subset: int | None
+    diameter_range_um: dict[str, tuple[float, float]] = field(
+        default_factory=lambda: dict(NOMINAL_DIAMETER_RANGE_UM)
+    )
+    tiling: tuple[float, int] = (1.0, 128)
+    itc_clusters: tuple[int, int] = (1, 4)
+
+    def fov_ratio(self, nominal_diameter_um: float) -> float:
+        """Tumour diameter over the patch field of view, both at CAMELYON scale.
+
+        Args:
+            nominal_diameter_um: Nominal largest diameter in µm.
+
+        Returns:
+            ``nominal / (patch field of view / size_scale)``; the same number on real
+            CAMELYON-17 is ``nominal / 128``.
+        """
+        mpp, patch_px = self.tiling
+        return nominal_diameter_um / (mpp * patch_px / self.size_scale)
 
 
 PRESETS: dict[str, Preset] = {
@@ -68,6 +111,21 @@ PRESETS: dict[str, Preset] = {
         min_level_px=256,
         mask_mpp=8.0,
         default_subset=20,
+    ),
+    "bench": Preset(
+        name="bench",
+        mpp_factor=8.0,
+        size_scale=1.0,
+        width_um=(6000.0, 7000.0),
+        height_um=(4600.0, 5400.0),
+        strip_rows=512,
+        tile_px=256,
+        min_level_px=256,
+        mask_mpp=16.0,
+        default_subset=None,
+        diameter_range_um=dict(BENCH_DIAMETER_RANGE_UM),
+        tiling=(2.0, 64),
+        itc_clusters=(2, 5),
     ),
     "full": Preset(
         name="full",

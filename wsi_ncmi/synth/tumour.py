@@ -108,15 +108,20 @@ def _place(
     return None
 
 
-def _diameters_nominal(rng: np.random.Generator, label: str) -> list[float]:
+def _diameters_nominal(
+    rng: np.random.Generator,
+    label: str,
+    ranges: dict[str, tuple[float, float]],
+    itc_clusters: tuple[int, int],
+) -> list[float]:
     def draw(name: str) -> float:
-        lo, hi = NOMINAL_DIAMETER_RANGE_UM[name]
+        lo, hi = ranges[name]
         return float(np.exp(rng.uniform(np.log(lo), np.log(hi))))
 
     if label == "negative":
         return []
     if label == "itc":
-        return [draw("itc") for _ in range(int(rng.integers(1, 4)))]
+        return [draw("itc") for _ in range(int(rng.integers(*itc_clusters)))]
     return [draw(label)] + [draw("itc") for _ in range(int(rng.integers(0, 3)))]
 
 
@@ -162,6 +167,8 @@ def plan_tumour(
     mpp: float,
     size_scale: float,
     size_px: tuple[int, int],
+    diameter_range_um: dict[str, tuple[float, float]] | None = None,
+    itc_clusters: tuple[int, int] = (1, 4),
 ) -> TumourLayout:
     """Draw the metastases of one slide.
 
@@ -172,6 +179,9 @@ def plan_tumour(
         mpp: Level-0 µm/px.
         size_scale: Preset scale; physical diameter = nominal × ``size_scale``.
         size_px: ``(width, height)`` at level 0.
+        diameter_range_um: Nominal diameter range per label (default
+            :data:`~wsi_ncmi.synth.presets.NOMINAL_DIAMETER_RANGE_UM`).
+        itc_clusters: An ITC slide gets ``low`` to ``high - 1`` clusters.
 
     Returns:
         The tumour layout.
@@ -180,7 +190,8 @@ def plan_tumour(
         ConfigError: If a region of the drawn size cannot be placed in the tissue.
     """
     regions: list[Polygon] = []
-    for index, nominal in enumerate(_diameters_nominal(rng, label)):
+    ranges = NOMINAL_DIAMETER_RANGE_UM if diameter_range_um is None else diameter_range_um
+    for index, nominal in enumerate(_diameters_nominal(rng, label, ranges, itc_clusters)):
         diameter_px = nominal * size_scale / mpp
         poly = _place(rng, diameter_px, tissue, regions)
         if poly is None:
