@@ -125,6 +125,11 @@ def run_cell(config: BenchConfig, cell: Cell) -> dict[str, Any]:
         "best_epoch": best_epoch,
         "epochs_trained": fold.get("epochs_trained"),
         "val": {key.split("/", 1)[1]: selected[key] for key in VAL_KEYS if key in selected},
+        "history": [
+            {"epoch": int(h["epoch"])}
+            | {key.split("/", 1)[1]: h[key] for key in VAL_KEYS if key in h}
+            for h in history
+        ],
         "test": fold["metrics"],
         "decision_rule": fold.get("decision_rule"),
         "test_by_decision": fold.get("by_decision", {}),

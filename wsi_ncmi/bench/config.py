@@ -16,21 +16,49 @@ from __future__ import annotations
 
 import dataclasses
 import re
-import types
-import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from wsi_ncmi.bench.typed import from_dict, parse_override, set_dotted
 from wsi_ncmi.errors import ConfigError
+
+__all__ = [
+    "BenchConfig",
+    "from_dict",
+    "load_config",
+    "parse_override",
+    "set_dotted",
+    "to_dict",
+]
 
 #: Sections of ``TrainConfig`` that the ``train`` section may override.
 TRAIN_SECTIONS = ("data", "optim", "trainer", "report")
 #: ``TrainConfig.data`` fields owned by the benchmark (set from :class:`BenchData`).
 BENCH_OWNED_DATA = ("manifest", "features_root", "encoder", "slide_dir")
 _LABEL = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]*$")
+
+
+@dataclass
+class SynthSource:
+    """Generate the slides first: a synthetic cohort (``wsi-synth-cohort``) in ``slide_dir``.
+
+    Attributes:
+        preset: Size preset (:data:`wsi_ncmi.synth.PRESETS`), e.g. ``bench``.
+        seed: Generator seed.
+        manifest: The manifest whose slides are twinned (names, patients, hospitals,
+            labels); the cohort's own manifest is written to ``<slide_dir>/manifest.csv``.
+        subset: Slides per hospital (``null``: every slide of the manifest).
+        workers: Generator processes (``null``: cores available).
+    """
+
+    preset: str = "bench"
+    seed: int = 0
+    manifest: str = "data_manifests/camelyon17.csv"
+    subset: int | None = None
+    workers: int | None = None
 
 
 @dataclass
@@ -45,12 +73,15 @@ class BenchData:
         slide_dir: Slide root in the CAMELYON layout (``center_K/<slide_id>.tif``). When
             set and ``prepare.enabled``, missing slides are tiled and extracted first;
             it also gives the attention heatmaps their thumbnails.
+        synth: Generate a synthetic cohort into ``slide_dir`` first (resumable); then
+            ``manifest`` must be ``<slide_dir>/manifest.csv``.
     """
 
     manifest: str = "data_manifests/camelyon17.csv"
     features_root: str = "outputs/camelyon17"
     encoder: str = "resnet50-trunc"
     slide_dir: str | None = None
+    synth: SynthSource | None = None
 
 
 @dataclass
@@ -98,12 +129,18 @@ class LossEntry:
         train: Overrides of the ``train`` sections for this loss only (e.g. its own
             ``optim.lr`` or ``data.batch_size``, as chosen on validation), applied over
             the sweep-wide ``train`` section.
+        grid: Settings tuned on validation: ``{"kwargs.<arg>" or "<section>.<key>":
+            [values]}`` (e.g. ``{"optim.lr": [1e-3, 3e-3], "kwargs.gamma": [1, 2]}``).
+            Every combination trains on the tuning seeds; the one with the best mean
+            validation score (``sweep.tuning.metric``) is then trained on every seed
+            (see :mod:`wsi_ncmi.bench.suite`).
     """
 
     name: str
     kwargs: dict[str, Any] = field(default_factory=dict)
     label: str = ""
     train: dict[str, Any] = field(default_factory=dict)
+    grid: dict[str, list[Any]] = field(default_factory=dict)
 
 
 @dataclass
@@ -150,6 +187,21 @@ class BenchSplit:
 
 
 @dataclass
+class TuningConfig:
+    """How grid settings are chosen (validation only).
+
+    Attributes:
+        seeds: Seeds the grid trains on (a subset of ``sweep.seeds``, whose cells are
+            then reused).
+        metric: Key of a cell's validation record (``val`` in ``result.json``), higher
+            is better; averaged over the tuning seeds and every fold of the split.
+    """
+
+    seeds: list[int] = field(default_factory=lambda: [0])
+    metric: str = "macro_f1_calibrated"
+
+
+@dataclass
 class SweepConfig:
     """What is swept.
 
@@ -160,6 +212,12 @@ class SweepConfig:
         split: The split scheme.
         baseline: Label of the reference loss of the headline table (``ce``).
         treatment: Label of the loss compared with it (``ncmi_mil``).
+        splits: Named split schemes run one after the other (e.g. ``loho`` and
+            ``fixed``), each in ``<out_dir>/<name>/`` with its own report; when given,
+            ``split`` is not used.
+        tuning: How the losses' ``grid`` settings are chosen.
+        baselines: Labels that compete for "best baseline" against ``treatment`` (the
+            best on validation, per aggregator; empty: every loss but ``treatment``).
     """
 
     losses: list[LossEntry] = field(
@@ -170,6 +228,9 @@ class SweepConfig:
     split: BenchSplit = field(default_factory=BenchSplit)
     baseline: str = "ce"
     treatment: str = "ncmi_mil"
+    splits: dict[str, BenchSplit] = field(default_factory=dict)
+    tuning: TuningConfig = field(default_factory=TuningConfig)
+    baselines: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -203,6 +264,8 @@ class BenchConfig:
         jobs: Cells trained at once, each in its own process.
         torch_threads: Torch threads per cell process (``null``: cores / jobs).
         progress: Show the progress bar.
+        quick: Dotted overrides applied by ``--quick`` (a smaller sweep of the same
+            design, e.g. ``{"sweep.seeds": [0, 1]}``).
     """
 
     name: str = "bench"
@@ -215,6 +278,7 @@ class BenchConfig:
     jobs: int = 1
     torch_threads: int | None = None
     progress: bool = True
+    quick: dict[str, Any] = field(default_factory=dict)
 
     @property
     def out_dir(self) -> Path:
@@ -222,112 +286,18 @@ class BenchConfig:
         return Path(self.output_root) / self.name
 
 
-def _check_type(value: Any, hint: Any, where: str) -> Any:
-    """Check ``value`` against a (simple) type hint, building nested dataclasses."""
-    origin = typing.get_origin(hint)
-    if origin in (typing.Union, types.UnionType):
-        options = typing.get_args(hint)
-        if value is None and type(None) in options:
-            return None
-        errors = []
-        for option in (o for o in options if o is not type(None)):
-            try:
-                return _check_type(value, option, where)
-            except ConfigError as err:
-                errors.append(str(err))
-        raise ConfigError(errors[0])
-    if origin is typing.Literal:
-        allowed = typing.get_args(hint)
-        if value not in allowed:
-            raise ConfigError(f"{where} must be one of {list(allowed)}, got {value!r}")
-        return value
-    if dataclasses.is_dataclass(hint) and isinstance(hint, type):
-        return from_dict(hint, value, where)
-    if origin is list:
-        if not isinstance(value, list):
-            raise ConfigError(f"{where} must be a list, got {value!r}")
-        (item,) = typing.get_args(hint)
-        return [_check_type(v, item, f"{where}[{i}]") for i, v in enumerate(value)]
-    if origin is dict:
-        if not isinstance(value, dict):
-            raise ConfigError(f"{where} must be a mapping, got {value!r}")
-        return dict(value)
-    if hint is float and isinstance(value, int) and not isinstance(value, bool):
-        return float(value)
-    if hint is Any:
-        return value
-    if not isinstance(value, hint) or (hint is int and isinstance(value, bool)):
-        raise ConfigError(f"{where} must be {hint.__name__}, got {value!r}")
-    return value
-
-
-def from_dict(cls: type[Any], data: Any, where: str = "config") -> Any:
-    """Build dataclass ``cls`` from a mapping, refusing unknown keys and wrong types.
-
-    Args:
-        cls: A dataclass type.
-        data: The mapping (``None`` means all defaults).
-        where: Dotted name of the section, for messages.
-
-    Returns:
-        The instance.
-
-    Raises:
-        ConfigError: Unknown key or wrong type.
-    """
-    if data is None:
-        data = {}
-    if not isinstance(data, dict):
-        raise ConfigError(f"{where} must be a mapping, got {data!r}")
-    hints = typing.get_type_hints(cls)
-    names = [f.name for f in dataclasses.fields(cls)]
-    unknown = sorted(set(data) - set(names))
-    if unknown:
-        raise ConfigError(f"{where} has unknown keys {unknown}; allowed: {names}")
-    kwargs = {k: _check_type(v, hints[k], f"{where}.{k}") for k, v in data.items()}
-    try:
-        return cls(**kwargs)
-    except TypeError as err:
-        raise ConfigError(f"{where}: {err}") from err
-
-
-def set_dotted(data: dict[str, Any], key: str, value: Any) -> None:
-    """Set ``data["a"]["b"] = value`` for ``key = "a.b"``, creating mappings as needed."""
-    parts = key.split(".")
-    node = data
-    for part in parts[:-1]:
-        child = node.setdefault(part, {})
-        if not isinstance(child, dict):
-            raise ConfigError(f"cannot set {key!r}: {part!r} is {child!r}, not a mapping")
-        node = child
-    node[parts[-1]] = value
-
-
-def parse_override(text: str) -> tuple[str, Any]:
-    """``"a.b=value"`` → ``("a.b", yaml.safe_load("value"))``.
-
-    Raises:
-        ConfigError: No ``=`` or unparsable value.
-    """
-    key, sep, raw = text.partition("=")
-    if not sep or not key.strip():
-        raise ConfigError(
-            f"--set expects KEY=VALUE (e.g. train.trainer.max_epochs=5), got {text!r}"
-        )
-    try:
-        return key.strip(), yaml.safe_load(raw)
-    except yaml.YAMLError as err:
-        raise ConfigError(f"--set {text!r}: value is not valid YAML: {err}") from err
-
-
 def load_config(
-    path: str | Path | None = None, overrides: dict[str, Any] | None = None
+    path: str | Path | None = None,
+    overrides: dict[str, Any] | None = None,
+    *,
+    quick: bool = False,
 ) -> BenchConfig:
-    """Defaults, then the YAML file, then dotted overrides; validated.
+    """Defaults, then the YAML file, then its ``quick`` section, then dotted overrides.
 
     Args:
         path: YAML file, or ``None`` for the defaults.
         overrides: ``{"dotted.key": value}`` applied after the file.
+        quick: Apply the file's ``quick`` overrides (``wsi-bench --quick``).
 
     Returns:
         The validated configuration.
@@ -344,77 +314,21 @@ def load_config(
         if loaded is not None and not isinstance(loaded, dict):
             raise ConfigError(f"{str(path)!r} must hold a mapping, got {type(loaded).__name__}")
         data = loaded or {}
+    if quick:
+        section = data.get("quick")
+        if not isinstance(section, dict) or not section:
+            raise ConfigError(f"--quick: {str(path)!r} has no 'quick' section of overrides")
+        for key, value in section.items():
+            if str(key).split(".")[0] == "quick":
+                raise ConfigError("quick: an override must not set 'quick' itself")
+            set_dotted(data, str(key), value)
     for key, value in (overrides or {}).items():
         set_dotted(data, key, value)
     config = from_dict(BenchConfig, data)
+    from wsi_ncmi.bench.checks import validate
+
     validate(config)
     return config
-
-
-def validate(config: BenchConfig) -> None:
-    """Check values and fill the default labels.
-
-    Raises:
-        ConfigError: The first problem found.
-    """
-    from wsi_ncmi.losses import list_losses
-    from wsi_ncmi.mil import list_aggregators
-
-    if not _LABEL.match(config.name):
-        raise ConfigError(f"name must match {_LABEL.pattern}, got {config.name!r}")
-    sweep = config.sweep
-    for kind, entries, known in (
-        ("losses", sweep.losses, list_losses()),
-        ("models", sweep.models, list_aggregators()),
-    ):
-        if not entries:
-            raise ConfigError(f"sweep.{kind} must name at least one entry")
-        for entry in entries:
-            if entry.name not in known:
-                raise ConfigError(f"sweep.{kind}: name must be one of {known}, got {entry.name!r}")
-            entry.label = entry.label or entry.name
-            if not _LABEL.match(entry.label):
-                raise ConfigError(
-                    f"sweep.{kind}: label must match {_LABEL.pattern}, got {entry.label!r}"
-                )
-        labels = [e.label for e in entries]
-        if len(set(labels)) != len(labels):
-            raise ConfigError(f"sweep.{kind} labels must be distinct, got {labels}")
-    if not sweep.seeds or len(set(sweep.seeds)) != len(sweep.seeds):
-        raise ConfigError(f"sweep.seeds must be distinct and non-empty, got {sweep.seeds}")
-    loss_labels = [e.label for e in sweep.losses]
-    for role in ("baseline", "treatment"):
-        value = getattr(sweep, role)
-        if value not in loss_labels:
-            raise ConfigError(
-                f"sweep.{role} must be one of the loss labels {loss_labels}, got {value!r}"
-            )
-    if sweep.split.kind not in ("loho", "fixed", "kfold"):
-        raise ConfigError(
-            f"sweep.split.kind must be loho, fixed or kfold, got {sweep.split.kind!r}"
-        )
-    if config.jobs < 1:
-        raise ConfigError(f"jobs must be >= 1, got {config.jobs!r}")
-    if config.torch_threads is not None and config.torch_threads < 1:
-        raise ConfigError(f"torch_threads must be >= 1 or null, got {config.torch_threads!r}")
-    if config.stats.bootstrap < 100:
-        raise ConfigError(f"stats.bootstrap must be >= 100, got {config.stats.bootstrap!r}")
-    if not 0.0 < config.stats.alpha < 1.0:
-        raise ConfigError(f"stats.alpha must be in (0, 1), got {config.stats.alpha!r}")
-    overrides = [("train", config.train)] + [
-        (f"sweep.losses[{i}].train", entry.train) for i, entry in enumerate(config.sweep.losses)
-    ]
-    for where, train in overrides:
-        unknown = sorted(set(train) - set(TRAIN_SECTIONS))
-        if unknown:
-            raise ConfigError(
-                f"{where} has unknown sections {unknown}; allowed: {list(TRAIN_SECTIONS)}"
-            )
-        owned = sorted(set(train.get("data") or {}) & set(BENCH_OWNED_DATA))
-        if owned:
-            raise ConfigError(
-                f"{where}.data must not set {owned}: set them in the top-level data section"
-            )
 
 
 def to_dict(config: BenchConfig) -> dict[str, Any]:

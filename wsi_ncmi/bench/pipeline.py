@@ -1,6 +1,7 @@
 """``run_bench``: features for missing slides (tile → extract), then the sweep and reports.
 
-When ``data.slide_dir`` is set (and ``prepare.enabled``), slides of the manifest without a
+With ``data.synth`` the slides are first generated (a synthetic cohort, resumable). When
+``data.slide_dir`` is set (and ``prepare.enabled``), slides of the manifest without a
 features file are tiled into ``<features_root>/coords/`` (overlays in ``thumbnails/``)
 and extracted into ``<features_root>/features/<encoder>/``. Both stages are the library
 batch functions behind ``wsi-tile`` and ``wsi-extract``: resumable, atomic, lock-aware.
@@ -26,16 +27,48 @@ class BenchOutcome:
     """What :func:`run_bench` did.
 
     Attributes:
-        sweep: The sweep outcome.
+        sweep: The sweep outcome (the final stage's, in the config's loss labels).
         reports: What :func:`wsi_ncmi.bench.report.write_reports` returned.
-        seconds: Wall time per stage (``tile``, ``extract``, ``sweep``, ``report``).
+        seconds: Wall time per stage (``synth``, ``tile``, ``extract``, ``sweep``,
+            ``report``).
         prepared: Slides that were tiled/extracted by this run.
+        parts: With ``sweep.splits``: one outcome per split name (then ``sweep`` and
+            ``reports`` are those of the first split).
     """
 
     sweep: Any
     reports: dict[str, Any]
     seconds: dict[str, float] = field(default_factory=dict)
     prepared: list[str] = field(default_factory=list)
+    parts: dict[str, BenchOutcome] = field(default_factory=dict)
+
+
+def _cores() -> int:
+    from wsi_ncmi.bench.sweep import _cores as cores
+
+    return cores()
+
+
+def generate_slides(config: BenchConfig, seconds: dict[str, float]) -> None:
+    """Generate the synthetic cohort of ``data.synth`` into ``data.slide_dir`` (resumable)."""
+    from wsi_ncmi.manifest import read_manifest
+    from wsi_ncmi.synth import generate_cohort
+
+    synth, data = config.data.synth, config.data
+    if synth is None or data.slide_dir is None:
+        return
+    started = time.perf_counter()
+    generate_cohort(
+        read_manifest(synth.manifest),
+        Path(data.slide_dir),
+        preset=synth.preset,
+        seed=synth.seed,
+        subset=synth.subset,
+        use_preset_subset=False,
+        workers=synth.workers or _cores(),
+        progress=config.progress,
+    )
+    seconds["synth"] = time.perf_counter() - started
 
 
 def missing_features(config: BenchConfig) -> list[str]:
@@ -136,12 +169,10 @@ def run_bench(
         MissingFeaturesError: Slides still without features (and ``train.data.missing``
             is not ``exclude``).
     """
-    from wsi_ncmi.bench.report import write_reports
-    from wsi_ncmi.bench.sweep import run_sweep
-
     seconds: dict[str, float] = {}
     prepared: list[str] = []
     if config.data.slide_dir is not None and config.prepare.enabled:
+        generate_slides(config, seconds)
         prepared = prepare_features(config, seconds)
     still = missing_features(config)
     if still and (config.train.get("data") or {}).get("missing", "error") != "exclude":
@@ -151,19 +182,43 @@ def run_bench(
             f"(e.g. {still[:3]}); give data.slide_dir to tile and extract them, or set "
             "train.data.missing: exclude"
         )
+    from wsi_ncmi.bench.suite import split_configs
+
+    parts = {
+        name: _run_split(part, force=force, shard=shard)
+        for name, part in split_configs(config).items()
+    }
+    first = next(iter(parts.values()))
+    for part in parts.values():
+        for key, value in part.seconds.items():
+            seconds[key] = seconds.get(key, 0.0) + value
+    if list(parts) == [""]:
+        return BenchOutcome(first.sweep, first.reports, seconds, prepared)
+    return BenchOutcome(first.sweep, first.reports, seconds, prepared, parts)
+
+
+def _run_split(config: BenchConfig, *, force: bool, shard: str | None) -> BenchOutcome:
+    """Tune, sweep and report one split (see :mod:`wsi_ncmi.bench.suite`)."""
+    from wsi_ncmi.bench.report import write_reports
+    from wsi_ncmi.bench.suite import run_suite
+
+    seconds: dict[str, float] = {}
     started = time.perf_counter()
-    sweep = run_sweep(config, force=force, shard=shard)
+    suite = run_suite(config, force=force, shard=shard)
+    sweep = suite.sweep
     seconds["sweep"] = time.perf_counter() - started
+
+    def write(cfg: BenchConfig, outcome: Any) -> dict[str, Any]:
+        return write_reports(cfg, outcome, choices=suite.choices)
+
     reports: dict[str, Any] = {}
-    if shard is None:
+    if shard is None or sweep.complete:
         started = time.perf_counter()
-        reports = write_reports(config, sweep)
+        reports = (
+            write(config, sweep) if shard is None else write_reports_once(config, sweep, write)
+        )
         seconds["report"] = time.perf_counter() - started
-    elif sweep.complete:
-        started = time.perf_counter()
-        reports = write_reports_once(config, sweep, write_reports)
-        seconds["report"] = time.perf_counter() - started
-    return BenchOutcome(sweep, reports, seconds, prepared)
+    return BenchOutcome(sweep, reports, seconds)
 
 
 def write_reports_once(config: BenchConfig, sweep: Any, write: Any) -> dict[str, Any]:

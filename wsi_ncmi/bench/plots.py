@@ -117,3 +117,50 @@ def ncmi_scatter(
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
+
+
+def ncmi_epochs_scatter(
+    points: Sequence[Mapping[str, Any]],
+    path: Path,
+    *,
+    correlation: tuple[float, float, int],
+) -> Path:
+    """Validation NCMI against validation macro-F1, one point per (run, epoch), per loss.
+
+    Args:
+        points: ``{"loss", "val_ncmi", "val_macro_f1"}`` per run and epoch.
+        path: Output PNG.
+        correlation: Spearman ``(rho, p, n)`` over all points, shown in the title.
+
+    Returns:
+        ``path``.
+    """
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(6.5, 4.5))
+    for loss in sorted({p["loss"] for p in points}):
+        mine = [p for p in points if p["loss"] == loss]
+        ax.scatter(
+            [p["val_ncmi"] for p in mine],
+            [p["val_macro_f1"] for p in mine],
+            s=6,
+            alpha=0.35,
+            label=loss,
+        )
+    rho, pval, n = correlation
+    ax.set_title(
+        f"validation NCMI vs macro-F1, every epoch: Spearman ρ = {rho:.2f} "
+        f"(p = {pval:.2g}, n = {n})",
+        fontsize=9,
+    )
+    log_scale = all(p["val_ncmi"] > 0 for p in points)
+    if log_scale:
+        ax.set_xscale("log")
+    ax.set_xlabel("validation NCMI" + (" (log scale)" if log_scale else ""))
+    ax.set_ylabel("validation macro-F1")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, markerscale=2)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path

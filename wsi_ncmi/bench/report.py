@@ -19,7 +19,8 @@ from pathlib import Path
 from typing import Any
 
 from wsi_ncmi.bench.config import BenchConfig
-from wsi_ncmi.bench.plots import grouped_bars, ncmi_scatter
+from wsi_ncmi.bench.html import write_bench_html
+from wsi_ncmi.bench.plots import grouped_bars, ncmi_epochs_scatter, ncmi_scatter
 from wsi_ncmi.bench.results import (
     RunKey,
     group_metric,
@@ -192,8 +193,15 @@ def verdict(config: BenchConfig, summary: Mapping[str, Any], loss: str) -> str:
     return f"{head} → {loss} is {direction}, {status} at α = {alpha}."
 
 
-def write_reports(config: BenchConfig, outcome: SweepOutcome) -> dict[str, Any]:
+def write_reports(
+    config: BenchConfig, outcome: SweepOutcome, *, choices: Sequence[Any] = ()
+) -> dict[str, Any]:
     """Write ``results.csv``, ``summary.md``, ``summary.json`` and ``plots/*.png``.
+
+    Args:
+        config: The configuration, in its own loss labels.
+        outcome: The sweep (final stage) outcome.
+        choices: The tuning choices (:class:`wsi_ncmi.bench.suite.Choice`), if any.
 
     Returns:
         ``{"summary_md": text, "headline": {model: table}, "paths": {...}}``.
@@ -272,6 +280,20 @@ def write_reports(config: BenchConfig, outcome: SweepOutcome) -> dict[str, Any]:
         paths["ncmi_vs_f1"] = str(
             ncmi_scatter(cells, out / "plots" / "ncmi_vs_f1.png", correlations=corr)
         )
+    from wsi_ncmi.bench import paper
+    from wsi_ncmi.bench.suite import tuning_table
+
+    best = paper.best_baseline_comparisons(config, runs, reports, results)
+    points = paper.epoch_points(results)
+    tracking = paper.ncmi_tracking(points)
+    if points:
+        paths["ncmi_epochs"] = str(
+            ncmi_epochs_scatter(
+                points, out / "plots" / "ncmi_epochs.png", correlation=tracking["all"]
+            )
+        )
+    md += ["", *paper.loss_table(config, summaries), "", *paper.comparison_table(config, best)]
+    md += ["", *tuning_table(config, choices), "", *paper.tracking_lines(tracking)]
     md += ["", *decision_table(runs), "", *per_class_table(runs)]
     md += ["", "## Validation NCMI vs macro-F1 across runs", ""]
     md += [
@@ -307,7 +329,24 @@ def write_reports(config: BenchConfig, outcome: SweepOutcome) -> dict[str, Any]:
     write_text_atomic(
         out / "summary.json",
         json.dumps(
-            _json_safe({"models": summaries, "ncmi_correlation": corr, "missing": missing}),
+            _json_safe(
+                {
+                    "models": summaries,
+                    "ncmi_correlation": corr,
+                    "ncmi_tracking_epochs": tracking,
+                    "best_baseline": best,
+                    "tuning": [
+                        {
+                            "loss": c.loss,
+                            "model": c.model,
+                            "chosen": c.variant.label,
+                            "scores": c.scores,
+                        }
+                        for c in choices
+                    ],
+                    "missing": missing,
+                }
+            ),
             indent=1,
         )
         + "\n",
@@ -324,50 +363,6 @@ def write_reports(config: BenchConfig, outcome: SweepOutcome) -> dict[str, Any]:
             m: [verdict(config, s, x) for x in s["comparisons"]] for m, s in summaries.items()
         },
     }
-
-
-def write_bench_html(
-    config: BenchConfig,
-    summary_md: str,
-    paths: Mapping[str, str],
-    reports: Mapping[RunKey, dict[str, Any]],
-    max_heatmaps: int = 4,
-) -> Path:
-    """``<bench>/report.html``: :mod:`wsi_ncmi.train.html` over this sweep's outputs."""
-    from wsi_ncmi.bench.config import to_dict
-    from wsi_ncmi.train.html import confusion_png, provenance, write_html_report
-
-    out = config.out_dir
-    figures = [(Path(v), k.replace("_", " ")) for k, v in paths.items() if v.endswith(".png")]
-    first_seed: dict[tuple[str, str], RunKey] = {}
-    for key in sorted(reports):
-        first_seed.setdefault((key[0], key[1]), key)
-    confusions = [
-        (
-            confusion_png(
-                reports[key]["pooled"]["confusion_matrix"],
-                LABELS,
-                f"{model} + {loss}, seed {key[2]}",
-            ),
-            f"{model} + {loss}, seed {key[2]}",
-        )
-        for (model, loss), key in sorted(first_seed.items())
-        if reports[key]["pooled"].get("confusion_matrix")
-    ]
-    overlays = Path(config.data.features_root) / "thumbnails"
-    heatmaps = [
-        (png, overlays / png.name, f"{png.stem} ({png.parents[2].name})")
-        for png in sorted(out.glob("cells/*/run/heatmaps/*.png"))[:max_heatmaps]
-    ]
-    return write_html_report(
-        out / "report.html",
-        title=f"wsi-bench {config.name}",
-        summary_md=summary_md,
-        figures=figures,
-        confusions=confusions,
-        heatmaps=heatmaps,
-        provenance_record=provenance(to_dict(config), config.data.encoder),
-    )
 
 
 def _json_safe(value: Any) -> Any:

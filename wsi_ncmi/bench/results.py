@@ -77,6 +77,8 @@ def result_rows(results: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
                 "config_hash": res["config_hash"],
                 "cell_id": res["cell_id"],
             }
+            if "variant" in res:  # a tuned loss: the chosen grid variant
+                row["variant"] = res["variant"]
             rows.append(row)
     rows.sort(key=lambda r: (r["model"], r["loss"], r["seed"], r["hospital"]))
     return rows

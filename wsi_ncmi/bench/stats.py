@@ -213,6 +213,29 @@ def spearman(x: Sequence[float], y: Sequence[float]) -> tuple[float, float, int]
     return float(result.statistic), float(result.pvalue), len(pairs)
 
 
+def holm(p_values: Sequence[float]) -> list[float]:
+    """Holm's step-down adjustment of a family of p-values (family-wise error control).
+
+    The ``k``-th smallest of the ``m`` finite p-values becomes
+    ``max_{j <= k} min(1, (m - j + 1) · p_(j))``. NaNs stay NaN and do not count in ``m``.
+
+    Args:
+        p_values: The family's p-values, in any order.
+
+    Returns:
+        The adjusted p-values, in the input order.
+    """
+    p = np.asarray(p_values, dtype=np.float64)
+    out = np.full(p.shape, np.nan)
+    finite = np.flatnonzero(np.isfinite(p))
+    m = finite.size
+    running = 0.0
+    for rank, index in enumerate(finite[np.argsort(p[finite], kind="stable")]):
+        running = max(running, min(1.0, (m - rank) * float(p[index])))
+        out[index] = running
+    return [float(x) for x in out]
+
+
 def mean_std(values: Sequence[float]) -> tuple[float, float, int]:
     """Mean and sample standard deviation (ddof 1; NaN for one value) of finite values."""
     v = np.asarray([x for x in values if x is not None and np.isfinite(x)], dtype=np.float64)

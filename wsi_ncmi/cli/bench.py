@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
+from typing import Any
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -48,6 +49,11 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="KEY=VALUE",
         help="override any key, e.g. --set train.trainer.max_epochs=5 (repeatable)",
     )
+    p.add_argument(
+        "--quick",
+        action="store_true",
+        help="apply the config's 'quick' section: a smaller sweep of the same design",
+    )
     p.add_argument("--force", action="store_true", help="recompute cells made with other settings")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.add_argument("--print-config", action="store_true", help="print the resolved config, exit")
@@ -75,7 +81,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         overrides = {k: v for k, v in shortcuts.items() if v is not None}
         overrides |= dict(parse_override(item) for item in args.set)
-        config = load_config(args.config, overrides)
+        config = load_config(args.config, overrides, quick=args.quick)
         from wsi_ncmi.batch.shard import parse_shard
 
         parse_shard(args.shard)  # a malformed I/N fails before any work
@@ -104,13 +110,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("wsi-bench: interrupted; rerun the same command to resume", file=sys.stderr)
         return 130
+    parts = outcome.parts or {"": outcome}
+    return max(_print_outcome(name, part, config) for name, part in parts.items())
+
+
+def _print_outcome(name: str, outcome: Any, config: Any) -> int:
+    """Print one split's tables and cell counts; returns its exit code."""
     reports = outcome.reports
     sweep = outcome.sweep
+    out_dir = config.out_dir / name if name else config.out_dir
+    if name:
+        print(f"\n=== split {name} ({out_dir}) ===")
     if not reports:
         print(
             f"cells: {len(sweep.ran)} trained by this job, {len(sweep.claimed)} held by other "
             f"jobs, {len(sweep.failed)} failed; the job that finishes the last cell writes "
-            f"the report ({config.out_dir})"
+            f"the report ({out_dir})"
         )
         return 1 if sweep.failed else 0
     for model, table in reports["headline"].items():

@@ -1,0 +1,128 @@
+"""Value checks of a loaded :class:`~wsi_ncmi.bench.config.BenchConfig`.
+
+Types are checked while loading, by :func:`wsi_ncmi.bench.typed.from_dict`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from wsi_ncmi.bench.config import _LABEL, BENCH_OWNED_DATA, TRAIN_SECTIONS, BenchConfig
+from wsi_ncmi.errors import ConfigError
+
+
+def validate(config: BenchConfig) -> None:
+    """Check values and fill the default labels.
+
+    Raises:
+        ConfigError: The first problem found.
+    """
+    from wsi_ncmi.losses import list_losses
+    from wsi_ncmi.mil import list_aggregators
+
+    if not _LABEL.match(config.name):
+        raise ConfigError(f"name must match {_LABEL.pattern}, got {config.name!r}")
+    sweep = config.sweep
+    for kind, entries, known in (
+        ("losses", sweep.losses, list_losses()),
+        ("models", sweep.models, list_aggregators()),
+    ):
+        if not entries:
+            raise ConfigError(f"sweep.{kind} must name at least one entry")
+        for entry in entries:
+            if entry.name not in known:
+                raise ConfigError(f"sweep.{kind}: name must be one of {known}, got {entry.name!r}")
+            entry.label = entry.label or entry.name
+            if not _LABEL.match(entry.label):
+                raise ConfigError(
+                    f"sweep.{kind}: label must match {_LABEL.pattern}, got {entry.label!r}"
+                )
+        labels = [e.label for e in entries]
+        if len(set(labels)) != len(labels):
+            raise ConfigError(f"sweep.{kind} labels must be distinct, got {labels}")
+    if not sweep.seeds or len(set(sweep.seeds)) != len(sweep.seeds):
+        raise ConfigError(f"sweep.seeds must be distinct and non-empty, got {sweep.seeds}")
+    loss_labels = [e.label for e in sweep.losses]
+    for role in ("baseline", "treatment"):
+        value = getattr(sweep, role)
+        if value not in loss_labels:
+            raise ConfigError(
+                f"sweep.{role} must be one of the loss labels {loss_labels}, got {value!r}"
+            )
+    for where, split in [("sweep.split", sweep.split)] + [
+        (f"sweep.splits.{name}", s) for name, s in sweep.splits.items()
+    ]:
+        if split.kind not in ("loho", "fixed", "kfold"):
+            raise ConfigError(f"{where}.kind must be loho, fixed or kfold, got {split.kind!r}")
+    _validate_suite(config)
+    if config.jobs < 1:
+        raise ConfigError(f"jobs must be >= 1, got {config.jobs!r}")
+    if config.torch_threads is not None and config.torch_threads < 1:
+        raise ConfigError(f"torch_threads must be >= 1 or null, got {config.torch_threads!r}")
+    if config.stats.bootstrap < 100:
+        raise ConfigError(f"stats.bootstrap must be >= 100, got {config.stats.bootstrap!r}")
+    if not 0.0 < config.stats.alpha < 1.0:
+        raise ConfigError(f"stats.alpha must be in (0, 1), got {config.stats.alpha!r}")
+    overrides = [("train", config.train)] + [
+        (f"sweep.losses[{i}].train", entry.train) for i, entry in enumerate(config.sweep.losses)
+    ]
+    for where, train in overrides:
+        unknown = sorted(set(train) - set(TRAIN_SECTIONS))
+        if unknown:
+            raise ConfigError(
+                f"{where} has unknown sections {unknown}; allowed: {list(TRAIN_SECTIONS)}"
+            )
+        owned = sorted(set(train.get("data") or {}) & set(BENCH_OWNED_DATA))
+        if owned:
+            raise ConfigError(
+                f"{where}.data must not set {owned}: set them in the top-level data section"
+            )
+
+
+def _validate_suite(config: BenchConfig) -> None:
+    """Named splits, tuning grids, baselines and the synthetic source."""
+    sweep = config.sweep
+    for name in sweep.splits:
+        if not _LABEL.match(name):
+            raise ConfigError(f"sweep.splits: a name must match {_LABEL.pattern}, got {name!r}")
+    heads = ("kwargs", *TRAIN_SECTIONS)
+    for entry in sweep.losses:
+        for key, values in entry.grid.items():
+            head, _, rest = key.partition(".")
+            if head not in heads or not rest:
+                raise ConfigError(
+                    f"sweep.losses[{entry.label}].grid: key {key!r} must be 'kwargs.<arg>' or "
+                    f"'<section>.<key>' with a section in {list(TRAIN_SECTIONS)}"
+                )
+            if not isinstance(values, list) or not values:
+                raise ConfigError(
+                    f"sweep.losses[{entry.label}].grid.{key} must be a non-empty list, "
+                    f"got {values!r}"
+                )
+    extra = sorted(set(sweep.tuning.seeds) - set(sweep.seeds))
+    if any(e.grid for e in sweep.losses) and (sweep.seeds[0] not in sweep.tuning.seeds or extra):
+        raise ConfigError(
+            f"sweep.tuning.seeds must be a subset of sweep.seeds {sweep.seeds} holding its "
+            f"first seed {sweep.seeds[0]} (the one with heatmaps), got {sweep.tuning.seeds}"
+        )
+    labels = [e.label for e in sweep.losses]
+    unknown = sorted(set(sweep.baselines) - set(labels))
+    if unknown or sweep.treatment in sweep.baselines:
+        raise ConfigError(
+            f"sweep.baselines must be loss labels other than the treatment "
+            f"{sweep.treatment!r}; allowed: {labels}, got {sweep.baselines}"
+        )
+    synth, data = config.data.synth, config.data
+    if synth is not None:
+        from wsi_ncmi.synth.presets import PRESETS
+
+        if synth.preset not in PRESETS:
+            raise ConfigError(
+                f"data.synth.preset must be one of {sorted(PRESETS)}, got {synth.preset!r}"
+            )
+        if data.slide_dir is None or Path(data.manifest) != Path(data.slide_dir) / "manifest.csv":
+            raise ConfigError(
+                "data.synth needs data.slide_dir (the cohort folder) and data.manifest = "
+                f"<slide_dir>/manifest.csv; got slide_dir={data.slide_dir!r}, "
+                f"manifest={data.manifest!r}"
+            )

@@ -1,0 +1,258 @@
+"""A benchmark's stages: named splits, tuning on validation, then every seed.
+
+A configuration may name several split schemes (``sweep.splits``: e.g. leave-one-hospital-
+out and the fixed split train 0–2 / test 3–4); each runs as its own sub-benchmark in
+``<out_dir>/<split name>/``, with its own report.
+
+Losses with a ``grid`` are tuned on validation before they are compared:
+
+1. **tuning**: every grid combination (a *variant*, labelled e.g. ``focal_lr0.001_gamma2``)
+   trains on the tuning seeds and every fold of the split;
+2. **selection**: per (loss, aggregator), the variant with the best mean validation score
+   (``sweep.tuning.metric``; ties go to the first in grid order) is chosen. Test slides
+   never enter the choice;
+3. **final**: the chosen variant trains on every seed. Its tuning-seed cells are the same
+   cells as in step 1 (same settings, same split), so they are reused, not retrained.
+
+Every loss gets the same budget when the grids have the same size. The report then
+shows each loss under its own label, with the chosen settings in a "Tuning" table.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import itertools
+import logging
+import math
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from wsi_ncmi.bench.config import BenchConfig, LossEntry
+from wsi_ncmi.bench.sweep import SweepOutcome, run_sweep
+from wsi_ncmi.bench.typed import set_dotted
+
+log = logging.getLogger(__name__)
+
+#: Seconds between checks for tuning cells that other jobs (``--shard``) still train.
+CLAIM_POLL_SECONDS = 15.0
+
+
+def _short(value: Any) -> str:
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, int | float):
+        return f"{value:g}"
+    return "".join(ch if ch.isalnum() or ch in "._+-" else "-" for ch in str(value))
+
+
+def expand_grid(entry: LossEntry) -> list[LossEntry]:
+    """The variants of a loss entry: one per combination of its ``grid`` values.
+
+    Args:
+        entry: A loss entry (labels filled in by validation).
+
+    Returns:
+        ``[entry]`` without a grid; else one entry per combination, in grid order (the
+        last key varies fastest), labelled ``<label>_<key><value>...`` with ``<key>``
+        the last part of the dotted key.
+    """
+    if not entry.grid:
+        return [entry]
+    keys = list(entry.grid)
+    variants = []
+    for values in itertools.product(*(entry.grid[k] for k in keys)):
+        kwargs = dict(entry.kwargs)
+        train = copy.deepcopy(entry.train)
+        parts = [entry.label]
+        for key, value in zip(keys, values, strict=True):
+            head, _, rest = key.partition(".")
+            if head == "kwargs":
+                kwargs[rest] = value
+            else:
+                set_dotted(train, key, value)
+            parts.append(f"{key.rsplit('.', 1)[-1]}{_short(value)}")
+        variants.append(LossEntry(entry.name, kwargs, "_".join(parts), train, grid={}))
+    return variants
+
+
+def split_configs(config: BenchConfig) -> dict[str, BenchConfig]:
+    """One configuration per named split (``{"": config}`` without ``sweep.splits``).
+
+    Each runs in ``<out_dir>/<split name>/``.
+    """
+    sweep = config.sweep
+    if not sweep.splits:
+        return {"": config}
+    return {
+        name: dataclasses.replace(
+            config,
+            name=name,
+            output_root=str(config.out_dir),
+            sweep=dataclasses.replace(sweep, split=split, splits={}),
+        )
+        for name, split in sweep.splits.items()
+    }
+
+
+def tuning_config(config: BenchConfig) -> BenchConfig | None:
+    """The tuning stage: every variant on the tuning seeds (``None`` without grids)."""
+    sweep = config.sweep
+    if not any(e.grid for e in sweep.losses):
+        return None
+    variants = [v for e in sweep.losses for v in expand_grid(e)]
+    seeds = [s for s in sweep.seeds if s in sweep.tuning.seeds]  # sweep order: same cells
+    return dataclasses.replace(
+        config, sweep=dataclasses.replace(sweep, losses=variants, seeds=seeds)
+    )
+
+
+def validation_scores(
+    results: Sequence[Mapping[str, Any]], metric: str
+) -> dict[tuple[str, str], tuple[float, int]]:
+    """Mean validation ``metric`` per (loss label, model label), with the cell count."""
+    values: dict[tuple[str, str], list[float]] = {}
+    for r in results:
+        value = (r.get("val") or {}).get(metric)
+        if value is not None and math.isfinite(float(value)):
+            values.setdefault((r["loss"], r["model"]), []).append(float(value))
+    return {k: (sum(v) / len(v), len(v)) for k, v in values.items()}
+
+
+@dataclass(frozen=True)
+class Choice:
+    """The variant chosen for one (loss, aggregator) on validation.
+
+    Attributes:
+        loss: The loss label (family).
+        model: The aggregator label.
+        variant: The chosen variant entry.
+        scores: ``{variant label: (mean validation score, cells)}`` of every variant.
+    """
+
+    loss: str
+    model: str
+    variant: LossEntry
+    scores: dict[str, tuple[float, int]]
+
+
+def select_variants(config: BenchConfig, results: Sequence[Mapping[str, Any]]) -> list[Choice]:
+    """Choose each loss's variant per aggregator by the mean validation score.
+
+    A variant without any finished cell cannot be chosen; a loss none of whose variants
+    finished keeps its first variant (its cells then fail again, visibly, in the final
+    stage).
+    """
+    scores = validation_scores(results, config.sweep.tuning.metric)
+    choices = []
+    for model in config.sweep.models:
+        for entry in config.sweep.losses:
+            variants = expand_grid(entry)
+            table = {
+                v.label: scores[(v.label, model.label)]
+                for v in variants
+                if (v.label, model.label) in scores
+            }
+            best = max(
+                (v for v in variants if v.label in table),
+                key=lambda v: table[v.label][0],
+                default=variants[0],
+            )
+            choices.append(Choice(entry.label, model.label, best, table))
+    return choices
+
+
+@dataclass
+class SuiteOutcome:
+    """One split's run: the outcome in the configuration's own loss labels.
+
+    Attributes:
+        config: The split's configuration (loss labels as written).
+        sweep: Cells and results of the final stage; each result's ``loss`` is the
+            loss label and ``variant`` the chosen variant's label.
+        choices: The tuning choices (empty without grids).
+        tuning: The tuning stage's own outcome (``None`` without grids).
+    """
+
+    config: BenchConfig
+    sweep: SweepOutcome
+    choices: list[Choice] = field(default_factory=list)
+    tuning: SweepOutcome | None = None
+
+
+def _relabel(outcome: SweepOutcome, family: Mapping[str, str]) -> None:
+    for r in outcome.results:
+        r["variant"] = r["loss"]
+        r["loss"] = family.get(r["loss"], r["loss"])
+
+
+def _run_tuning(config: BenchConfig, *, force: bool, shard: str | None) -> SweepOutcome:
+    """Run the tuning stage; with ``--shard``, wait for cells other jobs still train."""
+    while True:
+        outcome = run_sweep(config, force=force, shard=shard)
+        if not outcome.claimed:
+            return outcome
+        log.info("%d tuning cells held by other jobs; waiting", len(outcome.claimed))
+        time.sleep(CLAIM_POLL_SECONDS)
+
+
+def run_suite(
+    config: BenchConfig, *, force: bool = False, shard: str | None = None
+) -> SuiteOutcome:
+    """Tune (if any loss has a grid), then train every seed; one split.
+
+    Args:
+        config: One split's configuration (see :func:`split_configs`).
+        force: Recompute finished cells made with other settings.
+        shard: ``"i/N"`` (see :func:`wsi_ncmi.bench.sweep.run_sweep`).
+
+    Returns:
+        The outcome, in the configuration's loss labels.
+    """
+    tune = tuning_config(config)
+    if tune is None:
+        return SuiteOutcome(config, run_sweep(config, force=force, shard=shard))
+    tuned = _run_tuning(tune, force=force, shard=shard)
+    choices = select_variants(config, tuned.results)
+    final = SweepOutcome(cells=[])
+    for model in config.sweep.models:
+        chosen = {c.loss: c.variant for c in choices if c.model == model.label}
+        stage = dataclasses.replace(
+            config,
+            sweep=dataclasses.replace(
+                config.sweep,
+                losses=[chosen[e.label] for e in config.sweep.losses],
+                models=[model],
+            ),
+        )
+        part = run_sweep(stage, force=force, shard=shard)
+        final.cells += part.cells
+        final.results += part.results
+        final.ran += part.ran
+        final.skipped += part.skipped
+        final.failed |= part.failed
+        final.claimed += part.claimed
+        final.seconds += part.seconds
+    family = {c.variant.label: c.loss for c in choices}
+    _relabel(final, family)
+    return SuiteOutcome(config, final, choices, tuned)
+
+
+def tuning_table(config: BenchConfig, choices: Sequence[Choice]) -> list[str]:
+    """Markdown: every variant's mean validation score, the chosen one in bold."""
+    if not choices:
+        return []
+    metric = config.sweep.tuning.metric
+    lines = [
+        f"## Tuning on validation (`{metric}`, seeds {config.sweep.tuning.seeds}, all folds)",
+        "",
+        "| aggregator | loss | variant | validation score | cells | chosen |",
+        "|---|---|---|---|---|---|",
+    ]
+    for c in choices:
+        for label, (score, n) in c.scores.items():
+            mark = "**yes**" if label == c.variant.label else ""
+            lines.append(f"| {c.model} | {c.loss} | `{label}` | {score:.3f} | {n} | {mark} |")
+    return lines
