@@ -56,28 +56,34 @@ def test_selection_uses_validation_scores_only() -> None:
         },
     )
 
-    def result(loss: str, val: float, test: float) -> dict[str, object]:
+    def result(loss: str, fold: int, val: float, test: float) -> dict[str, object]:
         return {
             "loss": loss,
             "model": "abmil",
+            "fold_index": fold,
+            "fold": f"loho_center{fold}",
             "val": {"macro_f1_calibrated": val},
             "test": {"pooled": {"macro_f1": test}},
         }
 
     results = [
-        result("ce_lr0.001", 0.60, 0.90),  # best on test, worse on validation
-        result("ce_lr0.001", 0.50, 0.90),
-        result("ce_lr0.01", 0.70, 0.10),
-        result("ce_lr0.01", 0.60, 0.10),
-        result("ncmi_mil", 0.4, 0.5),
+        result("ce_lr0.001", 0, 0.60, 0.90),  # fold 0: best on test, worse on validation
+        result("ce_lr0.001", 0, 0.50, 0.90),
+        result("ce_lr0.01", 0, 0.70, 0.10),
+        result("ce_lr0.01", 0, 0.60, 0.10),
+        result("ce_lr0.001", 1, 0.90, 0.10),  # fold 1 chooses on its own validation
+        result("ce_lr0.01", 1, 0.20, 0.90),
+        result("ncmi_mil", 0, 0.4, 0.5),
+        result("ncmi_mil", 1, 0.4, 0.5),
     ]
-    choices = {c.loss: c for c in select_variants(config, results)}
-    assert choices["ce"].variant.label == "ce_lr0.01"
-    assert choices["ce"].scores == {
+    choices = {(c.loss, c.fold_index): c for c in select_variants(config, results)}
+    assert choices[("ce", 0)].variant.label == "ce_lr0.01"
+    assert choices[("ce", 0)].scores == {
         "ce_lr0.001": pytest.approx((0.55, 2)),
         "ce_lr0.01": pytest.approx((0.65, 2)),
     }
-    assert choices["ncmi_mil"].variant.label == "ncmi_mil"
+    assert choices[("ce", 1)].variant.label == "ce_lr0.001"
+    assert choices[("ncmi_mil", 1)].variant.label == "ncmi_mil"
 
 
 @pytest.mark.parametrize(
@@ -167,10 +173,11 @@ def test_tuned_two_split_sweep_end_to_end(tmp_path: Path) -> None:
             for fold in fold_names:
                 assert f"{variant}__abmil__seed0__{fold}" in cells
         summary = json.loads((base / "summary.json").read_text())
-        chosen = {t["loss"]: t["chosen"] for t in summary["tuning"]}
-        for loss, record in ((x["loss"], x) for x in summary["tuning"]):
+        assert {t["fold"] for t in summary["tuning"]} == set(fold_names)
+        chosen = {t["loss"]: t["chosen"] for t in summary["tuning"]}  # one fold: one choice
+        for record in summary["tuning"]:
             best = max(record["scores"], key=lambda k: record["scores"][k][0])
-            assert record["scores"][chosen[loss]][0] == record["scores"][best][0]
+            assert record["scores"][record["chosen"]][0] == record["scores"][best][0]
         seed1 = {c.split("__")[0] for c in cells if "__seed1__" in c}
         assert seed1 == {chosen["ce"], "focal", "ncmi_mil"}  # only the chosen variants
         with (base / "results.csv").open() as handle:

@@ -339,6 +339,7 @@ def write_reports(
                         {
                             "loss": c.loss,
                             "model": c.model,
+                            "fold": c.fold,
                             "chosen": c.variant.label,
                             "scores": c.scores,
                         }

@@ -8,9 +8,11 @@ Losses with a ``grid`` are tuned on validation before they are compared:
 
 1. **tuning**: every grid combination (a *variant*, labelled e.g. ``focal_lr0.001_gamma2``)
    trains on the tuning seeds and every fold of the split;
-2. **selection**: per (loss, aggregator), the variant with the best mean validation score
-   (``sweep.tuning.metric``; ties go to the first in grid order) is chosen. Test slides
-   never enter the choice;
+2. **selection**: per (loss, aggregator, fold), the variant with the best validation
+   score (``sweep.tuning.metric``, mean over the tuning seeds; ties go to the first in
+   grid order) is chosen. Each fold chooses from its own validation slides only: with
+   leave-one-hospital-out, a choice pooled over folds would use the held-out hospital's
+   slides (they validate the other folds), so test slides would enter the choice;
 3. **final**: the chosen variant trains on every seed. Its tuning-seed cells are the same
    cells as in step 1 (same settings, same split), so they are reused, not retrained.
 
@@ -111,56 +113,63 @@ def tuning_config(config: BenchConfig) -> BenchConfig | None:
 
 def validation_scores(
     results: Sequence[Mapping[str, Any]], metric: str
-) -> dict[tuple[str, str], tuple[float, int]]:
-    """Mean validation ``metric`` per (loss label, model label), with the cell count."""
-    values: dict[tuple[str, str], list[float]] = {}
+) -> dict[tuple[str, str, int], tuple[float, int]]:
+    """Mean validation ``metric`` per (loss label, model label, fold index), with the count."""
+    values: dict[tuple[str, str, int], list[float]] = {}
     for r in results:
         value = (r.get("val") or {}).get(metric)
         if value is not None and math.isfinite(float(value)):
-            values.setdefault((r["loss"], r["model"]), []).append(float(value))
+            key = (r["loss"], r["model"], int(r["fold_index"]))
+            values.setdefault(key, []).append(float(value))
     return {k: (sum(v) / len(v), len(v)) for k, v in values.items()}
 
 
 @dataclass(frozen=True)
 class Choice:
-    """The variant chosen for one (loss, aggregator) on validation.
+    """The variant chosen for one (loss, aggregator, fold) on that fold's validation.
 
     Attributes:
         loss: The loss label (family).
         model: The aggregator label.
+        fold_index: The fold.
+        fold: The fold's name.
         variant: The chosen variant entry.
         scores: ``{variant label: (mean validation score, cells)}`` of every variant.
     """
 
     loss: str
     model: str
+    fold_index: int
+    fold: str
     variant: LossEntry
     scores: dict[str, tuple[float, int]]
 
 
 def select_variants(config: BenchConfig, results: Sequence[Mapping[str, Any]]) -> list[Choice]:
-    """Choose each loss's variant per aggregator by the mean validation score.
+    """Choose each loss's variant per aggregator and fold by the validation score.
 
-    A variant without any finished cell cannot be chosen; a loss none of whose variants
+    A variant without a finished cell cannot be chosen; a loss none of whose variants
     finished keeps its first variant (its cells then fail again, visibly, in the final
     stage).
     """
     scores = validation_scores(results, config.sweep.tuning.metric)
+    folds = sorted({(int(r["fold_index"]), str(r["fold"])) for r in results})
     choices = []
     for model in config.sweep.models:
-        for entry in config.sweep.losses:
-            variants = expand_grid(entry)
-            table = {
-                v.label: scores[(v.label, model.label)]
-                for v in variants
-                if (v.label, model.label) in scores
-            }
-            best = max(
-                (v for v in variants if v.label in table),
-                key=lambda v: table[v.label][0],
-                default=variants[0],
-            )
-            choices.append(Choice(entry.label, model.label, best, table))
+        for fold_index, fold in folds:
+            for entry in config.sweep.losses:
+                variants = expand_grid(entry)
+                table = {
+                    v.label: scores[(v.label, model.label, fold_index)]
+                    for v in variants
+                    if (v.label, model.label, fold_index) in scores
+                }
+                best = max(
+                    (v for v in variants if v.label in table),
+                    key=lambda v: table[v.label][0],
+                    default=variants[0],
+                )
+                choices.append(Choice(entry.label, model.label, fold_index, fold, best, table))
     return choices
 
 
@@ -217,14 +226,19 @@ def run_suite(
     tuned = _run_tuning(tune, force=force, shard=shard)
     choices = select_variants(config, tuned.results)
     final = SweepOutcome(cells=[])
-    for model in config.sweep.models:
-        chosen = {c.loss: c.variant for c in choices if c.model == model.label}
+    stages = sorted({(c.model, c.fold_index) for c in choices})
+    models = {m.label: m for m in config.sweep.models}
+    for model, fold_index in stages:
+        chosen = {
+            c.loss: c.variant for c in choices if (c.model, c.fold_index) == (model, fold_index)
+        }
         stage = dataclasses.replace(
             config,
             sweep=dataclasses.replace(
                 config.sweep,
                 losses=[chosen[e.label] for e in config.sweep.losses],
-                models=[model],
+                models=[models[model]],
+                split=dataclasses.replace(config.sweep.split, folds=[fold_index]),
             ),
         )
         part = run_sweep(stage, force=force, shard=shard)
@@ -246,13 +260,19 @@ def tuning_table(config: BenchConfig, choices: Sequence[Choice]) -> list[str]:
         return []
     metric = config.sweep.tuning.metric
     lines = [
-        f"## Tuning on validation (`{metric}`, seeds {config.sweep.tuning.seeds}, all folds)",
+        f"## Tuning on validation (`{metric}`, seeds {config.sweep.tuning.seeds})",
         "",
-        "| aggregator | loss | variant | validation score | cells | chosen |",
-        "|---|---|---|---|---|---|",
+        "",
+        "Each fold chooses on its own validation slides (the held-out hospital never "
+        "enters a choice).",
+        "",
+        "| aggregator | fold | loss | variant | validation score | cells | chosen |",
+        "|---|---|---|---|---|---|---|",
     ]
     for c in choices:
         for label, (score, n) in c.scores.items():
             mark = "**yes**" if label == c.variant.label else ""
-            lines.append(f"| {c.model} | {c.loss} | `{label}` | {score:.3f} | {n} | {mark} |")
+            lines.append(
+                f"| {c.model} | {c.fold} | {c.loss} | `{label}` | {score:.3f} | {n} | {mark} |"
+            )
     return lines
