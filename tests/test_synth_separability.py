@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from wsi_ncmi.synth.separability import SlidePatches, report, tumour_fraction
+from wsi_ncmi.synth.separability import SlidePatches, diagnose, report, tumour_fraction
 
 
 def test_tumour_fraction_of_patches_against_a_square() -> None:
@@ -28,12 +28,29 @@ def test_report_finds_a_separable_tumour_direction() -> None:
     rng = np.random.default_rng(0)
     labels = ("negative", "micro", "macro")
     slides = [_slide(i, labels[i % 3], i % 3, rng) for i in range(18)]
-    lines = report(slides)
-    assert lines[0] == "18 slides, 720 patches, feature dim 6"
-    macro = next(line for line in lines if line.startswith("  macro: 6;"))
-    assert "15.0 (15-15)" in macro
-    random_half = next(line for line in lines if line.startswith("patch probe, random half"))
-    assert float(random_half.split("AUROC ")[1].split()[0]) > 0.95
-    final = lines[-1]
-    assert final.startswith("negative vs macro slides, AUROC of that count:")
-    assert float(final.rsplit(" ", 1)[1]) > 0.95
+    d = diagnose(slides)
+    assert (d["slides"], d["patches"], d["dim"]) == (18, 720, 6)
+    assert d["per_class"]["macro"]["slides"] == 6
+    assert d["per_class"]["macro"]["mostly_tumour_per_slide"] == {
+        "mean": 15.0,
+        "median": 15.0,
+        "min": 15,
+        "max": 15,
+    }
+    assert d["per_class"]["micro"]["mostly_tumour_per_slide"]["median"] == 2.0
+    assert d["probe_auroc"] > 0.95
+    assert d["per_class"]["macro"]["probe_auroc"] > 0.95
+    assert "probe_auroc" not in d["per_class"]["negative"]  # no tumour patches to score
+    assert set(d["loho_auroc"]) == {1, 2}  # center 0 holds the negative slides only
+    assert d["negative_vs_macro_auroc"] > 0.95
+    assert report(slides)[0] == "18 slides, 720 patches, feature dim 6"
+
+
+def test_normal_subsample_keeps_every_tumour_patch() -> None:
+    rng = np.random.default_rng(1)
+    labels = ("negative", "micro", "macro")
+    slides = [_slide(i, labels[i % 3], i % 3, rng) for i in range(18)]
+    d = diagnose(slides, normal_per_slide=5)
+    assert d["patches"] == 720  # per-slide counts use every patch
+    assert d["probe_patches"]["tumour"] == 6 * 15 + 6 * 2
+    assert d["probe_patches"]["normal"] == 18 * 5
