@@ -211,4 +211,25 @@ def run_sweep(
     finally:
         bar.close()
         outcome.seconds = time.perf_counter() - started
+    _collect_finished_elsewhere(config, outcome)
     return outcome
+
+
+def _collect_finished_elsewhere(config: BenchConfig, outcome: SweepOutcome) -> None:
+    """Take the results of cells other jobs held and have finished since.
+
+    Jobs sharing a sweep that finish their last cells together would otherwise each see
+    the other's cell as held, and neither would write the reports: checked after this
+    job's own last write, the job that finishes last sees every result.
+    """
+    by_id = {c.cell_id: c for c in outcome.cells}
+    still = []
+    for cell_id in outcome.claimed:
+        cell = by_id[cell_id]
+        result = read_result(config, cell)
+        if result is not None and result.get("config_hash") == expected_hash(config, cell):
+            outcome.results.append(result)
+            outcome.skipped.append(cell_id)
+        else:
+            still.append(cell_id)
+    outcome.claimed = still
