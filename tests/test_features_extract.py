@@ -452,7 +452,7 @@ def test_locked_slide_no_wait_and_max_wait(cohort: Path, tmp_path: Path) -> None
 def test_cli_max_wait_is_validated(cohort: Path, tmp_path: Path) -> None:
     from wsi_ncmi.cli.extract import build_parser, main
 
-    assert "SECONDS" in build_parser().format_help()
+    assert "--max_wait_s MAX_WAIT_S" in build_parser().format_help()
     args = ["--out", str(tmp_path), "--coords", str(cohort), "--device", "cpu"]
     assert main([*args, "--max-wait", "-1"]) == 2
 
