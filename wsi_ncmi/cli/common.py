@@ -114,7 +114,8 @@ def new_parser(prog: str, description: str, *, epilog: str = "", config_file: bo
         prog: Command name.
         description: One paragraph on what the command does.
         epilog: Command-specific help shown before the conventions and exit codes.
-        config_file: Add ``--config FILE.yaml`` (and with it ``--print_config``).
+        config_file: Add ``--config FILE.yaml`` (and with it ``--print_config``); off for a
+            command that reads its own config format and adds its own ``--print_config``.
 
     Returns:
         A ``jsonargparse.ArgumentParser`` that raises ``ArgumentError`` instead of exiting.
@@ -124,13 +125,16 @@ def new_parser(prog: str, description: str, *, epilog: str = "", config_file: bo
     class Formatter(argparse.RawDescriptionHelpFormatter, DefaultHelpFormatter):
         """Keep the epilog's line breaks."""
 
+    import textwrap
+
     parts = [epilog, CONVENTIONS_HELP, EXIT_CODES_HELP]
     parser = ArgumentParser(
         prog=prog,
-        description=description,
+        description=textwrap.fill(description, width=88),
         epilog="\n".join(part for part in parts if part),
         formatter_class=Formatter,
         exit_on_error=False,
+        print_config="--print_config" if config_file else None,
     )
     if config_file:
         parser.add_argument(
@@ -164,13 +168,21 @@ def aliases_help(aliases: Mapping[str, str]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _hint(action: argparse.Action) -> Any:
+    """The type hint of a jsonargparse option, ``X`` for ``X | None``."""
+    import typing
+
+    hint = getattr(action, "_typehint", None)
+    args = [arg for arg in typing.get_args(hint) if arg is not type(None)]
+    return args[0] if len(args) == 1 and type(None) in typing.get_args(hint) else hint
+
+
 def _is_bool(action: argparse.Action) -> bool:
-    return getattr(action, "_typehint", None) is bool or action.type is bool
+    return _hint(action) is bool
 
 
 def _is_sequence(action: argparse.Action) -> bool:
-    origin = getattr(getattr(action, "_typehint", None), "__origin__", None)
-    return origin in (list, tuple)
+    return getattr(_hint(action), "__origin__", None) in (list, tuple)
 
 
 def normalize_argv(
