@@ -30,7 +30,7 @@ def bench_args(cohort: Path, work: Path, name: str = "e2e") -> list[str]:
         str(CONFIG),
         "--name",
         name,
-        "--output-root",
+        "--out",
         str(work / "bench"),
         "--manifest",
         str(cohort / "manifest.csv"),

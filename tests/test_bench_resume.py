@@ -30,7 +30,7 @@ def _args(root: Path, out: Path) -> list[str]:
     return [
         "--name",
         "resume",
-        "--output-root",
+        "--out",
         str(out),
         "--manifest",
         str(root / "manifest.csv"),

@@ -260,7 +260,7 @@ def test_bench_config_wrong_type_or_out_of_range(
 
     root, _ = bags
     args = ["--manifest", str(root / "manifest.csv"), "--features", str(root), "--encoder",
-            BAG_ENCODER, "--output-root", str(tmp_path), "--set", override]  # fmt: skip
+            BAG_ENCODER, "--out", str(tmp_path), "--set", override]  # fmt: skip
     code, err = cli(main, args)
     assert code == 2
     assert needle in err

@@ -117,7 +117,7 @@ def training_outcomes(work: Path) -> list[Outcome]:
         code, err = cli(train_main, [*base, *args])
         rows.append(_outcome(name, code, 2, err, needle))
     bench = ["--manifest", str(manifest), "--features", str(root), "--encoder", BAG_ENCODER,
-             "--output-root", str(work / "bad_bench")]  # fmt: skip
+             "--out", str(work / "bad_bench")]  # fmt: skip
     for name, args, needle in (
         ("bench config: wrong type", ["--set", "train.trainer.max_epochs=many"], "max_epochs"),
         ("bench config: out of range", ["--set", "train.optim.lr=-1"], "lr"),

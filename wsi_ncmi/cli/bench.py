@@ -4,8 +4,9 @@ Layered configuration: defaults, then ``--config FILE.yaml`` (``configs/bench/``
 ``--set KEY=VALUE`` overrides (dotted keys, YAML values) and the shortcut flags.
 ``--print_config`` prints the resolved config.
 
-Outputs under ``<out>/<name>/`` (``--out`` sets the config's ``output_root``): ``results.csv``, ``summary.md``, ``summary.json``,
-``plots/*.png``, ``bench_config.yaml``, ``splits/`` and ``cells/<cell>/``. Rerunning the
+Outputs under ``<out>/<name>/`` (``--out`` sets the config's ``output_root``):
+``results.csv``, ``summary.md``, ``summary.json``, ``plots/*.png``, ``bench_config.yaml``,
+``splits/`` and ``cells/<cell>/``. Rerunning the
 same command resumes: finished cells are never recomputed.
 
 Exit codes (:data:`wsi_ncmi.cli.common.EXIT_CODES_HELP`): 0 every cell finished; 1 some
@@ -15,11 +16,10 @@ missing; 130 interrupted (rerun to resume).
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Sequence
 from typing import Any
 
-from wsi_ncmi.cli.common import aliases_help, new_parser, normalize_argv, run_cli
+from wsi_ncmi.cli.common import aliases_help, new_parser, parse, run_cli
 
 #: Older flag spellings and the options they stand for now.
 ALIASES = {"--output-root": "--out", "--output_root": "--out", "--slides": "--slides_dir"}
@@ -78,7 +78,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _bench(argv: Sequence[str] | None) -> int:
     parser = build_parser()
-    args = parser.parse_args(normalize_argv(parser, sys.argv[1:] if argv is None else argv))
+    args = parse(parser, argv, ALIASES)
 
     from wsi_ncmi.batch.shard import parse_shard
     from wsi_ncmi.bench.config import load_config, parse_override, to_dict

@@ -157,7 +157,7 @@ def add_names(parser: argparse.ArgumentParser, names: Mapping[str, str]) -> None
     """
     for option, name in names.items():
         action = parser._option_string_actions[option]
-        action.option_strings.insert(0, name)
+        action.option_strings = [name, *action.option_strings]
         parser._option_string_actions[name] = action
 
 
@@ -248,19 +248,27 @@ def normalize_argv(
     return out
 
 
-def parse(parser: Any, argv: Sequence[str] | None, aliases: Mapping[str, str] | None = None) -> Any:
+def parse(
+    parser: Any,
+    argv: Sequence[str] | None,
+    aliases: Mapping[str, str] | None = None,
+    *,
+    instantiate: bool = True,
+) -> Any:
     """Parse ``argv`` (default: ``sys.argv[1:]``) after :func:`normalize_argv`.
 
     Args:
         parser: A :func:`new_parser` parser.
         argv: The command line.
         aliases: Older spellings (see :func:`normalize_argv`).
+        instantiate: Turn nested dataclass groups into instances.
 
     Returns:
-        The parsed namespace, nested dataclass groups instantiated.
+        The parsed namespace.
     """
     args = normalize_argv(parser, sys.argv[1:] if argv is None else argv, aliases)
-    return parser.instantiate(parser.parse_args(args))
+    namespace = parser.parse_args(args)
+    return parser.instantiate(namespace) if instantiate else namespace
 
 
 def fields_of(target: Callable[..., Any], namespace: Any) -> dict[str, Any]:
@@ -276,7 +284,7 @@ def fields_of(target: Callable[..., Any], namespace: Any) -> dict[str, Any]:
     """
     import inspect
 
-    params = inspect.signature(target).parameters.values()
+    params = list(inspect.signature(target).parameters.values())
     if not isinstance(target, type):
         params = [p for p in params if p.kind is inspect.Parameter.KEYWORD_ONLY]
     values = dict(vars(namespace))

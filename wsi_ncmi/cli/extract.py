@@ -35,7 +35,7 @@ ALIASES = {
 class _ListEncoders(argparse.Action):
     """``--list_encoders``: print the registered encoders and exit (like ``--help``)."""
 
-    def __init__(self, option_strings: Sequence[str], dest: str, help: str) -> None:  # noqa: A002
+    def __init__(self, option_strings: Sequence[str], dest: str, help: str) -> None:
         super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS, help=help)
 
     def __call__(self, parser: Any, namespace: Any, values: Any, option: str | None = None) -> None:

@@ -41,9 +41,7 @@ def build_parser() -> Any:
     p.add_argument(
         "--mpp", type=float | None, help="µm/px of the patches (CLAM does not record it)"
     )
-    p.add_argument(
-        "--patch_size_px", type=int | None, help="patch side in pixels, if not recorded"
-    )
+    p.add_argument("--patch_size_px", type=int | None, help="patch side in pixels, if not recorded")
     return p
 
 

@@ -5,8 +5,8 @@ Example (the demo subset, 20 slides per center):
     wsi-synth-cohort --preset demo --workers 2 --out outputs/synth/demo
 
 (``tools/synth_cohort.py`` runs the same command from a checkout.) Paths are relative to
-the working directory. Exit codes (:data:`wsi_ncmi.cli.common.EXIT_CODES_HELP`): 0 success, 2 bad arguments,
-manifest or configuration.
+the working directory. Exit codes (:data:`wsi_ncmi.cli.common.EXIT_CODES_HELP`): 0 success,
+2 bad arguments, manifest or configuration.
 """
 
 from __future__ import annotations

@@ -8,6 +8,7 @@ Heavy imports happen inside :func:`main`; torch and lightning are never imported
 
 from __future__ import annotations
 
+import argparse
 from collections.abc import Sequence
 from typing import Any
 
@@ -68,12 +69,13 @@ def build_parser() -> Any:
     p.add_argument(
         "slides",
         nargs="*",
+        default=argparse.SUPPRESS,  # absent on the command line: keep the --config value
         metavar="SLIDES",
         help="slide files, folders (searched recursively) or glob patterns (quote them)",
     )
     p.add_argument("--manifest", type=str | None, help="manifest CSV with a slide_id column")
     p.add_argument(
-        "--slides_dir",
+        "--slide_dir",
         type=str | None,
         help="root folder of the manifest's slides (default: the CSV's folder)",
     )
@@ -84,7 +86,7 @@ def build_parser() -> Any:
     )
     p.add_class_arguments(TilingConfig, skip={"mpp_table"}, fail_untyped=True, sub_configs=True)
     p.add_function_arguments(run_tiling, skip={"tasks", "config"}, fail_untyped=True)
-    add_names(p, {"--out_dir": "--out"})
+    add_names(p, {"--out_dir": "--out", "--slide_dir": "--slides_dir"})
     return p
 
 
@@ -94,10 +96,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _tile(argv: Sequence[str] | None) -> int:
+    from wsi_ncmi.cli.common import fields_of
     from wsi_ncmi.tiling.job import TilingConfig
     from wsi_ncmi.tiling.run import discover_slides, make_tasks, manifest_tasks, run_tiling
-
-    from wsi_ncmi.cli.common import fields_of
 
     args = parse(build_parser(), argv, ALIASES)
     if args.workers is not None and args.workers < 1:
@@ -115,15 +116,16 @@ def _tile(argv: Sequence[str] | None) -> int:
 
         mpp_table = load_mpp_csv(args.mpp_csv)
     config = TilingConfig(**fields_of(TilingConfig, args), mpp_table=mpp_table)
-    if not args.slides and not args.manifest:
-        raise_config("SLIDES", "slide paths, or --manifest CSV", args.slides)
-    paths = discover_slides(args.slides) if args.slides else []
-    named = manifest_tasks(args.manifest, args.slides_dir) if args.manifest else []
+    slides = getattr(args, "slides", None) or []
+    if not slides and not args.manifest:
+        raise_config("SLIDES", "slide paths, or --manifest CSV", slides)
+    paths = discover_slides(slides) if slides else []
+    named = manifest_tasks(args.manifest, args.slide_dir) if args.manifest else []
     # Slide ids: the manifest's slide_id, else the name of the path as given (a
     # symbolic link's own name). SLIDES and --manifest naming one file: tiled once.
     tasks = make_tasks(paths, named)
     if not tasks:
-        raise_config("SLIDES", "at least one slide file", args.slides)
+        raise_config("SLIDES", "at least one slide file", slides)
     report = run_tiling(tasks, config, **fields_of(run_tiling, args))
     print(report.summary(unit="patches"))
     print(f"report: {report.params['report_path']}")

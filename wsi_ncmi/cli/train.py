@@ -13,12 +13,11 @@ exclude``); 130 interrupted (resume with ``--resume true``).
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from wsi_ncmi.cli.common import add_names, fields_of, new_parser, normalize_argv, run_cli
+from wsi_ncmi.cli.common import add_names, fields_of, new_parser, parse, run_cli
 
 RESUME_HINT = "rerun the same command with --resume true to continue the unfinished folds"
 
@@ -49,7 +48,7 @@ def _train(argv: Sequence[str] | None) -> int:
     from wsi_ncmi.train.fit import run_training
 
     parser = build_parser()
-    cfg = parser.parse_args(normalize_argv(parser, sys.argv[1:] if argv is None else argv))
+    cfg = parse(parser, argv, instantiate=False)
     try:
         config = parser.instantiate(cfg)
     except (ValueError, TypeError) as err:
