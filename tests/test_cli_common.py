@@ -52,7 +52,7 @@ def test_one_spelling_per_shared_concept(name: str) -> None:
     options = _module(name).build_parser()._option_string_actions
     assert "--print_config" in options
     assert "--out" in options
-    for loose in ("--print-config", "--out", "--slide-dir", "--out_dir_", "--slides"):
+    for loose in ("--print-config", "--output-root", "--output_root", "--slide-dir", "--slides"):
         assert loose not in options
     if name in ("tile", "extract", "train", "bench"):
         assert "--slides_dir" in options
