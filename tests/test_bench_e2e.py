@@ -42,7 +42,7 @@ def bench_args(cohort: Path, work: Path, name: str = "e2e") -> list[str]:
         "0",
         "--jobs",
         "1",
-        "--no-progress",
+        "--progress=false",
         "--set",
         "prepare.patch_size_px=256",
         "--set",

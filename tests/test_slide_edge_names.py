@@ -17,9 +17,17 @@ from wsi_ncmi.slide import open_slide
 
 FIXTURES = Path("/work/shared/fixtures/slides")
 SVS = FIXTURES / "CMU-1-Small-Region.svs"
-TILE = ("--workers", "1", "--no-progress", "--patch-size", "64", "--min-tissue-area", "100")
-EXTRACT = ("--random-init", "--device", "cpu", "--workers", "0", "--no-progress")
-EXTRACT += ("--allow-mpp-mismatch", "--skip-errors", "--batch-size", "32")
+TILE = (
+    "--workers",
+    "1",
+    "--progress=false",
+    "--grid.patch_size_px",
+    "64",
+    "--tissue.min_tissue_area_um2",
+    "100",
+)
+EXTRACT = ("--random_init", "--device", "cpu", "--workers", "0", "--progress=false")
+EXTRACT += ("--allow_mpp_mismatch", "--skip_errors", "--batch_size", "32")
 
 
 @pytest.mark.skipif(not SVS.is_file(), reason="real SVS fixture not available")

@@ -17,9 +17,17 @@ from wsi_ncmi.errors import SlideChangedError
 from wsi_ncmi.features.provenance import check_features_coords
 from wsi_ncmi.slide.identity import SlideIdentity, fingerprint_file
 
-TILE = ("--workers", "1", "--no-progress", "--patch-size", "64", "--min-tissue-area", "100")
-EXTRACT = ("--random-init", "--device", "cpu", "--workers", "0", "--no-progress")
-EXTRACT += ("--allow-mpp-mismatch", "--skip-errors", "--batch-size", "32")
+TILE = (
+    "--workers",
+    "1",
+    "--progress=false",
+    "--grid.patch_size_px",
+    "64",
+    "--tissue.min_tissue_area_um2",
+    "100",
+)
+EXTRACT = ("--random_init", "--device", "cpu", "--workers", "0", "--progress=false")
+EXTRACT += ("--allow_mpp_mismatch", "--skip_errors", "--batch_size", "32")
 
 
 def _slide(path: Path, width: int = 640, height: int = 480, seed: int = 0) -> Path:
@@ -139,7 +147,7 @@ def test_features_and_coords_that_do_not_belong_together(tmp_path: Path) -> None
     assert _extract(out) == 0
     features = out / "features" / "random-cnn" / "a.h5"
     shutil.copyfile(features, tmp_path / "old_features.h5")
-    assert tile_main([str(slides), "--out", str(out), *TILE, "--overlap", "16"]) == 0
+    assert tile_main([str(slides), "--out", str(out), *TILE, "--grid.overlap_px", "16"]) == 0
     with pytest.raises(SlideChangedError, match=r"re-run wsi-extract"):
         check_features_coords(tmp_path / "old_features.h5", out / "coords" / "a.h5")
     assert not check_features_coords(features, tmp_path / "missing.h5")

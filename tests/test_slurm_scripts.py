@@ -37,4 +37,4 @@ def test_array_script_flags_parse(name: str) -> None:
     for argv in commands:
         program = Path(argv[0]).name
         args = parsers[program].parse_args(argv[1:])
-        assert getattr(args, "shard", None) == "1/1" or "--num-nodes" in argv
+        assert getattr(args, "shard", None) == "1/1" or "--num_nodes" in argv

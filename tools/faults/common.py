@@ -27,7 +27,7 @@ REPO = Path(__file__).resolve().parents[2]
 PYTHON = sys.executable
 
 #: Tiling parameters of the harness (small patches: many patches on tiny slides).
-TILE_ARGS = ("--target-mpp", "2.0", "--patch-size", "64", "--no-progress")
+TILE_ARGS = ("--grid.target_mpp", "2.0", "--grid.patch_size_px", "64", "--progress=false")
 
 
 @dataclass

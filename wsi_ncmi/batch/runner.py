@@ -179,7 +179,7 @@ def run_batch(
                 if result.status == "failed" and not skip_errors:
                     raise BatchAbortedError(
                         f"{result.item_id} failed ({result.error_type}: {result.reason}); "
-                        "stopping because --skip-errors is off"
+                        "stopping because --skip_errors is off"
                     )
             pending = locked
             if pending:
