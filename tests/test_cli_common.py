@@ -218,7 +218,10 @@ def test_older_spellings_mean_the_same_as_the_canonical_ones() -> None:
            "--mpp_override", "0.25", "--report_path", "r.json", "--stale_lock_after_s", "9",
            "--mask_dir", "m"]  # fmt: skip
     assert parse(parser, old, tile.ALIASES) == parse(parser, new, tile.ALIASES)
-    assert normalize_argv(parser, ["--fill-holes", "true"]) == ["--fill-holes", "true"]
+    assert normalize_argv(parser, ["--fill-holes", "true"]) == ["--tissue.fill_holes", "true"]
+    train = _module("train").build_parser()
+    assert normalize_argv(train, ["--max-epochs", "3"]) == ["--trainer.max_epochs", "3"]
+    assert normalize_argv(train, ["--name", "ce"]) == ["--name", "ce"]  # model. or loss.?
     assert normalize_argv(parser, ["--skip-errors", "no"]) == ["--skip_errors", "no"]
 
 

@@ -7,6 +7,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+from _cli_args import EXTRACT_CPU, TILE_SMALL
 from _slides import tissue_image, write_pyramid_tiff
 
 from wsi_ncmi.batch.atomic import NAME_MAX, temp_path_for
@@ -17,17 +18,8 @@ from wsi_ncmi.slide import open_slide
 
 FIXTURES = Path("/work/shared/fixtures/slides")
 SVS = FIXTURES / "CMU-1-Small-Region.svs"
-TILE = (
-    "--workers",
-    "1",
-    "--progress=false",
-    "--grid.patch_size_px",
-    "64",
-    "--tissue.min_tissue_area_um2",
-    "100",
-)
-EXTRACT = ("--random_init", "--device", "cpu", "--workers", "0", "--progress=false")
-EXTRACT += ("--allow_mpp_mismatch", "--skip_errors", "--batch_size", "32")
+TILE = TILE_SMALL
+EXTRACT = (*EXTRACT_CPU, "--workers", "0", "--skip_errors")
 
 
 @pytest.mark.skipif(not SVS.is_file(), reason="real SVS fixture not available")

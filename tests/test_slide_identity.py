@@ -9,6 +9,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pytest
+from _cli_args import EXTRACT_CPU, TILE_SMALL
 from _slides import tissue_image, write_pyramid_tiff
 
 from wsi_ncmi.cli.extract import main as extract_main
@@ -17,17 +18,8 @@ from wsi_ncmi.errors import SlideChangedError
 from wsi_ncmi.features.provenance import check_features_coords
 from wsi_ncmi.slide.identity import SlideIdentity, fingerprint_file
 
-TILE = (
-    "--workers",
-    "1",
-    "--progress=false",
-    "--grid.patch_size_px",
-    "64",
-    "--tissue.min_tissue_area_um2",
-    "100",
-)
-EXTRACT = ("--random_init", "--device", "cpu", "--workers", "0", "--progress=false")
-EXTRACT += ("--allow_mpp_mismatch", "--skip_errors", "--batch_size", "32")
+TILE = TILE_SMALL
+EXTRACT = (*EXTRACT_CPU, "--workers", "0", "--skip_errors")
 
 
 def _slide(path: Path, width: int = 640, height: int = 480, seed: int = 0) -> Path:

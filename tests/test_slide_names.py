@@ -6,23 +6,15 @@ import json
 from pathlib import Path
 
 import h5py
+from _cli_args import EXTRACT_CPU, TILE_SMALL
 from _slides import tissue_image, write_pyramid_tiff
 
 from wsi_ncmi.cli.extract import main as extract_main
 from wsi_ncmi.cli.tile import main as tile_main
 from wsi_ncmi.manifest import ManifestRow, write_manifest
 
-TILE = (
-    "--workers",
-    "1",
-    "--progress=false",
-    "--grid.patch_size_px",
-    "64",
-    "--tissue.min_tissue_area_um2",
-    "100",
-)
-EXTRACT = ("--random_init", "--device", "cpu", "--workers", "0", "--progress=false")
-EXTRACT += ("--allow_mpp_mismatch", "--skip_errors", "--batch_size", "32")
+TILE = TILE_SMALL
+EXTRACT = (*EXTRACT_CPU, "--workers", "0", "--skip_errors")
 
 
 def _scanner_files(root: Path) -> list[Path]:

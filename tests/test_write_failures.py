@@ -18,23 +18,15 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from _cli_args import EXTRACT_CPU, TILE_SMALL
 from _slides import tissue_image, write_pyramid_tiff
 
 from wsi_ncmi.batch import atomic_output, find_temp_files
 from wsi_ncmi.errors import DiskFullError, OutputWriteError
 
 REPO = Path(__file__).resolve().parents[1]
-TILE = (
-    "--workers",
-    "1",
-    "--progress=false",
-    "--grid.patch_size_px",
-    "64",
-    "--tissue.min_tissue_area_um2",
-    "100",
-)
-EXTRACT = ("--random_init", "--device", "cpu", "--progress=false", "--allow_mpp_mismatch")
-EXTRACT += ("--batch_size", "32", "--dtype", "float32")
+TILE = TILE_SMALL
+EXTRACT = (*EXTRACT_CPU, "--dtype", "float32")
 
 
 def _limited(max_bytes: int) -> None:  # preexec_fn: runs in the child before exec

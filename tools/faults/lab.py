@@ -21,19 +21,11 @@ from pathlib import Path
 from typing import Any
 
 from faults.badinputs import Outcome
-from faults.common import Tally, compare_h5, run_cli, temp_files
+from faults.common import TILE_ARGS_1UM, Tally, compare_h5, run_cli, temp_files
 from faults.kill import EXTRACT, TILE, extract_args
 from faults.repair import small_slide
 
-TILE_ARGS = (
-    "--workers",
-    "1",
-    "--progress=false",
-    "--grid.target_mpp",
-    "1.0",
-    "--grid.patch_size_px",
-    "64",
-)
+TILE_ARGS = TILE_ARGS_1UM
 
 
 def _results(out: Path, stage: str) -> dict[str, dict[str, Any]]:

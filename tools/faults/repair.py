@@ -18,19 +18,11 @@ from typing import Any
 import yaml
 
 from faults.badinputs import Outcome
-from faults.common import Tally
+from faults.common import TILE_ARGS_1UM, Tally
 from faults.training import cli
 
 ENCODER = "random-cnn"
-TILE_ARGS = (
-    "--workers",
-    "1",
-    "--progress=false",
-    "--grid.target_mpp",
-    "1.0",
-    "--grid.patch_size_px",
-    "64",
-)
+TILE_ARGS = TILE_ARGS_1UM
 EXTRACT_ARGS = ("--encoder", ENCODER, "--random_init", "--device", "cpu", "--workers", "0")
 EXTRACT_ARGS += ("--progress=false", "--allow_mpp_mismatch", "--batch_size", "32")
 

@@ -30,19 +30,19 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from faults.common import PYTHON, REPO, Tally, compare_h5, quiet_env, temp_files
+from faults.common import (
+    PYTHON,
+    REPO,
+    TILE_ARGS_1UM,
+    Tally,
+    compare_h5,
+    quiet_env,
+    temp_files,
+)
 from faults.kill import EXTRACT, TILE, extract_args
 from faults.repair import small_slide
 
-TILE_ARGS = (
-    "--workers",
-    "1",
-    "--progress=false",
-    "--grid.target_mpp",
-    "1.0",
-    "--grid.patch_size_px",
-    "64",
-)
+TILE_ARGS = TILE_ARGS_1UM
 
 
 def _fsize_limit(max_bytes: int) -> Callable[[], None]:

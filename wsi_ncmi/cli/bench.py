@@ -19,10 +19,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from wsi_ncmi.cli.common import aliases_help, new_parser, parse, run_cli
+from wsi_ncmi.cli.common import aliases_for, aliases_help, new_parser, parse, run_cli
 
-#: Older flag spellings and the options they stand for now.
-ALIASES = {"--output-root": "--out", "--output_root": "--out", "--slides": "--slides_dir"}
+ALIASES = aliases_for("wsi-bench")
 
 
 def build_parser() -> Any:

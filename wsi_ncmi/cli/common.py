@@ -32,12 +32,34 @@ exit codes (the same for every wsi-* command):
 
 CONVENTIONS_HELP = """\
 conventions: --config FILE.yaml loads options (flags given after it win); --print_config
-prints the resolved options as YAML, which --config reads back. Dashes and underscores
-are interchangeable in option names, a true/false option given alone means true, and
---no-NAME sets it to false (e.g. --no-progress, --no-skip-errors).
+prints the resolved options as YAML, which --config reads back. In option names dashes
+and underscores are interchangeable, and the section (--target_mpp = --grid.target_mpp)
+and unit suffix (--thumb_size = --thumb_size_px) may be left out when one option fits;
+a true/false option given alone means true, --no-NAME sets it to false (--no-progress).
 """
 
 RESUME_HINT = "rerun the same command to resume (finished slides and cells are skipped)"
+
+#: Older flag spellings, per command, that :func:`resolve_option` does not find by itself.
+OLDER_SPELLINGS = {
+    "wsi-tile --keep-pen": "--tissue.reject_pen=false",
+    "wsi-tile --keep-black": "--tissue.reject_black=false",
+    "wsi-tile --mpp": "--mpp_override",
+    "wsi-tile --report": "--report_path",
+    "wsi-extract --coords": "--coords_dir",
+    "wsi-extract --no-wait": "--wait_locked=false",
+    "wsi-extract --coords-hash": "--expect_coords_hash",
+    "wsi-extract --compile": "--compile_model",
+    "wsi-bench --output-root": "--out",
+    "wsi-bench --slides": "--slides_dir",
+    "wsi-synth-cohort --quiet": "--progress=false",
+}
+
+
+def aliases_for(prog: str) -> dict[str, str]:
+    """``{older spelling: what it means now}`` of one command (:data:`OLDER_SPELLINGS`)."""
+    pairs = ([*key.split(" ", 1), new] for key, new in OLDER_SPELLINGS.items())
+    return {old: new for command, old, new in pairs if command == prog}
 
 
 def exit_code(err: BaseException) -> int:
@@ -185,6 +207,34 @@ def _is_sequence(action: argparse.Action) -> bool:
     return getattr(_hint(action), "__origin__", None) in (list, tuple)
 
 
+#: Unit suffixes an option name may be given without (``--thumb_size`` = ``--thumb_size_px``).
+UNIT_SUFFIXES = ("", "_px", "_s", "_um2")
+
+
+def resolve_option(known: Mapping[str, argparse.Action], name: str) -> str | None:
+    """The parser option that ``name`` (``--a-b``, ``--a_b``, ``--section.a_b``) spells.
+
+    Dashes and underscores are interchangeable; a name may leave out its section
+    (``--target_mpp`` = ``--grid.target_mpp``) and its unit suffix (:data:`UNIT_SUFFIXES`)
+    as long as exactly one option fits.
+
+    Args:
+        known: The parser's option strings and their actions.
+        name: An option name with its leading dashes.
+
+    Returns:
+        The option string, or ``None`` when no single option fits.
+    """
+    if name in known:
+        return name
+    bare = name[2:].replace("-", "_")
+    for suffix in UNIT_SUFFIXES:
+        hits = [opt for opt in known if opt[2:].rsplit(".", 1)[-1] == bare + suffix]
+        if len({id(known[opt]) for opt in hits}) == 1:
+            return hits[0]
+    return None
+
+
 def normalize_argv(
     parser: argparse.ArgumentParser, argv: Sequence[str], aliases: Mapping[str, str] | None = None
 ) -> list[str]:
@@ -193,7 +243,7 @@ def normalize_argv(
     Rules, per option token (``--name`` or ``--name=value``):
 
     * ``aliases`` renames (``{"--keep-pen": "--tissue.reject_pen=false"}``);
-    * ``--a-b`` becomes ``--a_b`` when only the latter exists;
+    * :func:`resolve_option` finds the option (dashes, section and unit suffix);
     * ``--no-NAME`` becomes ``--NAME=false`` for a true/false option;
     * a true/false option without a value gets ``true``;
     * a list option followed by several words takes them all (``--redo a b``).
@@ -201,7 +251,8 @@ def normalize_argv(
     Args:
         parser: The parser whose options are the targets.
         argv: The command line.
-        aliases: Older spellings and what they mean now (a value after ``=`` included).
+        aliases: Older spellings and what they mean now (a value after ``=`` included),
+            keyed by their dash spelling.
 
     Returns:
         The rewritten command line.
@@ -220,13 +271,13 @@ def normalize_argv(
             out.append(token)
             continue
         name, eq, value = token.partition("=")
-        name, eq2, alias_value = aliases.get(name, name).partition("=")
+        renamed = aliases.get(name) or aliases.get(name.replace("_", "-"), name)
+        name, eq2, alias_value = renamed.partition("=")
         if eq2:
-            name, eq, value = name, "=", alias_value
-        if name not in known and "--" + name[2:].replace("-", "_") in known:
-            name = "--" + name[2:].replace("-", "_")
-        negated = "--" + name[5:].replace("-", "_") if name[:5] in ("--no-", "--no_") else ""
-        if name not in known and negated in known and _is_bool(known[negated]) and not eq:
+            eq, value = "=", alias_value
+        negated = resolve_option(known, "--" + name[5:]) if name[:5] in ("--no-", "--no_") else None
+        name = resolve_option(known, name) or name
+        if name not in known and negated and _is_bool(known[negated]) and not eq:
             name, eq, value = negated, "=", "false"
         action = known.get(name)
         if action is not None and _is_bool(action) and not eq:

@@ -14,22 +14,14 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from wsi_ncmi.cli.common import add_names, aliases_help, new_parser, parse, run_cli
+from wsi_ncmi.cli.common import add_names, aliases_for, aliases_help, new_parser, parse, run_cli
 
 EPILOG = """\
 outputs (under --out): features/<encoder>/<slide_id>.h5 and a run report.
 example config: configs/extract/example.yaml (wsi-extract --print_config writes one).
 """
 
-#: Older flag spellings and the options they stand for now.
-ALIASES = {
-    "--coords": "--coords_dir",
-    "--no-wait": "--wait_locked=false",
-    "--max-wait": "--max_wait_s",
-    "--loader-timeout": "--loader_timeout_s",
-    "--coords-hash": "--expect_coords_hash",
-    "--compile": "--compile_model",
-}
+ALIASES = aliases_for("wsi-extract")
 
 
 class _ListEncoders(argparse.Action):

@@ -11,10 +11,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from wsi_ncmi.cli.common import aliases_help, new_parser, parse, run_cli
-
-#: Older flag spellings and the options they stand for now.
-ALIASES = {"--patch-size": "--patch_size_px"}
+from wsi_ncmi.cli.common import new_parser, parse, run_cli
 
 
 def build_parser() -> Any:
@@ -24,7 +21,6 @@ def build_parser() -> Any:
         "Register feature files written by TRIDENT or CLAM so that wsi-train and "
         "wsi-bench read them in place (small sidecar files with links; nothing is copied "
         "except CLAM .pt tensors).",
-        epilog=aliases_help(ALIASES),
     )
     p.add_argument("src", type=Path, help="folder of the .h5 feature files (.pt for clam-pt)")
     p.add_argument(
@@ -55,7 +51,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _import(argv: Sequence[str] | None) -> int:
     from wsi_ncmi.features.foreign import register_foreign_features
 
-    args = parse(build_parser(), argv, ALIASES)
+    args = parse(build_parser(), argv)
     slide_ids = None
     if args.manifest is not None:
         from wsi_ncmi.manifest import read_manifest

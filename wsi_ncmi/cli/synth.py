@@ -16,10 +16,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from wsi_ncmi.cli.common import aliases_help, new_parser, parse, run_cli
+from wsi_ncmi.cli.common import aliases_for, aliases_help, new_parser, parse, run_cli
 
-#: Older flag spellings and the options they stand for now.
-ALIASES = {"--quiet": "--progress=false"}
+ALIASES = aliases_for("wsi-synth-cohort")
 
 
 def _subset(value: str | int) -> int:

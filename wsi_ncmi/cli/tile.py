@@ -12,7 +12,7 @@ import argparse
 from collections.abc import Sequence
 from typing import Any
 
-from wsi_ncmi.cli.common import add_names, aliases_help, new_parser, parse, run_cli
+from wsi_ncmi.cli.common import add_names, aliases_for, aliases_help, new_parser, parse, run_cli
 
 EPILOG = """\
 outputs (under --out):
@@ -28,25 +28,7 @@ files are replaced (atomically); the run report lists the replaced hash.
 example config: configs/tile/example.yaml (wsi-tile --print_config writes one).
 """
 
-#: Older flag spellings and the options they stand for now.
-ALIASES = {
-    "--target-mpp": "--grid.target_mpp",
-    "--patch-size": "--grid.patch_size_px",
-    "--overlap": "--grid.overlap_px",
-    "--min-tissue": "--grid.min_tissue",
-    "--mask-mpp": "--tissue.mask_mpp",
-    "--min-tissue-area": "--tissue.min_tissue_area_um2",
-    "--min-hole-area": "--tissue.min_hole_area_um2",
-    "--fill-holes": "--tissue.fill_holes",
-    "--saturation-threshold": "--tissue.saturation_threshold",
-    "--min-saturation": "--tissue.min_saturation",
-    "--keep-pen": "--tissue.reject_pen=false",
-    "--keep-black": "--tissue.reject_black=false",
-    "--mpp": "--mpp_override",
-    "--stale-lock-after": "--stale_lock_after_s",
-    "--report": "--report_path",
-    "--thumb-size": "--thumb_size_px",
-}
+ALIASES = aliases_for("wsi-tile")
 
 
 def build_parser() -> Any:
