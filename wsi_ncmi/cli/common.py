@@ -24,7 +24,7 @@ EXIT_CODES_HELP = """\
 exit codes (the same for every wsi-* command):
   0    success: every item ok, skipped (already done) or without tissue
   1    some items failed (listed in the run report), or the run stopped at a failure
-       (--no-skip-errors, a dead DataLoader worker, NaN/inf values, a corrupt file)
+       (--skip_errors false, a dead DataLoader worker, NaN/inf values, a corrupt file)
   2    bad arguments or configuration (ConfigError, ManifestError, MissingMppError)
   3    missing inputs: features not extracted or encoder weights unavailable
   130  interrupted (Ctrl-C): rerun the same command to resume
