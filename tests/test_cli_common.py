@@ -129,6 +129,22 @@ def test_ctrl_c_gives_a_resume_hint_and_130(capsys: pytest.CaptureFixture[str]) 
     assert len(err.strip().splitlines()) == 1
 
 
+def test_ctrl_c_during_lightnings_graceful_shutdown_is_130(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Lightning catches Ctrl-C in fit/predict, tears down, then calls ``sys.exit(1)``."""
+
+    def lightning_like() -> int:
+        try:
+            raise KeyboardInterrupt
+        except KeyboardInterrupt:
+            sys.exit(1)
+
+    assert run_cli("wsi-train", lightning_like, resume_hint="rerun with --resume true") == 130
+    assert capsys.readouterr().err.strip() == "wsi-train: interrupted; rerun with --resume true"
+    assert run_cli("wsi-x", lambda: sys.exit(1)) == 1
+
+
 def test_ctrl_c_stops_wsi_tile_with_130_and_the_rerun_resumes(tmp_path: Path) -> None:
     """A real Ctrl-C (SIGINT to the process group, as a terminal sends it) mid-batch."""
     from _slides import tissue_image, write_pyramid_tiff

@@ -114,11 +114,13 @@ def run_cli(prog: str, body: Callable[[], int], *, resume_hint: str = RESUME_HIN
     """
     try:
         return body()
-    except SystemExit as done:  # --help, --print_config, argparse errors
-        return done.code if isinstance(done.code, int) else int(done.code is not None)
+    except SystemExit as done:
+        # --help, --print_config and argparse errors exit; so does Lightning's graceful
+        # shutdown after Ctrl-C (sys.exit(1) while handling the KeyboardInterrupt).
+        if not isinstance(done.__context__, KeyboardInterrupt):
+            return done.code if isinstance(done.code, int) else int(done.code is not None)
     except KeyboardInterrupt:
-        print(f"\n{prog}: interrupted; {resume_hint}", file=sys.stderr)
-        return EXIT_INTERRUPTED
+        pass
     except Exception as err:
         try:
             code = exit_code(err)
@@ -127,6 +129,8 @@ def run_cli(prog: str, body: Callable[[], int], *, resume_hint: str = RESUME_HIN
         kind = "" if isinstance(err, argparse.ArgumentError) else f"{type(err).__name__}: "
         print(f"{prog}: {_LABELS[code]}: {kind}{err}", file=sys.stderr)
         return code
+    print(f"\n{prog}: interrupted; {resume_hint}", file=sys.stderr)
+    return EXIT_INTERRUPTED
 
 
 def new_parser(prog: str, description: str, *, epilog: str = "", config_file: bool = True) -> Any:
