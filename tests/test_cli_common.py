@@ -275,6 +275,8 @@ def test_cli_defaults_are_the_library_defaults(tmp_path: Path) -> None:
         ("bench", ["--jobs", "many"]),
         ("import_features", ["src", "--format", "nope", "--out", "o", "--encoder", "e"]),
         ("synth", ["--preset", "huge"]),
+        ("tile", ["s.tif", "--out", "o", "--backend", "pillow"]),
+        ("extract", ["--out", "o", "--backend", "pillow"]),
     ],
 )
 def test_bad_arguments_exit_2_everywhere(

@@ -90,7 +90,7 @@ def test_the_demo_runs_from_the_installed_wheel(installed: tuple[Path, Path], tm
         "2",
         "--workers",
         "1",
-        "--progress=false",
+        "--no-progress",
         "--set",
         "sweep.seeds=[0]",
         "--set",

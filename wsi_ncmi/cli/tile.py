@@ -78,11 +78,12 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _tile(argv: Sequence[str] | None) -> int:
-    from wsi_ncmi.cli.common import fields_of
+    from wsi_ncmi.cli.common import check_backend, fields_of
     from wsi_ncmi.tiling.job import TilingConfig
     from wsi_ncmi.tiling.run import discover_slides, make_tasks, manifest_tasks, run_tiling
 
     args = parse(build_parser(), argv, ALIASES)
+    check_backend(args.backend)
     if args.workers is not None and args.workers < 1:
         raise_config("--workers", "an integer ≥ 1", args.workers)
     if args.thumb_size_px < 16:
