@@ -30,7 +30,7 @@ def _args(root: Path, out: Path) -> list[str]:
     return [
         "--name",
         "resume",
-        "--output-root",
+        "--out",
         str(out),
         "--manifest",
         str(root / "manifest.csv"),
@@ -40,7 +40,7 @@ def _args(root: Path, out: Path) -> list[str]:
         ENCODER,
         "--seeds",
         "0",
-        "--no-progress",
+        "--progress=false",
         "--set",
         "sweep.models=[{name: abmil, kwargs: {hidden_dim: 16, attention_dim: 8}}]",
         "--set",

@@ -48,7 +48,7 @@ def test_two_jobs_share_a_sweep_and_one_writes_the_report(tmp_path: Path) -> Non
     command = [sys.executable, "-m", "wsi_ncmi.cli.bench", "--config", str(config)]
     jobs = [
         subprocess.Popen(
-            [*command, "--shard", f"{i}/2", "--no-progress"],
+            [*command, "--shard", f"{i}/2", "--progress=false"],
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,

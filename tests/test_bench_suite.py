@@ -150,8 +150,8 @@ def test_tuned_two_split_sweep_end_to_end(tmp_path: Path) -> None:
     make_cohort(root, centers=5, patients_per_center=2)
     out = tmp_path / "bench"
     args = [
-        "--name", "suite", "--output-root", str(out), "--manifest", str(root / "manifest.csv"),
-        "--features", str(root), "--encoder", ENCODER, "--seeds", "0", "1", "--no-progress",
+        "--name", "suite", "--out", str(out), "--manifest", str(root / "manifest.csv"),
+        "--features", str(root), "--encoder", ENCODER, "--seeds", "0", "1", "--progress", "false",
         "--set", "sweep.models=[{name: abmil, kwargs: {hidden_dim: 16, attention_dim: 8}}]",
         "--set", "sweep.losses=[{name: ce, grid: {optim.lr: [0.002, 0.02]}},"
         " {name: focal}, {name: ncmi_mil}]",

@@ -13,9 +13,9 @@ from _features import make_cohort
 
 
 def _extract(coords: Path, out: Path, *extra: str) -> subprocess.CompletedProcess[str]:
-    command = [sys.executable, "-m", "wsi_ncmi.cli.extract", "--coords", str(coords)]
-    command += ["--out", str(out), "--encoder", "random-cnn", "--random-init"]
-    command += ["--device", "cpu", "--workers", "0", "--no-progress", *extra]
+    command = [sys.executable, "-m", "wsi_ncmi.cli.extract", "--coords_dir", str(coords)]
+    command += ["--out", str(out), "--encoder", "random-cnn", "--random_init"]
+    command += ["--device", "cpu", "--workers", "0", "--progress=false", *extra]
     env = os.environ | {"OMP_NUM_THREADS": "1"}
     return subprocess.run(command, capture_output=True, text=True, timeout=600, env=env)
 

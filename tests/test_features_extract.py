@@ -205,7 +205,7 @@ def test_mpp_mismatch_is_an_error_unless_allowed(tmp_path: Path) -> None:
     spec = EncoderSpec(name="x", family="timm", out_dim=4, input_size_px=224, mpp=0.5)
     config = _config(tmp_path, tmp_path)
     check_mpp(spec, 0.51, config, "slide")  # within 5 %
-    with pytest.raises(ConfigError, match="--allow-mpp-mismatch"):
+    with pytest.raises(ConfigError, match="--allow_mpp_mismatch"):
         check_mpp(spec, 1.0, config, "slide")
     check_mpp(spec, 1.0, _config(tmp_path, tmp_path, allow_mpp_mismatch=True), "slide")
     # Through the whole run, with a registered encoder that declares 0.5 µm/px:
@@ -273,16 +273,25 @@ def test_cli_lists_encoders_and_runs(
 ) -> None:
     from wsi_ncmi.cli.extract import main
 
-    assert main(["--list-encoders"]) == 0
+    assert main(["--list_encoders"]) == 0
     listing = capsys.readouterr().out
     for name in ("random-cnn", "resnet50-trunc", "uni", "virchow2", "h-optimus-0", "prov-gigapath"):
         assert name in listing
-    args = ["--out", str(tmp_path), "--coords", str(cohort), "--device", "cpu", "--workers", "0"]
-    assert main([*args, "--no-progress", "--batch-size", "32"]) == 0
+    args = [
+        "--out",
+        str(tmp_path),
+        "--coords_dir",
+        str(cohort),
+        "--device",
+        "cpu",
+        "--workers",
+        "0",
+    ]
+    assert main([*args, "--progress=false", "--batch_size", "32"]) == 0
     assert "throughput" in capsys.readouterr().out
     assert len(list((tmp_path / "features" / ENCODER).glob("*.h5"))) == 3
     assert main([*args, "--encoder", "nope"]) == 2
-    assert main([*args, "--batch-size", "0"]) == 2
+    assert main([*args, "--batch_size", "0"]) == 2
 
 
 def test_coords_grid_helper_has_gaps() -> None:
@@ -440,7 +449,7 @@ def test_locked_slide_no_wait_and_max_wait(cohort: Path, tmp_path: Path) -> None
         assert time.monotonic() - started >= 0.4
         held = {r.item_id: r for r in bounded.results}["slide1"]
         assert held.status == "locked"
-        assert "--max-wait 0.4 s" in held.reason
+        assert "--max_wait_s 0.4 s" in held.reason
     finally:
         lock.release()
     done = run_extraction(_config(cohort, out, max_wait_s=0.4), encoder=_encoder())
@@ -452,9 +461,9 @@ def test_locked_slide_no_wait_and_max_wait(cohort: Path, tmp_path: Path) -> None
 def test_cli_max_wait_is_validated(cohort: Path, tmp_path: Path) -> None:
     from wsi_ncmi.cli.extract import build_parser, main
 
-    assert "SECONDS" in build_parser().format_help()
-    args = ["--out", str(tmp_path), "--coords", str(cohort), "--device", "cpu"]
-    assert main([*args, "--max-wait", "-1"]) == 2
+    assert "--max_wait_s MAX_WAIT_S" in build_parser().format_help()
+    args = ["--out", str(tmp_path), "--coords_dir", str(cohort), "--device", "cpu"]
+    assert main([*args, "--max_wait_s", "-1"]) == 2
 
 
 def test_region_blocks_stack_aligned_strips() -> None:

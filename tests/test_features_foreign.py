@@ -90,7 +90,7 @@ def test_clam_h5_and_pt_layouts(tmp_path: Path) -> None:
     patches.mkdir()
     with h5py.File(patches / "s3.h5", "w") as h5:
         h5.create_dataset("coords", data=coords)
-    with pytest.raises(ConfigError, match="coords-dir"):
+    with pytest.raises(ConfigError, match="coords_dir"):
         register_foreign_features(tmp_path / "clam" / "pt_files", "clam-pt", tmp_path / "o2", "x")
     (pt_sidecar,) = register_foreign_features(
         tmp_path / "clam" / "pt_files", "clam-pt", tmp_path / "out", "conch", coords_dir=patches

@@ -69,7 +69,7 @@ def test_boxes_tiff_levels_and_placeholder_mpp(backend: str) -> None:
         assert slide.level_count == 4
         assert slide.level_dimensions == ((300, 250), (150, 125), (75, 62), (37, 31))
         # Its resolution tags say 72 dpi (352.8 µm/px): a placeholder, never trusted.
-        with pytest.raises(MissingMppError, match=r"352\.8.*--mpp VALUE.*--mpp-csv FILE"):
+        with pytest.raises(MissingMppError, match=r"352\.8.*--mpp_override VALUE.*--mpp_csv FILE"):
             _ = slide.mpp
         for level in range(slide.level_count):
             w, h = slide.level_dimensions[level]
@@ -132,7 +132,7 @@ def test_generated_pyramid(tmp_path: Path, backend: str) -> None:
 def test_slide_without_mpp(tmp_path: Path, backend: str) -> None:
     path = write_pyramid_tiff(tmp_path / "no mpp é.tif", tissue_image(), mpp=None)
     with open_slide(path, backend) as slide:
-        with pytest.raises(MissingMppError, match=r"no mpp é\.tif.*--mpp VALUE"):
+        with pytest.raises(MissingMppError, match=r"no mpp é\.tif.*--mpp_override VALUE"):
             _ = slide.mpp
     with open_slide(path, backend, mpp_override=0.5) as slide:
         assert slide.mpp == (0.5, 0.5)

@@ -7,6 +7,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+from _cli_args import EXTRACT_CPU, TILE_SMALL
 from _slides import tissue_image, write_pyramid_tiff
 
 from wsi_ncmi.batch.atomic import NAME_MAX, temp_path_for
@@ -17,9 +18,8 @@ from wsi_ncmi.slide import open_slide
 
 FIXTURES = Path("/work/shared/fixtures/slides")
 SVS = FIXTURES / "CMU-1-Small-Region.svs"
-TILE = ("--workers", "1", "--no-progress", "--patch-size", "64", "--min-tissue-area", "100")
-EXTRACT = ("--random-init", "--device", "cpu", "--workers", "0", "--no-progress")
-EXTRACT += ("--allow-mpp-mismatch", "--skip-errors", "--batch-size", "32")
+TILE = TILE_SMALL
+EXTRACT = (*EXTRACT_CPU, "--workers", "0", "--skip_errors")
 
 
 @pytest.mark.skipif(not SVS.is_file(), reason="real SVS fixture not available")

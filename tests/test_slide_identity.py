@@ -9,6 +9,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pytest
+from _cli_args import EXTRACT_CPU, TILE_SMALL
 from _slides import tissue_image, write_pyramid_tiff
 
 from wsi_ncmi.cli.extract import main as extract_main
@@ -17,9 +18,8 @@ from wsi_ncmi.errors import SlideChangedError
 from wsi_ncmi.features.provenance import check_features_coords
 from wsi_ncmi.slide.identity import SlideIdentity, fingerprint_file
 
-TILE = ("--workers", "1", "--no-progress", "--patch-size", "64", "--min-tissue-area", "100")
-EXTRACT = ("--random-init", "--device", "cpu", "--workers", "0", "--no-progress")
-EXTRACT += ("--allow-mpp-mismatch", "--skip-errors", "--batch-size", "32")
+TILE = TILE_SMALL
+EXTRACT = (*EXTRACT_CPU, "--workers", "0", "--skip_errors")
 
 
 def _slide(path: Path, width: int = 640, height: int = 480, seed: int = 0) -> Path:
@@ -139,7 +139,7 @@ def test_features_and_coords_that_do_not_belong_together(tmp_path: Path) -> None
     assert _extract(out) == 0
     features = out / "features" / "random-cnn" / "a.h5"
     shutil.copyfile(features, tmp_path / "old_features.h5")
-    assert tile_main([str(slides), "--out", str(out), *TILE, "--overlap", "16"]) == 0
+    assert tile_main([str(slides), "--out", str(out), *TILE, "--grid.overlap_px", "16"]) == 0
     with pytest.raises(SlideChangedError, match=r"re-run wsi-extract"):
         check_features_coords(tmp_path / "old_features.h5", out / "coords" / "a.h5")
     assert not check_features_coords(features, tmp_path / "missing.h5")

@@ -6,15 +6,15 @@ import json
 from pathlib import Path
 
 import h5py
+from _cli_args import EXTRACT_CPU, TILE_SMALL
 from _slides import tissue_image, write_pyramid_tiff
 
 from wsi_ncmi.cli.extract import main as extract_main
 from wsi_ncmi.cli.tile import main as tile_main
 from wsi_ncmi.manifest import ManifestRow, write_manifest
 
-TILE = ("--workers", "1", "--no-progress", "--patch-size", "64", "--min-tissue-area", "100")
-EXTRACT = ("--random-init", "--device", "cpu", "--workers", "0", "--no-progress")
-EXTRACT += ("--allow-mpp-mismatch", "--skip-errors", "--batch-size", "32")
+TILE = TILE_SMALL
+EXTRACT = (*EXTRACT_CPU, "--workers", "0", "--skip_errors")
 
 
 def _scanner_files(root: Path) -> list[Path]:
@@ -40,7 +40,7 @@ def test_manifest_ids_through_symlinks_reach_features(tmp_path: Path) -> None:
     rows = [ManifestRow(c, f"p{i}", 0, "negative") for i, c in enumerate(("CASE_A", "CASE_B"))]
     write_manifest(rows, tmp_path / "manifest.csv")
     out = tmp_path / "out"
-    args = ["--manifest", str(tmp_path / "manifest.csv"), "--slides-dir", str(tmp_path / "links")]
+    args = ["--manifest", str(tmp_path / "manifest.csv"), "--slides_dir", str(tmp_path / "links")]
     assert tile_main([*args, "--out", str(out), *TILE]) == 0
     assert sorted(p.name for p in (out / "coords").glob("*.h5")) == ["CASE_A.h5", "CASE_B.h5"]
     with h5py.File(out / "coords" / "CASE_A.h5") as h5:

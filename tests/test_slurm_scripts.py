@@ -26,15 +26,12 @@ def _commands(script: Path) -> list[list[str]]:
 @pytest.mark.parametrize("name", ["tile", "extract", "bench"])
 def test_array_script_flags_parse(name: str) -> None:
     from wsi_ncmi.cli import bench, extract, tile
+    from wsi_ncmi.cli.common import parse
 
-    parsers = {
-        "wsi-tile": tile.build_parser(),
-        "wsi-extract": extract.build_parser(),
-        "wsi-bench": bench.build_parser(),
-    }
+    modules = {"wsi-tile": tile, "wsi-extract": extract, "wsi-bench": bench}
     commands = _commands(ROOT / "configs" / "slurm" / f"{name}.sbatch")
     assert commands, "the script runs no wsi command"
     for argv in commands:
-        program = Path(argv[0]).name
-        args = parsers[program].parse_args(argv[1:])
-        assert getattr(args, "shard", None) == "1/1" or "--num-nodes" in argv
+        module = modules[Path(argv[0]).name]
+        args = parse(module.build_parser(), argv[1:], module.ALIASES, instantiate=False)
+        assert getattr(args, "shard", None) == "1/1" or "--num_nodes" in argv

@@ -46,7 +46,7 @@ def _train(config: str, root, out) -> dict:
         [
             "--config",
             config,
-            "--out_dir",
+            "--out",
             str(out),
             "--data.features_root",
             str(root),

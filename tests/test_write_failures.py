@@ -18,15 +18,15 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from _cli_args import EXTRACT_CPU, TILE_SMALL
 from _slides import tissue_image, write_pyramid_tiff
 
 from wsi_ncmi.batch import atomic_output, find_temp_files
 from wsi_ncmi.errors import DiskFullError, OutputWriteError
 
 REPO = Path(__file__).resolve().parents[1]
-TILE = ("--workers", "1", "--no-progress", "--patch-size", "64", "--min-tissue-area", "100")
-EXTRACT = ("--random-init", "--device", "cpu", "--no-progress", "--allow-mpp-mismatch")
-EXTRACT += ("--batch-size", "32", "--dtype", "float32")
+TILE = TILE_SMALL
+EXTRACT = (*EXTRACT_CPU, "--dtype", "float32")
 
 
 def _limited(max_bytes: int) -> None:  # preexec_fn: runs in the child before exec
@@ -68,8 +68,8 @@ def test_efbig_in_wsi_extract_is_a_per_slide_error(tiled: Path, tmp_path: Path) 
     """Was: segmentation fault (rc 139) and the remaining slides never processed."""
     out = tmp_path / "out"
     os.symlink(tiled / "out" / "coords", tmp_path / "coords")
-    args = ["--out", str(out), "--coords", str(tmp_path / "coords"), *EXTRACT]
-    done = _run("wsi_ncmi.cli.extract", [*args, "--workers", "0", "--skip-errors"], 20_000)
+    args = ["--out", str(out), "--coords_dir", str(tmp_path / "coords"), *EXTRACT]
+    done = _run("wsi_ncmi.cli.extract", [*args, "--workers", "0", "--skip_errors"], 20_000)
     assert done.returncode == 1, done.stderr[-2000:]
     results = _results(out, "wsi-extract")
     assert sorted(results) == ["s0", "s1", "s2"]  # every slide was tried
@@ -87,8 +87,8 @@ def test_efbig_in_wsi_extract_is_a_per_slide_error(tiled: Path, tmp_path: Path) 
 def test_workers_that_cannot_share_memory_stop_cleanly(tiled: Path, tmp_path: Path) -> None:
     """Was: a hang once the workers' shared memory could not grow (full /dev/shm)."""
     out = tmp_path / "out"
-    args = ["--out", str(out), "--coords", str(tiled / "out" / "coords"), *EXTRACT]
-    done = _run("wsi_ncmi.cli.extract", [*args, "--workers", "1", "--skip-errors"], 60_000)
+    args = ["--out", str(out), "--coords_dir", str(tiled / "out" / "coords"), *EXTRACT]
+    done = _run("wsi_ncmi.cli.extract", [*args, "--workers", "1", "--skip_errors"], 60_000)
     assert done.returncode == 1
     assert "WorkerFailedError" in done.stderr
     assert "/dev/shm" in done.stderr
@@ -121,7 +121,7 @@ def test_out_that_is_a_file_is_a_config_error(tiled: Path, tmp_path: Path, stage
     if stage.endswith("tile"):
         args = [str(tiled / "slides"), "--out", str(not_a_folder), *TILE]
     else:
-        args = ["--out", str(not_a_folder), "--coords", str(tiled / "out" / "coords"), *EXTRACT]
+        args = ["--out", str(not_a_folder), "--coords_dir", str(tiled / "out" / "coords"), *EXTRACT]
     done = _run(stage, args)
     assert done.returncode == 2
     assert "ConfigError" in done.stderr or "error:" in done.stderr
@@ -155,7 +155,7 @@ def test_read_only_out_is_a_config_error_before_any_work(
         args = [str(tiled / "slides"), "--out", str(read_only_dir), *TILE]
     else:
         coords = str(tiled / "out" / "coords")
-        args = ["--out", str(read_only_dir), "--coords", coords, *EXTRACT]
+        args = ["--out", str(read_only_dir), "--coords_dir", coords, *EXTRACT]
     done = _run(stage, args)
     assert done.returncode == 2
     assert "Read-only file system" in done.stderr
@@ -208,7 +208,7 @@ def test_full_dev_shm_for_workers_stops_cleanly(tiled: Path, tmp_path: Path) -> 
     if probe.returncode != 0:
         pytest.skip("cannot mount a private /dev/shm here")
     out = tmp_path / "out"
-    args = ["--out", str(out), "--coords", str(tiled / "out" / "coords"), *EXTRACT]
+    args = ["--out", str(out), "--coords_dir", str(tiled / "out" / "coords"), *EXTRACT]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
     done = subprocess.run(
         [*prefix, "sh", sys.executable, "-m", "wsi_ncmi.cli.extract", *args, "--workers", "1"],
@@ -255,7 +255,7 @@ def test_a_killed_dataloader_worker_stops_the_run_cleanly(tmp_path: Path) -> Non
     done = _run("wsi_ncmi.cli.tile", [str(tmp_path / "slides"), "--out", str(tmp_path), *TILE])
     assert done.returncode == 0, done.stderr
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
-    args = ["--out", str(tmp_path), *EXTRACT, "--workers", "1", "--batch-size", "8"]
+    args = ["--out", str(tmp_path), *EXTRACT, "--workers", "1", "--batch_size", "8"]
     proc = subprocess.Popen(
         [sys.executable, "-m", "wsi_ncmi.cli.extract", *args],
         cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env,
@@ -295,7 +295,7 @@ def test_unwritable_features_folder_is_a_config_error(tiled: Path, tmp_path: Pat
     if probe.returncode == 0:
         pytest.skip("permissions are not enforced here")
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
-    args = ["--out", str(out), "--coords", str(tiled / "out" / "coords"), *EXTRACT]
+    args = ["--out", str(out), "--coords_dir", str(tiled / "out" / "coords"), *EXTRACT]
     done = subprocess.run(
         [*no_dac, sys.executable, "-m", "wsi_ncmi.cli.extract", *args],
         cwd=REPO, capture_output=True, text=True, timeout=300, env=env, check=False,

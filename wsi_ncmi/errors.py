@@ -82,7 +82,7 @@ class OutputWriteError(WsiNcmiError, OSError):
     """Writing an output failed (``ENOSPC``, ``EFBIG``, ``EDQUOT``, ``EROFS``, ``EACCES``, ``EIO``).
 
     The partial temp file has been removed and the slide's final output is untouched; a
-    batch records the slide as failed and, with ``--skip-errors``, goes on.
+    batch records the slide as failed and, with ``--skip_errors``, goes on.
 
     Attributes:
         errno: The ``errno`` code of the failure (``None`` when the library gave none).

@@ -48,7 +48,7 @@ def make_folder(root: Path, n: int, size: int) -> Path:
         )
         write_blob_slide(root / "slides" / f"slide_{i:02d}.tif", spec)
     cmd = [sys.executable, "-m", "wsi_ncmi.cli.tile", str(root / "slides"), "--out",
-           str(root / "tiled"), "--no-progress", "--workers", "2"]  # fmt: skip
+           str(root / "tiled"), "--progress=false", "--workers", "2"]  # fmt: skip
     subprocess.run(cmd, cwd=REPO, check=True, capture_output=True)
     return root / "tiled" / "coords"
 
@@ -56,9 +56,9 @@ def make_folder(root: Path, n: int, size: int) -> Path:
 def run_jobs(coords: Path, out: Path, jobs: int, threads: int, workers: int) -> float:
     """Start ``jobs`` identical extract processes on one ``--out``; seconds until all exit."""
     env = {**os.environ, "OMP_NUM_THREADS": str(threads), "PYTHONWARNINGS": "ignore"}
-    cmd = [sys.executable, "-m", "wsi_ncmi.cli.extract", "--out", str(out), "--coords",
-           str(coords), "--random-init", "--device", "cpu", "--workers", str(workers),
-           "--no-progress", "--allow-mpp-mismatch"]  # fmt: skip
+    cmd = [sys.executable, "-m", "wsi_ncmi.cli.extract", "--out", str(out), "--coords_dir",
+           str(coords), "--random_init", "--device", "cpu", "--workers", str(workers),
+           "--progress=false", "--allow_mpp_mismatch"]  # fmt: skip
     start = time.perf_counter()
     procs = [
         subprocess.Popen(

@@ -64,7 +64,7 @@ def bench_whole(slide: Path, runs: int, backend: str) -> dict[str, object]:
     for _ in range(runs):
         shutil.rmtree(out, ignore_errors=True)
         cmd = [sys.executable, "-m", "wsi_ncmi.cli.tile", str(slide), "--out", str(out)]
-        cmd += ["--workers", "1", "--no-progress", "--backend", backend]
+        cmd += ["--workers", "1", "--progress=false", "--backend", backend]
         wall, peak, _ = _run(["taskset", "-c", "0", *cmd])
         walls.append(wall)
         rss = max(rss, peak)
@@ -125,7 +125,7 @@ def bench_cohort(n: int, runs: int) -> dict[str, object]:
         for _ in range(runs):
             out = Path(tempfile.mkdtemp(prefix="wsi_tile_cohort_"))
             cmd = [sys.executable, "-m", "wsi_ncmi.cli.tile", str(root), "--out", str(out)]
-            wall, _, _ = _run([*cmd, "--workers", str(workers), "--no-progress"])
+            wall, _, _ = _run([*cmd, "--workers", str(workers), "--progress=false"])
             walls.append(wall)
             shutil.rmtree(out, ignore_errors=True)
         med = statistics.median(walls)

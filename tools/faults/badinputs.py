@@ -37,7 +37,7 @@ SLIDE_CASES: tuple[SlideCase, ...] = (
     SlideCase("text file named .svs", "notes.svs", bad.text_named_svs, "failed",
               "UnsupportedFormatError", ("notes.svs", "not a whole-slide image", "re-export")),
     SlideCase("no µm/px", "nompp.tif", bad.no_mpp_slide, "failed", "MissingMppError",
-              ("nompp.tif", "--mpp VALUE", "--mpp-csv")),
+              ("nompp.tif", "--mpp_override VALUE", "--mpp_csv")),
     SlideCase("blank slide (no tissue)", "blank.tif", bad.blank_slide, "no_tissue", "",
               ("no tissue found",)),
     SlideCase("slide of one tile", "one.tif", bad.one_tile_slide, "ok", "", ()),
@@ -98,7 +98,7 @@ def run_bad_inputs(work: Path) -> tuple[Tally, list[Outcome]]:
     tally = Tally("bad inputs", command="wsi-tile / wsi-extract / wsi-train on each bad input")
     folder = slide_folder(work / "bad_slides")
     out = work / "bad_out"
-    done = run_cli(TILE, [str(folder), "--out", str(out), "--workers", "1", "--no-progress"])
+    done = run_cli(TILE, [str(folder), "--out", str(out), "--workers", "1", "--progress=false"])
     record = json.loads(next((out / "reports").glob("*.json")).read_text())
     report = {r["item_id"]: r for r in record["results"]}
     outcomes = check_tiling(report)
@@ -116,7 +116,7 @@ def run_bad_inputs(work: Path) -> tuple[Tally, list[Outcome]]:
 
 
 def run_cache_inputs(work: Path, coords: Path) -> list[Outcome]:
-    """Coords/features HDF5 cases through ``wsi-extract --skip-errors`` and ``load_bag``."""
+    """Coords/features HDF5 cases through ``wsi-extract --skip_errors`` and ``load_bag``."""
     from faults.caches import cache_outcomes
 
     return cache_outcomes(work, coords)

@@ -111,7 +111,7 @@ def cache_outcomes(work: Path, tiled: Path) -> list[Outcome]:
     )  # fmt: skip
     strict = _results(run_extraction(_config(coords, work / "bad_strict", max_bad_fraction=0.0)))
     rows.append(
-        _expect("extract: unreadable tile over --max-bad-fraction", strict.get("badtile"),
+        _expect("extract: unreadable tile over --max_bad_fraction", strict.get("badtile"),
                 "failed", "CorruptTileError", "failed to decode", "re-export the slide")
     )  # fmt: skip
     mismatch = mismatched_features(feat / "good.h5", work / "mismatch.h5")

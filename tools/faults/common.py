@@ -27,7 +27,10 @@ REPO = Path(__file__).resolve().parents[2]
 PYTHON = sys.executable
 
 #: Tiling parameters of the harness (small patches: many patches on tiny slides).
-TILE_ARGS = ("--target-mpp", "2.0", "--patch-size", "64", "--no-progress")
+TILE_ARGS = ("--grid.target_mpp", "2.0", "--grid.patch_size_px", "64", "--progress=false")
+#: One tiling worker at 1 µm/px (the lab, repair and write-failure kinds).
+TILE_ARGS_1UM = ("--workers", "1", "--progress=false", "--grid.target_mpp", "1.0")
+TILE_ARGS_1UM += ("--grid.patch_size_px", "64")
 
 
 @dataclass

@@ -147,8 +147,8 @@ def tile_kill_resume(
 def extract_args(coords: Path, out: Path) -> list[str]:
     """``wsi-extract`` arguments of the harness (built-in random-init CNN, CPU)."""
     return [
-        "--out", str(out), "--coords", str(coords), "--device", "cpu", "--workers", "0",
-        "--batch-size", "32", "--random-init", "--allow-mpp-mismatch", "--no-progress",
+        "--out", str(out), "--coords_dir", str(coords), "--device", "cpu", "--workers", "0",
+        "--batch_size", "32", "--random_init", "--allow_mpp_mismatch", "--progress=false",
     ]  # fmt: skip
 
 
@@ -193,7 +193,7 @@ def extract_kill_resume(
         if subprocess_every and trial % subprocess_every == 0:
             if not startup:
                 t = time.perf_counter()
-                run_cli(EXTRACT, ["--list-encoders"])
+                run_cli(EXTRACT, ["--list_encoders"])
                 startup = time.perf_counter() - t
             proc = start_cli(EXTRACT, extract_args(coords, out))
             time.sleep(startup + delay)
@@ -287,7 +287,7 @@ def train_kill_resume(config: Path, work: Path, trials: int, seed: int) -> Tally
     tally = Tally("kill+resume wsi-train", command="wsi-train --config <yaml> [--resume true]")
     ref = work / "train_ref"
     start = time.perf_counter()
-    if run_forked(main, ["--config", str(config), "--out_dir", str(ref)]) != 0:
+    if run_forked(main, ["--config", str(config), "--out", str(ref)]) != 0:
         raise RuntimeError("reference wsi-train failed")
     duration = time.perf_counter() - start
     ref_ckpt = next(ref.glob("*/checkpoints/last.ckpt"))
@@ -298,7 +298,7 @@ def train_kill_resume(config: Path, work: Path, trials: int, seed: int) -> Tally
     resumed_from: list[str] = []
     for trial, delay in enumerate(kill_delays(trials, duration, seed)):
         out = work / f"train_{trial}"
-        proc = start_forked(main, ["--config", str(config), "--out_dir", str(out)])
+        proc = start_forked(main, ["--config", str(config), "--out", str(out)])
         time.sleep(delay)
         kill_forked(proc)
         tally.injected += 1
@@ -310,7 +310,7 @@ def train_kill_resume(config: Path, work: Path, trials: int, seed: int) -> Tally
             except Exception:
                 tally.partial_accepted += 1  # a checkpoint under its final name is broken
         resumed_from.append("fresh" if epoch is None else f"epoch {epoch}")
-        args = ["--config", str(config), "--out_dir", str(out), "--resume", "true"]
+        args = ["--config", str(config), "--out", str(out), "--resume", "true"]
         code = run_forked(main, args)
         if code != 0:
             tally.fail(f"trial {trial}: resumed run exit {code}")

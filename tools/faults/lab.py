@@ -21,11 +21,11 @@ from pathlib import Path
 from typing import Any
 
 from faults.badinputs import Outcome
-from faults.common import Tally, compare_h5, run_cli, temp_files
+from faults.common import TILE_ARGS_1UM, Tally, compare_h5, run_cli, temp_files
 from faults.kill import EXTRACT, TILE, extract_args
 from faults.repair import small_slide
 
-TILE_ARGS = ("--workers", "1", "--no-progress", "--target-mpp", "1.0", "--patch-size", "64")
+TILE_ARGS = TILE_ARGS_1UM
 
 
 def _results(out: Path, stage: str) -> dict[str, dict[str, Any]]:
@@ -54,7 +54,7 @@ def _rescan_trial(work: Path, name: str, size: tuple[int, int], tally: Tally) ->
     small_slide(victim, seed=7, width=size[0], height=size[1])  # the re-scan
     feature = out / "features" / "random-cnn" / "slide_1.h5"
     old_features = feature.read_bytes()
-    refused = run_cli(EXTRACT, [*extract_args(out / "coords", out), "--skip-errors"])
+    refused = run_cli(EXTRACT, [*extract_args(out / "coords", out), "--skip_errors"])
     first = _results(out, "wsi-extract").get("slide_1", {})
     ok = (
         refused.returncode == 1
@@ -100,7 +100,7 @@ def symlink_trials(work: Path) -> tuple[Tally, list[Outcome]]:
     """Manifest ids through links, link names without one, a dangling link."""
     from wsi_ncmi.manifest import ManifestRow, write_manifest
 
-    tally = Tally("symlinked slides (tile+extract)", command="links in --slides-dir")
+    tally = Tally("symlinked slides (tile+extract)", command="links in --slides_dir")
     root = work.absolute() / "symlinks"  # a relative link target would dangle
     shutil.rmtree(root, ignore_errors=True)
     (root / "links").mkdir(parents=True)
@@ -111,7 +111,7 @@ def symlink_trials(work: Path) -> tuple[Tally, list[Outcome]]:
     write_manifest(rows, root / "manifest.csv")
     outcomes = []
     out = root / "out_manifest"
-    run_cli(TILE, ["--manifest", str(root / "manifest.csv"), "--slides-dir",
+    run_cli(TILE, ["--manifest", str(root / "manifest.csv"), "--slides_dir",
                    str(root / "links"), "--out", str(out), *TILE_ARGS])  # fmt: skip
     run_cli(EXTRACT, extract_args(out / "coords", out))
     names = sorted(p.stem for p in (out / "features" / "random-cnn").glob("*.h5"))

@@ -18,13 +18,13 @@ from typing import Any
 import yaml
 
 from faults.badinputs import Outcome
-from faults.common import Tally
+from faults.common import TILE_ARGS_1UM, Tally
 from faults.training import cli
 
 ENCODER = "random-cnn"
-TILE_ARGS = ("--workers", "1", "--no-progress", "--target-mpp", "1.0", "--patch-size", "64")
-EXTRACT_ARGS = ("--encoder", ENCODER, "--random-init", "--device", "cpu", "--workers", "0")
-EXTRACT_ARGS += ("--no-progress", "--allow-mpp-mismatch", "--batch-size", "32")
+TILE_ARGS = TILE_ARGS_1UM
+EXTRACT_ARGS = ("--encoder", ENCODER, "--random_init", "--device", "cpu", "--workers", "0")
+EXTRACT_ARGS += ("--progress=false", "--allow_mpp_mismatch", "--batch_size", "32")
 
 
 def small_slide(path: Path, seed: int, width: int = 1536, height: int = 1024) -> Path:
@@ -61,7 +61,7 @@ def pipeline_cohort(root: Path, *, centers: int = 4, per_center: int = 2) -> dic
             label = ("negative", "macro")[k % 2]
             rows.append(ManifestRow(slide_id, f"patient_{center}{k}", center, label))
     write_manifest(rows, root / "manifest.csv")
-    code, err = cli(tile_main, ["--manifest", str(root / "manifest.csv"), "--slides-dir",
+    code, err = cli(tile_main, ["--manifest", str(root / "manifest.csv"), "--slides_dir",
                                 str(slides), "--out", str(out), *TILE_ARGS])  # fmt: skip
     if code != 0:
         raise RuntimeError(f"wsi-tile failed: {err[-2000:]}")
@@ -95,7 +95,7 @@ def _train(paths: dict[str, Path], run: Path) -> tuple[int, str]:
     from wsi_ncmi.cli.train import main as train_main
 
     shutil.rmtree(run, ignore_errors=True)
-    return cli(train_main, ["--config", str(paths["config"]), "--out_dir", str(run)])
+    return cli(train_main, ["--config", str(paths["config"]), "--out", str(run)])
 
 
 def _extract(paths: dict[str, Path], *extra: str) -> tuple[int, dict[str, dict[str, Any]]]:

@@ -1,6 +1,6 @@
 """Write failures other than a full disk: file-size limit, no permission, read-only, /dev/shm.
 
-* EFBIG: ``wsi-tile`` and ``wsi-extract --workers 0 --skip-errors`` under a file-size
+* EFBIG: ``wsi-tile`` and ``wsi-extract --workers 0 --skip_errors`` under a file-size
   limit (``RLIMIT_FSIZE`` in the child, SIGXFSZ ignored so ``write`` fails with errno 27).
   Every slide must fail with ``OutputWriteError`` (no segmentation fault, no "unexpected
   error"), no temp file may be left, and a rerun without the limit must produce outputs
@@ -12,7 +12,7 @@
 * A full ``/dev/shm``: ``wsi-extract --workers 1`` in a private mount namespace
   (``unshare -m``) whose ``/dev/shm`` is a 256 KiB tmpfs, so DataLoader workers cannot
   hand over a batch (caught by the probe at worker start), and one of 500 KiB that fills
-  up mid-run (caught by ``--loader-timeout 20``). Both must stop cleanly with
+  up mid-run (caught by ``--loader_timeout_s 20``). Both must stop cleanly with
   ``WorkerFailedError`` naming /dev/shm (exit 1, no hang). Without ``unshare``/``mount``
   the limit is simulated with ``RLIMIT_FSIZE``, which stops the shared-memory files
   growing the same way.
@@ -30,11 +30,19 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from faults.common import PYTHON, REPO, Tally, compare_h5, quiet_env, temp_files
+from faults.common import (
+    PYTHON,
+    REPO,
+    TILE_ARGS_1UM,
+    Tally,
+    compare_h5,
+    quiet_env,
+    temp_files,
+)
 from faults.kill import EXTRACT, TILE, extract_args
 from faults.repair import small_slide
 
-TILE_ARGS = ("--workers", "1", "--no-progress", "--target-mpp", "1.0", "--patch-size", "64")
+TILE_ARGS = TILE_ARGS_1UM
 
 
 def _fsize_limit(max_bytes: int) -> Callable[[], None]:
@@ -93,7 +101,7 @@ def _efbig(stage: str, slides: Path, ref: Path, work: Path, tally: Tally, limit:
         module, args, sub = TILE, [str(slides), "--out", str(out), *TILE_ARGS], "coords"
     else:
         module, sub = EXTRACT, "features/random-cnn"
-        args = [*extract_args(ref / "coords", out), "--skip-errors"]
+        args = [*extract_args(ref / "coords", out), "--skip_errors"]
     tally.injected += 1
     done = _run(module, args, preexec=_fsize_limit(limit))
     results = _results(out, f"wsi-{'tile' if stage == 'tile' else 'extract'}")
@@ -164,7 +172,7 @@ def _read_only(slides: Path, ref: Path, work: Path, tally: Tally) -> None:
 def _full_shm(ref: Path, work: Path, tally: Tally, size_kb: int, stall: bool) -> None:
     """``/dev/shm`` of ``size_kb``: too small for one batch, or filling up mid-run."""
     out = work / f"shm_out_{size_kb}k"
-    args = [*extract_args(ref / "coords", out), "--loader-timeout", "20"]
+    args = [*extract_args(ref / "coords", out), "--loader_timeout_s", "20"]
     args[args.index("--workers") + 1] = "1"
     script = f'mount -t tmpfs -o size={size_kb}k tmpfs /dev/shm && exec "$@"'
     prefix = ("unshare", "-m", "sh", "-c", script, "sh")

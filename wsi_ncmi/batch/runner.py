@@ -179,7 +179,7 @@ def run_batch(
                 if result.status == "failed" and not skip_errors:
                     raise BatchAbortedError(
                         f"{result.item_id} failed ({result.error_type}: {result.reason}); "
-                        "stopping because --skip-errors is off"
+                        "stopping because --skip_errors is off"
                     )
             pending = locked
             if pending:
@@ -204,9 +204,18 @@ def _iter_results(
             yield _execute(task), task
         return
     ctx = mp.get_context(start_method)
-    with ctx.Pool(min(workers, len(tasks))) as pool:
+    # Ctrl-C reaches the whole process group: the workers ignore it, the parent stops
+    # the pool and exits with a resume hint (wsi_ncmi.cli.common.run_cli).
+    with ctx.Pool(min(workers, len(tasks)), initializer=_ignore_sigint) as pool:
         for index, result in pool.imap_unordered(_execute_indexed, list(enumerate(tasks))):
             yield result, tasks[index]
+
+
+def _ignore_sigint() -> None:
+    """Pool initializer: SIGINT is the parent's to handle."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def _execute_indexed(arg: tuple[int, _Task[T]]) -> tuple[int, ItemResult]:

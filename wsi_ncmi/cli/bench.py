@@ -2,36 +2,48 @@
 
 Layered configuration: defaults, then ``--config FILE.yaml`` (``configs/bench/``), then
 ``--set KEY=VALUE`` overrides (dotted keys, YAML values) and the shortcut flags.
+``--print_config`` prints the resolved config.
 
-Outputs under ``<output_root>/<name>/``: ``results.csv``, ``summary.md``, ``summary.json``,
-``plots/*.png``, ``bench_config.yaml``, ``splits/`` and ``cells/<cell>/``. Rerunning the
+Outputs under ``<out>/<name>/`` (``--out`` sets the config's ``output_root``):
+``results.csv``, ``summary.md``, ``summary.json``, ``plots/*.png``, ``bench_config.yaml``,
+``splits/`` and ``cells/<cell>/``. Rerunning the
 same command resumes: finished cells are never recomputed.
 
-Exit codes: 0 every cell finished; 1 some cell failed (the others are reported);
-2 bad arguments or configuration; 3 features missing; 130 interrupted (rerun to resume).
+Exit codes (:data:`wsi_ncmi.cli.common.EXIT_CODES_HELP`): 0 every cell finished; 1 some
+cell failed (the others are reported); 2 bad arguments or configuration; 3 features
+missing; 130 interrupted (rerun to resume).
 """
 
 from __future__ import annotations
 
-import argparse
-import sys
 from collections.abc import Sequence
 from typing import Any
 
+from wsi_ncmi.cli.common import aliases_for, aliases_help, new_parser, parse, run_cli
 
-def build_parser() -> argparse.ArgumentParser:
-    """The argument parser."""
-    p = argparse.ArgumentParser(
-        prog="wsi-bench",
-        description="Benchmark losses (CE vs NCMI, ...) × MIL aggregators × seeds over "
+ALIASES = aliases_for("wsi-bench")
+
+
+def build_parser() -> Any:
+    """The argument parser (``--config`` is a bench YAML read by :mod:`wsi_ncmi.bench.config`)."""
+    p = new_parser(
+        "wsi-bench",
+        "Benchmark losses (CE vs NCMI, ...) × MIL aggregators × seeds over "
         "leave-one-hospital-out folds, resumably; writes per-hospital tables, paired "
         "tests and plots.",
+        epilog="example configs: configs/bench/*.yaml\n\n" + aliases_help(ALIASES),
+        config_file=False,
     )
     p.add_argument("--config", metavar="YAML", help="bench config (e.g. configs/bench/*.yaml)")
-    p.add_argument("--name", help="benchmark name (outputs in <output_root>/<name>)")
-    p.add_argument("--output-root", metavar="DIR", help="parent folder of the outputs")
+    p.add_argument(
+        "--print_config", action="store_true", help="print the resolved config as YAML and exit"
+    )
+    p.add_argument("--name", help="benchmark name (outputs in <out>/<name>)")
+    p.add_argument("--out", metavar="DIR", help="output root: parent folder of <name>/")
     p.add_argument("--manifest", metavar="CSV", help="slide manifest")
-    p.add_argument("--slides", metavar="DIR", help="slide folder: tile+extract missing slides")
+    p.add_argument(
+        "--slides_dir", metavar="DIR", help="slide folder: tile and extract missing slides"
+    )
     p.add_argument("--features", metavar="DIR", help="features root (features/<encoder>/)")
     p.add_argument("--encoder", help="encoder name of the features")
     p.add_argument("--seeds", type=int, nargs="+", metavar="K", help="training seeds")
@@ -51,43 +63,46 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--quick",
-        action="store_true",
+        type=bool,
+        default=False,
         help="apply the config's 'quick' section: a smaller sweep of the same design",
     )
-    p.add_argument("--force", action="store_true", help="recompute cells made with other settings")
-    p.add_argument("--no-progress", action="store_true", help="no progress bars")
-    p.add_argument("--print-config", action="store_true", help="print the resolved config, exit")
+    p.add_argument(
+        "--force", type=bool, default=False, help="recompute cells made with other settings"
+    )
+    p.add_argument(
+        "--progress", type=bool | None, help="progress bars (default: the config's progress)"
+    )
     return p
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run ``wsi-bench``; returns the exit code."""
-    args = build_parser().parse_args(argv)
+    return run_cli("wsi-bench", lambda: _bench(argv))
 
+
+def _bench(argv: Sequence[str] | None) -> int:
+    parser = build_parser()
+    args = parse(parser, argv, ALIASES)
+
+    from wsi_ncmi.batch.shard import parse_shard
     from wsi_ncmi.bench.config import load_config, parse_override, to_dict
-    from wsi_ncmi.errors import ConfigError, ManifestError, MissingFeaturesError, WsiNcmiError
 
     shortcuts = {
         "name": args.name,
-        "output_root": args.output_root,
+        "output_root": args.out,
         "data.manifest": args.manifest,
-        "data.slide_dir": args.slides,
+        "data.slide_dir": args.slides_dir,
         "data.features_root": args.features,
         "data.encoder": args.encoder,
         "sweep.seeds": args.seeds,
         "jobs": args.jobs,
-        "progress": False if args.no_progress else None,
+        "progress": args.progress,
     }
-    try:
-        overrides = {k: v for k, v in shortcuts.items() if v is not None}
-        overrides |= dict(parse_override(item) for item in args.set)
-        config = load_config(args.config, overrides, quick=args.quick)
-        from wsi_ncmi.batch.shard import parse_shard
-
-        parse_shard(args.shard)  # a malformed I/N fails before any work
-    except (ConfigError, ManifestError) as err:
-        print(f"wsi-bench: configuration error: {err}", file=sys.stderr)
-        return 2
+    overrides = {k: v for k, v in shortcuts.items() if v is not None}
+    overrides |= dict(parse_override(item) for item in args.set)
+    config = load_config(args.config, overrides, quick=args.quick)
+    parse_shard(args.shard)  # a malformed I/N fails before any work
     if args.print_config:
         import yaml
 
@@ -96,20 +111,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     from wsi_ncmi.bench.pipeline import run_bench
 
-    try:
-        outcome = run_bench(config, force=args.force, shard=args.shard)
-    except (ConfigError, ManifestError) as err:
-        print(f"wsi-bench: configuration error: {err}", file=sys.stderr)
-        return 2
-    except MissingFeaturesError as err:
-        print(f"wsi-bench: {err}", file=sys.stderr)
-        return 3
-    except WsiNcmiError as err:
-        print(f"wsi-bench: failed: {err}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        print("wsi-bench: interrupted; rerun the same command to resume", file=sys.stderr)
-        return 130
+    outcome = run_bench(config, force=args.force, shard=args.shard)
     parts = outcome.parts or {"": outcome}
     return max(_print_outcome(name, part, config) for name, part in parts.items())
 

@@ -1,83 +1,66 @@
 """``wsi-extract``: frozen-encoder features for every tiled slide.
 
-Exit codes: 0 all slides ok/skipped/no tissue; 1 some slides failed (report lists
-them); 2 bad arguments or configuration (µm/px mismatch, unknown encoder, bad coords
-file without --skip-errors); 3 encoder weights unavailable (gated/offline).
+Options: the fields of :class:`~wsi_ncmi.features.run.ExtractConfig`, from ``--config
+FILE.yaml`` and flags (``configs/extract/example.yaml``). Exit codes: 0 all slides
+ok/skipped/no tissue; 1 some slides failed (the report lists them); 2 bad arguments or
+configuration (µm/px mismatch, unknown encoder); 3 encoder weights unavailable
+(gated/offline); 130 interrupted (:data:`wsi_ncmi.cli.common.EXIT_CODES_HELP`).
 """
 
 from __future__ import annotations
 
 import argparse
-import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
+
+from wsi_ncmi.cli.common import add_names, aliases_for, aliases_help, new_parser, parse, run_cli
+
+EPILOG = """\
+outputs (under --out): features/<encoder>/<slide_id>.h5 and a run report.
+example config: configs/extract/example.yaml (wsi-extract --print_config writes one).
+"""
+
+ALIASES = aliases_for("wsi-extract")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The argument parser (defaults suit a 16-core, one-GPU host and still run on 2 cores)."""
-    p = argparse.ArgumentParser(
-        prog="wsi-extract",
-        description="Extract frozen-encoder patch features into <out>/features/<encoder>/.",
-    )
-    p.add_argument("--list-encoders", action="store_true", help="print encoders and exit")
-    p.add_argument("--out", type=Path, help="output root (features/<encoder>/ is created)")
-    p.add_argument("--coords", type=Path, help="coords directory (default: <out>/coords)")
-    p.add_argument("--encoder", default="random-cnn", help="registered name or timm:<model>")
-    p.add_argument("--weights", type=Path, help="local checkpoint (.safetensors/.bin/.pth)")
-    p.add_argument(
-        "--random-init",
-        action="store_true",
-        help="random weights, no download (demos/tests; recorded as random_init)",
-    )
-    p.add_argument("--device", choices=("cpu", "cuda", "auto"), default="auto")
-    p.add_argument("--devices", default="1", help="devices per node, or 'auto' (DDP)")
-    p.add_argument("--num-nodes", type=int, default=1)
-    p.add_argument("--batch-size", type=int, help="default 256 on GPU, 64 on CPU")
-    p.add_argument("--workers", type=int, help="DataLoader workers (default: CPUs - 2, 1..12)")
-    p.add_argument("--precision", choices=("auto", "32", "bf16", "16"), default="auto")
-    p.add_argument("--dtype", choices=("float16", "float32"), default="float16")
-    p.add_argument("--allow-mpp-mismatch", action="store_true")
-    p.add_argument("--max-bad-fraction", type=float, default=0.1)
-    p.add_argument("--shard", help="i/N: process one deterministic part of the cohort")
-    p.add_argument("--skip-errors", action="store_true", help="record failures and go on")
-    p.add_argument("--no-lock", action="store_true", help="no per-slide lock files")
-    p.add_argument(
-        "--no-wait",
-        action="store_true",
-        help="do not wait for slides that another live job is extracting: report them as "
-        "'locked' (default: after its own slides, wait until they are done (then "
-        "'skipped') or their holder dies (then extract them here))",
+class _ListEncoders(argparse.Action):
+    """``--list_encoders``: print the registered encoders and exit (like ``--help``)."""
+
+    def __init__(self, option_strings: Sequence[str], dest: str, help: str) -> None:
+        super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS, help=help)
+
+    def __call__(self, parser: Any, namespace: Any, values: Any, option: str | None = None) -> None:
+        print(_list_encoders())
+        parser.exit()
+
+
+def build_parser() -> Any:
+    """The jsonargparse parser of :class:`~wsi_ncmi.features.run.ExtractConfig`.
+
+    Every option is a field of ``ExtractConfig`` (help from its docstring), except
+    ``--coords_dir``, whose default (``<out>/coords``) depends on ``--out``.
+    Defaults suit a 16-core, one-GPU host and still run on 2 cores; ``--skip_errors``
+    is on, as in every batch command.
+    """
+    from wsi_ncmi.features.run import ExtractConfig
+
+    p = new_parser(
+        "wsi-extract",
+        "Extract frozen-encoder patch features into <out>/features/<encoder>/.",
+        epilog=EPILOG + "\n" + aliases_help(ALIASES),
     )
     p.add_argument(
-        "--max-wait",
-        type=float,
-        metavar="SECONDS",
-        help="wait at most this many seconds (e.g. 3600) for slides locked by other jobs, "
-        "then report the rest as 'locked' (default: no limit)",
+        "--list_encoders", action=_ListEncoders, help="print the registered encoders and exit"
     )
     p.add_argument(
-        "--redo",
-        nargs="+",
-        default=(),
-        metavar="SLIDE",
-        help="extract these slide ids again even if their features files look fine "
-        "(files that fail the checks training applies, e.g. NaN/inf rows or truncation, "
-        "are redone without it)",
+        "--coords_dir",
+        type=Path | None,
+        help="directory of <slide_id>.h5 coords files (wsi-tile output; default: <out>/coords)",
     )
-    p.add_argument("--force", action="store_true", help="extract every slide again")
-    p.add_argument(
-        "--loader-timeout",
-        type=float,
-        default=600.0,
-        metavar="SECONDS",
-        help="stop when the DataLoader workers deliver no batch for this long, e.g. when "
-        "/dev/shm is full (default: 600)",
-    )
-    p.add_argument("--slide-dir", type=Path, help="find slides here by file name")
-    p.add_argument("--backend", choices=("auto", "openslide", "tiffslide"))
-    p.add_argument("--coords-hash", help="refuse coords files with another params_hash")
-    p.add_argument("--compile", action="store_true", help="torch.compile the encoder")
-    p.add_argument("--no-progress", action="store_true")
+    p.add_class_arguments(ExtractConfig, skip={"coords_dir"}, fail_untyped=True)
+    p.set_defaults(skip_errors=True)
+    add_names(p, {"--out_dir": "--out", "--slide_dir": "--slides_dir"})
     return p
 
 
@@ -99,58 +82,20 @@ def _list_encoders() -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run ``wsi-extract``; returns the exit code."""
-    args = build_parser().parse_args(argv)
-    if args.list_encoders:
-        print(_list_encoders())
-        return 0
-    if args.out is None:
-        print("wsi-extract: error: --out is required", file=sys.stderr)
-        return 2
+    return run_cli("wsi-extract", lambda: _extract(argv))
 
-    from wsi_ncmi.batch import BatchAbortedError
-    from wsi_ncmi.errors import WeightsUnavailableError, WorkerFailedError, WsiNcmiError
+
+def _extract(argv: Sequence[str] | None) -> int:
+    from wsi_ncmi.cli.common import check_backend, fields_of
     from wsi_ncmi.features.run import ExtractConfig, run_extraction
 
-    config = ExtractConfig(
-        coords_dir=args.coords or args.out / "coords",
-        out_dir=args.out,
-        encoder=args.encoder,
-        weights=args.weights,
-        random_init=args.random_init,
-        device=args.device,
-        devices=args.devices,
-        num_nodes=args.num_nodes,
-        batch_size=args.batch_size,
-        workers=args.workers,
-        precision=args.precision,
-        dtype=args.dtype,
-        allow_mpp_mismatch=args.allow_mpp_mismatch,
-        max_bad_fraction=args.max_bad_fraction,
-        shard=args.shard,
-        skip_errors=args.skip_errors,
-        lock=not args.no_lock,
-        wait_locked=not args.no_wait,
-        max_wait_s=args.max_wait,
-        slide_dir=args.slide_dir,
-        backend=args.backend,
-        expect_coords_hash=args.coords_hash,
-        compile_model=args.compile,
-        progress=not args.no_progress,
-        redo=tuple(args.redo),
-        force=args.force,
-        loader_timeout_s=args.loader_timeout,
-    )
-    try:
-        report = run_extraction(config)
-    except WeightsUnavailableError as err:
-        print(f"wsi-extract: weights unavailable: {err}", file=sys.stderr)
-        return 3
-    except (BatchAbortedError, WorkerFailedError) as err:
-        print(f"wsi-extract: {type(err).__name__}: {err}", file=sys.stderr)
-        return 1
-    except WsiNcmiError as err:
-        print(f"wsi-extract: error: {type(err).__name__}: {err}", file=sys.stderr)
-        return 2
+    args = parse(build_parser(), argv, ALIASES)
+    check_backend(args.backend)
+    values = fields_of(ExtractConfig, args)
+    values["coords_dir"] = Path(args.coords_dir or Path(args.out_dir) / "coords")
+    values["out_dir"] = Path(args.out_dir)
+    values["redo"] = tuple(values.get("redo") or ())
+    report = run_extraction(ExtractConfig(**values))
     print(report.summary())
     runtime = report.params.get("runtime", {})
     if runtime:

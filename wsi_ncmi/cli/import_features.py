@@ -1,22 +1,24 @@
 """``wsi-import-features``: register TRIDENT or CLAM features for training, no re-extraction.
 
-Exit codes: 0 registered; 2 bad arguments or a folder without such files (or mixed
-feature widths); 1 a file that is not of the named format.
+Exit codes (:data:`wsi_ncmi.cli.common.EXIT_CODES_HELP`): 0 registered; 2 bad arguments
+or a folder without such files (or mixed feature widths); 1 a file that is not of the
+named format.
 """
 
 from __future__ import annotations
 
-import argparse
-import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
+
+from wsi_ncmi.cli.common import new_parser, parse, run_cli
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser() -> Any:
     """The argument parser."""
-    p = argparse.ArgumentParser(
-        prog="wsi-import-features",
-        description="Register feature files written by TRIDENT or CLAM so that wsi-train and "
+    p = new_parser(
+        "wsi-import-features",
+        "Register feature files written by TRIDENT or CLAM so that wsi-train and "
         "wsi-bench read them in place (small sidecar files with links; nothing is copied "
         "except CLAM .pt tensors).",
     )
@@ -26,48 +28,45 @@ def build_parser() -> argparse.ArgumentParser:
         required=True,
         choices=("trident", "clam", "clam-pt"),
         help="the tool's layout: TRIDENT features_<enc>/*.h5, CLAM h5_files/*.h5, or "
-        "CLAM pt_files/*.pt with --coords-dir",
+        "CLAM pt_files/*.pt with --coords_dir",
     )
     p.add_argument("--out", required=True, type=Path, help="features root read by wsi-train")
     p.add_argument("--encoder", required=True, help="name of the encoder that made them")
-    p.add_argument("--manifest", type=Path, help="register only the manifest's slides")
-    p.add_argument("--coords-dir", type=Path, help="clam-pt: CLAM's patches/ folder")
-    p.add_argument("--mpp", type=float, help="µm/px of the patches (CLAM does not record it)")
-    p.add_argument("--patch-size", type=int, help="patch side in pixels, if not recorded")
+    p.add_argument("--manifest", type=Path | None, help="register only the manifest's slides")
+    p.add_argument("--coords_dir", type=Path | None, help="clam-pt: CLAM's patches/ folder")
+    p.add_argument(
+        "--mpp", type=float | None, help="µm/px of the patches (CLAM does not record it)"
+    )
+    p.add_argument("--patch_size_px", type=int | None, help="patch side in pixels, if not recorded")
     return p
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run ``wsi-import-features``; returns the exit code."""
-    args = build_parser().parse_args(argv)
-    from wsi_ncmi.errors import CacheSchemaError, ConfigError, ManifestError
+    return run_cli(
+        "wsi-import-features", lambda: _import(argv), resume_hint="rerun the same command"
+    )
+
+
+def _import(argv: Sequence[str] | None) -> int:
     from wsi_ncmi.features.foreign import register_foreign_features
 
-    try:
-        slide_ids = None
-        if args.manifest is not None:
-            from wsi_ncmi.manifest import read_manifest
+    args = parse(build_parser(), argv)
+    slide_ids = None
+    if args.manifest is not None:
+        from wsi_ncmi.manifest import read_manifest
 
-            slide_ids = [row.slide_id for row in read_manifest(args.manifest)]
-        written = register_foreign_features(
-            args.src,
-            args.format,
-            args.out,
-            args.encoder,
-            slide_ids=slide_ids,
-            coords_dir=args.coords_dir,
-            mpp=args.mpp,
-            patch_size_px=args.patch_size,
-        )
-    except (ConfigError, ManifestError) as err:
-        print(f"wsi-import-features: configuration error: {err}", file=sys.stderr)
-        return 2
-    except CacheSchemaError as err:
-        print(f"wsi-import-features: {err}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        print("wsi-import-features: interrupted; rerun the same command", file=sys.stderr)
-        return 130
+        slide_ids = [row.slide_id for row in read_manifest(args.manifest)]
+    written = register_foreign_features(
+        args.src,
+        args.format,
+        args.out,
+        args.encoder,
+        slide_ids=slide_ids,
+        coords_dir=args.coords_dir,
+        mpp=args.mpp,
+        patch_size_px=args.patch_size_px,
+    )
     folder = written[0].parent if written else args.out
     print(f"registered {len(written)} slides in {folder}; train with --data.features_root "
           f"{args.out} --data.encoder {args.encoder}")  # fmt: skip

@@ -5,48 +5,52 @@ Example (the demo subset, 20 slides per center):
     wsi-synth-cohort --preset demo --workers 2 --out outputs/synth/demo
 
 (``tools/synth_cohort.py`` runs the same command from a checkout.) Paths are relative to
-the working directory. Exit codes: 0 success, 2 bad arguments, manifest or configuration.
+the working directory. Exit codes (:data:`wsi_ncmi.cli.common.EXIT_CODES_HELP`): 0 success,
+2 bad arguments, manifest or configuration.
 """
 
 from __future__ import annotations
 
-import argparse
-import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
+from wsi_ncmi.cli.common import aliases_for, aliases_help, new_parser, parse, run_cli
 from wsi_ncmi.synth.presets import PRESETS
 
+ALIASES = aliases_for("wsi-synth-cohort")
 
-def _subset(value: str) -> int:
+def _subset(value: str | int) -> int:
     """Slides per center; 0 stands for 'all'."""
+    from wsi_ncmi.errors import ConfigError
+
     if value == "all":
         return 0
     try:
         number = int(value)
     except ValueError as err:
-        raise argparse.ArgumentTypeError(
-            f"expected a positive integer or 'all', got {value!r}"
-        ) from err
+        raise ConfigError(f"--subset must be a positive integer or 'all', got {value!r}") from err
     if number < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer or 'all', got {value!r}")
+        raise ConfigError(f"--subset must be a positive integer or 'all', got {value!r}")
     return number
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser() -> Any:
     """The argument parser."""
-    parser = argparse.ArgumentParser(
-        prog="wsi-synth-cohort",
-        description="Generate synthetic CAMELYON-like slides (pyramidal JPEG TIFF + ground truth).",
+    parser = new_parser(
+        "wsi-synth-cohort",
+        "Generate synthetic CAMELYON-like slides (pyramidal JPEG TIFF + ground truth).",
+        epilog=aliases_help(ALIASES),
     )
     parser.add_argument(
         "--manifest",
         type=Path,
         default=Path("data_manifests/camelyon17.csv"),
-        help="slide manifest CSV (default: %(default)s)",
+        help="slide manifest CSV (default: data_manifests/camelyon17.csv)",
     )
     parser.add_argument(
-        "--out", type=Path, default=None, help="cohort folder (default: outputs/synth/<preset>)"
+        "--out", type=Path | None, help="cohort folder (default: outputs/synth/<preset>)"
     )
     parser.add_argument(
         "--preset",
@@ -57,44 +61,42 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--subset",
-        type=_subset,
-        default=None,
+        type=str | None,
         help="slides per center, or 'all' (default: 20 for demo, all for bench, 1 for full)",
     )
     parser.add_argument("--seed", type=int, default=0, help="global seed (default: 0)")
     parser.add_argument("--workers", type=int, default=1, help="processes (default: 1)")
     parser.add_argument(
-        "--centers", type=int, nargs="+", default=None, help="only these centers (default: all)"
+        "--centers", type=list[int] | None, help="only these centers (default: all)"
     )
-    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    parser.add_argument("--progress", type=bool, default=True, help="show a progress bar")
     return parser
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: Sequence[str] | None = None) -> int:
     """Run ``wsi-synth-cohort``; returns the exit code."""
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    from wsi_ncmi.errors import WsiNcmiError
+    return run_cli("wsi-synth-cohort", lambda: _synth(argv))
+
+
+def _synth(argv: Sequence[str] | None) -> int:
     from wsi_ncmi.manifest import read_manifest
     from wsi_ncmi.synth import generate_cohort
 
+    args = parse(build_parser(), argv, ALIASES)
+    subset = None if args.subset is None else _subset(args.subset)
     out = args.out if args.out is not None else Path("outputs") / "synth" / args.preset
     start = time.perf_counter()
-    try:
-        result = generate_cohort(
-            read_manifest(args.manifest),
-            out,
-            preset=args.preset,
-            seed=args.seed,
-            subset=args.subset or None,
-            use_preset_subset=args.subset is None,
-            centers=args.centers,
-            workers=args.workers,
-            progress=not args.quiet,
-        )
-    except WsiNcmiError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+    result = generate_cohort(
+        read_manifest(args.manifest),
+        out,
+        preset=args.preset,
+        seed=args.seed,
+        subset=subset or None,
+        use_preset_subset=subset is None,
+        centers=args.centers,
+        workers=args.workers,
+        progress=args.progress,
+    )
     seconds = time.perf_counter() - start
     print(
         f"{result.out_dir}: {len(result.generated)} slides generated, "

@@ -171,7 +171,7 @@ class FeatureWriter(BasePredictionWriter):
         if self.stop_on_failure:
             raise BatchAbortedError(
                 f"{job.slide_id} failed ({type(err).__name__}: {err}); stopping because "
-                "--skip-errors is off (finished slides are kept)"
+                "--skip_errors is off (finished slides are kept)"
             )
 
     def _begin(self, job: SlideJob, index: int) -> _OpenSlide:
@@ -199,7 +199,7 @@ class FeatureWriter(BasePredictionWriter):
         if not error and n_bad > self.max_bad_fraction * n:
             error = (
                 f"CorruptTileError: {n_bad} of {n} tiles failed to decode "
-                f"(more than --max-bad-fraction {self.max_bad_fraction}); re-export the slide"
+                f"(more than --max_bad_fraction {self.max_bad_fraction}); re-export the slide"
             )
         try:
             if error:
@@ -239,7 +239,7 @@ class FeatureWriter(BasePredictionWriter):
         if last.status == "failed" and self.stop_on_failure:
             raise BatchAbortedError(
                 f"{last.item_id} failed ({last.error_type}: {last.reason}); stopping because "
-                "--skip-errors is off (finished slides are kept)"
+                "--skip_errors is off (finished slides are kept)"
             )
 
     def _abort_all(self, reason: str) -> None:

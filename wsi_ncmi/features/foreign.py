@@ -103,7 +103,7 @@ def inspect_foreign(
     coords_source = path
     if fmt == "clam-pt":
         if coords_dir is None:
-            raise ConfigError("format 'clam-pt' needs --coords-dir (CLAM's patches/ folder)")
+            raise ConfigError("format 'clam-pt' needs --coords_dir (CLAM's patches/ folder)")
         import torch
 
         features = torch.load(path, map_location="cpu", weights_only=True)

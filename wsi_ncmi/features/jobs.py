@@ -47,8 +47,8 @@ def check_mpp(spec: EncoderSpec, target_mpp: float, config: ExtractConfig, where
     if abs(target_mpp / spec.mpp - 1.0) > config.mpp_tolerance:
         raise ConfigError(
             f"encoder {spec.name!r} expects {spec.mpp} µm/px but {where} was tiled at "
-            f"{target_mpp} µm/px; re-run wsi-tile with --target-mpp {spec.mpp}, or pass "
-            "--allow-mpp-mismatch to extract anyway"
+            f"{target_mpp} µm/px; re-run wsi-tile with --grid.target_mpp {spec.mpp}, or pass "
+            "--allow_mpp_mismatch to extract anyway"
         )
 
 

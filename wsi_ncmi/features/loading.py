@@ -97,7 +97,7 @@ def worker_failure(err: BaseException, timeout_s: float) -> WorkerFailedError | 
     if "DataLoader timed out" in text:
         return WorkerFailedError(
             f"no batch arrived from the DataLoader workers for {timeout_s:g} s "
-            f"(--loader-timeout); they stalled. {SHM_FIX}"
+            f"(--loader_timeout_s); they stalled. {SHM_FIX}"
         )
     if "DataLoader worker" in text and ("exited unexpectedly" in text or "killed" in text):
         return WorkerFailedError(f"a DataLoader worker died ({text.strip()}). {SHM_FIX}")

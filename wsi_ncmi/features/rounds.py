@@ -45,7 +45,7 @@ def wait_for_locked(
                     ItemResult(
                         job.slide_id,
                         "locked",
-                        reason=f"another job still held its lock after --max-wait "
+                        reason=f"another job still held its lock after --max_wait_s "
                         f"{config.max_wait_s:g} s",
                     )
                 )

@@ -126,22 +126,22 @@ class ExtractConfig:
         if self.dtype not in FEATURE_DTYPES:
             raise ConfigError(f"--dtype must be one of {FEATURE_DTYPES}, got {self.dtype!r}")
         if self.batch_size is not None and self.batch_size < 1:
-            raise ConfigError(f"--batch-size must be >= 1, got {self.batch_size!r}")
+            raise ConfigError(f"--batch_size must be >= 1, got {self.batch_size!r}")
         if self.workers is not None and self.workers < 0:
             raise ConfigError(f"--workers must be >= 0, got {self.workers!r}")
         if self.max_wait_s is not None and not self.max_wait_s >= 0:
-            raise ConfigError(f"--max-wait must be >= 0 seconds, got {self.max_wait_s!r}")
+            raise ConfigError(f"--max_wait_s must be >= 0 seconds, got {self.max_wait_s!r}")
         if not self.loader_timeout_s > 0:
             raise ConfigError(
-                f"--loader-timeout must be > 0 seconds, got {self.loader_timeout_s!r}"
+                f"--loader_timeout_s must be > 0 seconds, got {self.loader_timeout_s!r}"
             )
         if not self.poll_s > 0:
             raise ConfigError(f"poll_s must be > 0 seconds, got {self.poll_s!r}")
         if not 0.0 <= self.max_bad_fraction <= 1.0:
-            raise ConfigError(f"--max-bad-fraction must be in [0, 1], got {self.max_bad_fraction}")
+            raise ConfigError(f"--max_bad_fraction must be in [0, 1], got {self.max_bad_fraction}")
         if not self.coords_dir.is_dir():
             raise ConfigError(
-                f"--coords must be a directory of coords .h5 files: {self.coords_dir}"
+                f"--coords_dir must be a directory of coords .h5 files: {self.coords_dir}"
             )
 
     def to_dict(self) -> dict[str, Any]:
@@ -311,7 +311,7 @@ def run_extraction(config: ExtractConfig, encoder: EncoderModule | None = None) 
         first = report.failed[0]
         raise BatchAbortedError(
             f"{first.item_id} failed ({first.error_type}: {first.reason}); "
-            "stopping because --skip-errors is off (finished slides are kept)"
+            "stopping because --skip_errors is off (finished slides are kept)"
         )
     return report
 

@@ -183,6 +183,6 @@ def resolve_mpp(
     )
     raise MissingMppError(
         f"cannot determine µm/px for slide {str(slide_path)!r}{detail}. Supply it with "
-        "--mpp VALUE (one value for every slide) or --mpp-csv FILE (a CSV with columns "
+        "--mpp_override VALUE (one value for every slide) or --mpp_csv FILE (a CSV with columns "
         "'slide,mpp'); in Python pass mpp_override= or mpp_csv= to open_slide()."
     )

@@ -65,7 +65,7 @@ class TilingConfig:
         tissue: Segmentation parameters.
         backend: ``auto``, ``openslide`` or ``tiffslide``.
         mpp_override: µm/px for every slide (overrides metadata).
-        mpp_table: Per-slide µm/px (from ``--mpp-csv``), keyed by name, stem or path.
+        mpp_table: Per-slide µm/px (from ``--mpp_csv``), keyed by name, stem or path.
         mask_dir: Folder of user masks ``<slide_id>.{geojson,png}`` replacing segmentation.
         thumb_size_px: Longest side of the overlay thumbnail.
     """

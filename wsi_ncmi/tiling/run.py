@@ -198,7 +198,8 @@ def run_tiling(
         shard: ``"i/N"`` to process only shard ``i`` of ``N`` (0-based).
         skip_errors: Record failing slides and go on (default), or stop at the first.
         progress: Show a progress bar on a terminal.
-        stale_lock_after_s: Silence after which another host's lock is taken over.
+        stale_lock_after_s: Seconds of silence after which another host's lock is taken
+            over (same-host locks of dead processes are taken at once).
         report_path: Report JSON path (default :func:`default_report_path`).
 
     Returns:

@@ -50,8 +50,8 @@ class TissueParams:
         min_od: Minimum optical density (mean over RGB, log10) of tissue.
         close_um: Diameter of the morphological closing (bridges small gaps).
         open_um: Diameter of the morphological opening (removes specks).
-        min_tissue_area_um2: Tissue pieces smaller than this are dropped.
-        min_hole_area_um2: Holes smaller than this are filled; larger ones are kept.
+        min_tissue_area_um2: Tissue pieces smaller than this area (µm²) are dropped.
+        min_hole_area_um2: Holes smaller than this area (µm²) are filled; larger ones are kept.
         fill_holes: Fill every hole regardless of size.
         reject_pen: Reject green/blue pen ink.
         reject_black: Reject black artifacts (ink, dirt, folds) darker than ``black_value``.

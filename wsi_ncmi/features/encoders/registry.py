@@ -60,7 +60,7 @@ class EncoderSpec:
         random_init: True when the weights are random (tests, baselines): recorded in
             every output so random features are never mistaken for pretrained ones.
         channels_last: Run the backbone in ``channels_last`` memory format (CNNs).
-        description: One line for ``--list-encoders``.
+        description: One line for ``--list_encoders``.
         weights_path: The local checkpoint's resolved path (``--weights``), for the
             record only: it is not part of :attr:`identity_hash`, so moving a
             checkpoint does not invalidate features; its content hash is.
@@ -155,7 +155,7 @@ def get_spec(name: str) -> EncoderSpec:
         return timm_spec(name)
     raise ConfigError(
         f"--encoder must be a registered name or 'timm:<model>', got {name!r}; "
-        f"registered: {sorted(_REGISTRY)} (see wsi-extract --list-encoders)"
+        f"registered: {sorted(_REGISTRY)} (see wsi-extract --list_encoders)"
     )
 
 

@@ -1,0 +1,360 @@
+"""One convention for every ``wsi-*`` command: exit codes, Ctrl-C, flag spellings, configs.
+
+Every command's ``main(argv)`` goes through :func:`run_cli`, which turns the package's
+exceptions (:mod:`wsi_ncmi.errors`) into one table of exit codes (:data:`EXIT_CODES_HELP`)
+and Ctrl-C into a one-line resume hint and exit code 130. Parsers are jsonargparse parsers
+(:func:`new_parser`) whose flags are generated from the stages' own dataclasses; the
+spelling rules of :func:`normalize_argv` keep older flag spellings working.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_USAGE = 2
+EXIT_MISSING_INPUTS = 3
+EXIT_INTERRUPTED = 130
+
+EXIT_CODES_HELP = """\
+exit codes (the same for every wsi-* command):
+  0    success: every item ok, skipped (already done) or without tissue
+  1    some items failed (listed in the run report), or the run stopped at a failure
+       (--skip_errors false, a dead DataLoader worker, NaN/inf values, a corrupt file)
+  2    bad arguments or configuration (ConfigError, ManifestError, MissingMppError)
+  3    missing inputs: features not extracted or encoder weights unavailable
+  130  interrupted (Ctrl-C): rerun the same command to resume
+"""
+
+CONVENTIONS_HELP = """\
+conventions: --config FILE.yaml loads options (flags given after it win); --print_config
+prints the resolved options as YAML, which --config reads back. In option names dashes
+and underscores are interchangeable, and the section (--target_mpp = --grid.target_mpp)
+and unit suffix (--thumb_size = --thumb_size_px) may be left out when one option fits;
+a true/false option given alone means true, --no-NAME sets it to false (--no-progress).
+"""
+
+RESUME_HINT = "rerun the same command to resume (finished slides and cells are skipped)"
+
+#: Older flag spellings, per command, that :func:`resolve_option` does not find by itself.
+OLDER_SPELLINGS = {
+    "wsi-tile --keep-pen": "--tissue.reject_pen=false",
+    "wsi-tile --keep-black": "--tissue.reject_black=false",
+    "wsi-tile --mpp": "--mpp_override",
+    "wsi-tile --report": "--report_path",
+    "wsi-extract --coords": "--coords_dir",
+    "wsi-extract --no-wait": "--wait_locked=false",
+    "wsi-extract --coords-hash": "--expect_coords_hash",
+    "wsi-extract --compile": "--compile_model",
+    "wsi-bench --output-root": "--out",
+    "wsi-bench --slides": "--slides_dir",
+    "wsi-synth-cohort --quiet": "--progress=false",
+}
+
+
+def aliases_for(prog: str) -> dict[str, str]:
+    """``{older spelling: what it means now}`` of one command (:data:`OLDER_SPELLINGS`)."""
+    pairs = ([*key.split(" ", 1), new] for key, new in OLDER_SPELLINGS.items())
+    return {old: new for command, old, new in pairs if command == prog}
+
+
+def exit_code(err: BaseException) -> int:
+    """The exit code of an exception that ended a command (see :data:`EXIT_CODES_HELP`).
+
+    Args:
+        err: The exception.
+
+    Returns:
+        ``3`` for missing features or weights, ``2`` for bad arguments or configuration
+        (including parse errors), ``1`` for every other :class:`~wsi_ncmi.errors.WsiNcmiError`
+        (a failed item, a stopped batch), ``130`` for :class:`KeyboardInterrupt`.
+
+    Raises:
+        TypeError: ``err`` is none of these (a bug: the caller re-raises it).
+    """
+    from wsi_ncmi.errors import (
+        ConfigError,
+        ManifestError,
+        MissingFeaturesError,
+        MissingMppError,
+        WeightsUnavailableError,
+        WsiNcmiError,
+    )
+
+    if isinstance(err, KeyboardInterrupt):
+        return EXIT_INTERRUPTED
+    if isinstance(err, MissingFeaturesError | WeightsUnavailableError):
+        return EXIT_MISSING_INPUTS
+    if isinstance(err, ConfigError | ManifestError | MissingMppError | argparse.ArgumentError):
+        return EXIT_USAGE
+    if isinstance(err, WsiNcmiError):
+        return EXIT_FAILED
+    raise TypeError(f"no exit code for {type(err).__name__}: {err}")
+
+
+def check_backend(backend: str | None) -> None:
+    """Refuse a slide backend other than ``auto``, ``openslide`` or ``tiffslide``.
+
+    Raises:
+        ConfigError: Naming ``--backend``, the choices and the value.
+    """
+    from wsi_ncmi.errors import ConfigError
+    from wsi_ncmi.slide.factory import BACKEND_CHOICES
+
+    if backend is not None and backend not in BACKEND_CHOICES:
+        choices = ", ".join(BACKEND_CHOICES)
+        raise ConfigError(f"--backend must be one of {choices}, got {backend!r}")
+
+
+_LABELS = {EXIT_FAILED: "failed", EXIT_USAGE: "error", EXIT_MISSING_INPUTS: "missing input"}
+
+
+def run_cli(prog: str, body: Callable[[], int], *, resume_hint: str = RESUME_HINT) -> int:
+    """Run a command's body under the shared exit-code table.
+
+    Args:
+        prog: Command name for messages (``wsi-tile``).
+        body: Parses the arguments, runs the command and returns its exit code.
+        resume_hint: What to do after Ctrl-C (one line).
+
+    Returns:
+        ``body()``'s code, or the code of the exception it raised (:func:`exit_code`); the
+        exception is printed as one line on stderr, without a traceback. Exceptions that
+        are not the package's (bugs) propagate with their traceback.
+    """
+    try:
+        return body()
+    except SystemExit as done:
+        # --help, --print_config and argparse errors exit; so does Lightning's graceful
+        # shutdown after Ctrl-C (sys.exit(1) while handling the KeyboardInterrupt).
+        if not isinstance(done.__context__, KeyboardInterrupt):
+            return done.code if isinstance(done.code, int) else int(done.code is not None)
+    except KeyboardInterrupt:
+        pass
+    except Exception as err:
+        try:
+            code = exit_code(err)
+        except TypeError:
+            raise err from None
+        kind = "" if isinstance(err, argparse.ArgumentError) else f"{type(err).__name__}: "
+        print(f"{prog}: {_LABELS[code]}: {kind}{err}", file=sys.stderr)
+        return code
+    print(f"\n{prog}: interrupted; {resume_hint}", file=sys.stderr)
+    return EXIT_INTERRUPTED
+
+
+def new_parser(prog: str, description: str, *, epilog: str = "", config_file: bool = True) -> Any:
+    """A jsonargparse parser with ``--config``/``--print_config`` and the shared epilog.
+
+    Args:
+        prog: Command name.
+        description: One paragraph on what the command does.
+        epilog: Command-specific help shown before the conventions and exit codes.
+        config_file: Add ``--config FILE.yaml`` (and with it ``--print_config``); off for a
+            command that reads its own config format and adds its own ``--print_config``.
+
+    Returns:
+        A ``jsonargparse.ArgumentParser`` that raises ``ArgumentError`` instead of exiting.
+    """
+    from jsonargparse import ActionConfigFile, ArgumentParser, DefaultHelpFormatter
+
+    class Formatter(argparse.RawDescriptionHelpFormatter, DefaultHelpFormatter):
+        """Keep the epilog's line breaks."""
+
+    import textwrap
+
+    parts = [epilog, CONVENTIONS_HELP, EXIT_CODES_HELP]
+    parser = ArgumentParser(
+        prog=prog,
+        description=textwrap.fill(description, width=88),
+        epilog="\n".join(part for part in parts if part),
+        formatter_class=Formatter,
+        exit_on_error=False,
+        print_config="--print_config" if config_file else None,
+    )
+    if config_file:
+        parser.add_argument(
+            "--config",
+            action=ActionConfigFile,
+            help="YAML file of options (repeatable; later files and flags win)",
+        )
+    return parser
+
+
+def add_names(parser: argparse.ArgumentParser, names: Mapping[str, str]) -> None:
+    """Give generated options a second, shorter name shown first in ``--help``.
+
+    Args:
+        parser: The parser.
+        names: ``{"--out_dir": "--out"}``: the generated option and its extra name.
+
+    Raises:
+        KeyError: An option the parser does not have.
+    """
+    for option, name in names.items():
+        action = parser._option_string_actions[option]
+        action.option_strings = [name, *action.option_strings]
+        parser._option_string_actions[name] = action
+
+
+def aliases_help(aliases: Mapping[str, str]) -> str:
+    """The ``--help`` paragraph listing older spellings and what they mean now."""
+    lines = ["older spellings, still accepted:"]
+    lines += [f"  {old:<24} {new.replace('=', ' ')}" for old, new in aliases.items()]
+    return "\n".join(lines) + "\n"
+
+
+def _hint(action: argparse.Action) -> Any:
+    """The type hint of a jsonargparse option, ``X`` for ``X | None``."""
+    import typing
+
+    hint = getattr(action, "_typehint", None)
+    args = [arg for arg in typing.get_args(hint) if arg is not type(None)]
+    return args[0] if len(args) == 1 and type(None) in typing.get_args(hint) else hint
+
+
+def _is_bool(action: argparse.Action) -> bool:
+    return _hint(action) is bool
+
+
+def _is_sequence(action: argparse.Action) -> bool:
+    return getattr(_hint(action), "__origin__", None) in (list, tuple)
+
+
+#: Unit suffixes an option name may be given without (``--thumb_size`` = ``--thumb_size_px``).
+UNIT_SUFFIXES = ("", "_px", "_s", "_um2")
+
+
+def resolve_option(known: Mapping[str, argparse.Action], name: str) -> str | None:
+    """The parser option that ``name`` (``--a-b``, ``--a_b``, ``--section.a_b``) spells.
+
+    Dashes and underscores are interchangeable; a name may leave out its section
+    (``--target_mpp`` = ``--grid.target_mpp``) and its unit suffix (:data:`UNIT_SUFFIXES`)
+    as long as exactly one option fits.
+
+    Args:
+        known: The parser's option strings and their actions.
+        name: An option name with its leading dashes.
+
+    Returns:
+        The option string, or ``None`` when no single option fits.
+    """
+    if name in known:
+        return name
+    bare = name[2:].replace("-", "_")
+    for suffix in UNIT_SUFFIXES:
+        hits = [opt for opt in known if opt[2:].rsplit(".", 1)[-1] == bare + suffix]
+        if len({id(known[opt]) for opt in hits}) == 1:
+            return hits[0]
+    return None
+
+
+def normalize_argv(
+    parser: argparse.ArgumentParser, argv: Sequence[str], aliases: Mapping[str, str] | None = None
+) -> list[str]:
+    """Rewrite older or looser flag spellings into the parser's own.
+
+    Rules, per option token (``--name`` or ``--name=value``):
+
+    * ``aliases`` renames (``{"--keep-pen": "--tissue.reject_pen=false"}``);
+    * :func:`resolve_option` finds the option (dashes, section and unit suffix);
+    * ``--no-NAME`` becomes ``--NAME=false`` for a true/false option;
+    * a true/false option without a value gets ``true``;
+    * a list option followed by several words takes them all (``--redo a b``).
+
+    Args:
+        parser: The parser whose options are the targets.
+        argv: The command line.
+        aliases: Older spellings and what they mean now (a value after ``=`` included),
+            keyed by their dash spelling.
+
+    Returns:
+        The rewritten command line.
+    """
+    known = parser._option_string_actions
+    aliases = aliases or {}
+    out: list[str] = []
+    i = 0
+    while i < len(argv):
+        token = argv[i]
+        i += 1
+        if token == "--":
+            out.extend(argv[i - 1 :])
+            break
+        if not token.startswith("--"):
+            out.append(token)
+            continue
+        name, eq, value = token.partition("=")
+        renamed = aliases.get(name) or aliases.get(name.replace("_", "-"), name)
+        name, eq2, alias_value = renamed.partition("=")
+        if eq2:
+            eq, value = "=", alias_value
+        negated = resolve_option(known, "--" + name[5:]) if name[:5] in ("--no-", "--no_") else None
+        name = resolve_option(known, name) or name
+        if name not in known and negated and _is_bool(known[negated]) and not eq:
+            name, eq, value = negated, "=", "false"
+        action = known.get(name)
+        if action is not None and _is_bool(action) and not eq:
+            follows = argv[i].lower() if i < len(argv) else ""
+            if follows not in ("true", "false", "yes", "no", "1", "0"):
+                eq, value = "=", "true"
+        elif action is not None and _is_sequence(action) and not eq:
+            words: list[str] = []
+            while i < len(argv) and not argv[i].startswith("-"):
+                words.append(argv[i])
+                i += 1
+            if len(words) > 1 or (words and not words[0].startswith("[")):
+                eq, value = "=", "[" + ", ".join(words) + "]"
+            else:
+                out.append(name)
+                out.extend(words)
+                continue
+        out.append(f"{name}{eq}{value}")
+    return out
+
+
+def parse(
+    parser: Any,
+    argv: Sequence[str] | None,
+    aliases: Mapping[str, str] | None = None,
+    *,
+    instantiate: bool = True,
+) -> Any:
+    """Parse ``argv`` (default: ``sys.argv[1:]``) after :func:`normalize_argv`.
+
+    Args:
+        parser: A :func:`new_parser` parser.
+        argv: The command line.
+        aliases: Older spellings (see :func:`normalize_argv`).
+        instantiate: Turn nested dataclass groups into instances.
+
+    Returns:
+        The parsed namespace.
+    """
+    args = normalize_argv(parser, sys.argv[1:] if argv is None else argv, aliases)
+    namespace = parser.parse_args(args)
+    return parser.instantiate(namespace) if instantiate else namespace
+
+
+def fields_of(target: Callable[..., Any], namespace: Any) -> dict[str, Any]:
+    """The values in ``namespace`` named like the fields of a class or a function's options.
+
+    Args:
+        target: A dataclass (its fields name the keys), or a function (its keyword-only
+            parameters name them).
+        namespace: A parsed namespace.
+
+    Returns:
+        ``{name: value}`` for every such name the namespace has.
+    """
+    import inspect
+
+    params = list(inspect.signature(target).parameters.values())
+    if not isinstance(target, type):
+        params = [p for p in params if p.kind is inspect.Parameter.KEYWORD_ONLY]
+    values = dict(vars(namespace))
+    return {p.name: values[p.name] for p in params if p.name in values}
