@@ -12,11 +12,15 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass, field
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from wsi_ncmi.bench.config import BenchConfig
 from wsi_ncmi.errors import ConfigError, MissingFeaturesError
+
+if TYPE_CHECKING:
+    from wsi_ncmi.bench.sweep import SweepOutcome
 
 log = logging.getLogger(__name__)
 
@@ -32,7 +36,7 @@ class BenchOutcome:
         prepared: Slides that were tiled/extracted by this run.
     """
 
-    sweep: Any
+    sweep: SweepOutcome
     reports: dict[str, Any]
     seconds: dict[str, float] = field(default_factory=dict)
     prepared: list[str] = field(default_factory=list)
@@ -166,7 +170,11 @@ def run_bench(
     return BenchOutcome(sweep, reports, seconds, prepared)
 
 
-def write_reports_once(config: BenchConfig, sweep: Any, write: Any) -> dict[str, Any]:
+def write_reports_once(
+    config: BenchConfig,
+    sweep: SweepOutcome,
+    write: Callable[[BenchConfig, SweepOutcome], dict[str, Any]],
+) -> dict[str, Any]:
     """Write the reports of a shared sweep once: ``{}`` if another job writes or wrote them.
 
     Jobs of one sweep that finish together can all find every cell done. The first to
@@ -187,7 +195,6 @@ def write_reports_once(config: BenchConfig, sweep: Any, write: Any) -> dict[str,
         if summary.is_file() and summary.stat().st_mtime >= newest:
             log.info("the reports of %s are up to date (written by another job)", config.name)
             return {}
-        written: dict[str, Any] = write(config, sweep)
-        return written
+        return write(config, sweep)
     finally:
         lock.release()

@@ -76,7 +76,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("wsi-train: interrupted; rerun with --resume true to continue", file=sys.stderr)
         return 130
-    print(result["summary"])
+    print(result.summary)
     print(f"outputs in {out_dir}")
     return 0
 
