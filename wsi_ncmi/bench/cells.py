@@ -145,7 +145,9 @@ CLAIMED = "claimed by another job"
 
 def cell_lock_path(config: BenchConfig, cell: Cell) -> Path:
     """``<bench>/locks/<cell_id>.lock``: held while the cell trains."""
-    return config.out_dir / "locks" / f"{cell.cell_id}.lock"
+    from wsi_ncmi.batch.locks import lock_dir, lock_file
+
+    return lock_file(lock_dir(config.out_dir), cell.cell_id)
 
 
 def run_cell_job(args: tuple[BenchConfig, Cell, int | None]) -> tuple[str, dict[str, Any] | str]:

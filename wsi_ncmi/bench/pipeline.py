@@ -181,10 +181,10 @@ def write_reports_once(
     take ``<bench>/locks/report.lock`` writes the reports; a job that takes it later finds
     ``summary.json`` newer than every cell's ``result.json`` and leaves it.
     """
-    from wsi_ncmi.batch.locks import ItemLock
+    from wsi_ncmi.batch.locks import ItemLock, lock_dir, lock_file
     from wsi_ncmi.bench.cells import RESULT_NAME
 
-    lock = ItemLock(config.out_dir / "locks" / "report.lock")
+    lock = ItemLock(lock_file(lock_dir(config.out_dir), "report"))
     if not lock.acquire():
         log.info("another job is writing the reports of %s", config.name)
         return {}
