@@ -9,6 +9,7 @@ from wsi_ncmi.batch.atomic import (
     find_temp_files,
     pid_alive,
     remove_stale_temp_files,
+    write_bytes_atomic,
     write_text_atomic,
 )
 from wsi_ncmi.batch.locks import ItemLock
@@ -30,5 +31,6 @@ __all__ = [
     "run_batch",
     "select_shard",
     "shard_of",
+    "write_bytes_atomic",
     "write_text_atomic",
 ]

@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, NamedTuple
 
-from wsi_ncmi.batch.atomic import atomic_output, write_text_atomic
+from wsi_ncmi.batch.atomic import atomic_output, write_bytes_atomic, write_text_atomic
 from wsi_ncmi.batch.report import ItemResult
 from wsi_ncmi.slide.identity import SlideIdentity
 from wsi_ncmi.tiling.grid import GridParams
@@ -291,8 +291,7 @@ def tile_slide(task: SlideTask, config: TilingConfig) -> ItemResult:
     ok, png = cv2.imencode(".png", cv2.cvtColor(thumb, cv2.COLOR_RGB2BGR))
     if not ok:  # pragma: no cover - OpenCV fails only on invalid arrays
         raise RuntimeError(f"PNG encoding of the thumbnail of {task.slide_id!r} failed")
-    with atomic_output(paths.thumbnail, fsync=False) as tmp:
-        tmp.write_bytes(png.tobytes())
+    write_bytes_atomic(paths.thumbnail, png.tobytes(), fsync=False)
     attrs: dict[str, Any] = {
         "package_version": __version__,
         "tiler_version": TILER_VERSION,
