@@ -14,8 +14,9 @@ from wsi_ncmi.batch.atomic import (
 )
 from wsi_ncmi.batch.locks import ItemLock
 from wsi_ncmi.batch.report import STATUSES, ItemResult, RunReport
-from wsi_ncmi.batch.runner import BatchAbortedError, run_batch
+from wsi_ncmi.batch.runner import run_batch
 from wsi_ncmi.batch.shard import parse_shard, select_shard, shard_of
+from wsi_ncmi.errors import BatchAbortedError
 
 __all__ = [
     "STATUSES",

@@ -20,13 +20,9 @@ from typing import Any, Generic, TypeVar
 from wsi_ncmi.batch.locks import DEFAULT_STALE_AFTER_S, ItemLock, lock_file
 from wsi_ncmi.batch.locks import wait_for_locked as wait_locked
 from wsi_ncmi.batch.report import ItemResult, RunReport
-from wsi_ncmi.errors import WsiNcmiError
+from wsi_ncmi.errors import BatchAbortedError, WsiNcmiError
 
 T = TypeVar("T")
-
-
-class BatchAbortedError(WsiNcmiError):
-    """A batch stopped at the first failure because ``skip_errors`` was off."""
 
 
 @dataclass(frozen=True)

@@ -38,7 +38,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from wsi_ncmi.errors import CacheSchemaError, DiskFullError
+from wsi_ncmi.errors import CacheSchemaError, DiskFullError, NonFiniteFeaturesError
 
 if TYPE_CHECKING:
     import h5py
@@ -145,7 +145,8 @@ class FeatureFileWriter:
         """Write rows ``start .. start + len(features)``; invalid rows become zeros.
 
         Raises:
-            CacheSchemaError: Rows out of range, or values that overflow the dtype.
+            CacheSchemaError: Rows out of range.
+            NonFiniteFeaturesError: NaN/inf values (or values that overflow the dtype).
         """
         from wsi_ncmi.batch.atomic import final_path_of
 
@@ -154,7 +155,7 @@ class FeatureFileWriter:
             raise CacheSchemaError(f"rows {start}:{stop} outside 0:{self.n_rows}")
         block = np.where(valid[:, None], features, 0).astype(self.dtype)
         if not np.isfinite(block).all():
-            raise CacheSchemaError(
+            raise NonFiniteFeaturesError(
                 f"non-finite features (NaN/inf) in rows {start}:{stop} of "
                 f"{str(final_path_of(self.path))!r} after casting to {self.dtype} (overflow?); "
                 "rerun with --dtype float32, or check the encoder and its weights"
