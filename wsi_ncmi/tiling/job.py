@@ -34,7 +34,7 @@ from wsi_ncmi.batch.atomic import atomic_output, write_bytes_atomic, write_text_
 from wsi_ncmi.batch.report import ItemResult
 from wsi_ncmi.slide.identity import SlideIdentity
 from wsi_ncmi.tiling.grid import GridParams
-from wsi_ncmi.tiling.schema import coords_digest, params_hash
+from wsi_ncmi.tiling.schema import coords_digest, decoded_attrs, params_hash
 from wsi_ncmi.tiling.tissue import TissueParams
 
 #: Bump when a change to the algorithm changes coordinates for the same parameters.
@@ -168,14 +168,10 @@ def read_status(path: Path) -> CoordsStatus | None:
                 return None
             if h5["coords"].shape[0] != h5["tissue_fraction"].shape[0]:
                 return None
-            identity = SlideIdentity.from_attrs({k: _plain(v) for k, v in attrs.items()})
+            identity = SlideIdentity.from_attrs(decoded_attrs(h5))
             return CoordsStatus(str(attrs["params_hash"]), str(attrs["status"]), identity)
     except (OSError, KeyError):
         return None
-
-
-def _plain(value: Any) -> Any:
-    return value.decode("utf-8") if isinstance(value, bytes) else value
 
 
 def slide_change(task: SlideTask, recorded: SlideIdentity) -> str:
