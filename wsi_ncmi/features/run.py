@@ -323,20 +323,20 @@ def run_extraction(config: ExtractConfig, encoder: EncoderModule | None = None) 
                 rank = outcome.rank
                 wait_here = config.wait_locked and config.lock and outcome.world_size == 1
                 by_id = {j.slide_id: j for j in pending}
-                for result in _close_round(current, runtime):
+                results, current, pending = _close_round(current, runtime), None, []
+                for result in results:
                     if result.status == "ok" and result.item_id in redo_reasons:
                         result.reason = f"redone: {redo_reasons[result.item_id]}"
                     if result.status == "locked" and wait_here:
                         waiting.append(by_id[result.item_id])
                     else:
                         report.add(result)
-                current, pending = None, []
             if waiting:
                 pending, waiting = _wait(waiting, config, is_done, report, deadline)
     except WorkerFailedError as err:  # a clean stop: this round's open slides fail
-        results = current.outcome.results if current is not None else []
-        seen = {r.item_id for r in [*report.results, *results]}
-        results.extend(
+        open_results = current.outcome.results if current is not None else []
+        seen = {r.item_id for r in [*report.results, *open_results]}
+        open_results.extend(
             ItemResult(j.slide_id, "failed", reason=str(err), error_type=type(err).__name__)
             for j in pending
             if j.slide_id not in seen
