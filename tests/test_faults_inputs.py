@@ -157,7 +157,7 @@ def test_nan_or_inf_features_from_the_encoder(
     )  # fmt: skip
     report = run_extraction(config, encoder=overflow_encoder())
     result = {r.item_id: r for r in report.results}["good"]
-    assert (result.status, result.error_type) == ("failed", "CacheSchemaError")
+    assert (result.status, result.error_type) == ("failed", "NonFiniteFeaturesError")
     assert "overflow-cnn/good.h5" in result.reason
     assert "non-finite features (NaN/inf)" in result.reason
     assert "--dtype float32" in result.reason

@@ -12,8 +12,8 @@ from _slides import tissue_image, write_pyramid_tiff
 
 from wsi_ncmi.errors import CacheSchemaError
 from wsi_ncmi.features import feature_path, load_bag, read_feature_attrs, read_features
-from wsi_ncmi.features.imports import import_external_coords
 from wsi_ncmi.features.store import FeatureFileWriter, is_complete
+from wsi_ncmi.tiling.imports import import_external_coords
 
 ATTRS = {
     "slide_id": "s",

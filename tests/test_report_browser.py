@@ -69,7 +69,7 @@ def bench_out(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def train_out(bench_out: Path) -> tuple[Path, dict[str, Any]]:
+def train_out(bench_out: Path) -> tuple[Path, Any]:
     """A wsi-train run on the same bags (fixed split, 3 epochs)."""
     from wsi_ncmi.train.config import (
         DataConfig,
@@ -162,7 +162,7 @@ def test_headline_table_holds_the_numbers_of_summary_json(bench_out: Path, brows
 
 
 def test_training_report_loads_and_holds_the_pooled_metrics(
-    train_out: tuple[Path, dict[str, Any]], browser: Any
+    train_out: tuple[Path, Any], browser: Any
 ) -> None:
     out, result = train_out
     browser.get((out / "report.html").as_uri())
@@ -178,4 +178,4 @@ def test_training_report_loads_and_holds_the_pooled_metrics(
         for tr in table.find_elements("css selector", "tbody tr")
     ][-1]
     assert pooled[0] == "pooled"
-    assert float(pooled[2]) == pytest.approx(result["metrics"]["pooled"]["macro_f1"], abs=5e-4)
+    assert float(pooled[2]) == pytest.approx(result.metrics["pooled"]["macro_f1"], abs=5e-4)

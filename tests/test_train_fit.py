@@ -31,6 +31,7 @@ from wsi_ncmi.train.config import (
     TrainerConfig,
 )
 from wsi_ncmi.train.fit import run_training
+from wsi_ncmi.train.results import TrainingResult
 
 EPOCHS = 8
 
@@ -76,7 +77,7 @@ def _config(root: Path, out: Path, **trainer: Any) -> TrainConfig:
 @pytest.fixture(scope="module")
 def reference(
     cohort: Path, tmp_path_factory: pytest.TempPathFactory
-) -> tuple[Path, dict[str, Any]]:
+) -> tuple[Path, TrainingResult]:
     torch.set_num_threads(1)
     out = tmp_path_factory.mktemp("reference")
     return out, run_training(_config(cohort, out))
@@ -91,11 +92,11 @@ def _predictions(out: Path) -> list[dict[str, str]]:
         return list(csv.DictReader(handle))
 
 
-def test_tiny_fit_learns_and_writes_every_report(reference: tuple[Path, dict[str, Any]]) -> None:
+def test_tiny_fit_learns_and_writes_every_report(reference: tuple[Path, TrainingResult]) -> None:
     out, result = reference
-    pooled = result["metrics"]["pooled"]
-    assert pooled["macro_f1"] >= 0.9, result["summary"]
-    assert set(result["metrics"]["per_center"]) == {"3", "4"}
+    pooled = result.metrics["pooled"]
+    assert pooled["macro_f1"] >= 0.9, result.summary
+    assert set(result.metrics["per_center"]) == {"3", "4"}
     low, high = pooled["macro_f1_ci95"]
     assert low <= pooled["macro_f1"] <= high
     assert pooled["patients"] == 4
@@ -123,12 +124,12 @@ def test_tiny_fit_learns_and_writes_every_report(reference: tuple[Path, dict[str
     assert {t["properties"]["classification"]["name"] for t in tiles} == {predicted}
     assert len(rows) == 16
     assert {"slide_id", "center", "true_label", "pred_label", "split", "prob_macro"} <= set(rows[0])
-    history = result["folds"][0]
-    assert history["epochs_trained"] == EPOCHS
+    history = result.folds[0]
+    assert history.epochs_trained == EPOCHS
     fold_metrics = json.loads((fold / "metrics.json").read_text())
     logged = {k for epoch in fold_metrics["history"] for k in epoch}
     assert {"train/loss", "train/cmi", "val/macro_f1", "val/cmi", "val/gamma", "val/ncmi"} <= logged
-    attention = history["attention"]
+    attention = history.attention
     assert attention["slides_with_ground_truth"] == 12
     assert attention["mean_tumour_attention"] > 2 * attention["mean_tumour_patch_fraction"]
     config = json.loads((out / "config.json").read_text())
@@ -137,7 +138,7 @@ def test_tiny_fit_learns_and_writes_every_report(reference: tuple[Path, dict[str
 
 
 def test_same_seed_gives_identical_results(
-    cohort: Path, reference: tuple[Path, dict[str, Any]], tmp_path: Path
+    cohort: Path, reference: tuple[Path, TrainingResult], tmp_path: Path
 ) -> None:
     out, _ = reference
     run_training(_config(cohort, tmp_path))
@@ -162,7 +163,7 @@ class _Kill(L.Callback):
 
 
 def test_resume_after_a_kill_matches_the_uninterrupted_run(
-    cohort: Path, reference: tuple[Path, dict[str, Any]], tmp_path: Path
+    cohort: Path, reference: tuple[Path, TrainingResult], tmp_path: Path
 ) -> None:
     out, _ = reference
     config = _config(cohort, tmp_path)
@@ -170,7 +171,7 @@ def test_resume_after_a_kill_matches_the_uninterrupted_run(
         run_training(config, callbacks=[_Kill(at=3)])
     assert _state(tmp_path / "fixed/checkpoints/last.ckpt")  # epoch-2 checkpoint survived
     result = run_training(replace(config, resume=True))
-    assert result["folds"][0]["epochs_trained"] == EPOCHS
+    assert result.folds[0].epochs_trained == EPOCHS
     ref, resumed = (
         _state(out / "fixed/checkpoints/last.ckpt"),
         _state(tmp_path / "fixed/checkpoints/last.ckpt"),
@@ -240,8 +241,8 @@ def test_batched_ncmi_mil_learns_and_reports_both_decision_rules(
     config.loss = LossConfig("ncmi_mil", {})
     config.data.batch_size = 4
     result = run_training(config)
-    assert result["metrics"]["pooled"]["macro_f1"] >= 0.9, result["summary"]
-    assert set(result["by_decision"]) == {"default", "calibrated"}
+    assert result.metrics["pooled"]["macro_f1"] >= 0.9, result.summary
+    assert set(result.by_decision) == {"default", "calibrated"}
     rows = _predictions(tmp_path / "mil")
     assert {"pred_label_default", "pred_label_calibrated"} <= set(rows[0])
     assert all(r["pred_label"] == r["pred_label_calibrated"] for r in rows)

@@ -6,6 +6,7 @@ OpenSlide, OpenCV) are imported by the subpackages that need them.
 
 from wsi_ncmi._version import __version__
 from wsi_ncmi.errors import (
+    BatchAbortedError,
     CacheSchemaError,
     ConfigError,
     CorruptTileError,
@@ -15,6 +16,7 @@ from wsi_ncmi.errors import (
     MissingFeaturesError,
     MissingMppError,
     NonFiniteError,
+    NonFiniteFeaturesError,
     OutputWriteError,
     SlideChangedError,
     SlideOpenError,
@@ -25,6 +27,7 @@ from wsi_ncmi.errors import (
 )
 
 __all__ = [
+    "BatchAbortedError",
     "CacheSchemaError",
     "ConfigError",
     "CorruptTileError",
@@ -34,6 +37,7 @@ __all__ = [
     "MissingFeaturesError",
     "MissingMppError",
     "NonFiniteError",
+    "NonFiniteFeaturesError",
     "OutputWriteError",
     "SlideChangedError",
     "SlideOpenError",

@@ -99,6 +99,10 @@ class DiskFullError(OutputWriteError):
     """The output filesystem ran out of space or quota; the partial temp file was removed."""
 
 
+class BatchAbortedError(WsiNcmiError):
+    """A batch stopped at the first failure because ``skip_errors`` was off."""
+
+
 class WorkerFailedError(WsiNcmiError):
     """A DataLoader worker process died or stalled (often a full ``/dev/shm``)."""
 
@@ -119,11 +123,19 @@ class NonFiniteError(WsiNcmiError, ValueError):
     """Features or training values contain NaN or infinity (the message names the file)."""
 
 
+class NonFiniteFeaturesError(NonFiniteError, CacheSchemaError):
+    """An encoder produced NaN/inf features (e.g. a float16 overflow); nothing was written.
+
+    Also a :class:`CacheSchemaError`, as this case was reported before it had its own type.
+    """
+
+
 class MissingFeaturesError(WsiNcmiError, FileNotFoundError):
     """Slides of the manifest have no features file (the message lists them)."""
 
 
 __all__ = [
+    "BatchAbortedError",
     "CacheSchemaError",
     "ConfigError",
     "CorruptTileError",
@@ -133,6 +145,7 @@ __all__ = [
     "MissingFeaturesError",
     "MissingMppError",
     "NonFiniteError",
+    "NonFiniteFeaturesError",
     "OutputWriteError",
     "SlideChangedError",
     "SlideOpenError",

@@ -47,6 +47,11 @@ class Registry(Generic[T]):
 
         return decorator
 
+    def __contains__(self, name: object) -> bool:
+        """Whether ``name`` is registered (built-in entries included)."""
+        self._load_builtin()
+        return name in self._factories
+
     def names(self) -> list[str]:
         """Registered names, sorted."""
         self._load_builtin()

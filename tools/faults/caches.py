@@ -137,6 +137,6 @@ def cache_outcomes(work: Path, tiled: Path) -> list[Outcome]:
     )
     rows.append(
         _expect("NaN/inf features from the encoder", overflow.get("good"), "failed",
-                "CacheSchemaError", "good.h5", "non-finite", "--dtype float32")
+                "NonFiniteFeaturesError", "good.h5", "non-finite", "--dtype float32")
     )  # fmt: skip
     return rows

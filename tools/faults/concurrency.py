@@ -52,7 +52,7 @@ def tile_concurrency(
         held_at_kill: list[str] = []
         deadline = time.monotonic() + 300
         while time.monotonic() < deadline:
-            for lock in lock_files(out / ".locks") if not killed else []:
+            for lock in lock_files(out / "locks") if not killed else []:
                 if _holder_pid(lock) == victim.pid and lock.name not in held:
                     held.add(lock.name)
                     if len(held) >= skip_locks:
@@ -61,7 +61,7 @@ def tile_concurrency(
                         killed = True
                         held_at_kill = [  # locks of slides the victim had not finished
                             p.name
-                            for p in lock_files(out / ".locks")
+                            for p in lock_files(out / "locks")
                             if _holder_pid(p) == victim.pid
                             and not (out / "coords" / f"{p.stem}.h5").is_file()
                         ]
@@ -108,7 +108,7 @@ def tile_concurrency(
         lost = _compare_tiling(out, ref, tally)
         tally.bytes_lost += lost
         tally.temp_left += len(temp_files(out))
-        tally.locks_left += len(lock_files(out / ".locks"))
+        tally.locks_left += len(lock_files(out / "locks"))
         tally.recovered += int(lost == 0 and len(done) == n_slides and not twice)
         shutil.rmtree(out)
     tally.notes.append(

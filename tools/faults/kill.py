@@ -131,7 +131,7 @@ def tile_kill_resume(
         lost = _compare_tiling(out, ref, tally)
         tally.bytes_lost += lost
         tally.temp_left += len(temp_files(out))
-        tally.locks_left += len(lock_files(out / ".locks"))
+        tally.locks_left += len(lock_files(out / "locks"))
         if planted is not None and victim is not None:
             accepted = status.get(victim) != "ok"
             planted.partial_accepted += int(accepted)

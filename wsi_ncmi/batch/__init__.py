@@ -9,12 +9,14 @@ from wsi_ncmi.batch.atomic import (
     find_temp_files,
     pid_alive,
     remove_stale_temp_files,
+    write_bytes_atomic,
     write_text_atomic,
 )
 from wsi_ncmi.batch.locks import ItemLock
 from wsi_ncmi.batch.report import STATUSES, ItemResult, RunReport
-from wsi_ncmi.batch.runner import BatchAbortedError, run_batch
+from wsi_ncmi.batch.runner import run_batch
 from wsi_ncmi.batch.shard import parse_shard, select_shard, shard_of
+from wsi_ncmi.errors import BatchAbortedError
 
 __all__ = [
     "STATUSES",
@@ -30,5 +32,6 @@ __all__ = [
     "run_batch",
     "select_shard",
     "shard_of",
+    "write_bytes_atomic",
     "write_text_atomic",
 ]

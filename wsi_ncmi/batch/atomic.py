@@ -241,16 +241,24 @@ def discard_temp(tmp: Path) -> None:
     tmp.unlink(missing_ok=True)
 
 
-def write_text_atomic(final: str | Path, text: str, *, fsync: bool = True) -> Path:
-    """Write ``text`` to ``final`` atomically (UTF-8) and return the path.
+def write_bytes_atomic(final: str | Path, data: bytes, *, fsync: bool = True) -> Path:
+    """Write ``data`` to ``final`` atomically and return the path.
 
     ``fsync=False`` keeps the atomic rename (a killed process never leaves a partial
     ``final``) but skips flushing to stable storage, for cheap, regenerable outputs.
     """
     final = Path(final)
     with atomic_output(final, fsync=fsync) as tmp:
-        tmp.write_text(text, encoding="utf-8")
+        tmp.write_bytes(data)
     return final
+
+
+def write_text_atomic(final: str | Path, text: str, *, fsync: bool = True) -> Path:
+    """Write ``text`` to ``final`` atomically (UTF-8) and return the path.
+
+    See :func:`write_bytes_atomic` for ``fsync``.
+    """
+    return write_bytes_atomic(final, text.encode("utf-8"), fsync=fsync)
 
 
 def find_temp_files(directory: str | Path) -> list[Path]:

@@ -6,23 +6,92 @@ coordinator: before processing an item a job creates ``<lock_dir>/<item>.lock`` 
 ``{host, pid, token, started}``. The holder refreshes the file's mtime while it works.
 A lock is stale when its process is gone (same host) or its heartbeat is older than
 ``stale_after_s`` (any host); a stale lock is renamed away and retaken.
+
+Every stage keeps its locks in ``<output root>/locks/`` (:func:`lock_dir`), names them
+with :func:`lock_file` and waits for items other jobs hold with :func:`wait_for_locked`.
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import secrets
 import socket
 import threading
 import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
+from typing import Generic, TypeVar
 
-from wsi_ncmi.batch.atomic import pid_alive
+from wsi_ncmi.batch.atomic import NAME_MAX, pid_alive, short_name
 
 DEFAULT_STALE_AFTER_S = 600.0
+#: The lock folder under every output root (tiling, extraction, benchmarks).
+LOCK_DIR_NAME = "locks"
+#: Lock folders of earlier versions (tiling used ``.locks``), see :func:`sweep_legacy_locks`.
+LEGACY_LOCK_DIR_NAMES = (".locks",)
+
+T = TypeVar("T")
+
+
+def lock_dir(root: str | Path) -> Path:
+    """The lock folder of an output root: ``<root>/locks`` (not created).
+
+    Args:
+        root: The stage's output root.
+
+    Returns:
+        ``<root>/locks``.
+    """
+    return Path(root) / LOCK_DIR_NAME
+
+
+def sweep_legacy_locks(root: str | Path) -> int:
+    """Remove stale locks that earlier versions left in ``<root>/.locks``.
+
+    A live holder's lock there is left alone (an older job still running); the folder
+    goes when it ends up empty.
+
+    Args:
+        root: The stage's output root.
+
+    Returns:
+        How many stale locks were removed.
+    """
+    removed = 0
+    for name in LEGACY_LOCK_DIR_NAMES:
+        legacy = Path(root) / name
+        if not legacy.is_dir():
+            continue
+        removed += sum(ItemLock(path).break_if_stale() for path in legacy.glob("*.lock"))
+        with contextlib.suppress(OSError):
+            legacy.rmdir()  # only when empty
+    return removed
+
+
+def lock_file(directory: str | Path, key: str) -> Path:
+    """The lock file of one work item: ``<directory>/<key>.lock``.
+
+    Characters other than letters, digits and ``._-`` become ``_`` (and a short hash of
+    ``key`` is appended, so distinct keys keep distinct files), and a name over the
+    filesystem's limit is hash-shortened (long slide ids), leaving room for the
+    ``.stale-<token>`` suffix of a takeover.
+
+    Args:
+        directory: The lock folder (see :func:`lock_dir`).
+        key: The item's id (slide id, ``<encoder>.<slide id>``, cell id).
+
+    Returns:
+        The lock path.
+    """
+    safe = "".join(c if c.isalnum() or c in "._-" else "_" for c in key)
+    if safe != key:  # keep ids that differ only in replaced characters apart
+        safe += "~" + hashlib.sha256(key.encode("utf-8")).hexdigest()[:8]
+    return Path(directory) / f"{short_name(safe, NAME_MAX - len('.lock') - 32)}.lock"
 
 
 class ItemLock:
@@ -86,6 +155,11 @@ class ItemLock:
             if self._break(info):
                 self.took_over = info
         return False
+
+    def is_held(self) -> bool:
+        """Whether a live holder (this process or another) holds the lock now."""
+        info = self._read()
+        return info is not None and not self.is_stale(info)
 
     def break_if_stale(self) -> bool:
         """Remove this path's lock if its holder is dead or silent; True if removed.
@@ -165,3 +239,66 @@ class ItemLock:
         tb: TracebackType | None,
     ) -> None:
         self.release()
+
+
+@dataclass
+class LockWait(Generic[T]):
+    """What :func:`wait_for_locked` found.
+
+    Attributes:
+        ready: Items whose lock is free or stale: try them again (a stale lock is taken
+            over by the next ``acquire``).
+        done: Items another job finished meanwhile.
+        waiting: Items still held by live jobs.
+        expired: Whether the deadline passed (``waiting`` then holds the rest).
+    """
+
+    ready: list[T] = field(default_factory=list)
+    done: list[T] = field(default_factory=list)
+    waiting: list[T] = field(default_factory=list)
+    expired: bool = False
+
+
+def wait_for_locked(
+    waiting: Sequence[T],
+    lock_of: Callable[[T], ItemLock],
+    *,
+    is_done: Callable[[T], bool] | None,
+    poll_s: float,
+    deadline: float | None,
+) -> LockWait[T]:
+    """Poll items that other jobs hold until one can be taken, all are done, or time is up.
+
+    Every ``poll_s`` seconds each item is checked: finished by its holder (``is_done``)
+    → ``done``; its lock released or its holder dead or silent → ``ready``. The poll
+    returns as soon as an item is ready or none is left waiting, or at ``deadline``
+    (``time.monotonic()`` seconds; ``None``: no limit) with ``expired`` set.
+
+    Args:
+        waiting: Items whose lock another job held.
+        lock_of: The (not yet acquired) lock of an item.
+        is_done: Whether an item's complete output exists.
+        poll_s: Seconds between checks.
+        deadline: When to give up.
+
+    Returns:
+        The items sorted into ready, done and still waiting.
+    """
+    found: LockWait[T] = LockWait(waiting=list(waiting))
+    while found.waiting:
+        if deadline is not None and time.monotonic() >= deadline:
+            found.expired = True
+            return found
+        time.sleep(poll_s)
+        still: list[T] = []
+        for item in found.waiting:
+            if is_done is not None and is_done(item):
+                found.done.append(item)
+            elif lock_of(item).is_held():
+                still.append(item)
+            else:
+                found.ready.append(item)
+        found.waiting = still
+        if found.ready:
+            break
+    return found

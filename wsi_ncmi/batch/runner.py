@@ -17,15 +17,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Generic, TypeVar
 
-from wsi_ncmi.batch.locks import DEFAULT_STALE_AFTER_S, ItemLock
+from wsi_ncmi.batch.locks import DEFAULT_STALE_AFTER_S, ItemLock, lock_file
+from wsi_ncmi.batch.locks import wait_for_locked as wait_locked
 from wsi_ncmi.batch.report import ItemResult, RunReport
-from wsi_ncmi.errors import WsiNcmiError
+from wsi_ncmi.errors import BatchAbortedError, WsiNcmiError
 
 T = TypeVar("T")
-
-
-class BatchAbortedError(WsiNcmiError):
-    """A batch stopped at the first failure because ``skip_errors`` was off."""
 
 
 @dataclass(frozen=True)
@@ -38,11 +35,11 @@ class _Task(Generic[T]):
     stale_after_s: float
 
 
-def _safe_name(item_id: str) -> str:
-    from wsi_ncmi.batch.atomic import NAME_MAX, short_name
-
-    safe = "".join(c if c.isalnum() or c in "._-" else "_" for c in item_id)
-    return short_name(safe, NAME_MAX - len(".lock") - 32)  # room for ".stale-<token>"
+def _lock_of(task: _Task[T]) -> ItemLock:
+    """The lock of a task that has a lock folder."""
+    if task.lock_dir is None:
+        raise ValueError(f"{task.item_id}: no lock folder")
+    return ItemLock(lock_file(task.lock_dir, task.item_id), stale_after_s=task.stale_after_s)
 
 
 def _execute(task: _Task[T]) -> ItemResult:
@@ -50,9 +47,7 @@ def _execute(task: _Task[T]) -> ItemResult:
     start = time.perf_counter()
     lock: ItemLock | None = None
     if task.lock_dir is not None:
-        lock = ItemLock(
-            task.lock_dir / f"{_safe_name(task.item_id)}.lock", stale_after_s=task.stale_after_s
-        )
+        lock = _lock_of(task)
         if not lock.acquire():
             return ItemResult(task.item_id, "locked", reason="another job holds its lock")
     try:
@@ -164,35 +159,56 @@ def run_batch(
     ]
     bar = _progress_bar(len(tasks), desc, progress)
     pending: list[_Task[T]] = tasks
+    waiting: list[_Task[T]] = []
     deadline = None if max_wait_s is None else time.monotonic() + max_wait_s
+
+    def record(result: ItemResult) -> None:
+        report.add(result)
+        bar.update(1)
+        bar.set_postfix_str(f"{result.item_id}: {result.status}", refresh=False)
+        if result.status == "failed" and not skip_errors:
+            raise BatchAbortedError(
+                f"{result.item_id} failed ({result.error_type}: {result.reason}); "
+                "stopping because --skip_errors is off"
+            )
+
     try:
-        while pending:
-            locked: list[_Task[T]] = []
-            waiting = wait_for_locked and (deadline is None or time.monotonic() < deadline)
+        while pending or waiting:
             for result, task in _iter_results(pending, workers, start_method):
-                if result.status == "locked" and waiting:
-                    locked.append(task)
-                    continue
-                report.add(result)
-                bar.update(1)
-                bar.set_postfix_str(f"{result.item_id}: {result.status}", refresh=False)
-                if result.status == "failed" and not skip_errors:
-                    raise BatchAbortedError(
-                        f"{result.item_id} failed ({result.error_type}: {result.reason}); "
-                        "stopping because --skip_errors is off"
-                    )
-            pending = locked
-            if pending:
-                time.sleep(poll_s)
+                if result.status == "locked" and wait_for_locked:
+                    waiting.append(task)
+                else:
+                    record(result)
+            pending = []
+            if waiting:
+                found = wait_locked(
+                    waiting, _lock_of, is_done=_task_done, poll_s=poll_s, deadline=deadline
+                )
+                for task in found.done:
+                    record(ItemResult(task.item_id, "skipped", reason="done by another job"))
+                if found.expired:
+                    for task in found.waiting:
+                        record(
+                            ItemResult(
+                                task.item_id,
+                                "locked",
+                                reason=f"another job still held its lock after {max_wait_s:g} s",
+                            )
+                        )
+                    found.waiting = []
+                pending, waiting = found.ready, found.waiting
         if ldir is not None:  # locks of holders killed after finishing their item
             for task in tasks:
-                ItemLock(
-                    ldir / f"{_safe_name(task.item_id)}.lock", stale_after_s=stale_after_s
-                ).break_if_stale()
+                _lock_of(task).break_if_stale()
     finally:
         bar.close()
         report.finished = time.time()
     return report
+
+
+def _task_done(task: _Task[T]) -> bool:
+    """Whether a task's complete output exists (never, without ``is_done``)."""
+    return task.is_done is not None and task.is_done(task.item)
 
 
 def _iter_results(

@@ -104,9 +104,9 @@ def run_cell(config: BenchConfig, cell: Cell) -> dict[str, Any]:
     train_config = train_config_for(config, cell, directory / "run")
     digest = cell_hash(train_config, cell)
     fold = run_fold(train_config, cell.fold_index, Path(cell.splits_file), directory / "run")
-    write_predictions(fold["records"], directory / PREDICTIONS_NAME)
-    history: list[dict[str, float]] = fold.get("history", [])
-    best_epoch = _best_epoch(fold.get("best_checkpoint"), history)
+    write_predictions(fold.records, directory / PREDICTIONS_NAME)
+    history = fold.history
+    best_epoch = _best_epoch(fold.best_checkpoint, history)
     selected = next((h for h in history if int(h["epoch"]) == best_epoch), {})
     result = {
         "schema": CELL_SCHEMA,
@@ -121,20 +121,20 @@ def run_cell(config: BenchConfig, cell: Cell) -> dict[str, Any]:
         "test_centers": list(cell.test_centers),
         "config_hash": digest,
         "monitor": train_config.trainer.monitor,
-        "best_score": fold.get("best_score"),
+        "best_score": fold.best_score,
         "best_epoch": best_epoch,
-        "epochs_trained": fold.get("epochs_trained"),
+        "epochs_trained": fold.epochs_trained,
         "val": {key.split("/", 1)[1]: selected[key] for key in VAL_KEYS if key in selected},
         "history": [
             {"epoch": int(h["epoch"])}
             | {key.split("/", 1)[1]: h[key] for key in VAL_KEYS if key in h}
             for h in history
         ],
-        "test": fold["metrics"],
-        "decision_rule": fold.get("decision_rule"),
-        "test_by_decision": fold.get("by_decision", {}),
-        "attention": fold.get("attention", {}),
-        "excluded": fold.get("excluded", []),
+        "test": fold.metrics,
+        "decision_rule": fold.decision_rule,
+        "test_by_decision": fold.by_decision,
+        "attention": fold.attention,
+        "excluded": fold.excluded,
         "seconds": time.perf_counter() - started,
         "host": platform.node(),
         "pid": os.getpid(),
@@ -150,7 +150,9 @@ CLAIMED = "claimed by another job"
 
 def cell_lock_path(config: BenchConfig, cell: Cell) -> Path:
     """``<bench>/locks/<cell_id>.lock``: held while the cell trains."""
-    return config.out_dir / "locks" / f"{cell.cell_id}.lock"
+    from wsi_ncmi.batch.locks import lock_dir, lock_file
+
+    return lock_file(lock_dir(config.out_dir), cell.cell_id)
 
 
 def run_cell_job(args: tuple[BenchConfig, Cell, int | None]) -> tuple[str, dict[str, Any] | str]:

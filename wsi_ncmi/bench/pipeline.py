@@ -12,12 +12,16 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from wsi_ncmi.bench.config import BenchConfig
 from wsi_ncmi.errors import ConfigError, MissingFeaturesError
+
+if TYPE_CHECKING:
+    from wsi_ncmi.bench.sweep import SweepOutcome
 
 log = logging.getLogger(__name__)
 
@@ -36,7 +40,7 @@ class BenchOutcome:
             ``reports`` are those of the first split).
     """
 
-    sweep: Any
+    sweep: SweepOutcome
     reports: dict[str, Any]
     seconds: dict[str, float] = field(default_factory=dict)
     prepared: list[str] = field(default_factory=list)
@@ -221,17 +225,21 @@ def _run_split(config: BenchConfig, *, force: bool, shard: str | None) -> BenchO
     return BenchOutcome(sweep, reports, seconds)
 
 
-def write_reports_once(config: BenchConfig, sweep: Any, write: Any) -> dict[str, Any]:
+def write_reports_once(
+    config: BenchConfig,
+    sweep: SweepOutcome,
+    write: Callable[[BenchConfig, SweepOutcome], dict[str, Any]],
+) -> dict[str, Any]:
     """Write the reports of a shared sweep once: ``{}`` if another job writes or wrote them.
 
     Jobs of one sweep that finish together can all find every cell done. The first to
     take ``<bench>/locks/report.lock`` writes the reports; a job that takes it later finds
     ``summary.json`` newer than every cell's ``result.json`` and leaves it.
     """
-    from wsi_ncmi.batch.locks import ItemLock
+    from wsi_ncmi.batch.locks import ItemLock, lock_dir, lock_file
     from wsi_ncmi.bench.cells import RESULT_NAME
 
-    lock = ItemLock(config.out_dir / "locks" / "report.lock")
+    lock = ItemLock(lock_file(lock_dir(config.out_dir), "report"))
     if not lock.acquire():
         log.info("another job is writing the reports of %s", config.name)
         return {}
@@ -242,7 +250,6 @@ def write_reports_once(config: BenchConfig, sweep: Any, write: Any) -> dict[str,
         if summary.is_file() and summary.stat().st_mtime >= newest:
             log.info("the reports of %s are up to date (written by another job)", config.name)
             return {}
-        written: dict[str, Any] = write(config, sweep)
-        return written
+        return write(config, sweep)
     finally:
         lock.release()

@@ -21,6 +21,7 @@ from wsi_ncmi.synth.presets import PRESETS
 
 ALIASES = aliases_for("wsi-synth-cohort")
 
+
 def _subset(value: str | int) -> int:
     """Slides per center; 0 stands for 'all'."""
     from wsi_ncmi.errors import ConfigError

@@ -60,7 +60,7 @@ def _train(argv: Sequence[str] | None) -> int:
     cfg_to_dump.pop("config", None)
     write_text_atomic(out_dir / "config.yaml", parser.dump(cfg_to_dump))
     result = run_training(train_config)
-    print(result["summary"])
+    print(result.summary)
     print(f"outputs in {out_dir}")
     return 0
 

@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import lightning as L
 from torch.utils.data import DataLoader
 
 from wsi_ncmi.batch import ItemLock, ItemResult
+from wsi_ncmi.batch.locks import lock_file
 from wsi_ncmi.features.dataset import PatchBatchDataset, SlideJob
 from wsi_ncmi.features.loading import (
     DEFAULT_LOADER_TIMEOUT_S,
@@ -37,15 +39,12 @@ def assign_to_rank(jobs: list[SlideJob], rank: int, world_size: int) -> list[Sli
     return [job for i, job in enumerate(jobs) if owner[i] == rank]
 
 
-def lock_path(lock_dir: str, job: SlideJob) -> str:
-    """``<lock_dir>/<encoder dir>.<slide_id>.lock``: one lock per slide and encoder.
+def lock_path(lock_dir: str | Path, job: SlideJob) -> Path:
+    """The lock of one slide and encoder, ``<lock_dir>/<encoder dir>.<slide_id>.lock``.
 
-    A name over the filesystem's limit is hash-shortened (long slide ids).
+    Named by :func:`~wsi_ncmi.batch.locks.lock_file` (hash-shortened when too long).
     """
-    from wsi_ncmi.batch.atomic import NAME_MAX, short_name
-
-    name = short_name(f"{job.output.parent.name}.{job.slide_id}", NAME_MAX - len(".lock") - 32)
-    return f"{lock_dir}/{name}.lock"
+    return lock_file(lock_dir, f"{job.output.parent.name}.{job.slide_id}")
 
 
 class ExtractDataModule(L.LightningDataModule):
@@ -71,7 +70,7 @@ class ExtractDataModule(L.LightningDataModule):
         batch_size: int,
         workers: int,
         is_done: Callable[[SlideJob], bool],
-        lock_dir: str | None = None,
+        lock_dir: str | Path | None = None,
         pin_memory: bool = False,
         prefetch_factor: int = 4,
         strip_reads: bool = True,

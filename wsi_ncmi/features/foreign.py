@@ -34,6 +34,7 @@ from typing import Any, Literal
 import numpy as np
 
 from wsi_ncmi.errors import CacheSchemaError, ConfigError
+from wsi_ncmi.tiling.schema import decode_attr
 
 ForeignFormat = Literal["trident", "clam", "clam-pt"]
 FORMATS: tuple[str, ...] = ("trident", "clam", "clam-pt")
@@ -67,8 +68,7 @@ class ForeignBag:
 def _attr(attrs: Any, *names: str) -> Any:
     for name in names:
         if name in attrs:
-            value = attrs[name]
-            return value.item() if isinstance(value, np.generic) else value
+            return decode_attr(attrs[name])
     return None
 
 

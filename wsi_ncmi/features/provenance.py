@@ -19,7 +19,7 @@ from typing import Any
 
 from wsi_ncmi.errors import CacheSchemaError, SlideChangedError, WsiNcmiError
 from wsi_ncmi.slide.identity import SlideIdentity
-from wsi_ncmi.tiling.schema import CoordsFile
+from wsi_ncmi.tiling.schema import CoordsFile, decoded_attrs
 
 
 def _current_dimensions(slide_path: Path, backend: str) -> tuple[int, int] | None:
@@ -81,9 +81,7 @@ def _attrs(path: Path, what: str) -> dict[str, Any]:
 
     try:
         with h5py.File(path, "r") as h5:
-            return {
-                k: v.decode("utf-8") if isinstance(v, bytes) else v for k, v in h5.attrs.items()
-            }
+            return decoded_attrs(h5)
     except OSError as err:
         stage = "wsi-extract" if what == "features" else "wsi-tile"
         raise CacheSchemaError(

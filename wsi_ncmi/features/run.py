@@ -9,8 +9,10 @@ patches, seconds, patches/s and the total).
 from __future__ import annotations
 
 import dataclasses
+import functools
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -21,6 +23,7 @@ from wsi_ncmi.batch import (
     RunReport,
     remove_stale_temp_files,
 )
+from wsi_ncmi.batch.locks import wait_for_locked
 from wsi_ncmi.batch.report import unique_report_path
 from wsi_ncmi.errors import ConfigError, WorkerFailedError
 from wsi_ncmi.features.dataset import SlideJob
@@ -32,6 +35,7 @@ from wsi_ncmi.features.jobs import (
     load_jobs,
     write_empty,
 )
+from wsi_ncmi.features.rounds import ExtractionRound, RoundSetup, slide_lock
 from wsi_ncmi.features.store import FEATURE_DTYPES, feature_path
 
 PRECISIONS = {"32": "32-true", "bf16": "bf16-mixed", "16": "16-mixed"}
@@ -174,6 +178,51 @@ def weights_hash_cache(config: ExtractConfig) -> Path:
     return config.out_dir / "features" / "weights-sha256.json"
 
 
+def _close_round(current: ExtractionRound, runtime: dict[str, Any]) -> list[ItemResult]:
+    """Add a finished (or failed) round to the run's ``runtime`` totals; its results."""
+    outcome = current.outcome
+    runtime["seconds"] += outcome.seconds
+    runtime["patches_extracted"] += outcome.patches
+    runtime["world_size"] = outcome.world_size
+    runtime["rounds"] += 1
+    return outcome.results
+
+
+def _wait(
+    waiting: list[SlideJob],
+    config: ExtractConfig,
+    is_done: Callable[[SlideJob], bool],
+    report: RunReport,
+    deadline: float | None,
+) -> tuple[list[SlideJob], list[SlideJob]]:
+    """Wait for slides other jobs hold; report those done or given up; ``(ready, still)``."""
+    found = wait_for_locked(
+        waiting,
+        functools.partial(slide_lock, config),
+        is_done=is_done,
+        poll_s=config.poll_s,
+        deadline=deadline,
+    )
+    for job in found.done:
+        report.add(
+            ItemResult(
+                job.slide_id, "skipped", reason="done by another job", output=str(job.output)
+            )
+        )
+    if not found.expired:
+        return found.ready, found.waiting
+    for job in found.waiting:
+        report.add(
+            ItemResult(
+                job.slide_id,
+                "locked",
+                reason=f"another job still held its lock after --max_wait_s "
+                f"{config.max_wait_s:g} s",
+            )
+        )
+    return [], []
+
+
 def run_extraction(config: ExtractConfig, encoder: EncoderModule | None = None) -> RunReport:
     """Extract features for every slide of ``config.coords_dir`` (this shard, this rank).
 
@@ -201,7 +250,6 @@ def run_extraction(config: ExtractConfig, encoder: EncoderModule | None = None) 
     from wsi_ncmi.batch.preflight import check_writable_dir, check_writable_dirs
     from wsi_ncmi.features.cache import CacheJudge
     from wsi_ncmi.features.encoders.registry import build_encoder
-    from wsi_ncmi.features.rounds import predict_round, wait_for_locked
 
     config.validate()
     # Before any work: every folder this run writes to must take files.
@@ -260,20 +308,23 @@ def run_extraction(config: ExtractConfig, encoder: EncoderModule | None = None) 
         "patches_extracted": 0,
         "rounds": 0,
     }
+    setup = RoundSetup(
+        config, encoder, attrs_for, is_done, batch_size, workers, accelerator, precision
+    )
     deadline = None if config.max_wait_s is None else time.monotonic() + config.max_wait_s
     pending = [j for j in jobs if len(j) > 0]
     waiting: list[SlideJob] = []
     rank = 0
-    results: list[ItemResult] = []  # of the current round; reported even if it raises
+    current: ExtractionRound | None = None  # the open round: reported even if it raises
     try:
-        while True:
+        while pending or waiting:
             if pending:
-                world_size, rank = predict_round(
-                    pending, config, encoder, attrs_for, is_done, runtime, batch_size, workers,
-                    accelerator, precision, results,
-                )  # fmt: skip
-                wait_here = config.wait_locked and config.lock and world_size == 1
+                current = ExtractionRound(pending, setup)
+                outcome = current.run()
+                rank = outcome.rank
+                wait_here = config.wait_locked and config.lock and outcome.world_size == 1
                 by_id = {j.slide_id: j for j in pending}
+                results, current, pending = _close_round(current, runtime), None, []
                 for result in results:
                     if result.status == "ok" and result.item_id in redo_reasons:
                         result.reason = f"redone: {redo_reasons[result.item_id]}"
@@ -281,23 +332,21 @@ def run_extraction(config: ExtractConfig, encoder: EncoderModule | None = None) 
                         waiting.append(by_id[result.item_id])
                     else:
                         report.add(result)
-                results.clear()
-            if not waiting:
-                break
-            pending, waiting = wait_for_locked(waiting, config, is_done, report, deadline)
-            if not pending and not waiting:
-                break
+            if waiting:
+                pending, waiting = _wait(waiting, config, is_done, report, deadline)
     except WorkerFailedError as err:  # a clean stop: this round's open slides fail
-        seen = {r.item_id for r in [*report.results, *results]}
-        results.extend(
+        open_results = current.outcome.results if current is not None else []
+        seen = {r.item_id for r in [*report.results, *open_results]}
+        open_results.extend(
             ItemResult(j.slide_id, "failed", reason=str(err), error_type=type(err).__name__)
             for j in pending
             if j.slide_id not in seen
         )
         raise
     finally:
-        for result in results:
-            report.add(result)
+        if current is not None:
+            for result in _close_round(current, runtime):
+                report.add(result)
         runtime["patches_per_s"] = runtime["patches_extracted"] / max(runtime["seconds"], 1e-9)
         report.params["runtime"] = runtime
         suffix = f"-rank{rank}" if runtime["world_size"] > 1 else ""

@@ -10,6 +10,7 @@ from typing import Any
 import lightning as L
 
 from wsi_ncmi._version import __version__
+from wsi_ncmi.batch.atomic import write_text_atomic
 from wsi_ncmi.images.data import ImageFolderDataModule
 from wsi_ncmi.images.models import build_backbone
 from wsi_ncmi.images.module import LossClassifier
@@ -162,6 +163,5 @@ def train_images(config: ImageTrainConfig) -> dict[str, Any]:
         default_root_dir=out_dir,
     )
     results |= {"config": asdict(config), "classes": datamodule.class_names, "version": __version__}
-    out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "results.json").write_text(json.dumps(results, indent=2))
+    write_text_atomic(out_dir / "results.json", json.dumps(results, indent=2))
     return results

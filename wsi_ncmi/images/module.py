@@ -5,12 +5,11 @@ from __future__ import annotations
 from typing import Any, Literal
 
 import lightning as L
-import torch
 from torch import Tensor, nn
 from torchmetrics.classification import MulticlassAccuracy, MulticlassF1Score
 
-from wsi_ncmi.errors import ConfigError
 from wsi_ncmi.losses.base import ClassificationLoss
+from wsi_ncmi.optim import check_choice, configure_optimization
 
 
 class LossClassifier(L.LightningModule):
@@ -46,8 +45,7 @@ class LossClassifier(L.LightningModule):
         cosine_schedule: bool = True,
     ) -> None:
         super().__init__()
-        if optimizer not in ("sgd", "adamw"):
-            raise ConfigError(f"optimizer must be 'sgd' or 'adamw', got {optimizer!r}")
+        check_choice("optimizer", optimizer, ("sgd", "adamw"))
         self.save_hyperparameters(ignore=["backbone", "criterion"])
         self.backbone = backbone
         self.criterion = criterion
@@ -104,13 +102,12 @@ class LossClassifier(L.LightningModule):
     def configure_optimizers(self) -> Any:
         """SGD (or AdamW), cosine-annealed over the run."""
         hp: Any = self.hparams
-        if hp.optimizer == "sgd":
-            opt: torch.optim.Optimizer = torch.optim.SGD(
-                self.parameters(), lr=hp.lr, momentum=hp.momentum, weight_decay=hp.weight_decay
-            )
-        else:
-            opt = torch.optim.AdamW(self.parameters(), lr=hp.lr, weight_decay=hp.weight_decay)
-        if not hp.cosine_schedule or self.trainer.max_epochs in (None, -1):
-            return opt
-        scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=self.trainer.max_epochs)
-        return {"optimizer": opt, "lr_scheduler": scheduler}
+        return configure_optimization(
+            self.parameters(),
+            optimizer=hp.optimizer,
+            lr=hp.lr,
+            weight_decay=hp.weight_decay,
+            momentum=hp.momentum,
+            scheduler="cosine" if hp.cosine_schedule else "none",
+            max_epochs=self.trainer.max_epochs,
+        )

@@ -28,7 +28,7 @@ The contract every registered loss follows (:class:`ClassificationLoss`):
 The math lives in :mod:`wsi_ncmi.losses.functional` as pure functions.
 """
 
-from wsi_ncmi.losses.base import ClassificationLoss, LossOutput
+from wsi_ncmi.losses.base import ClassificationLoss, LossHost, LossOutput
 from wsi_ncmi.losses.baselines import (
     CMICLoss,
     CrossEntropyLoss,
@@ -54,6 +54,7 @@ __all__ = [
     "CrossEntropyLoss",
     "FocalLoss",
     "LabelSmoothingLoss",
+    "LossHost",
     "LossOutput",
     "NCMILoss",
     "NCMIMILLoss",

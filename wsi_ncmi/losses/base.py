@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any, Protocol, runtime_checkable
 
 import torch
 from torch import Tensor, nn
@@ -108,6 +109,14 @@ class ClassificationLoss(nn.Module):
         """
         raise NotImplementedError
 
+    def pop_train_gamma(self) -> float | None:
+        """Mean training separation Γ since the last call, for losses that track it.
+
+        Read once per epoch by :class:`~wsi_ncmi.losses.callbacks.EscapeMonitor`; the
+        default (a loss without Γ) is ``None``.
+        """
+        return None
+
     def output_dim(self, num_classes: int) -> int | None:
         """Width of the linear head the model needs, or ``None`` for raw features.
 
@@ -167,3 +176,19 @@ class ClassificationLoss(nn.Module):
         if state is None:
             raise TypeError(f"{type(self).__name__} keeps no centroids")
         return state.q_step(sums, counts, epoch, predicted_counts)
+
+
+@runtime_checkable
+class LossHost(Protocol):
+    """What the Lightning callbacks of :mod:`wsi_ncmi.losses.callbacks` need from a module.
+
+    :class:`~wsi_ncmi.train.module.MILClassifier` and
+    :class:`~wsi_ncmi.images.module.LossClassifier` are loss hosts: the loss is the
+    attribute ``criterion`` and :meth:`loss_inputs` turns a batch into what it takes.
+    """
+
+    criterion: ClassificationLoss
+
+    def loss_inputs(self, batch: Any) -> tuple[Tensor, Tensor]:
+        """``(outputs the loss takes, targets)`` of one batch."""
+        ...

@@ -1,10 +1,11 @@
 """Lightning callbacks: the epoch-end Q-step and the CMI/Γ/NCMI diagnostics.
 
-Both find the loss as an attribute of the LightningModule (``loss_attr``, default
-``"criterion"``). The Q-step pass gets ``(outputs, targets)`` from a batch through
-``pl_module.loss_inputs(batch)`` if the module defines it, else ``(pl_module(x), y)`` for a
-batch ``(x, y)``. The diagnostics read what ``validation_step`` returns, which must be a
-mapping with keys ``"outputs"`` (what the loss takes) and ``"targets"``.
+They work on a :class:`~wsi_ncmi.losses.base.LossHost`: a LightningModule whose loss is the
+attribute ``criterion`` (another attribute can be named with ``loss_attr``) and whose
+``loss_inputs(batch)`` gives ``(outputs, targets)`` for the Q-step pass. A module that is
+not a loss host gets ``(pl_module(x), y)`` for a batch ``(x, y)``. The diagnostics read what
+``validation_step`` returns, which must be a mapping with keys ``"outputs"`` (what the loss
+takes) and ``"targets"``.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import torch
 from torch import Tensor
 
 from wsi_ncmi.losses import functional as LF
-from wsi_ncmi.losses.base import ClassificationLoss
+from wsi_ncmi.losses.base import ClassificationLoss, LossHost
 from wsi_ncmi.losses.centroids import CentroidReport, effective_classes
 from wsi_ncmi.losses.diagnostics import NCMIMetric
 from wsi_ncmi.losses.epoch import update_centroids
@@ -28,15 +29,17 @@ OutputsFn = Callable[[L.LightningModule, Any], tuple[Tensor, Tensor]]
 
 
 def _default_outputs(pl_module: L.LightningModule, batch: Any) -> tuple[Tensor, Tensor]:
-    loss_inputs = getattr(pl_module, "loss_inputs", None)
-    if callable(loss_inputs):
-        return loss_inputs(batch)
+    if isinstance(pl_module, LossHost):
+        return pl_module.loss_inputs(batch)
     x, y = batch[0], batch[1]
     return pl_module(x), y
 
 
 def _find_loss(pl_module: L.LightningModule, loss_attr: str) -> ClassificationLoss:
-    loss = getattr(pl_module, loss_attr, None)
+    if loss_attr == "criterion" and isinstance(pl_module, LossHost):
+        loss: object = pl_module.criterion
+    else:
+        loss = getattr(pl_module, loss_attr, None)
     if not isinstance(loss, ClassificationLoss):
         raise AttributeError(
             f"{type(pl_module).__name__}.{loss_attr} must be a registered loss "
@@ -171,8 +174,8 @@ class NCMIDiagnostics(L.Callback):
 class EscapeMonitor(L.Callback):
     """Warns once when a run shows the class-logit escape (see :mod:`wsi_ncmi.losses.escape`).
 
-    Every epoch it records the loss's mean training Γ (losses with ``pop_train_gamma``,
-    i.e. NCMI) and the effective number of classes predicted on the validation set; when
+    Every epoch it records the loss's mean training Γ (``loss.pop_train_gamma()``, not
+    ``None`` for NCMI) and the effective number of classes predicted on the validation set; when
     :func:`~wsi_ncmi.losses.escape.escape_reason` fires it issues a
     :class:`~wsi_ncmi.losses.escape.SeparationEscapeWarning` and logs ``escape/detected``.
     It reads what ``validation_step`` returns (``{"outputs", "targets"}``).
@@ -224,8 +227,7 @@ class EscapeMonitor(L.Callback):
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         """Record the epoch and warn once if the escape shows."""
-        pop = getattr(_find_loss(pl_module, self.loss_attr), "pop_train_gamma", None)
-        gamma = pop() if callable(pop) else None
+        gamma = _find_loss(pl_module, self.loss_attr).pop_train_gamma()
         if gamma is None or trainer.sanity_checking:
             return
         self.train_gamma.append(gamma)

@@ -1,11 +1,19 @@
 """Multiple-instance aggregators: bags of patch features to slide logits."""
 
-from wsi_ncmi.mil.abmil import GatedAttentionMIL, MILOutput
-from wsi_ncmi.mil.registry import build_aggregator, list_aggregators, register_aggregator
+from wsi_ncmi.mil.abmil import GatedAttentionMIL
+from wsi_ncmi.mil.base import Aggregator, MILOutput
+from wsi_ncmi.mil.registry import (
+    aggregator_embedding_dim,
+    build_aggregator,
+    list_aggregators,
+    register_aggregator,
+)
 
 __all__ = [
+    "Aggregator",
     "GatedAttentionMIL",
     "MILOutput",
+    "aggregator_embedding_dim",
     "build_aggregator",
     "list_aggregators",
     "register_aggregator",

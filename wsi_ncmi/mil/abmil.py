@@ -7,33 +7,16 @@ over the patches of each bag, and the slide embedding ``Σ_i a_i e_i`` is classi
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 from torch import Tensor, nn
 
 from wsi_ncmi.errors import ConfigError
+from wsi_ncmi.mil.base import Aggregator, MILOutput
 from wsi_ncmi.mil.registry import register_aggregator
 
 
-@dataclass
-class MILOutput:
-    """What an aggregator returns for ``B`` bags of ``N`` patches.
-
-    Attributes:
-        logits: ``(B, C)`` class logits (``(B, 0)`` if built with ``num_classes=0``).
-        attention: ``(B, N)`` attention weights, each row summing to one over the valid
-            patches.
-        embedding: ``(B, hidden_dim)`` slide embeddings (what a feature-head loss takes).
-    """
-
-    logits: Tensor
-    attention: Tensor
-    embedding: Tensor
-
-
 @register_aggregator("abmil")
-class GatedAttentionMIL(nn.Module):
+class GatedAttentionMIL(Aggregator):
     """Gated-attention MIL pooling with a linear classifier.
 
     Args:
@@ -122,3 +105,6 @@ class GatedAttentionMIL(nn.Module):
         """
         _, attention, embedding = self.pool(features, mask)
         return MILOutput(self.classifier(embedding), attention, embedding)
+
+
+__all__ = ["GatedAttentionMIL", "MILOutput"]

@@ -21,7 +21,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from wsi_ncmi.errors import ConfigError
-from wsi_ncmi.mil.abmil import GatedAttentionMIL, MILOutput
+from wsi_ncmi.mil.abmil import GatedAttentionMIL
+from wsi_ncmi.mil.base import MILOutput
 from wsi_ncmi.mil.registry import register_aggregator
 
 

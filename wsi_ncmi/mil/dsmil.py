@@ -22,13 +22,13 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from wsi_ncmi.mil.abmil import MILOutput
+from wsi_ncmi.mil.base import Aggregator, MILOutput
 from wsi_ncmi.mil.pooling import check_bag, check_dims
 from wsi_ncmi.mil.registry import register_aggregator
 
 
 @register_aggregator("dsmil")
-class DSMIL(nn.Module):
+class DSMIL(Aggregator):
     """Dual-stream MIL.
 
     Args:

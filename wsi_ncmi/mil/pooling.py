@@ -16,7 +16,7 @@ import torch
 from torch import Tensor, nn
 
 from wsi_ncmi.errors import ConfigError
-from wsi_ncmi.mil.abmil import MILOutput
+from wsi_ncmi.mil.base import Aggregator, MILOutput
 from wsi_ncmi.mil.registry import register_aggregator
 
 
@@ -66,7 +66,7 @@ def check_dims(in_dim: int, num_classes: int, hidden_dim: int, dropout: float) -
         raise ConfigError(f"dropout must be in [0, 1), got {dropout!r}")
 
 
-class _PoolingMIL(nn.Module):
+class _PoolingMIL(Aggregator):
     """Shared body of the pooling baselines (patch embedding + linear classifier)."""
 
     def __init__(

@@ -5,11 +5,11 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from torch import nn
-
+from wsi_ncmi.errors import ConfigError
+from wsi_ncmi.mil.base import Aggregator
 from wsi_ncmi.registry import Registry
 
-_F = TypeVar("_F", bound=Callable[..., nn.Module])
+_A = TypeVar("_A", bound=type[Aggregator])
 
 
 def _load_builtin() -> None:
@@ -20,14 +20,14 @@ def _load_builtin() -> None:
     import wsi_ncmi.mil.transmil  # noqa: F401
 
 
-AGGREGATORS: Registry[nn.Module] = Registry("aggregator", _load_builtin)
+AGGREGATORS: Registry[Aggregator] = Registry("aggregator", _load_builtin)
 
 
-def register_aggregator(name: str) -> Callable[[_F], _F]:
-    """Register an aggregator class or factory under ``name``.
+def register_aggregator(name: str) -> Callable[[_A], _A]:
+    """Register an :class:`~wsi_ncmi.mil.base.Aggregator` subclass under ``name``.
 
     Every aggregator takes ``in_dim`` and ``num_classes`` keyword arguments and maps a bag
-    ``(N, in_dim)`` (or ``(B, N, in_dim)``) to a :class:`~wsi_ncmi.mil.abmil.MILOutput`.
+    ``(N, in_dim)`` (or ``(B, N, in_dim)``) to a :class:`~wsi_ncmi.mil.base.MILOutput`.
 
     Args:
         name: Registry key, as used in YAML configs.
@@ -41,7 +41,7 @@ def register_aggregator(name: str) -> Callable[[_F], _F]:
     return AGGREGATORS.register(name)
 
 
-def build_aggregator(name: str, **kwargs: Any) -> nn.Module:
+def build_aggregator(name: str, **kwargs: Any) -> Aggregator:
     """Instantiate a registered aggregator.
 
     Args:
@@ -55,6 +55,25 @@ def build_aggregator(name: str, **kwargs: Any) -> nn.Module:
         ConfigError: If ``name`` is unknown or the arguments are rejected.
     """
     return AGGREGATORS.build(name, **kwargs)
+
+
+def aggregator_embedding_dim(name: str, **kwargs: Any) -> int:
+    """Slide-embedding width of ``build_aggregator(name, **kwargs)``, without building it.
+
+    Args:
+        name: Registry key, see :func:`list_aggregators`.
+        **kwargs: Constructor arguments.
+
+    Returns:
+        The :attr:`~wsi_ncmi.mil.base.Aggregator.embedding_dim` the model would have.
+
+    Raises:
+        ConfigError: If ``name`` is unknown or the arguments are rejected.
+    """
+    factory = AGGREGATORS.get(name)
+    if not (isinstance(factory, type) and issubclass(factory, Aggregator)):
+        raise ConfigError(f"aggregator {name!r} is not an Aggregator subclass")
+    return factory.embedding_dim_for(**kwargs)
 
 
 def list_aggregators() -> list[str]:

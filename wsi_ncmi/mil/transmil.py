@@ -29,7 +29,7 @@ import torch
 from torch import Tensor, nn
 
 from wsi_ncmi.errors import ConfigError
-from wsi_ncmi.mil.abmil import MILOutput
+from wsi_ncmi.mil.base import Aggregator, MILOutput
 from wsi_ncmi.mil.pooling import check_bag, check_dims
 from wsi_ncmi.mil.registry import register_aggregator
 
@@ -184,7 +184,7 @@ class PPEG(nn.Module):
 
 
 @register_aggregator("transmil")
-class TransMIL(nn.Module):
+class TransMIL(Aggregator):
     """Transformer MIL (two Nyström layers + PPEG), class-token readout.
 
     Args:

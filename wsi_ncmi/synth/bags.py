@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 from numpy.typing import NDArray
 
+from wsi_ncmi.batch.atomic import atomic_output, write_text_atomic
 from wsi_ncmi.features.store import FeatureFileWriter, feature_path
 from wsi_ncmi.manifest import LABELS, ManifestRow, write_manifest
 
@@ -38,7 +39,8 @@ def cycling_manifest(
                 label = LABELS[(k + center) % len(LABELS)]
                 k += 1
                 rows.append(ManifestRow(f"{patient}_node_{s}", patient, center, label))
-    write_manifest(rows, path)
+    with atomic_output(path) as tmp:
+        write_manifest(rows, tmp)
     return rows
 
 
@@ -79,9 +81,10 @@ def write_signal_bag(
     coords, features = signal_features(label, rng, dim=dim, side=side, signal=signal)
     path = feature_path(root, encoder, slide_id)
     path.parent.mkdir(parents=True, exist_ok=True)
-    writer = FeatureFileWriter(path, coords, dim, "float16", bag_attrs(slide_id, encoder, dim))
-    writer.write_rows(0, features, np.ones(len(coords), dtype=bool))
-    writer.finish()
+    with atomic_output(path, fsync=False) as tmp:
+        writer = FeatureFileWriter(tmp, coords, dim, "float16", bag_attrs(slide_id, encoder, dim))
+        writer.write_rows(0, features, np.ones(len(coords), dtype=bool))
+        writer.finish()
     return path
 
 
@@ -103,7 +106,9 @@ def write_tumour_truth(slide_dir: Path, center: int, slide_id: str, label: int) 
     gt = slide_dir / f"center_{center}" / f"{slide_id}.gt.json"
     gt.parent.mkdir(parents=True, exist_ok=True)
     x0, y0, x1, y1 = tumour_block(label)
-    gt.write_text(json.dumps({"tumour_polygons": [[[x0, y0], [x1, y0], [x1, y1], [x0, y1]]]}))
+    write_text_atomic(
+        gt, json.dumps({"tumour_polygons": [[[x0, y0], [x1, y0], [x1, y1], [x0, y1]]]})
+    )
     return gt
 
 

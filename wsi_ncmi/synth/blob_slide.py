@@ -14,13 +14,14 @@ memory bounded by one level's coarse raster. The output is deterministic for a g
 from __future__ import annotations
 
 import math
-import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 from numpy.typing import NDArray
+
+from wsi_ncmi.batch.atomic import atomic_output
 
 TILE = 256
 BACKGROUND = (242, 241, 239)
@@ -159,26 +160,21 @@ def write_blob_slide(path: str | Path, spec: BlobSlideSpec = CAMELYON_SCALE) -> 
     bg = np.empty((TILE, TILE, 3), np.uint8)
     bg[:] = BACKGROUND
     bg_bytes = _encode(bg, spec.quality)
-    tmp = path.with_name(f".{path.name}.partial-{os.getpid()}")
-    try:
-        with tifffile.TiffWriter(tmp, bigtiff=True) as tif:
-            for i, ds in enumerate(spec.downsamples):
-                w, h = math.ceil(spec.width / ds), math.ceil(spec.height / ds)
-                res = 1e4 / (spec.mpp * ds)
-                tif.write(
-                    _level_tiles(spec, ds, bank_bytes, bank, bg_bytes),
-                    shape=(h, w, 3),
-                    dtype=np.uint8,
-                    tile=(TILE, TILE),
-                    compression="jpeg",
-                    photometric="rgb",
-                    subsampling=(2, 2),
-                    resolution=(res, res),
-                    resolutionunit="CENTIMETER",
-                    subfiletype=1 if i else 0,
-                    metadata=None,
-                )
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    with atomic_output(path) as tmp, tifffile.TiffWriter(tmp, bigtiff=True) as tif:
+        for i, ds in enumerate(spec.downsamples):
+            w, h = math.ceil(spec.width / ds), math.ceil(spec.height / ds)
+            res = 1e4 / (spec.mpp * ds)
+            tif.write(
+                _level_tiles(spec, ds, bank_bytes, bank, bg_bytes),
+                shape=(h, w, 3),
+                dtype=np.uint8,
+                tile=(TILE, TILE),
+                compression="jpeg",
+                photometric="rgb",
+                subsampling=(2, 2),
+                resolution=(res, res),
+                resolutionunit="CENTIMETER",
+                subfiletype=1 if i else 0,
+                metadata=None,
+            )
     return path

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import multiprocessing
-import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +19,7 @@ import cv2
 from tqdm import tqdm
 
 from wsi_ncmi._version import __version__
+from wsi_ncmi.batch.atomic import atomic_output, remove_stale_temp_files, write_text_atomic
 from wsi_ncmi.errors import ConfigError
 from wsi_ncmi.manifest import LABELS, ManifestRow, write_manifest
 from wsi_ncmi.synth.generate import generate_slide, slide_paths
@@ -115,9 +115,7 @@ def _check_config(out_dir: Path, preset: Preset, seed: int) -> None:
             raise ConfigError(msg)
         return
     record["wsi_ncmi_version"] = __version__
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(record, indent=1, sort_keys=True) + "\n")
-    os.replace(tmp, path)
+    write_text_atomic(path, json.dumps(record, indent=1, sort_keys=True) + "\n")
 
 
 def _worker_init() -> None:
@@ -171,9 +169,10 @@ def generate_cohort(
     selected = select_slides(rows, subset, centers)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    remove_stale_temp_files(out)  # what killed runs left half-written
     _check_config(out, chosen_preset, seed)
-    write_manifest(selected, out / "manifest.csv.tmp")
-    os.replace(out / "manifest.csv.tmp", out / "manifest.csv")
+    with atomic_output(out / "manifest.csv") as tmp:
+        write_manifest(selected, tmp)
 
     skipped = tuple(out / r.relative_path for r in selected if _is_done(out, r))
     todo = [(r, chosen_preset, seed, out) for r in selected if not _is_done(out, r)]

@@ -7,7 +7,8 @@ Outputs for a manifest row with ``slide_id`` S of center K, under the cohort fol
 - ``center_K/S.gt.json``: level-0 tissue and tumour polygons, µm/px, label, center, the
   largest tumour diameter (physical and nominal µm) and the preset's ``size_scale``.
 
-Each file is written under a temporary name and moved into place with ``os.replace``; the
+Each file is written atomically (:func:`wsi_ncmi.batch.atomic.atomic_output`: a temp
+file beside the target, then a rename), so a killed run leaves no partial file; the
 JSON comes last, so its presence marks a finished slide. The slide's random generator is
 seeded from ``(global seed, preset, slide_id)`` only, so the bytes do not depend on the
 worker count or on the order in which slides are made.
@@ -17,7 +18,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,6 +27,7 @@ import cv2
 import numpy as np
 from numpy.typing import NDArray
 
+from wsi_ncmi.batch.atomic import atomic_output, write_bytes_atomic, write_text_atomic
 from wsi_ncmi.manifest import ManifestRow
 from wsi_ncmi.synth.geometry import SUBPIXEL_SHIFT, largest_diameter, to_fixed
 from wsi_ncmi.synth.presets import Preset, size_class
@@ -196,12 +197,6 @@ def render_mask(plan: SlidePlan, downsample: int) -> NDArray[np.uint8]:
     return mask
 
 
-def _atomic_bytes(path: Path, data: bytes) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
-
-
 def slide_paths(out_dir: Path, row: ManifestRow) -> tuple[Path, Path, Path]:
     """Return the ``(tif, mask_png, gt_json)`` paths of a manifest row under ``out_dir``.
 
@@ -231,24 +226,23 @@ def generate_slide(row: ManifestRow, preset: Preset, seed: int, out_dir: Path) -
     tif_path, mask_path, gt_path = slide_paths(out_dir, row)
     tif_path.parent.mkdir(parents=True, exist_ok=True)
     plan = plan_slide(row, preset, seed)
-    tmp = tif_path.with_name(tif_path.name + ".tmp")
-    sizes = write_pyramid(
-        tmp,
-        render_strips(plan),
-        plan.size_px,
-        plan.mpp,
-        jpeg_quality=plan.profile.jpeg_quality,
-        strip_rows=preset.strip_rows,
-        tile_px=preset.tile_px,
-        min_level_px=preset.min_level_px,
-    )
-    os.replace(tmp, tif_path)
+    with atomic_output(tif_path) as tmp:
+        sizes = write_pyramid(
+            tmp,
+            render_strips(plan),
+            plan.size_px,
+            plan.mpp,
+            jpeg_quality=plan.profile.jpeg_quality,
+            strip_rows=preset.strip_rows,
+            tile_px=preset.tile_px,
+            min_level_px=preset.min_level_px,
+        )
     downsample = int(2 ** max(0, round(np.log2(preset.mask_mpp / plan.mpp))))
     ok, png = cv2.imencode(".png", render_mask(plan, downsample))
     if not ok:  # pragma: no cover - OpenCV failure
         msg = f"could not encode the mask of {row.slide_id}"
         raise RuntimeError(msg)
-    _atomic_bytes(mask_path, png.tobytes())
+    write_bytes_atomic(mask_path, png.tobytes())
     record = ground_truth(plan, len(sizes), mask_path.name, downsample)
-    _atomic_bytes(gt_path, (json.dumps(record, indent=1, sort_keys=True) + "\n").encode())
+    write_text_atomic(gt_path, json.dumps(record, indent=1, sort_keys=True) + "\n")
     return tif_path

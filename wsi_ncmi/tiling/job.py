@@ -30,11 +30,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, NamedTuple
 
-from wsi_ncmi.batch.atomic import atomic_output, write_text_atomic
+from wsi_ncmi.batch.atomic import atomic_output, write_bytes_atomic, write_text_atomic
 from wsi_ncmi.batch.report import ItemResult
 from wsi_ncmi.slide.identity import SlideIdentity
 from wsi_ncmi.tiling.grid import GridParams
-from wsi_ncmi.tiling.schema import coords_digest, params_hash
+from wsi_ncmi.tiling.schema import coords_digest, decoded_attrs, params_hash
 from wsi_ncmi.tiling.tissue import TissueParams
 
 #: Bump when a change to the algorithm changes coordinates for the same parameters.
@@ -168,14 +168,10 @@ def read_status(path: Path) -> CoordsStatus | None:
                 return None
             if h5["coords"].shape[0] != h5["tissue_fraction"].shape[0]:
                 return None
-            identity = SlideIdentity.from_attrs({k: _plain(v) for k, v in attrs.items()})
+            identity = SlideIdentity.from_attrs(decoded_attrs(h5))
             return CoordsStatus(str(attrs["params_hash"]), str(attrs["status"]), identity)
     except (OSError, KeyError):
         return None
-
-
-def _plain(value: Any) -> Any:
-    return value.decode("utf-8") if isinstance(value, bytes) else value
 
 
 def slide_change(task: SlideTask, recorded: SlideIdentity) -> str:
@@ -291,8 +287,7 @@ def tile_slide(task: SlideTask, config: TilingConfig) -> ItemResult:
     ok, png = cv2.imencode(".png", cv2.cvtColor(thumb, cv2.COLOR_RGB2BGR))
     if not ok:  # pragma: no cover - OpenCV fails only on invalid arrays
         raise RuntimeError(f"PNG encoding of the thumbnail of {task.slide_id!r} failed")
-    with atomic_output(paths.thumbnail, fsync=False) as tmp:
-        tmp.write_bytes(png.tobytes())
+    write_bytes_atomic(paths.thumbnail, png.tobytes(), fsync=False)
     attrs: dict[str, Any] = {
         "package_version": __version__,
         "tiler_version": TILER_VERSION,

@@ -1,6 +1,6 @@
 """Batch tiling: find slides, split them into shards, tile them over a process pool.
 
-Concurrency model: each slide is guarded by ``<out>/.locks/<slide_id>.lock`` (see
+Concurrency model: each slide is guarded by ``<out>/locks/<slide_id>.lock`` (see
 :class:`~wsi_ncmi.batch.ItemLock`), so any number of ``wsi-tile`` processes, on one
 machine or many sharing the output folder, can work on the same cohort; each slide is
 tiled once. While holding a slide's lock, a job first deletes that slide's orphan temp
@@ -17,6 +17,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from wsi_ncmi.batch.atomic import TEMP_MARKER, temp_prefix
+from wsi_ncmi.batch.locks import lock_dir, sweep_legacy_locks
 from wsi_ncmi.batch.report import ItemResult, RunReport, unique_report_path
 from wsi_ncmi.errors import ConfigError
 from wsi_ncmi.tiling.job import (
@@ -235,6 +236,7 @@ def run_tiling(
     # Before any work: --out (and the folders written below it) must take files.
     check_writable_dirs([out, *(out / sub for sub in ("coords", "thumbnails", "geojson"))])
     path = Path(report_path) if report_path is not None else default_report_path(out)
+    sweep_legacy_locks(out)  # earlier versions kept the locks in <out>/.locks
     report.params["report_path"] = str(path)
     try:
         run_batch(
@@ -243,7 +245,7 @@ def run_tiling(
             item_ids=[t.slide_id for t in selected],
             report=report,
             is_done=functools.partial(_check_done, config=config),
-            lock_dir=out / ".locks",
+            lock_dir=lock_dir(out),
             workers=workers or default_workers(),
             skip_errors=skip_errors,
             progress=progress,

@@ -122,7 +122,12 @@ class CoordsFile:
         return str(self.attrs.get("coords_sha256") or coords_digest(self.coords))
 
 
-def _decode(value: Any) -> Any:
+def decode_attr(value: Any) -> Any:
+    """An HDF5 attribute as a plain Python value.
+
+    ``bytes`` → ``str`` (UTF-8), NumPy scalars → ``int``/``float``/``bool``, arrays →
+    lists; anything else unchanged. Used for every coords and features file.
+    """
     if isinstance(value, bytes):
         return value.decode("utf-8")
     if isinstance(value, np.generic):
@@ -130,6 +135,11 @@ def _decode(value: Any) -> Any:
     if isinstance(value, np.ndarray):
         return value.tolist()
     return value
+
+
+def decoded_attrs(obj: Any) -> dict[str, Any]:
+    """Every attribute of an HDF5 file, group or dataset, through :func:`decode_attr`."""
+    return {key: decode_attr(value) for key, value in obj.attrs.items()}
 
 
 def write_coords(
@@ -189,7 +199,7 @@ def read_coords(path: str | Path, *, expect_hash: str | None = None) -> CoordsFi
     except OSError as err:
         raise CacheSchemaError(f"cannot read coords file {str(path)!r}: {err}") from err
     with h5:
-        attrs = {k: _decode(v) for k, v in h5.attrs.items()}
+        attrs = decoded_attrs(h5)
         if attrs.get("schema") != COORDS_SCHEMA:
             raise CacheSchemaError(
                 f"{str(path)!r} is not a wsi-ncmi coords file (schema={attrs.get('schema')!r}); "

@@ -25,6 +25,7 @@ from numpy.typing import NDArray
 
 from wsi_ncmi.errors import CacheSchemaError
 from wsi_ncmi.manifest import ManifestRow
+from wsi_ncmi.train.report import save_png
 
 
 def read_patch_coords(path: Path) -> NDArray[np.int64]:
@@ -134,8 +135,7 @@ def save_heatmap(
     ax.set_title(title, fontsize=9)
     ax.axis("off")
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100)
+    save_png(fig, path, dpi=100)
     plt.close(fig)
     return path
 

@@ -13,13 +13,12 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
-import torch
 from lightning.pytorch.loggers import CSVLogger, Logger, TensorBoardLogger
 
 from wsi_ncmi.errors import ConfigError
 from wsi_ncmi.features.store import read_feature_attrs
 from wsi_ncmi.losses import ClassificationLoss, build_loss, get_loss_factory
-from wsi_ncmi.mil import build_aggregator
+from wsi_ncmi.mil import aggregator_embedding_dim, build_aggregator
 from wsi_ncmi.train.config import TrainConfig
 from wsi_ncmi.train.data import BagDataModule
 from wsi_ncmi.train.module import MILClassifier
@@ -61,17 +60,6 @@ def build_criterion(
     return build_loss(name, **filled, **kwargs)
 
 
-def _embedding_dim(aggregator: torch.nn.Module) -> int:
-    for attr in ("embedding_dim", "hidden_dim"):
-        value = getattr(aggregator, attr, None)
-        if isinstance(value, int):
-            return value
-    raise ConfigError(
-        f"{type(aggregator).__name__} exposes no hidden_dim/embedding_dim; "
-        "it cannot feed a feature-head loss"
-    )
-
-
 def build_loggers(kind: str, fold_dir: Path) -> list[Logger]:
     """The CSV logger (the reports read it), plus TensorBoard's when asked for.
 
@@ -106,15 +94,14 @@ def build_model(config: TrainConfig, datamodule: BagDataModule) -> MILClassifier
     num_classes = datamodule.num_classes
     in_dim = int(read_feature_attrs(datamodule.path_of(datamodule.rows["train"][0]))["out_dim"])
     model_kwargs = dict(config.model.kwargs)
-    probe = build_aggregator(
-        config.model.name, in_dim=in_dim, num_classes=num_classes, **model_kwargs
-    )
     criterion = build_criterion(
         config.loss.name,
         dict(config.loss.kwargs),
         num_classes=num_classes,
         class_counts=datamodule.class_counts(),
-        feature_dim=_embedding_dim(probe),
+        feature_dim=aggregator_embedding_dim(
+            config.model.name, in_dim=in_dim, num_classes=num_classes, **model_kwargs
+        ),
     )
     head_dim = criterion.output_dim(num_classes)
     L.seed_everything(config.seed, workers=True, verbose=False)

@@ -20,13 +20,13 @@ import logging
 from collections.abc import Sequence
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any
 
 import lightning as L
 import torch
 from lightning.pytorch.callbacks import Callback, EarlyStopping, ModelCheckpoint
 
 from wsi_ncmi._version import __version__
+from wsi_ncmi.batch.atomic import write_text_atomic
 from wsi_ncmi.errors import ConfigError
 from wsi_ncmi.losses.callbacks import CentroidUpdate, EscapeMonitor, NCMIDiagnostics
 from wsi_ncmi.manifest import LABELS, ManifestRow, read_manifest
@@ -47,6 +47,7 @@ from wsi_ncmi.train.report import (
     write_json,
     write_predictions,
 )
+from wsi_ncmi.train.results import FoldResult, TrainingResult
 from wsi_ncmi.train.splits import SplitSet, load_splits, make_splits, save_splits
 
 log = logging.getLogger(__name__)
@@ -81,7 +82,7 @@ def run_fold(
     splits_file: Path,
     fold_dir: Path,
     callbacks: Sequence[Callback] = (),
-) -> dict[str, Any]:
+) -> FoldResult:
     """Train and evaluate one fold.
 
     Args:
@@ -92,8 +93,7 @@ def run_fold(
         callbacks: Extra Lightning callbacks (tests use them to simulate a kill).
 
     Returns:
-        ``{"fold", "records", "metrics", "attention", "excluded", "best_checkpoint",
-        "epochs_trained"}``.
+        The fold's result (its JSON-ready part is also written to ``<fold_dir>/metrics.json``).
     """
     L.seed_everything(config.seed, workers=True, verbose=False)
     data = config.data
@@ -203,23 +203,24 @@ def run_fold(
         records, manifest_rows, n_bootstrap=config.report.bootstrap, seed=config.seed
     )
     by_decision = decision_reports(records, manifest_rows, config)
-    result = {
-        "fold": fold.name,
-        "test_centers": list(fold.test_centers),
-        "best_checkpoint": best,
-        "best_score": (
+    result = FoldResult(
+        fold=fold.name,
+        test_centers=list(fold.test_centers),
+        best_checkpoint=best,
+        best_score=(
             float(checkpoint.best_model_score) if checkpoint.best_model_score is not None else None
         ),
-        "epochs_trained": trainer.current_epoch,
-        "excluded": datamodule.excluded,
-        "metrics": metrics,
-        "decision_rule": asdict(rule),
-        "by_decision": by_decision,
-        "attention": {k: v for k, v in attention.items() if k != "per_slide"},
-        "history": history,
-    }
-    write_json(result | {"attention": attention}, fold_dir / "metrics.json")
-    return result | {"records": records}
+        epochs_trained=trainer.current_epoch,
+        excluded=datamodule.excluded,
+        metrics=metrics,
+        decision_rule=asdict(rule),
+        by_decision=by_decision,
+        attention={k: v for k, v in attention.items() if k != "per_slide"},
+        history=history,
+        records=records,
+    )
+    write_json(result.summary() | {"attention": attention}, fold_dir / "metrics.json")
+    return result
 
 
 def clear_killed_writers(out_dir: Path) -> int:
@@ -239,7 +240,7 @@ def clear_killed_writers(out_dir: Path) -> int:
     return removed
 
 
-def run_training(config: TrainConfig, callbacks: Sequence[Callback] = ()) -> dict[str, Any]:
+def run_training(config: TrainConfig, callbacks: Sequence[Callback] = ()) -> TrainingResult:
     """Train and evaluate every selected fold, then pool the test predictions.
 
     Args:
@@ -247,7 +248,7 @@ def run_training(config: TrainConfig, callbacks: Sequence[Callback] = ()) -> dic
         callbacks: Extra Lightning callbacks for every fold.
 
     Returns:
-        ``{"metrics": pooled report, "folds": [...], "summary": table}`` (also written to
+        The pooled report, the folds and the summary table (also written to
         ``<out_dir>/metrics.json`` and ``summary.txt``).
 
     Raises:
@@ -266,11 +267,11 @@ def run_training(config: TrainConfig, callbacks: Sequence[Callback] = ()) -> dic
     bad = [k for k in selected if not 0 <= k < len(splits.folds)]
     if bad:
         raise ConfigError(f"split.folds must be in [0, {len(splits.folds)}), got {bad}")
-    folds = []
+    folds: list[FoldResult] = []
     for k in selected:
         fold_dir = out_dir / splits.folds[k].name
         folds.append(run_fold(config, k, out_dir / "splits.json", fold_dir, callbacks))
-    records = [r for f in folds for r in f["records"]]
+    records = [r for f in folds for r in f.records]
     write_predictions(records, out_dir / "predictions.csv")
     report = compute_report(records, rows, n_bootstrap=config.report.bootstrap, seed=config.seed)
     plot_confusion_matrices(report, out_dir)
@@ -285,10 +286,8 @@ def run_training(config: TrainConfig, callbacks: Sequence[Callback] = ()) -> dic
             table += (
                 f"\n{name} rule: pooled macro-F1 {alt['pooled'].get('macro_f1', float('nan')):.3f}"
             )
-    (out_dir / "summary.txt").write_text(table + "\n")
-    fold_summaries = [
-        {k: v for k, v in f.items() if k not in ("records", "history")} for f in folds
-    ]
+    write_text_atomic(out_dir / "summary.txt", table + "\n")
+    fold_summaries = [f.summary(history=False) for f in folds]
     write_json(
         {
             "version": __version__,
@@ -310,9 +309,4 @@ def run_training(config: TrainConfig, callbacks: Sequence[Callback] = ()) -> dic
         encoder=config.data.encoder,
         overlays_dir=Path(config.data.features_root) / "thumbnails",
     )
-    return {
-        "metrics": report,
-        "by_decision": by_decision,
-        "folds": fold_summaries,
-        "summary": table,
-    }
+    return TrainingResult(report, by_decision, tuple(folds), table)

@@ -3,8 +3,9 @@
 The aggregator (any :func:`wsi_ncmi.mil.build_aggregator` model) maps a bag to a
 :class:`~wsi_ncmi.mil.MILOutput`. The loss (any :func:`wsi_ncmi.losses.build_loss` loss)
 takes the class logits, or the slide embedding when ``loss.output_dim(C)`` is ``None``
-(the aggregator is then built with ``num_classes = 0``). An aggregator that defines
-``auxiliary_loss(output, targets)`` (CLAM-SB's instance clustering) has it added.
+(the aggregator is then built with ``num_classes = 0``). An aggregator whose
+:meth:`~wsi_ncmi.mil.Aggregator.auxiliary_loss` returns a loss (CLAM-SB's instance
+clustering) has it added.
 
 The loss is the attribute ``criterion``, where :class:`~wsi_ncmi.losses.callbacks.CentroidUpdate`
 and :class:`~wsi_ncmi.losses.callbacks.NCMIDiagnostics` find it; :meth:`loss_inputs` gives
@@ -14,11 +15,11 @@ them ``(outputs, targets)`` and ``validation_step`` returns ``{"outputs", "targe
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any, Literal, cast
+from typing import Any, cast
 
 import lightning as L
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 from torchmetrics import MetricCollection
 from torchmetrics.classification import MulticlassAccuracy, MulticlassF1Score
 
@@ -26,10 +27,8 @@ from wsi_ncmi.errors import ConfigError, NonFiniteError
 from wsi_ncmi.losses import functional as LF
 from wsi_ncmi.losses.base import ClassificationLoss
 from wsi_ncmi.losses.decision import fit_prior_rule, log_scores
-from wsi_ncmi.mil.abmil import MILOutput
-
-OptimizerName = Literal["adamw", "adam", "sgd"]
-SchedulerName = Literal["none", "cosine", "step"]
+from wsi_ncmi.mil.base import Aggregator, MILOutput
+from wsi_ncmi.optim import OptimizerName, SchedulerName, check_choice, configure_optimization
 
 
 def _stage_metrics(num_classes: int, prefix: str) -> MetricCollection:
@@ -68,7 +67,7 @@ class MILClassifier(L.LightningModule):
 
     def __init__(
         self,
-        aggregator: nn.Module,
+        aggregator: Aggregator,
         criterion: ClassificationLoss,
         num_classes: int = 4,
         *,
@@ -84,10 +83,8 @@ class MILClassifier(L.LightningModule):
         class_counts: Sequence[int] | None = None,
     ) -> None:
         super().__init__()
-        if optimizer not in ("adamw", "adam", "sgd"):
-            raise ConfigError(f"optimizer must be 'adamw', 'adam' or 'sgd', got {optimizer!r}")
-        if scheduler not in ("none", "cosine", "step"):
-            raise ConfigError(f"scheduler must be 'none', 'cosine' or 'step', got {scheduler!r}")
+        check_choice("optimizer", optimizer, ("adamw", "adam", "sgd"))
+        check_choice("scheduler", scheduler, ("none", "cosine", "step"))
         if lr <= 0:
             raise ConfigError(f"lr must be > 0, got {lr!r}")
         self.save_hyperparameters(ignore=["aggregator", "criterion"])
@@ -149,9 +146,8 @@ class MILClassifier(L.LightningModule):
         targets = batch["target"]
         result = self.criterion(self._loss_outputs(output), targets)
         loss = result.loss
-        auxiliary = getattr(self.aggregator, "auxiliary_loss", None)
-        if callable(auxiliary):
-            aux = auxiliary(output, targets)
+        aux = self.aggregator.auxiliary_loss(output, targets)
+        if aux is not None:
             loss = loss + aux
             self.log(
                 "train/aux",
@@ -249,33 +245,15 @@ class MILClassifier(L.LightningModule):
     def configure_optimizers(self) -> Any:
         """The configured optimiser and schedule (stepped per epoch)."""
         hp: Any = self.hparams
-        params = [p for p in self.parameters() if p.requires_grad]
-        if hp.optimizer == "sgd":
-            opt: torch.optim.Optimizer = torch.optim.SGD(
-                params, lr=hp.lr, momentum=hp.momentum, weight_decay=hp.weight_decay
-            )
-        elif hp.optimizer == "adam":
-            opt = torch.optim.Adam(params, lr=hp.lr, weight_decay=hp.weight_decay)
-        else:
-            opt = torch.optim.AdamW(params, lr=hp.lr, weight_decay=hp.weight_decay)
-        max_epochs = self.trainer.max_epochs if self.trainer is not None else None
-        if hp.scheduler == "none" or (hp.scheduler == "cosine" and max_epochs in (None, -1)):
-            return opt
-        scheduler: torch.optim.lr_scheduler.LRScheduler
-        if hp.scheduler == "step":
-            scheduler = torch.optim.lr_scheduler.StepLR(opt, hp.step_epochs, hp.step_gamma)
-        else:
-            warmup = min(hp.warmup_epochs, int(max_epochs or 1) - 1)
-            cosine = torch.optim.lr_scheduler.CosineAnnealingLR(
-                opt, T_max=max(1, int(max_epochs or 1) - warmup)
-            )
-            scheduler = (
-                torch.optim.lr_scheduler.SequentialLR(
-                    opt,
-                    [torch.optim.lr_scheduler.LinearLR(opt, 0.1, 1.0, warmup), cosine],
-                    milestones=[warmup],
-                )
-                if warmup > 0
-                else cosine
-            )
-        return {"optimizer": opt, "lr_scheduler": {"scheduler": scheduler, "interval": "epoch"}}
+        return configure_optimization(
+            [p for p in self.parameters() if p.requires_grad],
+            optimizer=hp.optimizer,
+            lr=hp.lr,
+            weight_decay=hp.weight_decay,
+            momentum=hp.momentum,
+            scheduler=hp.scheduler,
+            max_epochs=self.trainer.max_epochs if self.trainer is not None else None,
+            warmup_epochs=hp.warmup_epochs,
+            step_epochs=hp.step_epochs,
+            step_gamma=hp.step_gamma,
+        )

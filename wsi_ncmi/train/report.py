@@ -13,7 +13,7 @@ import json
 import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
@@ -25,6 +25,9 @@ from wsi_ncmi.train.metrics import (
     patient_kappa,
     pn_stage,
 )
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 Decision = Literal["default", "calibrated"]
 
@@ -195,6 +198,24 @@ def write_json(data: Mapping[str, Any], path: Path) -> Path:
     return write_text_atomic(path, json.dumps(_json_safe(dict(data)), indent=1) + "\n")
 
 
+def save_png(fig: Figure, path: Path, *, dpi: int) -> Path:
+    """Save a matplotlib figure as a PNG atomically (no partial image if killed).
+
+    Args:
+        fig: The figure.
+        path: Output file (its folder is created).
+        dpi: Resolution.
+
+    Returns:
+        ``path``.
+    """
+    from wsi_ncmi.batch import write_bytes_atomic
+
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=dpi)
+    return write_bytes_atomic(path, buffer.getvalue(), fsync=False)
+
+
 def plot_confusion_matrices(
     report: Mapping[str, Any], out_dir: Path, class_names: Sequence[str] = LABELS
 ) -> list[Path]:
@@ -222,8 +243,7 @@ def plot_confusion_matrices(
         f1 = metrics["macro_f1"]
         ax.set_title(f"{name}: macro-F1 {f1:.3f} (n={metrics['n']})", fontsize=9)
         fig.tight_layout()
-        path = out_dir / f"confusion_{name}.png"
-        fig.savefig(path, dpi=100)
+        path = save_png(fig, out_dir / f"confusion_{name}.png", dpi=100)
         plt.close(fig)
         paths.append(path)
     return paths
@@ -265,8 +285,7 @@ def plot_curves(history: Sequence[Mapping[str, float]], path: Path) -> Path | No
         ax.set_xlabel("epoch")
         ax.legend(fontsize=8)
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100)
+    save_png(fig, path, dpi=100)
     plt.close(fig)
     return path
 

@@ -1,6 +1,8 @@
 """The encoder registry: one decorator, one frozen spec per encoder.
 
-An encoder is registered once, by decorating the function that builds its backbone::
+Encoders live in a :class:`wsi_ncmi.registry.Registry` (the type the losses and the
+aggregators use too). An encoder is registered once, by decorating the function that
+builds its backbone::
 
     @register_encoder(EncoderSpec(name="my-encoder", out_dim=512, ...))
     def _build(spec: EncoderSpec, weights: Path | None, random_init: bool,
@@ -24,6 +26,7 @@ import torch
 from torch import nn
 
 from wsi_ncmi.errors import ConfigError
+from wsi_ncmi.registry import Registry
 from wsi_ncmi.tiling.schema import params_hash
 
 Precision = Literal["fp32", "bf16", "fp16"]
@@ -110,34 +113,75 @@ BuildFn = Callable[[EncoderSpec, "Path | None", bool, Mapping[str, Any]], nn.Mod
 
 
 @dataclass(frozen=True)
-class _Entry:
+class EncoderEntry:
+    """A registered encoder: its spec and the builder of its backbone.
+
+    Attributes:
+        spec: The registered spec.
+        build_backbone: ``(spec, weights, random_init, arch_overrides) -> backbone``.
+        pretrained_spec: Amends the spec once pretrained weights were loaded from the
+            spec's own source (hub encoders record the commit they resolved to).
+    """
+
     spec: EncoderSpec
-    build: BuildFn
+    build_backbone: BuildFn
+    pretrained_spec: Callable[[EncoderSpec], EncoderSpec] | None = None
+
+    def __call__(
+        self,
+        *,
+        spec: EncoderSpec,
+        weights: Path | None,
+        random_init: bool,
+        arch_overrides: Mapping[str, Any],
+    ) -> nn.Module:
+        """Build the backbone for ``spec`` (the registered one, possibly amended)."""
+        return self.build_backbone(spec, weights, random_init, arch_overrides)
 
 
-_REGISTRY: dict[str, _Entry] = {}
+def _load_builtin_modules() -> None:
+    # Registration happens when these modules are imported; importing them is cheap
+    # (torchvision/timm are imported inside the builders only).
+    from wsi_ncmi.features.encoders import builtin, hub_models, torchvision_models  # noqa: F401
 
 
-def register_encoder(spec: EncoderSpec) -> Callable[[BuildFn], BuildFn]:
+ENCODERS: Registry[nn.Module] = Registry("encoder", _load_builtin_modules)
+
+
+def register_encoder(
+    spec: EncoderSpec, *, pretrained_spec: Callable[[EncoderSpec], EncoderSpec] | None = None
+) -> Callable[[BuildFn], BuildFn]:
     """Register ``spec`` with the decorated backbone builder.
+
+    Args:
+        spec: The encoder's spec.
+        pretrained_spec: See :attr:`EncoderEntry.pretrained_spec`.
 
     Raises:
         ConfigError: The name is already registered.
     """
 
     def decorate(build: BuildFn) -> BuildFn:
-        if spec.name in _REGISTRY:
-            raise ConfigError(f"encoder {spec.name!r} is registered twice")
-        _REGISTRY[spec.name] = _Entry(spec, build)
+        try:
+            ENCODERS.register(spec.name)(EncoderEntry(spec, build, pretrained_spec))
+        except ValueError as err:
+            raise ConfigError(f"encoder {spec.name!r} is registered twice") from err
         return build
 
     return decorate
 
 
+def _entry(name: str) -> EncoderEntry:
+    """The registry entry of a registered name."""
+    entry = ENCODERS.get(name)
+    if not isinstance(entry, EncoderEntry):
+        raise TypeError(f"encoder {name!r} is registered without a spec: {entry!r}")
+    return entry
+
+
 def list_encoders() -> list[EncoderSpec]:
     """Specs of every registered encoder, sorted by name."""
-    _load_builtin_modules()
-    return [_REGISTRY[name].spec for name in sorted(_REGISTRY)]
+    return [_entry(name).spec for name in ENCODERS.names()]
 
 
 def get_spec(name: str) -> EncoderSpec:
@@ -146,23 +190,16 @@ def get_spec(name: str) -> EncoderSpec:
     Raises:
         ConfigError: Unknown name.
     """
-    _load_builtin_modules()
-    if name in _REGISTRY:
-        return _REGISTRY[name].spec
+    if name in ENCODERS:
+        return _entry(name).spec
     if name.startswith("timm:"):
-        from wsi_ncmi.features.encoders.hub_models import timm_spec
+        from wsi_ncmi.features.encoders.timm_models import timm_spec
 
         return timm_spec(name)
     raise ConfigError(
         f"--encoder must be a registered name or 'timm:<model>', got {name!r}; "
-        f"registered: {sorted(_REGISTRY)} (see wsi-extract --list_encoders)"
+        f"registered: {ENCODERS.names()} (see wsi-extract --list_encoders)"
     )
-
-
-def _load_builtin_modules() -> None:
-    # Registration happens when these modules are imported; importing them is cheap
-    # (torchvision/timm are imported inside the builders only).
-    from wsi_ncmi.features.encoders import builtin, hub_models, torchvision_models  # noqa: F401
 
 
 class EncoderModule(nn.Module):
@@ -258,11 +295,16 @@ def build_encoder(
     if random_init and spec.family != "builtin":
         spec = dataclasses.replace(spec, random_init=True, weights_source="random")
     if name.startswith("timm:"):
-        from wsi_ncmi.features.encoders.hub_models import build_timm_generic
+        from wsi_ncmi.features.encoders.timm_models import build_timm_generic
 
         backbone = build_timm_generic(spec, weights_path, random_init, overrides)
     else:
-        backbone = _REGISTRY[name].build(spec, weights_path, random_init, overrides)
+        backbone = ENCODERS.build(
+            name, spec=spec, weights=weights_path, random_init=random_init, arch_overrides=overrides
+        )
+        amend = _entry(name).pretrained_spec
+        if amend is not None and weights_path is None and not random_init:
+            spec = amend(spec)
     module = EncoderModule(spec, backbone)
     if spec.channels_last:
         module = module.to(memory_format=torch.channels_last)  # type: ignore[call-overload]

@@ -1,0 +1,201 @@
+"""Shared plumbing: lock names and folders, the one lock-wait loop, atomic synth outputs,
+NaN features, the optimiser helper and the frozen training results."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import FrozenInstanceError
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from wsi_ncmi.batch import BatchAbortedError as BatchAbortedFromBatch
+from wsi_ncmi.batch import find_temp_files
+from wsi_ncmi.batch.locks import (
+    ItemLock,
+    lock_dir,
+    lock_file,
+    sweep_legacy_locks,
+    wait_for_locked,
+)
+from wsi_ncmi.errors import CacheSchemaError, ConfigError, NonFiniteError, WsiNcmiError
+from wsi_ncmi.features.store import FeatureFileWriter
+from wsi_ncmi.manifest import ManifestRow
+from wsi_ncmi.optim import check_choice, configure_optimization
+from wsi_ncmi.synth import generate_cohort, get_preset
+from wsi_ncmi.synth.generate import generate_slide, slide_paths
+from wsi_ncmi.train.results import FoldResult
+
+ROW = ManifestRow("patient_000_node_0", "patient_000", 0, "negative")
+
+
+# -- locks -----------------------------------------------------------------------------
+def test_lock_names_are_safe_short_and_distinct(tmp_path: Path) -> None:
+    assert lock_dir(tmp_path) == tmp_path / "locks"
+    assert lock_file(tmp_path, "slide_1.a-b") == tmp_path / "slide_1.a-b.lock"
+    odd = [lock_file(tmp_path, key).name for key in ("a/b", "a:b", "a_b", "a b")]
+    assert len(set(odd)) == 4  # replaced characters do not merge ids
+    assert all("/" not in name and ":" not in name for name in odd)
+    long = lock_file(tmp_path, "x" * 400).name
+    assert len(long.encode()) <= 255 - 32
+
+
+def _foreign_lock(path: Path, pid: int) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"host": socket.gethostname(), "pid": pid, "token": "t"}))
+
+
+def test_wait_sorts_items_into_done_ready_and_expired(tmp_path: Path) -> None:
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    _foreign_lock(lock_file(tmp_path, "done"), os.getpid())
+    _foreign_lock(lock_file(tmp_path, "dead"), dead.pid)
+    _foreign_lock(lock_file(tmp_path, "held"), os.getpid())
+    found = wait_for_locked(
+        ["done", "dead", "held"],
+        lambda key: ItemLock(lock_file(tmp_path, key)),
+        is_done=lambda key: key == "done",
+        poll_s=0.01,
+        deadline=None,
+    )
+    assert (found.done, found.ready, found.waiting, found.expired) == (
+        ["done"], ["dead"], ["held"], False
+    )  # fmt: skip
+    started = time.monotonic()
+    late = wait_for_locked(
+        ["held"],
+        lambda key: ItemLock(lock_file(tmp_path, key)),
+        is_done=None,
+        poll_s=0.01,
+        deadline=time.monotonic() + 0.1,
+    )
+    assert late.expired
+    assert late.waiting == ["held"]
+    assert not late.ready
+    assert time.monotonic() - started < 5
+
+
+def test_legacy_lock_folder_is_swept_of_stale_locks_only(tmp_path: Path) -> None:
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    legacy = tmp_path / ".locks"
+    _foreign_lock(legacy / "a.lock", dead.pid)
+    assert sweep_legacy_locks(tmp_path) == 1
+    assert not legacy.exists()
+    _foreign_lock(legacy / "b.lock", os.getpid())  # a live holder of an older version
+    assert sweep_legacy_locks(tmp_path) == 0
+    assert (legacy / "b.lock").is_file()
+
+
+# -- atomic synth outputs --------------------------------------------------------------
+def test_synth_slide_writer_that_raises_leaves_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import wsi_ncmi.synth.generate as generate
+
+    def broken(path: Path, *args: object, **kwargs: object) -> list[tuple[int, int]]:
+        Path(path).write_bytes(b"II*\x00 half a pyramid")
+        raise OSError("disk on fire")
+
+    monkeypatch.setattr(generate, "write_pyramid", broken)
+    with pytest.raises(OSError, match="disk on fire"):
+        generate_slide(ROW, get_preset("demo"), 0, tmp_path)
+    assert not any(p.is_file() for p in slide_paths(tmp_path, ROW))
+    assert not find_temp_files(tmp_path)
+
+
+KILL_SCRIPT = """
+import os, signal, sys
+from pathlib import Path
+import wsi_ncmi.synth.generate as generate
+from wsi_ncmi.manifest import ManifestRow
+from wsi_ncmi.synth import get_preset
+
+def killed(path, *args, **kwargs):
+    Path(path).write_bytes(b"II*\\x00 half a pyramid")
+    os.kill(os.getpid(), signal.SIGKILL)
+
+generate.write_pyramid = killed
+row = ManifestRow("patient_000_node_0", "patient_000", 0, "negative")
+generate.generate_slide(row, get_preset("demo"), 0, Path(sys.argv[1]))
+"""
+
+
+def test_killed_synth_writer_leaves_only_a_temp_file_that_the_next_run_removes(
+    tmp_path: Path,
+) -> None:
+    proc = subprocess.run([sys.executable, "-c", KILL_SCRIPT, str(tmp_path)], check=False)
+    assert proc.returncode == -9
+    tif, mask, truth = slide_paths(tmp_path, ROW)
+    assert not tif.exists()
+    assert not mask.exists()
+    assert not truth.exists()
+    assert [p.name.split(".tmp-")[0] for p in find_temp_files(tmp_path)] == [f".{tif.name}"]
+    rows = [ROW]
+    generate_cohort(rows, tmp_path, preset="demo", workers=1, progress=False)
+    assert not find_temp_files(tmp_path)
+    assert tif.is_file()
+    assert truth.is_file()
+
+
+# -- errors ----------------------------------------------------------------------------
+def test_nan_features_raise_non_finite_error(tmp_path: Path) -> None:
+    coords = np.zeros((3, 2), np.int64)
+    writer = FeatureFileWriter(tmp_path / "s.h5", coords, 4, "float16", {"slide_id": "s"})
+    features = np.ones((3, 4), np.float32)
+    features[1, 2] = np.nan
+    with pytest.raises(NonFiniteError, match=r"non-finite features \(NaN/inf\) in rows 0:3"):
+        writer.write_rows(0, features, np.ones(3, bool))
+    overflow = np.full((3, 4), 1e6, np.float32)  # inf in float16
+    with pytest.raises(CacheSchemaError), np.errstate(over="ignore"):  # caught as before
+        writer.write_rows(0, overflow, np.ones(3, bool))
+    writer.abort()
+    assert not (tmp_path / "s.h5").exists()
+
+
+def test_batch_aborted_error_is_public() -> None:
+    import wsi_ncmi
+
+    assert wsi_ncmi.BatchAbortedError is BatchAbortedFromBatch
+    assert issubclass(wsi_ncmi.BatchAbortedError, WsiNcmiError)
+
+
+# -- optimiser helper and results ------------------------------------------------------
+def test_one_optimiser_helper() -> None:
+    with pytest.raises(ConfigError, match="optimizer must be 'sgd' or 'adamw', got 'adam'"):
+        check_choice("optimizer", "adam", ("sgd", "adamw"))
+    params = [torch.nn.Parameter(torch.zeros(2))]
+    assert isinstance(
+        configure_optimization(params, optimizer="sgd", lr=0.1, weight_decay=0.0),
+        torch.optim.SGD,
+    )
+    cosine = configure_optimization(
+        params, optimizer="adamw", lr=0.1, weight_decay=0.0, scheduler="cosine",
+        max_epochs=5, warmup_epochs=2,
+    )  # fmt: skip
+    assert isinstance(cosine["optimizer"], torch.optim.AdamW)
+    schedule = cosine["lr_scheduler"]
+    assert isinstance(schedule["scheduler"], torch.optim.lr_scheduler.SequentialLR)
+    assert schedule["interval"] == "epoch"
+    unbounded = configure_optimization(
+        params, optimizer="adam", lr=0.1, weight_decay=0.0, scheduler="cosine", max_epochs=-1
+    )
+    assert isinstance(unbounded, torch.optim.Adam)
+
+
+def test_fold_result_is_frozen_and_summarised_without_records() -> None:
+    fold = FoldResult(
+        "fixed", [3], None, None, 2, [], {"pooled": {}}, {}, {}, {}, [{"epoch": 0.0}], [{}]
+    )
+    with pytest.raises(FrozenInstanceError):
+        fold.__setattr__("fold", "other")
+    assert "records" not in fold.summary()
+    assert fold.summary()["history"] == [{"epoch": 0.0}]
+    assert list(fold.summary(history=False))[-1] == "attention"
