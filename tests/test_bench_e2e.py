@@ -44,7 +44,7 @@ def bench_args(cohort: Path, work: Path, name: str = "e2e") -> list[str]:
         "1",
         "--progress=false",
         "--set",
-        "prepare.patch_size_px=256",
+        "prepare.grid.patch_size_px=256",
         "--set",
         "train.trainer.max_epochs=1",
         "--set",

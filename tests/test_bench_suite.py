@@ -103,6 +103,10 @@ def test_selection_uses_validation_scores_only() -> None:
         ({"sweep.baselines": ["ncmi_mil"]}, "sweep.baselines"),
         ({"data.synth": {"preset": "bench"}}, "data.synth needs data.slide_dir"),
         ({"data.synth": {"preset": "huge"}}, "data.synth.preset"),
+        ({"prepare.extract": {"coords_dir": "x"}}, "prepare.extract has unknown keys"),
+        ({"prepare.grid.min_tissue": 2.0}, "min_tissue must be a fraction"),
+        ({"prepare.target_mpp": 1.0}, "unknown keys"),
+        ({"sweep.split.file": "x.json"}, "must not be set"),
     ],
 )
 def test_suite_settings_are_checked(override: dict[str, object], message: str) -> None:
@@ -110,6 +114,24 @@ def test_suite_settings_are_checked(override: dict[str, object], message: str) -
         override = {**override, "sweep.treatment": "ce"}
     with pytest.raises(ConfigError, match=message):
         load_config(None, override)
+
+
+def test_prepare_embeds_the_stage_configs() -> None:
+    from wsi_ncmi.features.run import ExtractConfig
+    from wsi_ncmi.tiling import GridParams
+    from wsi_ncmi.train.config import SplitConfig
+
+    config = load_config(
+        None, {"prepare.extract": {"device": "cpu", "workers": 0}, "data.encoder": "random-cnn"}
+    )
+    assert config.prepare.grid == GridParams()  # wsi-tile's own defaults
+    assert isinstance(config.sweep.split, SplitConfig)
+    from wsi_ncmi.bench.pipeline import extract_config
+
+    extract = extract_config(config)
+    assert isinstance(extract, ExtractConfig)
+    assert (extract.device, extract.workers, extract.encoder) == ("cpu", 0, "random-cnn")
+    assert extract.skip_errors  # the benchmark's default: a bad slide does not stop it
 
 
 def test_quick_applies_the_config_quick_section(tmp_path: Path) -> None:

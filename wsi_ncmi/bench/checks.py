@@ -54,6 +54,11 @@ def validate(config: BenchConfig) -> None:
     ]:
         if split.kind not in ("loho", "fixed", "kfold"):
             raise ConfigError(f"{where}.kind must be loho, fixed or kfold, got {split.kind!r}")
+        if split.file is not None:
+            raise ConfigError(
+                f"{where}.file must not be set: the benchmark writes one split file per seed "
+                "under <bench>/splits/"
+            )
     _validate_suite(config)
     if config.jobs < 1:
         raise ConfigError(f"jobs must be >= 1, got {config.jobs!r}")
@@ -112,6 +117,13 @@ def _validate_suite(config: BenchConfig) -> None:
             f"sweep.baselines must be loss labels other than the treatment "
             f"{sweep.treatment!r}; allowed: {labels}, got {sweep.baselines}"
         )
+    from wsi_ncmi.bench.config import BENCH_OWNED_EXTRACT
+    from wsi_ncmi.features.run import ExtractConfig
+
+    allowed = sorted(set(ExtractConfig.__dataclass_fields__) - set(BENCH_OWNED_EXTRACT))
+    unknown = sorted(set(config.prepare.extract) - set(allowed))
+    if unknown:
+        raise ConfigError(f"prepare.extract has unknown keys {unknown}; allowed: {allowed}")
     synth, data = config.data.synth, config.data
     if synth is not None:
         from wsi_ncmi.synth.presets import PRESETS

@@ -24,6 +24,8 @@ import yaml
 
 from wsi_ncmi.bench.typed import from_dict, parse_override, set_dotted
 from wsi_ncmi.errors import ConfigError
+from wsi_ncmi.tiling.grid import GridParams
+from wsi_ncmi.train.config import SplitConfig
 
 __all__ = [
     "BenchConfig",
@@ -84,37 +86,35 @@ class BenchData:
     synth: SynthSource | None = None
 
 
+#: ``ExtractConfig`` fields the benchmark sets itself (from ``data`` and ``progress``).
+BENCH_OWNED_EXTRACT = ("coords_dir", "out_dir", "encoder", "progress")
+#: The benchmark's defaults for ``prepare.extract`` (a failing slide is recorded and the
+#: sweep goes on without it, as ``wsi-extract`` does by default).
+BENCH_EXTRACT_DEFAULTS: dict[str, Any] = {"skip_errors": True}
+
+
 @dataclass
 class PrepareConfig:
     """Tiling and extraction of missing slides (used only when ``data.slide_dir`` is set).
 
+    The stages' own configurations, not copies: ``grid`` is ``wsi-tile``'s
+    :class:`~wsi_ncmi.tiling.GridParams` (``--grid.*``) and ``extract`` holds
+    ``wsi-extract``'s :class:`~wsi_ncmi.features.run.ExtractConfig` fields (the same names
+    as its flags), so each setting has one name and one default.
+
     Attributes:
         enabled: Run tile → extract for slides without features.
-        target_mpp: Patch resolution in µm/px.
-        patch_size_px: Patch side in pixels at ``target_mpp``.
-        min_tissue: Minimum tissue fraction of a kept patch.
+        grid: The patch grid (µm/px, patch size, overlap, minimum tissue fraction).
         tile_workers: Tiling processes (``null``: cores available).
-        weights: Local encoder checkpoint (``null``: the encoder's own source).
-        random_init: Random encoder weights (demos only; recorded in the features).
-        device: ``cpu``, ``cuda`` or ``auto``.
-        batch_size: Patches per extraction batch (``null``: 256 on GPU, 64 on CPU).
-        extract_workers: DataLoader workers of the extraction (``null``: automatic).
-        allow_mpp_mismatch: Accept a tiling µm/px other than the encoder's.
-        skip_errors: Record failing slides and go on (they then lack features).
+        extract: ``ExtractConfig`` fields other than the folders and the encoder (e.g.
+            ``{device: cpu, batch_size: 64, workers: 0, random_init: true}``), over
+            :data:`BENCH_EXTRACT_DEFAULTS`.
     """
 
     enabled: bool = True
-    target_mpp: float = 0.5
-    patch_size_px: int = 256
-    min_tissue: float = 0.25
+    grid: GridParams = field(default_factory=GridParams)
     tile_workers: int | None = None
-    weights: str | None = None
-    random_init: bool = False
-    device: str = "auto"
-    batch_size: int | None = None
-    extract_workers: int | None = None
-    allow_mpp_mismatch: bool = False
-    skip_errors: bool = True
+    extract: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -159,30 +159,17 @@ class ModelEntry:
 
 
 @dataclass
-class BenchSplit:
-    """The split scheme (see :func:`wsi_ncmi.train.splits.make_splits`).
+class BenchSplit(SplitConfig):
+    """The split scheme: ``wsi-train``'s ``SplitConfig`` plus the seed of the shuffles.
+
+    The fields are :class:`~wsi_ncmi.train.config.SplitConfig`'s. The benchmark writes one split file per seed (``<bench>/splits/seed<k>.json``), so
+    ``file`` must stay unset. ``val_fraction`` defaults to 0.2, as in ``wsi-train``.
 
     Attributes:
-        kind: ``loho`` (default), ``fixed`` or ``kfold``.
-        val_fraction: Share of training patients (per stratum) used for validation.
-        preset: ``fixed``: a preset name.
-        train_centers: ``fixed`` without preset.
-        val_centers: ``fixed`` without preset.
-        test_centers: ``fixed`` without preset.
-        num_folds: ``kfold``: number of folds.
-        folds: Fold indices to run (``null``: all).
         seed: Seed of the patient shuffles (``null``: each training seed makes its own
             split, so seed variance includes the validation carve).
     """
 
-    kind: str = "loho"
-    val_fraction: float = 0.2
-    preset: str | None = None
-    train_centers: list[int] | None = None
-    val_centers: list[int] | None = None
-    test_centers: list[int] | None = None
-    num_folds: int = 5
-    folds: list[int] | None = None
     seed: int | None = None
 
 

@@ -17,11 +17,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from wsi_ncmi.bench.config import BenchConfig
+from wsi_ncmi.bench.config import BENCH_EXTRACT_DEFAULTS, BenchConfig
 from wsi_ncmi.errors import ConfigError, MissingFeaturesError
 
 if TYPE_CHECKING:
     from wsi_ncmi.bench.sweep import SweepOutcome
+    from wsi_ncmi.features.run import ExtractConfig
 
 log = logging.getLogger(__name__)
 
@@ -101,9 +102,9 @@ def prepare_features(config: BenchConfig, seconds: dict[str, float]) -> list[str
     Raises:
         ConfigError: Bad tiling or extraction settings.
     """
-    from wsi_ncmi.features.run import ExtractConfig, run_extraction
+    from wsi_ncmi.features.run import run_extraction
     from wsi_ncmi.manifest import read_manifest
-    from wsi_ncmi.tiling import GridParams, TilingConfig, make_tasks, manifest_slides, run_tiling
+    from wsi_ncmi.tiling import TilingConfig, make_tasks, manifest_slides, run_tiling
 
     data, prep = config.data, config.prepare
     missing = set(missing_features(config))
@@ -114,17 +115,9 @@ def prepare_features(config: BenchConfig, seconds: dict[str, float]) -> list[str
     todo = [p for row, p in zip(rows, paths, strict=True) if row.slide_id in missing]
     root = Path(data.features_root)
     started = time.perf_counter()
-    try:
-        grid = GridParams(
-            target_mpp=prep.target_mpp,
-            patch_size_px=prep.patch_size_px,
-            min_tissue=prep.min_tissue,
-        )
-    except ValueError as err:
-        raise ConfigError(f"prepare: {err}") from err
     report = run_tiling(
         make_tasks(todo),
-        TilingConfig(out_dir=str(root), grid=grid),
+        TilingConfig(out_dir=str(root), grid=prep.grid),
         workers=prep.tile_workers,
         progress=config.progress,
     )
@@ -134,23 +127,34 @@ def prepare_features(config: BenchConfig, seconds: dict[str, float]) -> list[str
 
     quiet_lightning()
     started = time.perf_counter()
-    run_extraction(
-        ExtractConfig(
-            coords_dir=root / "coords",
-            out_dir=root,
-            encoder=data.encoder,
-            weights=Path(prep.weights) if prep.weights else None,
-            random_init=prep.random_init,
-            device=prep.device,  # type: ignore[arg-type]
-            batch_size=prep.batch_size,
-            workers=prep.extract_workers,
-            allow_mpp_mismatch=prep.allow_mpp_mismatch,
-            skip_errors=prep.skip_errors,
-            progress=config.progress,
-        )
-    )
+    run_extraction(extract_config(config))
     seconds["extract"] = time.perf_counter() - started
     return sorted(missing)
+
+
+def extract_config(config: BenchConfig) -> ExtractConfig:
+    """``wsi-extract``'s configuration for the benchmark's missing slides.
+
+    Raises:
+        ConfigError: A bad ``prepare.extract`` value.
+    """
+    from wsi_ncmi.features.run import ExtractConfig
+
+    root = Path(config.data.features_root)
+    values = BENCH_EXTRACT_DEFAULTS | dict(config.prepare.extract)
+    for key in ("weights", "slide_dir"):
+        if values.get(key) is not None:
+            values[key] = Path(values[key])
+    try:
+        return ExtractConfig(
+            coords_dir=root / "coords",
+            out_dir=root,
+            encoder=config.data.encoder,
+            progress=config.progress,
+            **values,
+        )
+    except TypeError as err:
+        raise ConfigError(f"prepare.extract: {err}") from err
 
 
 def run_bench(

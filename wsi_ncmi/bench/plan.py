@@ -79,7 +79,7 @@ def write_splits(config: BenchConfig) -> dict[int, Path]:
         if k not in {split_seed(config, s) for s in out}:
             splits = make_splits(
                 rows,
-                split.kind,  # type: ignore[arg-type]
+                split.kind,
                 seed=k,
                 val_fraction=split.val_fraction,
                 preset=split.preset,
@@ -186,7 +186,7 @@ def train_config_for(config: BenchConfig, cell: Cell, cell_dir: Path) -> Any:
         out_dir=str(cell_dir),
         seed=cell.seed,
         resume=True,
-        split=SplitConfig(kind=split.kind, file=cell.splits_file, folds=[cell.fold_index]),  # type: ignore[arg-type]
+        split=SplitConfig(kind=split.kind, file=cell.splits_file, folds=[cell.fold_index]),
         model=ModelConfig(cell.model.name, dict(cell.model.kwargs)),
         loss=LossConfig(cell.loss.name, dict(cell.loss.kwargs)),
         **sections,
