@@ -162,8 +162,9 @@ class ModelEntry:
 class BenchSplit(SplitConfig):
     """The split scheme: ``wsi-train``'s ``SplitConfig`` plus the seed of the shuffles.
 
-    The fields are :class:`~wsi_ncmi.train.config.SplitConfig`'s. The benchmark writes one split file per seed (``<bench>/splits/seed<k>.json``), so
-    ``file`` must stay unset. ``val_fraction`` defaults to 0.2, as in ``wsi-train``.
+    The fields are :class:`~wsi_ncmi.train.config.SplitConfig`'s. The benchmark writes
+    one split file per seed (``<bench>/splits/seed<k>.json``), so ``file`` must stay
+    unset. ``val_fraction`` defaults to 0.2, as in ``wsi-train``.
 
     Attributes:
         seed: Seed of the patient shuffles (``null``: each training seed makes its own
