@@ -171,7 +171,15 @@ def comparison_table(config: BenchConfig, comparisons: Mapping[str, Any]) -> lis
         w, pooled = comp["wilcoxon"], comp["groups"]["pooled"]
         significant = w["p_holm"] < alpha and pooled["p_holm"] < alpha
         sign = "better" if pooled["delta"] > 0 else "worse" if pooled["delta"] < 0 else "tied"
-        verdict = f"{treat} {sign}, " + ("significant" if significant else "not significant")
+        paired = (w["wins"] > w["losses"]) - (w["wins"] < w["losses"])
+        pooled_sign = (pooled["delta"] > 0) - (pooled["delta"] < 0)
+        if paired and pooled_sign and paired != pooled_sign:
+            verdict = (
+                f"inconclusive: {treat} is {sign} pooled but "
+                f"{'wins' if paired > 0 else 'loses'} most seed × hospital pairs"
+            )
+        else:
+            verdict = f"{treat} {sign}, " + ("significant" if significant else "not significant")
         lines.append(
             f"| {model} | {comp['baseline']} | {w['n_pairs']} | {w['wins']} / {w['losses']} | "
             f"{_signed(w['median_delta'])} | {w['p_value']:.3g} | {w['p_holm']:.3g} | "
@@ -226,5 +234,8 @@ def tracking_lines(tracking: Mapping[str, tuple[float, float, int]]) -> list[str
     ]
     for key, (rho, p, n) in tracking.items():
         name = "**all losses**" if key == "all" else key
-        lines.append(f"| {name} | {rho:+.3f} | {p:.3g} | {n} |")
+        if math.isfinite(rho):
+            lines.append(f"| {name} | {rho:+.3f} | {p:.3g} | {n} |")
+        else:  # constant NCMI or macro-F1 over the points
+            lines.append(f"| {name} | – | – | {n} |")
     return lines
