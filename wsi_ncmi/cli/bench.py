@@ -61,12 +61,7 @@ def build_parser() -> Any:
         metavar="KEY=VALUE",
         help="override any key, e.g. --set train.trainer.max_epochs=5 (repeatable)",
     )
-    p.add_argument(
-        "--quick",
-        type=bool,
-        default=False,
-        help="apply the config's 'quick' section: a smaller sweep of the same design",
-    )
+    p.add_argument("--quick", type=bool, default=False, help="apply the config's quick: section")
     p.add_argument(
         "--force", type=bool, default=False, help="recompute cells made with other settings"
     )
