@@ -74,6 +74,8 @@ PROMISED = {
     errors.DanglingLinkError: 1,
     errors.UnsupportedFormatError: 1,
     errors.NonFiniteError: 1,
+    errors.NonFiniteFeaturesError: 1,
+    errors.BatchAbortedError: 1,
     errors.OutputWriteError: 1,
     errors.DiskFullError: 1,
     errors.WorkerFailedError: 1,
@@ -163,9 +165,10 @@ def test_ctrl_c_stops_wsi_tile_with_130_and_the_rerun_resumes(tmp_path: Path) ->
         start_new_session=True,
     )  # fmt: skip
     deadline = time.monotonic() + 120
-    while not (out / ".locks").is_dir() and proc.poll() is None and time.monotonic() < deadline:
+    while not (out / "locks").is_dir() and proc.poll() is None and time.monotonic() < deadline:
         time.sleep(0.01)
-    os.killpg(proc.pid, signal.SIGINT)
+    if proc.poll() is None:
+        os.killpg(proc.pid, signal.SIGINT)
     _, err = proc.communicate(timeout=120)
     if proc.returncode == 0:
         pytest.skip("the batch finished before the interrupt arrived")
