@@ -166,7 +166,12 @@ def test_nan_loss_step_names_the_slide_id(tmp_path: Path) -> None:
     from wsi_ncmi.manifest import ManifestRow, write_manifest
     from wsi_ncmi.synth.bags import write_signal_bag
     from wsi_ncmi.train.config import (
-        DataConfig, ModelConfig, ReportConfig, SplitConfig, TrainConfig, TrainerConfig,
+        DataConfig,
+        ModelConfig,
+        ReportConfig,
+        SplitConfig,
+        TrainConfig,
+        TrainerConfig,
     )  # fmt: skip
     from wsi_ncmi.train.fit import run_training
 
