@@ -112,27 +112,53 @@ def _probe(x: NDArray[np.float64], y: NDArray[np.bool_]) -> object:
     return model.fit(x, y)
 
 
-def report(slides: Sequence[SlidePatches]) -> list[str]:
-    """The three diagnostics as text lines (see the module docstring)."""
+@dataclass(frozen=True)
+class Separability:
+    """The numbers of the three diagnostics (see the module docstring).
+
+    Attributes:
+        n_slides: Slides read.
+        n_patches: Patches over all slides.
+        feature_dim: Feature dimension.
+        mostly_tumour: Per label, patches ``>= TUMOUR_MIN`` tumour of each slide.
+        touching_tumour: Per label, patches touching tumour of each slide.
+        top_fraction: Per label, the largest tumour fraction of any patch.
+        tumour_patches: Patches ``>= TUMOUR_MIN`` tumour (the probe's positives).
+        normal_patches: Patches without tumour (the probe's negatives).
+        random_half_auroc: Probe AUROC, trained on a random half of the patches.
+        held_out_auroc: Per held-out center with tumour patches, the probe's AUROC.
+        tumour_calls: Per slide, patches the held-out-hospital probe calls tumour.
+        negative_vs_macro_auroc: AUROC of ``tumour_calls`` for negative vs macro slides
+            (``None`` without both labels).
+    """
+
+    n_slides: int
+    n_patches: int
+    feature_dim: int
+    mostly_tumour: dict[str, list[int]]
+    touching_tumour: dict[str, list[int]]
+    top_fraction: dict[str, float]
+    tumour_patches: int
+    normal_patches: int
+    random_half_auroc: float
+    held_out_auroc: dict[int, float]
+    tumour_calls: dict[str, int]
+    negative_vs_macro_auroc: float | None
+
+
+def diagnose(slides: Sequence[SlidePatches]) -> Separability:
+    """Run the three diagnostics (see the module docstring)."""
     from sklearn.metrics import roc_auc_score
 
-    lines = [
-        f"{len(slides)} slides, {sum(len(s.features) for s in slides)} patches, "
-        f"feature dim {slides[0].features.shape[1]}",
-        f"label: slides; patches >= {TUMOUR_MIN:.0%} tumour per slide (mean, min-max); "
-        "patches touching tumour (mean); largest tumour fraction of any patch",
-    ]
+    mostly: dict[str, list[int]] = {}
+    touch: dict[str, list[int]] = {}
+    top: dict[str, float] = {}
     for label in LABELS:
         group = [s for s in slides if s.label == label]
-        if not group:
-            continue
-        mostly = [int((s.tumour_fraction >= TUMOUR_MIN).sum()) for s in group]
-        touch = [int((s.tumour_fraction > 0).sum()) for s in group]
-        top = max(float(s.tumour_fraction.max(initial=0.0)) for s in group)
-        lines.append(
-            f"  {label}: {len(group)}; {np.mean(mostly):.1f} ({min(mostly)}-{max(mostly)}); "
-            f"{np.mean(touch):.1f}; {top:.2f}"
-        )
+        if group:
+            mostly[label] = [int((s.tumour_fraction >= TUMOUR_MIN).sum()) for s in group]
+            touch[label] = [int((s.tumour_fraction > 0).sum()) for s in group]
+            top[label] = max(float(s.tumour_fraction.max(initial=0.0)) for s in group)
     x = np.concatenate([s.features for s in slides])
     frac = np.concatenate([s.tumour_fraction for s in slides])
     center = np.concatenate([np.full(len(s.features), s.center) for s in slides])
@@ -142,36 +168,74 @@ def report(slides: Sequence[SlidePatches]) -> list[str]:
     half = rng.random(len(x)) < 0.5
     model = _probe(x[clear & half], y[clear & half])
     scores = model.decision_function(x[clear & ~half])  # type: ignore[attr-defined]
-    lines.append(
-        f"patch probe, random half: AUROC {roc_auc_score(y[clear & ~half], scores):.3f} "
-        f"({int(y[clear].sum())} tumour / {int((~y[clear]).sum())} normal patches)"
-    )
-    loco: list[str] = []
+    random_half = float(roc_auc_score(y[clear & ~half], scores))
+    held_out: dict[int, float] = {}
     calls: dict[str, int] = {}
     for held in sorted(set(center.tolist())):
         train, test = center != held, center == held
         model = _probe(x[train & clear], y[train & clear])
         if y[test & clear].any():
             auc = roc_auc_score(y[test & clear], model.decision_function(x[test & clear]))  # type: ignore[attr-defined]
-            loco.append(f"center {held} {auc:.3f}")
+            held_out[int(held)] = float(auc)
         for s in slides:
             if s.center == held:
                 proba = model.predict_proba(s.features)[:, 1]  # type: ignore[attr-defined]
                 calls[s.slide_id] = int((proba > 0.5).sum())
+    neg_mac = [s for s in slides if s.label in ("negative", "macro")]
+    slide_auc = None
+    if {s.label for s in neg_mac} == {"negative", "macro"}:
+        slide_auc = float(
+            roc_auc_score(
+                [s.label == "macro" for s in neg_mac], [calls[s.slide_id] for s in neg_mac]
+            )
+        )
+    return Separability(
+        n_slides=len(slides),
+        n_patches=len(x),
+        feature_dim=int(slides[0].features.shape[1]),
+        mostly_tumour=mostly,
+        touching_tumour=touch,
+        top_fraction=top,
+        tumour_patches=int(y[clear].sum()),
+        normal_patches=int((~y[clear]).sum()),
+        random_half_auroc=random_half,
+        held_out_auroc=held_out,
+        tumour_calls=calls,
+        negative_vs_macro_auroc=slide_auc,
+    )
+
+
+def report(slides: Sequence[SlidePatches]) -> list[str]:
+    """The three diagnostics as text lines (see the module docstring)."""
+    result = diagnose(slides)
+    lines = [
+        f"{result.n_slides} slides, {result.n_patches} patches, feature dim {result.feature_dim}",
+        f"label: slides; patches >= {TUMOUR_MIN:.0%} tumour per slide (mean, min-max); "
+        "patches touching tumour (mean); largest tumour fraction of any patch",
+    ]
+    for label, mostly in result.mostly_tumour.items():
+        touch = result.touching_tumour[label]
+        lines.append(
+            f"  {label}: {len(mostly)}; {np.mean(mostly):.1f} ({min(mostly)}-{max(mostly)}); "
+            f"{np.mean(touch):.1f}; {result.top_fraction[label]:.2f}"
+        )
+    lines.append(
+        f"patch probe, random half: AUROC {result.random_half_auroc:.3f} "
+        f"({result.tumour_patches} tumour / {result.normal_patches} normal patches)"
+    )
+    loco = [f"center {c} {auc:.3f}" for c, auc in result.held_out_auroc.items()]
     lines.append("patch probe, leave-one-hospital-out AUROC: " + ", ".join(loco))
     lines.append(
         "patches called tumour per slide by the held-out-hospital probe (median, min-max):"
     )
     for label in LABELS:
-        counts = [calls[s.slide_id] for s in slides if s.label == label]
+        counts = [result.tumour_calls[s.slide_id] for s in slides if s.label == label]
         if counts:
             lines.append(f"  {label}: {np.median(counts):.0f} ({min(counts)}-{max(counts)})")
-    neg_mac = [s for s in slides if s.label in ("negative", "macro")]
-    if {s.label for s in neg_mac} == {"negative", "macro"}:
-        auc = roc_auc_score(
-            [s.label == "macro" for s in neg_mac], [calls[s.slide_id] for s in neg_mac]
+    if result.negative_vs_macro_auroc is not None:
+        lines.append(
+            f"negative vs macro slides, AUROC of that count: {result.negative_vs_macro_auroc:.3f}"
         )
-        lines.append(f"negative vs macro slides, AUROC of that count: {auc:.3f}")
     return lines
 
 
