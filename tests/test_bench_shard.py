@@ -22,7 +22,7 @@ def _config(root: Path, manifest: Path) -> Path:
         "sweep": {
             "losses": [{"name": "ce"}],
             "models": [{"name": "abmil", "kwargs": {"hidden_dim": 16, "attention_dim": 8}}],
-            "seeds": [0],
+            "seeds": [0, 1],
             "split": {"kind": "loho", "val_fraction": 0.25},
             "baseline": "ce",
             "treatment": "ce",
@@ -30,7 +30,7 @@ def _config(root: Path, manifest: Path) -> Path:
         "train": {
             "data": {"batch_size": 4},
             "optim": {"lr": 0.01},
-            "trainer": {"max_epochs": 1, "patience": 0, "accelerator": "cpu"},
+            "trainer": {"max_epochs": 2, "patience": 0, "accelerator": "cpu"},
             "report": {"bootstrap": 100, "max_heatmaps": 0, "max_geojson": 0},
         },
         "stats": {"bootstrap": 200},
@@ -60,7 +60,7 @@ def test_two_jobs_share_a_sweep_and_one_writes_the_report(tmp_path: Path) -> Non
     assert [job.returncode for job in jobs] == [0, 0], outputs
     out = tmp_path / "bench" / "shared"
     cells = sorted((out / "cells").iterdir())
-    assert len(cells) == 5  # 5 loho folds x 1 seed
+    assert len(cells) == 10  # 5 loho folds x 2 seeds
     pids = set()
     for cell in cells:
         result = json.loads((cell / "result.json").read_text())
