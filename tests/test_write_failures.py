@@ -260,10 +260,8 @@ def test_a_killed_dataloader_worker_stops_the_run_cleanly(tmp_path: Path) -> Non
     (tmp_path / "slides").mkdir()
     for i in range(3):
         write_pyramid_tiff(tmp_path / "slides" / f"s{i}.tif", tissue_image(2048, 1536, seed=i))
-    assert (
-        _in_process("wsi_ncmi.cli.tile", [str(tmp_path / "slides"), "--out", str(tmp_path), *TILE])
-        == 0
-    )
+    done = _run("wsi_ncmi.cli.tile", [str(tmp_path / "slides"), "--out", str(tmp_path), *TILE])
+    assert done.returncode == 0, done.stderr
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
     args = ["--out", str(tmp_path), *EXTRACT, "--workers", "1", "--batch-size", "8"]
     proc = subprocess.Popen(
