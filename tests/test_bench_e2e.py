@@ -51,7 +51,7 @@ def bench_args(cohort: Path, work: Path, name: str = "e2e") -> list[str]:
         "--set",
         "train.report.bootstrap=100",
         "--set",
-        "train.report.max_heatmaps=1",
+        "train.report.max_heatmaps=0",  # heatmaps: test_train_fit
         "--set",
         "stats.bootstrap=200",
     ]
