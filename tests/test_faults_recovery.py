@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import _faults  # noqa: F401  (tools/ on sys.path)
+import numpy as np
 import pytest
 import torch
 from faults import concurrency, kill
@@ -152,13 +153,72 @@ def test_nan_loss_step_stops_cleanly_with_the_checkpoint_intact(tmp_path: Path) 
 
 
 def test_nan_loss_step_names_the_slide_id(tmp_path: Path) -> None:
-    from faults.training import nan_loss_step
+    """The trainer's NonFiniteError names the slide whose step gave a NaN loss.
+
+    The oracle does not use the trainer's index → slide lookup: each training slide has a
+    bag size of its own (``side²`` patches, no sub-sampling, one slide per step), so the
+    callback picks the step of ``POISONED`` by the batch's shape alone, and the expected
+    slide id comes from the test's own table.
+    """
+    import lightning as L
+
+    from wsi_ncmi.errors import NonFiniteError
+    from wsi_ncmi.manifest import ManifestRow, write_manifest
+    from wsi_ncmi.synth.bags import write_signal_bag
+    from wsi_ncmi.train.config import (
+        DataConfig,
+        ModelConfig,
+        ReportConfig,
+        SplitConfig,
+        TrainConfig,
+        TrainerConfig,
+    )  # fmt: skip
+    from wsi_ncmi.train.fit import run_training
 
     torch.set_num_threads(1)
-    outcome, seen = nan_loss_step(tmp_path)
-    for slide_id in seen["slide_ids"]:
-        assert slide_id in seen["message"]
-    assert outcome.ok
+    # slide id -> (center, label, side); centers 0-1 train, 2 validation, 3 test
+    table = {
+        "p0_node_0": (0, "negative", 3), "p0_node_1": (0, "macro", 4),
+        "p1_node_0": (1, "itc", 5), "p1_node_1": (1, "micro", 6),
+        "p2_node_0": (2, "negative", 4), "p2_node_1": (2, "macro", 4),
+        "p3_node_0": (3, "negative", 4), "p3_node_1": (3, "macro", 4),
+    }  # fmt: skip
+    rows = [ManifestRow(s, s.split("_")[0], c, label) for s, (c, label, _) in table.items()]
+    write_manifest(rows, tmp_path / "manifest.csv")
+    rng = np.random.default_rng(0)
+    for row in rows:
+        side = table[row.slide_id][2]
+        write_signal_bag(tmp_path, row.slide_id, row.label_index, rng, encoder="e", side=side)
+    poisoned = "p1_node_0"
+    patches = table[poisoned][2] ** 2
+    seen: list[int] = []
+
+    class Poison(L.Callback):
+        def on_train_batch_start(self, trainer: Any, module: Any, batch: Any, idx: int) -> None:
+            seen.append(int(batch["features"].shape[1]))
+            if trainer.current_epoch == 1 and seen[-1] == patches:
+                with torch.no_grad():
+                    next(module.aggregator.parameters()).fill_(float("nan"))
+
+    config = TrainConfig(
+        out_dir=str(tmp_path / "run"),
+        data=DataConfig(manifest=str(tmp_path / "manifest.csv"), features_root=str(tmp_path),
+                        encoder="e", max_patches_train=None, batch_size=1),
+        split=SplitConfig(kind="fixed", train_centers=[0, 1], val_centers=[2],
+                          test_centers=[3]),
+        model=ModelConfig("abmil", {"hidden_dim": 8, "attention_dim": 4}),
+        trainer=TrainerConfig(max_epochs=3, patience=0, accelerator="cpu"),
+        report=ReportConfig(bootstrap=10, max_heatmaps=0, max_geojson=0),
+    )  # fmt: skip
+    with pytest.raises(NonFiniteError) as info:
+        run_training(config, callbacks=[Poison()])
+    message = str(info.value)
+    assert sorted(seen[:4]) == [9, 16, 25, 36]  # epoch 0: each training slide once
+    assert seen[-1] == patches  # the run stopped at the poisoned step
+    assert "non-finite training loss nan at epoch 1" in message
+    assert f"slide {poisoned};" in message
+    for other in set(table) - {poisoned}:
+        assert other not in message
 
 
 @pytest.mark.slow

@@ -1,4 +1,7 @@
-"""wsi-extract under Lightning DDP on the CPU (2 processes, gloo) = the single-process run."""
+"""wsi-extract under Lightning DDP on the CPU (2 processes, gloo) = the single-process run.
+
+The single-process run is made in the test's own process (no second interpreter start).
+"""
 
 from __future__ import annotations
 
@@ -9,22 +12,32 @@ from pathlib import Path
 
 import h5py
 import numpy as np
+import torch
 from _features import make_cohort
 
+from wsi_ncmi.cli.extract import main as extract_main
 
-def _extract(coords: Path, out: Path, *extra: str) -> subprocess.CompletedProcess[str]:
-    command = [sys.executable, "-m", "wsi_ncmi.cli.extract", "--coords_dir", str(coords)]
-    command += ["--out", str(out), "--encoder", "random-cnn", "--random_init"]
-    command += ["--device", "cpu", "--workers", "0", "--progress=false", *extra]
-    env = os.environ | {"OMP_NUM_THREADS": "1"}
-    return subprocess.run(command, capture_output=True, text=True, timeout=600, env=env)
+
+def _args(coords: Path, out: Path) -> list[str]:
+    return [
+        "--coords_dir", str(coords), "--out", str(out), "--encoder", "random-cnn", "--random_init",
+        "--device", "cpu", "--workers", "0", "--progress=false",
+    ]  # fmt: skip
 
 
 def test_two_process_ddp_extraction_equals_one_process(tmp_path: Path) -> None:
     coords, _ = make_cohort(tmp_path, n_slides=3)
-    one = _extract(coords, tmp_path / "one")
-    assert one.returncode == 0, one.stderr[-2000:]
-    two = _extract(coords, tmp_path / "two", "--devices", "2")
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as the DDP ranks below (OMP_NUM_THREADS=1)
+    try:
+        assert extract_main(_args(coords, tmp_path / "one")) == 0  # in this process
+    finally:
+        torch.set_num_threads(threads)
+    command = [sys.executable, "-m", "wsi_ncmi.cli.extract", *_args(coords, tmp_path / "two")]
+    env = os.environ | {"OMP_NUM_THREADS": "1"}
+    two = subprocess.run(
+        [*command, "--devices", "2"], capture_output=True, text=True, timeout=600, env=env
+    )
     assert two.returncode == 0, two.stderr[-2000:]
     reports = sorted((tmp_path / "two" / "features" / "random-cnn").glob("report-rank*.json"))
     assert [r.name for r in reports] == ["report-rank0.json", "report-rank1.json"]  # 2 ranks ran

@@ -60,7 +60,11 @@ def _free_port() -> int:
 def ddp_result(tmp_path_factory):
     """Rank 0's results of one 2-process gloo run (spawned once for the module)."""
     out_path = str(tmp_path_factory.mktemp("ddp") / "rank0.pt")
-    mp.spawn(_worker, args=(2, _free_port(), out_path), nprocs=2, join=True)
+    # fork, not spawn: the ranks start in a moment instead of importing torch anew; each
+    # sets one thread first, as DataLoader workers forked from a torch process do.
+    mp.start_processes(
+        _worker, args=(2, _free_port(), out_path), nprocs=2, join=True, start_method="fork"
+    )
     return torch.load(out_path)
 
 

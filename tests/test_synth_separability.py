@@ -24,33 +24,50 @@ def _slide(i: int, label: str, center: int, rng: np.random.Generator) -> SlidePa
     return SlidePatches(f"s{i}", label, center, features, frac)
 
 
-def test_report_finds_a_separable_tumour_direction() -> None:
+def test_diagnostics_find_a_separable_tumour_direction() -> None:
+    """The numbers the report prints, against what the hand-made patches were built with."""
     rng = np.random.default_rng(0)
     labels = ("negative", "micro", "macro")
     slides = [_slide(i, labels[i % 3], i % 3, rng) for i in range(18)]
-    d = diagnose(slides)
-    assert (d["slides"], d["patches"], d["dim"]) == (18, 720, 6)
-    assert d["per_class"]["macro"]["slides"] == 6
-    assert d["per_class"]["macro"]["mostly_tumour_per_slide"] == {
-        "mean": 15.0,
-        "median": 15.0,
-        "min": 15,
-        "max": 15,
-    }
-    assert d["per_class"]["micro"]["mostly_tumour_per_slide"]["median"] == 2.0
-    assert d["probe_auroc"] > 0.95
-    assert d["per_class"]["macro"]["probe_auroc"] > 0.95
-    assert "probe_auroc" not in d["per_class"]["negative"]  # no tumour patches to score
-    assert set(d["loho_auroc"]) == {1, 2}  # center 0 holds the negative slides only
-    assert d["negative_vs_macro_auroc"] > 0.95
-    assert report(slides)[0] == "18 slides, 720 patches, feature dim 6"
+    result = diagnose(slides)
+    assert (result.n_slides, result.n_patches, result.feature_dim) == (18, 720, 6)
+    # _slide marks 0 / 2 / 15 of 40 patches as fully tumour: 6 slides of each label.
+    assert result.mostly_tumour == {"negative": [0] * 6, "micro": [2] * 6, "macro": [15] * 6}
+    assert result.touching_tumour == result.mostly_tumour
+    assert result.top_fraction == {"negative": 0.0, "micro": 1.0, "macro": 1.0}
+    assert (result.tumour_patches, result.normal_patches) == (6 * 2 + 6 * 15, 720 - 102)
+    # Feature 0 carries +6 on tumour patches: a linear probe separates them.
+    assert result.random_half_auroc > 0.95
+    assert set(result.held_out_auroc) == {1, 2}  # center 0 holds only negative slides
+    assert min(result.held_out_auroc.values()) > 0.95
+    negatives = [result.tumour_calls[s.slide_id] for s in slides if s.label == "negative"]
+    macros = [result.tumour_calls[s.slide_id] for s in slides if s.label == "macro"]
+    assert max(negatives) < min(macros)
+    assert result.negative_vs_macro_auroc == 1.0
+    assert set(result.class_auroc) == {"micro", "macro"}  # negatives have no tumour patch
+    assert min(result.class_auroc.values()) > 0.95
+    assert result.calls_by_label["macro"] == macros
 
 
 def test_normal_subsample_keeps_every_tumour_patch() -> None:
     rng = np.random.default_rng(1)
     labels = ("negative", "micro", "macro")
     slides = [_slide(i, labels[i % 3], i % 3, rng) for i in range(18)]
-    d = diagnose(slides, normal_per_slide=5)
-    assert d["patches"] == 720  # per-slide counts use every patch
-    assert d["probe_patches"]["tumour"] == 6 * 15 + 6 * 2
-    assert d["probe_patches"]["normal"] == 18 * 5
+    result = diagnose(slides, normal_per_slide=5)
+    assert result.n_patches == 720  # per-slide counts use every patch
+    assert result.mostly_tumour["macro"] == [15] * 6
+    assert (result.tumour_patches, result.normal_patches) == (6 * 2 + 6 * 15, 18 * 5)
+
+
+def test_report_prints_the_diagnostics() -> None:
+    rng = np.random.default_rng(0)
+    slides = [_slide(i, ("negative", "macro")[i % 2], i % 3, rng) for i in range(8)]
+    result = diagnose(slides)
+    lines = report(slides)
+    assert lines[0] == "8 slides, 320 patches, feature dim 6"
+    auc = result.class_auroc["macro"]
+    assert f"  macro: 4; 15.0, 15 (15-15); 15.0; 1.00; {auc:.3f}" in lines
+    assert "  negative: 4; 0.0, 0 (0-0); 0.0; 0.00; -" in lines
+    assert lines[-1] == (
+        f"negative vs macro slides, AUROC of that count: {result.negative_vs_macro_auroc:.3f}"
+    )

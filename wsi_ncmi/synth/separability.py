@@ -24,10 +24,9 @@ from __future__ import annotations
 
 import argparse
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
@@ -113,6 +112,45 @@ def _probe(x: NDArray[np.float64], y: NDArray[np.bool_]) -> object:
     return model.fit(x, y)
 
 
+@dataclass(frozen=True)
+class Separability:
+    """The numbers of the three diagnostics (see the module docstring).
+
+    Attributes:
+        n_slides: Slides read.
+        n_patches: Patches over all slides.
+        feature_dim: Feature dimension.
+        mostly_tumour: Per label, patches ``>= TUMOUR_MIN`` tumour of each slide.
+        touching_tumour: Per label, patches touching tumour of each slide.
+        top_fraction: Per label, the largest tumour fraction of any patch.
+        tumour_patches: Patches ``>= TUMOUR_MIN`` tumour (the probe's positives).
+        normal_patches: Tumour-free patches the probes saw (their negatives).
+        random_half_auroc: Probe AUROC, trained on a random half of the patches.
+        class_auroc: Per label, the random-half probe's AUROC of that label's tumour
+            patches against every tumour-free patch of the held-out half.
+        held_out_auroc: Per held-out center with tumour patches, the probe's AUROC.
+        tumour_calls: Per slide, patches the held-out-hospital probe calls tumour.
+        calls_by_label: Per label, ``tumour_calls`` of its slides.
+        negative_vs_macro_auroc: AUROC of ``tumour_calls`` for negative vs macro slides
+            (``None`` without both labels).
+    """
+
+    n_slides: int
+    n_patches: int
+    feature_dim: int
+    mostly_tumour: dict[str, list[int]]
+    touching_tumour: dict[str, list[int]]
+    top_fraction: dict[str, float]
+    tumour_patches: int
+    normal_patches: int
+    random_half_auroc: float
+    class_auroc: dict[str, float]
+    held_out_auroc: dict[int, float]
+    tumour_calls: dict[str, int]
+    calls_by_label: dict[str, list[int]]
+    negative_vs_macro_auroc: float | None
+
+
 def _normal_subsample(
     slides: Sequence[SlidePatches], per_slide: int | None, seed: int = 0
 ) -> list[SlidePatches]:
@@ -133,53 +171,34 @@ def _normal_subsample(
 
 def diagnose(
     slides: Sequence[SlidePatches], *, normal_per_slide: int | None = None
-) -> dict[str, Any]:
-    """The three diagnostics of the module docstring, as data.
+) -> Separability:
+    """Run the three diagnostics (see the module docstring).
 
     Args:
         slides: Every slide's patches (features and tumour fraction).
-        normal_per_slide: Train and score the patch probes on every tumour-touching patch
-            and at most this many tumour-free patches per slide (``None``: all patches).
-            Patch counts per slide always use every patch.
+        normal_per_slide: Fit and score the patch probes on every tumour-touching patch
+            and at most this many tumour-free patches per slide (``None``: all patches;
+            a 500-slide cohort needs a bound). Per-slide counts always use every patch.
 
     Returns:
-        ``{"slides", "patches", "dim", "per_class": {label: {"slides",
-        "mostly_tumour_per_slide": {"mean", "median", "min", "max"}, "touching_mean",
-        "max_fraction", "probe_auroc"}}, "probe_auroc", "loho_auroc": {center: auroc},
-        "called_per_slide": {label: {"median", "min", "max"}}, "negative_vs_macro_auroc"}``;
-        ``probe_auroc`` per class scores that class's tumour patches (≥ 50 %) against
-        every tumour-free patch of the random held-out half.
+        The numbers.
     """
     from sklearn.metrics import roc_auc_score
 
-    out: dict[str, Any] = {
-        "slides": len(slides),
-        "patches": int(sum(len(s.features) for s in slides)),
-        "dim": int(slides[0].features.shape[1]),
-        "per_class": {},
-    }
+    mostly: dict[str, list[int]] = {}
+    touch: dict[str, list[int]] = {}
+    top: dict[str, float] = {}
     for label in LABELS:
         group = [s for s in slides if s.label == label]
         if group:
-            mostly = [int((s.tumour_fraction >= TUMOUR_MIN).sum()) for s in group]
-            out["per_class"][label] = {
-                "slides": len(group),
-                "mostly_tumour_per_slide": {
-                    "mean": float(np.mean(mostly)),
-                    "median": float(np.median(mostly)),
-                    "min": min(mostly),
-                    "max": max(mostly),
-                },
-                "touching_mean": float(
-                    np.mean([int((s.tumour_fraction > 0).sum()) for s in group])
-                ),
-                "max_fraction": max(float(s.tumour_fraction.max(initial=0.0)) for s in group),
-            }
-    probe_slides = _normal_subsample(slides, normal_per_slide)
-    x = np.concatenate([s.features for s in probe_slides])
-    frac = np.concatenate([s.tumour_fraction for s in probe_slides])
-    center = np.concatenate([np.full(len(s.features), s.center) for s in probe_slides])
-    label_of = np.concatenate([np.full(len(s.features), s.label) for s in probe_slides])
+            mostly[label] = [int((s.tumour_fraction >= TUMOUR_MIN).sum()) for s in group]
+            touch[label] = [int((s.tumour_fraction > 0).sum()) for s in group]
+            top[label] = max(float(s.tumour_fraction.max(initial=0.0)) for s in group)
+    probed = _normal_subsample(slides, normal_per_slide)
+    x = np.concatenate([s.features for s in probed])
+    frac = np.concatenate([s.tumour_fraction for s in probed])
+    center = np.concatenate([np.full(len(s.features), s.center) for s in probed])
+    label_of = np.concatenate([np.full(len(s.features), s.label) for s in probed])
     clear = (frac == 0) | (frac >= TUMOUR_MIN)
     y = frac >= TUMOUR_MIN
     rng = np.random.default_rng(0)
@@ -187,84 +206,92 @@ def diagnose(
     model = _probe(x[clear & half], y[clear & half])
     held = clear & ~half
     scores = model.decision_function(x[held])  # type: ignore[attr-defined]
-    out["probe_auroc"] = float(roc_auc_score(y[held], scores))
-    out["probe_patches"] = {"tumour": int(y[clear].sum()), "normal": int((~y[clear]).sum())}
-    for label, record in out["per_class"].items():
-        mine = (~y[held]) | (label_of[held] == label)
+    random_half = float(roc_auc_score(y[held], scores))
+    class_auroc: dict[str, float] = {}
+    for label in mostly:
+        mine = ~y[held] | (label_of[held] == label)
         if y[held][mine].any() and (~y[held][mine]).any():
-            record["probe_auroc"] = float(roc_auc_score(y[held][mine], scores[mine]))
-    out["loho_auroc"] = {}
+            class_auroc[label] = float(roc_auc_score(y[held][mine], scores[mine]))
+    held_out: dict[int, float] = {}
     calls: dict[str, int] = {}
     for hospital in sorted(set(center.tolist())):
         train, test = center != hospital, center == hospital
         model = _probe(x[train & clear], y[train & clear])
         if y[test & clear].any():
             auc = roc_auc_score(y[test & clear], model.decision_function(x[test & clear]))  # type: ignore[attr-defined]
-            out["loho_auroc"][int(hospital)] = float(auc)
+            held_out[int(hospital)] = float(auc)
         for s in slides:
             if s.center == hospital:
                 proba = model.predict_proba(s.features)[:, 1]  # type: ignore[attr-defined]
                 calls[s.slide_id] = int((proba > 0.5).sum())
-    out["called_per_slide"] = {}
-    for label in LABELS:
-        counts = [calls[s.slide_id] for s in slides if s.label == label]
-        if counts:
-            out["called_per_slide"][label] = {
-                "median": float(np.median(counts)),
-                "min": min(counts),
-                "max": max(counts),
-            }
+    by_label = {
+        label: [calls[s.slide_id] for s in slides if s.label == label]
+        for label in LABELS
+        if any(s.label == label for s in slides)
+    }
     neg_mac = [s for s in slides if s.label in ("negative", "macro")]
-    out["negative_vs_macro_auroc"] = None
+    slide_auc = None
     if {s.label for s in neg_mac} == {"negative", "macro"}:
-        out["negative_vs_macro_auroc"] = float(
+        slide_auc = float(
             roc_auc_score(
                 [s.label == "macro" for s in neg_mac], [calls[s.slide_id] for s in neg_mac]
             )
         )
-    return out
+    return Separability(
+        n_slides=len(slides),
+        n_patches=int(sum(len(s.features) for s in slides)),
+        feature_dim=int(slides[0].features.shape[1]),
+        mostly_tumour=mostly,
+        touching_tumour=touch,
+        top_fraction=top,
+        tumour_patches=int(y[clear].sum()),
+        normal_patches=int((~y[clear]).sum()),
+        random_half_auroc=random_half,
+        class_auroc=class_auroc,
+        held_out_auroc=held_out,
+        tumour_calls=calls,
+        calls_by_label=by_label,
+        negative_vs_macro_auroc=slide_auc,
+    )
 
 
-def report(slides: Sequence[SlidePatches], *, normal_per_slide: int | None = None) -> list[str]:
-    """The diagnostics of :func:`diagnose` as text lines."""
-    return report_lines(diagnose(slides, normal_per_slide=normal_per_slide))
-
-
-def report_lines(d: Mapping[str, Any]) -> list[str]:
-    """Text lines of a :func:`diagnose` record."""
+def report_lines(result: Separability) -> list[str]:
+    """The diagnostics as text lines."""
     lines = [
-        f"{d['slides']} slides, {d['patches']} patches, feature dim {d['dim']}",
+        f"{result.n_slides} slides, {result.n_patches} patches, feature dim {result.feature_dim}",
         f"label: slides; patches >= {TUMOUR_MIN:.0%} tumour per slide (mean, median, "
         "min-max); patches touching tumour (mean); largest tumour fraction of any patch; "
-        "patch-probe AUROC of the label's tumour patches vs normal patches",
+        "patch-probe AUROC of the label's tumour patches vs tumour-free patches",
     ]
-    for label, r in d["per_class"].items():
-        m = r["mostly_tumour_per_slide"]
-        auc = r.get("probe_auroc")
+    for label, mostly in result.mostly_tumour.items():
+        touch = result.touching_tumour[label]
+        auc = result.class_auroc.get(label)
         lines.append(
-            f"  {label}: {r['slides']}; {m['mean']:.1f}, {m['median']:.0f} "
-            f"({m['min']}-{m['max']}); {r['touching_mean']:.1f}; {r['max_fraction']:.2f}; "
-            + ("–" if auc is None else f"{auc:.3f}")
+            f"  {label}: {len(mostly)}; {np.mean(mostly):.1f}, {np.median(mostly):.0f} "
+            f"({min(mostly)}-{max(mostly)}); {np.mean(touch):.1f}; "
+            f"{result.top_fraction[label]:.2f}; " + ("-" if auc is None else f"{auc:.3f}")
         )
-    counts = d["probe_patches"]
     lines.append(
-        f"patch probe, random half: AUROC {d['probe_auroc']:.3f} "
-        f"({counts['tumour']} tumour / {counts['normal']} normal patches)"
+        f"patch probe, random half: AUROC {result.random_half_auroc:.3f} "
+        f"({result.tumour_patches} tumour / {result.normal_patches} normal patches)"
     )
-    lines.append(
-        "patch probe, leave-one-hospital-out AUROC: "
-        + ", ".join(f"center {c} {a:.3f}" for c, a in d["loho_auroc"].items())
-    )
+    loco = [f"center {c} {auc:.3f}" for c, auc in result.held_out_auroc.items()]
+    lines.append("patch probe, leave-one-hospital-out AUROC: " + ", ".join(loco))
     lines.append(
         "patches called tumour per slide by the held-out-hospital probe (median, min-max):"
     )
-    for label, c in d["called_per_slide"].items():
-        lines.append(f"  {label}: {c['median']:.0f} ({c['min']}-{c['max']})")
-    if d["negative_vs_macro_auroc"] is not None:
+    for label, counts in result.calls_by_label.items():
+        lines.append(f"  {label}: {np.median(counts):.0f} ({min(counts)}-{max(counts)})")
+    if result.negative_vs_macro_auroc is not None:
         lines.append(
-            f"negative vs macro slides, AUROC of that count: {d['negative_vs_macro_auroc']:.3f}"
+            f"negative vs macro slides, AUROC of that count: {result.negative_vs_macro_auroc:.3f}"
         )
     return lines
+
+
+def report(slides: Sequence[SlidePatches], *, normal_per_slide: int | None = None) -> list[str]:
+    """The three diagnostics as text lines (see the module docstring)."""
+    return report_lines(diagnose(slides, normal_per_slide=normal_per_slide))
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -282,18 +309,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="fit and score the probes on every tumour patch and at most N tumour-free "
         "patches per slide (default: all; e.g. 64 on the 500-slide bench cohort)",
     )
-    p.add_argument("--json", type=Path, metavar="PATH", help="also write the record as JSON")
+    p.add_argument("--json", type=Path, metavar="PATH", help="also write the numbers as JSON")
     args = p.parse_args(argv)
     slides = load_cohort(Path(args.cohort), Path(args.features))
     if not slides:
         print("no slide has both ground truth and features")
         return 1
-    record = diagnose(slides, normal_per_slide=args.normal_per_slide)
-    print("\n".join(report_lines(record)))
+    result = diagnose(slides, normal_per_slide=args.normal_per_slide)
+    print("\n".join(report_lines(result)))
     if args.json is not None:
+        import dataclasses
+
         from wsi_ncmi.batch import write_text_atomic
 
-        write_text_atomic(args.json, json.dumps(record, indent=1) + "\n")
+        write_text_atomic(args.json, json.dumps(dataclasses.asdict(result), indent=1) + "\n")
     return 0
 
 
