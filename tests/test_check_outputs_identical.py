@@ -97,16 +97,35 @@ def test_output_trees_verdict(tmp_path: Path) -> None:
     for side, seconds in (("base", "1.0"), ("head", "7.5")):
         _csv(tmp_path / side / RESULTS, [{**ROW, "seconds": seconds}])
         _h5(tmp_path / side / "tiles" / "features" / "s0.h5", features, slide_mtime=side)
-    notes, problems = check.compare_outputs(tmp_path / "base", tmp_path / "head")
+    notes, problems = check.compare_outputs(
+        tmp_path / "base", tmp_path / "head", require_bytes=False
+    )
     assert problems == []
     assert notes[0] == f"same: {RESULTS} (1 rows)"
     assert "1 files in both; 0 bitwise identical, 1 with the same datasets" in notes[1]
+    _, strict = check.compare_outputs(tmp_path / "base", tmp_path / "head")
+    assert strict == [
+        "tiles/features/s0.h5: other bytes, same datasets and attributes but slide_mtime"
+    ]
     _h5(tmp_path / "head" / "tiles" / "features" / "s0.h5", features + 1, slide_mtime="x")
     _h5(tmp_path / "head" / "tiles" / "features" / "s1.h5", features, slide_mtime="x")
     _csv(tmp_path / "head" / RESULTS, [{**ROW, "macro_f1": "0.9"}])
-    _, problems = check.compare_outputs(tmp_path / "base", tmp_path / "head")
+    _, problems = check.compare_outputs(tmp_path / "base", tmp_path / "head", require_bytes=False)
     assert problems == [
         f"{RESULTS.parent}/results.csv row 1 column macro_f1: '0.5' != '0.9'",
         "tiles/features/s1.h5: only in head",
         "tiles/features/s0.h5: features values differ",
+    ]
+
+
+def test_trees_compare_every_file_by_bytes(tmp_path: Path) -> None:
+    for side in ("a", "b"):
+        (tmp_path / side / "center_0").mkdir(parents=True)
+        (tmp_path / side / "center_0" / "s.tif").write_bytes(b"tiff")
+    assert check.compare_trees(tmp_path / "a", tmp_path / "b") == []
+    (tmp_path / "b" / "center_0" / "s.tif").write_bytes(b"tifg")
+    (tmp_path / "b" / "extra.json").write_text("{}")
+    assert check.compare_trees(tmp_path / "a", tmp_path / "b") == [
+        "extra.json: only in head",
+        "center_0/s.tif: other bytes",
     ]

@@ -24,12 +24,16 @@ Compared:
   cell's training wall time, which depends on the machine's load and nothing else.
   ``config_hash`` is compared: a refactor that changes the resolved config changes it, and
   finished cells of an older run would then be refused, a real difference.
-* every ``*.h5`` file (tiling coordinates and features): first bitwise (sha256 of the
-  file bytes). Files that differ in bytes are then compared by content: the set of
-  groups and datasets, each dataset's dtype, shape and bytes, and every attribute, except
-  ``slide_mtime``. That attribute is the generated slide's file modification time (the
-  cache's staleness check), different in every run; since the HDF5 bytes embed it, the
-  files of two runs are never bitwise equal and the verdict says "same content".
+* the synthetic cohort: the head revision's generator writes the cohort again, into its
+  own folder, and every file (slides, masks, ground truth, manifest, config) must be
+  bitwise equal to the base run's.
+* every ``*.h5`` file (tiling coordinates and features), bitwise (sha256 of the file
+  bytes). The files record each slide file's modification time (``slide_mtime``, the
+  cache's staleness check), so the head run tiles *the base run's slide files*, copied
+  with their modification times; it checks the head's tiling and extraction on the same
+  input bytes. Files that still differ in bytes are compared by content too (the set of
+  groups and datasets, each dataset's dtype, shape and bytes, every attribute), to say
+  what differs.
 * each cell's ``predictions.csv`` (test predictions and probabilities), every column.
 
 Exit status: 0 identical, 1 a difference (listed), 2 a run failed or bad arguments.
@@ -165,8 +169,15 @@ def compare_h5(a: Path, b: Path, ignore_attrs: Collection[str] = ()) -> tuple[bo
     return False, problems
 
 
-def compare_outputs(base: Path, head: Path) -> tuple[list[str], list[str]]:
-    """``(notes, differences)`` between two demo output folders."""
+def compare_outputs(
+    base: Path, head: Path, *, require_bytes: bool = True
+) -> tuple[list[str], list[str]]:
+    """``(notes, differences)`` between two demo output folders.
+
+    With ``require_bytes`` an HDF5 file whose bytes differ is a difference even when its
+    datasets and attributes (but ``slide_mtime``) are equal: both runs tiled the same slide
+    files, so their bytes must agree.
+    """
     notes: list[str] = []
     problems: list[str] = []
     bench = Path("bench") / "synthetic_demo"
@@ -189,6 +200,8 @@ def compare_outputs(base: Path, head: Path) -> tuple[list[str], list[str]]:
         problems += [f"{rel.parent}/{p}" for p in found]
         bitwise += same_bytes
         content += not same_bytes and not found
+        if require_bytes and not same_bytes and not found:
+            problems.append(f"{rel}: other bytes, same datasets and attributes but slide_mtime")
     notes.append(
         f"HDF5: {len(h5_a & h5_b)} files in both; {bitwise} bitwise identical, {content} with "
         f"the same datasets and attributes except {sorted(RUN_DEPENDENT_ATTRS)}"
@@ -230,6 +243,36 @@ def run_demo(source: Path, run_dir: Path, python: str, extra: Sequence[str]) -> 
     print("  " + done.stdout.strip().splitlines()[-1])
 
 
+def regenerate_cohort(source: Path, out: Path, python: str) -> None:
+    """The demo's cohort (2 slides per hospital, seed 0) with ``source``'s generator."""
+    env = os.environ | {"PYTHONPATH": str(source), "OMP_NUM_THREADS": "1"}
+    code = (
+        "import sys; from wsi_ncmi.manifest import read_manifest; "
+        "from wsi_ncmi.synth import generate_cohort; "
+        "generate_cohort(read_manifest(sys.argv[1]), sys.argv[2], preset='demo', subset=2, "
+        "workers=1, progress=False)"
+    )
+    manifest = source / "data_manifests" / "camelyon17.csv"
+    done = subprocess.run(
+        [python, "-c", code, str(manifest), str(out)], env=env, capture_output=True, text=True
+    )
+    if done.returncode != 0:
+        sys.stderr.write(done.stderr[-3000:])
+        raise RunFailed(f"the generator failed with {source}'s code")
+
+
+def compare_trees(a: Path, b: Path) -> list[str]:
+    """Files missing on one side or with other bytes, between two folders."""
+    names_a = {p.relative_to(a) for p in a.rglob("*") if p.is_file()}
+    names_b = {p.relative_to(b) for p in b.rglob("*") if p.is_file()}
+    problems = [f"{n}: only in base" for n in sorted(names_a - names_b)]
+    problems += [f"{n}: only in head" for n in sorted(names_b - names_a)]
+    problems += [
+        f"{n}: other bytes" for n in sorted(names_a & names_b) if sha256(a / n) != sha256(b / n)
+    ]
+    return problems
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run both revisions, compare, print the verdict; 0 identical, 1 different."""
     here = Path(__file__).resolve().parents[1]
@@ -269,10 +312,20 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"{side}: {label}")
             shutil.rmtree(run_dir, ignore_errors=True)
             run_dir.mkdir()
+            if side == "head":  # the base run's slides, with their modification times
+                shutil.copytree(work / "base" / "out" / "cohort", run_dir / "out" / "cohort")
             run_demo(source, run_dir, args.python, extra)
             shutil.rmtree(work / side, ignore_errors=True)
             run_dir.rename(work / side)
+        head_source = sources["head"][0]
+        regenerated = work / "head-cohort"
+        shutil.rmtree(regenerated, ignore_errors=True)
+        regenerate_cohort(head_source, regenerated, args.python)
+        cohort_problems = compare_trees(work / "base" / "out" / "cohort", regenerated)
         notes, problems = compare_outputs(work / "base" / "out", work / "head" / "out")
+        count = sum(1 for p in regenerated.rglob("*") if p.is_file())
+        notes.insert(0, f"cohort: {count} files regenerated by the head's generator")
+        problems = [f"cohort {x}" for x in cohort_problems] + problems
     except RunFailed as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
@@ -288,8 +341,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if len(problems) > 50:
             print(f"  ... and {len(problems) - 50} more")
         return 1
-    print("\nIDENTICAL: results.csv (all columns but seconds), every predictions.csv and "
-          "every HDF5 file")  # fmt: skip
+    print("\nIDENTICAL: the cohort's files, results.csv (all columns but seconds), every "
+          "predictions.csv and every HDF5 file")  # fmt: skip
     return 0
 
 
