@@ -145,15 +145,26 @@ class Choice:
     scores: dict[str, tuple[float, int]]
 
 
-def select_variants(config: BenchConfig, results: Sequence[Mapping[str, Any]]) -> list[Choice]:
+def select_variants(
+    config: BenchConfig,
+    results: Sequence[Mapping[str, Any]],
+    folds: Sequence[tuple[int, str]] | None = None,
+) -> list[Choice]:
     """Choose each loss's variant per aggregator and fold by the validation score.
 
     A variant without a finished cell cannot be chosen; a loss none of whose variants
     finished keeps its first variant (its cells then fail again, visibly, in the final
     stage).
+
+    Args:
+        config: The split's configuration.
+        results: The tuning cells' results.
+        folds: ``(index, name)`` of every planned fold (default: those with results), so
+            that a fold whose tuning cells all failed still gets its final cells.
     """
     scores = validation_scores(results, config.sweep.tuning.metric)
-    folds = sorted({(int(r["fold_index"]), str(r["fold"])) for r in results})
+    if folds is None:
+        folds = sorted({(int(r["fold_index"]), str(r["fold"])) for r in results})
     choices = []
     for model in config.sweep.models:
         for fold_index, fold in folds:
@@ -224,7 +235,8 @@ def run_suite(
     if tune is None:
         return SuiteOutcome(config, run_sweep(config, force=force, shard=shard))
     tuned = _run_tuning(tune, force=force, shard=shard)
-    choices = select_variants(config, tuned.results)
+    folds = sorted({(c.fold_index, c.fold_name) for c in tuned.cells})
+    choices = select_variants(config, tuned.results, folds)
     final = SweepOutcome(cells=[])
     stages = sorted({(c.model, c.fold_index) for c in choices})
     models = {m.label: m for m in config.sweep.models}
