@@ -5,7 +5,9 @@ Three parts, each computed from the cells' result records and test predictions:
 1. :func:`loss_table`: test macro-F1 per hospital and pooled (mean ± std over seeds) and
    the patient pN-stage kappa, one row per (aggregator, loss);
 2. :func:`best_baseline_comparisons`: per aggregator, the baseline with the best mean
-   *validation* score (``sweep.tuning.metric``; test slides never choose it) against
+   *validation* score over the split's cells (``sweep.tuning.metric``; no test score
+   enters, although under leave-one-hospital-out the other folds' validation slides
+   include each test hospital: the choice picks a comparison, not a model) against
    the treatment (NCMI-MIL): paired, hospital-stratified bootstrap of Δ macro-F1 per
    hospital and pooled, the Wilcoxon signed-rank test over seed × hospital pairs, and
    Holm's correction across the table (bootstrap p-values over every aggregator ×
