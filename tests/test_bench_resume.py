@@ -175,3 +175,40 @@ def test_a_loss_entry_overrides_the_train_sections_for_that_loss_only() -> None:
     cell = Cell(bad.sweep.losses[0], bad.sweep.models[0], 0, 0, "f", (0,), "s.json")
     with pytest.raises(ConfigError, match=r"sweep\.losses\[ce\]\.train\.optim has unknown keys"):
         train_config_for(bad, cell, Path("x"))
+
+
+def test_ctrl_c_stops_a_parallel_sweep_and_the_rerun_resumes(tmp_path: Path) -> None:
+    """SIGINT to the main process only (``kill -INT``) while two cells train at once.
+
+    The cells' processes do not see it: the sweep must stop starting queued cells, let
+    the two running ones end, and exit 130, instead of draining the whole queue.
+    """
+    root = tmp_path / "bags"
+    make_cohort(root, centers=5, patients_per_center=2)
+    out = tmp_path / "bench"
+    args = [*_args(root, out), "--jobs", "2", "--seeds", "0", "1"]
+    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
+    child = subprocess.Popen(
+        [sys.executable, "-m", "wsi_ncmi.cli.bench", *args],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
+    )
+    deadline = time.monotonic() + 300
+    while not _finished(out) and child.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    if child.poll() is None:
+        os.kill(child.pid, signal.SIGINT)
+    try:
+        _, err = child.communicate(timeout=120)
+    finally:
+        if child.poll() is None:
+            os.killpg(child.pid, signal.SIGKILL)
+    stopped = _finished(out)
+    assert child.returncode == 130, err.decode()
+    assert "interrupted; rerun the same command to resume" in err.decode()
+    assert len(stopped) < 12, "the interrupt must stop the sweep, not drain every queued cell"
+    assert main(args) == 0
+    assert len(_finished(out)) == 12  # 2 losses x 3 folds x 2 seeds

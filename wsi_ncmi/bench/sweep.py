@@ -204,10 +204,21 @@ def run_sweep(
                 record(*run_cell_job((config, cell, None)))
         else:
             context = multiprocessing.get_context("spawn")
-            with ProcessPoolExecutor(jobs, mp_context=context) as pool:
+            pool = ProcessPoolExecutor(jobs, mp_context=context)
+            futures = []
+            try:
                 futures = [pool.submit(run_cell_job, (config, c, threads)) for c in todo]
                 for future in as_completed(futures):
                     record(*future.result())
+            except BaseException:
+                # Ctrl-C (or any error here): start no further cell. The cells running now
+                # stop with the interrupt (same process group) or finish; both are safe,
+                # and a rerun resumes.
+                for future in futures:
+                    future.cancel()  # those not yet handed to a worker
+                pool.shutdown(wait=False, cancel_futures=True)
+                raise
+            pool.shutdown()
     finally:
         bar.close()
         outcome.seconds = time.perf_counter() - started
