@@ -62,19 +62,23 @@ def _finished(out: Path) -> dict[str, tuple[int, int]]:
     return found
 
 
-def test_resume_after_sigkill(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    root = tmp_path / "bags"
-    make_cohort(root, centers=5, patients_per_center=2)
-    out = tmp_path / "bench"
-    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
-    child = subprocess.Popen(
-        [sys.executable, "-m", "wsi_ncmi.cli.bench", *_args(root, out)],
-        cwd=tmp_path,
-        env=env,
+def _spawn(args: list[str], cwd: Path) -> subprocess.Popen[bytes]:
+    """``wsi-bench`` in a child process of its own session (stderr piped)."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "wsi_ncmi.cli.bench", *args],
+        cwd=cwd,
+        env={**os.environ, "PYTHONPATH": str(REPO_ROOT)},
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
         start_new_session=True,
     )
+
+
+def test_resume_after_sigkill(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    root = tmp_path / "bags"
+    make_cohort(root, centers=5, patients_per_center=2)
+    out = tmp_path / "bench"
+    child = _spawn(_args(root, out), tmp_path)
     deadline = time.monotonic() + 300
     try:
         while not _finished(out):
@@ -187,15 +191,7 @@ def test_ctrl_c_stops_a_parallel_sweep_and_the_rerun_resumes(tmp_path: Path) -> 
     make_cohort(root, centers=5, patients_per_center=2)
     out = tmp_path / "bench"
     args = [*_args(root, out), "--jobs", "2", "--seeds", "0", "1"]
-    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
-    child = subprocess.Popen(
-        [sys.executable, "-m", "wsi_ncmi.cli.bench", *args],
-        cwd=tmp_path,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        start_new_session=True,
-    )
+    child = _spawn(args, tmp_path)
     deadline = time.monotonic() + 300
     while not _finished(out) and child.poll() is None and time.monotonic() < deadline:
         time.sleep(0.05)

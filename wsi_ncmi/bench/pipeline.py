@@ -48,14 +48,9 @@ class BenchOutcome:
     parts: dict[str, BenchOutcome] = field(default_factory=dict)
 
 
-def _cores() -> int:
-    from wsi_ncmi.bench.sweep import _cores as cores
-
-    return cores()
-
-
 def generate_slides(config: BenchConfig, seconds: dict[str, float]) -> None:
     """Generate the synthetic cohort of ``data.synth`` into ``data.slide_dir`` (resumable)."""
+    from wsi_ncmi.bench.sweep import available_cores
     from wsi_ncmi.manifest import read_manifest
     from wsi_ncmi.synth import generate_cohort
 
@@ -70,7 +65,7 @@ def generate_slides(config: BenchConfig, seconds: dict[str, float]) -> None:
         seed=synth.seed,
         subset=synth.subset,
         use_preset_subset=False,
-        workers=synth.workers or _cores(),
+        workers=synth.workers or available_cores(),
         progress=config.progress,
     )
     seconds["synth"] = time.perf_counter() - started

@@ -62,7 +62,8 @@ class SweepOutcome:
         return len({r["cell_id"] for r in self.results}) == len(self.cells)
 
 
-def _cores() -> int:
+def available_cores() -> int:
+    """CPU cores this process may use."""
     try:
         return max(1, len(os.sched_getaffinity(0)))
     except AttributeError:  # pragma: no cover - macOS, Windows
@@ -167,7 +168,7 @@ def run_sweep(
     if outcome.skipped:
         log.info("%d of %d cells already finished", len(done), len(cells))
     jobs = min(config.jobs, max(1, len(todo)))
-    threads = config.torch_threads or max(1, _cores() // jobs)
+    threads = config.torch_threads or max(1, available_cores() // jobs)
     bar = tqdm(
         total=len(cells),
         initial=len(done),
