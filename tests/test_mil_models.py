@@ -10,8 +10,8 @@ from wsi_ncmi.losses import list_losses
 from wsi_ncmi.mil import MILOutput, build_aggregator, list_aggregators
 from wsi_ncmi.mil.clam_sb import ClamOutput
 from wsi_ncmi.mil.transmil import NystromAttention, newton_schulz_pinv
+from wsi_ncmi.train.batching import collate_bags
 from wsi_ncmi.train.build import build_criterion
-from wsi_ncmi.train.data import collate_bags
 from wsi_ncmi.train.module import MILClassifier
 
 IN_DIM = 12

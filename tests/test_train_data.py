@@ -12,7 +12,8 @@ from _train_bags import ENCODER, make_cohort, write_bag
 
 from wsi_ncmi.errors import MissingFeaturesError, NonFiniteError
 from wsi_ncmi.features.store import feature_path
-from wsi_ncmi.train.data import BagDataModule, BagDataset, EpochSampler
+from wsi_ncmi.train.batching import EpochSampler
+from wsi_ncmi.train.data import BagDataModule, BagDataset
 from wsi_ncmi.train.splits import make_splits, save_splits
 
 
@@ -159,7 +160,7 @@ def test_one_bag_batches_are_exactly_the_unbatched_step(tmp_path: Path) -> None:
     """B = 1 reproduces the one-bag-per-step trainer: same tensor, no mask reaches the model."""
     from wsi_ncmi.losses import build_loss
     from wsi_ncmi.mil import build_aggregator
-    from wsi_ncmi.train.data import collate_bags
+    from wsi_ncmi.train.batching import collate_bags
     from wsi_ncmi.train.module import MILClassifier
 
     path = write_bag(tmp_path, "s", 2, np.random.default_rng(0))

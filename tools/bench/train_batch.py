@@ -51,7 +51,7 @@ def _synthetic_loaders(args: argparse.Namespace) -> Any:
     import torch
     from torch.utils.data import DataLoader, Dataset
 
-    from wsi_ncmi.train.data import EpochSampler, collate_bags
+    from wsi_ncmi.train.batching import EpochSampler, collate_bags
 
     g = torch.Generator().manual_seed(0)
     lengths = torch.randint(args.patches // 2, args.patches + 1, (args.bags,), generator=g)

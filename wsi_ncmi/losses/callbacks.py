@@ -137,6 +137,10 @@ class NCMIDiagnostics(L.Callback):
         self.metric = NCMIMetric(num_classes, direction, normalization)
         self.history: list[dict[str, float]] = []
 
+    #: Names this callback logs under ``<prefix>/``: the whole validation set's values,
+    #: which take precedence over a loss's per-batch terms of the same name.
+    KEYS: tuple[str, ...] = ("cmi", "gamma", "ncmi")
+
     def on_validation_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         """Reset the accumulated outputs."""
         self.metric = self.metric.to(pl_module.device)

@@ -73,9 +73,22 @@ def tumour_fraction(
     return np.asarray(inside.reshape(len(coords), -1).mean(axis=1), dtype=np.float64)
 
 
-def load_cohort(cohort: Path, features_dir: Path) -> list[SlidePatches]:
-    """Read the features and ground truth of every slide that has both."""
+def load_cohort(
+    cohort: Path, features_dir: Path, *, slide_norm: str = "none"
+) -> list[SlidePatches]:
+    """Read the features and ground truth of every slide that has both.
+
+    Args:
+        cohort: Cohort folder (with ``*.gt.json``).
+        features_dir: ``features/<encoder>/`` folder.
+        slide_norm: Per-slide normalisation of the features, as ``wsi-train``'s
+            ``data.slide_norm`` applies it (:mod:`wsi_ncmi.train.slide_norm`), so the probe
+            sees what the MIL model sees.
+    """
+    import torch
+
     from wsi_ncmi.features.store import read_features
+    from wsi_ncmi.train.slide_norm import apply_slide_norm
 
     slides = []
     for gt_path in sorted(cohort.rglob("*.gt.json")):
@@ -89,12 +102,13 @@ def load_cohort(cohort: Path, features_dir: Path) -> list[SlidePatches]:
         polygons = [np.asarray(p, dtype=np.float64) for p in gt["tumour_polygons"]]
         valid = np.asarray(bag.valid, dtype=bool)
         fraction = tumour_fraction(bag.coords[valid], size0, polygons)
+        features = apply_slide_norm(torch.from_numpy(np.asarray(bag.features[valid])), slide_norm)
         slides.append(
             SlidePatches(
                 gt["slide_id"],
                 gt["label"],
                 int(gt["center"]),
-                np.asarray(bag.features[valid], dtype=np.float64),
+                features.numpy().astype(np.float64),
                 fraction,
             )
         )
@@ -309,9 +323,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="fit and score the probes on every tumour patch and at most N tumour-free "
         "patches per slide (default: all; e.g. 64 on the 500-slide bench cohort)",
     )
+    p.add_argument(
+        "--slide_norm",
+        choices=("none", "robust"),
+        default="none",
+        help="per-slide feature normalisation, as wsi-train's data.slide_norm (default: none)",
+    )
     p.add_argument("--json", type=Path, metavar="PATH", help="also write the numbers as JSON")
     args = p.parse_args(argv)
-    slides = load_cohort(Path(args.cohort), Path(args.features))
+    slides = load_cohort(Path(args.cohort), Path(args.features), slide_norm=args.slide_norm)
     if not slides:
         print("no slide has both ground truth and features")
         return 1

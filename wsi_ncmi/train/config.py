@@ -33,6 +33,9 @@ class DataConfig:
             step with a mask (``1``: one slide per step, exactly the unbatched step). A
             step holds at most ``batch_size × max_patches_train`` patches.
         standardize: Standardise features per dimension with training-split statistics.
+        slide_norm: ``"robust"``: first centre each slide's features on their own median
+            and scale by their own MAD, which cancels per-slide stain and scanner shifts
+            (:mod:`wsi_ncmi.train.slide_norm`); ``"none"``: as stored.
         num_workers: DataLoader workers.
     """
 
@@ -46,6 +49,7 @@ class DataConfig:
     balanced_sampling: bool = False
     batch_size: int = 8
     standardize: bool = False
+    slide_norm: Literal["none", "robust"] = "none"
     num_workers: int = 0
 
 

@@ -17,7 +17,7 @@ uninterrupted one, whatever the number of workers.
 from __future__ import annotations
 
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
 
@@ -25,12 +25,13 @@ import lightning as L
 import numpy as np
 import torch
 from torch import Tensor
-from torch.nn.utils.rnn import pad_sequence
-from torch.utils.data import DataLoader, Dataset, Sampler
+from torch.utils.data import DataLoader, Dataset
 
 from wsi_ncmi.errors import CacheSchemaError, ConfigError, MissingFeaturesError, NonFiniteError
 from wsi_ncmi.features.store import feature_path, load_bag, read_feature_attrs
 from wsi_ncmi.manifest import LABELS, ManifestRow, read_manifest
+from wsi_ncmi.train.batching import EpochSampler, collate_bags
+from wsi_ncmi.train.slide_norm import SLIDE_NORMS, apply_slide_norm
 from wsi_ncmi.train.splits import Fold, load_splits
 
 MissingPolicy = Literal["error", "exclude"]
@@ -51,6 +52,8 @@ class BagDataset(Dataset[dict[str, Any]]):
         seed: Seed of the sub-samples.
         expect_dim: If given, every file's feature dimension must equal it.
         expect_encoder: If given, every file's ``encoder`` attribute must equal it.
+        slide_norm: Per-slide feature normalisation applied on load
+            (:mod:`wsi_ncmi.train.slide_norm`): ``"none"`` or ``"robust"``.
     """
 
     def __init__(
@@ -63,7 +66,10 @@ class BagDataset(Dataset[dict[str, Any]]):
         seed: int = 0,
         expect_dim: int | None = None,
         expect_encoder: str | None = None,
+        slide_norm: str = "none",
     ) -> None:
+        if slide_norm not in SLIDE_NORMS:
+            raise ConfigError(f"slide_norm must be one of {list(SLIDE_NORMS)}, got {slide_norm!r}")
         if max_patches is not None and max_patches < 1:
             raise ConfigError(f"max_patches_train must be >= 1 or None, got {max_patches!r}")
         self.paths = list(paths)
@@ -73,6 +79,7 @@ class BagDataset(Dataset[dict[str, Any]]):
         self.seed = seed
         self.expect_dim = expect_dim
         self.expect_encoder = expect_encoder
+        self.slide_norm = slide_norm
         self._cache: dict[int, Tensor] = {}
         self.mean: Tensor | None = None
         self.std: Tensor | None = None
@@ -113,7 +120,7 @@ class BagDataset(Dataset[dict[str, Any]]):
         return len(self.paths)
 
     def bag(self, index: int) -> Tensor:
-        """The full ``(N, D)`` bag of slide ``index`` in its stored dtype.
+        """The full ``(N, D)`` bag of slide ``index`` (stored dtype; float32 if slide-normalised).
 
         Raises:
             NonFiniteError: The file holds NaN or infinite features.
@@ -134,6 +141,7 @@ class BagDataset(Dataset[dict[str, Any]]):
                 f"rows), or wsi-extract --redo {path.stem}; add --dtype float32 if float16 "
                 "overflowed"
             )
+        bag = apply_slide_norm(bag, self.slide_norm)
         if self.cache_in_ram:
             self._cache[index] = bag
         return bag
@@ -155,74 +163,6 @@ class BagDataset(Dataset[dict[str, Any]]):
         }
 
 
-def collate_bags(items: Sequence[dict[str, Any]]) -> dict[str, Tensor]:
-    """Stack bags of different lengths into one padded batch.
-
-    Args:
-        items: :meth:`BagDataset.__getitem__` outputs, ``features`` ``(n_b, D)`` each.
-
-    Returns:
-        ``{"features": (B, N_max, D), "mask": (B, N_max) bool, "target", "index": (B,)}``;
-        bag ``b`` fills rows ``[0, n_b)``, padding rows are zeros with ``mask`` ``False``
-        (one bag: no padding, all-``True`` mask, exactly the unbatched step).
-
-    Raises:
-        ValueError: If ``items`` is empty or the feature dimensions differ.
-    """
-    if not items:
-        raise ValueError("collate_bags got no bags")
-    bags = [item["features"] for item in items]
-    dims = {int(bag.shape[-1]) for bag in bags}
-    if len(dims) != 1:
-        raise ValueError(f"bags of one batch must share the feature dimension, got {sorted(dims)}")
-    lengths = torch.tensor([int(bag.shape[0]) for bag in bags])
-    features = pad_sequence(bags, batch_first=True)  # zeros after each bag's rows
-    mask = torch.arange(features.shape[1]).unsqueeze(0) < lengths.unsqueeze(1)
-    return {
-        "features": features,
-        "mask": mask,
-        "target": torch.stack([torch.as_tensor(item["target"]) for item in items]),
-        "index": torch.stack([torch.as_tensor(item["index"]) for item in items]),
-    }
-
-
-class EpochSampler(Sampler[tuple[int, int]]):
-    """Yields ``(index, epoch)``: a permutation, or a class-balanced draw, seeded per epoch.
-
-    Lightning calls :meth:`set_epoch` before every training epoch.
-
-    Args:
-        labels: Class index of each item.
-        seed: Base seed.
-        balanced: Draw ``len(labels)`` items with replacement, each class equally likely.
-    """
-
-    def __init__(self, labels: Sequence[int], seed: int = 0, balanced: bool = False) -> None:
-        self.labels = np.asarray(labels, dtype=np.int64)
-        self.seed = seed
-        self.balanced = balanced
-        self.epoch = 0
-
-    def set_epoch(self, epoch: int) -> None:
-        """Select the epoch whose order is produced next."""
-        self.epoch = epoch
-
-    def __len__(self) -> int:
-        return len(self.labels)
-
-    def __iter__(self) -> Iterator[tuple[int, int]]:
-        rng = np.random.default_rng((self.seed, self.epoch))
-        n = len(self.labels)
-        if self.balanced:
-            counts = np.bincount(self.labels)
-            weights = 1.0 / counts[self.labels]
-            order = rng.choice(n, n, replace=True, p=weights / weights.sum())
-        else:
-            order = rng.permutation(n)
-        for index in order:
-            yield int(index), self.epoch
-
-
 class BagDataModule(L.LightningDataModule):
     """Manifest + features root + one fold of a splits file → train/val/test bag loaders.
 
@@ -241,6 +181,8 @@ class BagDataModule(L.LightningDataModule):
         batch_size: Training bags per optimiser step (padded, see :func:`collate_bags`).
         standardize: Standardise features per dimension with the mean and std of the
             *training* bags (validation and test reuse them, so nothing leaks).
+        slide_norm: Per-slide normalisation of every bag, before ``standardize``
+            (:mod:`wsi_ncmi.train.slide_norm`).
         num_workers: DataLoader workers.
         pin_memory: Page-locked batches, for faster host-to-GPU copies (set it when
             training on a GPU; ``wsi-train`` does so itself).
@@ -261,6 +203,7 @@ class BagDataModule(L.LightningDataModule):
         balanced_sampling: bool = False,
         batch_size: int = 1,
         standardize: bool = False,
+        slide_norm: str = "none",
         num_workers: int = 0,
         pin_memory: bool = False,
         seed: int = 0,
@@ -282,6 +225,7 @@ class BagDataModule(L.LightningDataModule):
         self.balanced_sampling = balanced_sampling
         self.batch_size = batch_size
         self.standardize = standardize
+        self.slide_norm = slide_norm
         self.num_workers = num_workers
         self.pin_memory = pin_memory
         self.seed = seed
@@ -358,6 +302,7 @@ class BagDataModule(L.LightningDataModule):
                 seed=self.seed,
                 expect_dim=int(first["out_dim"]),
                 expect_encoder=str(first["encoder"]),
+                slide_norm=self.slide_norm,
             )
         if self.standardize:
             mean, std = self.datasets["train"].feature_moments()

@@ -109,6 +109,7 @@ def run_fold(
         balanced_sampling=data.balanced_sampling,
         batch_size=data.batch_size,
         standardize=data.standardize,
+        slide_norm=data.slide_norm,
         num_workers=data.num_workers,
         pin_memory=config.trainer.accelerator in ("gpu", "cuda", "auto")
         and torch.cuda.is_available(),

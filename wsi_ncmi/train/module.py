@@ -26,6 +26,7 @@ from torchmetrics.classification import MulticlassAccuracy, MulticlassF1Score
 from wsi_ncmi.errors import ConfigError, NonFiniteError
 from wsi_ncmi.losses import functional as LF
 from wsi_ncmi.losses.base import ClassificationLoss
+from wsi_ncmi.losses.callbacks import NCMIDiagnostics
 from wsi_ncmi.losses.decision import fit_prior_rule, log_scores
 from wsi_ncmi.mil.base import Aggregator, MILOutput
 from wsi_ncmi.optim import OptimizerName, SchedulerName, check_choice, configure_optimization
@@ -96,6 +97,8 @@ class MILClassifier(L.LightningModule):
         self.class_counts = list(class_counts) if class_counts else [1] * num_classes
         self._val_scores: list[Tensor] = []
         self._val_targets: list[Tensor] = []
+        # stage → term → (sum of value × batch size, sum of batch sizes) over the epoch
+        self._stage_sums: dict[str, dict[str, tuple[float, int]]] = {}
 
     def forward(self, features: Tensor, mask: Tensor | None = None) -> MILOutput:
         """Run the aggregator on bags, cast to float32.
@@ -184,15 +187,41 @@ class MILClassifier(L.LightningModule):
         return [rows[i].slide_id if i < len(rows) else f"index {i}" for i in indices]
 
     def _evaluate(self, batch: dict[str, Tensor], stage: str) -> dict[str, Tensor]:
+        """Update the stage's metrics and its batch-size-weighted sums of the loss terms.
+
+        Nothing is logged per step (Lightning's per-step logging dominated the cost of a
+        validation pass of one-slide steps); :meth:`_log_stage_epoch` logs the epoch's
+        values, the same weighted means that ``on_epoch`` logging produced.
+        """
         outputs, targets = self.loss_inputs(batch)
         result = self.criterion(outputs, targets)
         metrics = self.val_metrics if stage == "val" else self.test_metrics
         metrics.update(self.criterion.predict(outputs), targets)
         batch_size = int(targets.shape[0])
-        self.log(f"{stage}/loss", result.loss, batch_size=batch_size)
-        self.log_dict({f"{stage}/{k}": v for k, v in result.terms.items()}, batch_size=batch_size)
-        self.log_dict(metrics, batch_size=batch_size)
+        sums = self._stage_sums.setdefault(stage, {})
+        for key, value in {"loss": result.loss, **result.terms}.items():
+            total, count = sums.get(key, (0.0, 0))
+            sums[key] = (total + float(value.detach()) * batch_size, count + batch_size)
         return {"outputs": outputs.detach(), "targets": targets}
+
+    def _log_stage_epoch(self, stage: str) -> None:
+        """Log the epoch's mean loss terms and metrics of ``stage``, then reset them."""
+        sums = self._stage_sums.pop(stage, {})
+        callbacks: list[Any] = list(getattr(self._trainer, "callbacks", None) or [])
+        # The dataset-level CMI/Γ/NCMI of NCMIDiagnostics keep their names.
+        shadowed = {
+            f"{cb.prefix}/{key}"
+            for cb in callbacks
+            if isinstance(cb, NCMIDiagnostics)
+            for key in cb.KEYS
+        }
+        for key, (total, count) in sums.items():
+            if f"{stage}/{key}" not in shadowed:
+                self.log(f"{stage}/{key}", total / count)
+        metrics = self.val_metrics if stage == "val" else self.test_metrics
+        if sums:
+            self.log_dict({k: v.float() for k, v in metrics.compute().items()})
+        metrics.reset()
 
     def validation_step(self, batch: dict[str, Tensor], batch_idx: int) -> dict[str, Tensor]:
         """Loss, its terms and macro-F1/accuracy; returns outputs for the diagnostics."""
@@ -202,8 +231,10 @@ class MILClassifier(L.LightningModule):
         return result
 
     def on_validation_epoch_start(self) -> None:
-        """Start collecting the epoch's validation class scores."""
+        """Start collecting the epoch's validation class scores and loss terms."""
         self._val_scores, self._val_targets = [], []
+        self._stage_sums.pop("val", None)
+        self.val_metrics.reset()
 
     def on_validation_epoch_end(self) -> None:
         """Log the macro-F1 of the prior-aware rule fitted on this validation pass.
@@ -211,6 +242,7 @@ class MILClassifier(L.LightningModule):
         Under DDP the scores of every process are gathered first, so all processes fit,
         log and select on the same value.
         """
+        self._log_stage_epoch("val")
         if not self._val_scores:
             return
         scores_t, targets_t = torch.cat(self._val_scores), torch.cat(self._val_targets)
@@ -229,6 +261,15 @@ class MILClassifier(L.LightningModule):
     def test_step(self, batch: dict[str, Tensor], batch_idx: int) -> dict[str, Tensor]:
         """Loss, its terms and macro-F1/accuracy on the test part."""
         return self._evaluate(batch, "test")
+
+    def on_test_epoch_start(self) -> None:
+        """Start the test pass's sums and metrics afresh."""
+        self._stage_sums.pop("test", None)
+        self.test_metrics.reset()
+
+    def on_test_epoch_end(self) -> None:
+        """Log the test pass's loss terms and metrics."""
+        self._log_stage_epoch("test")
 
     def predict_step(self, batch: dict[str, Tensor], batch_idx: int) -> dict[str, Tensor]:
         """Per-batch ``index``/``target``/``pred`` ``(B,)``, ``probs (B, C)``, attention (B, N)."""
