@@ -284,3 +284,47 @@ def test_unknown_or_missing_logger_is_a_config_error(cohort: Path, tmp_path: Pat
 
     with pytest.raises(ConfigError, match=r"trainer\.logger"):
         run_training(_config(cohort, tmp_path / "x", logger="wandb"))
+
+
+def test_validation_logs_epoch_means_and_the_dataset_level_ncmi(
+    reference: tuple[Path, TrainingResult], cohort: Path
+) -> None:
+    """The epoch's logged values, recomputed slide by slide outside the module."""
+    from wsi_ncmi.losses.callbacks import NCMIDiagnostics
+    from wsi_ncmi.losses.diagnostics import NCMIMetric
+    from wsi_ncmi.train.build import build_model
+    from wsi_ncmi.train.data import BagDataModule
+
+    out, _ = reference
+    config = _config(cohort, out)
+    data = config.data
+    dm = BagDataModule(data.manifest, data.features_root, data.encoder, str(out / "splits.json"), 0)
+    dm.setup("fit")
+    model = build_model(config, dm)
+    model.load_state_dict(_state(out / "fixed" / "checkpoints" / "last.ckpt"))
+    trainer = L.Trainer(
+        accelerator="cpu",
+        logger=False,
+        callbacks=[NCMIDiagnostics(dm.num_classes)],
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        enable_checkpointing=False,
+    )
+    logged = trainer.validate(model, datamodule=dm, verbose=False)[0]
+    model.eval()
+    losses, hits, terms = [], [], []
+    metric = NCMIMetric(dm.num_classes)
+    with torch.no_grad():
+        for batch in dm.val_dataloader():
+            outputs, targets = model.loss_inputs(batch)
+            result = model.criterion(outputs, targets)
+            losses.append(float(result.loss))
+            terms.append(float(result.terms["ncmi"]))
+            hits.append(bool((model.criterion.predict(outputs) == targets).all()))
+            metric.update(model.criterion.probabilities(outputs), targets)
+    assert logged["val/loss"] == pytest.approx(sum(losses) / len(losses), rel=1e-5)
+    assert logged["val/accuracy"] == pytest.approx(sum(hits) / len(hits), rel=1e-6)
+    # val/ncmi is the whole validation set's NCMI (the callback), not the slides' mean term.
+    dataset_ncmi = float(metric.compute()["ncmi"])
+    assert logged["val/ncmi"] == pytest.approx(dataset_ncmi, rel=1e-4)
+    assert abs(dataset_ncmi - sum(terms) / len(terms)) > 1e-3
