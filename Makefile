@@ -49,9 +49,12 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(VENV)/bin/mypy wsi_ncmi
 
-## The test command (README, .ci/run): lint, types, then the CPU test suite.
+## The test command (README, .ci/run): lint, types, then the CPU test suite, one
+## pytest-xdist worker per core (PYTEST_WORKERS=0 runs it in one process); a test file's
+## tests stay in one worker, so module fixtures are built once.
+PYTEST_WORKERS ?= auto
 test: lint typecheck
-	$(PY) -m pytest -m "not slow and not gpu and not browser" -q
+	$(PY) -m pytest -m "not slow and not gpu and not browser" -q -n $(PYTEST_WORKERS) --dist loadfile
 
 test-all: lint typecheck
 	$(PY) -m pytest -m "not browser" -q

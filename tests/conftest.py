@@ -28,3 +28,17 @@ def shared_data_dir() -> Path:
     if not (path / "camelyon17_stages_with_center.csv").exists():
         pytest.skip(f"shared label files not found in {path}")
     return path
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Under pytest-xdist (``make test`` runs 2 workers), one torch thread per worker.
+
+    Two workers with torch's default of one thread per core would oversubscribe a small
+    machine; one thread each keeps every core busy without contention.
+    """
+    import os
+
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        import torch
+
+        torch.set_num_threads(1)
