@@ -33,7 +33,14 @@ import yaml
 from jsonargparse import ActionConfigFile, ArgumentParser, Namespace
 
 from wsi_ncmi.bench.config import BenchConfig
-from wsi_ncmi.bench.typed import dump_value, locate, message, parse_override, set_dotted
+from wsi_ncmi.bench.typed import (
+    dump_value,
+    list_fields,
+    locate,
+    message,
+    parse_override,
+    set_dotted,
+)
 from wsi_ncmi.errors import ConfigError
 
 _TRUE, _FALSE = ("true", "yes", "1", "on"), ("false", "no", "0", "off")
@@ -47,7 +54,7 @@ def add_config_arguments(parser: Any) -> None:
     """
     parser.add_argument(
         "--config",
-        action=ActionConfigFile,
+        action=_ConfigFile,
         help="bench config YAML, e.g. configs/bench/*.yaml (repeatable; read before the "
         "other options wherever it stands, so they win)",
     )
@@ -173,11 +180,33 @@ def apply_override(parser: Any, cfg: Any, key: str, value: Any) -> None:
             raise ConfigError(f"cannot set {key!r}: {head!r} is {current!r}, not a mapping")
         set_dotted(current, rest, value)
         value = current
-    try:  # a copy: jsonargparse turns the dataclasses in the value into namespaces
-        full = parser.parse_object(_nested(head, copy.deepcopy(value)))
+    data = _nested(head, copy.deepcopy(value))  # jsonargparse turns dataclasses into namespaces
+    try:
+        full = parser.parse_object(data, namespace=_emptied_lists(data))
     except argparse.ArgumentError as err:
         raise ConfigError(locate(BenchConfig, _nested(head, value)) or message(err)) from err
     cfg[head] = full[head]
+
+
+@functools.cache
+def _list_keys() -> tuple[str, ...]:
+    return tuple(list_fields(BenchConfig))
+
+
+def _emptied_lists(data: Any) -> Namespace:
+    """Empty lists for the ``list[dataclass]`` options that ``data`` sets.
+
+    Read over them, a new list replaces the old one instead of being merged into it
+    entry by entry (jsonargparse's way with lists of the same length).
+    """
+    emptied = Namespace()
+    for key in _list_keys():
+        node = data
+        for part in key.split("."):
+            node = node.get(part) if isinstance(node, dict) else None
+        if node is not None:
+            emptied[key] = []
+    return emptied
 
 
 def _nested(key: str, value: Any) -> dict[str, Any]:
@@ -212,9 +241,14 @@ def _layered(argv: Sequence[str]) -> list[str]:
         if token == "--":
             rest.extend(argv[i:])
             break
+        i += 1
+        if name[2:] in _list_keys():  # a new list, not merged into the old one (see --set)
+            if not eq and i < len(argv):
+                token, i = f"{token}={argv[i]}", i + 1
+            rest += ["--set", token[2:]]
+            continue
         bucket = {"--config": configs, "--quick": quick}.get(name, rest)
         bucket.append(token)
-        i += 1
         if bucket is not rest and not eq and i < len(argv):
             follows = argv[i]
             if name == "--config" or follows.lower() in (*_TRUE, *_FALSE):
@@ -260,6 +294,19 @@ def _config_data(value: str) -> Any:
     if isinstance(data, str) and not path.is_file():
         raise ConfigError(f"cannot read {value!r}")
     return data
+
+
+class _ConfigFile(ActionConfigFile):
+    """``--config``: jsonargparse's, but a file's list of losses or models is new."""
+
+    def __call__(self, parser: Any, cfg: Any, values: Any, option_string: Any = None) -> None:
+        try:
+            data = _config_data(str(values))
+        except ConfigError:
+            data = None  # jsonargparse says what is wrong
+        for key in _emptied_lists(data).keys():
+            cfg[key] = []
+        super().__call__(parser, cfg, values, option_string)
 
 
 class _Set(argparse.Action):

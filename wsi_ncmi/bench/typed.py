@@ -96,6 +96,23 @@ def _item_class(hint: Any) -> tuple[str, type[Any]] | None:
     return None
 
 
+def list_fields(cls: type[Any], where: str = "") -> list[str]:
+    """Dotted names of the ``list[dataclass]`` fields of ``cls`` and of its sections.
+
+    jsonargparse merges such a list item by item into a previous list of the same
+    length (an entry would keep the previous entry's other settings); the bench parser
+    empties these lists before it reads a new one.
+    """
+    names = []
+    for name, hint in typing.get_type_hints(cls).items():
+        item = _item_class(hint)
+        if item is not None and item[0] == "list":
+            names.append(join(where, name))
+        elif item is not None and item[0] == "field" and typing.get_origin(hint) is None:
+            names += list_fields(item[1], join(where, name))
+    return names
+
+
 def _items(kind: str, value: Any) -> dict[str, Any]:
     """``{suffix of the item's name: item}`` of a field's value (nothing if not the kind)."""
     if kind == "list" and isinstance(value, list):
