@@ -189,5 +189,7 @@ def parse_override(text: str) -> tuple[str, Any]:
 
 def dump_value(value: Any) -> str:
     """``value`` as one line of YAML that :func:`parse_override` reads back equal."""
-    text = yaml.safe_dump(value, default_flow_style=True, width=2**31, allow_unicode=True)
+    text = yaml.safe_dump(
+        value, default_flow_style=True, width=2**31, allow_unicode=True, sort_keys=False
+    )
     return text.strip().removesuffix("\n...").strip()
