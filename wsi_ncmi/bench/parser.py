@@ -15,7 +15,16 @@ One parser serves the command line (:mod:`wsi_ncmi.cli.bench`) and the library
 
 Layers: the dataclasses' defaults, then the ``--config`` files, then their ``quick``
 section, then the other options in command-line order. ``--config`` and ``--quick``
-are read first wherever they stand, so options always win over the file.
+are read first wherever they stand, so options always win over the file (as before the
+bench moved to jsonargparse). The config's ``quick`` key has the flag
+``--quick_section``: ``--quick`` is the switch.
+
+Lists of losses and models are lists of dataclasses, which jsonargparse merges entry by
+entry into a previous list of the same length (a new ``{name: transmil}`` would keep the
+old ``abmil``'s ``kwargs``). Here a new list replaces the old one, whether it comes from
+a file, ``--set`` or its flag (``--sweep.models``); ``--sweep.models+`` appends.
+Mappings of dataclasses (``sweep.splits``) and sections given to their own flag
+(``--sweep.split '{kind: fixed}'``) are updated key by key, as jsonargparse does.
 """
 
 from __future__ import annotations
