@@ -127,7 +127,7 @@ def test_changed_settings_are_refused_not_reused(tmp_path: Path) -> None:
         ({"sweep.losses": [{"name": "nope"}]}, "sweep.losses: name must be one of"),
         ({"sweep.treatment": "focal"}, "sweep.treatment must be one of the loss labels"),
         ({"jobs": 0}, "jobs must be >= 1"),
-        ({"sweep.seeds": "0"}, "sweep.seeds must be a list"),
+        ({"sweep.seeds": "0"}, "sweep.seeds: Expected a <class 'list'>. Got value: 0"),
         ({"train.trainer.max_epoch": 3}, None),
         ({"bogus": 1}, "config has unknown keys ['bogus']"),
         ({"train.data.manifest": "x.csv"}, "train.data must not set ['manifest']"),

@@ -11,11 +11,15 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def _commands(script: Path) -> list[list[str]]:
     text = script.read_text().replace("\\\n", " ")
+    # VAR=${VAR:-default} lines: $VAR is the default (a config file the parser reads)
+    defaults = dict(re.findall(r"^([A-Z_]+)=\$\{\1:-([^}]*)\}$", text, flags=re.MULTILINE))
     commands = []
     for line in text.splitlines():
         line = line.strip()
         if line.startswith("#") or ".venv/bin/wsi-" not in line:
             continue
+        for name, default in defaults.items():
+            line = re.sub(rf"\$\{{?{name}\}}?(?![A-Z_])", default, line)
         # ${VAR:-default} -> default, ${VAR} / $VAR -> 1 (task numbers, counts)
         line = re.sub(r"\$\{[A-Z_]+:-([^}]*)\}", r"\1", line)
         line = re.sub(r"\$\{?[A-Z_]+\}?", "1", line)
@@ -24,7 +28,8 @@ def _commands(script: Path) -> list[list[str]]:
 
 
 @pytest.mark.parametrize("name", ["tile", "extract", "bench"])
-def test_array_script_flags_parse(name: str) -> None:
+def test_array_script_flags_parse(name: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(ROOT)  # the scripts run from the repository root
     from wsi_ncmi.cli import bench, extract, tile
     from wsi_ncmi.cli.common import parse
 

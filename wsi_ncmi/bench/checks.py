@@ -1,6 +1,6 @@
 """Value checks of a loaded :class:`~wsi_ncmi.bench.config.BenchConfig`.
 
-Types are checked while loading, by :func:`wsi_ncmi.bench.typed.from_dict`.
+Types are checked while loading, by jsonargparse (:mod:`wsi_ncmi.bench.parser`).
 """
 
 from __future__ import annotations

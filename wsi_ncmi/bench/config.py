@@ -1,15 +1,17 @@
 """The typed configuration of ``wsi-bench``: defaults here, then a YAML file, then overrides.
 
 A benchmark is a sweep of losses × aggregators × seeds over the folds of one split. Its
-YAML file (``configs/bench/*.yaml``) has the sections of :class:`BenchConfig`; the
+YAML file (``configs/bench/*.yaml``) has the sections of :class:`BenchConfig`, which
+embeds the stages' own dataclasses (``wsi-tile``'s grid, ``wsi-train``'s split); the
 ``train`` section holds overrides of ``wsi-train``'s own configuration sections
 (:class:`wsi_ncmi.train.config.TrainConfig`: ``data``, ``optim``, ``trainer``,
-``report``), so the two commands share one source of truth for training settings.
+``report``), so the commands share one source of truth for their settings.
 
-Every key is checked: an unknown key, a wrong type or an out-of-range value raises
-:class:`~wsi_ncmi.errors.ConfigError` naming the key, what is allowed and what was
-received. Overrides use dotted keys (``--set train.trainer.max_epochs=5``) whose values
-are parsed as YAML.
+The dataclasses are read by jsonargparse, as every ``wsi-*`` command's options are
+(:mod:`wsi_ncmi.bench.parser`, shared by ``wsi-bench`` and :func:`load_config`). Every
+key is checked: an unknown key, a wrong type or an out-of-range value raises
+:class:`~wsi_ncmi.errors.ConfigError` naming the key. Overrides use dotted keys
+(``--set train.trainer.max_epochs=5``) whose values are parsed as YAML.
 """
 
 from __future__ import annotations
@@ -20,16 +22,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-from wsi_ncmi.bench.typed import from_dict, parse_override, set_dotted
+from wsi_ncmi.bench.typed import parse_override, set_dotted
 from wsi_ncmi.errors import ConfigError
 from wsi_ncmi.tiling.grid import GridParams
 from wsi_ncmi.train.config import SplitConfig
 
 __all__ = [
     "BenchConfig",
-    "from_dict",
+    "ConfigError",
     "load_config",
     "parse_override",
     "set_dotted",
@@ -282,9 +282,12 @@ def load_config(
 ) -> BenchConfig:
     """Defaults, then the YAML file, then its ``quick`` section, then dotted overrides.
 
+    The same parser as ``wsi-bench --config PATH [--quick] --set KEY=VALUE ...``
+    (:mod:`wsi_ncmi.bench.parser`).
+
     Args:
         path: YAML file, or ``None`` for the defaults.
-        overrides: ``{"dotted.key": value}`` applied after the file.
+        overrides: ``{"dotted.key": value}`` applied after the file, in order.
         quick: Apply the file's ``quick`` overrides (``wsi-bench --quick``).
 
     Returns:
@@ -293,30 +296,11 @@ def load_config(
     Raises:
         ConfigError: Unreadable file, unknown key, wrong type or invalid value.
     """
-    data: dict[str, Any] = {}
-    if path is not None:
-        try:
-            loaded = yaml.safe_load(Path(path).read_text())
-        except (OSError, yaml.YAMLError) as err:
-            raise ConfigError(f"cannot read bench config {str(path)!r}: {err}") from err
-        if loaded is not None and not isinstance(loaded, dict):
-            raise ConfigError(f"{str(path)!r} must hold a mapping, got {type(loaded).__name__}")
-        data = loaded or {}
-    if quick:
-        section = data.get("quick")
-        if not isinstance(section, dict) or not section:
-            raise ConfigError(f"--quick: {str(path)!r} has no 'quick' section of overrides")
-        for key, value in section.items():
-            if str(key).split(".")[0] == "quick":
-                raise ConfigError("quick: an override must not set 'quick' itself")
-            set_dotted(data, str(key), value)
-    for key, value in (overrides or {}).items():
-        set_dotted(data, key, value)
-    config = from_dict(BenchConfig, data)
-    from wsi_ncmi.bench.checks import validate
+    from wsi_ncmi.bench.parser import command_line, config_from, library_parser, parse_bench_args
 
-    validate(config)
-    return config
+    parser = library_parser()
+    argv = command_line(path, overrides, quick=quick)
+    return config_from(parser, parse_bench_args(parser, argv))
 
 
 def to_dict(config: BenchConfig) -> dict[str, Any]:

@@ -16,7 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from wsi_ncmi.bench.config import BenchConfig, LossEntry, ModelEntry, from_dict
+from wsi_ncmi.bench.config import BenchConfig, LossEntry, ModelEntry
+from wsi_ncmi.bench.typed import build
 from wsi_ncmi.errors import ConfigError
 
 CELL_SCHEMA = "wsi-ncmi/bench-cell/2"
@@ -170,7 +171,7 @@ def train_config_for(config: BenchConfig, cell: Cell, cell_dir: Path) -> Any:
         )
         own = cell.loss.train.get(name)
         where = f"sweep.losses[{cell.loss.label}].train.{name}" if own else f"train.{name}"
-        sections[name] = from_dict(cls, values, where)
+        sections[name] = build(cls, values, where)
     data = config.data
     sections["data"] = dataclasses.replace(
         sections["data"],

@@ -1,90 +1,161 @@
-"""Typed loading of plain mappings (YAML) into dataclasses, and dotted overrides.
+"""Dataclasses from plain mappings through jsonargparse, and dotted overrides.
 
-Every key is checked: an unknown key or a wrong type raises
-:class:`~wsi_ncmi.errors.ConfigError` naming the key, what is allowed and what was
-received.
+jsonargparse checks every value (the bench parser in :mod:`wsi_ncmi.bench.parser`, and
+:func:`build` for one dataclass such as a ``wsi-train`` section). This module adds what
+it does not do: :func:`locate` says *where* a refused mapping is wrong (the item of a list
+or mapping of dataclasses, the keys a section allows), :func:`set_dotted` sets a key
+inside a mapping-typed option (``train.trainer.max_epochs``), and :func:`parse_override`
+reads ``KEY=VALUE`` with a YAML value.
 """
 
 from __future__ import annotations
 
+import argparse
+import copy
 import dataclasses
+import re
 import types
 import typing
+from collections.abc import Mapping
 from typing import Any
 
 import yaml
 
 from wsi_ncmi.errors import ConfigError
 
-
-def _check_type(value: Any, hint: Any, where: str) -> Any:
-    """Check ``value`` against a (simple) type hint, building nested dataclasses."""
-    origin = typing.get_origin(hint)
-    if origin in (typing.Union, types.UnionType):
-        options = typing.get_args(hint)
-        if value is None and type(None) in options:
-            return None
-        errors = []
-        for option in (o for o in options if o is not type(None)):
-            try:
-                return _check_type(value, option, where)
-            except ConfigError as err:
-                errors.append(str(err))
-        raise ConfigError(errors[0])
-    if origin is typing.Literal:
-        allowed = typing.get_args(hint)
-        if value not in allowed:
-            raise ConfigError(f"{where} must be one of {list(allowed)}, got {value!r}")
-        return value
-    if dataclasses.is_dataclass(hint) and isinstance(hint, type):
-        return from_dict(hint, value, where)
-    if origin is list:
-        if not isinstance(value, list):
-            raise ConfigError(f"{where} must be a list, got {value!r}")
-        (item,) = typing.get_args(hint)
-        return [_check_type(v, item, f"{where}[{i}]") for i, v in enumerate(value)]
-    if origin is dict:
-        if not isinstance(value, dict):
-            raise ConfigError(f"{where} must be a mapping, got {value!r}")
-        item_hint = typing.get_args(hint)[1] if typing.get_args(hint) else Any
-        return {k: _check_type(v, item_hint, f"{where}.{k}") for k, v in value.items()}
-    if hint is float and isinstance(value, int) and not isinstance(value, bool):
-        return float(value)
-    if hint is Any:
-        return value
-    if not isinstance(value, hint) or (hint is int and isinstance(value, bool)):
-        raise ConfigError(f"{where} must be {hint.__name__}, got {value!r}")
-    return value
+_PARSER_KEY = re.compile(r'^Parser key "([^"]+)":\s*')
 
 
-def from_dict(cls: type[Any], data: Any, where: str = "config") -> Any:
-    """Build dataclass ``cls`` from a mapping, refusing unknown keys and wrong types.
+def message(err: BaseException, where: str = "") -> str:
+    """The message of a jsonargparse error on one line, ``Parser key "k":`` as ``where.k:``."""
+    text = " ".join(line.strip() for line in str(err).splitlines() if line.strip())
+    found = _PARSER_KEY.match(text)
+    if found:
+        return f"{join(where, found.group(1))}: {text[found.end() :]}"
+    return f"{where}: {text}" if where else text
+
+
+def join(where: str, key: str) -> str:
+    """``where.key`` (``key`` alone at the top)."""
+    return f"{where}.{key}" if where else key
+
+
+_PARSERS: dict[type[Any], Any] = {}
+
+
+def _class_parser(cls: type[Any]) -> Any:
+    """A jsonargparse parser of one dataclass (made once per class)."""
+    if cls not in _PARSERS:
+        from jsonargparse import ArgumentParser
+
+        parser = ArgumentParser(exit_on_error=False, print_config=None)
+        parser.add_class_arguments(cls, fail_untyped=True, sub_configs=True)
+        _PARSERS[cls] = parser
+    return _PARSERS[cls]
+
+
+def build(cls: type[Any], data: Any, where: str) -> Any:
+    """Build dataclass ``cls`` from a mapping, typed by jsonargparse.
 
     Args:
         cls: A dataclass type.
-        data: The mapping (``None`` means all defaults).
-        where: Dotted name of the section, for messages.
+        data: The mapping (``None``: all defaults).
+        where: Dotted name of the section, for messages (``train.trainer``).
 
     Returns:
         The instance.
 
     Raises:
-        ConfigError: Unknown key or wrong type.
+        ConfigError: Naming the key: an unknown key, a wrong type, or a value the
+            dataclass itself refuses.
     """
-    if data is None:
-        data = {}
-    if not isinstance(data, dict):
+    if data is not None and not isinstance(data, Mapping):
         raise ConfigError(f"{where} must be a mapping, got {data!r}")
-    hints = typing.get_type_hints(cls)
-    names = [f.name for f in dataclasses.fields(cls)]
-    unknown = sorted(set(data) - set(names))
-    if unknown:
-        raise ConfigError(f"{where} has unknown keys {unknown}; allowed: {names}")
-    kwargs = {k: _check_type(v, hints[k], f"{where}.{k}") for k, v in data.items()}
+    parser = _class_parser(cls)
     try:
-        return cls(**kwargs)
-    except TypeError as err:
-        raise ConfigError(f"{where}: {err}") from err
+        namespace = parser.parse_object(copy.deepcopy(dict(data or {})))
+        values = parser.instantiate(namespace)
+        return cls(**{f.name: values[f.name] for f in dataclasses.fields(cls)})
+    except argparse.ArgumentError as err:
+        raise ConfigError(locate(cls, data, where) or message(err, where)) from err
+    except (TypeError, ValueError) as err:  # the dataclass's own checks (__post_init__)
+        raise ConfigError(message(err, where)) from err
+
+
+def _item_class(hint: Any) -> tuple[str, type[Any]] | None:
+    """``("field" | "list" | "dict", D)`` for ``D``, ``D | None``, ``list[D]``, ``dict[str, D]``."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        options = [a for a in args if a is not type(None)]
+        return _item_class(options[0]) if len(options) == 1 else None
+    if isinstance(hint, type) and dataclasses.is_dataclass(hint):
+        return "field", hint
+    item = args[-1] if origin in (list, dict) and args else None
+    if isinstance(item, type) and dataclasses.is_dataclass(item):
+        return ("list" if origin is list else "dict"), item
+    return None
+
+
+def list_fields(cls: type[Any], where: str = "") -> list[str]:
+    """Dotted names of the ``list[dataclass]`` fields of ``cls`` and of its sections.
+
+    jsonargparse merges such a list item by item into a previous list of the same
+    length (an entry would keep the previous entry's other settings); the bench parser
+    empties these lists before it reads a new one.
+    """
+    names = []
+    for name, hint in typing.get_type_hints(cls).items():
+        item = _item_class(hint)
+        if item is not None and item[0] == "list":
+            names.append(join(where, name))
+        elif item is not None and item[0] == "field" and typing.get_origin(hint) is None:
+            names += list_fields(item[1], join(where, name))
+    return names
+
+
+def _items(kind: str, value: Any) -> dict[str, Any]:
+    """``{suffix of the item's name: item}`` of a field's value (nothing if not the kind)."""
+    if kind == "list" and isinstance(value, list):
+        return {f"[{i}]": v for i, v in enumerate(value)}
+    if kind == "dict" and isinstance(value, Mapping):
+        return {f".{k}": v for k, v in value.items()}
+    return {"": value} if kind == "field" else {}
+
+
+def locate(cls: type[Any], data: Any, where: str = "") -> str | None:
+    """Where a mapping that jsonargparse refused for dataclass ``cls`` is wrong.
+
+    jsonargparse names the option but neither the item of a list or mapping of
+    dataclasses (``sweep.losses``, ``sweep.splits``) nor the keys a section allows. Only
+    called after a refusal; the items are typed by :func:`build`.
+
+    Args:
+        cls: The dataclass.
+        data: The refused mapping.
+        where: Dotted name of ``data`` (``""``: the whole config).
+
+    Returns:
+        A message naming the key (``sweep.losses[2].kwargs: ...``, ``prepare has
+        unknown keys ['x']; allowed: [...]``), or ``None`` when nothing is found.
+    """
+    if not isinstance(data, Mapping):
+        return f"{where or 'config'} must be a mapping, got {data!r}"
+    names = [f.name for f in dataclasses.fields(cls)]
+    unknown = sorted(set(data) - set(names), key=str)
+    if unknown:
+        return f"{where or 'config'} has unknown keys {unknown}; allowed: {names}"
+    hints = typing.get_type_hints(cls)
+    for name, value in data.items():
+        item = _item_class(hints[name])
+        if item is None or value is None:
+            continue
+        kind, item_cls = item
+        for suffix, item_value in _items(kind, value).items():
+            try:
+                build(item_cls, item_value, join(where, name) + suffix)
+            except ConfigError as err:
+                return str(err)
+    return None
 
 
 def set_dotted(data: dict[str, Any], key: str, value: Any) -> None:
@@ -114,3 +185,11 @@ def parse_override(text: str) -> tuple[str, Any]:
         return key.strip(), yaml.safe_load(raw)
     except yaml.YAMLError as err:
         raise ConfigError(f"--set {text!r}: value is not valid YAML: {err}") from err
+
+
+def dump_value(value: Any) -> str:
+    """``value`` as one line of YAML that :func:`parse_override` reads back equal."""
+    text = yaml.safe_dump(
+        value, default_flow_style=True, width=2**31, allow_unicode=True, sort_keys=False
+    )
+    return text.strip().removesuffix("\n...").strip()

@@ -1,8 +1,12 @@
 """``wsi-bench``: sweep losses × aggregators × seeds over hospital folds; per-hospital tables.
 
-Layered configuration: defaults, then ``--config FILE.yaml`` (``configs/bench/``), then
-``--set KEY=VALUE`` overrides (dotted keys, YAML values) and the shortcut flags.
-``--print_config`` prints the resolved config.
+Layered configuration, jsonargparse over :class:`~wsi_ncmi.bench.config.BenchConfig` as
+for every ``wsi-*`` command (:mod:`wsi_ncmi.bench.parser`): defaults, then ``--config
+FILE.yaml`` (``configs/bench/``), then its ``quick:`` section (``--quick``), then the
+options: the config's own (``--sweep.seeds '[0, 1]'``, ``--stats.bootstrap 100``), the
+shortcuts (``--seeds 0 1``, ``--out DIR``) and ``--set KEY=VALUE`` for any key (dotted,
+YAML value; also inside ``train``). ``--print_config`` prints the resolved config, which
+``--config`` reads back.
 
 Outputs under ``<out>/<name>/`` (``--out`` sets the config's ``output_root``):
 ``results.csv``, ``summary.md``, ``summary.json``, ``plots/*.png``, ``bench_config.yaml``,
@@ -16,58 +20,70 @@ missing; 130 interrupted (rerun to resume).
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Sequence
 from typing import Any
 
-from wsi_ncmi.cli.common import aliases_for, aliases_help, new_parser, parse, run_cli
+from wsi_ncmi.cli.common import (
+    add_names,
+    aliases_for,
+    aliases_help,
+    new_parser,
+    normalize_argv,
+    rename_options,
+    run_cli,
+)
 
 ALIASES = aliases_for("wsi-bench")
 
+#: Short names of config options (``--seeds`` = ``--sweep.seeds``).
+SHORTCUTS = {
+    "--data.manifest": "--manifest",
+    "--data.slide_dir": "--slides_dir",
+    "--data.features_root": "--features",
+    "--data.encoder": "--encoder",
+    "--sweep.seeds": "--seeds",
+}
+
+EPILOG = """\
+example configs: configs/bench/*.yaml
+
+--config and --quick are read first, wherever they stand: the other options win. Keys
+inside the mapping sections (train, prepare.extract, quick, sweep.splits) have no flags
+of their own: --set train.trainer.max_epochs=5, --set prepare.extract.device=cpu.
+"""
+
 
 def build_parser() -> Any:
-    """The argument parser (``--config`` is a bench YAML read by :mod:`wsi_ncmi.bench.config`)."""
+    """The jsonargparse parser: :class:`~wsi_ncmi.bench.config.BenchConfig` and the run."""
+    from wsi_ncmi.bench.parser import add_config_arguments
+
     p = new_parser(
         "wsi-bench",
         "Benchmark losses (CE vs NCMI, ...) × MIL aggregators × seeds over "
         "leave-one-hospital-out folds, resumably; writes per-hospital tables, paired "
         "tests and plots.",
-        epilog="example configs: configs/bench/*.yaml\n\n" + aliases_help(ALIASES),
+        epilog=EPILOG + "\n" + aliases_help(ALIASES),
         config_file=False,
     )
-    p.add_argument("--config", metavar="YAML", help="bench config (e.g. configs/bench/*.yaml)")
+    add_config_arguments(p)
     p.add_argument(
-        "--print_config", action="store_true", help="print the resolved config as YAML and exit"
+        "--print_config",
+        action="store_true",
+        help="print the resolved, checked config as YAML (--config reads it back) and exit",
     )
-    p.add_argument("--name", help="benchmark name (outputs in <out>/<name>)")
-    p.add_argument("--out", metavar="DIR", help="output root: parent folder of <name>/")
-    p.add_argument("--manifest", metavar="CSV", help="slide manifest")
-    p.add_argument(
-        "--slides_dir", metavar="DIR", help="slide folder: tile and extract missing slides"
-    )
-    p.add_argument("--features", metavar="DIR", help="features root (features/<encoder>/)")
-    p.add_argument("--encoder", help="encoder name of the features")
-    p.add_argument("--seeds", type=int, nargs="+", metavar="K", help="training seeds")
-    p.add_argument("--jobs", type=int, metavar="N", help="cells trained in parallel")
     p.add_argument(
         "--shard",
+        type=str | None,
         metavar="I/N",
         help="share the sweep with N-1 other jobs (e.g. $SLURM_ARRAY_TASK_ID/N): cells are "
         "claimed by lock files, this job starts with shard I, the last job writes the report",
     )
     p.add_argument(
-        "--set",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override any key, e.g. --set train.trainer.max_epochs=5 (repeatable)",
-    )
-    p.add_argument("--quick", type=bool, default=False, help="apply the config's quick: section")
-    p.add_argument(
         "--force", type=bool, default=False, help="recompute cells made with other settings"
     )
-    p.add_argument(
-        "--progress", type=bool | None, help="progress bars (default: the config's progress)"
-    )
+    rename_options(p, {"--output_root": "--out"})
+    add_names(p, SHORTCUTS)
     return p
 
 
@@ -77,28 +93,16 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _bench(argv: Sequence[str] | None) -> int:
-    parser = build_parser()
-    args = parse(parser, argv, ALIASES)
-
     from wsi_ncmi.batch.shard import parse_shard
-    from wsi_ncmi.bench.config import load_config, parse_override, to_dict
+    from wsi_ncmi.bench.config import to_dict
+    from wsi_ncmi.bench.parser import config_from, parse_bench_args
 
-    shortcuts = {
-        "name": args.name,
-        "output_root": args.out,
-        "data.manifest": args.manifest,
-        "data.slide_dir": args.slides_dir,
-        "data.features_root": args.features,
-        "data.encoder": args.encoder,
-        "sweep.seeds": args.seeds,
-        "jobs": args.jobs,
-        "progress": args.progress,
-    }
-    overrides = {k: v for k, v in shortcuts.items() if v is not None}
-    overrides |= dict(parse_override(item) for item in args.set)
-    config = load_config(args.config, overrides, quick=args.quick)
-    parse_shard(args.shard)  # a malformed I/N fails before any work
-    if args.print_config:
+    parser = build_parser()
+    args = normalize_argv(parser, sys.argv[1:] if argv is None else argv, ALIASES)
+    namespace = parse_bench_args(parser, args)
+    config = config_from(parser, namespace)
+    parse_shard(namespace.shard)  # a malformed I/N fails before any work
+    if namespace.print_config:
         import yaml
 
         print(yaml.safe_dump(to_dict(config), sort_keys=False))
@@ -106,7 +110,7 @@ def _bench(argv: Sequence[str] | None) -> int:
 
     from wsi_ncmi.bench.pipeline import run_bench
 
-    outcome = run_bench(config, force=args.force, shard=args.shard)
+    outcome = run_bench(config, force=namespace.force, shard=namespace.shard)
     parts = outcome.parts or {"": outcome}
     return max(_print_outcome(name, part, config) for name, part in parts.items())
 

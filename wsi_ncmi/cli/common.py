@@ -154,8 +154,9 @@ def new_parser(prog: str, description: str, *, epilog: str = "", config_file: bo
         prog: Command name.
         description: One paragraph on what the command does.
         epilog: Command-specific help shown before the conventions and exit codes.
-        config_file: Add ``--config FILE.yaml`` (and with it ``--print_config``); off for a
-            command that reads its own config format and adds its own ``--print_config``.
+        config_file: Add ``--config FILE.yaml`` (and with it jsonargparse's
+            ``--print_config``); off for a command that adds its own (``wsi-bench``: the
+            bench parser's ``--config``, and a ``--print_config`` of the checked config).
 
     Returns:
         A ``jsonargparse.ArgumentParser`` that raises ``ArgumentError`` instead of exiting.
@@ -198,6 +199,22 @@ def add_names(parser: argparse.ArgumentParser, names: Mapping[str, str]) -> None
     for option, name in names.items():
         action = parser._option_string_actions[option]
         action.option_strings = [name, *action.option_strings]
+        parser._option_string_actions[name] = action
+
+
+def rename_options(parser: argparse.ArgumentParser, names: Mapping[str, str]) -> None:
+    """Give generated options another name instead of theirs (the destination stays).
+
+    Args:
+        parser: The parser.
+        names: ``{"--output_root": "--out"}``: the generated option and its only name.
+
+    Raises:
+        KeyError: An option the parser does not have.
+    """
+    for option, name in names.items():
+        action = parser._option_string_actions.pop(option)
+        action.option_strings = [name if s == option else s for s in action.option_strings]
         parser._option_string_actions[name] = action
 
 

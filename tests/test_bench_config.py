@@ -1,0 +1,337 @@
+"""``wsi-bench``'s configuration through jsonargparse: the same configs as before, layers, errors.
+
+The oracle of the first two tests is ``tests/data/bench_configs.json``: what the
+hand-rolled loader that ``wsi-bench`` used before made of every shipped bench YAML and of
+a few command lines (the resolved config, and the cell hash of each loss's first cells,
+which decides whether a finished cell is reused). After an intended change of a shipped
+YAML or of a default, rewrite it with ``python tests/test_bench_config.py --regenerate``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from wsi_ncmi.bench.config import load_config, to_dict
+from wsi_ncmi.errors import ConfigError
+
+REPO = Path(__file__).resolve().parents[1]
+BENCH_CONFIGS = REPO / "wsi_ncmi" / "configs" / "bench"
+EXPECTED = Path(__file__).parent / "data" / "bench_configs.json"
+SPLITS_TEXT = '{"folds": []}\n'
+
+
+def _cell_hashes(config: Any, splits_file: Path) -> dict[str, str]:
+    """The cell hash of every loss variant's first cell, for the first two seeds."""
+    from wsi_ncmi.bench.plan import Cell, cell_hash, train_config_for
+    from wsi_ncmi.bench.suite import expand_grid
+
+    hashes = {}
+    for entry in config.sweep.losses:
+        for variant in expand_grid(entry):
+            for seed in config.sweep.seeds[:2]:
+                cell = Cell(variant, config.sweep.models[0], seed, 0, "f0", (0,), str(splits_file))
+                train = train_config_for(config, cell, Path("cells/x"))
+                hashes[f"{variant.label}/seed{seed}"] = cell_hash(train, cell)
+    return hashes
+
+
+def _file_entry(name: str, splits_file: Path) -> dict[str, Any]:
+    """``{"config": ..., "cell_hashes": ...}`` of ``"<file>.yaml"`` or ``"<file>.yaml --quick"``."""
+    file, _, quick = name.partition(" ")
+    config = load_config(BENCH_CONFIGS / file, quick=bool(quick))
+    return {"config": to_dict(config), "cell_hashes": _cell_hashes(config, splits_file)}
+
+
+def _printed(argv: list[str]) -> dict[str, Any]:
+    """The config ``wsi-bench ... --print_config`` prints."""
+    from wsi_ncmi.cli.bench import main
+
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        assert main([*argv, "--print_config"]) == 0
+    return yaml.safe_load(out.getvalue())
+
+
+def _same(got: Any, expected: Any) -> None:
+    """Equal, and equal in JSON (so ``1`` and ``1.0`` differ, and so does the key order)."""
+    assert got == expected
+    assert json.dumps(got) == json.dumps(expected)
+
+
+def _expected() -> dict[str, Any]:
+    return json.loads(EXPECTED.read_text())
+
+
+def test_every_shipped_bench_yaml_has_expectations() -> None:
+    names = {key.partition(" ")[0] for key in _expected()["files"]}
+    assert {p.name for p in BENCH_CONFIGS.glob("*.yaml")} <= names
+    quick = {
+        p.name for p in BENCH_CONFIGS.glob("*.yaml") if "quick" in yaml.safe_load(p.read_text())
+    }
+    assert {f"{name} --quick" for name in quick} <= set(_expected()["files"])
+
+
+@pytest.mark.parametrize("name", sorted(_expected()["files"]))
+def test_shipped_bench_yamls_load_as_before(name: str, tmp_path: Path) -> None:
+    splits = tmp_path / "splits.json"
+    splits.write_text(SPLITS_TEXT)
+    expected = _expected()["files"][name]
+    got = _file_entry(name, splits)
+    _same(got["config"], expected["config"])
+    assert got["cell_hashes"] == expected["cell_hashes"]
+
+
+@pytest.mark.parametrize("index", range(len(_expected()["command_lines"])))
+def test_command_lines_mean_what_they_meant(index: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Shortcuts, older spellings, ``--quick``, ``--set`` on sections and inside mappings."""
+    monkeypatch.chdir(REPO)
+    case = _expected()["command_lines"][index]
+    _same(_printed(case["argv"]), case["config"])
+
+
+def test_set_replaces_a_section_and_edits_one_entry_of_a_mapping() -> None:
+    path = BENCH_CONFIGS / "synthetic_demo.yaml"
+    config = load_config(
+        path,
+        {
+            "sweep.split": {"kind": "fixed", "preset": "c17_train012_test34"},
+            "train.trainer.max_epochs": 4,
+            "prepare.extract.device": "cuda",
+            "sweep.splits.a.kind": "kfold",
+            "quick": {"jobs": 1},
+        },
+    )
+    split = config.sweep.split
+    assert (split.kind, split.preset, split.val_fraction) == ("fixed", "c17_train012_test34", 0.2)
+    assert config.train["trainer"] == {
+        "max_epochs": 4,
+        "patience": 6,
+        "accelerator": "cpu",
+        "monitor": "val/macro_f1_calibrated",
+    }
+    assert config.prepare.extract == {"device": "cuda", "batch_size": 64, "workers": 0}
+    assert (config.sweep.splits["a"].kind, config.sweep.splits["a"].val_fraction) == ("kfold", 0.2)
+    assert config.quick == {"jobs": 1}
+    later = load_config(path, {"jobs": 3, "stats": {"alpha": 0.1}, "stats.seed": 7})
+    assert (later.jobs, later.stats.alpha, later.stats.seed, later.stats.bootstrap) == (
+        3,
+        0.1,
+        7,
+        2000,
+    )
+
+
+def test_nested_flags_and_shortcuts(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(REPO)
+    argv = ["--config", "configs/bench/synthetic_demo.yaml", "--sweep.seeds", "[0, 1]",
+            "--jobs", "3", "--stats.bootstrap", "100", "--prepare.grid.target_mpp", "2.0",
+            "--sweep.split.val_fraction", "0.3", "--patch_size", "32", "--encoder", "e",
+            "--out", "o", "--no-progress", "--set", "train.data.batch_size=2"]  # fmt: skip
+    printed = _printed(argv)
+    assert printed["sweep"]["seeds"] == [0, 1]
+    assert (printed["jobs"], printed["stats"]["bootstrap"]) == (3, 100)
+    assert printed["prepare"]["grid"] == {
+        "target_mpp": 2.0,
+        "patch_size_px": 32,
+        "overlap_px": 0,
+        "min_tissue": 0.25,
+    }
+    assert printed["sweep"]["split"]["val_fraction"] == 0.3
+    assert (printed["data"]["encoder"], printed["output_root"], printed["progress"]) == (
+        "e",
+        "o",
+        False,
+    )
+    assert printed["train"]["data"]["batch_size"] == 2
+    assert printed["train"]["data"]["cache_in_ram"] is True  # the rest of the section stays
+    assert _printed([*argv, "--seeds", "4", "5"])["sweep"]["seeds"] == [4, 5]
+
+
+def test_options_win_over_the_config_and_its_quick_section_wherever_they_stand(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "b.yaml"
+    path.write_text("name: full\njobs: 4\nsweep: {seeds: [0, 1, 2]}\nquick: {name: q, jobs: 3}\n")
+    printed = _printed(["--jobs", "2", "--quick", "--config", str(path)])
+    assert (printed["name"], printed["jobs"], printed["sweep"]["seeds"]) == ("q", 2, [0, 1, 2])
+    assert _printed(["--config", str(path), "--no-quick"])["name"] == "full"
+    assert _printed(["--config", str(path), "--quick", "false"])["name"] == "full"
+    assert _printed(["--config", str(path), "--quick", "--set", "name=n"])["name"] == "n"
+
+
+def test_a_new_list_of_losses_or_models_replaces_the_old_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No entry keeps the settings of the entry it replaces (jsonargparse merges by index)."""
+    monkeypatch.chdir(REPO)
+    demo = ["--config", "configs/bench/synthetic_demo.yaml"]  # abmil(hidden_dim 64, ...)
+    fresh = [{"name": "transmil", "kwargs": {}, "label": "transmil"}]
+    assert _printed([*demo, "--sweep.models", "[{name: transmil}]"])["sweep"]["models"] == fresh
+    assert _printed([*demo, "--sweep.models=[{name: transmil}]"])["sweep"]["models"] == fresh
+    assert _printed([*demo, "--set", "sweep.models=[{name: transmil}]"])["sweep"]["models"] == fresh
+    second = tmp_path / "second.yaml"
+    second.write_text("sweep: {models: [{name: transmil}]}\n")
+    assert _printed([*demo, "--config", str(second)])["sweep"]["models"] == fresh
+    losses = "[{name: ce}, {name: ncmi}]"  # ncmi_mil had kwargs {temperature: 0.2}
+    printed = _printed([*demo, "--sweep.losses", losses, "--sweep.treatment", "ncmi"])
+    assert [e["kwargs"] for e in printed["sweep"]["losses"]] == [{}, {}]
+    appended = _printed([*demo, "--sweep.models+", "{name: transmil}"])["sweep"]["models"]
+    assert [m["name"] for m in appended] == ["abmil", "transmil"]
+    assert appended[0]["kwargs"] == {"hidden_dim": 64, "attention_dim": 32, "dropout": 0.1}
+
+
+@pytest.mark.parametrize("name", sorted(p.name for p in BENCH_CONFIGS.glob("*.yaml")))
+def test_print_config_round_trips(
+    name: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``--print_config`` prints YAML that ``--config`` reads back to the same config."""
+    monkeypatch.chdir(REPO)
+    quick = ["--quick"] if "quick" in yaml.safe_load((BENCH_CONFIGS / name).read_text()) else []
+    argv = ["--config", f"configs/bench/{name}", *quick, "--jobs", "3", "--name", "printed"]
+    printed = _printed(argv)
+    saved = tmp_path / "printed.yaml"
+    saved.write_text(yaml.safe_dump(printed, sort_keys=False))
+    _same(_printed(["--config", str(saved)]), printed)
+    _same(to_dict(load_config(saved)), printed)
+    assert (printed["jobs"], printed["name"]) == (3, "printed")
+
+
+def _error(argv: list[str], capsys: pytest.CaptureFixture[str]) -> str:
+    from wsi_ncmi.cli.bench import main
+
+    capsys.readouterr()
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    assert len(err.strip().splitlines()) == 1, err
+    return err
+
+
+@pytest.mark.parametrize(
+    ("argv", "needle"),
+    [
+        (["--stats.alpha", "high"], "stats.alpha: Expected a <class 'float'>. Got value: high"),
+        (["--set", "stats.alpha=high"], "stats.alpha: Expected a <class 'float'>"),
+        (["--set", "stats=3"], "stats must be a mapping, got 3"),
+        (["--set", "sweep.split.kind=nope"], "sweep.split.kind: Expected a typing.Literal"),
+        (["--set", "sweep.split.bogus=1"], "sweep.split has unknown keys ['bogus']; allowed:"),
+        (["--set", "bogus.x=1"], "config has unknown keys ['bogus']; allowed: ['name',"),
+        (
+            ["--set", "sweep.losses=[{name: ce}, {name: ce, labl: x}]"],
+            "sweep.losses[1] has unknown keys ['labl']; allowed: ['name', 'kwargs',",
+        ),
+        (["--set", "sweep.losses=[{name: ce}, {label: x}]"], "sweep.losses[1]: "),
+        (["--set", "sweep.splits={a: {kind: loho}, b: {kind: x}}"], "sweep.splits.b.kind:"),
+        (["--set", "data.synth.seed=x"], "data.synth.seed: Expected a <class 'int'>"),
+        (["--set", "sweep.seeds.0=1"], "cannot set 'sweep.seeds.0': 'sweep.seeds' is [0, 1, 2]"),
+        (["--set", "jobs"], "--set expects KEY=VALUE"),
+        (["--set", "jobs=0"], "jobs must be >= 1, got 0"),
+        (["--prepare.grid.min_tissue", "2"], "min_tissue must be a fraction in [0, 1], got 2.0"),
+        (["--quick"], "--quick: the config has no 'quick' section of overrides"),
+        (["--quick=maybe"], "--quick must be true or false, got 'maybe'"),
+        (["--config", "nowhere.yaml"], "nowhere.yaml"),
+    ],
+)
+def test_bad_values_name_their_key(
+    argv: list[str], needle: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert needle in _error(argv, capsys)
+
+
+@pytest.mark.parametrize(
+    ("text", "needle"),
+    [
+        ("bogus: 1\n", "config has unknown keys ['bogus']"),
+        ("prepare: {target_mpp: 1.0}\n", "prepare has unknown keys ['target_mpp']"),
+        ("sweep: {splits: {x: {kind: nope}}}\n", "sweep.splits.x.kind: Expected a typing.Literal"),
+        ("sweep: {losses: [{name: ce}, {name: focal, kwargs: 3}]}\n", "sweep.losses[1].kwargs:"),
+        ("data: {synth: {presett: bench}}\n", "data.synth has unknown keys ['presett']"),
+        ("[1, 2]\n", "config must be a mapping, got [1, 2]"),
+    ],
+)
+def test_a_bad_config_file_is_named_with_the_key(
+    text: str, needle: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "bad.yaml"
+    path.write_text(text)
+    err = _error(["--config", str(path)], capsys)
+    assert f"{path}: {needle}" in err
+    with pytest.raises(ConfigError, match=r"bad\.yaml: "):
+        load_config(path)
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        "0",
+        "",
+        "...",
+        "a: b",
+        "yes",
+        None,
+        True,
+        1,
+        1e-05,
+        0.1,
+        [1, "2"],
+        {"z": {"c": [None]}, "a": 1},
+    ],
+)
+def test_override_values_survive_the_command_line(value: Any) -> None:
+    from wsi_ncmi.bench.typed import dump_value, parse_override
+
+    key, parsed = parse_override(f"k={dump_value(value)}")
+    assert (key, parsed) == ("k", value)
+    assert json.dumps(parsed) == json.dumps(value)  # types and key order
+
+
+def test_one_dataclass_is_typed_by_jsonargparse() -> None:
+    from wsi_ncmi.bench.typed import build
+    from wsi_ncmi.tiling import GridParams
+    from wsi_ncmi.train.config import OptimConfig, TrainerConfig
+
+    optim = build(OptimConfig, {"lr": 1, "weight_decay": 0}, "train.optim")
+    assert (optim.lr, optim.weight_decay) == (1.0, 0.0)
+    assert (type(optim.lr), type(optim.weight_decay)) == (float, float)
+    with pytest.raises(ConfigError, match=r"^train\.trainer\.max_epochs: Expected a <class 'int'>"):
+        build(TrainerConfig, {"max_epochs": "many"}, "train.trainer")
+    with pytest.raises(ConfigError, match=r"^train\.trainer has unknown keys \['max_epoch'\]"):
+        build(TrainerConfig, {"max_epoch": 3}, "train.trainer")
+    with pytest.raises(ConfigError, match=r"^prepare\.grid: min_tissue must be a fraction"):
+        build(GridParams, {"min_tissue": 2.0}, "prepare.grid")
+    with pytest.raises(ConfigError, match=r"^train\.optim must be a mapping, got 3"):
+        build(OptimConfig, 3, "train.optim")
+
+
+def _regenerate() -> None:
+    """Rewrite the expectations with the current loader (after an intended change)."""
+    import os
+    import tempfile
+
+    os.chdir(REPO)
+    doc = _expected()
+    with tempfile.TemporaryDirectory() as tmp:
+        splits = Path(tmp) / "splits.json"
+        splits.write_text(SPLITS_TEXT)
+        names = [p.name for p in sorted(BENCH_CONFIGS.glob("*.yaml"))]
+        names += [
+            f"{n} --quick"
+            for n in names
+            if "quick" in yaml.safe_load((BENCH_CONFIGS / n).read_text())
+        ]
+        doc["files"] = {name: _file_entry(name, splits) for name in names}
+    for case in doc["command_lines"]:
+        case["config"] = _printed(case["argv"])
+    EXPECTED.write_text(json.dumps(doc, indent=1) + "\n")
+
+
+if __name__ == "__main__" and "--regenerate" in sys.argv:
+    _regenerate()
