@@ -49,10 +49,11 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(VENV)/bin/mypy wsi_ncmi
 
-## The test command (README, .ci/run): lint, types, then the CPU test suite, one
-## pytest-xdist worker per core (PYTEST_WORKERS=0 runs it in one process); a test file's
-## tests stay in one worker, so module fixtures are built once.
-PYTEST_WORKERS ?= auto
+## The test command (README, .ci/run): lint, types, then the CPU test suite. On a machine
+## with more cores, PYTEST_WORKERS=auto spreads the test files over one pytest-xdist worker
+## per core (a file's tests stay in one worker, so module fixtures are built once); on 2
+## cores it gains nothing (the tests already use both), so the default is one process.
+PYTEST_WORKERS ?= 0
 test: lint typecheck
 	$(PY) -m pytest -m "not slow and not gpu and not browser" -q -n $(PYTEST_WORKERS) --dist loadfile
 

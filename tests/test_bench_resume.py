@@ -193,8 +193,13 @@ def test_ctrl_c_stops_a_parallel_sweep_and_the_rerun_resumes(tmp_path: Path) -> 
     args = [*_args(root, out), "--jobs", "2"]
     child = _spawn(args, tmp_path)
     deadline = time.monotonic() + 300
-    while not _finished(out) and child.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.05)
+    # Interrupt once both job processes have started a cell: four cells are still queued.
+    while (
+        len(list(out.glob("resume/cells/*/run"))) < 2
+        and child.poll() is None
+        and time.monotonic() < deadline
+    ):
+        time.sleep(0.02)
     if child.poll() is None:
         os.kill(child.pid, signal.SIGINT)
     try:
