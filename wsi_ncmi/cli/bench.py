@@ -30,7 +30,6 @@ from wsi_ncmi.cli.common import (
     aliases_help,
     new_parser,
     normalize_argv,
-    rename_options,
     run_cli,
 )
 
@@ -82,7 +81,7 @@ def build_parser() -> Any:
     p.add_argument(
         "--force", type=bool, default=False, help="recompute cells made with other settings"
     )
-    rename_options(p, {"--output_root": "--out"})
+    add_names(p, {"--output_root": "--out"}, replace=True)
     add_names(p, SHORTCUTS)
     return p
 

@@ -186,35 +186,26 @@ def new_parser(prog: str, description: str, *, epilog: str = "", config_file: bo
     return parser
 
 
-def add_names(parser: argparse.ArgumentParser, names: Mapping[str, str]) -> None:
-    """Give generated options a second, shorter name shown first in ``--help``.
+def add_names(
+    parser: argparse.ArgumentParser, names: Mapping[str, str], *, replace: bool = False
+) -> None:
+    """Give generated options another name, shown first in ``--help`` (the destination stays).
 
     Args:
         parser: The parser.
-        names: ``{"--out_dir": "--out"}``: the generated option and its extra name.
+        names: ``{"--out_dir": "--out"}``: the generated option and its new name.
+        replace: The new name is the option's only spelling of that name (the generated
+            one is dropped), e.g. ``{"--output_root": "--out"}``.
 
     Raises:
         KeyError: An option the parser does not have.
     """
     for option, name in names.items():
         action = parser._option_string_actions[option]
-        action.option_strings = [name, *action.option_strings]
-        parser._option_string_actions[name] = action
-
-
-def rename_options(parser: argparse.ArgumentParser, names: Mapping[str, str]) -> None:
-    """Give generated options another name instead of theirs (the destination stays).
-
-    Args:
-        parser: The parser.
-        names: ``{"--output_root": "--out"}``: the generated option and its only name.
-
-    Raises:
-        KeyError: An option the parser does not have.
-    """
-    for option, name in names.items():
-        action = parser._option_string_actions.pop(option)
-        action.option_strings = [name if s == option else s for s in action.option_strings]
+        if replace:
+            del parser._option_string_actions[option]
+        kept = [s for s in action.option_strings if not (replace and s == option)]
+        action.option_strings = [name, *kept]
         parser._option_string_actions[name] = action
 
 
