@@ -194,9 +194,18 @@ def train_config_for(config: BenchConfig, cell: Cell, cell_dir: Path) -> Any:
     )
 
 
+#: Training options added after sweeps had been run, with the value that reproduces the
+#: behaviour from before they existed: at that value they are left out of the digest, so
+#: cells finished before they existed are still reused (and none is reused wrongly).
+LATER_OPTIONS_NEUTRAL = {("data", "slide_norm"): "none"}
+
+
 def cell_hash(train_config: Any, cell: Cell) -> str:
     """Digest of what determines a cell's result: its training config and its fold."""
     record = dataclasses.asdict(train_config)
+    for (section, key), neutral in LATER_OPTIONS_NEUTRAL.items():
+        if record.get(section, {}).get(key) == neutral:
+            record[section].pop(key)
     record.pop("out_dir", None)
     record.pop("resume", None)
     record["split"].pop("file", None)

@@ -98,7 +98,7 @@ class MILClassifier(L.LightningModule):
         self._val_scores: list[Tensor] = []
         self._val_targets: list[Tensor] = []
         # stage → term → (sum of value × batch size, sum of batch sizes) over the epoch
-        self._stage_sums: dict[str, dict[str, tuple[float, int]]] = {}
+        self._stage_sums: dict[str, dict[str, tuple[Tensor, int]]] = {}
 
     def forward(self, features: Tensor, mask: Tensor | None = None) -> MILOutput:
         """Run the aggregator on bags, cast to float32.
@@ -200,8 +200,17 @@ class MILClassifier(L.LightningModule):
         batch_size = int(targets.shape[0])
         sums = self._stage_sums.setdefault(stage, {})
         for key, value in {"loss": result.loss, **result.terms}.items():
-            total, count = sums.get(key, (0.0, 0))
-            sums[key] = (total + float(value.detach()) * batch_size, count + batch_size)
+            # As Lightning's on_epoch mean: float32 (or float64) sums of value × batch size.
+            value = value.detach()
+            if value.dtype not in (torch.float32, torch.float64):
+                value = value.to(torch.float32)
+            weighted = value * batch_size
+            previous = sums.get(key)
+            sums[key] = (
+                (weighted, batch_size)
+                if previous is None
+                else (previous[0] + weighted, previous[1] + batch_size)
+            )
         return {"outputs": outputs.detach(), "targets": targets}
 
     def _log_stage_epoch(self, stage: str) -> None:
