@@ -236,3 +236,36 @@ def test_runner_gives_up_waiting_after_max_wait(tmp_path: Path) -> None:
     )
     assert [r.status for r in report.results] == ["locked"]
     assert "locked" in report.summary()
+
+
+def test_a_lock_never_exists_without_its_holder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The lock appears with its JSON complete (a killed holder leaves a judgeable lock)."""
+    path = tmp_path / "locks" / "s1.lock"
+    seen: list[dict[str, object]] = []
+    real_link = os.link
+
+    def link(src: str | os.PathLike[str], dst: str | os.PathLike[str]) -> None:
+        seen.append(json.loads(Path(src).read_text()))  # what the lock will hold, whole
+        real_link(src, dst)
+
+    monkeypatch.setattr(os, "link", link)
+    a, b = ItemLock(path, heartbeat_s=0), ItemLock(path, heartbeat_s=0)
+    assert a.acquire()
+    assert not b.acquire()  # exists: refused, and its draft removed
+    assert seen[0]["pid"] == os.getpid()
+    assert seen[0]["token"] == a.token
+    assert json.loads(path.read_text())["token"] == a.token
+    assert sorted(p.name for p in path.parent.iterdir()) == ["s1.lock"]
+    a.release()
+
+    def no_links(src: str | os.PathLike[str], dst: str | os.PathLike[str]) -> None:
+        raise PermissionError(errno.EPERM, "hard links not supported")
+
+    monkeypatch.setattr(os, "link", no_links)  # e.g. some network filesystems
+    assert b.acquire()
+    assert not a.acquire()
+    assert json.loads(path.read_text())["token"] == b.token
+    assert sorted(p.name for p in path.parent.iterdir()) == ["s1.lock"]
+    b.release()

@@ -1,9 +1,10 @@
 """Per-item lock files that work on shared filesystems, with stale-lock takeover.
 
 Many independent jobs (a SLURM array, several machines) can split one cohort with no
-coordinator: before processing an item a job creates ``<lock_dir>/<item>.lock`` with
-``O_CREAT | O_EXCL`` (atomic on local filesystems and on NFSv3+), holding JSON
-``{host, pid, token, started}``. The holder refreshes the file's mtime while it works.
+coordinator: before processing an item a job creates ``<lock_dir>/<item>.lock``, holding JSON
+``{host, pid, token, started}``, by hard-linking a fully written private file to that name
+(atomic and exclusive on local filesystems and NFS; ``O_CREAT | O_EXCL`` where hard links
+are not supported). The holder refreshes the file's mtime while it works.
 A lock is stale when its process is gone (same host) or its heartbeat is older than
 ``stale_after_s`` (any host); a stale lock is renamed away and retaken.
 
@@ -178,6 +179,23 @@ class ItemLock:
             "token": self.token,
             "started": time.time(),
         }
+        # Written whole under a private name, then hard-linked to the lock's name (atomic,
+        # and it fails if the lock exists), so the lock never exists empty: a holder killed
+        # between creating and writing it would leave a lock that only its age could
+        # judge stale, a wait of ``stale_after_s`` for everyone else.
+        draft = self.path.with_name(f"{self.path.name}.new-{self.token}")
+        draft.write_text(json.dumps(payload), encoding="utf-8")
+        try:
+            os.link(draft, self.path)
+        except FileExistsError:
+            return False
+        except OSError:  # a filesystem without hard links: exclusive create, then write
+            return self._create_exclusive(payload)
+        finally:
+            draft.unlink(missing_ok=True)
+        return True
+
+    def _create_exclusive(self, payload: dict[str, object]) -> bool:
         try:
             fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
         except FileExistsError:
