@@ -12,7 +12,9 @@ The spread is ``1.4826 · MAD`` (the median absolute deviation, scaled to be the
 deviation under a normal distribution). Where the MAD is zero (a feature that is
 constant on more than half of the slide's patches, e.g. a tissue fraction of 1), it is
 ``1.2533 · mean absolute deviation`` instead (the same scaling for the mean deviation),
-and 1 where that is zero too (a constant feature stays 0).
+and 1 where that is zero too (a constant feature stays 0). Medians are torch's: for an
+even number of patches, the lower of the two middle values. The normalised bag is
+float32, twice the memory of a float16 bag kept with ``cache_in_ram``.
 """
 
 from __future__ import annotations
