@@ -173,7 +173,7 @@ def test_a_new_list_of_losses_or_models_replaces_the_old_one(
     """No entry keeps the settings of the entry it replaces (jsonargparse merges by index)."""
     monkeypatch.chdir(REPO)
     demo = ["--config", "configs/bench/synthetic_demo.yaml"]  # abmil(hidden_dim 64, ...)
-    fresh = [{"name": "transmil", "kwargs": {}, "label": "transmil"}]
+    fresh = [{"name": "transmil", "kwargs": {}, "label": "transmil", "train": {}}]
     assert _printed([*demo, "--sweep.models", "[{name: transmil}]"])["sweep"]["models"] == fresh
     assert _printed([*demo, "--sweep.models=[{name: transmil}]"])["sweep"]["models"] == fresh
     assert _printed([*demo, "--set", "sweep.models=[{name: transmil}]"])["sweep"]["models"] == fresh

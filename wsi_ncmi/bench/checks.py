@@ -66,9 +66,11 @@ def validate(config: BenchConfig) -> None:
         raise ConfigError(f"stats.bootstrap must be >= 100, got {config.stats.bootstrap!r}")
     if not 0.0 < config.stats.alpha < 1.0:
         raise ConfigError(f"stats.alpha must be in (0, 1), got {config.stats.alpha!r}")
-    overrides = [("train", config.train)] + [
-        (f"sweep.losses[{i}].train", entry.train) for i, entry in enumerate(config.sweep.losses)
-    ]
+    overrides = (
+        [("train", config.train)]
+        + [(f"sweep.losses[{i}].train", e.train) for i, e in enumerate(config.sweep.losses)]
+        + [(f"sweep.models[{i}].train", e.train) for i, e in enumerate(config.sweep.models)]
+    )
     for where, train in overrides:
         unknown = sorted(set(train) - set(TRAIN_SECTIONS))
         if unknown:
@@ -107,6 +109,13 @@ def _validate_suite(config: BenchConfig) -> None:
         raise ConfigError(
             f"sweep.tuning.seeds must be a subset of sweep.seeds {sweep.seeds} holding its "
             f"first seed {sweep.seeds[0]} (the one with heatmaps), got {sweep.tuning.seeds}"
+        )
+    tuned = sweep.tuning.models
+    model_labels = [m.label for m in sweep.models]
+    if tuned is not None and (not tuned or sorted(set(tuned) - set(model_labels))):
+        raise ConfigError(
+            f"sweep.tuning.models must be null or a non-empty list of the aggregator labels "
+            f"{model_labels}, got {tuned}"
         )
     labels = [e.label for e in sweep.losses]
     unknown = sorted(set(sweep.baselines) - set(labels))

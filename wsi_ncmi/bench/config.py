@@ -151,11 +151,15 @@ class ModelEntry:
         name: A :func:`wsi_ncmi.mil.list_aggregators` name.
         kwargs: Constructor arguments other than ``in_dim``/``num_classes``.
         label: Name in the tables (default: ``name``).
+        train: Overrides of the ``train`` sections for this aggregator only (e.g.
+            ``{data: {max_patches_train: 128}}`` for a costly one), applied over the
+            sweep-wide ``train`` section and under a loss's own ``train``.
     """
 
     name: str
     kwargs: dict[str, Any] = field(default_factory=dict)
     label: str = ""
+    train: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -183,10 +187,14 @@ class TuningConfig:
             then reused).
         metric: Key of a cell's validation record (``val`` in ``result.json``), higher
             is better; averaged over the tuning seeds and every fold of the split.
+        models: Labels of the aggregators the grid trains on (``null``: every one).
+            The others take, per loss and fold, the variant chosen on the first of
+            them, so every loss still gets the same budget at a fraction of the cost.
     """
 
     seeds: list[int] = field(default_factory=lambda: [0])
     metric: str = "macro_f1_calibrated"
+    models: list[str] | None = None
 
 
 @dataclass

@@ -140,6 +140,9 @@ def plan_cells(config: BenchConfig, splits_files: dict[int, Path]) -> list[Cell]
 def train_config_for(config: BenchConfig, cell: Cell, cell_dir: Path) -> Any:
     """The ``TrainConfig`` of one cell (``wsi-train``'s defaults + the bench overrides).
 
+    Each ``train`` section is layered: ``wsi-train``'s defaults, the sweep-wide ``train``,
+    the aggregator's own ``train``, then the loss's own ``train`` (a grid variant's).
+
     Attention heatmaps are drawn for the first seed only (the others set
     ``report.max_heatmaps = 0``): they are for looking at, not for statistics.
 
@@ -167,10 +170,15 @@ def train_config_for(config: BenchConfig, cell: Cell, cell_dir: Path) -> Any:
         values = (
             dataclasses.asdict(cls())
             | dict(config.train.get(name) or {})
+            | dict(cell.model.train.get(name) or {})
             | dict(cell.loss.train.get(name) or {})
         )
-        own = cell.loss.train.get(name)
-        where = f"sweep.losses[{cell.loss.label}].train.{name}" if own else f"train.{name}"
+        if cell.loss.train.get(name):
+            where = f"sweep.losses[{cell.loss.label}].train.{name}"
+        elif cell.model.train.get(name):
+            where = f"sweep.models[{cell.model.label}].train.{name}"
+        else:
+            where = f"train.{name}"
         sections[name] = build(cls, values, where)
     data = config.data
     sections["data"] = dataclasses.replace(

@@ -341,6 +341,7 @@ def write_reports(
                             "model": c.model,
                             "fold": c.fold,
                             "chosen": c.variant.label,
+                            "tuned_on": c.tuned_on or c.model,
                             "scores": c.scores,
                         }
                         for c in choices

@@ -106,9 +106,17 @@ def tuning_config(config: BenchConfig) -> BenchConfig | None:
         return None
     variants = [v for e in sweep.losses for v in expand_grid(e)]
     seeds = [s for s in sweep.seeds if s in sweep.tuning.seeds]  # sweep order: same cells
+    models = [m for m in sweep.models if m.label in tuned_models(config)]
     return dataclasses.replace(
-        config, sweep=dataclasses.replace(sweep, losses=variants, seeds=seeds)
+        config, sweep=dataclasses.replace(sweep, losses=variants, seeds=seeds, models=models)
     )
+
+
+def tuned_models(config: BenchConfig) -> list[str]:
+    """Labels of the aggregators the grids train on (``sweep.tuning.models``, else all)."""
+    labels = [m.label for m in config.sweep.models]
+    chosen = config.sweep.tuning.models
+    return labels if chosen is None else [label for label in labels if label in chosen]
 
 
 def validation_scores(
@@ -135,6 +143,8 @@ class Choice:
         fold: The fold's name.
         variant: The chosen variant entry.
         scores: ``{variant label: (mean validation score, cells)}`` of every variant.
+        tuned_on: The aggregator whose validation scores made the choice (``model``
+            itself unless it is not in ``sweep.tuning.models``).
     """
 
     loss: str
@@ -143,6 +153,7 @@ class Choice:
     fold: str
     variant: LossEntry
     scores: dict[str, tuple[float, int]]
+    tuned_on: str = ""
 
 
 def select_variants(
@@ -154,7 +165,8 @@ def select_variants(
 
     A variant without a finished cell cannot be chosen; a loss none of whose variants
     finished keeps its first variant (its cells then fail again, visibly, in the final
-    stage).
+    stage). An aggregator outside ``sweep.tuning.models`` takes, per loss and fold, the
+    choice made on the first tuned aggregator.
 
     Args:
         config: The split's configuration.
@@ -165,22 +177,26 @@ def select_variants(
     scores = validation_scores(results, config.sweep.tuning.metric)
     if folds is None:
         folds = sorted({(int(r["fold_index"]), str(r["fold"])) for r in results})
+    tuned = tuned_models(config)
     choices = []
     for model in config.sweep.models:
+        source = model.label if model.label in tuned else tuned[0]
         for fold_index, fold in folds:
             for entry in config.sweep.losses:
                 variants = expand_grid(entry)
                 table = {
-                    v.label: scores[(v.label, model.label, fold_index)]
+                    v.label: scores[(v.label, source, fold_index)]
                     for v in variants
-                    if (v.label, model.label, fold_index) in scores
+                    if (v.label, source, fold_index) in scores
                 }
                 best = max(
                     (v for v in variants if v.label in table),
                     key=lambda v: table[v.label][0],
                     default=variants[0],
                 )
-                choices.append(Choice(entry.label, model.label, fold_index, fold, best, table))
+                choices.append(
+                    Choice(entry.label, model.label, fold_index, fold, best, table, source)
+                )
     return choices
 
 
@@ -281,10 +297,20 @@ def tuning_table(config: BenchConfig, choices: Sequence[Choice]) -> list[str]:
         "| aggregator | fold | loss | variant | validation score | cells | chosen |",
         "|---|---|---|---|---|---|---|",
     ]
+    borrowed = sorted({c.model for c in choices if c.tuned_on and c.tuned_on != c.model})
     for c in choices:
+        if c.model in borrowed:
+            continue
         for label, (score, n) in c.scores.items():
             mark = "**yes**" if label == c.variant.label else ""
             lines.append(
                 f"| {c.model} | {c.fold} | {c.loss} | `{label}` | {score:.3f} | {n} | {mark} |"
             )
+    if borrowed:
+        source = next(c.tuned_on for c in choices if c.model in borrowed)
+        lines += [
+            "",
+            f"Not tuned on their own (`sweep.tuning.models`): {', '.join(borrowed)}. Each takes "
+            f"{source}'s choice for the same loss and fold.",
+        ]
     return lines

@@ -125,8 +125,11 @@ def _check_train_sections(config: BenchConfig, cells: list[Cell]) -> None:
     from wsi_ncmi.bench.plan import train_config_for
     from wsi_ncmi.train.config import check_train_values
 
-    if cells:
-        check_train_values(train_config_for(config, cells[0], config.out_dir / "_check"))
+    seen = set()
+    for cell in cells:  # one per (aggregator, loss): each may have its own overrides
+        if (cell.model.label, cell.loss.label) not in seen:
+            seen.add((cell.model.label, cell.loss.label))
+            check_train_values(train_config_for(config, cell, config.out_dir / "_check"))
 
 
 def shard_order(cells: list[Cell], shard: str | None) -> list[Cell]:
