@@ -181,6 +181,58 @@ def test_a_loss_entry_overrides_the_train_sections_for_that_loss_only() -> None:
         train_config_for(bad, cell, Path("x"))
 
 
+def test_an_aggregator_entry_overrides_the_train_sections_under_the_loss_entry() -> None:
+    """Layering: defaults < ``train`` < ``sweep.models[].train`` < ``sweep.losses[].train``."""
+    from wsi_ncmi.bench.plan import Cell, cell_hash, train_config_for
+
+    overrides: dict[str, object] = {
+        "sweep.losses": [
+            {"name": "ce", "train": {"data": {"batch_size": 2}}},
+            {"name": "ncmi_mil"},
+        ],
+        "sweep.models": [
+            {"name": "abmil"},
+            {"name": "transmil", "train": {"data": {"max_patches_train": 64, "batch_size": 4}}},
+        ],
+        "train.data.max_patches_train": 512,
+    }
+    config = load_config(None, overrides)
+    abmil, transmil = config.sweep.models
+    ce, mil = config.sweep.losses
+    made = {
+        (m.label, loss.label): train_config_for(
+            config, Cell(loss, m, 0, 0, "f", (0,), "s.json"), Path("x")
+        )
+        for m in (abmil, transmil)
+        for loss in (ce, mil)
+    }
+    got = {k: (t.data.max_patches_train, t.data.batch_size) for k, t in made.items()}
+    assert got == {
+        ("abmil", "ce"): (512, 2),
+        ("abmil", "ncmi_mil"): (512, 8),
+        ("transmil", "ce"): (64, 2),  # the loss's own batch size wins over the aggregator's
+        ("transmil", "ncmi_mil"): (64, 4),
+    }
+    # An aggregator without overrides keeps the digest it had before the option existed.
+    splits = Path(__file__).parent / "data" / "bench_configs.json"
+    plain = load_config(None, {**overrides, "sweep.models": [{"name": "abmil"}]})
+    cell = Cell(plain.sweep.losses[0], plain.sweep.models[0], 0, 0, "f", (0,), str(splits))
+    same = Cell(ce, abmil, 0, 0, "f", (0,), str(splits))
+    assert cell_hash(train_config_for(plain, cell, Path("x")), cell) == cell_hash(
+        train_config_for(config, same, Path("x")), same
+    )
+    bad = load_config(None, {"sweep.models": [{"name": "abmil", "train": {"optim": {"lrr": 1}}}]})
+    cell = Cell(bad.sweep.losses[0], bad.sweep.models[0], 0, 0, "f", (0,), "s.json")
+    with pytest.raises(ConfigError, match=r"sweep\.models\[abmil\]\.train\.optim has unknown keys"):
+        train_config_for(bad, cell, Path("x"))
+    with pytest.raises(ConfigError, match=r"sweep\.models\[0\]\.train has unknown sections"):
+        load_config(None, {"sweep.models": [{"name": "abmil", "train": {"optimiser": {}}}]})
+    with pytest.raises(ConfigError, match=r"sweep\.models\[0\]\.train\.data must not set"):
+        load_config(
+            None, {"sweep.models": [{"name": "abmil", "train": {"data": {"encoder": "x"}}}]}
+        )
+
+
 def test_ctrl_c_stops_a_parallel_sweep_and_the_rerun_resumes(tmp_path: Path) -> None:
     """SIGINT to the main process only (``kill -INT``) while two cells train at once.
 

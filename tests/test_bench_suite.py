@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -86,6 +87,55 @@ def test_selection_uses_validation_scores_only() -> None:
     assert choices[("ncmi_mil", 1)].variant.label == "ncmi_mil"
 
 
+def test_untuned_aggregators_take_the_tuned_ones_choice_per_loss_and_fold() -> None:
+    from wsi_ncmi.bench.suite import tuning_config, tuning_table
+
+    config = load_config(
+        None,
+        {
+            "sweep.losses": [{"name": "ce", "grid": {"optim.lr": [0.001, 0.01]}}],
+            "sweep.treatment": "ce",
+            "sweep.models": [{"name": "abmil"}, {"name": "dsmil"}, {"name": "transmil"}],
+            "sweep.tuning.models": ["dsmil"],
+        },
+    )
+    tune = tuning_config(config)
+    assert tune is not None
+    assert [m.label for m in tune.sweep.models] == ["dsmil"]  # the grid trains on dsmil only
+
+    def result(loss: str, model: str, fold: int, val: float) -> dict[str, object]:
+        return {
+            "loss": loss,
+            "model": model,
+            "fold_index": fold,
+            "fold": f"loho_center{fold}",
+            "val": {"macro_f1_calibrated": val},
+        }
+
+    results = [
+        result("ce_lr0.001", "dsmil", 0, 0.3),
+        result("ce_lr0.01", "dsmil", 0, 0.8),
+        result("ce_lr0.001", "dsmil", 1, 0.9),
+        result("ce_lr0.01", "dsmil", 1, 0.1),
+        # A stray score of an untuned aggregator (e.g. left by an earlier sweep) is ignored.
+        result("ce_lr0.001", "abmil", 0, 1.0),
+    ]
+    choices = select_variants(config, results, [(0, "loho_center0"), (1, "loho_center1")])
+    chosen = {(c.model, c.fold_index): (c.variant.label, c.tuned_on) for c in choices}
+    assert chosen == {
+        ("abmil", 0): ("ce_lr0.01", "dsmil"),
+        ("abmil", 1): ("ce_lr0.001", "dsmil"),
+        ("dsmil", 0): ("ce_lr0.01", "dsmil"),
+        ("dsmil", 1): ("ce_lr0.001", "dsmil"),
+        ("transmil", 0): ("ce_lr0.01", "dsmil"),
+        ("transmil", 1): ("ce_lr0.001", "dsmil"),
+    }
+    table = tuning_table(config, choices)
+    assert sum("| dsmil |" in line for line in table) == 4  # 2 folds x 2 variants
+    assert not any("| abmil |" in line or "| transmil |" in line for line in table)
+    assert "Not tuned on their own (`sweep.tuning.models`): abmil, transmil." in table[-1]
+
+
 @pytest.mark.parametrize(
     ("override", "message"),
     [
@@ -107,6 +157,8 @@ def test_selection_uses_validation_scores_only() -> None:
         ({"prepare.grid.min_tissue": 2.0}, "min_tissue must be a fraction"),
         ({"prepare.target_mpp": 1.0}, "unknown keys"),
         ({"sweep.split.file": "x.json"}, "must not be set"),
+        ({"sweep.tuning.models": ["transmil"]}, "sweep.tuning.models must be null or"),
+        ({"sweep.tuning.models": []}, "sweep.tuning.models must be null or"),
     ],
 )
 def test_suite_settings_are_checked(override: dict[str, object], message: str) -> None:
@@ -182,9 +234,12 @@ def test_tuned_two_split_sweep_end_to_end(tmp_path: Path) -> None:
         " fixed: {kind: fixed, preset: c17_train012_test34}}",
         "--set", "train={trainer: {max_epochs: 1, patience: 0, accelerator: cpu},"
         " optim: {lr: 0.01}, report: {bootstrap: 100, max_heatmaps: 0}}",
-        "--set", "stats.bootstrap=200", "--set", "torch_threads=1",
+        "--set", "stats.bootstrap=200", "--set", "torch_threads=1", "--jobs", "2",
     ]  # fmt: skip
     assert main(args) == 0
+    # Both splits' tuning and final stages ran in one pool of two job processes.
+    pids = {json.loads(p.read_text())["pid"] for p in out.glob("suite/*/cells/*/result.json")}
+    assert 1 <= len(pids) <= 2 and os.getpid() not in pids
     for split, folds in (("loho", ["loho_center0"]), ("fixed", None)):
         base = out / "suite" / split
         cells = _cells(base)

@@ -186,11 +186,13 @@ def run_bench(
             "train.data.missing: exclude"
         )
     from wsi_ncmi.bench.suite import split_configs
+    from wsi_ncmi.bench.sweep import shared_pools
 
-    parts = {
-        name: _run_split(part, force=force, shard=shard)
-        for name, part in split_configs(config).items()
-    }
+    with shared_pools():  # one set of job processes for every stage of every split
+        parts = {
+            name: _run_split(part, force=force, shard=shard)
+            for name, part in split_configs(config).items()
+        }
     first = next(iter(parts.values()))
     for part in parts.values():
         for key, value in part.seconds.items():

@@ -14,11 +14,13 @@ and only a job that sees every cell finished writes the reports.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import multiprocessing
 import os
 import shutil
 import time
+from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from typing import Any
@@ -60,6 +62,49 @@ class SweepOutcome:
     def complete(self) -> bool:
         """Whether every planned cell has a result."""
         return len({r["cell_id"] for r in self.results}) == len(self.cells)
+
+
+#: Pools kept alive by :func:`shared_pools`, by number of jobs (``None``: not shared).
+_SHARED: dict[int, ProcessPoolExecutor] | None = None
+
+
+@contextlib.contextmanager
+def shared_pools() -> Iterator[None]:
+    """Let every :func:`run_sweep` inside this block reuse one pool of job processes.
+
+    A benchmark runs many sweeps (the tuning stage, then one per aggregator and fold, per
+    split); each spawned job process spends seconds importing torch and Lightning, so
+    :func:`wsi_ncmi.bench.pipeline.run_bench` starts the pool once. The pools are shut
+    down when the block ends.
+    """
+    global _SHARED
+    if _SHARED is not None:  # nested: the outer block owns the pools
+        yield
+        return
+    _SHARED = {}
+    try:
+        yield
+    finally:
+        pools, _SHARED = _SHARED, None
+        for pool in pools.values():
+            pool.shutdown(cancel_futures=True)
+
+
+def _job_pool(jobs: int) -> tuple[ProcessPoolExecutor, bool]:
+    """A pool of ``jobs`` spawned processes, and whether this sweep owns it."""
+    if _SHARED is None:
+        return ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn")), True
+    if jobs not in _SHARED:
+        _SHARED[jobs] = ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn"))
+    return _SHARED[jobs], False
+
+
+def _drop_pool(pool: ProcessPoolExecutor) -> None:
+    """Stop a pool at once (Ctrl-C or an error) and forget it if it was shared."""
+    if _SHARED is not None:
+        for jobs in [j for j, p in _SHARED.items() if p is pool]:
+            del _SHARED[jobs]
+    pool.shutdown(wait=False, cancel_futures=True)
 
 
 def available_cores() -> int:
@@ -206,9 +251,8 @@ def run_sweep(
             for cell in todo:
                 bar.set_postfix_str(f"training {cell.cell_id}", refresh=True)
                 record(*run_cell_job((config, cell, None)))
-        else:
-            context = multiprocessing.get_context("spawn")
-            pool = ProcessPoolExecutor(jobs, mp_context=context)
+        elif todo:
+            pool, owned = _job_pool(jobs)
             futures = []
             try:
                 futures = [pool.submit(run_cell_job, (config, c, threads)) for c in todo]
@@ -220,9 +264,10 @@ def run_sweep(
                 # and a rerun resumes.
                 for future in futures:
                     future.cancel()  # those not yet handed to a worker
-                pool.shutdown(wait=False, cancel_futures=True)
+                _drop_pool(pool)
                 raise
-            pool.shutdown()
+            if owned:
+                pool.shutdown()
     finally:
         bar.close()
         outcome.seconds = time.perf_counter() - started
