@@ -239,7 +239,8 @@ def test_tuned_two_split_sweep_end_to_end(tmp_path: Path) -> None:
     assert main(args) == 0
     # Both splits' tuning and final stages ran in one pool of two job processes.
     pids = {json.loads(p.read_text())["pid"] for p in out.glob("suite/*/cells/*/result.json")}
-    assert 1 <= len(pids) <= 2 and os.getpid() not in pids
+    assert 1 <= len(pids) <= 2
+    assert os.getpid() not in pids
     for split, folds in (("loho", ["loho_center0"]), ("fixed", None)):
         base = out / "suite" / split
         cells = _cells(base)

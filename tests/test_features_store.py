@@ -62,6 +62,47 @@ def test_roundtrip_and_load_bag(tmp_path: Path) -> None:
         load_bag(path, expect_dim=4)
 
 
+def test_load_bag_validates_an_unchanged_file_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Epoch after epoch, a bag is read without re-opening it through HDF5; a file
+    replaced since (atomic rename: a new inode) is validated again."""
+    import os
+
+    from wsi_ncmi.features import store
+
+    opens: list[Path] = []
+    checked = store._open_checked
+
+    def counting(path: Path) -> h5py.File:
+        opens.append(path)
+        return checked(path)
+
+    monkeypatch.setattr(store, "_open_checked", counting)
+    path = tmp_path / "s.h5"
+    feats = _write(path)
+    first = load_bag(path)
+    again = load_bag(path)
+    assert len(opens) == 1
+    assert torch.equal(first, again)
+    assert first.shape == (9, 8)
+    again[0, 0] = 99.0  # each load returns its own array
+    assert load_bag(path)[0, 0] != 99.0
+    assert load_bag(path, valid_only=False).shape == (10, 8)  # another key: one more open
+    assert len(opens) == 2
+    with pytest.raises(CacheSchemaError, match="expected 'x'"):
+        load_bag(path, expect_encoder="x")  # checked against the remembered layout
+    with pytest.raises(CacheSchemaError, match="dim"):
+        load_bag(path, expect_dim=4)
+    assert len(opens) == 2
+    fresh = tmp_path / "fresh.h5"
+    _write(fresh, n=12)
+    os.replace(fresh, path)
+    assert load_bag(path).shape == (11, 8)
+    assert len(opens) == 3
+    np.testing.assert_allclose(first[3:].numpy(), feats[4:], rtol=1e-3, atol=1e-3)
+
+
 def test_schema_is_enforced(tmp_path: Path) -> None:
     path = tmp_path / "s.h5"
     _write(path)

@@ -129,6 +129,52 @@ def read_features(path: str | Path) -> FeatureBag:
         return FeatureBag(h5["features"][()], h5["coords"][()], h5["valid"][()], attrs)
 
 
+@dataclass(frozen=True)
+class _Layout:
+    """What a validated open of a contiguous features file found (see :func:`load_bag`)."""
+
+    encoder: str
+    shape: tuple[int, ...]
+    dtype: np.dtype[Any]
+    offset: int
+    valid: np.ndarray | None
+
+
+#: Layouts of files already validated by this process, keyed by the file's identity
+#: (device, inode, size, modification time in ns) and ``valid_only``. Outputs are
+#: replaced by rename, so a rewritten file has another inode and is validated again.
+_LAYOUTS: dict[tuple[int, int, int, int, bool], _Layout] = {}
+_MAX_LAYOUTS = 100_000
+
+
+def _check_expected(
+    path: Path, encoder: str, dim: int, expect_encoder: str | None, expect_dim: int | None
+) -> None:
+    if expect_encoder is not None and encoder != expect_encoder:
+        raise CacheSchemaError(
+            f"{str(path)!r} holds {encoder!r} features, expected {expect_encoder!r}: "
+            "one run uses one encoder; extract or register this slide with it"
+        )
+    if expect_dim is not None and dim != expect_dim:
+        raise CacheSchemaError(
+            f"{str(path)!r} has feature dim {dim}, expected {expect_dim}: "
+            "one run uses one feature width; extract or register this slide again"
+        )
+
+
+def _read_contiguous(path: Path, layout: _Layout) -> np.ndarray:
+    """One plain read of a contiguous ``features`` dataset's bytes, no HDF5 layer."""
+    count = int(np.prod(layout.shape))
+    out = np.fromfile(path, dtype=layout.dtype, count=count, offset=layout.offset)
+    if out.size != count:
+        raise CacheSchemaError(
+            f"{str(path)!r} is truncated: {out.size} of {count} feature values are in "
+            "the file; re-run wsi-extract on the same --out (it redoes unreadable files)"
+        )
+    out = out.reshape(layout.shape)
+    return out if layout.valid is None else out[layout.valid]
+
+
 def load_bag(
     path: str | Path,
     *,
@@ -140,7 +186,9 @@ def load_bag(
 
     One validated open, then one plain read of the contiguous ``features`` bytes
     (``read_direct`` for chunked files); invalid rows are dropped only when there are
-    any.
+    any. A contiguous file this process has already validated, unchanged since (same
+    inode, size and modification time), is read without opening it through HDF5 again:
+    a training run reads every bag once per epoch.
 
     Args:
         path: A features ``.h5`` file.
@@ -158,19 +206,25 @@ def load_bag(
     import torch
 
     path = Path(path)
+    try:
+        stat = path.stat()
+        key: tuple[int, int, int, int, bool] | None = (
+            stat.st_dev,
+            stat.st_ino,
+            stat.st_size,
+            stat.st_mtime_ns,
+            valid_only,
+        )
+    except OSError:
+        key = None  # _open_checked says what is wrong
+    known = _LAYOUTS.get(key) if key is not None else None
+    if known is not None:
+        _check_expected(path, known.encoder, known.shape[1], expect_encoder, expect_dim)
+        return torch.from_numpy(_read_contiguous(path, known))
     with _open_checked(path) as h5:
         encoder = decode_attr(h5.attrs["encoder"])
         ds = h5["features"]
-        if expect_encoder is not None and encoder != expect_encoder:
-            raise CacheSchemaError(
-                f"{str(path)!r} holds {encoder!r} features, expected {expect_encoder!r}: "
-                "one run uses one encoder; extract or register this slide with it"
-            )
-        if expect_dim is not None and ds.shape[1] != expect_dim:
-            raise CacheSchemaError(
-                f"{str(path)!r} has feature dim {ds.shape[1]}, expected {expect_dim}: "
-                "one run uses one feature width; extract or register this slide again"
-            )
+        _check_expected(path, encoder, ds.shape[1], expect_encoder, expect_dim)
         shape, dtype = ds.shape, ds.dtype
         linked = isinstance(h5.get("features", getlink=True), h5py.ExternalLink)
         # An imported file's features live in another file: read them through HDF5.
@@ -181,17 +235,14 @@ def load_bag(
             if out.size:
                 ds.read_direct(out)
         valid = h5["valid"][()] if valid_only and int(decode_attr(h5.attrs["n_invalid"])) else None
-    if out is None:  # contiguous: one plain read of the file's bytes, no HDF5 layer
-        count = int(np.prod(shape))
-        out = np.fromfile(path, dtype=dtype, count=count, offset=int(offset or 0))
-        if out.size != count:
-            raise CacheSchemaError(
-                f"{str(path)!r} is truncated: {out.size} of {count} feature values are in "
-                "the file; re-run wsi-extract on the same --out (it redoes unreadable files)"
-            )
-        out = out.reshape(shape)
-    if valid is not None:
-        out = out[valid]
+    if out is not None:
+        return torch.from_numpy(out if valid is None else out[valid])
+    layout = _Layout(encoder, tuple(shape), dtype, int(offset or 0), valid)
+    out = _read_contiguous(path, layout)
+    if key is not None:
+        if len(_LAYOUTS) >= _MAX_LAYOUTS:
+            _LAYOUTS.clear()
+        _LAYOUTS[key] = layout
     return torch.from_numpy(out)
 
 
