@@ -263,5 +263,5 @@ def test_ctrl_c_stops_a_parallel_sweep_and_the_rerun_resumes(tmp_path: Path) -> 
     assert child.returncode == 130, err.decode()
     assert "interrupted; rerun the same command to resume" in err.decode()
     assert len(stopped) < 6, "the interrupt must stop the sweep, not drain every queued cell"
-    assert main(args) == 0
+    assert main([*args, "--jobs", "1"]) == 0  # the job count is not a setting of any cell
     assert len(_finished(out)) == 6  # 2 losses x 3 folds
