@@ -252,8 +252,9 @@ def test_ctrl_c_stops_a_parallel_sweep_and_the_rerun_resumes(tmp_path: Path) -> 
         and time.monotonic() < deadline
     ):
         time.sleep(0.02)
-    if child.poll() is None:
-        os.kill(child.pid, signal.SIGINT)
+    if child.poll() is not None:  # only on a starved machine: nothing left to interrupt
+        pytest.skip("the sweep ended before two of its cells were seen running")
+    os.kill(child.pid, signal.SIGINT)
     try:
         _, err = child.communicate(timeout=120)
     finally:

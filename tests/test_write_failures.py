@@ -268,17 +268,24 @@ def test_a_killed_dataloader_worker_stops_the_run_cleanly(tmp_path: Path) -> Non
         [sys.executable, "-m", "wsi_ncmi.cli.extract", *args],
         cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env,
     )  # fmt: skip
-    children: list[int] = []
+    killed = False
     deadline = time.monotonic() + 120
-    while not children and proc.poll() is None and time.monotonic() < deadline:
+    while not killed and proc.poll() is None and time.monotonic() < deadline:
         tasks = Path(f"/proc/{proc.pid}/task")
         for task in tasks.glob("*/children") if tasks.is_dir() else []:
-            children += [int(c) for c in task.read_text().split()]
+            for child in task.read_text().split():
+                try:
+                    os.kill(int(child), signal.SIGKILL)
+                    killed = True
+                    break
+                except ProcessLookupError:
+                    continue  # it ended between the listing and the kill: look again
+            if killed:
+                break
         time.sleep(0.05)
-    if not children:
+    if not killed:
         proc.kill()
         pytest.skip("the run ended before its DataLoader worker could be found")
-    os.kill(children[0], signal.SIGKILL)
     _, err = proc.communicate(timeout=300)
     assert proc.returncode == 1, err[-2000:]
     last = err.strip().splitlines()[-1]
