@@ -71,7 +71,15 @@ def _spawn(args: list[str], cwd: Path) -> subprocess.Popen[bytes]:
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
         start_new_session=True,
+        # As from a shell: SIGINT at its default, so Python turns it into KeyboardInterrupt.
+        # An ignored SIGINT would be inherited, and earlier tests in this process may leave
+        # it ignored (Lightning's DDP teardown sets SIG_IGN while it destroys the group).
+        preexec_fn=_default_sigint,
     )
+
+
+def _default_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def test_resume_after_sigkill(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
