@@ -170,6 +170,19 @@ _FIXES = {
 }
 
 
+def file_identity(path: str | Path) -> tuple[int, int, int, int] | None:
+    """``(device, inode, size, mtime in ns)`` of a file, or ``None`` if it cannot be stat'ed.
+
+    Outputs are put in place by rename (:func:`atomic_output`), so a rewritten file gets
+    another inode: the identity is a safe key for memoising what was read from a file.
+    """
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns
+
+
 def write_errno(err: BaseException) -> int | None:
     """The errno of a failed output write (one of :data:`WRITE_ERRNOS`), else ``None``.
 

@@ -78,22 +78,23 @@ def check_slide_unchanged(coords: CoordsFile, slide_path: Path, backend: str) ->
 
 
 def _attrs(path: Path, what: str) -> dict[str, Any]:
-    """The file's decoded attributes, memoised per process on (path, inode, size, mtime).
+    """The file's decoded attributes, memoised per process on its path and identity.
 
     A benchmark checks the same 500 pairs of files in every one of its cells; a file that
     is rewritten (a new inode or mtime) is read again.
     """
-    try:
-        stat = path.stat()
-    except OSError:
+    from wsi_ncmi.batch.atomic import file_identity
+
+    identity = file_identity(path)
+    if identity is None:
         return _read_attrs(path, what)  # raises the readable error
-    key = (str(path), stat.st_ino, stat.st_size, stat.st_mtime_ns, what)
-    return dict(_cached_attrs(key))
+    return dict(_cached_attrs(str(path), identity, what))
 
 
 @functools.lru_cache(maxsize=65536)
-def _cached_attrs(key: tuple[str, int, int, int, str]) -> dict[str, Any]:
-    return _read_attrs(Path(key[0]), key[4])
+def _cached_attrs(path: str, identity: tuple[int, int, int, int], what: str) -> dict[str, Any]:
+    # ``identity`` (wsi_ncmi.batch.atomic.file_identity) is only part of the cache key.
+    return _read_attrs(Path(path), what)
 
 
 def _read_attrs(path: Path, what: str) -> dict[str, Any]:

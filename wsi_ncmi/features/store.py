@@ -141,8 +141,8 @@ class _Layout:
 
 
 #: Layouts of files already validated by this process, keyed by the file's identity
-#: (device, inode, size, modification time in ns) and ``valid_only``. Outputs are
-#: replaced by rename, so a rewritten file has another inode and is validated again.
+#: (:func:`wsi_ncmi.batch.atomic.file_identity`) and ``valid_only``: a rewritten file has
+#: another identity and is validated again.
 _LAYOUTS: dict[tuple[int, int, int, int, bool], _Layout] = {}
 _MAX_LAYOUTS = 100_000
 
@@ -205,18 +205,11 @@ def load_bag(
     import h5py
     import torch
 
+    from wsi_ncmi.batch.atomic import file_identity
+
     path = Path(path)
-    try:
-        stat = path.stat()
-        key: tuple[int, int, int, int, bool] | None = (
-            stat.st_dev,
-            stat.st_ino,
-            stat.st_size,
-            stat.st_mtime_ns,
-            valid_only,
-        )
-    except OSError:
-        key = None  # _open_checked says what is wrong
+    identity = file_identity(path)  # None: _open_checked says what is wrong
+    key = None if identity is None else (*identity, valid_only)
     known = _LAYOUTS.get(key) if key is not None else None
     if known is not None:
         _check_expected(path, known.encoder, known.shape[1], expect_encoder, expect_dim)
