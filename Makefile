@@ -18,7 +18,7 @@ ENC_TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
 ENC_PY         := $(ENC_VENV)/bin/python
 ENC_STAMP      := $(ENC_VENV)/.installed
 
-.PHONY: install install-encoders install-browser test test-all test-encoders test-browser lint typecheck demo clean
+.PHONY: install install-encoders install-browser test test-slow test-all test-encoders test-browser lint typecheck demo clean
 
 install: $(STAMP)
 
@@ -49,13 +49,18 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(VENV)/bin/mypy wsi_ncmi
 
-## The test command (README, .ci/run): lint, types, then the CPU test suite. On a machine
-## with more cores, PYTEST_WORKERS=auto spreads the test files over one pytest-xdist worker
-## per core (a file's tests stay in one worker, so module fixtures are built once); on 2
-## cores it gains nothing (the tests already use both), so the default is one process.
-PYTEST_WORKERS ?= 0
+## The test command (README, .ci/run): lint, types, then the CPU test suite, spread over one
+## pytest-xdist worker per core (a file's tests stay in one worker, so module fixtures are
+## built once, and conftest.py's LONGEST_FIRST files go first; each worker gets one torch thread). PYTEST_WORKERS=0 runs it in
+## one process. Tests marked `slow` (pipeline stages in child processes: kill, Ctrl-C,
+## concurrency, DDP, the installed wheel; full-size slides; the fault harness) are left to
+## `make test-slow`, which CI runs next.
+PYTEST_WORKERS ?= auto
 test: lint typecheck
-	$(PY) -m pytest -m "not slow and not gpu and not browser" -q -n $(PYTEST_WORKERS) --dist loadfile
+	$(PY) -m pytest -m "not slow and not gpu and not browser" -q -n $(PYTEST_WORKERS) --dist loadfile --no-loadscope-reorder
+
+test-slow: $(STAMP)
+	$(PY) -m pytest -m "slow and not gpu and not browser" -q -n $(PYTEST_WORKERS) --dist loadfile --no-loadscope-reorder
 
 test-all: lint typecheck
 	$(PY) -m pytest -m "not browser" -q

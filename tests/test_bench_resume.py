@@ -82,6 +82,7 @@ def _default_sigint() -> None:
     signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
+@pytest.mark.slow  # wsi-* in child processes, each importing Lightning
 def test_resume_after_sigkill(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     root = tmp_path / "bags"
     make_cohort(root, centers=5, patients_per_center=2)
@@ -241,6 +242,7 @@ def test_an_aggregator_entry_overrides_the_train_sections_under_the_loss_entry()
         )
 
 
+@pytest.mark.slow  # wsi-* in child processes, each importing Lightning
 def test_ctrl_c_stops_a_parallel_sweep_and_the_rerun_resumes(tmp_path: Path) -> None:
     """SIGINT to the main process only (``kill -INT``) while two cells train at once.
 

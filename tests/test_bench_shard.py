@@ -6,6 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import yaml
 
 from wsi_ncmi.synth.bags import signal_bag_cohort
@@ -41,6 +42,7 @@ def _config(root: Path, manifest: Path) -> Path:
     return path
 
 
+@pytest.mark.slow  # wsi-* in child processes, each importing Lightning
 def test_two_jobs_share_a_sweep_and_one_writes_the_report(tmp_path: Path) -> None:
     manifest, _ = signal_bag_cohort(tmp_path, encoder=ENCODER, centers=5, patients_per_center=2)
     config = _config(tmp_path, manifest)

@@ -219,11 +219,8 @@ def _cells(out: Path) -> set[str]:
     return {p.parent.name for p in out.glob("cells/*/result.json")}
 
 
-def test_tuned_two_split_sweep_end_to_end(tmp_path: Path) -> None:
-    root = tmp_path / "bags"
-    make_cohort(root, centers=5, patients_per_center=2)
-    out = tmp_path / "bench"
-    args = [
+def _suite_args(root: Path, out: Path, jobs: int) -> list[str]:
+    return [
         "--name", "suite", "--out", str(out), "--manifest", str(root / "manifest.csv"),
         "--features", str(root), "--encoder", ENCODER, "--seeds", "0", "1", "--progress", "false",
         "--set", "sweep.models=[{name: abmil, kwargs: {hidden_dim: 16, attention_dim: 8}}]",
@@ -234,13 +231,20 @@ def test_tuned_two_split_sweep_end_to_end(tmp_path: Path) -> None:
         " fixed: {kind: fixed, preset: c17_train012_test34}}",
         "--set", "train={trainer: {max_epochs: 1, patience: 0, accelerator: cpu},"
         " optim: {lr: 0.01}, report: {bootstrap: 100, max_heatmaps: 0}}",
-        "--set", "stats.bootstrap=200", "--set", "torch_threads=1", "--jobs", "2",
+        "--set", "stats.bootstrap=200", "--set", "torch_threads=1", "--jobs", str(jobs),
     ]  # fmt: skip
-    assert main(args) == 0
-    # Both splits' tuning and final stages ran in one pool of two job processes.
-    pids = {json.loads(p.read_text())["pid"] for p in out.glob("suite/*/cells/*/result.json")}
-    assert 1 <= len(pids) <= 2
-    assert os.getpid() not in pids
+
+
+def _cell_pids(out: Path) -> set[int]:
+    return {json.loads(p.read_text())["pid"] for p in out.glob("suite/*/cells/*/result.json")}
+
+
+def test_tuned_two_split_sweep_end_to_end(tmp_path: Path) -> None:
+    root = tmp_path / "bags"
+    make_cohort(root, centers=5, patients_per_center=2)
+    out = tmp_path / "bench"
+    assert main(_suite_args(root, out, jobs=1)) == 0
+    assert _cell_pids(out) == {os.getpid()}  # one job: every cell in this process
     for split, folds in (("loho", ["loho_center0"]), ("fixed", None)):
         base = out / "suite" / split
         cells = _cells(base)
@@ -272,3 +276,16 @@ def test_tuned_two_split_sweep_end_to_end(tmp_path: Path) -> None:
         text = (base / "summary.md").read_text()
         for heading in ("every loss × aggregator", "Best baseline vs ncmi_mil", "Tuning on"):
             assert heading in text
+
+
+@pytest.mark.slow  # two job processes, each importing Lightning
+def test_both_splits_share_one_pool_of_job_processes(tmp_path: Path) -> None:
+    """Both splits' tuning and final stages run in one pool of two job processes."""
+    root = tmp_path / "bags"
+    make_cohort(root, centers=5, patients_per_center=2)
+    out = tmp_path / "bench"
+    assert main(_suite_args(root, out, jobs=2)) == 0
+    pids = _cell_pids(out)
+    assert 1 <= len(pids) <= 2
+    assert os.getpid() not in pids
+    assert len(list(out.glob("suite/*/cells/*/result.json"))) == 14  # 2 splits x (4 + 3)

@@ -147,6 +147,7 @@ def test_ctrl_c_during_lightnings_graceful_shutdown_is_130(
     assert run_cli("wsi-x", lambda: sys.exit(1)) == 1
 
 
+@pytest.mark.slow  # wsi-* stages in child processes, killed or interrupted
 def test_ctrl_c_stops_wsi_tile_with_130_and_the_rerun_resumes(tmp_path: Path) -> None:
     """A real Ctrl-C (SIGINT to the process group, as a terminal sends it) mid-batch."""
     from _slides import tissue_image, write_pyramid_tiff

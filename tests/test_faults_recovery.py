@@ -47,6 +47,7 @@ def work(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root
 
 
+@pytest.mark.slow  # wsi-* stages in child processes, killed or interrupted
 def test_tile_kill_and_resume(work: Path, tmp_path: Path) -> None:
     shutil.copytree(work / "tile_ref", tmp_path / "tile_ref")  # reference reused as is
     planted = Tally("planted")
@@ -56,6 +57,7 @@ def test_tile_kill_and_resume(work: Path, tmp_path: Path) -> None:
     assert planted.recovered == planted.injected
 
 
+@pytest.mark.slow  # wsi-* stages in child processes, killed or interrupted
 def test_four_workers_one_killed_each_slide_once(work: Path, tmp_path: Path) -> None:
     tally = concurrency.tile_concurrency(
         work / "slides", tmp_path, trials=1, seed=3, ref=work / "tile_ref"
@@ -63,6 +65,7 @@ def test_four_workers_one_killed_each_slide_once(work: Path, tmp_path: Path) -> 
     _assert_clean(tally)
 
 
+@pytest.mark.slow  # wsi-* stages in child processes, killed or interrupted
 def test_extract_kill_and_resume(work: Path, tmp_path: Path) -> None:
     planted = Tally("planted")
     tally = kill.extract_kill_resume(

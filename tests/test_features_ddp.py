@@ -12,6 +12,7 @@ from pathlib import Path
 
 import h5py
 import numpy as np
+import pytest
 import torch
 from _features import make_cohort
 
@@ -25,6 +26,7 @@ def _args(coords: Path, out: Path) -> list[str]:
     ]  # fmt: skip
 
 
+@pytest.mark.slow  # wsi-* in child processes, each importing Lightning
 def test_two_process_ddp_extraction_equals_one_process(tmp_path: Path) -> None:
     coords, _ = make_cohort(tmp_path, n_slides=3)
     threads = torch.get_num_threads()

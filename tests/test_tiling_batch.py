@@ -128,6 +128,7 @@ def reference(cohort: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[st
     return {p.stem: read_coords(p).coords for p in (out / "coords").glob("*.h5")}
 
 
+@pytest.mark.slow  # wsi-* stages in child processes, killed or interrupted
 @pytest.mark.parametrize("trial", range(3))
 def test_sigkill_then_rerun(
     cohort: Path, reference: dict[str, np.ndarray], tmp_path: Path, trial: int
@@ -153,6 +154,7 @@ def test_sigkill_then_rerun(
     assert not list((out / ".locks").glob("*.lock"))
 
 
+@pytest.mark.slow  # wsi-* stages in child processes, killed or interrupted
 def test_two_concurrent_processes_tile_each_slide_once(cohort: Path, tmp_path: Path) -> None:
     out = tmp_path / "out"
     procs = [_cli(str(cohort), "--out", str(out), "--workers", "1") for _ in range(2)]

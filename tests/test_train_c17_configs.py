@@ -80,6 +80,7 @@ def _train(config: str, root, out) -> dict:
     return json.loads((out / "metrics.json").read_text())
 
 
+@pytest.mark.slow  # 500 bags, two 15-epoch trainings: about 20 s alone
 def test_c17_ncmi_config_is_within_005_of_ce(c17_bags, tmp_path, repo_root):
     configs = repo_root / "configs" / "camelyon17"
     ce = _train(str(configs / "abmil_ce.yaml"), c17_bags, tmp_path / "ce")

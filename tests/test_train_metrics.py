@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -126,19 +127,54 @@ def test_patient_kappa_agrees_with_scikit_learn() -> None:
     assert patient_kappa(true, pred) == pytest.approx(expected)
 
 
-def test_bootstrap_kernel_equals_scikit_learn_macro_f1() -> None:
-    """The count-based kernel of the bootstraps gives scikit-learn's macro-F1 exactly."""
-    from wsi_ncmi.train.metrics import macro_f1, macro_f1_counts
-
+def _random_label_sets(count: int) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Truth/prediction pairs with absent classes, single classes and one slide."""
     rng = np.random.default_rng(3)
-    for trial in range(50):
-        n = int(rng.integers(1, 40))
-        classes = rng.choice(4, size=int(rng.integers(1, 5)), replace=False)  # absent classes
+    pairs = []
+    for _ in range(count):
+        n = int(rng.integers(1, 60))
+        classes = rng.choice(4, size=int(rng.integers(1, 5)), replace=False)
         t = rng.choice(classes, n).astype(np.int64)
-        p = rng.integers(0, 4, n).astype(np.int64)
+        noisy = rng.integers(0, 4, n)
+        p = np.where(rng.random(n) < rng.random(), t, noisy).astype(np.int64)
+        pairs.append((t, p))
+    pairs.append((np.array([2, 2, 2]), np.array([2, 2, 2])))
+    pairs.append((np.array([1, 1]), np.array([3, 3])))
+    return pairs
+
+
+def test_count_kernels_equal_scikit_learn_to_the_bit() -> None:
+    """Every count-based score is scikit-learn's value exactly (``==``, not approx):
+    reports and ``results.csv`` must not move by an ulp when the kernel replaces it."""
+    from wsi_ncmi.confusion import (
+        balanced_accuracy_from_counts,
+        confusion_counts,
+        f1_per_class,
+        macro_f1_counts,
+        quadratic_kappa_from_counts,
+    )
+    from wsi_ncmi.train.metrics import macro_f1
+
+    labels = np.arange(4)
+    for trial, (t, p) in enumerate(_random_label_sets(120)):
+        cm = confusion_counts(t, p, 4)
+        assert cm.tolist() == skm.confusion_matrix(t, p, labels=labels).tolist(), trial
         expected = skm.f1_score(t, p, labels=np.union1d(t, p), average="macro", zero_division=0)
-        assert macro_f1_counts(t, p, 4) == pytest.approx(expected), trial
-        assert macro_f1(t, p, 4) == pytest.approx(expected), trial
+        assert macro_f1_counts(t, p, 4) == expected, trial
+        assert macro_f1(t, p, 4) == expected, trial
+        per_class = skm.f1_score(t, p, labels=labels, average=None, zero_division=0)
+        assert f1_per_class(cm).tolist() == per_class.tolist(), trial
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # classes predicted but absent from the truth
+            balanced = skm.balanced_accuracy_score(t, p)
+            kappa = skm.cohen_kappa_score(t, p, labels=labels, weights="quadratic")
+        assert balanced_accuracy_from_counts(cm) == balanced, trial
+        assert quadratic_kappa_from_counts(cm) == kappa or (
+            np.isnan(kappa) and np.isnan(quadratic_kappa_from_counts(cm))
+        ), trial
+        ours = classification_metrics(t, p, None)
+        assert ours["accuracy"] == skm.accuracy_score(t, p), trial
+        assert ours["balanced_accuracy"] == balanced, trial
 
 
 def test_kappa_of_a_single_agreed_class_is_one() -> None:

@@ -62,6 +62,7 @@ def test_wheel_carries_configs_and_manifest(installed: tuple[Path, Path]) -> Non
     assert not any(n.startswith(("tests/", "tools/")) for n in names)
 
 
+@pytest.mark.slow  # wsi-* in child processes, each importing Lightning
 def test_installed_wheel_runs_from_another_directory(
     installed: tuple[Path, Path], tmp_path: Path
 ) -> None:

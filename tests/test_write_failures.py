@@ -71,6 +71,7 @@ def tiled(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root
 
 
+@pytest.mark.slow  # wsi-* in child processes, each importing Lightning
 def test_efbig_in_wsi_extract_is_a_per_slide_error(tiled: Path, tmp_path: Path) -> None:
     """Was: segmentation fault (rc 139) and the remaining slides never processed."""
     out = tmp_path / "out"
@@ -90,6 +91,7 @@ def test_efbig_in_wsi_extract_is_a_per_slide_error(tiled: Path, tmp_path: Path) 
     assert {r["status"] for r in _results(out, "wsi-extract").values()} == {"ok"}
 
 
+@pytest.mark.slow  # wsi-* in child processes, each importing Lightning
 def test_workers_that_cannot_share_memory_stop_cleanly(tiled: Path, tmp_path: Path) -> None:
     """Was: a hang once the workers' shared memory could not grow (full /dev/shm)."""
     out = tmp_path / "out"
@@ -205,6 +207,7 @@ def test_hdf5_runtime_error_text_is_mapped(tmp_path: Path) -> None:
         raise hdf5
 
 
+@pytest.mark.slow  # wsi-* in child processes, each importing Lightning
 def test_full_dev_shm_for_workers_stops_cleanly(tiled: Path, tmp_path: Path) -> None:
     """A real 256 KiB /dev/shm in a private mount namespace (skipped without unshare)."""
     import shutil
@@ -253,6 +256,7 @@ def test_eacces_out_is_a_config_error(tiled: Path, tmp_path: Path) -> None:
     assert "Traceback" not in done.stderr
 
 
+@pytest.mark.slow  # wsi-* in child processes, each importing Lightning
 def test_a_killed_dataloader_worker_stops_the_run_cleanly(tmp_path: Path) -> None:
     """A worker killed mid-run (as the kernel's OOM killer would) is a WorkerFailedError."""
     import time

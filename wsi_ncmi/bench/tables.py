@@ -57,7 +57,8 @@ def decision_table(runs: Mapping[RunKey, list[dict[str, Any]]]) -> list[str]:
 
 def per_class_table(runs: Mapping[RunKey, list[dict[str, Any]]]) -> list[str]:
     """Markdown lines: pooled test F1 of each class for each (model, loss), mean ± std."""
-    from sklearn.metrics import f1_score
+    from wsi_ncmi.confusion import f1_per_class
+    from wsi_ncmi.train.metrics import confusion_matrix
 
     values: dict[tuple[str, str], list[np.ndarray]] = {}
     for (model, loss, _seed), records in runs.items():
@@ -65,8 +66,8 @@ def per_class_table(runs: Mapping[RunKey, list[dict[str, Any]]]) -> list[str]:
             continue
         truth = [LABELS.index(rec["true_label"]) for rec in records]
         pred = [LABELS.index(rec["pred_label"]) for rec in records]
-        scores = f1_score(truth, pred, labels=range(len(LABELS)), average=None, zero_division=0)
-        values.setdefault((model, loss), []).append(np.asarray(scores, dtype=np.float64))
+        scores = f1_per_class(confusion_matrix(truth, pred, len(LABELS)))
+        values.setdefault((model, loss), []).append(scores)
     if not values:
         return []
     lines = [

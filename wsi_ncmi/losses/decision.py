@@ -20,7 +20,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
-from sklearn.metrics import f1_score
+
+from wsi_ncmi.confusion import macro_f1_counts
 
 #: Candidate ``λ`` values: 0 … 3 in steps of 0.25. Only ``λ ≥ 0``: the rule adds the
 #: training prior (the Bayes direction) and never subtracts it. Negative values would let a
@@ -74,13 +75,6 @@ def log_prior(class_counts: Sequence[float]) -> np.ndarray:
     return np.log(np.maximum(counts / counts.sum(), PRIOR_EPS))
 
 
-def macro_f1(y_true: np.ndarray, y_pred: np.ndarray, num_classes: int) -> float:
-    """Macro-F1 over the classes present in ``y_true`` or ``y_pred`` (scikit-learn)."""
-    labels = sorted(set(np.asarray(y_true).tolist()) | set(np.asarray(y_pred).tolist()))
-    labels = [c for c in labels if 0 <= c < num_classes]
-    return float(f1_score(y_true, y_pred, labels=labels, average="macro", zero_division=0))
-
-
 def score_unit(log_scores: np.ndarray, log_prior_: np.ndarray) -> float:
     """``u``: the median score range over samples, per unit of ``log π`` range.
 
@@ -127,7 +121,7 @@ def fit_prior_rule(
     unit = score_unit(scores, prior)
     candidates = sorted({0.0, *map(float, scales)}, key=lambda s: (abs(s), s))
     results = [
-        (macro_f1(y, np.argmax(scores + s * unit * prior, axis=1), num_classes), s * unit)
+        (macro_f1_counts(y, np.argmax(scores + s * unit * prior, axis=1), num_classes), s * unit)
         for s in candidates
     ]
     default = next(f1 for f1, s in results if s == 0.0)

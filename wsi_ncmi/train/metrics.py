@@ -1,11 +1,12 @@
-"""Slide- and patient-level metrics: scikit-learn's, plus what no library gives.
+"""Slide- and patient-level metrics.
 
-Slide level (scikit-learn): macro-F1 (primary), accuracy, balanced accuracy, per-class F1,
-macro AUROC (one-vs-rest), quadratic-weighted Cohen's kappa and the confusion matrix.
-Written here, because no library has them: the bootstrap 95% interval of macro-F1 that
-resamples slides *within each hospital* (with a count-based macro-F1 kernel, tested equal
-to scikit-learn's, so thousands of resamples stay cheap), and the CAMELYON-17 pN-stage
-rule with the patient-level kappa built on it.
+Slide level: macro-F1 (primary), accuracy, balanced accuracy, per-class F1, macro AUROC
+(one-vs-rest, scikit-learn's), quadratic-weighted Cohen's kappa and the confusion matrix.
+All but the AUROC come from one confusion matrix of counts (:mod:`wsi_ncmi.confusion`),
+equal to scikit-learn's to the bit and about a thousand times cheaper. Written here,
+because no library has them: the bootstrap 95% interval of macro-F1 that resamples slides
+*within each hospital*, and the CAMELYON-17 pN-stage rule with the patient-level kappa
+built on it.
 
 Conventions (scikit-learn's): macro-F1 averages over the classes present in the truth or
 the predictions (a class with no true and no predicted slide is left out) and an undefined
@@ -17,21 +18,42 @@ leaves it undefined).
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
-from numpy.typing import ArrayLike, NDArray
+from numpy.typing import ArrayLike
 from sklearn import metrics as skm
 
+from wsi_ncmi.confusion import (
+    IntArray,
+    balanced_accuracy_from_counts,
+    confusion_counts,
+    f1_per_class,
+    macro_f1_counts,
+    macro_f1_from_counts,
+    quadratic_kappa_from_counts,
+)
 from wsi_ncmi.errors import ConfigError
 from wsi_ncmi.manifest import LABELS
 
 #: CAMELYON-17 patient stages, in order of severity.
 PN_STAGES: tuple[str, ...] = ("pN0", "pN0(i+)", "pN1mi", "pN1", "pN2")
 
-IntArray = NDArray[np.int64]
+#: Re-exported: the count-based kernels live in :mod:`wsi_ncmi.confusion`.
+__all__ = [
+    "PN_STAGES",
+    "bootstrap_macro_f1",
+    "classification_metrics",
+    "confusion_matrix",
+    "macro_auroc",
+    "macro_f1",
+    "macro_f1_counts",
+    "patient_kappa",
+    "patient_stages",
+    "pn_stage",
+    "quadratic_kappa",
+]
 
 
 def _labels(y_true: ArrayLike, y_pred: ArrayLike, num_classes: int) -> tuple[IntArray, IntArray]:
@@ -46,54 +68,27 @@ def _labels(y_true: ArrayLike, y_pred: ArrayLike, num_classes: int) -> tuple[Int
 
 
 def confusion_matrix(y_true: ArrayLike, y_pred: ArrayLike, num_classes: int) -> IntArray:
-    """``(C, C)`` counts, rows = true class, columns = predicted class (scikit-learn).
+    """``(C, C)`` counts, rows = true class, columns = predicted class.
 
     Raises:
         ConfigError: If a label is outside ``[0, C)`` or the lengths differ.
     """
     t, p = _labels(y_true, y_pred, num_classes)
-    return np.asarray(
-        skm.confusion_matrix(t, p, labels=np.arange(num_classes)), dtype=np.int64
-    ).reshape(num_classes, num_classes)
+    return confusion_counts(t, p, num_classes)
 
 
 def macro_f1(y_true: ArrayLike, y_pred: ArrayLike, num_classes: int) -> float:
-    """Macro-F1 over the classes present in the truth or the predictions (scikit-learn).
+    """Macro-F1 over the classes present in the truth or the predictions.
 
     Returns:
         Macro-F1 (NaN without slides).
     """
-    from wsi_ncmi.losses.decision import macro_f1 as present_classes_macro_f1
-
     t, p = _labels(y_true, y_pred, num_classes)
-    return present_classes_macro_f1(t, p, num_classes) if t.size else float("nan")
-
-
-def macro_f1_counts(t: IntArray, p: IntArray, num_classes: int) -> float:
-    """The same macro-F1 from label counts: the kernel of the bootstraps.
-
-    ``F1_c = 2 TP_c / (support_c + predicted_c)`` averaged over the classes with support
-    or predictions; equal to :func:`macro_f1` (tested), without scikit-learn's input
-    checks, which would dominate thousands of bootstrap resamples.
-
-    Args:
-        t: ``(N,)`` int64 true labels in ``[0, C)`` (not checked).
-        p: ``(N,)`` int64 predicted labels in ``[0, C)`` (not checked).
-        num_classes: ``C``.
-    """
-    cm = np.bincount(t * num_classes + p, minlength=num_classes**2).reshape(
-        num_classes, num_classes
-    )
-    tp = np.diag(cm).astype(np.float64)
-    denom = cm.sum(axis=0) + cm.sum(axis=1)
-    present = denom > 0
-    if not present.any():
-        return float("nan")
-    return float((2 * tp[present] / denom[present]).mean())
+    return macro_f1_counts(t, p, num_classes)
 
 
 def quadratic_kappa(y_true: ArrayLike, y_pred: ArrayLike, num_classes: int) -> float:
-    """Quadratic-weighted Cohen's kappa of ordered classes (scikit-learn).
+    """Quadratic-weighted Cohen's kappa of ordered classes.
 
     Returns:
         Kappa; ``1.0`` when truth and predictions agree and use one class only (where
@@ -104,10 +99,7 @@ def quadratic_kappa(y_true: ArrayLike, y_pred: ArrayLike, num_classes: int) -> f
         return float("nan")
     if np.array_equal(t, p) and np.unique(t).size == 1:
         return 1.0
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)
-        value = skm.cohen_kappa_score(t, p, labels=np.arange(num_classes), weights="quadratic")
-    return float(value)
+    return quadratic_kappa_from_counts(confusion_counts(t, p, num_classes))
 
 
 def macro_auroc(y_true: ArrayLike, probabilities: ArrayLike) -> float:
@@ -151,26 +143,20 @@ def classification_metrics(
     num_classes = len(class_names)
     t, p = _labels(y_true, y_pred, num_classes)
     n = int(t.size)
-    labels = np.arange(num_classes)
-    f1 = (
-        skm.f1_score(t, p, labels=labels, average=None, zero_division=0)
-        if n
-        else np.zeros(num_classes)
-    )
-    with warnings.catch_warnings():  # classes predicted but absent from the truth
-        warnings.simplefilter("ignore", UserWarning)
-        balanced = float(skm.balanced_accuracy_score(t, p)) if n else float("nan")
+    cm = confusion_counts(t, p, num_classes)
     return {
         "n": n,
-        "macro_f1": macro_f1(t, p, num_classes),
-        "accuracy": float(skm.accuracy_score(t, p)) if n else float("nan"),
-        "balanced_accuracy": balanced,
+        "macro_f1": macro_f1_from_counts(cm),
+        "accuracy": float(np.mean(t == p)) if n else float("nan"),
+        "balanced_accuracy": balanced_accuracy_from_counts(cm),
         "auroc_macro_ovr": (
             float("nan") if probabilities is None or not n else macro_auroc(t, probabilities)
         ),
         "kappa_quadratic": quadratic_kappa(t, p, num_classes),
-        "f1_per_class": {name: float(v) for name, v in zip(class_names, f1, strict=True)},
-        "confusion_matrix": confusion_matrix(t, p, num_classes).tolist(),
+        "f1_per_class": {
+            name: float(v) for name, v in zip(class_names, f1_per_class(cm), strict=True)
+        },
+        "confusion_matrix": cm.tolist(),
     }
 
 
