@@ -31,16 +31,23 @@ def shared_data_dir() -> Path:
 
 
 #: Test files whose single tests or module fixtures take the longest (seconds each, from
-#: ``pytest --durations=0``), longest first. They are collected first, and ``make test``
-#: keeps that order when it hands whole files to its workers (``--dist loadfile
-#: --no-loadscope-reorder``), so no worker is left with a 20-second file at the end while
-#: the others idle (by default xdist starts with the files that have the most tests).
+#: ``pytest --durations=0``), longest first: those of ``make test-slow`` (the fault
+#: harness, a full-size slide, the 500-bag C17 configs, ...), then those of ``make test``.
+#: They are collected first, and the make targets keep that order when they hand whole
+#: files to their workers (``--dist loadfile --no-loadscope-reorder``), so no worker is
+#: left with a long file at the end while the others idle (by default xdist starts with
+#: the files that have the most tests).
 LONGEST_FIRST: tuple[str, ...] = (
+    "test_faults_recovery.py",
+    "test_synth.py",
     "test_train_c17_configs.py",
-    "test_bench_e2e.py",
+    "test_wheel.py",
     "test_bench_suite.py",
-    "test_train_fit.py",
+    "test_bench_resume.py",
+    "test_bench_shard.py",
+    "test_bench_e2e.py",
     "test_synth_bench_preset.py",
+    "test_train_fit.py",
     "test_features_extract.py",
 )
 

@@ -45,7 +45,7 @@ def bench_args(cohort: Path, work: Path, name: str = "e2e") -> list[str]:
         "1",
         "--progress=false",
         "--set",
-        "prepare.grid.patch_size_px=256",
+        "prepare.grid={target_mpp: 2.0, patch_size_px: 128}",  # 256-µm patches, 128 px
         "--set",
         "train.trainer.max_epochs=1",
         "--set",

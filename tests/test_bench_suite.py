@@ -239,12 +239,17 @@ def _cell_pids(out: Path) -> set[int]:
     return {json.loads(p.read_text())["pid"] for p in out.glob("suite/*/cells/*/result.json")}
 
 
+@pytest.mark.slow  # two job processes, each importing Lightning; 14 cells
 def test_tuned_two_split_sweep_end_to_end(tmp_path: Path) -> None:
+    """Both splits' tuning and final stages, in one pool of two job processes."""
     root = tmp_path / "bags"
     make_cohort(root, centers=5, patients_per_center=2)
     out = tmp_path / "bench"
-    assert main(_suite_args(root, out, jobs=1)) == 0
-    assert _cell_pids(out) == {os.getpid()}  # one job: every cell in this process
+    assert main(_suite_args(root, out, jobs=2)) == 0
+    pids = _cell_pids(out)
+    assert 1 <= len(pids) <= 2
+    assert os.getpid() not in pids
+    assert len(list(out.glob("suite/*/cells/*/result.json"))) == 14  # 2 splits x (4 + 3)
     for split, folds in (("loho", ["loho_center0"]), ("fixed", None)):
         base = out / "suite" / split
         cells = _cells(base)
@@ -276,16 +281,3 @@ def test_tuned_two_split_sweep_end_to_end(tmp_path: Path) -> None:
         text = (base / "summary.md").read_text()
         for heading in ("every loss × aggregator", "Best baseline vs ncmi_mil", "Tuning on"):
             assert heading in text
-
-
-@pytest.mark.slow  # two job processes, each importing Lightning
-def test_both_splits_share_one_pool_of_job_processes(tmp_path: Path) -> None:
-    """Both splits' tuning and final stages run in one pool of two job processes."""
-    root = tmp_path / "bags"
-    make_cohort(root, centers=5, patients_per_center=2)
-    out = tmp_path / "bench"
-    assert main(_suite_args(root, out, jobs=2)) == 0
-    pids = _cell_pids(out)
-    assert 1 <= len(pids) <= 2
-    assert os.getpid() not in pids
-    assert len(list(out.glob("suite/*/cells/*/result.json"))) == 14  # 2 splits x (4 + 3)
