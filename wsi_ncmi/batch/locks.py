@@ -25,7 +25,6 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import TracebackType
 from typing import Generic, TypeVar
 
 from wsi_ncmi.batch.atomic import NAME_MAX, pid_alive, short_name
@@ -250,12 +249,8 @@ class ItemLock:
     def __enter__(self) -> ItemLock:
         return self
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    def __exit__(self, *exc_info: object) -> None:
+        """Release the lock, whether or not the block raised."""
         self.release()
 
 
