@@ -51,9 +51,10 @@ typecheck: $(STAMP)
 
 ## The test command (README, .ci/run): lint, types, then the CPU test suite, spread over one
 ## pytest-xdist worker per core (a file's tests stay in one worker, so module fixtures are
-## built once, and conftest.py's LONGEST_FIRST files go first; each worker gets one torch thread). PYTEST_WORKERS=0 runs it in
-## one process. Tests marked `slow` (pipeline stages in child processes: kill, Ctrl-C,
-## concurrency, DDP, the installed wheel; full-size slides; the fault harness) are left to
+## built once; the files of LONGEST_FIRST in tests/conftest.py go first; each worker gets
+## one torch thread). PYTEST_WORKERS=0 runs it in one process. Tests marked `slow`
+## (pipeline stages in child processes: kill, Ctrl-C, concurrency, DDP, the installed
+## wheel; the 500-bag C17 configs; full-size slides; the fault harness) are left to
 ## `make test-slow`, which CI runs next.
 PYTEST_WORKERS ?= auto
 test: lint typecheck
