@@ -3,9 +3,10 @@
 The kernels of every slide-level score the project reports (macro-F1, per-class F1,
 balanced accuracy, quadratic kappa), of the bootstraps that resample them thousands of
 times, and of the decision rule fitted on validation. Each is one ``bincount`` and a few
-array operations, without scikit-learn's input checks, which cost about a thousand times
-more than the arithmetic on a few dozen slides. Each does scikit-learn's arithmetic in
-the same order, so the values equal scikit-learn's to the bit (``tests/test_train_metrics.py``).
+array operations, without scikit-learn's input checks, which make its ``f1_score``
+about 80 times slower on 40 slides (1.9 ms against 0.025 ms per call, measured here).
+Each does scikit-learn's arithmetic in the same order, so the values equal
+scikit-learn's to the bit (``tests/test_train_metrics.py``).
 
 Inputs are int64 label arrays already checked to lie in ``[0, C)``
 (:func:`wsi_ncmi.train.metrics.confusion_matrix` checks them).
@@ -23,7 +24,7 @@ def confusion_counts(t: IntArray, p: IntArray, num_classes: int) -> IntArray:
     """``(C, C)`` counts (rows = true class, columns = predicted) of checked labels.
 
     The kernel of every count-based metric here: one ``bincount``, without
-    scikit-learn's input checks, which cost a thousand times more on a few dozen slides.
+    scikit-learn's input checks (about 80 times slower on 40 slides).
 
     Args:
         t: ``(N,)`` int64 true labels in ``[0, C)`` (not checked).
