@@ -175,6 +175,11 @@ def test_count_kernels_equal_scikit_learn_to_the_bit() -> None:
         ours = classification_metrics(t, p, None)
         assert ours["accuracy"] == skm.accuracy_score(t, p), trial
         assert ours["balanced_accuracy"] == balanced, trial
+        if np.array_equal(t, p) and np.unique(t).size == 1:
+            assert ours["kappa_quadratic"] == 1.0, trial  # undefined in scikit-learn
+        else:
+            same = ours["kappa_quadratic"] == kappa
+            assert same or (np.isnan(kappa) and np.isnan(ours["kappa_quadratic"])), trial
 
 
 def test_kappa_of_a_single_agreed_class_is_one() -> None:

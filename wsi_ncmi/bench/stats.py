@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.typing import NDArray
 
-from wsi_ncmi.train.metrics import macro_f1_counts
+from wsi_ncmi.confusion import macro_f1_counts
 
 
 @dataclass(frozen=True)

@@ -40,21 +40,6 @@ from wsi_ncmi.manifest import LABELS
 #: CAMELYON-17 patient stages, in order of severity.
 PN_STAGES: tuple[str, ...] = ("pN0", "pN0(i+)", "pN1mi", "pN1", "pN2")
 
-#: Re-exported: the count-based kernels live in :mod:`wsi_ncmi.confusion`.
-__all__ = [
-    "PN_STAGES",
-    "bootstrap_macro_f1",
-    "classification_metrics",
-    "confusion_matrix",
-    "macro_auroc",
-    "macro_f1",
-    "macro_f1_counts",
-    "patient_kappa",
-    "patient_stages",
-    "pn_stage",
-    "quadratic_kappa",
-]
-
 
 def _labels(y_true: ArrayLike, y_pred: ArrayLike, num_classes: int) -> tuple[IntArray, IntArray]:
     t, p = np.asarray(y_true, dtype=np.int64), np.asarray(y_pred, dtype=np.int64)
@@ -95,11 +80,16 @@ def quadratic_kappa(y_true: ArrayLike, y_pred: ArrayLike, num_classes: int) -> f
         scikit-learn's is undefined), NaN without samples.
     """
     t, p = _labels(y_true, y_pred, num_classes)
-    if t.size == 0:
+    return _kappa(confusion_counts(t, p, num_classes))
+
+
+def _kappa(cm: IntArray) -> float:
+    """:func:`quadratic_kappa` of ``(C, C)`` counts, with its single-class rule."""
+    if not cm.any():
         return float("nan")
-    if np.array_equal(t, p) and np.unique(t).size == 1:
-        return 1.0
-    return quadratic_kappa_from_counts(confusion_counts(t, p, num_classes))
+    if np.count_nonzero(cm) == 1 and np.count_nonzero(np.diag(cm)) == 1:
+        return 1.0  # one class only, and truth and predictions agree on it
+    return quadratic_kappa_from_counts(cm)
 
 
 def macro_auroc(y_true: ArrayLike, probabilities: ArrayLike) -> float:
@@ -152,7 +142,7 @@ def classification_metrics(
         "auroc_macro_ovr": (
             float("nan") if probabilities is None or not n else macro_auroc(t, probabilities)
         ),
-        "kappa_quadratic": quadratic_kappa(t, p, num_classes),
+        "kappa_quadratic": _kappa(cm),
         "f1_per_class": {
             name: float(v) for name, v in zip(class_names, f1_per_class(cm), strict=True)
         },
