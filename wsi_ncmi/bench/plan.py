@@ -88,6 +88,7 @@ def write_splits(config: BenchConfig) -> dict[int, Path]:
                 val_centers=split.val_centers,
                 test_centers=split.test_centers,
                 num_folds=split.num_folds,
+                val_scheme=split.val_scheme,
             )
             fresh = {"schema": SPLITS_SCHEMA, **dataclasses.asdict(splits)}
             fresh = json.loads(json.dumps(fresh))  # tuples → lists, as in the file
@@ -205,7 +206,20 @@ def train_config_for(config: BenchConfig, cell: Cell, cell_dir: Path) -> Any:
 #: Training options added after sweeps had been run, with the value that reproduces the
 #: behaviour from before they existed: at that value they are left out of the digest, so
 #: cells finished before they existed are still reused (and none is reused wrongly).
-LATER_OPTIONS_NEUTRAL = {("data", "slide_norm"): "none"}
+LATER_OPTIONS_NEUTRAL: dict[tuple[str, str], object] = {
+    ("data", "slide_norm"): "none",
+    ("trainer", "max_steps"): None,
+    ("trainer", "patience_steps"): None,
+    ("split", "val_scheme"): "patients",
+}
+
+#: Version of what a cell's result means, in every digest. Bump it when a code change alters
+#: the results of unchanged settings, so finished cells are rerun; refactors that leave
+#: results unchanged keep it, so finished cells are reused. History: 1 (implicit, no key):
+#: up to the full sweep of BENCHMARKS.md; 2: the Q-step runs before validation, so a
+#: checkpoint holds the validated state; CLAM-SB keeps its instance branch under
+#: feature-head losses.
+RESULT_VERSION = 2
 
 
 def cell_hash(train_config: Any, cell: Cell) -> str:
@@ -219,5 +233,6 @@ def cell_hash(train_config: Any, cell: Cell) -> str:
     record["split"].pop("file", None)
     record["fold"] = cell.fold_index
     record["splits_sha256"] = hashlib.sha256(Path(cell.splits_file).read_bytes()).hexdigest()
+    record["result_version"] = RESULT_VERSION
     text = json.dumps(record, sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:16]

@@ -16,6 +16,7 @@ from typing import Any
 
 import lightning as L
 import torch
+from lightning.pytorch.trainer.states import TrainerFn
 from torch import Tensor
 
 from wsi_ncmi.losses import functional as LF
@@ -51,6 +52,13 @@ def _find_loss(pl_module: L.LightningModule, loss_attr: str) -> ClassificationLo
 class CentroidUpdate(L.Callback):
     """Runs the closed-form Q-step over the training set, in eval mode, at each epoch end.
 
+    The Q-step of an epoch runs when its training steps are done and *before* that epoch's
+    validation pass (``on_validation_start`` after the epoch's last batch; at
+    ``on_train_epoch_end`` when no validation follows). So the state that validation
+    scores (weights, centroids, class means, feature centre) is the state the epoch's
+    checkpoints hold, and the state a selected checkpoint brings to the test. The next
+    epoch trains against the same centroids either way: only what validation sees moved.
+
     Does nothing for losses with ``needs_epoch_pass = False``, except the collapse check of
     EMA centroids. With ``warmup_epochs = 0`` (literal alternating algorithm) it also runs
     a Q-step before the first epoch. Logs ``centroids/min_distance`` and
@@ -70,6 +78,7 @@ class CentroidUpdate(L.Callback):
         self.loss_attr = loss_attr
         self.outputs_fn = outputs_fn or _default_outputs
         self.reports: list[CentroidReport] = []
+        self._done_epoch: int | None = None
 
     def _run_pass(self, trainer: L.Trainer, pl_module: L.LightningModule, epoch: int) -> None:
         loss = _find_loss(pl_module, self.loss_attr)
@@ -98,14 +107,30 @@ class CentroidUpdate(L.Callback):
         if state is not None and state.needs_initial_pass:
             self._run_pass(trainer, pl_module, epoch=-1)
 
-    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        """Epoch-end Q-step (or EMA collapse check)."""
+    def _epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        """The epoch's Q-step (or EMA collapse check), once per epoch."""
+        epoch = trainer.current_epoch
+        if self._done_epoch == epoch:
+            return
+        self._done_epoch = epoch
         loss = _find_loss(pl_module, self.loss_attr)
         state = loss.centroid_state
         if loss.needs_epoch_pass:
-            self._run_pass(trainer, pl_module, trainer.current_epoch)
+            self._run_pass(trainer, pl_module, epoch)
         elif state is not None and state.mode == "ema":
-            self._record(pl_module, state.check(trainer.current_epoch))
+            self._record(pl_module, state.check(epoch))
+
+    def on_validation_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        """The Q-step of a finished training epoch, before its validation pass scores it."""
+        if trainer.sanity_checking or trainer.state.fn != TrainerFn.FITTING:
+            return
+        epoch_loop = trainer.fit_loop.epoch_loop
+        if epoch_loop.batch_progress.is_last_batch:
+            self._epoch_end(trainer, pl_module)
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        """Epoch-end Q-step when no validation ran after the epoch's last batch."""
+        self._epoch_end(trainer, pl_module)
 
 
 class NCMIDiagnostics(L.Callback):

@@ -271,12 +271,17 @@ class CentroidState(nn.Module):
             counts: ``(C,)`` per-class counts.
             epoch: Epoch that just ended, ``-1`` for the pass before training.
             predicted_counts: ``(C,)`` histogram of predicted classes over the same pass.
+                Ignored (no prediction check) when the pass predicted with the anchors,
+                i.e. outside class space before any class means existed.
 
         Returns:
             The report (also appended to :attr:`reports`; a
             :class:`CentroidCollapseWarning` is issued if it says collapsed).
         """
         device = self.centroids.device
+        # Outside class space the pass predicted with the prediction centroids, which are
+        # the anchors until a first pass has produced class means: no evidence of a merge.
+        predicted_with_means = self.class_space or bool(self.has_class_means)
         means = LF.centroids_from_sums(sums.to(device), counts.to(device), self.class_means)
         self.class_means.copy_(means)
         self.has_class_means.fill_(True)
@@ -287,7 +292,12 @@ class CentroidState(nn.Module):
             moved = (1 - alpha) * self.centroids + alpha * means
             self.centroids.copy_(torch.where(present, moved, self.centroids))
         self.steps_at_q_step.copy_(self.steps)
-        return self.check(epoch, applied=applied, counts=counts, predicted_counts=predicted_counts)
+        return self.check(
+            epoch,
+            applied=applied,
+            counts=counts,
+            predicted_counts=predicted_counts if predicted_with_means else None,
+        )
 
     def check(
         self,
@@ -347,8 +357,9 @@ class CentroidState(nn.Module):
             warnings.warn(
                 f"NCMI centroid collapse after epoch {epoch}: "
                 + "; ".join(report.reasons)
-                + ". Use a warm start (warmup_epochs >= 2, warmup_steps >= 50) and "
-                "damping <= 0.1, or centroids='fixed'.",
+                + f". This run: centroids={self.mode!r}, warmup_epochs={self.warmup_epochs}, "
+                f"warmup_steps={self.warmup_steps}, damping={self.damping}; a longer warm "
+                "start, a smaller damping or centroids='fixed' keeps the classes apart.",
                 CentroidCollapseWarning,
                 stacklevel=2,
             )

@@ -333,3 +333,50 @@ class NCMIMILLoss(NCMILoss):
             reduction=reduction,
             **kwargs,
         )
+
+
+@register_loss("ncmi_authors")
+class NCMIAuthorsLoss(NCMILoss):
+    """The authors' own NCMI form, as their CIFAR-100 code builds it, on the slide embedding.
+
+    ``P = sigmax(normalize(e − μ) / T)`` over the embedding's ``m`` dimensions, where
+    ``sigmax(z)_k = σ(z_k) / Σ_j σ(z_j)`` and ``μ`` is a (bias-corrected) EMA of batch
+    means with decay ``center_decay``. The anchors ``Q̃_c = sigmax(W_c)``, with ``W`` the
+    first ``C`` rows of an identity padded to width ``m``, times 10, are fixed and never
+    trained. The loss is the mean over slides of
+    ``KL(P_i ‖ Q̃_{y_i}) / ((1/C) Σ_{c≠y_i} KL(Q̃_c ‖ P_i))``. Prediction is the nearest
+    class mean of ``P`` over the training slides (``argmin_c KL(P ‖ mean_c)``),
+    recomputed after every epoch.
+
+    It differs from ``ncmi_mil`` in two ways: the centroids stay the anchors (no
+    alternating Q-step) and each step averages per-slide ratios. Only the two arguments
+    of the authors' code are exposed.
+
+    Args:
+        num_classes: ``C ≥ 2``.
+        feature_dim: Width ``m ≥ C`` of the slide embedding (filled in by ``wsi-train``).
+        temperature: ``T > 0``.
+        center_decay: EMA decay of ``μ``, in ``[0, 1)``.
+    """
+
+    def __init__(
+        self,
+        num_classes: int,
+        feature_dim: int | None = None,
+        *,
+        temperature: float = 0.2,
+        center_decay: float = 0.9999,
+    ) -> None:
+        super().__init__(
+            num_classes,
+            head="feature",
+            feature_dim=feature_dim,
+            temperature=temperature,
+            center_decay=center_decay,
+            anchors="reference",
+            anchor_scale=10.0,
+            centroids="fixed",
+            direction="centroid_to_output",
+            normalization="num_classes",
+            reduction="mean_of_ratios",
+        )

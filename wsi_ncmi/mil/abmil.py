@@ -11,7 +11,7 @@ import torch
 from torch import Tensor, nn
 
 from wsi_ncmi.errors import ConfigError
-from wsi_ncmi.mil.base import Aggregator, MILOutput
+from wsi_ncmi.mil.base import Aggregator, MILOutput, apply_class_head, build_class_head
 from wsi_ncmi.mil.registry import register_aggregator
 
 
@@ -21,7 +21,9 @@ class GatedAttentionMIL(Aggregator):
 
     Args:
         in_dim: Patch feature dimension.
-        num_classes: Number of classes ``C`` (``0``: no classifier, embeddings only).
+        num_classes: Number of classes ``C``.
+        class_head: Build the linear classifier (``False``: embeddings only, ``(B, 0)``
+            logits, for feature-head losses).
         hidden_dim: Width of the patch embedding and of the slide embedding.
         attention_dim: Width of the gated attention branches.
         dropout: Dropout after the patch embedding and in the attention branches.
@@ -32,6 +34,7 @@ class GatedAttentionMIL(Aggregator):
         in_dim: int,
         num_classes: int,
         *,
+        class_head: bool = True,
         hidden_dim: int = 512,
         attention_dim: int = 256,
         dropout: float = 0.25,
@@ -59,7 +62,7 @@ class GatedAttentionMIL(Aggregator):
             nn.Linear(hidden_dim, attention_dim), nn.Sigmoid(), nn.Dropout(dropout)
         )
         self.attention_score = nn.Linear(attention_dim, 1)
-        self.classifier = nn.Linear(hidden_dim, num_classes)
+        self.classifier = build_class_head(hidden_dim, num_classes, class_head)
 
     def pool(self, features: Tensor, mask: Tensor | None = None) -> tuple[Tensor, Tensor, Tensor]:
         """Embed patches and pool them with gated attention.
@@ -104,7 +107,7 @@ class GatedAttentionMIL(Aggregator):
             Logits ``(B, C)``, attention ``(B, N)`` and embedding ``(B, hidden_dim)``.
         """
         _, attention, embedding = self.pool(features, mask)
-        return MILOutput(self.classifier(embedding), attention, embedding)
+        return MILOutput(apply_class_head(self.classifier, embedding), attention, embedding)
 
 
 __all__ = ["GatedAttentionMIL", "MILOutput"]

@@ -5,6 +5,11 @@ An aggregator maps a bag of ``N`` patch features ``(N, in_dim)`` (or ``B`` padde
 :class:`Aggregator`, which names the slide-embedding width (:attr:`Aggregator.embedding_dim`,
 what a feature-head loss is sized to) and an optional auxiliary training loss.
 
+Every aggregator takes the same two leading arguments, ``in_dim`` and ``num_classes``, and
+the keyword ``class_head``: whether it builds a linear class head. The class count is known
+apart from the head, so an aggregator whose own parts depend on the classes (CLAM-SB's
+instance classifiers) keeps them when a feature-head loss asks for no class head.
+
 The base class creates no parameters, so a subclass initialises exactly as a plain
 ``nn.Module`` would (same parameter order, same random draws).
 """
@@ -25,7 +30,7 @@ class MILOutput:
     """What an aggregator returns for ``B`` bags of ``N`` patches.
 
     Attributes:
-        logits: ``(B, C)`` class logits (``(B, 0)`` if built with ``num_classes=0``).
+        logits: ``(B, C)`` class logits (``(B, 0)`` when built without a class head).
         attention: ``(B, N)`` attention weights, each row summing to one over the valid
             patches.
         embedding: ``(B, embedding_dim)`` slide embeddings (what a feature-head loss takes).
@@ -105,4 +110,35 @@ class Aggregator(nn.Module):
         return None
 
 
-__all__ = ["Aggregator", "MILOutput"]
+def build_class_head(width: int, num_classes: int, class_head: bool) -> nn.Linear | None:
+    """The linear class head ``width → num_classes``, or ``None`` when none is wanted.
+
+    Args:
+        width: Width of the slide embedding.
+        num_classes: ``C``.
+        class_head: Whether to build one (``False`` for feature-head losses). No head is
+            built for ``num_classes = 0`` either.
+
+    Returns:
+        The head, or ``None``.
+    """
+    return nn.Linear(width, num_classes) if class_head and num_classes > 0 else None
+
+
+def apply_class_head(head: nn.Module | None, embedding: Tensor) -> Tensor:
+    """``(B, C)`` logits of a class head, or ``(B, 0)`` without one.
+
+    Args:
+        head: What :func:`build_class_head` returned.
+        embedding: ``(B, width)`` slide embeddings.
+
+    Returns:
+        The logits.
+    """
+    if head is None:
+        return embedding.new_zeros(embedding.shape[0], 0)
+    logits: Tensor = head(embedding)
+    return logits
+
+
+__all__ = ["Aggregator", "MILOutput", "apply_class_head", "build_class_head"]

@@ -22,7 +22,7 @@ from torch import Tensor, nn
 
 from wsi_ncmi.errors import ConfigError
 from wsi_ncmi.mil.abmil import GatedAttentionMIL
-from wsi_ncmi.mil.base import MILOutput
+from wsi_ncmi.mil.base import MILOutput, apply_class_head
 from wsi_ncmi.mil.registry import register_aggregator
 
 
@@ -43,7 +43,10 @@ class ClamSB(GatedAttentionMIL):
 
     Args:
         in_dim: Patch feature dimension.
-        num_classes: ``C`` (``0``: embeddings only, no instance loss).
+        num_classes: ``C``: the slide classes of the instance branch (``0``: no instance
+            loss).
+        class_head: Build the slide classifier (``False`` for feature-head losses; the
+            instance branch still has one classifier per class).
         hidden_dim: Width of the patch and slide embeddings.
         attention_dim: Width of the gated attention branches.
         dropout: Dropout after the patch embedding and in the attention branches.
@@ -57,6 +60,7 @@ class ClamSB(GatedAttentionMIL):
         in_dim: int,
         num_classes: int,
         *,
+        class_head: bool = True,
         hidden_dim: int = 512,
         attention_dim: int = 256,
         dropout: float = 0.25,
@@ -65,7 +69,12 @@ class ClamSB(GatedAttentionMIL):
         subtyping: bool = False,
     ) -> None:
         super().__init__(
-            in_dim, num_classes, hidden_dim=hidden_dim, attention_dim=attention_dim, dropout=dropout
+            in_dim,
+            num_classes,
+            class_head=class_head,
+            hidden_dim=hidden_dim,
+            attention_dim=attention_dim,
+            dropout=dropout,
         )
         if top_k < 1 or instance_loss_weight < 0:
             raise ConfigError(
@@ -92,7 +101,8 @@ class ClamSB(GatedAttentionMIL):
             patch embedding ``(B, N, hidden_dim)``.
         """
         embedded, attention, embedding = self.pool(features, mask)
-        return ClamOutput(self.classifier(embedding), attention, embedding, embedded)
+        logits = apply_class_head(self.classifier, embedding)
+        return ClamOutput(logits, attention, embedding, embedded)
 
     def auxiliary_loss(self, output: MILOutput, targets: Tensor) -> Tensor:
         """Weighted instance-clustering loss, averaged over the bags.

@@ -12,9 +12,10 @@ slide image classification with self-supervised contrastive learning" (CVPR 2021
   embeddings (kernel = the whole ``C × d`` block) gives the bag-stream logits.
 
 The returned logits are the average of the two streams (the paper's prediction), so any
-injected loss trains both. With ``num_classes = 0`` (a feature-head loss) one critical-instance
-query is used and only the embedding is meaningful. ``embedding`` is the mean of the class
-embeddings ``b_c``; ``attention`` is the mean over classes of ``a_ic``.
+injected loss trains both. Without a class head (``class_head=False``, a feature-head loss)
+one critical-instance query is used and only the embedding is meaningful. ``embedding`` is
+the mean of the class embeddings ``b_c``; ``attention`` is the mean over classes of
+``a_ic``.
 """
 
 from __future__ import annotations
@@ -33,7 +34,9 @@ class DSMIL(Aggregator):
 
     Args:
         in_dim: Patch feature dimension.
-        num_classes: ``C`` (``0``: embeddings only).
+        num_classes: ``C``.
+        class_head: Build both class streams (``False``: embeddings only, from one
+            critical-instance stream).
         hidden_dim: Width of the patch embedding and of the values ``v_i``.
         query_dim: Width of the queries ``q_i``.
         dropout: Dropout after the patch embedding and on the values.
@@ -44,6 +47,7 @@ class DSMIL(Aggregator):
         in_dim: int,
         num_classes: int,
         *,
+        class_head: bool = True,
         hidden_dim: int = 512,
         query_dim: int = 128,
         dropout: float = 0.25,
@@ -53,16 +57,15 @@ class DSMIL(Aggregator):
         self.in_dim = in_dim
         self.hidden_dim = hidden_dim
         self.num_classes = num_classes
-        streams = max(num_classes, 1)
+        heads = num_classes if class_head else 0
+        streams = max(heads, 1)
         self.patch_embed = nn.Sequential(
             nn.Linear(in_dim, hidden_dim), nn.ReLU(), nn.Dropout(dropout)
         )
         self.instance_classifier = nn.Linear(hidden_dim, streams)
         self.query = nn.Sequential(nn.Linear(hidden_dim, query_dim), nn.Tanh())
         self.value = nn.Sequential(nn.Dropout(dropout), nn.Linear(hidden_dim, hidden_dim))
-        self.bag_classifier = (
-            nn.Conv1d(streams, num_classes, kernel_size=hidden_dim) if num_classes else None
-        )
+        self.bag_classifier = nn.Conv1d(streams, heads, kernel_size=hidden_dim) if heads else None
 
     def forward(self, features: Tensor, mask: Tensor | None = None) -> MILOutput:
         """Aggregate bags of patch features.

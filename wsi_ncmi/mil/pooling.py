@@ -16,7 +16,7 @@ import torch
 from torch import Tensor, nn
 
 from wsi_ncmi.errors import ConfigError
-from wsi_ncmi.mil.base import Aggregator, MILOutput
+from wsi_ncmi.mil.base import Aggregator, MILOutput, apply_class_head, build_class_head
 from wsi_ncmi.mil.registry import register_aggregator
 
 
@@ -70,7 +70,13 @@ class _PoolingMIL(Aggregator):
     """Shared body of the pooling baselines (patch embedding + linear classifier)."""
 
     def __init__(
-        self, in_dim: int, num_classes: int, *, hidden_dim: int = 512, dropout: float = 0.25
+        self,
+        in_dim: int,
+        num_classes: int,
+        *,
+        class_head: bool = True,
+        hidden_dim: int = 512,
+        dropout: float = 0.25,
     ) -> None:
         super().__init__()
         check_dims(in_dim, num_classes, hidden_dim, dropout)
@@ -79,7 +85,7 @@ class _PoolingMIL(Aggregator):
         self.patch_embed = nn.Sequential(
             nn.Linear(in_dim, hidden_dim), nn.ReLU(), nn.Dropout(dropout)
         )
-        self.classifier = nn.Linear(hidden_dim, num_classes)
+        self.classifier = build_class_head(hidden_dim, num_classes, class_head)
 
     def pool(self, embedded: Tensor, mask: Tensor | None) -> tuple[Tensor, Tensor]:
         """Pool ``(B, N, hidden_dim)`` into ``((B, hidden_dim), attention (B, N))``."""
@@ -98,7 +104,7 @@ class _PoolingMIL(Aggregator):
         features, mask = check_bag(features, mask, self.in_dim)
         embedded = self.patch_embed(features)  # (B, N, hidden_dim)
         embedding, attention = self.pool(embedded, mask)
-        return MILOutput(self.classifier(embedding), attention, embedding)
+        return MILOutput(apply_class_head(self.classifier, embedding), attention, embedding)
 
 
 @register_aggregator("mean")
@@ -107,7 +113,8 @@ class MeanPoolingMIL(_PoolingMIL):
 
     Args:
         in_dim: Patch feature dimension.
-        num_classes: ``C`` (``0``: embeddings only).
+        num_classes: ``C``.
+        class_head: Build the linear classifier (``False``: embeddings only).
         hidden_dim: Width of the patch and slide embeddings.
         dropout: Dropout after the patch embedding.
     """
@@ -127,7 +134,8 @@ class MaxPoolingMIL(_PoolingMIL):
 
     Args:
         in_dim: Patch feature dimension.
-        num_classes: ``C`` (``0``: embeddings only).
+        num_classes: ``C``.
+        class_head: Build the linear classifier (``False``: embeddings only).
         hidden_dim: Width of the patch and slide embeddings.
         dropout: Dropout after the patch embedding.
     """

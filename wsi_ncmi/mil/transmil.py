@@ -29,7 +29,7 @@ import torch
 from torch import Tensor, nn
 
 from wsi_ncmi.errors import ConfigError
-from wsi_ncmi.mil.base import Aggregator, MILOutput
+from wsi_ncmi.mil.base import Aggregator, MILOutput, apply_class_head, build_class_head
 from wsi_ncmi.mil.pooling import check_bag, check_dims
 from wsi_ncmi.mil.registry import register_aggregator
 
@@ -189,7 +189,8 @@ class TransMIL(Aggregator):
 
     Args:
         in_dim: Patch feature dimension.
-        num_classes: ``C`` (``0``: embeddings only).
+        num_classes: ``C``.
+        class_head: Build the linear classifier (``False``: embeddings only).
         hidden_dim: Token width (divisible by ``num_heads``).
         num_heads: Attention heads.
         num_landmarks: Nyström landmarks ``m``.
@@ -202,6 +203,7 @@ class TransMIL(Aggregator):
         in_dim: int,
         num_classes: int,
         *,
+        class_head: bool = True,
         hidden_dim: int = 512,
         num_heads: int = 8,
         num_landmarks: int = 256,
@@ -226,7 +228,7 @@ class TransMIL(Aggregator):
         self.position = PPEG(hidden_dim)
         self.layer_2 = TransformerLayer(hidden_dim, **kwargs)
         self.norm = nn.LayerNorm(hidden_dim)
-        self.classifier = nn.Linear(hidden_dim, num_classes)
+        self.classifier = build_class_head(hidden_dim, num_classes, class_head)
 
     def forward(self, features: Tensor, mask: Tensor | None = None) -> MILOutput:
         """Aggregate bags of patch features.
@@ -276,7 +278,7 @@ class TransMIL(Aggregator):
         embedding = self.norm(tokens[:, 0])
         attention = torch.zeros(b, n, dtype=square_attention.dtype, device=embedded.device)
         attention.index_add_(1, source, square_attention)
-        return MILOutput(self.classifier(embedding), attention, embedding)
+        return MILOutput(apply_class_head(self.classifier, embedding), attention, embedding)
 
 
 __all__ = ["NystromAttention", "TransMIL", "newton_schulz_pinv", "segment_means"]

@@ -1,8 +1,8 @@
 """Build one fold's model (aggregator and loss from their registries) and its loggers.
 
 The loss gets the run-dependent arguments it accepts (``num_classes``, the training
-``class_counts``, the aggregator's embedding width ``feature_dim``); the aggregator gets a
-class head only when the loss wants logits.
+``class_counts``, the aggregator's embedding width ``feature_dim``); the aggregator always
+gets the class count, and a class head only when the loss wants logits.
 """
 
 from __future__ import annotations
@@ -103,10 +103,13 @@ def build_model(config: TrainConfig, datamodule: BagDataModule) -> MILClassifier
             config.model.name, in_dim=in_dim, num_classes=num_classes, **model_kwargs
         ),
     )
-    head_dim = criterion.output_dim(num_classes)
     L.seed_everything(config.seed, workers=True, verbose=False)
     aggregator = build_aggregator(
-        config.model.name, in_dim=in_dim, num_classes=head_dim or 0, **model_kwargs
+        config.model.name,
+        in_dim=in_dim,
+        num_classes=num_classes,
+        class_head=criterion.needs_class_head,
+        **model_kwargs,
     )
     optim = config.optim
     return MILClassifier(

@@ -66,6 +66,10 @@ class SplitConfig:
         test_centers: ``fixed`` without preset: test centers.
         num_folds: ``kfold``: number of folds.
         val_fraction: Share of training patients (per stratum) used for validation.
+        val_scheme: ``loho``: ``patients`` (validation patients from every training
+            hospital) or ``hospital`` (nested leave-one-hospital-out: a whole training
+            hospital validates, so checkpoint selection and the decision rule see a
+            hospital shift).
         folds: Fold indices to run (``null``: all).
     """
 
@@ -77,6 +81,7 @@ class SplitConfig:
     test_centers: list[int] | None = None
     num_folds: int = 5
     val_fraction: float = 0.2
+    val_scheme: Literal["patients", "hospital"] = "patients"
     folds: list[int] | None = None
 
 
@@ -134,8 +139,16 @@ class TrainerConfig:
     """Lightning Trainer settings and the checkpoint/early-stopping metric.
 
     Attributes:
-        max_epochs: Epoch limit.
-        patience: Early-stopping patience in epochs (``0``: no early stopping).
+        max_epochs: Epoch limit (when ``max_steps`` is null).
+        patience: Early-stopping patience in epochs (``0``: no early stopping), when
+            ``patience_steps`` is null.
+        max_steps: Training budget in optimiser steps (``null``: ``max_epochs`` rules).
+            The fold trains ``ceil(max_steps / steps per epoch)`` whole epochs, so the
+            budget does not depend on the batch size or the number of training slides:
+            every loss of a comparison gets the same number of updates.
+        patience_steps: Early-stopping patience in optimiser steps, turned into
+            ``ceil(patience_steps / steps per epoch)`` validation epochs (``null``:
+            ``patience`` rules; ``0``: no early stopping).
         monitor: Validation metric for checkpointing and early stopping: by default the
             macro-F1 of the prior-aware rule fitted on that validation pass (the same rule
             for every loss; ``val/macro_f1`` is the loss's own rule).
@@ -155,6 +168,8 @@ class TrainerConfig:
 
     max_epochs: int = 50
     patience: int = 10
+    max_steps: int | None = None
+    patience_steps: int | None = None
     monitor: str = "val/macro_f1_calibrated"
     mode: Literal["max", "min"] = "max"
     accelerator: str = "auto"
@@ -238,6 +253,18 @@ def check_train_values(config: TrainConfig) -> None:
         ("trainer.max_epochs", config.trainer.max_epochs, config.trainer.max_epochs >= 1, ">= 1"),
         ("trainer.patience", config.trainer.patience, config.trainer.patience >= 0, ">= 0"),
         (
+            "trainer.max_steps",
+            config.trainer.max_steps,
+            config.trainer.max_steps is None or config.trainer.max_steps >= 1,
+            ">= 1 or null",
+        ),
+        (
+            "trainer.patience_steps",
+            config.trainer.patience_steps,
+            config.trainer.patience_steps is None or config.trainer.patience_steps >= 0,
+            ">= 0 or null",
+        ),
+        (
             "data.max_patches_train",
             config.data.max_patches_train,
             config.data.max_patches_train is None or config.data.max_patches_train >= 1,
@@ -247,3 +274,24 @@ def check_train_values(config: TrainConfig) -> None:
     for key, value, ok, rule in checks:
         if not ok:
             raise ConfigError(f"{key} must be {rule}, got {value!r}")
+
+
+def epoch_budget(trainer: TrainerConfig, steps_per_epoch: int) -> tuple[int, int]:
+    """``(max_epochs, patience in epochs)`` of a fold with ``steps_per_epoch`` optimiser steps.
+
+    A budget in steps becomes the smallest number of whole epochs that covers it (at
+    least one), so validation and checkpoints stay at epoch ends.
+
+    Args:
+        trainer: The trainer section.
+        steps_per_epoch: Optimiser steps of one training epoch (``≥ 1``).
+
+    Returns:
+        The epoch limit and the early-stopping patience (``0``: none).
+    """
+    steps = max(int(steps_per_epoch), 1)
+    epochs = trainer.max_epochs if trainer.max_steps is None else -(-trainer.max_steps // steps)
+    patience = (
+        trainer.patience if trainer.patience_steps is None else -(-trainer.patience_steps // steps)
+    )
+    return max(epochs, 1), patience

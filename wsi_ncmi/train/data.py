@@ -323,6 +323,11 @@ class BagDataModule(L.LightningDataModule):
             pin_memory=self.pin_memory,
         )
 
+    def train_steps_per_epoch(self, accumulate_grad_batches: int = 1) -> int:
+        """Optimiser steps of one training epoch: ``ceil(ceil(slides / batch) / accumulate)``."""
+        batches = -(-len(self.datasets["train"]) // self.batch_size)
+        return max(-(-batches // max(accumulate_grad_batches, 1)), 1)
+
     def train_dataloader(self) -> DataLoader[dict[str, Any]]:
         """Training batches of ``batch_size`` bags (epoch-seeded, sub-sampled, balanced).
 

@@ -32,7 +32,7 @@ from wsi_ncmi.losses.callbacks import CentroidUpdate, EscapeMonitor, NCMIDiagnos
 from wsi_ncmi.manifest import LABELS, ManifestRow, read_manifest
 from wsi_ncmi.train.attention import export_attention
 from wsi_ncmi.train.build import build_loggers, build_model
-from wsi_ncmi.train.config import TrainConfig
+from wsi_ncmi.train.config import TrainConfig, epoch_budget
 from wsi_ncmi.train.data import BagDataModule
 from wsi_ncmi.train.html import write_training_html
 from wsi_ncmi.train.predict import decision_reports, fit_decision_rule, predict_slides
@@ -71,9 +71,81 @@ def _resolve_splits(config: TrainConfig, rows: Sequence[ManifestRow], out_dir: P
             val_centers=split.val_centers,
             test_centers=split.test_centers,
             num_folds=split.num_folds,
+            val_scheme=split.val_scheme,
         )
     save_splits(splits, path)
     return splits
+
+
+def fold_datamodule(config: TrainConfig, fold_index: int, splits_file: Path) -> BagDataModule:
+    """The set-up (``"fit"``) DataModule of one fold of ``splits_file``.
+
+    Args:
+        config: The run configuration.
+        fold_index: Index of the fold in ``splits_file``.
+        splits_file: The run's ``splits.json``.
+
+    Returns:
+        The DataModule, with its train, validation and test parts loaded.
+    """
+    data = config.data
+    datamodule = BagDataModule(
+        data.manifest,
+        data.features_root,
+        data.encoder,
+        str(splits_file),
+        fold_index,
+        max_patches_train=data.max_patches_train,
+        cache_in_ram=data.cache_in_ram,
+        missing=data.missing,
+        balanced_sampling=data.balanced_sampling,
+        batch_size=data.batch_size,
+        standardize=data.standardize,
+        slide_norm=data.slide_norm,
+        num_workers=data.num_workers,
+        pin_memory=config.trainer.accelerator in ("gpu", "cuda", "auto")
+        and torch.cuda.is_available(),
+        seed=config.seed,
+    )
+    datamodule.setup("fit")
+    return datamodule
+
+
+def rescore_validation(
+    config: TrainConfig, fold_index: int, splits_file: Path, ckpt_path: str | Path
+) -> dict[str, float]:
+    """Reload a checkpoint and score the fold's validation slides again.
+
+    For every loss the checkpoint holds the state its epoch's validation scored (weights,
+    centroids and class means, feature centre): the Q-step runs before validation
+    (:class:`~wsi_ncmi.losses.callbacks.CentroidUpdate`). So the values returned here are
+    the ones logged for that epoch, to the bit.
+
+    Args:
+        config: The run configuration.
+        fold_index: Index of the fold in ``splits_file``.
+        splits_file: The run's ``splits.json``.
+        ckpt_path: A checkpoint of that fold.
+
+    Returns:
+        The validation metrics (``val/macro_f1``, ``val/macro_f1_calibrated``,
+        ``val/loss``, ...).
+    """
+    L.seed_everything(config.seed, workers=True, verbose=False)
+    datamodule = fold_datamodule(config, fold_index, splits_file)
+    model = build_model(config, datamodule)
+    trainer = L.Trainer(
+        accelerator=config.trainer.accelerator,
+        devices=1,
+        precision=config.trainer.precision,  # type: ignore[arg-type]
+        deterministic=config.trainer.deterministic,
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        enable_checkpointing=False,
+    )
+    trainer.validate(model, datamodule=datamodule, ckpt_path=str(ckpt_path), verbose=False)
+    return {k: float(v) for k, v in trainer.callback_metrics.items()}
 
 
 def run_fold(
@@ -97,30 +169,14 @@ def run_fold(
     """
     L.seed_everything(config.seed, workers=True, verbose=False)
     data = config.data
-    datamodule = BagDataModule(
-        data.manifest,
-        data.features_root,
-        data.encoder,
-        str(splits_file),
-        fold_index,
-        max_patches_train=data.max_patches_train,
-        cache_in_ram=data.cache_in_ram,
-        missing=data.missing,
-        balanced_sampling=data.balanced_sampling,
-        batch_size=data.batch_size,
-        standardize=data.standardize,
-        slide_norm=data.slide_norm,
-        num_workers=data.num_workers,
-        pin_memory=config.trainer.accelerator in ("gpu", "cuda", "auto")
-        and torch.cuda.is_available(),
-        seed=config.seed,
-    )
-    datamodule.setup("fit")
+    datamodule = fold_datamodule(config, fold_index, splits_file)
     fold = datamodule.fold
     assert fold is not None  # set by setup
     model = build_model(config, datamodule)
     num_classes = datamodule.num_classes
     tc = config.trainer
+    steps_per_epoch = datamodule.train_steps_per_epoch(tc.accumulate_grad_batches)
+    max_epochs, patience = epoch_budget(tc, steps_per_epoch)
     checkpoint = ModelCheckpoint(
         dirpath=fold_dir / "checkpoints",
         filename="best-{epoch:03d}",
@@ -141,10 +197,10 @@ def run_fold(
         EscapeMonitor(num_classes),
         *callbacks,
     ]
-    if tc.patience > 0:
-        trainer_callbacks.append(EarlyStopping(tc.monitor, patience=tc.patience, mode=tc.mode))
+    if patience > 0:
+        trainer_callbacks.append(EarlyStopping(tc.monitor, patience=patience, mode=tc.mode))
     trainer = L.Trainer(
-        max_epochs=tc.max_epochs,
+        max_epochs=max_epochs,
         accelerator=tc.accelerator,
         devices=tc.devices,
         precision=tc.precision,  # type: ignore[arg-type]

@@ -3,7 +3,7 @@
 The aggregator (any :func:`wsi_ncmi.mil.build_aggregator` model) maps a bag to a
 :class:`~wsi_ncmi.mil.MILOutput`. The loss (any :func:`wsi_ncmi.losses.build_loss` loss)
 takes the class logits, or the slide embedding when ``loss.output_dim(C)`` is ``None``
-(the aggregator is then built with ``num_classes = 0``). An aggregator whose
+(the aggregator is then built with ``class_head=False``). An aggregator whose
 :meth:`~wsi_ncmi.mil.Aggregator.auxiliary_loss` returns a loss (CLAM-SB's instance
 clustering) has it added.
 

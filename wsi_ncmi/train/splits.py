@@ -6,7 +6,10 @@ five lymph-node slides per patient), so no patient leaks across parts.
 
 * ``loho`` (leave one hospital out): fold ``k`` tests on center ``k`` and trains on the
   others, with a stratified, patient-grouped validation part taken from the training
-  centers (``val_fraction`` of each stratum).
+  centers (``val_fraction`` of each stratum). With ``val_scheme="hospital"`` (nested
+  leave-one-hospital-out) the validation part is instead a whole training hospital, the
+  next center after ``k`` (cyclically), so that checkpoint selection and the decision rule
+  see a hospital shift, as the test does.
 * ``fixed``: named center lists (:data:`PRESETS`: ``"c17_train012_test34"`` is train 0–2 /
   test 3–4; ``"wilds"`` is the WILDS split, train 0, 3, 4 / val 1 / test 2). Without
   validation centers the validation part is carved out of the training centers.
@@ -32,6 +35,7 @@ from wsi_ncmi.errors import ConfigError
 from wsi_ncmi.manifest import LABELS, ManifestRow
 
 SplitKind = Literal["loho", "fixed", "kfold"]
+ValScheme = Literal["patients", "hospital"]
 SPLITS_SCHEMA = "wsi-ncmi/splits/1"
 
 #: Named center lists of the ``fixed`` split: ``(train, val, test)``; empty val = carve.
@@ -184,6 +188,7 @@ def make_splits(
     val_centers: Sequence[int] | None = None,
     test_centers: Sequence[int] | None = None,
     num_folds: int = 5,
+    val_scheme: ValScheme = "patients",
 ) -> SplitSet:
     """Build the folds of a split.
 
@@ -197,6 +202,8 @@ def make_splits(
         val_centers: ``fixed`` only: validation centers (empty: carve from training).
         test_centers: ``fixed`` only: test centers.
         num_folds: ``kfold`` only: number of folds ``≥ 2``.
+        val_scheme: ``loho`` only: ``"patients"`` (validation patients carved from every
+            training center) or ``"hospital"`` (the whole next training center).
 
     Returns:
         The split set.
@@ -210,14 +217,34 @@ def make_splits(
     rng = np.random.default_rng(seed)
     strata = patient_strata(rows)
     centers = sorted({row.center for row in rows})
+    if val_scheme not in ("patients", "hospital"):
+        raise ConfigError(f"val_scheme must be 'patients' or 'hospital', got {val_scheme!r}")
+    if val_scheme == "hospital" and kind != "loho":
+        raise ConfigError(
+            f"val_scheme 'hospital' applies to loho splits, got kind {kind!r} (a fixed split "
+            "takes validation hospitals with val_centers)"
+        )
     params: dict[str, Any] = {"val_fraction": val_fraction}
     folds: list[Fold] = []
     if kind == "loho":
-        if len(centers) < 2:
-            raise ConfigError(f"loho needs at least 2 centers, the manifest has {centers}")
-        for center in centers:
-            pool = _center_patients(rows, [c for c in centers if c != center])
-            train, val = stratified_patient_split(pool, strata, val_fraction, rng)
+        minimum = 3 if val_scheme == "hospital" else 2
+        if len(centers) < minimum:
+            raise ConfigError(
+                f"loho with val_scheme {val_scheme!r} needs at least {minimum} centers, the "
+                f"manifest has {centers}"
+            )
+        if val_scheme == "hospital":
+            params["val_scheme"] = val_scheme
+        for i, center in enumerate(centers):
+            if val_scheme == "hospital":
+                val_center = centers[(i + 1) % len(centers)]
+                train = _center_patients(
+                    rows, [c for c in centers if c not in (center, val_center)]
+                )
+                val = _center_patients(rows, [val_center])
+            else:
+                pool = _center_patients(rows, [c for c in centers if c != center])
+                train, val = stratified_patient_split(pool, strata, val_fraction, rng)
             folds.append(
                 _fold(rows, f"loho_center{center}", train, val, _center_patients(rows, [center]))
             )

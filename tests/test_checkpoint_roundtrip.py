@@ -1,0 +1,121 @@
+"""One model state per checkpoint: the selected checkpoint re-scores validation to the bit.
+
+For every registered loss × aggregator, a short ``run_training`` (real Lightning Trainer,
+real checkpoints) selects a checkpoint on ``val/macro_f1_calibrated``. Reloading that
+checkpoint and validating again must give the logged values exactly: the selection score,
+the loss's own-rule macro-F1 and the validation loss of that epoch, and the decision rule
+fitted on it. Before the Q-step moved ahead of validation, an NCMI-MIL checkpoint held the
+centroids recomputed *after* its validation, and the re-score differed.
+
+The default tier runs :data:`FAST`; the slow tier runs the rest of the matrix.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+from _train_bags import ENCODER, make_cohort
+
+from wsi_ncmi.losses import list_losses
+from wsi_ncmi.mil import list_aggregators
+from wsi_ncmi.train.config import (
+    DataConfig,
+    LossConfig,
+    ModelConfig,
+    OptimConfig,
+    ReportConfig,
+    SplitConfig,
+    TrainConfig,
+    TrainerConfig,
+)
+from wsi_ncmi.train.fit import rescore_validation, run_training
+
+MODEL_KWARGS: dict[str, dict[str, Any]] = {
+    "abmil": {"hidden_dim": 16, "attention_dim": 8, "dropout": 0.1},
+    "clam_sb": {"hidden_dim": 16, "attention_dim": 8, "dropout": 0.1, "top_k": 2},
+    "dsmil": {"hidden_dim": 16, "query_dim": 8, "dropout": 0.1},
+    "transmil": {"hidden_dim": 16, "num_heads": 2, "num_landmarks": 4, "dropout": 0.1},
+    "mean": {"hidden_dim": 16, "dropout": 0.1},
+    "max": {"hidden_dim": 16, "dropout": 0.1},
+}
+#: Default tier: the losses that keep state between steps (centroids, class means, a
+#: feature centre) and CE, with ABMIL; NCMI-MIL with the aggregators whose extra parts
+#: it drives (CLAM-SB's instance branch, TransMIL).
+FAST = {
+    ("ce", "abmil"),
+    ("cmic", "abmil"),
+    ("ncmi", "abmil"),
+    ("ncmi_mil", "abmil"),
+    ("ncmi_authors", "abmil"),
+    ("ncmi_mil", "clam_sb"),
+    ("ncmi_mil", "transmil"),
+}
+MATRIX = [
+    pytest.param(loss, model, marks=() if (loss, model) in FAST else pytest.mark.slow)
+    for loss in list_losses()
+    for model in list_aggregators()
+]
+
+
+@pytest.fixture(autouse=True)
+def _one_thread() -> Any:
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def cohort(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("bags")
+    make_cohort(root, centers=3, patients_per_center=3, slides_per_patient=4, seed=3)
+    return root
+
+
+def _config(root: Path, out: Path, loss: str, model: str) -> TrainConfig:
+    return TrainConfig(
+        out_dir=str(out),
+        seed=1,
+        data=DataConfig(
+            manifest=str(root / "manifest.csv"),
+            features_root=str(root),
+            encoder=ENCODER,
+            max_patches_train=20,
+            batch_size=3,
+        ),
+        split=SplitConfig(kind="fixed", train_centers=[0], val_centers=[1], test_centers=[2]),
+        model=ModelConfig(model, MODEL_KWARGS[model]),
+        loss=LossConfig(loss, {}),
+        optim=OptimConfig(lr=1e-2),
+        trainer=TrainerConfig(max_epochs=5, patience=0, accelerator="cpu"),
+        report=ReportConfig(bootstrap=10, attention_top_k=1, max_heatmaps=0, max_geojson=0),
+    )
+
+
+@pytest.mark.parametrize(("loss", "model"), MATRIX)
+def test_selected_checkpoint_rescores_validation_to_the_bit(
+    cohort: Path, tmp_path: Path, loss: str, model: str
+) -> None:
+    config = _config(cohort, tmp_path, loss, model)
+    fold = run_training(config).folds[0]
+    assert fold.best_checkpoint is not None
+    assert fold.best_score is not None
+    match = re.search(r"best-epoch=(\d+)", fold.best_checkpoint)
+    assert match, fold.best_checkpoint
+    logged = next(h for h in fold.history if int(h["epoch"]) == int(match.group(1)))
+
+    rescored = rescore_validation(config, 0, tmp_path / "splits.json", fold.best_checkpoint)
+
+    # The selection score, the loss's own rule and the loss: bitwise what was logged.
+    assert rescored["val/macro_f1_calibrated"] == fold.best_score
+    assert rescored["val/macro_f1_calibrated"] == logged["val/macro_f1_calibrated"]
+    assert rescored["val/macro_f1"] == logged["val/macro_f1"]
+    assert rescored["val/loss"] == logged["val/loss"]
+    # The decision rule the test uses was fitted on the same state.
+    assert float(np.float32(fold.decision_rule["val_macro_f1"])) == fold.best_score
+
