@@ -107,7 +107,7 @@ def bench() -> dict[str, object]:
         },
     )
     comparisons = best_baseline_comparisons(config, runs, reports, results)
-    return {"runs": runs, "comparisons": comparisons["abmil"], "results": results}
+    return {"runs": runs, "comparisons": comparisons["ncmi_mil"]["abmil"], "results": results}
 
 
 def _macro_f1(records: list[dict[str, object]], center: int | None = None) -> float:

@@ -272,7 +272,7 @@ def test_tuned_two_split_sweep_end_to_end(tmp_path: Path) -> None:
         assert {r["loss"] for r in rows} == {"ce", "focal", "ncmi_mil"}
         assert {r["variant"] for r in rows if r["loss"] == "ce"} == {chosen["ce"]}
         assert {r["seed"] for r in rows} == {"0", "1"}
-        best = summary["best_baseline"]["abmil"]
+        best = summary["best_baseline"]["ncmi_mil"]["abmil"]
         scores = best["validation_scores"]
         assert best["baseline"] == max(scores, key=lambda k: scores[k])
         assert set(scores) == {"ce", "focal"}

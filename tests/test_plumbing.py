@@ -192,10 +192,10 @@ def test_one_optimiser_helper() -> None:
 
 def test_fold_result_is_frozen_and_summarised_without_records() -> None:
     fold = FoldResult(
-        "fixed", [3], None, None, 2, [], {"pooled": {}}, {}, {}, {}, [{"epoch": 0.0}], [{}]
+        "fixed", [3], None, None, 2, [], {"pooled": {}}, {}, {}, {}, {}, [{"epoch": 0.0}], [{}]
     )
     with pytest.raises(FrozenInstanceError):
         fold.__setattr__("fold", "other")
     assert "records" not in fold.summary()
     assert fold.summary()["history"] == [{"epoch": 0.0}]
-    assert list(fold.summary(history=False))[-1] == "attention"
+    assert list(fold.summary(history=False))[-2:] == ["attention", "probe"]

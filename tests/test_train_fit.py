@@ -137,6 +137,31 @@ def test_tiny_fit_learns_and_writes_every_report(reference: tuple[Path, Training
     assert config["version"]
 
 
+def test_reports_carry_the_diagnostics_of_the_selected_checkpoint(
+    reference: tuple[Path, TrainingResult],
+) -> None:
+    out, result = reference
+    fold = result.folds[0]
+    (diag,) = json.loads((out / "metrics.json").read_text())["diagnostics"]
+    assert diag["val_selected"] == fold.best_score
+    assert diag["test_macro_f1"] == fold.metrics["pooled"]["macro_f1"]
+    assert diag["val_to_test_drop"] == pytest.approx(diag["val_selected"] - diag["test_macro_f1"])
+    # The bags carry the class in their features: a linear probe on the learnt slide
+    # embeddings finds it on validation and test.
+    assert fold.probe["train_slides"] == 16
+    assert diag["probe_val"] >= 0.9
+    assert diag["probe_test"] >= 0.9
+    # Ground truth of every positive test slide: the model attends to its tumour patches
+    # far above what uniform attention would give them.
+    by_class = diag["tumour_attention_by_class"]
+    assert set(by_class) == {"itc", "micro", "macro"}
+    assert min(by_class.values()) > 2 * fold.attention["mean_tumour_patch_fraction"]
+    summary = (out / "summary.txt").read_text()
+    assert "Diagnostics per fold" in summary
+    assert f"| fixed | {fold.best_score:.3f} |" in summary
+    assert "probe test" in (out / "report.html").read_text()
+
+
 def test_same_seed_gives_identical_results(
     cohort: Path, reference: tuple[Path, TrainingResult], tmp_path: Path
 ) -> None:

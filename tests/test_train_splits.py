@@ -45,6 +45,28 @@ def _check_partition(rows: list[ManifestRow], fold, expect_all: bool = True) -> 
         assert set().union(*parts) == {r.slide_id for r in rows}
 
 
+def test_nested_loho_validates_on_a_whole_training_hospital(rows) -> None:
+    splits = make_splits(rows, "loho", seed=0, val_scheme="hospital")
+    center_of = {r.slide_id: r.center for r in rows}
+    val_centers = []
+    for fold in splits.folds:
+        _check_partition(rows, fold)
+        (held,) = fold.test_centers
+        (val_center,) = {center_of[s] for s in fold.val}
+        assert val_center == (held + 1) % 5
+        assert {center_of[s] for s in fold.val} | {center_of[s] for s in fold.train} == (
+            set(range(5)) - {held}
+        )
+        assert val_center not in {center_of[s] for s in fold.train}
+        val_centers.append(val_center)
+    assert sorted(val_centers) == [0, 1, 2, 3, 4]  # every hospital validates once
+    assert splits.params["val_scheme"] == "hospital"
+    with pytest.raises(ConfigError, match="val_scheme 'hospital' applies to loho"):
+        make_splits(rows, "kfold", val_scheme="hospital")
+    with pytest.raises(ConfigError, match="val_scheme must be"):
+        make_splits(rows, "loho", val_scheme="patient")  # type: ignore[arg-type]
+
+
 @pytest.mark.parametrize("seed", [0, 1])
 def test_loho_holds_out_every_hospital_once_without_leaks(rows, seed: int) -> None:
     splits = make_splits(rows, "loho", seed=seed)

@@ -134,6 +134,7 @@ def run_cell(config: BenchConfig, cell: Cell) -> dict[str, Any]:
         "decision_rule": fold.decision_rule,
         "test_by_decision": fold.by_decision,
         "attention": fold.attention,
+        "probe": fold.probe,
         "excluded": fold.excluded,
         "seconds": time.perf_counter() - started,
         "host": platform.node(),

@@ -118,11 +118,15 @@ def _validate_suite(config: BenchConfig) -> None:
             f"{model_labels}, got {tuned}"
         )
     labels = [e.label for e in sweep.losses]
+    treatments = [sweep.treatment, *sweep.treatments]
+    unknown_treatments = sorted(set(sweep.treatments) - set(labels))
+    if unknown_treatments:
+        raise ConfigError(f"sweep.treatments must be loss labels {labels}, got {sweep.treatments}")
     unknown = sorted(set(sweep.baselines) - set(labels))
-    if unknown or sweep.treatment in sweep.baselines:
+    if unknown or set(treatments) & set(sweep.baselines):
         raise ConfigError(
-            f"sweep.baselines must be loss labels other than the treatment "
-            f"{sweep.treatment!r}; allowed: {labels}, got {sweep.baselines}"
+            f"sweep.baselines must be loss labels other than the treatments "
+            f"{treatments}; allowed: {labels}, got {sweep.baselines}"
         )
     from wsi_ncmi.bench.config import BENCH_OWNED_EXTRACT
     from wsi_ncmi.features.run import ExtractConfig

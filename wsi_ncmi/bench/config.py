@@ -208,12 +208,14 @@ class SweepConfig:
         split: The split scheme.
         baseline: Label of the reference loss of the headline table (``ce``).
         treatment: Label of the loss compared with it (``ncmi_mil``).
+        treatments: Further treatments, each also compared with the best baseline (e.g.
+            ``ncmi_authors``); Holm's correction runs over every treatment × aggregator.
         splits: Named split schemes run one after the other (e.g. ``loho`` and
             ``fixed``), each in ``<out_dir>/<name>/`` with its own report; when given,
             ``split`` is not used.
         tuning: How the losses' ``grid`` settings are chosen.
-        baselines: Labels that compete for "best baseline" against ``treatment`` (the
-            best on validation, per aggregator; empty: every loss but ``treatment``).
+        baselines: Labels that compete for "best baseline" against the treatments (the
+            best on validation, per aggregator; empty: every loss but the treatments).
     """
 
     losses: list[LossEntry] = field(
@@ -224,6 +226,7 @@ class SweepConfig:
     split: BenchSplit = field(default_factory=BenchSplit)
     baseline: str = "ce"
     treatment: str = "ncmi_mil"
+    treatments: list[str] = field(default_factory=list)
     splits: dict[str, BenchSplit] = field(default_factory=dict)
     tuning: TuningConfig = field(default_factory=TuningConfig)
     baselines: list[str] = field(default_factory=list)

@@ -8,10 +8,11 @@ Three parts, each computed from the cells' result records and test predictions:
    *validation* score over the split's cells (``sweep.tuning.metric``; no test score
    enters, although under leave-one-hospital-out the other folds' validation slides
    include each test hospital: the choice picks a comparison, not a model) against
-   the treatment (NCMI-MIL): paired, hospital-stratified bootstrap of Δ macro-F1 per
-   hospital and pooled, the Wilcoxon signed-rank test over seed × hospital pairs, and
-   Holm's correction across the table (bootstrap p-values over every aggregator ×
-   hospital cell; Wilcoxon p-values over the aggregators);
+   each treatment (``sweep.treatment`` and ``sweep.treatments``: NCMI-MIL, the authors'
+   NCMI): paired, hospital-stratified bootstrap of Δ macro-F1 per hospital and pooled,
+   the Wilcoxon signed-rank test over seed × hospital pairs, and Holm's correction over
+   every treatment × aggregator (bootstrap p-values over every treatment × aggregator ×
+   hospital cell; Wilcoxon p-values over every treatment × aggregator);
 3. :func:`epoch_points`: validation NCMI against validation macro-F1 for every epoch of
    every run, with Spearman's ρ ("does NCMI track accuracy?").
 """
@@ -61,6 +62,12 @@ def loss_table(config: BenchConfig, summaries: Mapping[str, Mapping[str, Any]]) 
     return lines
 
 
+def all_treatments(config: BenchConfig) -> list[str]:
+    """``sweep.treatment`` then ``sweep.treatments``: the losses compared with the best baseline."""
+    sweep = config.sweep
+    return [sweep.treatment, *(t for t in sweep.treatments if t != sweep.treatment)]
+
+
 def best_baseline(
     config: BenchConfig, results: Sequence[Mapping[str, Any]], model: str
 ) -> tuple[str | None, dict[str, float]]:
@@ -71,7 +78,8 @@ def best_baseline(
     """
     sweep = config.sweep
     labels = [e.label for e in sweep.losses]
-    candidates = sweep.baselines or [x for x in labels if x != sweep.treatment]
+    treatments = all_treatments(config)
+    candidates = sweep.baselines or [x for x in labels if x not in treatments]
     metric = sweep.tuning.metric
     scores: dict[str, float] = {}
     for loss in candidates:
@@ -93,64 +101,87 @@ def best_baseline_comparisons(
     runs: Mapping[RunKey, list[dict[str, Any]]],
     reports: Mapping[RunKey, dict[str, Any]],
     results: Sequence[Mapping[str, Any]],
-) -> dict[str, Any]:
-    """Best baseline (chosen on validation) vs the treatment, per aggregator, Holm-corrected.
+) -> dict[str, dict[str, Any]]:
+    """Best baseline (chosen on validation) vs each treatment, per aggregator, Holm-corrected.
+
+    Holm's correction runs over every treatment × aggregator of the table: the bootstrap
+    p-values over every (treatment, aggregator, hospital) cell, the Wilcoxon p-values over
+    every (treatment, aggregator).
 
     Returns:
-        ``{aggregator: {"baseline", "validation_scores", "groups": {group: bootstrap},
-        "wilcoxon"}}``; every bootstrap entry and Wilcoxon record gains ``p_holm``.
+        ``{treatment: {aggregator: {"baseline", "validation_scores", "groups": {group:
+        bootstrap}, "wilcoxon"}}}``; every bootstrap entry and Wilcoxon record gains
+        ``p_holm``.
     """
     from wsi_ncmi.bench.report import _pairs
 
     sweep, st = config.sweep, config.stats
-    treat = sweep.treatment
-    out: dict[str, Any] = {}
-    for model in (e.label for e in sweep.models):
-        base, scores = best_baseline(config, results, model)
-        if base is None or not any(k[0] == model and k[1] == treat for k in runs):
-            continue
-        pairs = _pairs(runs, model, base, treat, sweep.seeds)
-        centers = sorted({int(c) for c in pairs.centers})
-        groups: dict[str, Any] = {}
-        for group in [*map(str, centers), "pooled"]:
-            sub = pairs if group == "pooled" else pairs.subset(pairs.centers == int(group))
-            groups[group] = dict(
-                paired_bootstrap(sub, len(LABELS), n_resamples=st.bootstrap, seed=st.seed).__dict__
-            )
-        diffs = [
-            group_metric(reports[(model, treat, s)], str(c), "macro_f1")
-            - group_metric(reports[(model, base, s)], str(c), "macro_f1")
-            for s in sweep.seeds
-            for c in centers
-            if (model, treat, s) in reports and (model, base, s) in reports
-        ]
-        out[model] = {
-            "baseline": base,
-            "validation_scores": scores,
-            "groups": groups,
-            "wilcoxon": dict(signed_rank(diffs).__dict__),
-        }
-    boot = [g for m in out.values() for g in m["groups"].values()]
+    out: dict[str, dict[str, Any]] = {}
+    for treat in all_treatments(config):
+        for model in (e.label for e in sweep.models):
+            base, scores = best_baseline(config, results, model)
+            if base is None or not any(k[0] == model and k[1] == treat for k in runs):
+                continue
+            pairs = _pairs(runs, model, base, treat, sweep.seeds)
+            centers = sorted({int(c) for c in pairs.centers})
+            groups: dict[str, Any] = {}
+            for group in [*map(str, centers), "pooled"]:
+                sub = pairs if group == "pooled" else pairs.subset(pairs.centers == int(group))
+                groups[group] = dict(
+                    paired_bootstrap(
+                        sub, len(LABELS), n_resamples=st.bootstrap, seed=st.seed
+                    ).__dict__
+                )
+            diffs = [
+                group_metric(reports[(model, treat, s)], str(c), "macro_f1")
+                - group_metric(reports[(model, base, s)], str(c), "macro_f1")
+                for s in sweep.seeds
+                for c in centers
+                if (model, treat, s) in reports and (model, base, s) in reports
+            ]
+            out.setdefault(treat, {})[model] = {
+                "baseline": base,
+                "validation_scores": scores,
+                "groups": groups,
+                "wilcoxon": dict(signed_rank(diffs).__dict__),
+            }
+    comparisons = [m for per_model in out.values() for m in per_model.values()]
+    boot = [g for m in comparisons for g in m["groups"].values()]
     for record, adjusted in zip(boot, holm([g["p_value"] for g in boot]), strict=True):
         record["p_holm"] = adjusted
-    tests = [m["wilcoxon"] for m in out.values()]
+    tests = [m["wilcoxon"] for m in comparisons]
     for record, adjusted in zip(tests, holm([w["p_value"] for w in tests]), strict=True):
         record["p_holm"] = adjusted
     return out
 
 
-def comparison_table(config: BenchConfig, comparisons: Mapping[str, Any]) -> list[str]:
-    """Markdown lines of :func:`best_baseline_comparisons`."""
+def comparison_table(
+    config: BenchConfig, comparisons: Mapping[str, Mapping[str, Any]]
+) -> list[str]:
+    """Markdown lines of :func:`best_baseline_comparisons`, one section per treatment."""
+    lines: list[str] = []
+    for treat, per_model in comparisons.items():
+        if lines:
+            lines.append("")
+        lines += _treatment_table(config, treat, per_model)
+    return lines
+
+
+def _treatment_table(config: BenchConfig, treat: str, comparisons: Mapping[str, Any]) -> list[str]:
+    """Markdown lines of one treatment's comparisons."""
     if not comparisons:
         return []
-    treat, alpha = config.sweep.treatment, config.stats.alpha
+    alpha = config.stats.alpha
+    holm_scope = (
+        "every treatment × aggregator" if len(all_treatments(config)) > 1 else "every aggregator"
+    )
     lines = [
         f"## Best baseline vs {treat} (baseline chosen on validation, per aggregator)",
         "",
         f"Δ = {treat} − baseline test macro-F1, seeds averaged; 95% CI and p from the paired "
         "bootstrap of test slides (stratified by hospital); Wilcoxon over seed × hospital "
-        "pairs; p_Holm corrects each family across this table (bootstrap: every cell; "
-        f"Wilcoxon: every aggregator). Significant means p_Holm < α = {alpha}.",
+        "pairs; p_Holm corrects each family across the treatments' tables (bootstrap: every "
+        f"cell; Wilcoxon: {holm_scope}). Significant means p_Holm < α = {alpha}.",
         "",
         "| aggregator | best baseline | group | Δ | 95% CI | p | p_Holm |",
         "|---|---|---|---|---|---|---|",

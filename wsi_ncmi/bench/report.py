@@ -31,7 +31,7 @@ from wsi_ncmi.bench.results import (
 )
 from wsi_ncmi.bench.stats import align, mean_std, paired_bootstrap, signed_rank, spearman
 from wsi_ncmi.bench.sweep import SweepOutcome
-from wsi_ncmi.bench.tables import decision_table, per_class_table
+from wsi_ncmi.bench.tables import decision_table, diagnostics_table, per_class_table
 from wsi_ncmi.bench.tables import fmt_mean_std as _fmt
 from wsi_ncmi.manifest import LABELS
 
@@ -295,6 +295,7 @@ def write_reports(
     md += ["", *paper.loss_table(config, summaries), "", *paper.comparison_table(config, best)]
     md += ["", *tuning_table(config, choices), "", *paper.tracking_lines(tracking)]
     md += ["", *decision_table(runs), "", *per_class_table(runs)]
+    md += ["", *diagnostics_table(results, reports)]
     md += ["", "## Validation NCMI vs macro-F1 across runs", ""]
     md += [
         f"- validation NCMI vs {k} macro-F1: Spearman ρ = {v[0]:.3f} (p = {v[1]:.3g}, "

@@ -67,6 +67,10 @@ def result_rows(results: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
                 row[f"macro_f1_{rule}"] = rule_metrics.get("macro_f1")
             row["prior_scale"] = (res.get("decision_rule") or {}).get("scale")
             row |= {f"val_{key}": res.get("val", {}).get(key) for key in VAL_KEYS}
+            probe = (res.get("probe") or {}).get("macro_f1") or {}
+            row |= {f"probe_{part}_macro_f1": probe.get(part) for part in ("val", "test")}
+            by_class = (res.get("attention") or {}).get("tumour_attention_by_class") or {}
+            row |= {f"tumour_attention_{name}": by_class.get(name) for name in LABELS[1:]}
             row |= {
                 "tumour_attention": (res.get("attention") or {}).get("mean_tumour_attention"),
                 "best_epoch": res.get("best_epoch"),

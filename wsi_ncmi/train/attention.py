@@ -166,14 +166,14 @@ def export_attention(
 
     Returns:
         ``{"slides_with_ground_truth", "mean_tumour_attention", "mean_tumour_patch_fraction",
-        "per_slide": {slide_id: {...}}}``.
+        "tumour_attention_by_class": {label: mean}, "per_slide": {slide_id: {...}}}``.
     """
     from wsi_ncmi.batch import write_text_atomic
 
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(["slide_id", "rank", "x", "y", "attention"])
-    per_slide: dict[str, dict[str, float]] = {}
+    per_slide: dict[str, dict[str, Any]] = {}
     drawn = 0
     for item in predictions:
         index = int(item["index"])
@@ -196,6 +196,7 @@ def export_attention(
             if polygons:
                 inside = tumour_mask(coords, stride, polygons)
                 per_slide[row.slide_id] = {
+                    "label": row.label,
                     "tumour_attention": float(attention[inside].sum()),
                     "tumour_patch_fraction": float(inside.mean()),
                 }
@@ -214,6 +215,11 @@ def export_attention(
             drawn += 1
     write_text_atomic(out_dir / "attention_topk.csv", buffer.getvalue())
     values = list(per_slide.values())
+    labels = sorted({str(v["label"]) for v in values})
+    by_class = {
+        label: float(np.mean([v["tumour_attention"] for v in values if v["label"] == label]))
+        for label in labels
+    }
     return {
         "slides_with_ground_truth": len(values),
         "mean_tumour_attention": (
@@ -222,5 +228,6 @@ def export_attention(
         "mean_tumour_patch_fraction": (
             float(np.mean([v["tumour_patch_fraction"] for v in values])) if values else None
         ),
+        "tumour_attention_by_class": by_class,
         "per_slide": per_slide,
     }

@@ -34,8 +34,14 @@ from wsi_ncmi.train.attention import export_attention
 from wsi_ncmi.train.build import build_loggers, build_model
 from wsi_ncmi.train.config import TrainConfig, epoch_budget
 from wsi_ncmi.train.data import BagDataModule
+from wsi_ncmi.train.diagnostics import diagnostics_table, fold_diagnostics
 from wsi_ncmi.train.html import write_training_html
-from wsi_ncmi.train.predict import decision_reports, fit_decision_rule, predict_slides
+from wsi_ncmi.train.predict import (
+    decision_reports,
+    fit_decision_rule,
+    predict_slides,
+    probe_embeddings,
+)
 from wsi_ncmi.train.qupath import export_qupath
 from wsi_ncmi.train.report import (
     compute_report,
@@ -222,8 +228,14 @@ def run_fold(
     trainer.fit(model, datamodule=datamodule, ckpt_path=resume_from)
     best = checkpoint.best_model_path or (str(last) if last.is_file() else None)
     rows = datamodule.rows["test"]
-    rule = fit_decision_rule(trainer, model, datamodule, best)
+    val_predictions = predict_slides(trainer, model, datamodule.val_dataloader(), best)
+    rule = fit_decision_rule(val_predictions, datamodule.class_counts())
     predictions = predict_slides(trainer, model, datamodule.test_dataloader(), best) if rows else []
+    probe = probe_embeddings(
+        predict_slides(trainer, model, datamodule.full_bag_loader("train"), best),
+        {"val": val_predictions, "test": predictions},
+        num_classes,
+    )
     records = prediction_records(
         rows, predictions, f"{fold.name}/test", rule=rule, decision=config.report.decision
     )
@@ -273,6 +285,7 @@ def run_fold(
         decision_rule=asdict(rule),
         by_decision=by_decision,
         attention={k: v for k, v in attention.items() if k != "per_slide"},
+        probe=probe.to_json(),
         history=history,
         records=records,
     )
@@ -343,6 +356,8 @@ def run_training(config: TrainConfig, callbacks: Sequence[Callback] = ()) -> Tra
             table += (
                 f"\n{name} rule: pooled macro-F1 {alt['pooled'].get('macro_f1', float('nan')):.3f}"
             )
+    diagnostics = diagnostics_table(folds, config.trainer.monitor)
+    table += "\n\n" + diagnostics
     write_text_atomic(out_dir / "summary.txt", table + "\n")
     fold_summaries = [f.summary(history=False) for f in folds]
     write_json(
@@ -353,6 +368,7 @@ def run_training(config: TrainConfig, callbacks: Sequence[Callback] = ()) -> Tra
             "decision": config.report.decision,
             "by_decision": by_decision,
             "folds": fold_summaries,
+            "diagnostics": [fold_diagnostics(f) for f in folds],
         },
         out_dir / "metrics.json",
     )
@@ -365,5 +381,6 @@ def run_training(config: TrainConfig, callbacks: Sequence[Callback] = ()) -> Tra
         config_dict=asdict(config),
         encoder=config.data.encoder,
         overlays_dir=Path(config.data.features_root) / "thumbnails",
+        diagnostics=diagnostics,
     )
     return TrainingResult(report, by_decision, tuple(folds), table)

@@ -287,8 +287,13 @@ def write_training_html(
     encoder: str,
     overlays_dir: Path | None,
     max_heatmaps: int = 4,
+    diagnostics: str = "",
 ) -> Path:
-    """``<out_dir>/report.html`` of a ``wsi-train`` run (tables, plots, heatmaps, provenance)."""
+    """``<out_dir>/report.html`` of a ``wsi-train`` run (tables, plots, heatmaps, provenance).
+
+    ``diagnostics`` (the Markdown table of :mod:`wsi_ncmi.train.diagnostics`) is shown
+    after the metric tables.
+    """
     figures = [(p, p.stem.replace("_", " ")) for p in sorted(out_dir.glob("confusion_*.png"))]
     figures += [
         (p, f"{p.parent.name}: training curves") for p in sorted(out_dir.glob("*/curves.png"))
@@ -304,7 +309,8 @@ def write_training_html(
     return write_html_report(
         out_dir / "report.html",
         title=f"wsi-train {out_dir.name}",
-        summary_md=training_summary_md(title, report, by_decision, decision),
+        summary_md=training_summary_md(title, report, by_decision, decision)
+        + ("\n\n" + diagnostics if diagnostics else ""),
         figures=figures,
         confusions=[],
         heatmaps=heatmaps,

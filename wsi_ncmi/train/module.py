@@ -281,7 +281,10 @@ class MILClassifier(L.LightningModule):
         self._log_stage_epoch("test")
 
     def predict_step(self, batch: dict[str, Tensor], batch_idx: int) -> dict[str, Tensor]:
-        """Per-batch ``index``/``target``/``pred`` ``(B,)``, ``probs (B, C)``, attention (B, N)."""
+        """Per-batch ``index``/``target``/``pred`` ``(B,)``, ``probs (B, C)``, attention ``(B, N)``.
+
+        Also the slide embeddings ``embedding (B, m)`` that the linear probe reads.
+        """
         output = self._run(batch)
         outputs = self._loss_outputs(output)
         return {
@@ -290,6 +293,7 @@ class MILClassifier(L.LightningModule):
             "pred": self.criterion.predict(outputs).cpu(),
             "probs": self.class_scores(outputs).float().cpu(),
             "attention": output.attention.float().cpu(),
+            "embedding": output.embedding.detach().float().cpu(),
         }
 
     def configure_optimizers(self) -> Any:

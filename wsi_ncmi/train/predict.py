@@ -16,8 +16,8 @@ import numpy as np
 from wsi_ncmi.losses.decision import PriorRule, fit_prior_rule, log_scores
 from wsi_ncmi.manifest import ManifestRow
 from wsi_ncmi.train.config import TrainConfig
-from wsi_ncmi.train.data import BagDataModule
 from wsi_ncmi.train.module import MILClassifier
+from wsi_ncmi.train.probe import ProbeResult, linear_probe
 from wsi_ncmi.train.report import compute_report
 
 
@@ -47,23 +47,49 @@ def predict_slides(
 
 
 def fit_decision_rule(
-    trainer: L.Trainer, model: MILClassifier, datamodule: BagDataModule, ckpt_path: str | None
+    val_predictions: Sequence[dict[str, Any]], class_counts: Sequence[int]
 ) -> PriorRule:
     """Fit the prior-aware rule on the validation slides of a checkpoint (never on test).
 
     Args:
-        trainer: The fold's Trainer.
-        model: The LightningModule.
-        datamodule: The fold's DataModule (validation slides and training class counts).
-        ckpt_path: The selected checkpoint.
+        val_predictions: :func:`predict_slides` of the validation slides with the selected
+            checkpoint.
+        class_counts: Training count of each class (the prior).
 
     Returns:
         The fitted rule.
     """
-    val = predict_slides(trainer, model, datamodule.val_dataloader(), ckpt_path)
-    probs = np.stack([np.asarray(v["probs"], dtype=np.float64) for v in val])
-    targets = np.asarray([int(v["target"]) for v in val])
-    return fit_prior_rule(log_scores(probs), targets, datamodule.class_counts())
+    probs = np.stack([np.asarray(v["probs"], dtype=np.float64) for v in val_predictions])
+    targets = np.asarray([int(v["target"]) for v in val_predictions])
+    return fit_prior_rule(log_scores(probs), targets, list(class_counts))
+
+
+def probe_embeddings(
+    train: Sequence[dict[str, Any]],
+    parts: dict[str, Sequence[dict[str, Any]]],
+    num_classes: int,
+) -> ProbeResult:
+    """The linear probe of :mod:`wsi_ncmi.train.probe` on :func:`predict_slides` outputs.
+
+    Args:
+        train: Per-slide predictions (with ``embedding``) of the whole training bags.
+        parts: Part name → per-slide predictions to score.
+        num_classes: ``C``.
+
+    Returns:
+        The probe's scores.
+    """
+
+    def arrays(items: Sequence[dict[str, Any]]) -> tuple[Any, Any]:
+        if not items:
+            return np.zeros((0, 1)), np.zeros(0, dtype=np.int64)
+        x = np.stack([np.asarray(v["embedding"], dtype=np.float64) for v in items])
+        return x, np.asarray([int(v["target"]) for v in items], dtype=np.int64)
+
+    train_x, train_y = arrays(train)
+    return linear_probe(
+        train_x, train_y, {name: arrays(items) for name, items in parts.items()}, num_classes
+    )
 
 
 def decision_reports(

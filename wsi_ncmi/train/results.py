@@ -26,7 +26,11 @@ class FoldResult:
         metrics: Test report of the fold (pooled and per hospital).
         decision_rule: The validation-fitted prior-aware rule (``PriorRule`` as a dict).
         by_decision: Test metrics under each decision rule.
-        attention: Attention summary (without the per-slide table).
+        attention: Attention summary (without the per-slide table), with the mean
+            attention mass on true tumour per true class where the slides have ground
+            truth.
+        probe: Linear probe on the selected checkpoint's frozen slide embeddings, fitted
+            on the training slides (:meth:`wsi_ncmi.train.probe.ProbeResult.to_json`).
         history: Logged metrics, one dict per epoch.
         records: One prediction record per test slide.
     """
@@ -41,6 +45,7 @@ class FoldResult:
     decision_rule: dict[str, Any]
     by_decision: dict[str, Any]
     attention: dict[str, Any]
+    probe: dict[str, Any]
     history: list[dict[str, float]]
     records: list[dict[str, Any]]
 
