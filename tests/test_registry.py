@@ -3,6 +3,7 @@
 import pytest
 
 from wsi_ncmi.errors import ConfigError
+from wsi_ncmi.losses import build_loss
 from wsi_ncmi.registry import Registry
 
 
@@ -36,3 +37,18 @@ def test_unknown_or_missing_arguments_are_config_errors():
 def test_a_type_error_inside_the_constructor_is_not_disguised_as_a_user_error():
     with pytest.raises(TypeError, match="unsupported operand"):
         _registry().build("buggy", size=2)
+
+
+@pytest.mark.parametrize(
+    ("name", "typo", "meant"),
+    [
+        ("ncmi_mil", "tempreature", "temperature"),
+        ("ncmi_authors", "center_decy", "center_decay"),
+        ("focal", "gama", "gamma"),
+    ],
+)
+def test_a_misspelt_loss_argument_names_the_closest_one(name: str, typo: str, meant: str) -> None:
+    # ncmi_mil passes **kwargs on to NCMILoss: its parent's names count too.
+    with pytest.raises(ConfigError, match=rf"unknown '{typo}' \(did you mean '{meant}'\?\)"):
+        build_loss(name, num_classes=4, **{typo: 0.2})
+    assert build_loss("ncmi_mil", num_classes=4, damping=0.5).state.damping == 0.5

@@ -9,6 +9,7 @@ registry alone stays cheap and free of import cycles.
 
 from __future__ import annotations
 
+import difflib
 import inspect
 from collections.abc import Callable
 from typing import Any, Generic, TypeVar
@@ -17,6 +18,36 @@ from wsi_ncmi.errors import ConfigError
 
 T = TypeVar("T")
 F = TypeVar("F", bound=Callable[..., Any])
+
+
+def accepted_keywords(factory: Callable[..., Any]) -> set[str] | None:
+    """Keyword names a factory accepts, following ``**kwargs`` up a class's bases.
+
+    A subclass whose ``__init__`` passes ``**kwargs`` to its parent accepts the parent's
+    names too (``ncmi_mil`` takes every :class:`~wsi_ncmi.losses.NCMILoss` argument).
+
+    Returns:
+        The names, or ``None`` when they cannot be known (a plain function with
+        ``**kwargs``, or no signature).
+    """
+    classes = list(factory.__mro__) if isinstance(factory, type) else [factory]
+    names: set[str] = set()
+    for owner in classes:
+        init = owner.__dict__.get("__init__") if isinstance(factory, type) else owner
+        if init is None:
+            continue
+        try:
+            parameters = inspect.signature(init).parameters.values()
+        except (TypeError, ValueError):
+            return None
+        names |= {
+            p.name
+            for p in parameters
+            if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY) and p.name != "self"
+        }
+        if not any(p.kind is p.VAR_KEYWORD for p in parameters):
+            return names
+    return None
 
 
 class Registry(Generic[T]):
@@ -80,6 +111,17 @@ class Registry(Generic[T]):
                 factory's own range checks raise ConfigError too).
         """
         factory = self.get(name)
+        accepted = accepted_keywords(factory)
+        unknown = sorted(set(kwargs) - accepted) if accepted is not None else []
+        if unknown:
+            hints = []
+            for key in unknown:
+                close = difflib.get_close_matches(key, sorted(accepted or ()), n=1)
+                hints.append(f"{key!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
+            raise ConfigError(
+                f"invalid arguments for {self.kind} {name!r}: unknown "
+                f"{', '.join(hints)}; it takes {sorted(accepted or ())}"
+            )
         try:
             inspect.signature(factory).bind(**kwargs)
         except TypeError as err:
