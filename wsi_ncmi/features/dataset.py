@@ -62,6 +62,11 @@ class SlideJob:
     def __len__(self) -> int:
         return int(self.coords.shape[0])
 
+    @property
+    def reader(self) -> str:
+        """The backend that reads this job's pixels (recorded in its features file)."""
+        return self.slide.backend
+
 
 def plan_batches(jobs: list[SlideJob], batch_size: int) -> list[tuple[int, int, int]]:
     """``(job_index, start, stop)`` of every batch; batches never cross slides."""

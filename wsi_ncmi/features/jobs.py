@@ -24,13 +24,19 @@ if TYPE_CHECKING:
     from wsi_ncmi.features.run import ExtractConfig
 
 
-def extraction_hash(spec: EncoderSpec, dtype: str, coords_hash: str) -> str:
-    """The resume key: encoder identity, stored dtype, coords parameters, schema version."""
+def extraction_hash(spec: EncoderSpec, dtype: str, coords_hash: str, reader: str) -> str:
+    """The resume key: encoder identity, stored dtype, coords parameters, slide reader, schema.
+
+    ``reader`` is the backend that read the pixels (``tiledecode``, ``openslide``, ...):
+    readers may differ in the last bit of a pixel, so a file made by another reader is
+    extracted again rather than mixed with this run's.
+    """
     return params_hash(
         {
             "encoder": spec.identity_hash,
             "dtype": dtype,
             "coords": coords_hash,
+            "reader": reader,
             "schema_version": FEATURES_SCHEMA_VERSION,
         }
     )
@@ -62,6 +68,7 @@ def load_jobs(config: ExtractConfig, spec: EncoderSpec, report: RunReport) -> li
         ConfigError: µm/px mismatch (always raised: it concerns the whole run).
     """
     from wsi_ncmi.features.provenance import check_slide_unchanged
+    from wsi_ncmi.slide import choose_reader
 
     paths = sorted(config.coords_dir.glob("*.h5"))
     paths = select_shard(paths, [p.stem for p in paths], config.shard)
@@ -74,8 +81,9 @@ def load_jobs(config: ExtractConfig, spec: EncoderSpec, report: RunReport) -> li
             slide_path = Path(str(attrs["slide_path"]))
             if config.slide_dir is not None:
                 slide_path = config.slide_dir / slide_path.name
-            backend = config.backend or str(attrs["backend"])
-            identity = check_slide_unchanged(coords, slide_path, backend)
+            recorded = str(attrs["backend"])
+            backend = choose_reader(slide_path, config.backend or "auto", fallback=recorded)
+            identity = check_slide_unchanged(coords, slide_path, recorded)
         except CacheSchemaError as err:  # SlideChangedError included
             if not config.skip_errors:
                 raise
@@ -127,7 +135,8 @@ def job_attrs(
         "target_mpp": job.target_mpp,
         "effective_mpp": effective,
         "patch_size_px": job.patch_size_px,
-        "extraction_hash": extraction_hash(spec, config.dtype, job.coords_hash),
+        "reader": job.reader,
+        "extraction_hash": extraction_hash(spec, config.dtype, job.coords_hash, job.reader),
         "precision": precision,
         "config": config.to_dict(),
     }

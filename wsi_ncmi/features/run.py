@@ -72,7 +72,11 @@ class ExtractConfig:
             ``locked`` (``None``: wait until they are done or their holders die).
         poll_s: Seconds between checks while waiting for locked slides.
         slide_dir: Look slides up here by file name (when they moved since tiling).
-        backend: Override the backend recorded in the coords files.
+        backend: Slide reader: ``auto`` (or unset) decodes the JPEG tiles of tiled
+            TIFF-family slides straight from the file (``tiledecode``) and reads other
+            formats with the backend recorded in the coords file; ``openslide``,
+            ``tiffslide``, ``tiledecode`` or ``cucim`` (the ``cucim`` extra) force one.
+            The reader is recorded in every output and in its resume key.
         expect_coords_hash: Refuse coords files with another ``params_hash``.
         compile_model: ``torch.compile`` the encoder.
         strip_reads: Read horizontal neighbour patches with one call.
@@ -143,6 +147,17 @@ class ExtractConfig:
             raise ConfigError(f"poll_s must be > 0 seconds, got {self.poll_s!r}")
         if not 0.0 <= self.max_bad_fraction <= 1.0:
             raise ConfigError(f"--max_bad_fraction must be in [0, 1], got {self.max_bad_fraction}")
+        from wsi_ncmi.slide import BACKEND_CHOICES
+
+        if self.backend is not None and self.backend not in BACKEND_CHOICES:
+            raise ConfigError(
+                f"--backend must be one of {', '.join(BACKEND_CHOICES)}, got {self.backend!r}"
+            )
+        if self.backend == "cucim":
+            from wsi_ncmi.slide.cucim import CUCIM_MISSING, cucim_available
+
+            if not cucim_available():
+                raise ConfigError(CUCIM_MISSING)
         if not self.coords_dir.is_dir():
             raise ConfigError(
                 f"--coords_dir must be a directory of coords .h5 files: {self.coords_dir}"
@@ -279,7 +294,7 @@ def run_extraction(config: ExtractConfig, encoder: EncoderModule | None = None) 
         return judge.problem(
             job.slide_id,
             job.output,
-            extraction_hash=extraction_hash(spec, config.dtype, job.coords_hash),
+            extraction_hash=extraction_hash(spec, config.dtype, job.coords_hash, job.reader),
             coords=job.coords,
             coords_sha256=job.coords_sha256,
             slide_fingerprint=str(job.slide_identity.get("slide_fingerprint", "")),
