@@ -4,7 +4,9 @@ A single DataLoader serves every slide of a rank (no DataLoader per slide). Each
 is a whole batch of consecutive rows of one slide, so a batch is one slide region:
 patches that are horizontal neighbours on the grid form a strip, strips of the same
 columns on consecutive grid rows form a block, and each block is read with one
-``read_region`` call and sliced (fewer calls, every native tile decoded once). Workers open their
+``read_region`` call and sliced (fewer calls, every native tile decoded once); with the
+tile-decode reader each patch is assembled from JPEG tiles decoded once per batch
+(:func:`_fill_by_tiles`). Workers open their
 own slide handles through :class:`~wsi_ncmi.slide.SlideRef` (cached per process, so
 persistent workers reuse them). Images stay ``uint8`` until the device.
 """
@@ -21,6 +23,7 @@ from torch.utils.data import Dataset
 
 from wsi_ncmi.errors import CorruptTileError, WsiNcmiError
 from wsi_ncmi.slide import Slide, SlideRef
+from wsi_ncmi.slide.tiledecode import TileDecodeSlide
 
 MAX_STRIP_PX = 4096  # widest strip read at once (read-level pixels)
 MAX_BLOCK_PX = 4096 * 2048  # largest block read at once (read-level pixels, ~32 MB RGBA)
@@ -82,6 +85,40 @@ def read_patch(slide: Slide, job: SlideJob, x: int, y: int) -> np.ndarray:
     size = job.read_size_px
     image = slide.read_region((x, y), job.read_level, (size, size))
     return _resize(image, job.patch_size_px)
+
+
+def _fill_by_tiles(
+    slide: TileDecodeSlide,
+    job: SlideJob,
+    coords: np.ndarray,
+    images: np.ndarray,
+    valid: np.ndarray,
+) -> None:
+    """Read each patch of a batch from decoded JPEG tiles (the tile-decode reader).
+
+    A patch that is one whole tile is decoded straight into ``images``; tiles shared by
+    several patches (an unaligned grid, or patches larger than a tile) come from the
+    reader's cache, so each is decoded once per batch. Patches that need resizing are
+    read at ``read_size_px`` and resized with :func:`_resize`, as the other readers' are.
+
+    Args:
+        slide: The open slide.
+        job: Its job (read level and sizes).
+        coords: ``(B, 2)`` level-0 ``(x, y)`` of the batch's patches.
+        images: ``uint8 (B, P, P, 3)``, filled in place.
+        valid: ``bool (B,)``, set False where a patch's tiles failed to decode.
+    """
+    size = job.read_size_px
+    buffer = None if size == job.patch_size_px else np.empty((size, size, 3), np.uint8)
+    for k, (x, y) in enumerate(coords):
+        try:
+            if buffer is None:
+                slide.read_region_into((int(x), int(y)), job.read_level, images[k])
+            else:
+                slide.read_region_into((int(x), int(y)), job.read_level, buffer)
+                images[k] = _resize(buffer, job.patch_size_px)
+        except CorruptTileError:
+            valid[k] = False
 
 
 def _resize(image: np.ndarray, size: int) -> np.ndarray:
@@ -173,15 +210,15 @@ class PatchBatchDataset(Dataset[dict[str, Any]]):
         job_index, start, stop = self.plan[index]
         job = self.jobs[job_index]
         p = job.patch_size_px
-        images = np.zeros((stop - start, p, p, 3), dtype=np.uint8)
+        images = np.empty((stop - start, p, p, 3), dtype=np.uint8)
         valid = np.ones(stop - start, dtype=bool)
         error = ""
         try:
             self._fill(job, start, stop, images, valid)
         except WsiNcmiError as err:  # the slide itself failed (open, metadata)
-            images[:] = 0
             valid[:] = False
             error = f"{type(err).__name__}: {err}"
+        images[~valid] = 0
         return {
             "images": torch.from_numpy(images),
             "valid": torch.from_numpy(valid),
@@ -195,6 +232,9 @@ class PatchBatchDataset(Dataset[dict[str, Any]]):
     ) -> None:
         slide = job.slide.open()
         coords = job.coords[start:stop]
+        if isinstance(slide, TileDecodeSlide) and slide.decodes_level(job.read_level):
+            _fill_by_tiles(slide, job, coords, images, valid)
+            return
         step = self._strip_step(slide, job)
         max_len = max(1, MAX_STRIP_PX // job.read_size_px)
         size = job.read_size_px

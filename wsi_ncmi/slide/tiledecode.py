@@ -112,7 +112,7 @@ def tiled_jpeg_levels(
     import tifffile
 
     with tifffile.TiffFile(path) as tif:
-        pages = [p for p in tif.pages if getattr(p, "is_tiled", False)]
+        pages: list[Any] = [p for p in tif.pages if getattr(p, "is_tiled", False)]
         by_size: dict[tuple[int, int], TiledJpegLevel | None] = {}
         for page in pages:
             size = (int(page.imagewidth), int(page.imagelength))
@@ -139,7 +139,7 @@ def is_tile_decodable(path: str | Path) -> bool:
         if openslide.OpenSlide.detect_format(str(path)) not in TILE_DECODE_VENDORS:
             return False
         with tifffile.TiffFile(path) as tif:
-            tiled = [p for p in tif.pages if getattr(p, "is_tiled", False)]
+            tiled: list[Any] = [p for p in tif.pages if getattr(p, "is_tiled", False)]
             if not tiled:
                 return False
             largest = max(tiled, key=lambda p: int(p.imagewidth) * int(p.imagelength))
@@ -187,6 +187,8 @@ class TileDecodeSlide(OpenSlideSlide):
     """
 
     backend_name = "tiledecode"
+    _fd: int | None = None
+    _levels: tuple[TiledJpegLevel | None, ...] = ()
 
     def _open(self) -> Any:
         handle = super()._open()
@@ -199,7 +201,7 @@ class TileDecodeSlide(OpenSlideSlide):
         return handle
 
     def _close_fd(self) -> None:
-        fd, self._fd = getattr(self, "_fd", None), None
+        fd, self._fd = self._fd, None
         if fd is not None and getattr(self, "_pid", None) == os.getpid():
             os.close(fd)
 
@@ -216,30 +218,94 @@ class TileDecodeSlide(OpenSlideSlide):
     def _read_rgba(
         self, handle: Any, location: tuple[int, int], level: int, size: tuple[int, int]
     ) -> np.ndarray:
+        origin = self._tile_origin(handle, location, level)
+        if origin is None:
+            return super()._read_rgba(handle, location, level, size)
+        out = np.empty((size[1], size[0], 3), dtype=np.uint8)
         layout = self._levels[level]
+        assert layout is not None  # _tile_origin checked it
+        self._read_tiles(layout, level, origin, out)
+        return out
+
+    def _tile_origin(
+        self, handle: Any, location: tuple[int, int], level: int
+    ) -> tuple[int, int] | None:
+        """``location`` in ``level`` pixels, or None when OpenSlide must read it.
+
+        None when the level is not tiled JPEG, or when the location is not an exact
+        multiple of an integer downsample (OpenSlide resamples sub-pixel offsets).
+        """
+        if self._levels[level] is None:
+            return None
         downsample = float(handle.level_downsamples[level])
         ds = round(downsample)
         x, y = location
-        exact = abs(downsample - ds) < 1e-9 and x % ds == 0 and y % ds == 0
-        if layout is None or not exact:
-            return super()._read_rgba(handle, location, level, size)
-        return self._read_tiles(layout, level, (x // ds, y // ds), size)
+        if abs(downsample - ds) > 1e-9 or x % ds or y % ds:
+            return None
+        return x // ds, y // ds
+
+    def read_region_into(
+        self, location_level0: tuple[int, int], level: int, out: np.ndarray
+    ) -> None:
+        """Read an RGB region into ``out``, as :meth:`read_region` would return it.
+
+        A region that is exactly one stored tile is decoded straight into ``out``.
+
+        Args:
+            location_level0: Top-left ``(x, y)`` in level-0 pixels.
+            level: Pyramid level to read from.
+            out: ``uint8`` C-contiguous array ``(height, width, 3)``; its shape is the size.
+
+        Raises:
+            ValueError: Bad level or ``out``.
+            CorruptTileError: A tile failed to decode.
+        """
+        if out.ndim != 3 or out.shape[2] != 3 or out.dtype != np.uint8:
+            raise ValueError(f"out must be a uint8 (H, W, 3) array, got {out.dtype} {out.shape}")
+        if not out.flags.c_contiguous:
+            raise ValueError("out must be C-contiguous")
+        if not 0 <= level < self.level_count:
+            raise ValueError(f"level must be in [0, {self.level_count}), got {level}")
+        x, y = int(location_level0[0]), int(location_level0[1])
+        handle = self._ensure_open()
+        origin = self._tile_origin(handle, (x, y), level)
+        layout = self._levels[level]
+        if origin is None or layout is None:
+            out[...] = self.read_region((x, y), level, (out.shape[1], out.shape[0]))
+            return
+        try:
+            self._read_tiles(layout, level, origin, out)
+        except Exception as err:  # decoder and I/O errors of one region
+            raise self._corrupt_tile(err, (x, y), level, (out.shape[1], out.shape[0])) from err
 
     def _read_tiles(
-        self, layout: TiledJpegLevel, level: int, origin: tuple[int, int], size: tuple[int, int]
-    ) -> np.ndarray:
-        """Region ``(h, w, 3)`` uint8 at level pixels ``origin``, white outside the level."""
+        self, layout: TiledJpegLevel, level: int, origin: tuple[int, int], out: np.ndarray
+    ) -> None:
+        """Fill ``out`` ``(h, w, 3)`` with the region at level pixels ``origin``.
+
+        Pixels outside the level are white.
+        """
         lx, ly = origin
-        w, h = size
-        out = np.empty((h, w, 3), dtype=np.uint8)
+        h, w = out.shape[:2]
+        tw, th = layout.tile_width, layout.tile_height
         x0, y0 = max(lx, 0), max(ly, 0)  # the part of the region inside the level
         x1, y1 = min(lx + w, layout.width), min(ly + h, layout.height)
         if x0 >= x1 or y0 >= y1:
             out.fill(255)
-            return out
-        if x0 > lx or y0 > ly or x1 < lx + w or y1 < ly + h:
+            return
+        if (x0, y0, x1, y1) != (lx, ly, lx + w, ly + h):
             out.fill(255)
-        tw, th = layout.tile_width, layout.tile_height
+        elif w == tw and h == th and lx % tw == 0 and ly % th == 0:
+            # Exactly one whole tile inside the level: decode it in place, uncached (an
+            # aligned grid never reads a tile twice).
+            index = (ly // th) * layout.tiles_across + lx // tw
+            if _CACHE.get((self._file_key, level, index)) is None:
+                if int(layout.byte_counts[index]) == 0:
+                    out.fill(255)
+                    return
+                decoded = decode_jpeg_tile(self.tile_bytes(layout, index), layout, out=out)
+                if decoded.shape == out.shape:
+                    return
         for ty in range(y0 // th, (y1 - 1) // th + 1):
             for tx in range(x0 // tw, (x1 - 1) // tw + 1):
                 # The part of tile (tx, ty) inside both the level and the region.
@@ -255,7 +321,6 @@ class TileDecodeSlide(OpenSlideSlide):
                     dst.fill(255)
                     dst = dst[: src.shape[0], : src.shape[1]]
                 dst[...] = src
-        return out
 
     def _tile(self, layout: TiledJpegLevel, level: int, index: int) -> np.ndarray | None:
         """Decoded tile ``index`` of ``level`` as ``(th, tw, 3)`` uint8 (None: not stored)."""
@@ -274,6 +339,8 @@ class TileDecodeSlide(OpenSlideSlide):
     def tile_bytes(self, layout: TiledJpegLevel, index: int) -> bytes:
         """The compressed bytes of tile ``index`` (one ``pread``; thread-safe)."""
         self._ensure_open()
+        if self._fd is None:
+            raise OSError(f"slide {str(self.path)!r} is closed")
         count = int(layout.byte_counts[index])
         data = os.pread(self._fd, count, int(layout.offsets[index]))
         if len(data) != count:
@@ -289,17 +356,29 @@ class TileDecodeSlide(OpenSlideSlide):
         return self._levels[level]
 
 
-def decode_jpeg_tile(data: bytes, layout: TiledJpegLevel) -> np.ndarray:
+def decode_jpeg_tile(
+    data: bytes, layout: TiledJpegLevel, out: np.ndarray | None = None
+) -> np.ndarray:
     """Decode one JPEG tile as OpenSlide does (see the module docstring).
+
+    Args:
+        data: The tile's compressed bytes.
+        layout: Its level (JPEG tables, colour space).
+        out: Decode into this ``uint8`` ``(th, tw, 3)`` C-contiguous array when the
+            tile has exactly that shape (else a new array is returned).
 
     Returns:
         ``uint8`` array ``(H, W, 3)``, normally the full tile size (edge tiles included).
     """
     import imagecodecs
 
-    image = imagecodecs.jpeg8_decode(
-        data, tables=layout.jpeg_tables, colorspace=layout.colorspace, outcolorspace="RGB"
-    )
+    kwargs = {"tables": layout.jpeg_tables, "colorspace": layout.colorspace}
+    try:
+        image = imagecodecs.jpeg8_decode(data, outcolorspace="RGB", out=out, **kwargs)
+    except ValueError:
+        if out is None:
+            raise
+        image = imagecodecs.jpeg8_decode(data, outcolorspace="RGB", **kwargs)
     if image.ndim != 3 or image.shape[2] != 3:
         raise ValueError(f"expected an RGB JPEG tile, decoded shape {image.shape}")
     return image
