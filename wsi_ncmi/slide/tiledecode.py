@@ -372,13 +372,15 @@ def decode_jpeg_tile(
     """
     import imagecodecs
 
-    kwargs = {"tables": layout.jpeg_tables, "colorspace": layout.colorspace}
+    tables, space = layout.jpeg_tables, layout.colorspace
     try:
-        image = imagecodecs.jpeg8_decode(data, outcolorspace="RGB", out=out, **kwargs)
-    except ValueError:
+        image = imagecodecs.jpeg8_decode(
+            data, tables=tables, colorspace=space, outcolorspace="RGB", out=out
+        )
+    except ValueError:  # ``out`` has another shape than this tile (a short edge tile)
         if out is None:
             raise
-        image = imagecodecs.jpeg8_decode(data, outcolorspace="RGB", **kwargs)
+        image = imagecodecs.jpeg8_decode(data, tables=tables, colorspace=space, outcolorspace="RGB")
     if image.ndim != 3 or image.shape[2] != 3:
         raise ValueError(f"expected an RGB JPEG tile, decoded shape {image.shape}")
     return image
