@@ -82,7 +82,8 @@ def test_features_match_the_openslide_reader(cohort: Path, tmp_path: Path, encod
         diff = np.abs(a.features.astype(np.float64) - b.features.astype(np.float64))
         assert diff.max(initial=0.0) <= FEATURE_TOLERANCE, (path.name, diff.max())
     bad = read_features(tmp_path / "fast" / "features" / encoder / "slide0.h5")
-    assert not bad.valid[0] and bad.valid[1:].all()  # the corrupt tile, and only it
+    assert not bad.valid[0]  # the corrupt tile...
+    assert bad.valid[1:].all()  # ...and only it
 
 
 def test_switching_reader_extracts_again_and_never_mixes(cohort: Path, tmp_path: Path) -> None:
@@ -99,6 +100,11 @@ def test_switching_reader_extracts_again_and_never_mixes(cohort: Path, tmp_path:
 def test_unknown_backend_is_refused(cohort: Path, tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="--backend must be one of"):
         _extract(cohort, tmp_path / "x", "stain-stats", backend="vips")
+
+
+def test_gpu_decode_needs_a_cuda_device(cohort: Path, tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="--gpu_decode needs a CUDA device"):
+        _extract(cohort, tmp_path / "x", "stain-stats", gpu_decode=True)
 
 
 @pytest.mark.skipif(cucim_available(), reason="cuCIM is installed here")

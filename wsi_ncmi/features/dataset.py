@@ -47,6 +47,8 @@ class SlideJob:
         coords_sha256: Digest of ``coords`` (recorded in the features file).
         slide_identity: The scan the coords were made from, as HDF5 attributes
             (:class:`~wsi_ncmi.slide.identity.SlideIdentity`), recorded in the features file.
+        gpu_decode: Send the tile-decode reader's JPEG tiles to the device undecoded
+            (:mod:`~wsi_ncmi.features.gpu_decode`).
     """
 
     slide_id: str
@@ -61,6 +63,7 @@ class SlideJob:
     output: Path
     coords_sha256: str = ""
     slide_identity: dict[str, Any] = field(default_factory=dict)
+    gpu_decode: bool = False
 
     def __len__(self) -> int:
         return int(self.coords.shape[0])
@@ -68,7 +71,7 @@ class SlideJob:
     @property
     def reader(self) -> str:
         """The backend that reads this job's pixels (recorded in its features file)."""
-        return self.slide.backend
+        return f"{self.slide.backend}+nvjpeg" if self.gpu_decode else self.slide.backend
 
 
 def plan_batches(jobs: list[SlideJob], batch_size: int) -> list[tuple[int, int, int]]:
@@ -209,6 +212,10 @@ class PatchBatchDataset(Dataset[dict[str, Any]]):
     def __getitem__(self, index: int) -> dict[str, Any]:
         job_index, start, stop = self.plan[index]
         job = self.jobs[job_index]
+        if job.gpu_decode:
+            compressed = self._compressed(job_index, start, stop)
+            if compressed is not None:
+                return compressed
         p = job.patch_size_px
         images = np.empty((stop - start, p, p, 3), dtype=np.uint8)
         valid = np.ones(stop - start, dtype=bool)
@@ -225,6 +232,35 @@ class PatchBatchDataset(Dataset[dict[str, Any]]):
             "job": job_index,
             "start": start,
             "error": error,
+        }
+
+    def _compressed(self, job_index: int, start: int, stop: int) -> dict[str, Any] | None:
+        """The batch as JPEG tiles for the device to decode, or None to decode here.
+
+        Keys as in the class docstring, ``images`` empty, plus ``jpegs`` (list of bytes),
+        ``placements`` ``(M, 8)``, ``read_size`` and ``patch_size``
+        (:class:`~wsi_ncmi.features.gpu_decode.TileBatch`).
+        """
+        from wsi_ncmi.features.gpu_decode import read_tile_batch
+
+        job = self.jobs[job_index]
+        try:
+            slide = job.slide.open()
+            if not (isinstance(slide, TileDecodeSlide) and slide.decodes_level(job.read_level)):
+                return None
+            batch = read_tile_batch(slide, job.read_level, job.coords[start:stop], job.read_size_px)
+        except (WsiNcmiError, OSError, ValueError):
+            return None  # decoded here, where bad tiles and slide errors are reported
+        return {
+            "images": torch.empty(0, dtype=torch.uint8),
+            "valid": torch.ones(stop - start, dtype=torch.bool),
+            "job": job_index,
+            "start": start,
+            "error": "",
+            "jpegs": batch.jpegs,
+            "placements": batch.placements,
+            "read_size": batch.read_size,
+            "patch_size": job.patch_size_px,
         }
 
     def _fill(  # bad tiles are isolated here; only slide-level errors escape

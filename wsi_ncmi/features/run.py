@@ -79,6 +79,9 @@ class ExtractConfig:
             The reader is recorded in every output and in its resume key.
         expect_coords_hash: Refuse coords files with another ``params_hash``.
         compile_model: ``torch.compile`` the encoder.
+        gpu_decode: On a CUDA device, decode the JPEG tiles of tile-decode slides on the
+            GPU (nvJPEG through torchvision; the workers only read bytes). Recorded as the
+            reader ``tiledecode+nvjpeg``. Not measured yet; needs torchvision.
         strip_reads: Read horizontal neighbour patches with one call.
         progress: Show a progress bar.
         redo: Slide ids to extract again even when their features files are fine.
@@ -113,6 +116,7 @@ class ExtractConfig:
     backend: str | None = None
     expect_coords_hash: str | None = None
     compile_model: bool = False
+    gpu_decode: bool = False
     strip_reads: bool = True
     progress: bool = True
     redo: tuple[str, ...] = ()
@@ -186,6 +190,26 @@ def resolve_runtime(config: ExtractConfig, spec: EncoderSpec) -> tuple[str, str,
     if workers is None:
         workers = min(12, max(1, (os.cpu_count() or 2) - 2))
     return accelerator, precision, batch_size, workers
+
+
+def _with_gpu_decode(jobs: list[SlideJob], accelerator: str) -> list[SlideJob]:
+    """Mark the tile-decode jobs for device decoding (``--gpu_decode``).
+
+    Raises:
+        ConfigError: No CUDA device, or torchvision is missing.
+    """
+    if accelerator != "cuda":
+        raise ConfigError("--gpu_decode needs a CUDA device (--device cuda or auto)")
+    try:
+        import torchvision.io  # noqa: F401
+    except ImportError as err:
+        raise ConfigError(
+            "--gpu_decode needs torchvision (nvJPEG decode): pip install 'wsi-ncmi[encoders]'"
+        ) from err
+    return [
+        dataclasses.replace(j, gpu_decode=True) if j.slide.backend == "tiledecode" else j
+        for j in jobs
+    ]
 
 
 def weights_hash_cache(config: ExtractConfig) -> Path:
@@ -281,6 +305,8 @@ def run_extraction(config: ExtractConfig, encoder: EncoderModule | None = None) 
     accelerator, precision, batch_size, workers = resolve_runtime(config, spec)
     report = RunReport("extract", params={**config.to_dict(), "encoder_spec": spec.to_dict()})
     jobs = load_jobs(config, spec, report)
+    if config.gpu_decode:
+        jobs = _with_gpu_decode(jobs, accelerator)
     if spec.name != config.encoder:
         out_dir = check_writable_dir(feature_path(config.out_dir, spec.name, "x").parent)
     remove_stale_temp_files(out_dir)
