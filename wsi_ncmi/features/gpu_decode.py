@@ -99,7 +99,10 @@ def read_tile_batch(
     layout = slide.level_layout(level)
     if layout is None:
         raise ValueError(f"level {level} of {slide.path} is not tiled JPEG")
-    ds = round(slide.level_downsamples[level])
+    downsample = slide.level_downsamples[level]
+    ds = round(downsample)
+    if abs(downsample - ds) > 1e-9 or bool((np.asarray(coords) % ds).any()):
+        raise ValueError("patches at sub-pixel offsets of a reduced level: read on the CPU")
     index_of: dict[int, int] = {}
     jpegs: list[bytes] = []
     rows: list[tuple[int, ...]] = []
@@ -177,13 +180,3 @@ def assemble_on_device(
         canvas = resized.round_().clamp_(0, 255).to(torch.uint8)
     canvas[~valid.to(device)] = 0
     return canvas.permute(0, 2, 3, 1).contiguous(), valid
-
-
-def gpu_decode_available() -> bool:
-    """Whether torchvision (nvJPEG decode) and a CUDA device are present."""
-    try:
-        import torch
-        import torchvision.io  # noqa: F401
-    except ImportError:
-        return False
-    return bool(torch.cuda.is_available())
