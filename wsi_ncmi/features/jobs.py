@@ -83,7 +83,7 @@ def load_jobs(config: ExtractConfig, spec: EncoderSpec, report: RunReport) -> li
                 slide_path = config.slide_dir / slide_path.name
             recorded = str(attrs["backend"])
             backend = choose_reader(slide_path, config.backend or "auto", fallback=recorded)
-            identity = check_slide_unchanged(coords, slide_path, recorded)
+            identity = check_slide_unchanged(coords, slide_path, backend)
         except CacheSchemaError as err:  # SlideChangedError included
             if not config.skip_errors:
                 raise
