@@ -8,6 +8,7 @@ attributes of a job's features file (the resume key included).
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -142,6 +143,26 @@ def job_attrs(
     }
 
 
+def with_gpu_decode(jobs: list[SlideJob], accelerator: str) -> list[SlideJob]:
+    """Mark the tile-decode jobs for device decoding (``--gpu_decode``).
+
+    Raises:
+        ConfigError: No CUDA device, or torchvision is missing.
+    """
+    if accelerator != "cuda":
+        raise ConfigError("--gpu_decode needs a CUDA device (--device cuda or auto)")
+    try:
+        import torchvision.io  # noqa: F401
+    except ImportError as err:
+        raise ConfigError(
+            "--gpu_decode needs torchvision (nvJPEG decode): pip install 'wsi-ncmi[encoders]'"
+        ) from err
+    return [
+        dataclasses.replace(j, gpu_decode=True) if j.slide.backend == "tiledecode" else j
+        for j in jobs
+    ]
+
+
 def write_empty(job: SlideJob, attrs: dict[str, Any], out_dim: int, dtype: str) -> None:
     """Write the (0-row) features file of a slide without patches, atomically."""
     from wsi_ncmi.batch import atomic_output
@@ -152,4 +173,11 @@ def write_empty(job: SlideJob, attrs: dict[str, Any], out_dim: int, dtype: str) 
         writer.finish()
 
 
-__all__ = ["check_mpp", "extraction_hash", "job_attrs", "load_jobs", "write_empty"]
+__all__ = [
+    "check_mpp",
+    "extraction_hash",
+    "job_attrs",
+    "load_jobs",
+    "with_gpu_decode",
+    "write_empty",
+]

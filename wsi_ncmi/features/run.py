@@ -33,6 +33,7 @@ from wsi_ncmi.features.jobs import (
     extraction_hash,
     job_attrs,
     load_jobs,
+    with_gpu_decode,
     write_empty,
 )
 from wsi_ncmi.features.rounds import ExtractionRound, RoundSetup, slide_lock
@@ -192,26 +193,6 @@ def resolve_runtime(config: ExtractConfig, spec: EncoderSpec) -> tuple[str, str,
     return accelerator, precision, batch_size, workers
 
 
-def _with_gpu_decode(jobs: list[SlideJob], accelerator: str) -> list[SlideJob]:
-    """Mark the tile-decode jobs for device decoding (``--gpu_decode``).
-
-    Raises:
-        ConfigError: No CUDA device, or torchvision is missing.
-    """
-    if accelerator != "cuda":
-        raise ConfigError("--gpu_decode needs a CUDA device (--device cuda or auto)")
-    try:
-        import torchvision.io  # noqa: F401
-    except ImportError as err:
-        raise ConfigError(
-            "--gpu_decode needs torchvision (nvJPEG decode): pip install 'wsi-ncmi[encoders]'"
-        ) from err
-    return [
-        dataclasses.replace(j, gpu_decode=True) if j.slide.backend == "tiledecode" else j
-        for j in jobs
-    ]
-
-
 def weights_hash_cache(config: ExtractConfig) -> Path:
     """The memo of ``--weights`` SHA-256 digests: ``<out>/features/weights-sha256.json``."""
     return config.out_dir / "features" / "weights-sha256.json"
@@ -306,7 +287,7 @@ def run_extraction(config: ExtractConfig, encoder: EncoderModule | None = None) 
     report = RunReport("extract", params={**config.to_dict(), "encoder_spec": spec.to_dict()})
     jobs = load_jobs(config, spec, report)
     if config.gpu_decode:
-        jobs = _with_gpu_decode(jobs, accelerator)
+        jobs = with_gpu_decode(jobs, accelerator)
     if spec.name != config.encoder:
         out_dir = check_writable_dir(feature_path(config.out_dir, spec.name, "x").parent)
     remove_stale_temp_files(out_dir)
