@@ -20,6 +20,7 @@ batch (an unaligned grid) is decoded once.
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -189,11 +190,16 @@ class TileDecodeSlide(OpenSlideSlide):
     backend_name = "tiledecode"
     _fd: int | None = None
     _levels: tuple[TiledJpegLevel | None, ...] = ()
+    _int_downsamples: tuple[int, ...] = ()
 
     def _open(self) -> Any:
         handle = super()._open()
         dims = tuple((int(w), int(h)) for w, h in handle.level_dimensions)
         self._levels = tiled_jpeg_levels(self.path, dims)
+        # Integer downsample of each level (0: not an integer, OpenSlide resamples there).
+        self._int_downsamples = tuple(
+            round(d) if abs(d - round(d)) <= 1e-9 else 0 for d in handle.level_downsamples
+        )
         self._close_fd()
         self._fd = os.open(self.path, os.O_RDONLY)
         st = os.fstat(self._fd)
@@ -202,8 +208,9 @@ class TileDecodeSlide(OpenSlideSlide):
 
     def _close_fd(self) -> None:
         fd, self._fd = self._fd, None
-        if fd is not None and getattr(self, "_pid", None) == os.getpid():
-            os.close(fd)
+        if fd is not None:  # a forked child closes only its own copy of the descriptor
+            with contextlib.suppress(OSError):
+                os.close(fd)
 
     def close(self) -> None:
         """Release the OpenSlide handle and the file descriptor (idempotent)."""
@@ -235,12 +242,9 @@ class TileDecodeSlide(OpenSlideSlide):
         None when the level is not tiled JPEG, or when the location is not an exact
         multiple of an integer downsample (OpenSlide resamples sub-pixel offsets).
         """
-        if self._levels[level] is None:
-            return None
-        downsample = float(handle.level_downsamples[level])
-        ds = round(downsample)
+        ds = self._int_downsamples[level]
         x, y = location
-        if abs(downsample - ds) > 1e-9 or x % ds or y % ds:
+        if self._levels[level] is None or not ds or x % ds or y % ds:
             return None
         return x // ds, y // ds
 
@@ -264,10 +268,10 @@ class TileDecodeSlide(OpenSlideSlide):
             raise ValueError(f"out must be a uint8 (H, W, 3) array, got {out.dtype} {out.shape}")
         if not out.flags.c_contiguous:
             raise ValueError("out must be C-contiguous")
-        if not 0 <= level < self.level_count:
-            raise ValueError(f"level must be in [0, {self.level_count}), got {level}")
-        x, y = int(location_level0[0]), int(location_level0[1])
         handle = self._ensure_open()
+        if not 0 <= level < len(self._levels):
+            raise ValueError(f"level must be in [0, {len(self._levels)}), got {level}")
+        x, y = int(location_level0[0]), int(location_level0[1])
         origin = self._tile_origin(handle, (x, y), level)
         layout = self._levels[level]
         if origin is None or layout is None:
@@ -338,7 +342,8 @@ class TileDecodeSlide(OpenSlideSlide):
 
     def tile_bytes(self, layout: TiledJpegLevel, index: int) -> bytes:
         """The compressed bytes of tile ``index`` (one ``pread``; thread-safe)."""
-        self._ensure_open()
+        if self._fd is None or self._pid != os.getpid():
+            self._ensure_open()
         if self._fd is None:
             raise OSError(f"slide {str(self.path)!r} is closed")
         count = int(layout.byte_counts[index])
