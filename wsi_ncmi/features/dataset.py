@@ -6,9 +6,9 @@ patches that are horizontal neighbours on the grid form a strip, strips of the s
 columns on consecutive grid rows form a block, and each block is read with one
 ``read_region`` call and sliced (fewer calls, every native tile decoded once); with the
 tile-decode reader each patch is assembled from JPEG tiles decoded once per batch
-(:func:`_fill_by_tiles`). Workers open their
-own slide handles through :class:`~wsi_ncmi.slide.SlideRef` (cached per process, so
-persistent workers reuse them). Images stay ``uint8`` until the device.
+(:func:`_fill_by_tiles`). Workers open their own slide handles through
+:class:`~wsi_ncmi.slide.SlideRef` (cached per process, so persistent workers reuse them).
+Images stay ``uint8`` until the device.
 """
 
 from __future__ import annotations
