@@ -1,7 +1,11 @@
 #!/usr/bin/env bash
-# The GPU benchmarks of this repository in one short device call (about 6 minutes):
+# The GPU benchmarks of this repository in one short device call (about 8 minutes):
 #   batched training throughput (tools/bench/train_batch.py synthetic, B = 1/8/32, CE and
-#   ncmi_mil, bf16) and wsi-extract throughput (tools/bench/extract_gpu.py).
+#   ncmi_mil, bf16) and wsi-extract throughput (tools/bench/extract_gpu.py): for
+#   resnet50-trunc (fp16) and ViT-L/16 (bf16), the full pipeline with each reader
+#   (openslide, tile decode on the CPU workers, tile decode + nvJPEG with --gpu_decode)
+#   against the encoder alone on device-resident batches, and GPU busy %.
+# Copy $OUT/extract_gpu.json into docs/bench/gpu/ with the run's BENCHMARKS.md entry.
 # The device image has torch, lightning, timm, torchvision, h5py, scikit-learn, opencv;
 # the slide readers and imagecodecs travel as wheels in .whl/ (see BENCHMARKS.md).
 # Usage (on the GPU machine, repository root):  OUT=/some/dir bash tools/bench/gpu_session.sh
@@ -21,6 +25,27 @@ for loss in ce ncmi_mil; do
     --batch-sizes 1 8 32 --repeats 2 --loss "$loss" --accelerator gpu --precision bf16-mixed \
     --json "$OUT/train_batch_gpu_${loss}.json" 2>&1 | tail -n 40
 done
-timeout 240 python3 tools/bench/extract_gpu.py --slides 8 --size 8192 > "$OUT/extract_gpu.json" \
-  2> "$OUT/extract_gpu.log"; echo "extract_gpu rc=$?"; tail -n 5 "$OUT/extract_gpu.log"
-cat "$OUT/extract_gpu.json"
+timeout 360 python3 tools/bench/extract_gpu.py --slides 8 --size 8192 \
+  --readers openslide auto gpu > "$OUT/extract_gpu.jsonl" 2> "$OUT/extract_gpu.log"
+echo "extract_gpu rc=$?"; tail -n 5 "$OUT/extract_gpu.log"
+# One JSON line per finished measurement (a timeout keeps the ones before it); the last
+# complete line, or the indented object printed at the end, is the result.
+python3 - "$OUT" <<'PY'
+import json, pathlib, sys
+out = pathlib.Path(sys.argv[1])
+text = (out / "extract_gpu.jsonl").read_text()
+last = None
+for line in text.splitlines():
+    if line.startswith("{") and line.endswith("}"):
+        try:
+            last = json.loads(line)
+        except ValueError:
+            pass
+if last is None:
+    try:
+        last = json.loads(text[text.index("{\n"):])
+    except ValueError:
+        last = {"error": "no complete result"}
+(out / "extract_gpu.json").write_text(json.dumps(last, indent=2) + "\n")
+print(json.dumps(last, indent=2))
+PY

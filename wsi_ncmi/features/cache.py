@@ -75,7 +75,10 @@ def features_problem(
     except CacheSchemaError as err:
         return f"unreadable or incomplete ({str(err).split('; re-run')[0]})"
     if attrs["extraction_hash"] != extraction_hash:
-        return "made with other extraction settings or coords parameters"
+        return (
+            "made with other extraction settings (encoder, dtype, slide reader) or coords "
+            "parameters"
+        )
     recorded_fp = str(attrs.get("slide_fingerprint") or "")
     if recorded_fp and slide_fingerprint and recorded_fp != slide_fingerprint:
         return "made from another scan of the slide"

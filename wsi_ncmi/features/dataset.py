@@ -4,9 +4,11 @@ A single DataLoader serves every slide of a rank (no DataLoader per slide). Each
 is a whole batch of consecutive rows of one slide, so a batch is one slide region:
 patches that are horizontal neighbours on the grid form a strip, strips of the same
 columns on consecutive grid rows form a block, and each block is read with one
-``read_region`` call and sliced (fewer calls, every native tile decoded once). Workers open their
-own slide handles through :class:`~wsi_ncmi.slide.SlideRef` (cached per process, so
-persistent workers reuse them). Images stay ``uint8`` until the device.
+``read_region`` call and sliced (fewer calls, every native tile decoded once); with the
+tile-decode reader each patch is assembled from JPEG tiles decoded once per batch
+(:func:`_fill_by_tiles`). Workers open their own slide handles through
+:class:`~wsi_ncmi.slide.SlideRef` (cached per process, so persistent workers reuse them).
+Images stay ``uint8`` until the device.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from torch.utils.data import Dataset
 
 from wsi_ncmi.errors import CorruptTileError, WsiNcmiError
 from wsi_ncmi.slide import Slide, SlideRef
+from wsi_ncmi.slide.tiledecode import TileDecodeSlide
 
 MAX_STRIP_PX = 4096  # widest strip read at once (read-level pixels)
 MAX_BLOCK_PX = 4096 * 2048  # largest block read at once (read-level pixels, ~32 MB RGBA)
@@ -44,6 +47,8 @@ class SlideJob:
         coords_sha256: Digest of ``coords`` (recorded in the features file).
         slide_identity: The scan the coords were made from, as HDF5 attributes
             (:class:`~wsi_ncmi.slide.identity.SlideIdentity`), recorded in the features file.
+        gpu_decode: Send the tile-decode reader's JPEG tiles to the device undecoded
+            (:mod:`~wsi_ncmi.features.gpu_decode`).
     """
 
     slide_id: str
@@ -58,9 +63,15 @@ class SlideJob:
     output: Path
     coords_sha256: str = ""
     slide_identity: dict[str, Any] = field(default_factory=dict)
+    gpu_decode: bool = False
 
     def __len__(self) -> int:
         return int(self.coords.shape[0])
+
+    @property
+    def reader(self) -> str:
+        """The backend that reads this job's pixels (recorded in its features file)."""
+        return f"{self.slide.backend}+nvjpeg" if self.gpu_decode else self.slide.backend
 
 
 def plan_batches(jobs: list[SlideJob], batch_size: int) -> list[tuple[int, int, int]]:
@@ -77,6 +88,40 @@ def read_patch(slide: Slide, job: SlideJob, x: int, y: int) -> np.ndarray:
     size = job.read_size_px
     image = slide.read_region((x, y), job.read_level, (size, size))
     return _resize(image, job.patch_size_px)
+
+
+def _fill_by_tiles(
+    slide: TileDecodeSlide,
+    job: SlideJob,
+    coords: np.ndarray,
+    images: np.ndarray,
+    valid: np.ndarray,
+) -> None:
+    """Read each patch of a batch from decoded JPEG tiles (the tile-decode reader).
+
+    A patch that is one whole tile is decoded straight into ``images``; tiles shared by
+    several patches (an unaligned grid, or patches larger than a tile) come from the
+    reader's cache, so each is decoded once per batch. Patches that need resizing are
+    read at ``read_size_px`` and resized with :func:`_resize`, as the other readers' are.
+
+    Args:
+        slide: The open slide.
+        job: Its job (read level and sizes).
+        coords: ``(B, 2)`` level-0 ``(x, y)`` of the batch's patches.
+        images: ``uint8 (B, P, P, 3)``, filled in place.
+        valid: ``bool (B,)``, set False where a patch's tiles failed to decode.
+    """
+    size = job.read_size_px
+    buffer = None if size == job.patch_size_px else np.empty((size, size, 3), np.uint8)
+    for k, (x, y) in enumerate(coords):
+        try:
+            if buffer is None:
+                slide.read_region_into((int(x), int(y)), job.read_level, images[k])
+            else:
+                slide.read_region_into((int(x), int(y)), job.read_level, buffer)
+                images[k] = _resize(buffer, job.patch_size_px)
+        except CorruptTileError:
+            valid[k] = False
 
 
 def _resize(image: np.ndarray, size: int) -> np.ndarray:
@@ -167,16 +212,20 @@ class PatchBatchDataset(Dataset[dict[str, Any]]):
     def __getitem__(self, index: int) -> dict[str, Any]:
         job_index, start, stop = self.plan[index]
         job = self.jobs[job_index]
+        if job.gpu_decode:
+            compressed = self._compressed(job_index, start, stop)
+            if compressed is not None:
+                return compressed
         p = job.patch_size_px
-        images = np.zeros((stop - start, p, p, 3), dtype=np.uint8)
+        images = np.empty((stop - start, p, p, 3), dtype=np.uint8)
         valid = np.ones(stop - start, dtype=bool)
         error = ""
         try:
             self._fill(job, start, stop, images, valid)
         except WsiNcmiError as err:  # the slide itself failed (open, metadata)
-            images[:] = 0
             valid[:] = False
             error = f"{type(err).__name__}: {err}"
+        images[~valid] = 0
         return {
             "images": torch.from_numpy(images),
             "valid": torch.from_numpy(valid),
@@ -185,11 +234,43 @@ class PatchBatchDataset(Dataset[dict[str, Any]]):
             "error": error,
         }
 
+    def _compressed(self, job_index: int, start: int, stop: int) -> dict[str, Any] | None:
+        """The batch as JPEG tiles for the device to decode, or None to decode here.
+
+        Keys as in the class docstring, ``images`` empty, plus ``jpegs`` (list of bytes),
+        ``placements`` ``(M, 8)``, ``read_size`` and ``patch_size``
+        (:class:`~wsi_ncmi.features.gpu_decode.TileBatch`).
+        """
+        from wsi_ncmi.features.gpu_decode import read_tile_batch
+
+        job = self.jobs[job_index]
+        try:
+            slide = job.slide.open()
+            if not (isinstance(slide, TileDecodeSlide) and slide.decodes_level(job.read_level)):
+                return None
+            batch = read_tile_batch(slide, job.read_level, job.coords[start:stop], job.read_size_px)
+        except (WsiNcmiError, OSError, ValueError):
+            return None  # decoded here, where bad tiles and slide errors are reported
+        return {
+            "images": torch.empty(0, dtype=torch.uint8),
+            "valid": torch.ones(stop - start, dtype=torch.bool),
+            "job": job_index,
+            "start": start,
+            "error": "",
+            "jpegs": batch.jpegs,
+            "placements": batch.placements,
+            "read_size": batch.read_size,
+            "patch_size": job.patch_size_px,
+        }
+
     def _fill(  # bad tiles are isolated here; only slide-level errors escape
         self, job: SlideJob, start: int, stop: int, images: np.ndarray, valid: np.ndarray
     ) -> None:
         slide = job.slide.open()
         coords = job.coords[start:stop]
+        if isinstance(slide, TileDecodeSlide) and slide.decodes_level(job.read_level):
+            _fill_by_tiles(slide, job, coords, images, valid)
+            return
         step = self._strip_step(slide, job)
         max_len = max(1, MAX_STRIP_PX // job.read_size_px)
         size = job.read_size_px

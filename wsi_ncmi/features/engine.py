@@ -48,11 +48,24 @@ class ExtractionModule(L.LightningModule):
             self.encoder = torch.compile(self.encoder)  # type: ignore[assignment]
 
     def predict_step(self, batch: dict[str, Any], batch_idx: int) -> dict[str, Any]:
-        """Features ``(B, D)`` float32 on the CPU, plus the batch's bookkeeping."""
-        features = self.encoder(batch["images"])
+        """Features ``(B, D)`` float32 on the CPU, plus the batch's bookkeeping.
+
+        A batch of JPEG tiles (``--gpu_decode``) is decoded and assembled on the device
+        first (:func:`~wsi_ncmi.features.gpu_decode.assemble_on_device`).
+        """
+        images, valid = batch["images"], batch["valid"].cpu()
+        if "jpegs" in batch:
+            from wsi_ncmi.features.gpu_decode import TileBatch, assemble_on_device
+
+            tiles = TileBatch(batch["jpegs"], batch["placements"], int(batch["read_size"]))
+            images, decoded = assemble_on_device(
+                tiles, len(valid), int(batch["patch_size"]), self.device
+            )
+            valid = valid & decoded
+        features = self.encoder(images)
         return {
             "features": features.float().cpu(),
-            "valid": batch["valid"].cpu(),
+            "valid": valid,
             "job": int(batch["job"]),
             "start": int(batch["start"]),
             "error": batch["error"],

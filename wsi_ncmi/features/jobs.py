@@ -8,6 +8,7 @@ attributes of a job's features file (the resume key included).
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -24,13 +25,19 @@ if TYPE_CHECKING:
     from wsi_ncmi.features.run import ExtractConfig
 
 
-def extraction_hash(spec: EncoderSpec, dtype: str, coords_hash: str) -> str:
-    """The resume key: encoder identity, stored dtype, coords parameters, schema version."""
+def extraction_hash(spec: EncoderSpec, dtype: str, coords_hash: str, reader: str) -> str:
+    """The resume key: encoder identity, stored dtype, coords parameters, slide reader, schema.
+
+    ``reader`` is the backend that read the pixels (``tiledecode``, ``openslide``, ...):
+    readers may differ in the last bit of a pixel, so a file made by another reader is
+    extracted again rather than mixed with this run's.
+    """
     return params_hash(
         {
             "encoder": spec.identity_hash,
             "dtype": dtype,
             "coords": coords_hash,
+            "reader": reader,
             "schema_version": FEATURES_SCHEMA_VERSION,
         }
     )
@@ -62,6 +69,7 @@ def load_jobs(config: ExtractConfig, spec: EncoderSpec, report: RunReport) -> li
         ConfigError: µm/px mismatch (always raised: it concerns the whole run).
     """
     from wsi_ncmi.features.provenance import check_slide_unchanged
+    from wsi_ncmi.slide import choose_reader
 
     paths = sorted(config.coords_dir.glob("*.h5"))
     paths = select_shard(paths, [p.stem for p in paths], config.shard)
@@ -74,7 +82,8 @@ def load_jobs(config: ExtractConfig, spec: EncoderSpec, report: RunReport) -> li
             slide_path = Path(str(attrs["slide_path"]))
             if config.slide_dir is not None:
                 slide_path = config.slide_dir / slide_path.name
-            backend = config.backend or str(attrs["backend"])
+            recorded = str(attrs["backend"])
+            backend = choose_reader(slide_path, config.backend or "auto", fallback=recorded)
             identity = check_slide_unchanged(coords, slide_path, backend)
         except CacheSchemaError as err:  # SlideChangedError included
             if not config.skip_errors:
@@ -127,10 +136,31 @@ def job_attrs(
         "target_mpp": job.target_mpp,
         "effective_mpp": effective,
         "patch_size_px": job.patch_size_px,
-        "extraction_hash": extraction_hash(spec, config.dtype, job.coords_hash),
+        "reader": job.reader,
+        "extraction_hash": extraction_hash(spec, config.dtype, job.coords_hash, job.reader),
         "precision": precision,
         "config": config.to_dict(),
     }
+
+
+def with_gpu_decode(jobs: list[SlideJob], accelerator: str) -> list[SlideJob]:
+    """Mark the tile-decode jobs for device decoding (``--gpu_decode``).
+
+    Raises:
+        ConfigError: No CUDA device, or torchvision is missing.
+    """
+    if accelerator != "cuda":
+        raise ConfigError("--gpu_decode needs a CUDA device (--device cuda or auto)")
+    try:
+        import torchvision.io  # noqa: F401
+    except ImportError as err:
+        raise ConfigError(
+            "--gpu_decode needs torchvision (nvJPEG decode): pip install 'wsi-ncmi[encoders]'"
+        ) from err
+    return [
+        dataclasses.replace(j, gpu_decode=True) if j.slide.backend == "tiledecode" else j
+        for j in jobs
+    ]
 
 
 def write_empty(job: SlideJob, attrs: dict[str, Any], out_dim: int, dtype: str) -> None:
@@ -143,4 +173,11 @@ def write_empty(job: SlideJob, attrs: dict[str, Any], out_dim: int, dtype: str) 
         writer.finish()
 
 
-__all__ = ["check_mpp", "extraction_hash", "job_attrs", "load_jobs", "write_empty"]
+__all__ = [
+    "check_mpp",
+    "extraction_hash",
+    "job_attrs",
+    "load_jobs",
+    "with_gpu_decode",
+    "write_empty",
+]

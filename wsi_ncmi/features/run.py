@@ -33,6 +33,7 @@ from wsi_ncmi.features.jobs import (
     extraction_hash,
     job_attrs,
     load_jobs,
+    with_gpu_decode,
     write_empty,
 )
 from wsi_ncmi.features.rounds import ExtractionRound, RoundSetup, slide_lock
@@ -72,9 +73,16 @@ class ExtractConfig:
             ``locked`` (``None``: wait until they are done or their holders die).
         poll_s: Seconds between checks while waiting for locked slides.
         slide_dir: Look slides up here by file name (when they moved since tiling).
-        backend: Override the backend recorded in the coords files.
+        backend: Slide reader: ``auto`` (or unset) decodes the JPEG tiles of tiled
+            TIFF-family slides straight from the file (``tiledecode``) and reads other
+            formats with the backend recorded in the coords file; ``openslide``,
+            ``tiffslide``, ``tiledecode`` or ``cucim`` (the ``cucim`` extra) force one.
+            The reader is recorded in every output and in its resume key.
         expect_coords_hash: Refuse coords files with another ``params_hash``.
         compile_model: ``torch.compile`` the encoder.
+        gpu_decode: On a CUDA device, decode the JPEG tiles of tile-decode slides on the
+            GPU (nvJPEG through torchvision; the workers only read bytes). Recorded as the
+            reader ``tiledecode+nvjpeg``. Not measured yet; needs torchvision.
         strip_reads: Read horizontal neighbour patches with one call.
         progress: Show a progress bar.
         redo: Slide ids to extract again even when their features files are fine.
@@ -109,6 +117,7 @@ class ExtractConfig:
     backend: str | None = None
     expect_coords_hash: str | None = None
     compile_model: bool = False
+    gpu_decode: bool = False
     strip_reads: bool = True
     progress: bool = True
     redo: tuple[str, ...] = ()
@@ -143,6 +152,17 @@ class ExtractConfig:
             raise ConfigError(f"poll_s must be > 0 seconds, got {self.poll_s!r}")
         if not 0.0 <= self.max_bad_fraction <= 1.0:
             raise ConfigError(f"--max_bad_fraction must be in [0, 1], got {self.max_bad_fraction}")
+        from wsi_ncmi.slide import BACKEND_CHOICES
+
+        if self.backend is not None and self.backend not in BACKEND_CHOICES:
+            raise ConfigError(
+                f"--backend must be one of {', '.join(BACKEND_CHOICES)}, got {self.backend!r}"
+            )
+        if self.backend == "cucim":
+            from wsi_ncmi.slide.cucim import CUCIM_MISSING, cucim_available
+
+            if not cucim_available():
+                raise ConfigError(CUCIM_MISSING)
         if not self.coords_dir.is_dir():
             raise ConfigError(
                 f"--coords_dir must be a directory of coords .h5 files: {self.coords_dir}"
@@ -266,6 +286,8 @@ def run_extraction(config: ExtractConfig, encoder: EncoderModule | None = None) 
     accelerator, precision, batch_size, workers = resolve_runtime(config, spec)
     report = RunReport("extract", params={**config.to_dict(), "encoder_spec": spec.to_dict()})
     jobs = load_jobs(config, spec, report)
+    if config.gpu_decode:
+        jobs = with_gpu_decode(jobs, accelerator)
     if spec.name != config.encoder:
         out_dir = check_writable_dir(feature_path(config.out_dir, spec.name, "x").parent)
     remove_stale_temp_files(out_dir)
@@ -279,7 +301,7 @@ def run_extraction(config: ExtractConfig, encoder: EncoderModule | None = None) 
         return judge.problem(
             job.slide_id,
             job.output,
-            extraction_hash=extraction_hash(spec, config.dtype, job.coords_hash),
+            extraction_hash=extraction_hash(spec, config.dtype, job.coords_hash, job.reader),
             coords=job.coords,
             coords_sha256=job.coords_sha256,
             slide_fingerprint=str(job.slide_identity.get("slide_fingerprint", "")),

@@ -13,8 +13,9 @@ Attributes:
     ``schema``, ``schema_version``, ``package_version``, ``slide_id``, ``encoder``
     (name), ``encoder_spec`` (JSON of the :class:`EncoderSpec`), ``encoder_hash``,
     ``out_dim``, ``dtype``, ``coords_file``, ``coords_params_hash``, ``target_mpp``,
-    ``patch_size_px``, ``extraction_hash`` (digest of spec, dtype, coords hash and
-    schema version: the resume key), ``n_rows``, ``n_invalid``, ``random_init``,
+    ``patch_size_px``, ``extraction_hash`` (digest of spec, dtype, coords hash, slide
+    reader and schema version: the resume key), ``reader`` (the backend that read the
+    pixels, since issue 26), ``n_rows``, ``n_invalid``, ``random_init``,
     ``precision`` (compute precision used), ``config`` (JSON of the run config);
     since the slide-identity change also ``all_finite`` (True: every row was checked
     finite when written), ``coords_sha256`` (digest of the coordinates, as in the coords

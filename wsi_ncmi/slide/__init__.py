@@ -1,10 +1,11 @@
-"""Slide access: one reader contract over OpenSlide and tiffslide, with µm/px resolution."""
+"""Slide access: one reader contract over OpenSlide, tiffslide, tile decode and cuCIM; µm/px."""
 
 from wsi_ncmi.slide.backends import BACKENDS, OpenSlideSlide, TiffSlideSlide
 from wsi_ncmi.slide.base import Slide, rgba_to_rgb_over_white
 from wsi_ncmi.slide.factory import (
     BACKEND_CHOICES,
     SlideRef,
+    choose_reader,
     close_cached_slides,
     open_slide,
 )
@@ -28,6 +29,7 @@ __all__ = [
     "SlideIdentity",
     "SlideRef",
     "TiffSlideSlide",
+    "choose_reader",
     "close_cached_slides",
     "fingerprint_file",
     "is_plausible_mpp",

@@ -228,19 +228,26 @@ class Slide(ABC):
         try:
             rgba = self._read_rgba(self._ensure_open(), (x, y), level, (w, h))
         except Exception as err:  # backends raise assorted decoder errors
-            # OpenSlide handles enter a sticky error state: drop it, reopen next time.
-            self._handle = None
-            raise CorruptTileError(
-                f"failed to decode region at level-0 ({x}, {y}), level {level}, size "
-                f"{w}x{h} of slide {str(self.path)!r}: {type(err).__name__}: {err}. "
-                "The slide may be truncated or partly corrupt; skip this tile or "
-                "re-export the slide.",
-                slide=str(self.path),
-                location=(x, y),
-                level=level,
-                size=(w, h),
-            ) from err
+            raise self._corrupt_tile(err, (x, y), level, (w, h)) from err
         return rgba_to_rgb_over_white(rgba)
+
+    def _corrupt_tile(
+        self, err: Exception, location: tuple[int, int], level: int, size: tuple[int, int]
+    ) -> CorruptTileError:
+        """The error for a region that failed to decode; the handle is reopened next time."""
+        # OpenSlide handles enter a sticky error state: drop it, reopen next time.
+        self._handle = None
+        (x, y), (w, h) = location, size
+        return CorruptTileError(
+            f"failed to decode region at level-0 ({x}, {y}), level {level}, size "
+            f"{w}x{h} of slide {str(self.path)!r}: {type(err).__name__}: {err}. "
+            "The slide may be truncated or partly corrupt; skip this tile or "
+            "re-export the slide.",
+            slide=str(self.path),
+            location=(x, y),
+            level=level,
+            size=(w, h),
+        )
 
     def read_level(self, level: int) -> np.ndarray:
         """Read a whole (small) level as RGB ``(H, W, 3)``."""

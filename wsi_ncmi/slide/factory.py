@@ -12,8 +12,41 @@ from wsi_ncmi.slide.backends import BACKENDS
 from wsi_ncmi.slide.base import Slide
 from wsi_ncmi.slide.mpp import load_mpp_csv, lookup_mpp_override
 
-BackendName = Literal["auto", "openslide", "tiffslide"]
-BACKEND_CHOICES: tuple[str, ...] = ("auto", "openslide", "tiffslide")
+BackendName = Literal["auto", "openslide", "tiffslide", "tiledecode", "cucim"]
+BACKEND_CHOICES: tuple[str, ...] = ("auto", "openslide", "tiffslide", "tiledecode", "cucim")
+
+
+def _backend_class(name: str) -> type[Slide]:
+    """The class of a named backend (the tile-decode and cuCIM readers load lazily)."""
+    if name == "tiledecode":
+        from wsi_ncmi.slide.tiledecode import TileDecodeSlide
+
+        return TileDecodeSlide
+    if name == "cucim":
+        from wsi_ncmi.slide.cucim import CuCimSlide
+
+        return CuCimSlide
+    return BACKENDS[name]
+
+
+def choose_reader(path: str | Path, requested: str, fallback: str = "auto") -> str:
+    """The backend that extraction reads ``path`` with.
+
+    ``"auto"`` decides by the file's format alone, never by installed extras or GPUs, so
+    every node of a sharded run agrees: ``"tiledecode"`` for tiled JPEG TIFF-family
+    slides (:func:`~wsi_ncmi.slide.tiledecode.is_tile_decodable`), else ``fallback``
+    (the backend the slide was tiled with). Any other name is returned as given.
+
+    Raises:
+        ConfigError: Unknown backend name.
+    """
+    if requested not in BACKEND_CHOICES:
+        raise ConfigError(f"backend must be one of {BACKEND_CHOICES}, got {requested!r}")
+    if requested != "auto":
+        return requested
+    from wsi_ncmi.slide.tiledecode import is_tile_decodable
+
+    return "tiledecode" if is_tile_decodable(path) else fallback
 
 
 def open_slide(
@@ -27,9 +60,11 @@ def open_slide(
 
     Args:
         path: Slide file (``.svs``, ``.tif``, ``.ndpi``, ``.mrxs``, ``.dcm``, ...).
-        backend: ``"openslide"``, ``"tiffslide"`` or ``"auto"`` (OpenSlide first, then
-            tiffslide; if both fail, the tiffslide error is raised with the OpenSlide
-            error chained as its cause).
+        backend: ``"openslide"``, ``"tiffslide"``, ``"tiledecode"`` (JPEG tiles decoded
+            straight from a TIFF, :mod:`wsi_ncmi.slide.tiledecode`), ``"cucim"`` (needs
+            the ``cucim`` extra) or ``"auto"`` (OpenSlide first, then tiffslide; if both
+            fail, the tiffslide error is raised with the OpenSlide error chained as its
+            cause). Extraction picks its reader with :func:`choose_reader`.
         mpp_override: µm/px to use instead of the file's metadata.
         mpp_csv: A ``slide,mpp`` CSV path (or an already-loaded mapping); used when
             the slide is listed and ``mpp_override`` is not given.
@@ -50,7 +85,8 @@ def open_slide(
         mpp_override = lookup_mpp_override(path, mapping)
         source = "override-csv"
     if backend != "auto":
-        return BACKENDS[backend](path, mpp_override=mpp_override, mpp_override_source=source)
+        cls = _backend_class(backend)
+        return cls(path, mpp_override=mpp_override, mpp_override_source=source)
     try:
         return BACKENDS["openslide"](path, mpp_override=mpp_override, mpp_override_source=source)
     except SlideOpenError as os_err:

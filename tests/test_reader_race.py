@@ -1,0 +1,28 @@
+"""tools/bench/reader_race.py runs end to end on a tiny cohort (no timings asserted)."""
+
+from __future__ import annotations
+
+import json
+import runpy
+import sys
+from pathlib import Path
+
+import pytest
+
+RACE = Path(__file__).resolve().parents[1] / "tools" / "bench" / "reader_race.py"
+
+
+@pytest.mark.slow
+def test_reader_race_reports_every_reader_on_both_grids(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    argv = [str(RACE), "--slides", "1", "--size", "1280", "--rounds", "1"]
+    monkeypatch.setattr(sys, "argv", argv)
+    runpy.run_path(str(RACE), run_name="__main__")
+    result = json.loads(capsys.readouterr().out)
+    readers = {"pipeline_tiledecode", "pipeline_openslide", "openslide_strips", "decode_floor"}
+    assert result["aligned"]["patches"] == 25  # 1280 / 256 = 5 per side
+    assert result["unaligned"]["patches"] == 4  # (1280 - 100) // 512 = 2 per side
+    for grid in ("aligned", "unaligned"):
+        assert readers <= set(result[grid]["patches_per_s"])
+        assert result[grid]["pipeline_vs_decode_floor"] > 0
