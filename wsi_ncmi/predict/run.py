@@ -155,6 +155,9 @@ def _tile_and_extract(
     from wsi_ncmi.tiling.tissue import TissueParams
 
     out = Path(config.out_dir)
+    absent = [s for s in config.slides if not any(c in s for c in "*?[") and not Path(s).exists()]
+    if absent:
+        raise ConfigError(f"SLIDES must be existing slide files or folders, got {absent!r}")
     tasks = make_tasks(discover_slides(list(config.slides)))
     if not tasks:
         raise ConfigError(
