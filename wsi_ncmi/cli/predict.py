@@ -47,13 +47,12 @@ def build_parser() -> Any:
         metavar="SLIDES",
         help="slide files or folders (with --features_root: optional slide ids to keep)",
     )
-    p.add_argument(
-        "--model",
-        type=str | None,
-        help="model bundle folder (repeat for an ensemble: mean of the probabilities)",
+    p.add_class_arguments(PredictConfig, skip={"slides"}, fail_untyped=True)
+    add_names(p, {"--out_dir": "--out", "--models": "--model"})
+    p._option_string_actions["--model"].help = (
+        "model bundle folder; repeat --model for an ensemble (the mean of the "
+        "probabilities); the config key is models, a list"
     )
-    p.add_class_arguments(PredictConfig, skip={"models", "slides"}, fail_untyped=True)
-    add_names(p, {"--out_dir": "--out"})
     return p
 
 
@@ -78,6 +77,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _predict(argv: Sequence[str] | None) -> int:
+    import json
     import sys
 
     from wsi_ncmi.cli.common import fields_of
@@ -85,14 +85,16 @@ def _predict(argv: Sequence[str] | None) -> int:
     from wsi_ncmi.predict.run import PredictConfig, run_prediction
 
     models, rest = split_models(sys.argv[1:] if argv is None else argv)
+    if models:
+        rest.append("--models=" + json.dumps(models))
     args = parse(build_parser(), rest)
-    if not models or not all(models):
+    if not args.models or not all(args.models):
         raise ConfigError("--model BUNDLE is required (repeat it for an ensemble)")
     slides = tuple(getattr(args, "slides", None) or ())
     if not slides and args.features_root is None:
         raise ConfigError("SLIDES must name slide files or folders (or pass --features_root)")
     values = fields_of(PredictConfig, args)
-    config = PredictConfig(**(values | {"models": tuple(models), "slides": slides}))
+    config = PredictConfig(**(values | {"models": tuple(args.models), "slides": slides}))
     result = run_prediction(config)
     if "pending" in result.outputs:
         print(

@@ -63,8 +63,8 @@ class PredictConfig:
         progress: Progress bars.
     """
 
-    models: tuple[str, ...]
-    out_dir: str
+    models: tuple[str, ...] = ()
+    out_dir: str = "outputs/predict"
     slides: tuple[str, ...] = ()
     features_root: str | None = None
     manifest: str | None = None
