@@ -131,3 +131,15 @@ def test_resumes_after_kill_9_with_bitwise_equal_outputs(
     done = subprocess.run(command, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr
     assert _outputs(out) == _outputs(reference)
+
+
+def test_shards_share_one_output_folder_and_the_last_writes_the_report(
+    lab: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "out"
+    assert main([*_args(lab, out), "--shard", "0/2"]) == 0
+    assert "still lack features" in capsys.readouterr().out
+    assert not (out / "predictions.csv").exists()
+    assert main([*_args(lab, out), "--shard", "1/2"]) == 0
+    with (out / "predictions.csv").open() as handle:
+        assert {r["slide_id"] for r in csv.DictReader(handle)} == {*SLIDES, "blank"}

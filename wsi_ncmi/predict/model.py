@@ -248,9 +248,15 @@ def load_model(path: str | Path) -> TrainedModel:
     path = Path(path)
     contents = verify_bundle(path)
     manifest = read_manifest_json(path, contents)
-    return TrainedModel(
-        path, manifest, load_tensors(contents, WEIGHTS_FILE), load_tensors(contents, STATS_FILE)
-    )
+    weights, stats = load_tensors(contents, WEIGHTS_FILE), load_tensors(contents, STATS_FILE)
+    try:
+        return TrainedModel(path, manifest, weights, stats)
+    except (KeyError, TypeError) as err:
+        raise BundleError(
+            f"model bundle {str(path)!r} lacks {err} in model.json or stats.safetensors; "
+            "it was not written by this version of wsi-train (re-export it with "
+            "wsi-export-model)"
+        ) from err
 
 
 class Ensemble:
