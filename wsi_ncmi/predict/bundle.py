@@ -155,7 +155,11 @@ def write_bundle(
     weights: Mapping[str, Any],
     stats: Mapping[str, Any],
 ) -> Path:
-    """Write a bundle folder atomically (a temp folder, renamed over ``out``).
+    """Write a bundle folder atomically: a temp folder beside ``out``, renamed over it.
+
+    The temp folder is named like the package's temp files
+    (:func:`wsi_ncmi.batch.atomic.temp_path_for`); one that a killed writer on this host
+    left behind is removed by the next write of the same bundle.
 
     Args:
         out: The bundle folder (replaced if it exists).
@@ -166,12 +170,12 @@ def write_bundle(
     Returns:
         ``out``.
     """
-    import os
     import shutil
-    import tempfile
 
     import torch
     from safetensors.torch import save
+
+    from wsi_ncmi.batch.atomic import pid_alive, temp_path_for, temp_prefix, temp_writer
 
     def blob(tensors: Mapping[str, Any]) -> bytes:
         return save({k: torch.as_tensor(v).detach().cpu().contiguous() for k, v in tensors.items()})
@@ -184,23 +188,28 @@ def write_bundle(
         **manifest,
         "files": {name: sha256_bytes(content) for name, content in data.items()},
     }
-    data[MANIFEST_FILE] = (json.dumps(record, indent=1, sort_keys=False) + "\n").encode()
+    data[MANIFEST_FILE] = (json.dumps(record, indent=1) + "\n").encode()
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
+    for leftover in out.parent.glob(temp_prefix(out) + ".tmp-*"):
+        writer = temp_writer(leftover)
+        if leftover.is_dir() and writer is not None and not pid_alive(writer[1]):
+            shutil.rmtree(leftover, ignore_errors=True)
+    tmp, old = temp_path_for(out), temp_path_for(out)
+    tmp.mkdir()
     try:
         for name, content in data.items():
             (tmp / name).write_bytes(content)
         digests = {name: sha256_bytes(content) for name, content in data.items()}
         (tmp / SUMS_FILE).write_text(sums_text(digests))
-        tmp.chmod(0o755)
-        old = out.with_name(f".{out.name}.old.{os.getpid()}")
         if out.exists():
             out.rename(old)
         tmp.rename(out)
-        shutil.rmtree(old, ignore_errors=True)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
+        if old.exists() and not out.exists():
+            old.rename(out)
         raise
+    shutil.rmtree(old, ignore_errors=True)
     return out
 
 

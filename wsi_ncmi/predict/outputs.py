@@ -10,7 +10,7 @@ Files under ``--out`` (each written atomically)::
     patients.csv             with --manifest: patient_id, pN_stage (CAMELYON-17 rule, from
                              the predicted classes), slides, slides_predicted, complete
     qupath/<slide>.geojson   the most attended tiles (--geojson_tiles, default 50: about
-                             22 kB per slide; every tile is about 430 B)
+                             21 kB per slide; every tile is about 430 B)
     heatmaps/<slide>.png     attention over the slide thumbnail, with a colour scale
     report.html              the gallery (:mod:`wsi_ncmi.predict.html`)
 """

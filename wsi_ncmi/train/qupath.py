@@ -69,7 +69,7 @@ def slide_feature_collection(
     """The GeoJSON ``FeatureCollection`` of one slide's patches.
 
     About 430 bytes per tile: ``top_k`` bounds a slide's file (``wsi-predict`` writes
-    the 50 most attended tiles by default, about 22 kB per slide).
+    the 50 most attended tiles by default, about 21 kB per slide).
 
     Args:
         slide_id: Slide id (each feature's ``id`` is ``<slide_id>/<patch index>``).
