@@ -33,7 +33,7 @@ def predicted(tmp_path_factory: pytest.TempPathFactory) -> Path:
     encoder_bundle(root / "model", seed=3)
     out = root / "out"
     argv = ["--model", str(root / "model"), str(root / "slides"), "--out", str(out)]
-    assert main([*argv, "--workers", "1", "--device", "cpu"]) == 0
+    assert main([*argv, "--workers", "1", "--extract_workers", "0"]) == 0
     return out
 
 

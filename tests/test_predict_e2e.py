@@ -44,7 +44,8 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def _args(lab: Path, out: Path) -> list[str]:
     return [
         "--model", str(lab / "model"), str(lab / "slides"), "--out", str(out),
-        "--manifest", str(lab / "manifest.csv"), "--workers", "1", "--device", "cpu",
+        "--manifest", str(lab / "manifest.csv"), "--workers", "1", "--extract_workers", "0",
+        "--device", "cpu",
         "--geojson_tiles", "7",
     ]  # fmt: skip
 
@@ -133,6 +134,7 @@ def test_resumes_after_kill_9_with_bitwise_equal_outputs(
     assert _outputs(out) == _outputs(reference)
 
 
+@pytest.mark.slow
 def test_shards_share_one_output_folder_and_the_last_writes_the_report(
     lab: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

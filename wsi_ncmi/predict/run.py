@@ -57,6 +57,8 @@ class PredictConfig:
         shard: ``i/N``: tile and extract one part of the slides (the report is written
             once every slide has features).
         workers: Tiling worker processes (default: the cores available).
+        extract_workers: Extraction DataLoader workers (``0``: in this process; default:
+            as ``wsi-extract``).
         device: Extraction device: ``cpu``, ``cuda`` or ``auto``.
         backend: Slide reader: ``auto``, ``openslide`` or ``tiffslide``.
         mpp_override: Level-0 µm/px for slides whose files do not record it.
@@ -74,6 +76,7 @@ class PredictConfig:
     ood_threshold: float | None = None
     shard: str | None = None
     workers: int | None = None
+    extract_workers: int | None = None
     device: Literal["cpu", "cuda", "auto"] = "auto"
     backend: str = "auto"
     mpp_override: float | None = None
@@ -207,6 +210,7 @@ def _tile_and_extract(
             weights=Path(config.weights) if config.weights else None,
             random_init=bool(enc.get("random_init")),
             device=config.device,
+            workers=config.extract_workers,
             dtype=str(enc.get("dtype", "float16")),
             shard=config.shard,
             skip_errors=True,
