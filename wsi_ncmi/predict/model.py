@@ -83,7 +83,7 @@ def ood_score(bag: Tensor, mean: Tensor, std: Tensor) -> float:
     Returns:
         The score (0 for a slide whose mean feature is the training mean).
     """
-    slide_mean = bag.to(torch.float64).mean(dim=0)
+    slide_mean = bag.to(torch.float32).mean(dim=0).to(torch.float64)
     z = (slide_mean - mean.to(torch.float64)) / std.to(torch.float64)
     return float(torch.sqrt((z * z).mean()))
 
