@@ -283,3 +283,32 @@ def test_split_none_trains_on_every_slide_with_a_patient_validation_part(cohort:
     patient = {r.slide_id: r.patient_id for r in rows}
     assert not {patient[s] for s in fold.train} & {patient[s] for s in fold.val}
     assert fold.val
+
+
+def test_imported_features_are_predicted_like_the_native_ones(
+    trained: Path, cohort: Path, tmp_path: Path
+) -> None:
+    from wsi_ncmi.features.foreign import register_foreign_features
+
+    slides = ["patient_200_node_0", "patient_201_node_2"]
+    source = tmp_path / "clam" / "h5_files"
+    source.mkdir(parents=True)
+    for slide_id in slides:
+        with h5py.File(feature_path(cohort, ENCODER, slide_id), "r") as native:
+            features, coords = native["features"][()], native["coords"][()]
+        with h5py.File(source / f"{slide_id}.h5", "w") as h5:
+            h5.create_dataset("features", data=features.astype("float32"))
+            h5.create_dataset("coords", data=coords).attrs.update(
+                {"patch_size": 64, "patch_level": 0}
+            )
+    register_foreign_features(source, "clam", tmp_path / "imported", ENCODER, mpp=1.0)
+    bundle = str(trained / "fixed" / "model")
+    for root, out in ((cohort, "native"), (tmp_path / "imported", "imported")):
+        argv = ["--model", bundle, "--features_root", str(root), *slides]
+        assert predict_main([*argv, "--out", str(tmp_path / out)]) == 0
+    native, imported = (_rows(tmp_path / out / "predictions.csv") for out in ("native", "imported"))
+    assert [r["slide_id"] for r in imported] == slides
+    for a, b in zip(native, imported, strict=True):
+        assert {k: v for k, v in a.items() if k != "ood_score"} == {
+            k: v for k, v in b.items() if k != "ood_score"
+        }
