@@ -312,3 +312,27 @@ def test_imported_features_are_predicted_like_the_native_ones(
         assert {k: v for k, v in a.items() if k != "ood_score"} == {
             k: v for k, v in b.items() if k != "ood_score"
         }
+
+
+def test_wsi_train_split_none_writes_the_final_model(cohort: Path, tmp_path: Path) -> None:
+    from wsi_ncmi.cli.train import main as train_main
+
+    argv = [
+        "--out", str(tmp_path / "final"), "--seed", "1", "--split.kind", "none",
+        "--split.val_fraction", "0.25", "--data.manifest", str(cohort / "manifest.csv"),
+        "--data.features_root", str(cohort), "--data.encoder", ENCODER,
+        "--data.max_patches_train", "20", "--data.batch_size", "3", "--model.name", "abmil",
+        "--model.kwargs", '{"hidden_dim": 16, "attention_dim": 8}', "--loss.name", "ce",
+        "--trainer.max_epochs", "2", "--trainer.patience", "0", "--trainer.accelerator", "cpu",
+        "--report.bootstrap", "10", "--report.max_heatmaps", "0",
+    ]  # fmt: skip
+    assert train_main(argv) == 0
+    model = load_model(tmp_path / "final" / "all" / "model")
+    training = model.manifest["training"]
+    assert training["fold"] == "all"
+    assert training["slides"]["test"] == 0
+    assert training["slides"]["train"] + training["slides"]["val"] == 36
+    assert training["hospitals"] == [0, 1, 2]
+    assert _rows(tmp_path / "final" / "predictions.csv") == []
+    bag = load_bag(feature_path(cohort, ENCODER, "patient_000_node_0"))
+    assert model.predict_bag(bag).predicted in model.classes
