@@ -66,9 +66,10 @@ def selection_of(result: FoldResult, monitor: str) -> dict[str, Any]:
 
 def _tiling_record(features_file: Path, attrs: Mapping[str, Any]) -> dict[str, Any]:
     """Target µm/px, patch size, grid and segmentation as the training files record them."""
-    record: dict[str, Any] = {
-        "target_mpp": float(attrs["target_mpp"]),
-        "patch_size_px": int(attrs["patch_size_px"]),
+    mpp, size = attrs.get("target_mpp"), attrs.get("patch_size_px")
+    record: dict[str, Any] = {  # None where imported features do not record them
+        "target_mpp": None if mpp is None else float(mpp),
+        "patch_size_px": None if size is None else int(size),
         "coords_params_hash": str(attrs.get("coords_params_hash", "")),
         "grid": None,
         "segmentation": None,

@@ -167,6 +167,12 @@ def _tile_and_extract(
             f"SLIDES must name slide files or folders with slides, got {config.slides!r}"
         )
     tiling = model.tiling
+    if tiling.get("target_mpp") is None or tiling.get("patch_size_px") is None:
+        raise ConfigError(
+            "the model records no µm/px or patch size (it was trained on imported features "
+            "that did not say), so wsi-predict cannot tile slides for it; pass --features_root "
+            "with features made like its training features"
+        )
     grid = tiling.get("grid") or {
         "target_mpp": tiling["target_mpp"],
         "patch_size_px": tiling["patch_size_px"],
