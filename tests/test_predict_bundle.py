@@ -336,3 +336,30 @@ def test_wsi_train_split_none_writes_the_final_model(cohort: Path, tmp_path: Pat
     assert _rows(tmp_path / "final" / "predictions.csv") == []
     bag = load_bag(feature_path(cohort, ENCODER, "patient_000_node_0"))
     assert model.predict_bag(bag).predicted in model.classes
+
+
+@pytest.mark.parametrize(
+    ("section", "key", "value", "reason"),
+    [
+        ("encoder", "name", "another-encoder", "encoder name 'another-encoder'"),
+        ("tiling", "target_mpp", 0.5, "target_mpp 0.5 vs 1.0"),
+    ],
+)
+def test_an_ensemble_of_disagreeing_bundles_gives_rc_2(
+    trained: Path, cohort: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+    section: str, key: str, value: Any, reason: str,
+) -> None:  # fmt: skip
+    bundle = trained / "fixed" / "model"
+    manifest = read_manifest_json(bundle, verify_bundle(bundle))
+    manifest[section][key] = value
+    model = load_model(bundle)
+    stats = {"ood_mean": model.ood[0], "ood_std": model.ood[1]}
+    stats |= dict(
+        zip(("standardize_mean", "standardize_std"), model.standardize or (), strict=True)
+    )
+    other = write_bundle(tmp_path / "other", manifest, model.module.state_dict(), stats)
+    argv = ["--model", str(bundle), "--model", str(other), "--features_root", str(cohort)]
+    assert predict_main([*argv, "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert "must share classes and encoder" in err
+    assert reason in err
