@@ -27,7 +27,7 @@ from wsi_ncmi.cli.common import (
 )
 
 REPO = Path(__file__).resolve().parents[1]
-COMMANDS = ["tile", "extract", "train", "bench", "import_features", "synth"]
+COMMANDS = ["tile", "extract", "train", "bench", "import_features", "synth", "predict"]
 
 
 def _module(name: str) -> Any:

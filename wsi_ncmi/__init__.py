@@ -4,6 +4,10 @@ Importing the package is cheap and has no side effects: heavy modules (torch,
 OpenSlide, OpenCV) are imported by the subpackages that need them.
 """
 
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
 from wsi_ncmi._version import __version__
 from wsi_ncmi.errors import (
     BatchAbortedError,
@@ -26,6 +30,24 @@ from wsi_ncmi.errors import (
     WsiNcmiError,
 )
 
+if TYPE_CHECKING:
+    from wsi_ncmi.predict.model import TrainedModel
+
+
+def load_model(path: Any) -> TrainedModel:
+    """Load a model bundle (checked, never unpickled); see :func:`wsi_ncmi.predict.load_model`.
+
+    Args:
+        path: The bundle folder (``<run>/<fold>/model/`` of ``wsi-train``).
+
+    Returns:
+        The model: ``load_model(path).predict_bag(features) -> SlidePrediction``.
+    """
+    from wsi_ncmi.predict.model import load_model as _load_model
+
+    return _load_model(path)
+
+
 __all__ = [
     "BatchAbortedError",
     "CacheSchemaError",
@@ -46,4 +68,5 @@ __all__ = [
     "WorkerFailedError",
     "WsiNcmiError",
     "__version__",
+    "load_model",
 ]

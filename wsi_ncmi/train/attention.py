@@ -106,8 +106,13 @@ def save_heatmap(
     slide_path: Path | None = None,
     title: str = "",
     polygons: Sequence[Sequence[Sequence[float]]] = (),
+    colorbar: bool = False,
 ) -> Path:
-    """Draw the attention grid over the thumbnail (if found), tumour outlines in green."""
+    """Draw the attention grid over the thumbnail (if found), tumour outlines in green.
+
+    With ``colorbar`` a colour scale is drawn beside it: attention per cell relative to
+    uniform attention (1 = the mean cell; the slide's weights sum to 1).
+    """
     import matplotlib
 
     matplotlib.use("Agg")
@@ -120,7 +125,9 @@ def save_heatmap(
     if thumb is not None:
         ax.imshow(thumb, extent=(0, width, height, 0))
     masked = np.ma.masked_where(grid <= 0, grid)
-    ax.imshow(
+    if colorbar:
+        masked = masked * max(int((grid > 0).sum()), 1)
+    image = ax.imshow(
         masked,
         cmap="inferno",
         alpha=0.6 if thumb is not None else 1.0,
@@ -134,6 +141,10 @@ def save_heatmap(
     ax.set_ylim(height, 0)
     ax.set_title(title, fontsize=9)
     ax.axis("off")
+    if colorbar:
+        fig.colorbar(
+            image, ax=ax, fraction=0.046, pad=0.02, label="attention × cells (1 = uniform)"
+        )
     fig.tight_layout()
     save_png(fig, path, dpi=100)
     plt.close(fig)

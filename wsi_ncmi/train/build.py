@@ -50,6 +50,35 @@ def build_criterion(
     Raises:
         ConfigError: Unknown loss or rejected arguments.
     """
+    return build_loss(
+        name,
+        **criterion_kwargs(
+            name,
+            kwargs,
+            num_classes=num_classes,
+            class_counts=class_counts,
+            feature_dim=feature_dim,
+        ),
+    )
+
+
+def criterion_kwargs(
+    name: str,
+    kwargs: dict[str, Any],
+    *,
+    num_classes: int,
+    class_counts: Sequence[int],
+    feature_dim: int,
+) -> dict[str, Any]:
+    """Every keyword argument :func:`build_criterion` passes to ``build_loss(name, ...)``.
+
+    Returns:
+        ``kwargs`` plus the run-dependent arguments the loss's constructor accepts (what
+        a model bundle records, so that the loss is rebuilt exactly).
+
+    Raises:
+        ConfigError: Unknown loss.
+    """
     parameters = inspect.signature(get_loss_factory(name)).parameters
     context = {
         "num_classes": num_classes,
@@ -57,7 +86,7 @@ def build_criterion(
         "feature_dim": feature_dim,
     }
     filled = {k: v for k, v in context.items() if k in parameters and k not in kwargs}
-    return build_loss(name, **filled, **kwargs)
+    return {**filled, **kwargs}
 
 
 def build_loggers(kind: str, fold_dir: Path) -> list[Logger]:

@@ -58,7 +58,10 @@ class SplitConfig:
     """How slides are split (see :mod:`wsi_ncmi.train.splits`).
 
     Attributes:
-        kind: ``"loho"``, ``"fixed"`` or ``"kfold"``.
+        kind: ``"loho"``, ``"fixed"``, ``"kfold"`` or ``"none"`` (train the final model
+            on every labelled slide: a patient-grouped validation part of
+            ``val_fraction`` selects the checkpoint and fits the decision rule, there is
+            no test part; use the bundle in ``<out>/all/model/`` with ``wsi-predict``).
         file: Reuse this splits JSON instead of making one.
         preset: ``fixed``: ``"c17_train012_test34"`` or ``"wilds"``.
         train_centers: ``fixed`` without preset: training centers.
@@ -73,7 +76,7 @@ class SplitConfig:
         folds: Fold indices to run (``null``: all).
     """
 
-    kind: Literal["loho", "fixed", "kfold"] = "loho"
+    kind: Literal["loho", "fixed", "kfold", "none"] = "loho"
     file: str | None = None
     preset: str | None = None
     train_centers: list[int] | None = None

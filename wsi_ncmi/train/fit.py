@@ -30,6 +30,7 @@ from wsi_ncmi.batch.atomic import write_text_atomic
 from wsi_ncmi.errors import ConfigError
 from wsi_ncmi.losses.callbacks import CentroidUpdate, EscapeMonitor, NCMIDiagnostics
 from wsi_ncmi.manifest import LABELS, ManifestRow, read_manifest
+from wsi_ncmi.predict.export import selection_of, write_fold_bundle
 from wsi_ncmi.train.attention import export_attention
 from wsi_ncmi.train.build import build_loggers, build_model
 from wsi_ncmi.train.config import TrainConfig, epoch_budget
@@ -288,6 +289,9 @@ def run_fold(
         probe=probe.to_json(),
         history=history,
         records=records,
+    )
+    write_fold_bundle(
+        fold_dir / "model", config, datamodule, model, rule, selection_of(result, tc.monitor)
     )
     write_json(result.summary() | {"attention": attention}, fold_dir / "metrics.json")
     return result

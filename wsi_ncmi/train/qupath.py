@@ -64,8 +64,12 @@ def slide_feature_collection(
     predicted: str,
     probabilities: Sequence[float],
     class_names: Sequence[str],
+    top_k: int | None = None,
 ) -> dict[str, Any]:
     """The GeoJSON ``FeatureCollection`` of one slide's patches.
+
+    About 430 bytes per tile: ``top_k`` bounds a slide's file (``wsi-predict`` writes
+    the 50 most attended tiles by default, about 21 kB per slide).
 
     Args:
         slide_id: Slide id (each feature's ``id`` is ``<slide_id>/<patch index>``).
@@ -75,6 +79,8 @@ def slide_feature_collection(
         predicted: The slide's predicted class name (the tiles' classification).
         probabilities: ``(C,)`` class probabilities of the slide.
         class_names: The ``C`` class names.
+        top_k: Only the ``top_k`` most attended tiles (their ranks and relative attention
+            still refer to all ``N`` patches); ``None``: every tile.
 
     Returns:
         A JSON-serialisable dict.
@@ -99,6 +105,8 @@ def slide_feature_collection(
     size = float(patch_size)
     features = []
     for i, ((x, y), a) in enumerate(zip(coords.tolist(), attention.tolist(), strict=True)):
+        if top_k is not None and rank[i] > top_k:
+            continue
         x0, y0, x1, y1 = float(x), float(y), float(x) + size, float(y) + size
         features.append(
             {

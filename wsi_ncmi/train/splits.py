@@ -14,6 +14,9 @@ five lymph-node slides per patient), so no patient leaks across parts.
   test 3–4; ``"wilds"`` is the WILDS split, train 0, 3, 4 / val 1 / test 2). Without
   validation centers the validation part is carved out of the training centers.
 * ``kfold``: ``k`` folds of patients, stratified; fold ``i`` tests on part ``i``.
+* ``none``: one fold, ``all``, for the final model: every labelled slide trains, except a
+  stratified, patient-grouped validation part (``val_fraction``) that selects the
+  checkpoint and fits the decision rule; there is no test part.
 
 Patients are stratified by their ``pN_stage`` column when the manifest has one, else by
 their largest slide label. Splits are written to JSON (:func:`save_splits`) and reloaded
@@ -34,7 +37,7 @@ import numpy as np
 from wsi_ncmi.errors import ConfigError
 from wsi_ncmi.manifest import LABELS, ManifestRow
 
-SplitKind = Literal["loho", "fixed", "kfold"]
+SplitKind = Literal["loho", "fixed", "kfold", "none"]
 ValScheme = Literal["patients", "hospital"]
 SPLITS_SCHEMA = "wsi-ncmi/splits/1"
 
@@ -194,7 +197,7 @@ def make_splits(
 
     Args:
         rows: Manifest rows.
-        kind: ``"loho"``, ``"fixed"`` or ``"kfold"``.
+        kind: ``"loho"``, ``"fixed"``, ``"kfold"`` or ``"none"`` (no test part).
         seed: Seed of the patient shuffles.
         val_fraction: Share of each stratum's training patients used for validation.
         preset: ``fixed`` only: a :data:`PRESETS` name (or give the center lists).
@@ -291,8 +294,16 @@ def make_splits(
             pool = [p for j, part in enumerate(parts) if j != k for p in part]
             train, val = stratified_patient_split(pool, strata, val_fraction, rng)
             folds.append(_fold(rows, f"kfold_{k}", train, val, parts[k]))
+    elif kind == "none":
+        train, val = stratified_patient_split(sorted(strata), strata, val_fraction, rng)
+        if not train or not val:
+            raise ConfigError(
+                f"split kind 'none' needs at least 2 patients to carve a validation part, "
+                f"the manifest has {len(strata)}"
+            )
+        folds.append(_fold(rows, "all", train, val, []))
     else:
-        raise ConfigError(f"split kind must be 'loho', 'fixed' or 'kfold', got {kind!r}")
+        raise ConfigError(f"split kind must be 'loho', 'fixed', 'kfold' or 'none', got {kind!r}")
     return SplitSet(kind, seed, params, folds)
 
 

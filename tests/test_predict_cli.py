@@ -1,0 +1,55 @@
+"""The ``wsi-predict`` and ``wsi-export-model`` command lines (no model is run here)."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import pytest
+import yaml
+
+from wsi_ncmi.cli import export_model, predict
+from wsi_ncmi.cli.common import EXIT_CODES_HELP
+
+
+def test_export_model_options_have_help_and_the_exit_code_table() -> None:
+    parser = export_model.build_parser()
+    for action in parser._actions:
+        if not isinstance(action, argparse._HelpAction):
+            assert action.help, action.option_strings
+    assert EXIT_CODES_HELP.splitlines()[0] in parser.format_help()
+
+
+def test_repeated_model_flags_are_the_models_list_and_round_trip(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    argv = ["--model", "m0", "slides/", "--model=m1", "--out", "o", "--geojson_tiles", "3"]
+    assert predict.main([*argv, "--print_config"]) == 0
+    printed = capsys.readouterr().out
+    values = yaml.safe_load(printed)
+    assert values["models"] == ["m0", "m1"]
+    assert values["slides"] == ["slides/"]
+    assert values["geojson_tiles"] == 3
+    saved = tmp_path / "predict.yaml"
+    saved.write_text(printed)
+    assert predict.main(["--config", str(saved), "--print_config"]) == 0
+    assert capsys.readouterr().out == printed
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["slides/", "--out", "o"],
+        ["--model", "m", "--out", "o"],
+        ["--model", "m", "s", "--out", "o", "--min_patches", "many"],
+    ],
+)
+def test_missing_model_or_slides_and_bad_values_exit_2(
+    argv: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert predict.main(argv) == 2
+    assert "Traceback" not in capsys.readouterr().err
+
+
+def test_a_missing_checkpoint_exits_2(tmp_path: Path) -> None:
+    assert export_model.main([str(tmp_path / "no.ckpt"), "--out", str(tmp_path / "m")]) == 2

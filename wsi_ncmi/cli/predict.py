@@ -1,0 +1,114 @@
+"""``wsi-predict``: a trained model bundle on new slides, from slide files to a report.
+
+``wsi-predict --model BUNDLE [--model BUNDLE ...] SLIDES... --out DIR`` tiles the slides
+with the bundle's grid, extracts features with its encoder, predicts every slide (several
+``--model``: the mean of their probabilities) and writes ``predictions.csv``, QuPath
+GeoJSON, heatmaps and ``report.html`` (:func:`wsi_ncmi.predict.run.run_prediction`).
+Exit codes (:data:`wsi_ncmi.cli.common.EXIT_CODES_HELP`): 0 every slide predicted (QC
+flags included); 1 a slide failed to tile or extract; 2 a bad bundle (a checkpoint, an
+edited or truncated bundle), bundles that disagree, or features of another encoder,
+µm/px or patch size; 130 interrupted (rerun the same command to resume).
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Sequence
+from typing import Any
+
+from wsi_ncmi.cli.common import add_names, new_parser, parse, run_cli
+
+EPILOG = """\
+examples:
+  wsi-predict --model runs/final/all/model slides/ --out predictions/
+  wsi-predict --model runs/loho/loho_center0/model --model runs/loho/loho_center1/model \\
+      --features_root outputs/camelyon17 --out predictions/
+outputs (under --out): predictions.csv, patients.csv (with --manifest), qupath/*.geojson,
+heatmaps/*.png, report.html, timings.json; tiles (coords/, thumbnails/) and features
+(features/<encoder>/) are cached there: a rerun skips finished slides.
+a checkpoint (.ckpt) is never loaded: convert a trusted one with wsi-export-model.
+"""
+
+
+def build_parser() -> Any:
+    """The jsonargparse parser of :class:`~wsi_ncmi.predict.run.PredictConfig`."""
+    from wsi_ncmi.predict.run import PredictConfig
+
+    p = new_parser(
+        "wsi-predict",
+        "Apply a trained model bundle (wsi-train's <fold>/model/) to new slides: tile, "
+        "extract, predict, and write a report.",
+        epilog=EPILOG,
+    )
+    p.add_argument(
+        "slides",
+        nargs="*",
+        default=argparse.SUPPRESS,
+        metavar="SLIDES",
+        help="slide files or folders (with --features_root: optional slide ids to keep)",
+    )
+    p.add_class_arguments(PredictConfig, skip={"slides"}, fail_untyped=True)
+    add_names(p, {"--out_dir": "--out", "--models": "--model"})
+    p._option_string_actions["--model"].help = (
+        "model bundle folder; repeat --model for an ensemble (the mean of the "
+        "probabilities); the config key is models, a list"
+    )
+    return p
+
+
+def split_models(argv: Sequence[str]) -> tuple[list[str], list[str]]:
+    """``(every --model value, the other arguments)``: ``--model`` may be repeated."""
+    models: list[str] = []
+    rest: list[str] = []
+    tokens = iter(argv)
+    for token in tokens:
+        if token == "--model":
+            models.append(next(tokens, ""))
+        elif token.startswith("--model="):
+            models.append(token.partition("=")[2])
+        else:
+            rest.append(token)
+    return models, rest
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run ``wsi-predict``; return the exit code."""
+    return run_cli("wsi-predict", lambda: _predict(argv))
+
+
+def _predict(argv: Sequence[str] | None) -> int:
+    import json
+    import sys
+
+    from wsi_ncmi.cli.common import fields_of
+    from wsi_ncmi.errors import ConfigError
+    from wsi_ncmi.predict.run import PredictConfig, run_prediction
+
+    models, rest = split_models(sys.argv[1:] if argv is None else argv)
+    if models:
+        rest.append("--models=" + json.dumps(models))
+    args = parse(build_parser(), rest)
+    if not args.models or not all(args.models):
+        raise ConfigError("--model BUNDLE is required (repeat it for an ensemble)")
+    slides = tuple(getattr(args, "slides", None) or ())
+    if not slides and args.features_root is None:
+        raise ConfigError("SLIDES must name slide files or folders (or pass --features_root)")
+    values = fields_of(PredictConfig, args)
+    config = PredictConfig(**(values | {"models": tuple(args.models), "slides": slides}))
+    result = run_prediction(config)
+    if "pending" in result.outputs:
+        print(
+            f"shard {config.shard} done; slides of other shards still lack features: "
+            f"{result.outputs['pending']}. The last shard to finish writes the report"
+        )
+        return result.exit_code
+    flagged = [r for r in result.slides if r.qc]
+    print(f"{len(result.slides)} slides, {len(flagged)} with QC flags")
+    print("seconds per stage: " + ", ".join(f"{k} {v:.1f}" for k, v in result.seconds.items()))
+    for name, path in result.outputs.items():
+        print(f"{name}: {path}")
+    return result.exit_code
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
