@@ -79,9 +79,9 @@ def encoder_bundle(
     from wsi_ncmi.losses.decision import log_prior
     from wsi_ncmi.manifest import LABELS
     from wsi_ncmi.mil import build_aggregator
-    from wsi_ncmi.predict.bundle import write_bundle
     from wsi_ncmi.tiling.grid import GridParams
     from wsi_ncmi.tiling.tissue import TissueParams
+    from wsi_ncmi.train.bundle import write_bundle
     from wsi_ncmi.train.module import MILClassifier
 
     spec = build_encoder(encoder).spec

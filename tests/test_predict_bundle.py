@@ -27,7 +27,7 @@ from wsi_ncmi.features.store import feature_path, load_bag
 from wsi_ncmi.losses import list_losses
 from wsi_ncmi.mil import list_aggregators
 from wsi_ncmi.predict import BundleError, Ensemble
-from wsi_ncmi.predict.bundle import (
+from wsi_ncmi.train.bundle import (
     BUNDLE_FILES,
     SUMS_FILE,
     read_manifest_json,

@@ -59,7 +59,7 @@ def _bundle(out: Path, dim: int) -> Path:
     from wsi_ncmi.losses.decision import log_prior
     from wsi_ncmi.manifest import LABELS
     from wsi_ncmi.mil import build_aggregator
-    from wsi_ncmi.predict.bundle import write_bundle
+    from wsi_ncmi.train.bundle import write_bundle
     from wsi_ncmi.train.module import MILClassifier
 
     torch.manual_seed(0)

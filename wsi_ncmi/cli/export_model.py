@@ -4,7 +4,7 @@ A Lightning checkpoint is a pickle: loading it runs whatever code it holds. This
 loads one (only do so for checkpoints your own ``wsi-train`` wrote) together with its run
 folder's ``config.json`` and ``splits.json`` and writes the model bundle that
 ``wsi-predict`` and ``wsi_ncmi.load_model`` read without unpickling anything
-(:func:`wsi_ncmi.predict.export.export_checkpoint`). ``wsi-train`` already writes the
+(:func:`wsi_ncmi.train.export.export_checkpoint`). ``wsi-train`` already writes the
 bundle of its selected checkpoint as ``<run>/<fold>/model/``; this is for other
 checkpoints (``last.ckpt``) and runs made before bundles existed.
 """
@@ -36,7 +36,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _export(argv: Sequence[str] | None) -> int:
-    from wsi_ncmi.predict.export import export_checkpoint
+    from wsi_ncmi.train.export import export_checkpoint
 
     args = parse(build_parser(), argv)
     out = export_checkpoint(args.ckpt, args.out)

@@ -6,8 +6,8 @@ predicts one slide from its patch features. :mod:`wsi_ncmi.predict.run` is the
 slides-to-report pipeline behind ``wsi-predict``.
 """
 
-from wsi_ncmi.predict.bundle import BundleError, verify_bundle
 from wsi_ncmi.predict.model import Ensemble, SlidePrediction, TrainedModel, load_model
+from wsi_ncmi.train.bundle import BundleError, verify_bundle
 
 __all__ = [
     "BundleError",

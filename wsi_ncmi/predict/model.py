@@ -30,11 +30,12 @@ import torch
 from numpy.typing import NDArray
 from torch import Tensor
 
-from wsi_ncmi.predict.bundle import (
+from wsi_ncmi.train.bundle import (
     STATS_FILE,
     WEIGHTS_FILE,
     BundleError,
     load_tensors,
+    ood_score,
     read_manifest_json,
     verify_bundle,
 )
@@ -70,22 +71,6 @@ class SlidePrediction:
     def confidence(self) -> float:
         """Probability of the predicted class."""
         return float(self.probabilities[self.classes.index(self.predicted)])
-
-
-def ood_score(bag: Tensor, mean: Tensor, std: Tensor) -> float:
-    """RMS over dimensions of ``(mean of the bag's rows − mean) / std``.
-
-    Args:
-        bag: ``(N, D)`` raw patch features (as stored), ``N ≥ 1``.
-        mean: ``(D,)`` training per-dimension mean.
-        std: ``(D,)`` training per-dimension sd (> 0).
-
-    Returns:
-        The score (0 for a slide whose mean feature is the training mean).
-    """
-    slide_mean = bag.to(torch.float32).mean(dim=0).to(torch.float64)
-    z = (slide_mean - mean.to(torch.float64)) / std.to(torch.float64)
-    return float(torch.sqrt((z * z).mean()))
 
 
 class TrainedModel:

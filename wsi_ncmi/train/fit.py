@@ -30,12 +30,12 @@ from wsi_ncmi.batch.atomic import write_text_atomic
 from wsi_ncmi.errors import ConfigError
 from wsi_ncmi.losses.callbacks import CentroidUpdate, EscapeMonitor, NCMIDiagnostics
 from wsi_ncmi.manifest import LABELS, ManifestRow, read_manifest
-from wsi_ncmi.predict.export import selection_of, write_fold_bundle
 from wsi_ncmi.train.attention import export_attention
 from wsi_ncmi.train.build import build_loggers, build_model
 from wsi_ncmi.train.config import TrainConfig, epoch_budget
 from wsi_ncmi.train.data import BagDataModule
 from wsi_ncmi.train.diagnostics import diagnostics_table, fold_diagnostics
+from wsi_ncmi.train.export import selection_of, write_fold_bundle
 from wsi_ncmi.train.html import write_training_html
 from wsi_ncmi.train.predict import (
     decision_reports,

@@ -3,7 +3,7 @@
 :func:`write_fold_bundle` takes the fold's model in the state its test part was
 predicted with (the selected checkpoint), the fold's DataModule (feature statistics,
 class counts, the features files' encoder and tiling records) and the validation-fitted
-decision rule, and writes ``<fold>/model/`` (:mod:`wsi_ncmi.predict.bundle`).
+decision rule, and writes ``<fold>/model/`` (:mod:`wsi_ncmi.train.bundle`).
 :func:`export_checkpoint` rebuilds the same from a checkpoint that the user trusts and
 its run folder (``config.json``, ``splits.json``): the one place a pickle is loaded, on
 explicit request.
@@ -27,9 +27,8 @@ from wsi_ncmi.features.store import load_bag, read_feature_attrs
 from wsi_ncmi.losses.decision import PriorRule
 from wsi_ncmi.manifest import LABELS
 from wsi_ncmi.mil import aggregator_embedding_dim
-from wsi_ncmi.predict.bundle import write_bundle
-from wsi_ncmi.predict.model import ood_score
 from wsi_ncmi.train.build import criterion_kwargs
+from wsi_ncmi.train.bundle import ood_score, write_bundle
 from wsi_ncmi.train.config import (
     DataConfig,
     LossConfig,
@@ -225,7 +224,7 @@ def write_fold_bundle(
     rule: PriorRule,
     selection: Mapping[str, Any],
 ) -> Path:
-    """Write a fold's model bundle (see :mod:`wsi_ncmi.predict.bundle`).
+    """Write a fold's model bundle (see :mod:`wsi_ncmi.train.bundle`).
 
     Args:
         out: The bundle folder (``<fold>/model``).

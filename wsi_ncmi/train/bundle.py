@@ -27,9 +27,12 @@ import hashlib
 import json
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from wsi_ncmi.errors import ConfigError
+
+if TYPE_CHECKING:
+    from torch import Tensor
 
 BUNDLE_SCHEMA = "wsi-ncmi/model-bundle"
 BUNDLE_SCHEMA_VERSION = 1
@@ -226,3 +229,21 @@ def load_tensors(contents: Mapping[str, bytes], name: str) -> dict[str, Any]:
         return dict(load(contents[name]))
     except (SafetensorError, ValueError) as err:
         raise BundleError(f"{name} of the bundle is not a safetensors file: {err}") from err
+
+
+def ood_score(bag: Tensor, mean: Tensor, std: Tensor) -> float:
+    """RMS over dimensions of ``(mean of the bag's rows − mean) / std``.
+
+    Args:
+        bag: ``(N, D)`` raw patch features (as stored), ``N ≥ 1``.
+        mean: ``(D,)`` training per-dimension mean.
+        std: ``(D,)`` training per-dimension sd (> 0).
+
+    Returns:
+        The score (0 for a slide whose mean feature is the training mean).
+    """
+    import torch
+
+    slide_mean = bag.to(torch.float32).mean(dim=0).to(torch.float64)
+    z = (slide_mean - mean.to(torch.float64)) / std.to(torch.float64)
+    return float(torch.sqrt((z * z).mean()))
