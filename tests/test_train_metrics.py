@@ -71,6 +71,8 @@ def test_bootstrap_interval_is_reproducible_and_brackets_the_estimate() -> None:
     point = skm.f1_score(y, pred, average="macro")
     assert low < point < high
     assert 0.0 < high - low < 0.3
+    # No resamples asked for: no interval (a run with report.bootstrap 0 used to crash).
+    assert np.isnan(bootstrap_macro_f1(y, pred, centers, 4, n_resamples=0)).all()
 
 
 @pytest.mark.parametrize(

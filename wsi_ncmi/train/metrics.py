@@ -175,11 +175,12 @@ def bootstrap_macro_f1(
         level: Coverage of the interval.
 
     Returns:
-        ``(low, high)``; ``(nan, nan)`` without slides.
+        ``(low, high)``; ``(nan, nan)`` without slides or with ``n_resamples = 0`` (no
+        interval asked for).
     """
     t, p = np.asarray(y_true, dtype=np.int64), np.asarray(y_pred, dtype=np.int64)
     g = np.asarray(groups)
-    if t.size == 0:
+    if t.size == 0 or n_resamples < 1:
         return float("nan"), float("nan")
     rng = np.random.default_rng(seed)
     members = [np.flatnonzero(g == value) for value in np.unique(g)]
