@@ -253,6 +253,9 @@ def register_foreign_features(
         files = [p for p in files if p.stem in wanted]
     if not files:
         raise ConfigError(f"no {fmt} feature files (*{suffix}) in {str(src)!r}")
+    from wsi_ncmi.ids import check_slide_ids
+
+    check_slide_ids(((str(p), p.stem) for p in files), f"the files of {str(src)!r}")
     bags = [
         inspect_foreign(p, fmt, coords_dir=coords_dir, mpp=mpp, patch_size_px=patch_size_px)
         for p in files
