@@ -107,6 +107,9 @@ def _bench(argv: Sequence[str] | None) -> int:
         print(yaml.safe_dump(to_dict(config), sort_keys=False))
         return 0
 
+    from wsi_ncmi.batch.preflight import check_writable_dir
+
+    check_writable_dir(config.out_dir)  # before any work
     from wsi_ncmi.bench.pipeline import run_bench
 
     outcome = run_bench(config, force=namespace.force, shard=namespace.shard)

@@ -42,10 +42,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _train(argv: Sequence[str] | None) -> int:
-    from wsi_ncmi.batch import write_text_atomic
+    from wsi_ncmi.batch.preflight import check_writable_dir
     from wsi_ncmi.errors import ConfigError
-    from wsi_ncmi.train.config import TrainConfig
-    from wsi_ncmi.train.fit import run_training
+    from wsi_ncmi.train.config import TrainConfig, check_train_values
 
     parser = build_parser()
     cfg = parse(parser, argv, instantiate=False)
@@ -54,12 +53,13 @@ def _train(argv: Sequence[str] | None) -> int:
     except (ValueError, TypeError) as err:
         raise ConfigError(str(err)) from err
     train_config = TrainConfig(**fields_of(TrainConfig, config))
-    out_dir = Path(train_config.out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    check_train_values(train_config)
+    out_dir = check_writable_dir(train_config.out_dir)  # before any work (and the imports)
+    from wsi_ncmi.train.fit import run_training
+
     cfg_to_dump = cfg.clone()
     cfg_to_dump.pop("config", None)
-    write_text_atomic(out_dir / "config.yaml", parser.dump(cfg_to_dump))
-    result = run_training(train_config)
+    result = run_training(train_config, config_yaml=parser.dump(cfg_to_dump))
     print(result.summary)
     print(f"outputs in {out_dir}")
     return 0

@@ -32,6 +32,7 @@ from wsi_ncmi.losses.callbacks import CentroidUpdate, EscapeMonitor, NCMIDiagnos
 from wsi_ncmi.manifest import LABELS, ManifestRow, read_manifest
 from wsi_ncmi.train.attention import export_attention
 from wsi_ncmi.train.build import build_loggers, build_model
+from wsi_ncmi.train.checkpoint_io import AtomicCheckpointIO, resume_checkpoint
 from wsi_ncmi.train.config import TrainConfig
 from wsi_ncmi.train.data import BagDataModule
 from wsi_ncmi.train.html import write_training_html
@@ -158,9 +159,11 @@ def run_fold(
         enable_model_summary=False,
         num_sanity_val_steps=0,
         log_every_n_steps=1,
+        plugins=[AtomicCheckpointIO()],
     )
     last = fold_dir / "checkpoints" / "last.ckpt"
-    resume_from = str(last) if config.resume and last.is_file() else None
+    found = resume_checkpoint(fold_dir / "checkpoints") if config.resume else None
+    resume_from = str(found) if found is not None else None
     if resume_from:
         log.info("resuming fold %s from %s", fold.name, resume_from)
     trainer.fit(model, datamodule=datamodule, ckpt_path=resume_from)
@@ -241,25 +244,45 @@ def clear_killed_writers(out_dir: Path) -> int:
     return removed
 
 
-def run_training(config: TrainConfig, callbacks: Sequence[Callback] = ()) -> TrainingResult:
+def run_training(
+    config: TrainConfig, callbacks: Sequence[Callback] = (), *, config_yaml: str | None = None
+) -> TrainingResult:
     """Train and evaluate every selected fold, then pool the test predictions.
+
+    One writer per run folder: the run holds ``<out_dir>/locks/train.lock``
+    (:func:`wsi_ncmi.batch.locks.claim_folder`) from before its first write to its end.
 
     Args:
         config: The resolved configuration.
         callbacks: Extra Lightning callbacks for every fold.
+        config_yaml: Written as ``<out_dir>/config.yaml`` once the folder is claimed.
 
     Returns:
         The pooled report, the folds and the summary table (also written to
         ``<out_dir>/metrics.json`` and ``summary.txt``).
 
     Raises:
-        ConfigError: Bad configuration or fold indices.
+        ConfigError: Bad configuration or fold indices, or another live run holds the
+            folder (the message names its pid and host).
         ManifestError: Bad manifest.
         MissingFeaturesError: Slides without features under ``missing="error"``.
         NonFiniteError: NaN/inf features or training loss.
     """
+    from wsi_ncmi.batch.locks import claim_folder
+    from wsi_ncmi.train.config import check_train_values
+
+    check_train_values(config)
     out_dir = Path(config.out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
+    with claim_folder(out_dir, "train"):
+        if config_yaml is not None:
+            write_text_atomic(out_dir / "config.yaml", config_yaml)
+        return _run_training(config, out_dir, callbacks)
+
+
+def _run_training(
+    config: TrainConfig, out_dir: Path, callbacks: Sequence[Callback]
+) -> TrainingResult:
     clear_killed_writers(out_dir)
     write_json({"version": __version__, "config": asdict(config)}, out_dir / "config.json")
     rows = read_manifest(config.data.manifest)
