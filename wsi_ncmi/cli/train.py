@@ -14,7 +14,6 @@ exclude``); 130 interrupted (resume with ``--resume true``).
 from __future__ import annotations
 
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 from wsi_ncmi.cli.common import add_names, fields_of, new_parser, parse, run_cli
