@@ -124,6 +124,48 @@ def test_resume_sets_aside_an_unloadable_checkpoint_and_uses_the_last_good_one(
     assert state["epoch"] == 2  # resumed from best-epoch=*, trained up to max_epochs 3
 
 
+def _blank(config: Path, tmp_path: Path) -> tuple[Path, list[str]]:
+    """A copy of the cohort whose first training and first test slide are blank."""
+    import shutil
+
+    import numpy as np
+
+    from wsi_ncmi.batch import atomic_output
+    from wsi_ncmi.features.store import FeatureFileWriter, feature_path
+    from wsi_ncmi.manifest import read_manifest
+    from wsi_ncmi.synth.bags import bag_attrs
+
+    root = tmp_path / "bags"
+    shutil.copytree(config.parent, root)
+    settings = yaml.safe_load(config.read_text())
+    settings["data"] |= {"manifest": str(root / "manifest.csv"), "features_root": str(root)}
+    (root / "run.yaml").write_text(yaml.safe_dump(settings))
+    rows = read_manifest(root / "manifest.csv")
+    blank = [next(r.slide_id for r in rows if r.center == c) for c in (0, 3)]
+    for slide_id in blank:
+        with atomic_output(feature_path(root, ENCODER, slide_id)) as tmp:
+            attrs = bag_attrs(slide_id, ENCODER, 16)
+            FeatureFileWriter(tmp, np.zeros((0, 2), np.int64), 16, "float16", attrs).finish()
+    return root / "run.yaml", blank
+
+
+def test_blank_slides_are_excluded_and_counted(config: Path, tmp_path: Path) -> None:
+    """Issue 24 #8: no_tissue slides leave training and evaluation, with a count."""
+    import json
+
+    blank_config, blank = _blank(config, tmp_path)
+    out = tmp_path / "run"
+    assert _train(blank_config, out) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["no_tissue_excluded"] == sorted(blank)
+    assert blank[1] not in (out / "predictions.csv").read_text()
+    note = f"{len(blank)} blank slide(s) without tissue (no_tissue) excluded"
+    assert note in (out / "summary.txt").read_text()
+    assert note in (out / "report.html").read_text()
+    # --include_empty keeps the old behaviour: the run stops, naming the slide.
+    assert _train(blank_config, tmp_path / "old", "--include_empty") == 1
+
+
 def _mount_tmpfs(point: Path, size_kb: int) -> bool:
     point.mkdir()
     done = subprocess.run(

@@ -205,7 +205,7 @@ def train_config_for(config: BenchConfig, cell: Cell, cell_dir: Path) -> Any:
 #: Training options added after sweeps had been run, with the value that reproduces the
 #: behaviour from before they existed: at that value they are left out of the digest, so
 #: cells finished before they existed are still reused (and none is reused wrongly).
-LATER_OPTIONS_NEUTRAL = {("data", "slide_norm"): "none"}
+LATER_OPTIONS_NEUTRAL = {("data", "slide_norm"): "none", ("data", "include_empty"): False}
 
 
 def cell_hash(train_config: Any, cell: Cell) -> str:

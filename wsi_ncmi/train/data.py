@@ -187,6 +187,9 @@ class BagDataModule(L.LightningDataModule):
         pin_memory: Page-locked batches, for faster host-to-GPU copies (set it when
             training on a GPU; ``wsi-train`` does so itself).
         seed: Seed of the sampler and the sub-samples.
+        include_empty: Keep slides whose features file has no valid patch (blank,
+            ``no_tissue``); by default they are left out of every part and listed in
+            :attr:`empty` (:mod:`wsi_ncmi.train.empty`).
     """
 
     def __init__(
@@ -207,6 +210,7 @@ class BagDataModule(L.LightningDataModule):
         num_workers: int = 0,
         pin_memory: bool = False,
         seed: int = 0,
+        include_empty: bool = False,
     ) -> None:
         super().__init__()
         if missing not in ("error", "exclude"):
@@ -231,6 +235,8 @@ class BagDataModule(L.LightningDataModule):
         self.seed = seed
         self.rows: dict[Part, list[ManifestRow]] = {"train": [], "val": [], "test": []}
         self.excluded: list[str] = []
+        self.include_empty = include_empty
+        self.empty: list[str] = []
         self.datasets: dict[Part, BagDataset] = {}
         self.fold: Fold | None = None
 
@@ -281,6 +287,10 @@ class BagDataModule(L.LightningDataModule):
                 )
             warnings.warn(message + "; they are excluded (missing='exclude')", stacklevel=2)
             self.excluded = missing
+        if not self.include_empty:  # blank (no_tissue) slides: out before the fold trains
+            from wsi_ncmi.train.empty import drop_empty
+
+            self.empty = drop_empty(self.rows, self.path_of)
         if not self.rows["train"] or not self.rows["val"]:
             raise MissingFeaturesError(
                 f"fold {self.fold.name!r} has {len(self.rows['train'])} training and "

@@ -35,6 +35,7 @@ from wsi_ncmi.train.build import build_loggers, build_model
 from wsi_ncmi.train.checkpoint_io import AtomicCheckpointIO, resume_checkpoint
 from wsi_ncmi.train.config import TrainConfig
 from wsi_ncmi.train.data import BagDataModule
+from wsi_ncmi.train.empty import empty_note
 from wsi_ncmi.train.html import write_training_html
 from wsi_ncmi.train.predict import decision_reports, fit_decision_rule, predict_slides
 from wsi_ncmi.train.qupath import export_qupath
@@ -115,6 +116,7 @@ def run_fold(
         pin_memory=config.trainer.accelerator in ("gpu", "cuda", "auto")
         and torch.cuda.is_available(),
         seed=config.seed,
+        include_empty=data.include_empty,
     )
     datamodule.setup("fit")
     fold = datamodule.fold
@@ -216,6 +218,7 @@ def run_fold(
         ),
         epochs_trained=trainer.current_epoch,
         excluded=datamodule.excluded,
+        no_tissue_excluded=datamodule.empty,
         metrics=metrics,
         decision_rule=asdict(rule),
         by_decision=by_decision,
@@ -310,6 +313,10 @@ def _run_training(
             table += (
                 f"\n{name} rule: pooled macro-F1 {alt['pooled'].get('macro_f1', float('nan')):.3f}"
             )
+    no_tissue = sorted({s for f in folds for s in f.no_tissue_excluded})
+    report["no_tissue_excluded"] = no_tissue
+    if no_tissue:
+        table += "\n" + empty_note(no_tissue)
     write_text_atomic(out_dir / "summary.txt", table + "\n")
     fold_summaries = [f.summary(history=False) for f in folds]
     write_json(
@@ -319,6 +326,7 @@ def _run_training(
             "per_center": report["per_center"],
             "decision": config.report.decision,
             "by_decision": by_decision,
+            "no_tissue_excluded": no_tissue,
             "folds": fold_summaries,
         },
         out_dir / "metrics.json",

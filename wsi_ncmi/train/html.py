@@ -262,9 +262,12 @@ def training_summary_md(
             f"{_fmt(m.get('balanced_accuracy'))} | {_fmt(m.get('auroc_macro_ovr'))} | "
             f"{_fmt(m.get('patient_kappa_quadratic'))} |"
         )
+    from wsi_ncmi.train.empty import empty_note
     from wsi_ncmi.train.report import undefined_notes
 
     notes = undefined_notes(report)
+    if report.get("no_tissue_excluded"):
+        notes.append(empty_note(list(report["no_tissue_excluded"])))
     if notes:
         lines += ["", *(f"- {note}" for note in notes)]
     if by_decision:
