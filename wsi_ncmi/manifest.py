@@ -90,7 +90,8 @@ def read_manifest(path: str | Path) -> list[ManifestRow]:
     """Read and validate a slide manifest.
 
     Args:
-        path: CSV file.
+        path: CSV file; when no such file exists, a manifest shipped with the package of
+            that name (``camelyon17.csv``, ``data_manifests/camelyon17.csv``).
 
     Returns:
         The rows, in file order.
@@ -101,7 +102,9 @@ def read_manifest(path: str | Path) -> list[ManifestRow]:
             a patient whose slides name different centers, or slide ids that break the
             rule of :mod:`wsi_ncmi.ids` (every offending row is listed).
     """
-    path = Path(path)
+    from wsi_ncmi.packaged import resolve_packaged
+
+    path = Path(resolve_packaged(path, "data_manifests"))  # the packaged one, by name
     try:
         text = path.read_text(encoding="utf-8-sig")
     except OSError as err:

@@ -13,6 +13,7 @@ exclude``); 130 interrupted (resume with ``--resume true``).
 
 from __future__ import annotations
 
+import argparse
 from collections.abc import Sequence
 from typing import Any
 
@@ -32,7 +33,30 @@ def build_parser() -> Any:
     )
     parser.add_class_arguments(TrainConfig, fail_untyped=True, sub_configs=True)
     add_names(parser, {"--out_dir": "--out", "--data.slide_dir": "--slides_dir"})
+    parser.add_argument(
+        "--list_configs",
+        action=_ListConfigs,
+        help="print the configs shipped with wsi-ncmi (--config takes these names from any "
+        "directory) and exit",
+    )
     return parser
+
+
+class _ListConfigs(argparse.Action):
+    """``--list_configs``: print the packaged configs and exit 0."""
+
+    def __init__(self, option_strings: Sequence[str], dest: str, **kwargs: Any) -> None:
+        kwargs.pop("default", None)
+        super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS, **kwargs)
+
+    def __call__(self, parser: Any, namespace: Any, values: Any, option: Any = None) -> None:
+        from wsi_ncmi.packaged import PACKAGED, list_packaged
+
+        print(f"configs shipped with wsi-ncmi ({PACKAGED['configs']}):")
+        for name in list_packaged("configs"):
+            print(f"  {name}")
+        print("use one with: wsi-train --config camelyon17/abmil_ncmi.yaml [options]")
+        raise SystemExit(0)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
