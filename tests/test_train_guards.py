@@ -216,3 +216,19 @@ def test_two_concurrent_runs_into_one_folder_one_runs_one_is_refused(
     assert not (lock_dir(out) / "train.lock").exists()
     assert len(list((out / "fixed" / "logs").glob("version_*"))) == 1  # one writer
     assert not list((out / "fixed" / "checkpoints").glob("*-v1.ckpt"))
+
+
+def test_workers_and_progress_are_the_shared_options(
+    config: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Issue 24 minor: --workers and --progress, as on every wsi-* command."""
+    from wsi_ncmi.cli.train import with_common_options
+    from wsi_ncmi.train.config import TrainConfig
+
+    assert main(["--config", str(config), "--workers", "2", "--no-progress", "--print_config"]) == 0
+    printed = yaml.safe_load(capsys.readouterr().out)
+    assert (printed["workers"], printed["progress"]) == (2, False)
+    applied = with_common_options(TrainConfig(), 2, True)
+    assert (applied.data.num_workers, applied.trainer.progress_bar) == (2, True)
+    assert with_common_options(TrainConfig(), None, None) == TrainConfig()
+    assert main(["--config", str(config), "--workers", "-1", "--out", "/nonexistent/x"]) == 2

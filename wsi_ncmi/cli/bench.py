@@ -83,6 +83,7 @@ def build_parser() -> Any:
     )
     add_names(p, {"--output_root": "--out"}, replace=True)
     add_names(p, SHORTCUTS)
+    add_names(p, {"--jobs": "--workers"})  # the processes, as in every wsi-* command
     return p
 
 

@@ -34,6 +34,18 @@ def build_parser() -> Any:
     parser.add_class_arguments(TrainConfig, fail_untyped=True, sub_configs=True)
     add_names(parser, {"--out_dir": "--out", "--data.slide_dir": "--slides_dir"})
     parser.add_argument(
+        "--workers",
+        type=int | None,
+        default=None,
+        help="DataLoader worker processes, as on every wsi-* command (sets data.num_workers)",
+    )
+    parser.add_argument(
+        "--progress",
+        type=bool | None,
+        default=None,
+        help="show the progress bar, as on every wsi-* command (sets trainer.progress_bar)",
+    )
+    parser.add_argument(
         "--list_configs",
         action=_ListConfigs,
         help="print the configs shipped with wsi-ncmi (--config takes these names from any "
@@ -59,6 +71,25 @@ class _ListConfigs(argparse.Action):
         raise SystemExit(0)
 
 
+def with_common_options(config: Any, workers: int | None, progress: bool | None) -> Any:
+    """``config`` with the shared ``--workers``/``--progress`` applied (``None``: unchanged).
+
+    Raises:
+        ConfigError: ``workers`` below 0.
+    """
+    from dataclasses import replace
+
+    from wsi_ncmi.errors import ConfigError
+
+    if workers is not None:
+        if workers < 0:
+            raise ConfigError(f"--workers must be >= 0, got {workers!r}")
+        config = replace(config, data=replace(config.data, num_workers=workers))
+    if progress is not None:
+        config = replace(config, trainer=replace(config.trainer, progress_bar=progress))
+    return config
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run ``wsi-train``; returns the exit code."""
     return run_cli("wsi-train", lambda: _train(argv), resume_hint=RESUME_HINT)
@@ -75,7 +106,9 @@ def _train(argv: Sequence[str] | None) -> int:
         config = parser.instantiate(cfg)
     except (ValueError, TypeError) as err:
         raise ConfigError(str(err)) from err
-    train_config = TrainConfig(**fields_of(TrainConfig, config))
+    train_config = with_common_options(
+        TrainConfig(**fields_of(TrainConfig, config)), config.workers, config.progress
+    )
     check_train_values(train_config)
     out_dir = check_writable_dir(train_config.out_dir)  # before any work (and the imports)
     from wsi_ncmi.train.fit import run_training
