@@ -42,6 +42,19 @@ def _check_file(path: Path) -> None:
         magic = fh.read(4)
     if magic in _TIFF_MAGICS:
         _check_tiff_complete(path, size)
+        _check_tiff_layout(path, size)
+
+
+def _check_tiff_layout(path: Path, size: int) -> None:
+    """Refuse a TIFF whose tile table does not fit its dimensions or its file (issue 24)."""
+    from wsi_ncmi.slide.tiff_layout import tiff_layout_problem
+
+    problem = tiff_layout_problem(path, size)
+    if problem is not None:
+        raise SlideOpenError(
+            f"slide {str(path)!r} cannot be read as it claims: {problem}; the file is "
+            "damaged or was written incompletely, re-copy or re-export it (no pixel was read)"
+        )
 
 
 _TIFF_MAGICS = (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")
