@@ -137,10 +137,10 @@ class BagDataset(Dataset[dict[str, Any]]):
             bad = int((~torch.isfinite(bag)).any(dim=1).sum())
             raise NonFiniteError(
                 f"{str(path)!r} has NaN/inf features in {bad} of {bag.shape[0]} rows; "
-                "fix: re-run wsi-extract on the same --out (it redoes files with NaN/inf "
-                f"rows), or wsi-extract --redo {path.stem}; add --dtype float32 if float16 "
-                "overflowed"
-            )
+                + (_import_problem(path) or "fix: re-run wsi-extract on the same --out (it "
+                   f"redoes files with NaN/inf rows), or wsi-extract --redo {path.stem}; add "
+                   "--dtype float32 if float16 overflowed")
+            )  # fmt: skip
         bag = apply_slide_norm(bag, self.slide_norm)
         if self.cache_in_ram:
             self._cache[index] = bag
@@ -161,6 +161,14 @@ class BagDataset(Dataset[dict[str, Any]]):
             "target": torch.tensor(self.labels[index], dtype=torch.long),
             "index": torch.tensor(index, dtype=torch.long),
         }
+
+
+def _import_problem(path: Path) -> str | None:
+    """The source and fix of an imported features file (``None`` for extracted ones)."""
+    from wsi_ncmi.features.foreign_checks import import_problem
+    from wsi_ncmi.features.store import read_feature_attrs
+
+    return import_problem(path, read_feature_attrs(path))
 
 
 class BagDataModule(L.LightningDataModule):
