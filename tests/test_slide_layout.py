@@ -93,3 +93,14 @@ def test_mask_reads_have_a_time_bound(tmp_path: Path, monkeypatch: pytest.Monkey
         with pytest.raises(SlideOpenError, match="took over"):
             read_mask_image(slide, 8.0, limit_s=-1.0)
         assert read_mask_image(slide, 8.0).strips > 5
+
+
+def test_a_fifo_named_svs_is_not_reported_as_an_empty_file(tmp_path: Path) -> None:
+    """Issue 24 minor: a FIFO is not a regular file (and opening it must not block)."""
+    import os
+
+    fifo = tmp_path / "x.svs"
+    os.mkfifo(fifo)
+    with pytest.raises(SlideOpenError, match="not a regular file") as info:
+        open_slide(fifo)
+    assert "0-byte" not in str(info.value)

@@ -35,6 +35,11 @@ def _check_file(path: Path) -> None:
             f"slide {str(path)!r} is a directory; pass one file of the slide "
             "(for DICOM, any .dcm file of the series)"
         )
+    if not path.is_file():  # a FIFO, socket or device: opening it could block forever
+        raise UnsupportedFormatError(
+            f"slide {str(path)!r} is not a regular file (a FIFO, socket or device); pass "
+            "the slide file itself"
+        )
     size = path.stat().st_size
     if size == 0:
         raise SlideOpenError(f"slide {str(path)!r} is an empty (0-byte) file; re-copy it")

@@ -256,6 +256,11 @@ def run_tiling(
             stale_after_s=stale_lock_after_s,
             desc="wsi-tile",
         )
+    except KeyboardInterrupt:
+        from wsi_ncmi.batch import remove_stale_temp_files
+
+        remove_stale_temp_files(out)  # what the stopped workers were writing
+        raise
     finally:
         report.write_json(path)
     return report
