@@ -204,7 +204,7 @@ def huge_header(work: Path) -> Tally:
 
 
 # -- 7 and 11: imported features -----------------------------------------------------------
-def _trident(path: Path, rows: int, nan: bool = False) -> Path:
+def trident_file(path: Path, rows: int, nan: bool = False) -> Path:
     import h5py
 
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -238,15 +238,15 @@ def imported_features(work: Path) -> Tally:
     root = work / "imports"
     shutil.rmtree(root, ignore_errors=True)
     src = root / "job" / "20x_256px_0px_overlap" / "features_uni"
-    _trident(src / "bad.h5", 167, nan=True)
+    trident_file(src / "bad.h5", 167, nan=True)
     args = ["--format", "trident", "--out", str(root / "out"), "--encoder", "uni"]
     done = run(IMPORT, [str(src), *args], root)
     ok = clean_exit(done, 1, "NonFiniteFeaturesError", "bad.h5", "wsi-import-features again")
     check(tally, "NaN in the source at registration", ok, last_line(done))
     (src / "bad.h5").unlink()
-    _trident(src / "s.h5", 167)
+    trident_file(src / "s.h5", 167)
     done = run(IMPORT, [str(src), *args], root)
-    _trident(src / "s.h5", 50)  # the source replaced after the import: 50 rows, not 167
+    trident_file(src / "s.h5", 50)  # the source replaced after the import: 50 rows, not 167
     probe = (
         "from wsi_ncmi.features.store import load_bag\n"
         f"load_bag({str(root / 'out' / 'features' / 'uni' / 's.h5')!r})\n"
@@ -268,7 +268,7 @@ def clam_strictness(work: Path) -> Tally:
     h5_files = root / "clam" / "h5_files"
     _clam(h5_files / "s1.h5", 20)
     job = root / "trident_job"
-    _trident(job / "20x_256px_0px_overlap" / "features_uni" / "s2.h5", 20)
+    trident_file(job / "20x_256px_0px_overlap" / "features_uni" / "s2.h5", 20)
     out = ["--out", str(root / "out"), "--encoder", "x"]
     cases = [
         ("clam without --mpp", [str(h5_files), "--format", "clam", *out], "give --mpp"),

@@ -163,7 +163,9 @@ def _check_room(out_dir: Path, jobs: list[SlideJob], out_dim: int, dtype: str) -
 
     sizes = [len(job) for job in jobs if len(job)]
     if sizes:
-        needed = min(sizes) * out_dim * np.dtype(dtype).itemsize
+        # Features, coords (2 x int64) and the valid flag per row, as the writer counts.
+        data = min(sizes) * (out_dim * np.dtype(dtype).itemsize + 16 + 1)
+        needed = data + data // 100 + 16 * 1024
         check_free_space(out_dir, needed, "the smallest slide's features")
 
 
