@@ -312,3 +312,16 @@ def test_config_names_resolve_to_the_packaged_files(
     assert manifest == str(PACKAGED["data_manifests"] / "camelyon17.csv")
     assert "camelyon17/abmil_ce.yaml" in list_packaged()
     assert resolve_packaged("../etc/passwd", "configs") == "../etc/passwd"
+
+
+def test_every_command_refuses_an_out_that_is_a_file(tmp_path: Path) -> None:
+    """Issue 24 #5: exit 2 before any work (wsi-train/-bench/-import in test_train_guards)."""
+    from wsi_ncmi.cli.import_features import main as import_main
+    from wsi_ncmi.cli.synth import main as synth_main
+
+    file = tmp_path / "file"
+    file.write_text("x")
+    assert synth_main(["--preset", "demo", "--out", str(file)]) == 2
+    src = tmp_path / "src"
+    src.mkdir()
+    assert import_main([str(src), "--format", "trident", "--out", str(file), "--encoder", "u"]) == 2
