@@ -15,6 +15,7 @@ import signal
 import subprocess
 import time
 import zipfile
+from collections.abc import Callable
 from pathlib import Path
 
 from faults.common import (
@@ -39,6 +40,7 @@ from faults.kill import EXTRACT, TILE, extract_args
 from faults.repair import small_slide
 
 BENCH = "wsi_ncmi.cli.bench"
+SYNTH = "wsi_ncmi.cli.synth"
 
 
 def _mount(point: Path, options: str) -> bool:
@@ -140,8 +142,11 @@ def training_disk_full(work: Path) -> Tally:
 
 # -- 5: unwritable --out -------------------------------------------------------------------
 def unwritable_out(work: Path) -> Tally:
-    """``--out`` an existing file, or on a read-only filesystem: rc 2 before any work."""
-    tally = Tally("#5 unwritable --out, 3 CLIs", command="--out <file | ro fs>")
+    """``--out`` an existing file, or on a read-only filesystem: rc 2 before any work.
+
+    ``wsi-tile`` and ``wsi-extract`` have the same check (the ``writefail`` kind).
+    """
+    tally = Tally("#5 unwritable --out, 4 CLIs", command="--out <file | ro fs>")
     root = work / "unwritable"
     shutil.rmtree(root, ignore_errors=True)
     config = bag_config(root / "bags", "unwritable")
@@ -162,6 +167,7 @@ def unwritable_out(work: Path) -> Tally:
                                       str(out)]),
                 "wsi-import-features": (IMPORT, [str(src), "--format", "trident", "--out",
                                                  str(out), "--encoder", "uni"]),
+                "wsi-synth-cohort": (SYNTH, ["--preset", "demo", "--out", str(out)]),
             }  # fmt: skip
             for name, (module, args) in commands.items():
                 done = run(module, args, root)
@@ -301,7 +307,20 @@ def shared_options(work: Path) -> Tally:
     return tally
 
 
+def all_findings() -> list[Callable[[Path], Tally]]:
+    """Every check of issue 24, in the issue's order (the harness's ``findings`` kind)."""
+    from faults import findings as data
+
+    return [
+        data.cwd_independence, data.slide_ids, two_trainings, training_disk_full,
+        unwritable_out, data.huge_header, data.imported_features, data.blank_slide,
+        zero_epochs, data.one_class_group, data.clam_strictness, readme_outside,
+        tile_ctrl_c, fifo_slide, extract_on_full_disk, shared_options,
+    ]  # fmt: skip
+
+
 __all__ = [
+    "all_findings",
     "extract_on_full_disk",
     "fifo_slide",
     "readme_outside",
