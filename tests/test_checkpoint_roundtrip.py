@@ -33,7 +33,8 @@ from wsi_ncmi.train.config import (
     TrainConfig,
     TrainerConfig,
 )
-from wsi_ncmi.train.fit import rescore_validation, run_training
+from wsi_ncmi.train.fit import run_training
+from wsi_ncmi.train.folds import rescore_validation
 
 MODEL_KWARGS: dict[str, dict[str, Any]] = {
     "abmil": {"hidden_dim": 16, "attention_dim": 8, "dropout": 0.1},

@@ -288,3 +288,40 @@ def test_bad_arguments_exit_2_everywhere(
 ) -> None:
     assert _module(name).main(argv) == 2
     assert "Traceback" not in capsys.readouterr().err
+
+
+def test_config_names_resolve_to_the_packaged_files(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 24 #12: by name, or by the README's repository path, from any directory."""
+    from wsi_ncmi.cli.common import packaged_configs
+    from wsi_ncmi.packaged import PACKAGED, list_packaged, resolve_packaged
+
+    monkeypatch.chdir(tmp_path)
+    shipped = str(PACKAGED["configs"] / "camelyon17" / "abmil_ncmi.yaml")
+    assert packaged_configs(["--config", "camelyon17/abmil_ncmi.yaml"])[1] == shipped
+    assert packaged_configs(["--config=configs/camelyon17/abmil_ncmi.yaml"]) == [
+        f"--config={shipped}"
+    ]
+    assert packaged_configs(["--config", "nothing.yaml"]) == ["--config", "nothing.yaml"]
+    (tmp_path / "configs" / "camelyon17").mkdir(parents=True)
+    (tmp_path / "configs" / "camelyon17" / "abmil_ncmi.yaml").write_text("seed: 1\n")
+    local = "configs/camelyon17/abmil_ncmi.yaml"
+    assert packaged_configs(["--config", local]) == ["--config", local]  # a file here wins
+    manifest = resolve_packaged("data_manifests/camelyon17.csv", "data_manifests")
+    assert manifest == str(PACKAGED["data_manifests"] / "camelyon17.csv")
+    assert "camelyon17/abmil_ce.yaml" in list_packaged()
+    assert resolve_packaged("../etc/passwd", "configs") == "../etc/passwd"
+
+
+def test_every_command_refuses_an_out_that_is_a_file(tmp_path: Path) -> None:
+    """Issue 24 #5: exit 2 before any work (wsi-train/-bench/-import in test_train_guards)."""
+    from wsi_ncmi.cli.import_features import main as import_main
+    from wsi_ncmi.cli.synth import main as synth_main
+
+    file = tmp_path / "file"
+    file.write_text("x")
+    assert synth_main(["--preset", "demo", "--out", str(file)]) == 2
+    src = tmp_path / "src"
+    src.mkdir()
+    assert import_main([str(src), "--format", "trident", "--out", str(file), "--encoder", "u"]) == 2

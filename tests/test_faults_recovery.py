@@ -242,3 +242,25 @@ def test_run_all_quick(tmp_path: Path) -> None:
     )  # fmt: skip
     assert (tmp_path / "faults_report.json").is_file(), done.stderr[-3000:]
     assert "bytes lost" in done.stdout
+
+
+@pytest.mark.slow  # wsi-tile, wsi-extract, wsi-train in child processes
+def test_each_stage_runs_from_another_directory_with_the_same_results(tmp_path: Path) -> None:
+    """Issue 24: outputs made in one directory, used from ``/``; a re-scan is still caught."""
+    from faults.findings import cwd_independence
+
+    tally = cwd_independence(tmp_path)
+    assert tally.problems == []
+    assert tally.recovered == tally.injected == 4
+    assert tally.outputs_compared == 1  # predictions.csv, byte for byte
+
+
+@pytest.mark.slow  # every issue-24 finding through the real commands
+def test_every_issue_24_finding_is_fixed(tmp_path: Path) -> None:
+    from faults.findings_runs import all_findings
+
+    for finding in all_findings():
+        tally = finding(tmp_path)
+        assert tally.problems == [], tally.kind
+        assert tally.recovered == tally.injected, tally.kind
+        assert (tally.partial_accepted, tally.temp_left, tally.locks_left) == (0, 0, 0)

@@ -15,7 +15,7 @@ import pytest
 import torch
 
 from wsi_ncmi.cli.import_features import main as import_main
-from wsi_ncmi.errors import CacheSchemaError, ConfigError
+from wsi_ncmi.errors import CacheSchemaError, ConfigError, NonFiniteError
 from wsi_ncmi.features.foreign import register_foreign_features
 from wsi_ncmi.features.store import load_bag, read_feature_attrs
 from wsi_ncmi.synth.bags import cycling_manifest, signal_features
@@ -92,8 +92,17 @@ def test_clam_h5_and_pt_layouts(tmp_path: Path) -> None:
         h5.create_dataset("coords", data=coords)
     with pytest.raises(ConfigError, match="coords_dir"):
         register_foreign_features(tmp_path / "clam" / "pt_files", "clam-pt", tmp_path / "o2", "x")
+    with pytest.raises(ConfigError, match="give --mpp"):
+        register_foreign_features(
+            tmp_path / "clam" / "pt_files", "clam-pt", tmp_path / "o3", "x", coords_dir=patches
+        )
     (pt_sidecar,) = register_foreign_features(
-        tmp_path / "clam" / "pt_files", "clam-pt", tmp_path / "out", "conch", coords_dir=patches
+        tmp_path / "clam" / "pt_files",
+        "clam-pt",
+        tmp_path / "out",
+        "conch",
+        coords_dir=patches,
+        mpp=0.5,
     )
     assert torch.equal(load_bag(pt_sidecar), torch.from_numpy(features.astype(np.float32)))
 
@@ -188,3 +197,50 @@ def test_our_features_files_open_like_clam_and_trident_outputs(tmp_path: Path) -
     assert features.shape == (36, 16)
     assert coords.shape == (36, 2)
     assert coords.dtype == np.int64
+
+
+def test_clam_imports_need_mpp_and_the_right_format(tmp_path: Path) -> None:
+    """Issue 24 #11: --mpp for CLAM; the wrong --format is refused by the file's layout."""
+    clam = tmp_path / "clam" / "h5_files"
+    _clam_h5(clam / "s1.h5", *_bag(0))
+    with pytest.raises(ConfigError, match="give --mpp"):
+        register_foreign_features(clam, "clam", tmp_path / "out", "conch")
+    with pytest.raises(ConfigError, match=r"is a CLAM file.*use --format clam"):
+        register_foreign_features(clam, "trident", tmp_path / "out", "conch")
+    trident = tmp_path / "job" / "20x_256px_0px_overlap" / "features_uni_v1"
+    _trident_file(trident / "s2.h5", *_bag(1))
+    with pytest.raises(ConfigError, match=r"is a TRIDENT file.*use --format trident"):
+        register_foreign_features(trident, "clam", tmp_path / "out", "uni", mpp=0.5)
+    with pytest.raises(ConfigError, match=r"TRIDENT job folder.*features_uni_v1"):
+        register_foreign_features(tmp_path / "job", "trident", tmp_path / "out", "uni")
+    with pytest.raises(ConfigError, match=r"CLAM features folder.*h5_files"):
+        register_foreign_features(tmp_path / "clam", "clam", tmp_path / "out", "c", mpp=0.5)
+    code = import_main([str(clam), "--format", "clam", "--out", str(tmp_path / "o"),
+                        "--encoder", "c"])  # fmt: skip
+    assert code == 2
+
+
+def test_nan_sources_are_refused_at_registration_and_changes_name_the_source(
+    tmp_path: Path,
+) -> None:
+    """Issue 24 #7: the fix that works is re-export + wsi-import-features, never wsi-extract."""
+    features, coords = _bag(0)
+    bad = features.copy()
+    bad[3, 0] = np.nan
+    src = tmp_path / "features_uni"
+    _trident_file(src / "nan.h5", bad, coords)
+    _trident_file(src / "ok.h5", features, coords)
+    out = tmp_path / "out"
+    with pytest.raises(NonFiniteError, match=r"nan.h5.*1 of 36 rows.*wsi-import-features again"):
+        register_foreign_features(src, "trident", out, "uni")
+    assert not (out / "features").exists()  # nothing registered
+    (sidecar,) = register_foreign_features(src, "trident", out, "uni", slide_ids=["ok"])
+    # The source is replaced after the import by a shorter export (50 rows -> 20).
+    _trident_file(src / "ok.h5", features[:20], coords[:20])
+    with pytest.raises(CacheSchemaError) as info:
+        load_bag(sidecar)
+    message = str(info.value)
+    assert str((src / "ok.h5").resolve()) in message
+    assert "changed since the import" in message
+    assert "re-export the features from TRIDENT, then run wsi-import-features again" in message
+    assert "re-run wsi-extract on" not in message

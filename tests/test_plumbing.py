@@ -192,7 +192,7 @@ def test_one_optimiser_helper() -> None:
 
 def test_fold_result_is_frozen_and_summarised_without_records() -> None:
     fold = FoldResult(
-        "fixed", [3], None, None, 2, [], {"pooled": {}}, {}, {}, {}, {}, [{"epoch": 0.0}], [{}]
+        "fixed", [3], None, None, 2, [], [], {"pooled": {}}, {}, {}, {}, {}, [{"epoch": 0.0}], [{}]
     )
     with pytest.raises(FrozenInstanceError):
         fold.__setattr__("fold", "other")

@@ -14,7 +14,7 @@ from _slides import tissue_image, write_pyramid_tiff
 
 from wsi_ncmi.cli.extract import main as extract_main
 from wsi_ncmi.cli.tile import main as tile_main
-from wsi_ncmi.errors import SlideChangedError
+from wsi_ncmi.errors import CacheSchemaError, SlideChangedError
 from wsi_ncmi.features.provenance import check_features_coords
 from wsi_ncmi.slide.identity import SlideIdentity, fingerprint_file
 
@@ -142,7 +142,35 @@ def test_features_and_coords_that_do_not_belong_together(tmp_path: Path) -> None
     assert tile_main([str(slides), "--out", str(out), *TILE, "--grid.overlap_px", "16"]) == 0
     with pytest.raises(SlideChangedError, match=r"re-run wsi-extract"):
         check_features_coords(tmp_path / "old_features.h5", out / "coords" / "a.h5")
-    assert not check_features_coords(features, tmp_path / "missing.h5")
+    with pytest.raises(CacheSchemaError, match="does not exist"):
+        check_features_coords(features, tmp_path / "missing.h5")
+
+
+def test_the_coords_check_does_not_depend_on_the_working_directory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 24 #1: a features file made from a relative --out is checked from anywhere."""
+    slides = tmp_path / "slides"
+    _slide(slides / "a.tif")
+    monkeypatch.chdir(tmp_path)
+    assert _tile(Path("slides"), Path("out")) == 0
+    assert _extract(Path("out")) == 0
+    features = tmp_path / "out" / "features" / "random-cnn" / "a.h5"
+    with h5py.File(features) as h5:
+        assert h5.attrs["coords_file"] == "../../coords/a.h5"  # relative to its folder
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    assert check_features_coords(features)  # found and compared, from another directory
+    _slide(slides / "a.tif", width=704, height=512, seed=3)
+    monkeypatch.chdir(tmp_path)
+    assert _tile(Path("slides"), Path("out")) == 0  # re-tiled: the features are stale now
+    monkeypatch.chdir(elsewhere)
+    with pytest.raises(SlideChangedError):
+        check_features_coords(features)
+    (tmp_path / "out" / "coords" / "a.h5").unlink()
+    with pytest.raises(CacheSchemaError, match="not there any more"):
+        check_features_coords(features)  # never skipped without a word
 
 
 def test_no_tissue_and_report_summary_name_the_redo(tmp_path: Path) -> None:

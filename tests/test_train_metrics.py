@@ -192,3 +192,35 @@ def test_kappa_of_a_single_agreed_class_is_one() -> None:
     assert quadratic_kappa([0, 1, 2, 3], [3, 2, 1, 0], 4) == pytest.approx(
         skm.cohen_kappa_score([0, 1, 2, 3], [3, 2, 1, 0], weights="quadratic")
     )
+
+
+def test_a_group_with_one_true_class_reports_macro_f1_and_kappa_as_undefined() -> None:
+    """Issue 24 #10: a one-class hospital predicted as that class is not 'macro-F1 1.000'."""
+    from wsi_ncmi.manifest import ManifestRow
+    from wsi_ncmi.train.html import training_summary_md
+    from wsi_ncmi.train.report import compute_report, prediction_records, summary_table
+
+    rows = [
+        ManifestRow(f"s{i}", f"p{i}", i // 3, "negative" if i < 3 else "macro") for i in (0, 1, 2)
+    ]
+    rows += [
+        ManifestRow(f"s{i}", f"p{i}", 1, ("negative", "macro", "itc")[i % 3]) for i in (3, 4, 5)
+    ]
+    predictions = [
+        {"index": i, "pred": 0 if row.label == "negative" else 3,
+         "probs": [0.7, 0.1, 0.1, 0.1] if row.label == "negative" else [0.1, 0.1, 0.1, 0.7]}
+        for i, row in enumerate(rows)
+    ]  # fmt: skip
+    report = compute_report(prediction_records(rows, predictions, "t"), rows, n_bootstrap=10)
+    one_class = report["per_center"]["0"]
+    assert np.isnan(one_class["macro_f1"])
+    assert np.isnan(one_class["kappa_quadratic"])
+    assert "fewer than 2 true classes" in one_class["undefined"]["macro_f1"]
+    assert report["per_center"]["1"]["undefined"] == {}
+    assert np.isfinite(report["per_center"]["1"]["macro_f1"])
+    table = summary_table(report)
+    assert "n/a: center0 macro_f1, macro_f1_ci95, kappa_quadratic" in table
+    line = next(x for x in table.splitlines() if x.startswith("center0"))
+    assert "1.000" not in line.split()[2]
+    assert "n/a" in line
+    assert "fewer than 2 true classes" in training_summary_md("t", report, {}, "default")

@@ -102,6 +102,29 @@ def test_installed_wheel_runs_from_another_directory(
         assert done.returncode == 0, (module, done.stderr[-2000:])
 
 
+@pytest.mark.slow  # wsi-* in child processes, each importing Lightning
+def test_readme_config_names_resolve_outside_the_repository(
+    installed: tuple[Path, Path], tmp_path: Path
+) -> None:
+    """Issue 24 #12: the README's ``--config configs/...`` and the default manifest."""
+    _, site = installed
+    listed = _run(site, tmp_path, "-m", "wsi_ncmi.cli.train", "--list_configs")
+    assert listed.returncode == 0, listed.stderr[-2000:]
+    assert "camelyon17/abmil_ncmi.yaml" in listed.stdout
+    for args in (
+        ("wsi_ncmi.cli.train", "--config", "configs/camelyon17/abmil_ncmi.yaml"),
+        ("wsi_ncmi.cli.train", "--config", "camelyon17/abmil_ce.yaml"),
+        ("wsi_ncmi.cli.bench", "--config", "configs/bench/camelyon17_loho.yaml"),
+    ):
+        done = _run(site, tmp_path, "-m", *args, "--print_config")
+        assert done.returncode == 0, (args, done.stderr[-2000:])
+        assert "data_manifests/camelyon17.csv" in done.stdout
+    probe = "from wsi_ncmi.manifest import read_manifest\n"
+    probe += "print(len(read_manifest('data_manifests/camelyon17.csv')))\n"
+    where = _run(site, tmp_path, "-c", probe)
+    assert where.stdout.strip() == "500", where.stderr[-2000:]
+
+
 @pytest.mark.slow
 def test_the_demo_runs_from_the_installed_wheel(installed: tuple[Path, Path], tmp_path: Path):
     """A reduced demo (2 slides per hospital, one fold, one epoch) outside the repository."""

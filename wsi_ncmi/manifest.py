@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from wsi_ncmi.errors import ManifestError
+from wsi_ncmi.ids import slide_id_problems
 
 #: Slide labels in class-index order (CAMELYON-17 metastasis size classes).
 LABELS: tuple[str, ...] = ("negative", "itc", "micro", "macro")
@@ -89,7 +90,8 @@ def read_manifest(path: str | Path) -> list[ManifestRow]:
     """Read and validate a slide manifest.
 
     Args:
-        path: CSV file.
+        path: CSV file; when no such file exists, a manifest shipped with the package of
+            that name (``camelyon17.csv``, ``data_manifests/camelyon17.csv``).
 
     Returns:
         The rows, in file order.
@@ -97,9 +99,12 @@ def read_manifest(path: str | Path) -> list[ManifestRow]:
     Raises:
         ManifestError: If the file is missing or empty, lacks a required column, or has an
             unknown label, an empty id, a missing or invalid center, a duplicate slide id,
-            or a patient whose slides name different centers.
+            a patient whose slides name different centers, or slide ids that break the
+            rule of :mod:`wsi_ncmi.ids` (every offending row is listed).
     """
-    path = Path(path)
+    from wsi_ncmi.packaged import resolve_packaged
+
+    path = Path(resolve_packaged(path, "data_manifests"))  # the packaged one, by name
     try:
         text = path.read_text(encoding="utf-8-sig")
     except OSError as err:
@@ -170,6 +175,17 @@ def read_manifest(path: str | Path) -> list[ManifestRow]:
         rows.append(ManifestRow(slide_id, patient_id, center, label, extra))
     if not rows:
         raise _fail(path, None, "the manifest has no rows", "add one row per slide")
+    problems = slide_id_problems((f"line {first_line[r.slide_id]}", r.slide_id) for r in rows)
+    if problems:
+        listed = "\n  ".join(problems[:20])
+        more = f"\n  ... and {len(problems) - 20} more" if len(problems) > 20 else ""
+        raise _fail(
+            path,
+            None,
+            f"{len(problems)} slide id(s) cannot name output files:\n  {listed}{more}\n",
+            "rename them (no '/', '\\', '..' or control characters; ids must differ in "
+            "more than case); nothing was written",
+        )
     return rows
 
 

@@ -51,7 +51,13 @@ def extract_disk_full(coords: Path, ref: Path, work: Path) -> Tally:
         tally.injected += 1
         done = run_cli(EXTRACT, extract_args(coords, point))
         feat = point / "features" / "random-cnn"
-        message = done.stderr.strip().splitlines()[-1] if done.stderr.strip() else ""
+        # The DiskFullError line (a per-slide failure in the summary on stdout, or the
+        # run's one-line error); not simply the last stderr line, which Lightning's
+        # start-up banner can be.
+        lines = (done.stderr + "\n" + done.stdout).splitlines()
+        message = next(
+            (x.strip() for x in lines if "DiskFullError" in x), lines[-1] if lines else ""
+        )
         tally.notes.append(f"exit {done.returncode}: {message[:300]}")
         if done.returncode != 1 or "DiskFullError" not in message:
             tally.fail(f"expected exit 1 with DiskFullError, got {done.returncode}: {message}")

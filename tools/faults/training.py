@@ -152,8 +152,9 @@ def nan_loss_step(work: Path, at_step: int = 15) -> tuple[Outcome, dict[str, Any
     train_config(root, work / "nan.yaml", epochs=3)
     parser = build_parser()
     cfg = parser.parse_args(["--config", str(work / "nan.yaml"), "--out", str(work / "nan")])
-    config = TrainConfig(**{k: v for k, v in vars(parser.instantiate_classes(cfg)).items()
-                            if k != "config"})  # fmt: skip
+    from wsi_ncmi.cli.common import fields_of
+
+    config = TrainConfig(**fields_of(TrainConfig, parser.instantiate_classes(cfg)))
     seen: dict[str, Any] = {}
 
     class Poison(L.Callback):

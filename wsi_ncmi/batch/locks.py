@@ -254,6 +254,65 @@ class ItemLock:
         self.release()
 
 
+def take_lock(path: str | Path, *, stale_after_s: float = DEFAULT_STALE_AFTER_S) -> ItemLock | None:
+    """Take the lock at ``path`` without waiting: the held lock, or ``None`` if busy.
+
+    The one way a stage claims a whole unit of work (a benchmark cell, a training folder):
+    a live holder keeps it, a stale one (dead process, silent host) is taken over.
+
+    Args:
+        path: Lock file (see :func:`lock_file`).
+        stale_after_s: Heartbeat age after which another host's lock counts as stale.
+
+    Returns:
+        The acquired lock (release it, or use it as a context manager), or ``None``
+        when a live holder has it.
+    """
+    lock = ItemLock(path, stale_after_s=stale_after_s)
+    return lock if lock.acquire() else None
+
+
+def lock_holder(path: str | Path) -> str:
+    """``"pid 123 on host 'node1', since 2026-12-06 20:40:00"``: who holds a lock file."""
+    info = ItemLock(path)._read() or {}
+    started = info.get("started")
+    since = (
+        time.strftime(", since %Y-%m-%d %H:%M:%S", time.localtime(started))
+        if isinstance(started, int | float)
+        else ""
+    )
+    return f"pid {info.get('pid', '?')} on host {info.get('host', '?')!r}{since}"
+
+
+def claim_folder(folder: str | Path, what: str, option: str = "--out") -> ItemLock:
+    """Take ``<folder>/locks/<what>.lock`` or refuse: one writer per output folder.
+
+    Args:
+        folder: The output folder (created if needed).
+        what: The work (``"train"``), naming the lock file.
+        option: The option that named the folder (for the message).
+
+    Returns:
+        The held lock; release it when the work ends (or use it as a context manager).
+
+    Raises:
+        ConfigError: A live process holds it (exit code 2); the message names its pid and
+            host and what to do. A stale lock (its process dead, or silent for
+            :data:`DEFAULT_STALE_AFTER_S` seconds on another host) is taken over.
+    """
+    from wsi_ncmi.errors import ConfigError
+
+    path = lock_file(lock_dir(folder), what)
+    lock = take_lock(path)
+    if lock is None:
+        raise ConfigError(
+            f"{option} {str(folder)!r} is in use by another run ({lock_holder(path)}; lock "
+            f"{str(path)!r}); wait for it to finish or choose another {option} (nothing was "
+            "written). A lock whose process has died is taken over automatically"
+        )
+    return lock
+
+
 @dataclass
 class LockWait(Generic[T]):
     """What :func:`wait_for_locked` found.

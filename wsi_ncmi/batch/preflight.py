@@ -70,6 +70,33 @@ def check_writable_dir(path: str | Path, option: str = "--out") -> Path:
     return folder
 
 
+def check_free_space(folder: str | Path, needed_bytes: int, what: str) -> None:
+    """Refuse to start when ``folder``'s filesystem cannot hold even ``needed_bytes``.
+
+    A disk that is already full would otherwise let a run compute every item before
+    each write fails.
+
+    Args:
+        folder: An existing output folder.
+        needed_bytes: The smallest output the run will write.
+        what: That output, for the message (``"the smallest slide's features"``).
+
+    Raises:
+        ConfigError: Fewer bytes are free (exit code 2; nothing was processed).
+    """
+    try:
+        stats = os.statvfs(folder)
+    except (OSError, AttributeError):  # no statvfs (Windows): the writes will tell
+        return
+    free = stats.f_bavail * stats.f_frsize
+    if free < needed_bytes:
+        raise ConfigError(
+            f"{str(folder)!r} has {free:,} bytes free but {what} need about "
+            f"{needed_bytes:,}: [ENOSPC] the disk is full; free space or choose another "
+            "--out (nothing was processed)"
+        )
+
+
 def check_writable_dirs(paths: Iterable[str | Path], option: str = "--out") -> None:
     """:func:`check_writable_dir` for each of ``paths`` (in order).
 
@@ -80,4 +107,4 @@ def check_writable_dirs(paths: Iterable[str | Path], option: str = "--out") -> N
         check_writable_dir(path, option)
 
 
-__all__ = ["check_writable_dir", "check_writable_dirs"]
+__all__ = ["check_free_space", "check_writable_dir", "check_writable_dirs"]

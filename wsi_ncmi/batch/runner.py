@@ -12,7 +12,7 @@ from __future__ import annotations
 import multiprocessing as mp
 import time
 import traceback
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Generator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Generic, TypeVar
@@ -174,11 +174,15 @@ def run_batch(
 
     try:
         while pending or waiting:
-            for result, task in _iter_results(pending, workers, start_method):
-                if result.status == "locked" and wait_for_locked:
-                    waiting.append(task)
-                else:
-                    record(result)
+            results = _iter_results(pending, workers, start_method)
+            try:
+                for result, task in results:
+                    if result.status == "locked" and wait_for_locked:
+                        waiting.append(task)
+                    else:
+                        record(result)
+            finally:
+                results.close()  # stops the pool (its workers) now, on any exit
             pending = []
             if waiting:
                 found = wait_locked(
@@ -200,6 +204,12 @@ def run_batch(
         if ldir is not None:  # locks of holders killed after finishing their item
             for task in tasks:
                 _lock_of(task).break_if_stale()
+    except BaseException:
+        # Ctrl-C or a stop: the pool's workers are gone now; their locks go with them.
+        if ldir is not None:
+            for task in tasks:
+                _lock_of(task).break_if_stale()
+        raise
     finally:
         bar.close()
         report.finished = time.time()
@@ -213,7 +223,7 @@ def _task_done(task: _Task[T]) -> bool:
 
 def _iter_results(
     tasks: list[_Task[T]], workers: int, start_method: str
-) -> Iterator[tuple[ItemResult, _Task[T]]]:
+) -> Generator[tuple[ItemResult, _Task[T]], None, None]:
     """Yield ``(result, task)`` as tasks finish, in-process or over a pool."""
     if workers <= 1 or len(tasks) <= 1:
         for task in tasks:

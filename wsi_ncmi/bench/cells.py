@@ -169,11 +169,11 @@ def run_cell_job(args: tuple[BenchConfig, Cell, int | None]) -> tuple[str, dict[
         import torch
 
         torch.set_num_threads(threads)
-    from wsi_ncmi.batch.locks import ItemLock
+    from wsi_ncmi.batch.locks import take_lock
     from wsi_ncmi.errors import WsiNcmiError
 
-    lock = ItemLock(cell_lock_path(config, cell))
-    if not lock.acquire():
+    lock = take_lock(cell_lock_path(config, cell))
+    if lock is None:
         return cell.cell_id, CLAIMED
     try:
         finished = read_result(config, cell)

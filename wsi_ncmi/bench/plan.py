@@ -211,6 +211,7 @@ LATER_OPTIONS_NEUTRAL: dict[tuple[str, str], object] = {
     ("trainer", "max_steps"): None,
     ("trainer", "patience_steps"): None,
     ("split", "val_scheme"): "patients",
+    ("data", "include_empty"): False,
 }
 
 #: Version of what a cell's result means, in every digest. Bump it when a code change alters

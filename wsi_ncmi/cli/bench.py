@@ -83,6 +83,7 @@ def build_parser() -> Any:
     )
     add_names(p, {"--output_root": "--out"}, replace=True)
     add_names(p, SHORTCUTS)
+    add_names(p, {"--jobs": "--workers"})  # the processes, as in every wsi-* command
     return p
 
 
@@ -107,6 +108,9 @@ def _bench(argv: Sequence[str] | None) -> int:
         print(yaml.safe_dump(to_dict(config), sort_keys=False))
         return 0
 
+    from wsi_ncmi.batch.preflight import check_writable_dir
+
+    check_writable_dir(config.out_dir)  # before any work
     from wsi_ncmi.bench.pipeline import run_bench
 
     outcome = run_bench(config, force=namespace.force, shard=namespace.shard)

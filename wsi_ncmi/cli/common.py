@@ -261,6 +261,39 @@ def resolve_option(known: Mapping[str, argparse.Action], name: str) -> str | Non
     return None
 
 
+def packaged_configs(argv: Sequence[str]) -> list[str]:
+    """Let ``--config NAME`` name a packaged config when no file ``NAME`` exists here.
+
+    ``--config camelyon17/abmil_ncmi.yaml`` and the README's
+    ``--config configs/camelyon17/abmil_ncmi.yaml`` then work from any directory, with the
+    wheel installed (:func:`wsi_ncmi.packaged.resolve_packaged`).
+
+    Args:
+        argv: The command line.
+
+    Returns:
+        The command line with such ``--config`` values replaced by the packaged file's path.
+    """
+    from wsi_ncmi.packaged import resolve_packaged
+
+    out: list[str] = []
+    i = 0
+    while i < len(argv):
+        token = argv[i]
+        i += 1
+        if token == "--":
+            out.extend(argv[i - 1 :])
+            break
+        if token == "--config" and i < len(argv):
+            out += [token, resolve_packaged(argv[i], "configs")]
+            i += 1
+        elif token.startswith("--config="):
+            out.append("--config=" + resolve_packaged(token.split("=", 1)[1], "configs"))
+        else:
+            out.append(token)
+    return out
+
+
 def normalize_argv(
     parser: argparse.ArgumentParser, argv: Sequence[str], aliases: Mapping[str, str] | None = None
 ) -> list[str]:
@@ -268,6 +301,7 @@ def normalize_argv(
 
     Rules, per option token (``--name`` or ``--name=value``):
 
+    * ``--config NAME`` may name a packaged config (:func:`packaged_configs`);
     * ``aliases`` renames (``{"--keep-pen": "--tissue.reject_pen=false"}``);
     * :func:`resolve_option` finds the option (dashes, section and unit suffix);
     * ``--no-NAME`` becomes ``--NAME=false`` for a true/false option;
@@ -285,6 +319,7 @@ def normalize_argv(
     """
     known = parser._option_string_actions
     aliases = aliases or {}
+    argv = packaged_configs(argv) if "--config" in known else list(argv)
     out: list[str] = []
     i = 0
     while i < len(argv):

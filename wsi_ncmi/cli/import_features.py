@@ -49,9 +49,11 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _import(argv: Sequence[str] | None) -> int:
+    from wsi_ncmi.batch.preflight import check_writable_dir
     from wsi_ncmi.features.foreign import register_foreign_features
 
     args = parse(build_parser(), argv)
+    check_writable_dir(args.out)  # before any work
     slide_ids = None
     if args.manifest is not None:
         from wsi_ncmi.manifest import read_manifest

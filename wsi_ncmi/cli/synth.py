@@ -86,6 +86,9 @@ def _synth(argv: Sequence[str] | None) -> int:
     args = parse(build_parser(), argv, ALIASES)
     subset = None if args.subset is None else _subset(args.subset)
     out = args.out if args.out is not None else Path("outputs") / "synth" / args.preset
+    from wsi_ncmi.batch.preflight import check_writable_dir
+
+    check_writable_dir(out)  # before any work, as in every wsi-* command
     start = time.perf_counter()
     result = generate_cohort(
         read_manifest(args.manifest),

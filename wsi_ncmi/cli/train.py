@@ -13,8 +13,8 @@ exclude``); 130 interrupted (resume with ``--resume true``).
 
 from __future__ import annotations
 
+import argparse
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 from wsi_ncmi.cli.common import add_names, fields_of, new_parser, parse, run_cli
@@ -33,7 +33,61 @@ def build_parser() -> Any:
     )
     parser.add_class_arguments(TrainConfig, fail_untyped=True, sub_configs=True)
     add_names(parser, {"--out_dir": "--out", "--data.slide_dir": "--slides_dir"})
+    parser.add_argument(
+        "--workers",
+        type=int | None,
+        default=None,
+        help="DataLoader worker processes, as on every wsi-* command (sets data.num_workers)",
+    )
+    parser.add_argument(
+        "--progress",
+        type=bool | None,
+        default=None,
+        help="show the progress bar, as on every wsi-* command (sets trainer.progress_bar)",
+    )
+    parser.add_argument(
+        "--list_configs",
+        action=_ListConfigs,
+        help="print the configs shipped with wsi-ncmi (--config takes these names from any "
+        "directory) and exit",
+    )
     return parser
+
+
+class _ListConfigs(argparse.Action):
+    """``--list_configs``: print the packaged configs and exit 0."""
+
+    def __init__(self, option_strings: Sequence[str], dest: str, **kwargs: Any) -> None:
+        kwargs.pop("default", None)
+        super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS, **kwargs)
+
+    def __call__(self, parser: Any, namespace: Any, values: Any, option: Any = None) -> None:
+        from wsi_ncmi.packaged import PACKAGED, list_packaged
+
+        print(f"configs shipped with wsi-ncmi ({PACKAGED['configs']}):")
+        for name in list_packaged("configs"):
+            print(f"  {name}")
+        print("use one with: wsi-train --config camelyon17/abmil_ncmi.yaml [options]")
+        raise SystemExit(0)
+
+
+def with_common_options(config: Any, workers: int | None, progress: bool | None) -> Any:
+    """``config`` with the shared ``--workers``/``--progress`` applied (``None``: unchanged).
+
+    Raises:
+        ConfigError: ``workers`` below 0.
+    """
+    from dataclasses import replace
+
+    from wsi_ncmi.errors import ConfigError
+
+    if workers is not None:
+        if workers < 0:
+            raise ConfigError(f"--workers must be >= 0, got {workers!r}")
+        config = replace(config, data=replace(config.data, num_workers=workers))
+    if progress is not None:
+        config = replace(config, trainer=replace(config.trainer, progress_bar=progress))
+    return config
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -42,10 +96,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _train(argv: Sequence[str] | None) -> int:
-    from wsi_ncmi.batch import write_text_atomic
+    from wsi_ncmi.batch.preflight import check_writable_dir
     from wsi_ncmi.errors import ConfigError
-    from wsi_ncmi.train.config import TrainConfig
-    from wsi_ncmi.train.fit import run_training
+    from wsi_ncmi.train.config import TrainConfig, check_train_values
 
     parser = build_parser()
     cfg = parse(parser, argv, instantiate=False)
@@ -53,13 +106,16 @@ def _train(argv: Sequence[str] | None) -> int:
         config = parser.instantiate(cfg)
     except (ValueError, TypeError) as err:
         raise ConfigError(str(err)) from err
-    train_config = TrainConfig(**fields_of(TrainConfig, config))
-    out_dir = Path(train_config.out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    train_config = with_common_options(
+        TrainConfig(**fields_of(TrainConfig, config)), config.workers, config.progress
+    )
+    check_train_values(train_config)
+    out_dir = check_writable_dir(train_config.out_dir)  # before any work (and the imports)
+    from wsi_ncmi.train.fit import run_training
+
     cfg_to_dump = cfg.clone()
     cfg_to_dump.pop("config", None)
-    write_text_atomic(out_dir / "config.yaml", parser.dump(cfg_to_dump))
-    result = run_training(train_config)
+    result = run_training(train_config, config_yaml=parser.dump(cfg_to_dump))
     print(result.summary)
     print(f"outputs in {out_dir}")
     return 0

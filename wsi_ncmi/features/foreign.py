@@ -18,6 +18,10 @@ Layouts read (as those tools write them):
   ``10 / target_magnification`` unless given.
 * ``clam``: ``<feat_dir>/h5_files/<slide>.h5`` with ``features`` and ``coords``; ``coords``
   attributes ``patch_size``/``patch_level``; µm/px must be given (CLAM does not record it).
+
+A file whose ``coords`` attributes belong to the other tool is refused (``--format``
+names the wrong layout), a CLAM import without µm/px is refused, and so is a file with
+NaN/inf values (checked at registration, naming the file and the fix).
 * ``clam-pt``: ``<feat_dir>/pt_files/<slide>.pt`` plus the coords of CLAM's patching step
   (``<patch_dir>/patches/<slide>.h5``, dataset ``coords``).
 """
@@ -33,7 +37,13 @@ from typing import Any, Literal
 
 import numpy as np
 
-from wsi_ncmi.errors import CacheSchemaError, ConfigError
+from wsi_ncmi.errors import CacheSchemaError, ConfigError, NonFiniteFeaturesError
+from wsi_ncmi.features.foreign_checks import (
+    check_layout,
+    folder_hint,
+    nonfinite_rows,
+    reimport_fix,
+)
 from wsi_ncmi.tiling.schema import decode_attr
 
 ForeignFormat = Literal["trident", "clam", "clam-pt"]
@@ -134,13 +144,20 @@ def inspect_foreign(
                     f"{str(coords_source)!r}: coords {coords.shape} do not match {n_rows} "
                     "feature rows"
                 )
+            check_layout(path, fmt, attrs)
             size = patch_size_px or _attr(attrs, "patch_size")
-            file_mpp = None
+            file_mpp = _attr(attrs, "mpp", "target_mpp")
             magnification = _attr(attrs, "target_magnification")
             if magnification:
                 file_mpp = 10.0 / float(magnification)
     except OSError as err:
         raise CacheSchemaError(f"cannot read {str(coords_source)!r}: {err}") from err
+    if fmt != "trident" and mpp is None and file_mpp is None:
+        raise ConfigError(
+            f"--format {fmt}: CLAM does not record the patches' µm/px and {str(coords_source)!r} "
+            "does not either; give --mpp (the µm/px of the level CLAM read, e.g. 0.5 for "
+            "20x or 0.25 for 40x)"
+        )
     return ForeignBag(
         slide_id=path.stem,
         source=path,
@@ -243,8 +260,10 @@ def register_foreign_features(
         The sidecar files written.
 
     Raises:
-        ConfigError: No files, unknown slides, or files of different feature widths.
+        ConfigError: No files, unknown slides, files of different feature widths, or
+            slide ids (file stems) that break the rule of :mod:`wsi_ncmi.ids`.
         CacheSchemaError: A file that is not of the named format.
+        NonFiniteFeaturesError: Files holding NaN/inf values (listed; nothing written).
     """
     suffix = ".pt" if fmt == "clam-pt" else ".h5"
     files = sorted(p for p in Path(src).glob(f"*{suffix}") if p.is_file())
@@ -252,11 +271,23 @@ def register_foreign_features(
         wanted = set(slide_ids)
         files = [p for p in files if p.stem in wanted]
     if not files:
-        raise ConfigError(f"no {fmt} feature files (*{suffix}) in {str(src)!r}")
+        raise ConfigError(
+            f"no {fmt} feature files (*{suffix}) in {str(src)!r}{folder_hint(Path(src))}"
+        )
+    from wsi_ncmi.ids import check_slide_ids
+
+    check_slide_ids(((str(p), p.stem) for p in files), f"the files of {str(src)!r}")
     bags = [
         inspect_foreign(p, fmt, coords_dir=coords_dir, mpp=mpp, patch_size_px=patch_size_px)
         for p in files
     ]
+    bad = [(b, n) for b in bags if (n := nonfinite_rows(b))]
+    if bad:
+        listed = "; ".join(f"{str(b.source)!r}: {n} of {b.n_rows} rows" for b, n in bad[:10])
+        raise NonFiniteFeaturesError(
+            f"{len(bad)} {fmt} feature file(s) hold NaN/inf values ({listed}); nothing was "
+            f"registered. {reimport_fix(fmt)}"
+        )
     widths = sorted({b.out_dim for b in bags})
     if len(widths) > 1:
         examples = {w: next(b.slide_id for b in bags if b.out_dim == w) for w in widths}

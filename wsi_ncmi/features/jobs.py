@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from wsi_ncmi._version import __version__
 from wsi_ncmi.batch import ItemResult, RunReport, select_shard
+from wsi_ncmi.batch.paths import stored_path
 from wsi_ncmi.errors import CacheSchemaError, ConfigError
 from wsi_ncmi.features.dataset import SlideJob
 from wsi_ncmi.features.encoders.registry import EncoderSpec
@@ -129,7 +130,7 @@ def job_attrs(
         "weights_sha256": spec.weights_revision.removeprefix("sha256:")
         if spec.weights_revision.startswith("sha256:")
         else "",
-        "coords_file": job.coords_path,
+        "coords_file": stored_path(job.coords_path, job.output),
         "coords_params_hash": job.coords_hash,
         "coords_sha256": job.coords_sha256,
         **job.slide_identity,

@@ -127,24 +127,44 @@ def check_features_coords(
         coords_path: Its coords file; default: the ``coords_file`` it records.
         features_attrs: The features file's attributes, if already read.
 
+    The recorded ``coords_file`` is found relative to the features file
+    (:func:`wsi_ncmi.batch.paths.resolve_stored_path`), never the working directory.
+
     Returns:
-        True when the coords file was found and compared; False when there is none to
-        compare with (moved away or never recorded).
+        True when the coords file was found and compared; False when the features file
+        records none (imported features).
 
     Raises:
         SlideChangedError: They disagree; the message says which and how to fix it.
-        CacheSchemaError: A file cannot be read.
+        CacheSchemaError: A file cannot be read, or the recorded coords file is not
+            found (the check is never skipped silently).
     """
+    from wsi_ncmi.batch.paths import resolve_stored_path
+
     features_path = Path(features_path)
     f_attrs = dict(features_attrs or _attrs(features_path, "features"))
     if coords_path is None:
         recorded = f_attrs.get("coords_file")
         if not recorded:
             return False
-        coords_path = Path(str(recorded))
+        found = resolve_stored_path(str(recorded), features_path)
+        if found is None:
+            slide_id = f_attrs.get("slide_id", features_path.stem)
+            raise CacheSchemaError(
+                f"features file {str(features_path)!r} was made from the coords file "
+                f"{str(recorded)!r} (relative to the features file's folder), which is not "
+                "there any more, so it cannot be checked against the slide's current tiling. "
+                "Fix: put the coords folder back beside features/ (as wsi-tile and "
+                f"wsi-extract left it), or re-run wsi-extract --redo {slide_id} with "
+                "--coords_dir naming the current coords"
+            )
+        coords_path = found
     coords_path = Path(coords_path)
     if not coords_path.is_file():
-        return False
+        raise CacheSchemaError(
+            f"coords file {str(coords_path)!r} of features file {str(features_path)!r} "
+            "does not exist; give the coords file that the features were made from"
+        )
     c_attrs = _attrs(coords_path, "coords")
     problems = []
     f_sha, c_sha = f_attrs.get("coords_sha256"), c_attrs.get("coords_sha256")

@@ -175,6 +175,20 @@ class ExtractConfig:
         }
 
 
+def _check_room(out_dir: Path, jobs: list[SlideJob], out_dim: int, dtype: str) -> None:
+    """Refuse an already full disk before any slide is computed (issue 24)."""
+    import numpy as np
+
+    from wsi_ncmi.batch.preflight import check_free_space
+
+    sizes = [len(job) for job in jobs if len(job)]
+    if sizes:
+        # Features, coords (2 x int64) and the valid flag per row, as the writer counts.
+        data = min(sizes) * (out_dim * np.dtype(dtype).itemsize + 16 + 1)
+        needed = data + data // 100 + 16 * 1024
+        check_free_space(out_dir, needed, "the smallest slide's features")
+
+
 def resolve_runtime(config: ExtractConfig, spec: EncoderSpec) -> tuple[str, str, int, int]:
     """``(accelerator, lightning precision, batch size, workers)`` for this host."""
     import torch
@@ -312,6 +326,8 @@ def run_extraction(config: ExtractConfig, encoder: EncoderModule | None = None) 
 
     # Why each existing file is redone (reported as "redone: …" with the slide's result).
     redo_reasons = {j.slide_id: why for j in jobs if j.output.exists() and (why := problem(j))}
+    to_write = [j for j in jobs if not j.output.exists() or j.slide_id in redo_reasons]
+    _check_room(out_dir, to_write, spec.out_dim, config.dtype)  # an already full disk
 
     for job in (j for j in jobs if len(j) == 0):
         if not is_done(job):

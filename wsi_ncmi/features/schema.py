@@ -49,9 +49,15 @@ REQUIRED_ATTRS = (
 
 
 def feature_path(out_dir: str | Path, encoder: str, slide_id: str) -> Path:
-    """``<out>/features/<encoder>/<slide_id>.h5`` (``:``/``/`` in names become ``_``)."""
+    """``<out>/features/<encoder>/<slide_id>.h5`` (``:``/``/`` in names become ``_``).
+
+    Raises:
+        ConfigError: The path would lead outside ``out_dir`` (an id with ``..`` or ``/``).
+    """
+    from wsi_ncmi.ids import path_under
+
     safe = encoder.replace(":", "_").replace("/", "_")
-    return Path(out_dir) / "features" / safe / f"{slide_id}.h5"
+    return path_under(out_dir, Path(out_dir) / "features" / safe / f"{slide_id}.h5")
 
 
 __all__ = [

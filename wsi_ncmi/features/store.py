@@ -67,11 +67,15 @@ def _open_checked(path: Path) -> h5py.File:
     ):
         problem = "has datasets of different lengths"
     if problem:
+        from wsi_ncmi.features.foreign_checks import import_problem
+
+        imported = import_problem(path, attrs)  # the source and its fix, not wsi-extract
         h5.close()
         raise CacheSchemaError(
-            f"{str(path)!r} {problem}; re-run wsi-extract on the same --out (it redoes "
-            "incomplete or mismatched files)"
-        )
+            f"{str(path)!r} {problem}; "
+            + (imported or "re-run wsi-extract on the same --out (it redoes incomplete or "
+               "mismatched files)")
+        )  # fmt: skip
     return h5
 
 

@@ -35,6 +35,11 @@ def _check_file(path: Path) -> None:
             f"slide {str(path)!r} is a directory; pass one file of the slide "
             "(for DICOM, any .dcm file of the series)"
         )
+    if not path.is_file():  # a FIFO, socket or device: opening it could block forever
+        raise UnsupportedFormatError(
+            f"slide {str(path)!r} is not a regular file (a FIFO, socket or device); pass "
+            "the slide file itself"
+        )
     size = path.stat().st_size
     if size == 0:
         raise SlideOpenError(f"slide {str(path)!r} is an empty (0-byte) file; re-copy it")
@@ -42,6 +47,19 @@ def _check_file(path: Path) -> None:
         magic = fh.read(4)
     if magic in _TIFF_MAGICS:
         _check_tiff_complete(path, size)
+        _check_tiff_layout(path, size)
+
+
+def _check_tiff_layout(path: Path, size: int) -> None:
+    """Refuse a TIFF whose tile table does not fit its dimensions or its file (issue 24)."""
+    from wsi_ncmi.slide.tiff_layout import tiff_layout_problem
+
+    problem = tiff_layout_problem(path, size)
+    if problem is not None:
+        raise SlideOpenError(
+            f"slide {str(path)!r} cannot be read as it claims: {problem}; the file is "
+            "damaged or was written incompletely, re-copy or re-export it (no pixel was read)"
+        )
 
 
 _TIFF_MAGICS = (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")

@@ -94,12 +94,18 @@ class OutputPaths:
 
 
 def output_paths(out_dir: str | Path, slide_id: str) -> OutputPaths:
-    """Output paths of ``slide_id`` under ``out_dir``."""
+    """Output paths of ``slide_id`` under ``out_dir`` (checked to stay inside it).
+
+    Raises:
+        ConfigError: A path would lead outside ``out_dir`` (an id with ``..`` or ``/``).
+    """
+    from wsi_ncmi.ids import path_under
+
     root = Path(out_dir)
     return OutputPaths(
-        coords=root / "coords" / f"{slide_id}.h5",
-        thumbnail=root / "thumbnails" / f"{slide_id}.png",
-        geojson=root / "geojson" / f"{slide_id}.geojson",
+        coords=path_under(root, root / "coords" / f"{slide_id}.h5"),
+        thumbnail=path_under(root, root / "thumbnails" / f"{slide_id}.png"),
+        geojson=path_under(root, root / "geojson" / f"{slide_id}.geojson"),
     )
 
 

@@ -130,13 +130,17 @@ def make_tasks(paths: Sequence[Path], named: Sequence[SlideTask] = ()) -> list[S
     that is both in ``named`` and in ``paths`` is tiled once, under its ``named`` id.
 
     Raises:
-        ConfigError: Two slides share an id (their outputs would collide).
+        ConfigError: Two slides share an id (their outputs would collide), or an id breaks
+            the rule of :mod:`wsi_ncmi.ids` (every offending slide is listed).
     """
     tasks: dict[str, SlideTask] = {}
     for task in named:
         tasks.setdefault(str(absolute(task.path)), task)
     for p in paths:
         tasks.setdefault(str(absolute(p)), SlideTask(Path(p).stem, str(p)))
+    from wsi_ncmi.ids import check_slide_ids
+
+    check_slide_ids(((t.path, t.slide_id) for t in tasks.values()), "the slide files")
     by_id: dict[str, list[str]] = {}
     for task in tasks.values():
         by_id.setdefault(task.slide_id, []).append(task.path)
@@ -252,6 +256,11 @@ def run_tiling(
             stale_after_s=stale_lock_after_s,
             desc="wsi-tile",
         )
+    except KeyboardInterrupt:
+        from wsi_ncmi.batch import remove_stale_temp_files
+
+        remove_stale_temp_files(out)  # what the stopped workers were writing
+        raise
     finally:
         report.write_json(path)
     return report

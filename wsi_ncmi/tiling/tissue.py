@@ -29,6 +29,10 @@ if TYPE_CHECKING:
 
 #: Pixels (level pixels) read per strip when a level must be downscaled on the fly.
 STRIP_BUDGET_PX = 16_000_000
+#: Longest time the mask read of one slide may take (checked between strips): a slide
+#: whose mask takes longer (no usable pyramid level, or a header that claims far more
+#: pixels than the file holds) fails with its own error instead of holding a worker.
+MASK_READ_LIMIT_S = 900.0
 #: Masks get at least this many pixels along the slide's long side (small slides).
 MIN_MASK_LONG_SIDE_PX = 1024
 #: ... but never more than this many times finer than the requested mask µm/px.
@@ -138,16 +142,24 @@ def effective_mask_mpp(slide_mpp: float, dims0: tuple[int, int], mask_mpp: float
     return max(slide_mpp, finer)
 
 
-def read_mask_image(slide: Slide, mask_mpp: float) -> MaskImage:
+def read_mask_image(
+    slide: Slide, mask_mpp: float, *, limit_s: float = MASK_READ_LIMIT_S
+) -> MaskImage:
     """Read the slide at about ``mask_mpp`` µm/px without ever holding level 0 whole.
 
     Args:
         slide: An open slide with known µm/px.
         mask_mpp: Requested mask resolution (see :func:`effective_mask_mpp`).
+        limit_s: Time bound of a read in strips (:data:`MASK_READ_LIMIT_S`).
 
     Returns:
         The downscaled RGB image and its geometry.
+
+    Raises:
+        SlideOpenError: The read in strips took longer than ``limit_s``.
     """
+    import time
+
     import cv2
 
     mpp0 = slide.mpp_info.mean
@@ -168,7 +180,18 @@ def read_mask_image(slide: Slide, mask_mpp: float) -> MaskImage:
         fy = lh / out_h  # level rows per mask row
         rows_per_strip = max(1, int(STRIP_BUDGET_PX / (lw * fy)))
         strips = 0
+        started = time.monotonic()
         for r0 in range(0, out_h, rows_per_strip):
+            if time.monotonic() - started > limit_s:
+                from wsi_ncmi.errors import SlideOpenError
+
+                raise SlideOpenError(
+                    f"slide {str(slide.path)!r}: reading its tissue mask from level {level} "
+                    f"({lw} x {lh} px) took over {limit_s:.0f} s ({strips} of "
+                    f"{math.ceil(out_h / rows_per_strip)} strips); the slide has no pyramid "
+                    "level near the mask resolution, or claims more pixels than it holds: "
+                    "re-export it with a pyramid"
+                )
             r1 = min(out_h, r0 + rows_per_strip)
             y0, y1 = math.floor(r0 * fy), min(lh, math.ceil(r1 * fy))
             strip = slide.read_region((0, round(y0 * down)), level, (lw, max(1, y1 - y0)))

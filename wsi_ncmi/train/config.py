@@ -37,6 +37,9 @@ class DataConfig:
             and scale by their own MAD, which cancels per-slide stain and scanner shifts
             (:mod:`wsi_ncmi.train.slide_norm`); ``"none"``: as stored.
         num_workers: DataLoader workers.
+        include_empty: Keep blank slides (no valid patch, tiled as ``no_tissue``) in
+            training and evaluation, which then stops with an error naming them; by
+            default they are left out before the fold trains and counted in the reports.
     """
 
     manifest: str = "data_manifests/camelyon17.csv"
@@ -51,6 +54,7 @@ class DataConfig:
     standardize: bool = False
     slide_norm: Literal["none", "robust"] = "none"
     num_workers: int = 0
+    include_empty: bool = False
 
 
 @dataclass

@@ -137,10 +137,10 @@ class BagDataset(Dataset[dict[str, Any]]):
             bad = int((~torch.isfinite(bag)).any(dim=1).sum())
             raise NonFiniteError(
                 f"{str(path)!r} has NaN/inf features in {bad} of {bag.shape[0]} rows; "
-                "fix: re-run wsi-extract on the same --out (it redoes files with NaN/inf "
-                f"rows), or wsi-extract --redo {path.stem}; add --dtype float32 if float16 "
-                "overflowed"
-            )
+                + (_import_problem(path) or "fix: re-run wsi-extract on the same --out (it "
+                   f"redoes files with NaN/inf rows), or wsi-extract --redo {path.stem}; add "
+                   "--dtype float32 if float16 overflowed")
+            )  # fmt: skip
         bag = apply_slide_norm(bag, self.slide_norm)
         if self.cache_in_ram:
             self._cache[index] = bag
@@ -161,6 +161,14 @@ class BagDataset(Dataset[dict[str, Any]]):
             "target": torch.tensor(self.labels[index], dtype=torch.long),
             "index": torch.tensor(index, dtype=torch.long),
         }
+
+
+def _import_problem(path: Path) -> str | None:
+    """The source and fix of an imported features file (``None`` for extracted ones)."""
+    from wsi_ncmi.features.foreign_checks import import_problem
+    from wsi_ncmi.features.store import read_feature_attrs
+
+    return import_problem(path, read_feature_attrs(path))
 
 
 class BagDataModule(L.LightningDataModule):
@@ -187,6 +195,9 @@ class BagDataModule(L.LightningDataModule):
         pin_memory: Page-locked batches, for faster host-to-GPU copies (set it when
             training on a GPU; ``wsi-train`` does so itself).
         seed: Seed of the sampler and the sub-samples.
+        include_empty: Keep slides whose features file has no valid patch (blank,
+            ``no_tissue``); by default they are left out of every part and listed in
+            :attr:`empty` (:mod:`wsi_ncmi.train.empty`).
     """
 
     def __init__(
@@ -207,6 +218,7 @@ class BagDataModule(L.LightningDataModule):
         num_workers: int = 0,
         pin_memory: bool = False,
         seed: int = 0,
+        include_empty: bool = False,
     ) -> None:
         super().__init__()
         if missing not in ("error", "exclude"):
@@ -231,6 +243,8 @@ class BagDataModule(L.LightningDataModule):
         self.seed = seed
         self.rows: dict[Part, list[ManifestRow]] = {"train": [], "val": [], "test": []}
         self.excluded: list[str] = []
+        self.include_empty = include_empty
+        self.empty: list[str] = []
         self.datasets: dict[Part, BagDataset] = {}
         self.fold: Fold | None = None
 
@@ -281,6 +295,10 @@ class BagDataModule(L.LightningDataModule):
                 )
             warnings.warn(message + "; they are excluded (missing='exclude')", stacklevel=2)
             self.excluded = missing
+        if not self.include_empty:  # blank (no_tissue) slides: out before the fold trains
+            from wsi_ncmi.train.empty import drop_empty
+
+            self.empty = drop_empty(self.rows, self.path_of)
         if not self.rows["train"] or not self.rows["val"]:
             raise MissingFeaturesError(
                 f"fold {self.fold.name!r} has {len(self.rows['train'])} training and "

@@ -291,7 +291,7 @@ def export_checkpoint(ckpt: str | Path, out: str | Path) -> Path:
     import lightning as L
 
     from wsi_ncmi.train.build import build_model
-    from wsi_ncmi.train.fit import fold_datamodule
+    from wsi_ncmi.train.folds import fold_datamodule
     from wsi_ncmi.train.predict import fit_decision_rule, predict_slides
     from wsi_ncmi.train.splits import load_splits
 

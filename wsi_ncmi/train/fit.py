@@ -22,7 +22,6 @@ from dataclasses import asdict
 from pathlib import Path
 
 import lightning as L
-import torch
 from lightning.pytorch.callbacks import Callback, EarlyStopping, ModelCheckpoint
 
 from wsi_ncmi._version import __version__
@@ -32,10 +31,12 @@ from wsi_ncmi.losses.callbacks import CentroidUpdate, EscapeMonitor, NCMIDiagnos
 from wsi_ncmi.manifest import LABELS, ManifestRow, read_manifest
 from wsi_ncmi.train.attention import export_attention
 from wsi_ncmi.train.build import build_loggers, build_model
+from wsi_ncmi.train.checkpoint_io import AtomicCheckpointIO, resume_checkpoint
 from wsi_ncmi.train.config import TrainConfig, epoch_budget
-from wsi_ncmi.train.data import BagDataModule
 from wsi_ncmi.train.diagnostics import diagnostics_table, fold_diagnostics
+from wsi_ncmi.train.empty import empty_note
 from wsi_ncmi.train.export import selection_of, write_fold_bundle
+from wsi_ncmi.train.folds import fold_datamodule
 from wsi_ncmi.train.html import write_training_html
 from wsi_ncmi.train.predict import (
     decision_reports,
@@ -82,77 +83,6 @@ def _resolve_splits(config: TrainConfig, rows: Sequence[ManifestRow], out_dir: P
         )
     save_splits(splits, path)
     return splits
-
-
-def fold_datamodule(config: TrainConfig, fold_index: int, splits_file: Path) -> BagDataModule:
-    """The set-up (``"fit"``) DataModule of one fold of ``splits_file``.
-
-    Args:
-        config: The run configuration.
-        fold_index: Index of the fold in ``splits_file``.
-        splits_file: The run's ``splits.json``.
-
-    Returns:
-        The DataModule, with its train, validation and test parts loaded.
-    """
-    data = config.data
-    datamodule = BagDataModule(
-        data.manifest,
-        data.features_root,
-        data.encoder,
-        str(splits_file),
-        fold_index,
-        max_patches_train=data.max_patches_train,
-        cache_in_ram=data.cache_in_ram,
-        missing=data.missing,
-        balanced_sampling=data.balanced_sampling,
-        batch_size=data.batch_size,
-        standardize=data.standardize,
-        slide_norm=data.slide_norm,
-        num_workers=data.num_workers,
-        pin_memory=config.trainer.accelerator in ("gpu", "cuda", "auto")
-        and torch.cuda.is_available(),
-        seed=config.seed,
-    )
-    datamodule.setup("fit")
-    return datamodule
-
-
-def rescore_validation(
-    config: TrainConfig, fold_index: int, splits_file: Path, ckpt_path: str | Path
-) -> dict[str, float]:
-    """Reload a checkpoint and score the fold's validation slides again.
-
-    For every loss the checkpoint holds the state its epoch's validation scored (weights,
-    centroids and class means, feature centre): the Q-step runs before validation
-    (:class:`~wsi_ncmi.losses.callbacks.CentroidUpdate`). So the values returned here are
-    the ones logged for that epoch, to the bit.
-
-    Args:
-        config: The run configuration.
-        fold_index: Index of the fold in ``splits_file``.
-        splits_file: The run's ``splits.json``.
-        ckpt_path: A checkpoint of that fold.
-
-    Returns:
-        The validation metrics (``val/macro_f1``, ``val/macro_f1_calibrated``,
-        ``val/loss``, ...).
-    """
-    L.seed_everything(config.seed, workers=True, verbose=False)
-    datamodule = fold_datamodule(config, fold_index, splits_file)
-    model = build_model(config, datamodule)
-    trainer = L.Trainer(
-        accelerator=config.trainer.accelerator,
-        devices=1,
-        precision=config.trainer.precision,  # type: ignore[arg-type]
-        deterministic=config.trainer.deterministic,
-        logger=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        enable_checkpointing=False,
-    )
-    trainer.validate(model, datamodule=datamodule, ckpt_path=str(ckpt_path), verbose=False)
-    return {k: float(v) for k, v in trainer.callback_metrics.items()}
 
 
 def run_fold(
@@ -221,9 +151,11 @@ def run_fold(
         enable_model_summary=False,
         num_sanity_val_steps=0,
         log_every_n_steps=1,
+        plugins=[AtomicCheckpointIO()],
     )
     last = fold_dir / "checkpoints" / "last.ckpt"
-    resume_from = str(last) if config.resume and last.is_file() else None
+    found = resume_checkpoint(fold_dir / "checkpoints") if config.resume else None
+    resume_from = str(found) if found is not None else None
     if resume_from:
         log.info("resuming fold %s from %s", fold.name, resume_from)
     trainer.fit(model, datamodule=datamodule, ckpt_path=resume_from)
@@ -282,6 +214,7 @@ def run_fold(
         ),
         epochs_trained=trainer.current_epoch,
         excluded=datamodule.excluded,
+        no_tissue_excluded=datamodule.empty,
         metrics=metrics,
         decision_rule=asdict(rule),
         by_decision=by_decision,
@@ -314,25 +247,45 @@ def clear_killed_writers(out_dir: Path) -> int:
     return removed
 
 
-def run_training(config: TrainConfig, callbacks: Sequence[Callback] = ()) -> TrainingResult:
+def run_training(
+    config: TrainConfig, callbacks: Sequence[Callback] = (), *, config_yaml: str | None = None
+) -> TrainingResult:
     """Train and evaluate every selected fold, then pool the test predictions.
+
+    One writer per run folder: the run holds ``<out_dir>/locks/train.lock``
+    (:func:`wsi_ncmi.batch.locks.claim_folder`) from before its first write to its end.
 
     Args:
         config: The resolved configuration.
         callbacks: Extra Lightning callbacks for every fold.
+        config_yaml: Written as ``<out_dir>/config.yaml`` once the folder is claimed.
 
     Returns:
         The pooled report, the folds and the summary table (also written to
         ``<out_dir>/metrics.json`` and ``summary.txt``).
 
     Raises:
-        ConfigError: Bad configuration or fold indices.
+        ConfigError: Bad configuration or fold indices, or another live run holds the
+            folder (the message names its pid and host).
         ManifestError: Bad manifest.
         MissingFeaturesError: Slides without features under ``missing="error"``.
         NonFiniteError: NaN/inf features or training loss.
     """
+    from wsi_ncmi.batch.locks import claim_folder
+    from wsi_ncmi.train.config import check_train_values
+
+    check_train_values(config)
     out_dir = Path(config.out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
+    with claim_folder(out_dir, "train"):
+        if config_yaml is not None:
+            write_text_atomic(out_dir / "config.yaml", config_yaml)
+        return _run_training(config, out_dir, callbacks)
+
+
+def _run_training(
+    config: TrainConfig, out_dir: Path, callbacks: Sequence[Callback]
+) -> TrainingResult:
     clear_killed_writers(out_dir)
     write_json({"version": __version__, "config": asdict(config)}, out_dir / "config.json")
     rows = read_manifest(config.data.manifest)
@@ -360,6 +313,10 @@ def run_training(config: TrainConfig, callbacks: Sequence[Callback] = ()) -> Tra
             table += (
                 f"\n{name} rule: pooled macro-F1 {alt['pooled'].get('macro_f1', float('nan')):.3f}"
             )
+    no_tissue = sorted({s for f in folds for s in f.no_tissue_excluded})
+    report["no_tissue_excluded"] = no_tissue
+    if no_tissue:
+        table += "\n" + empty_note(no_tissue)
     diagnostics = diagnostics_table(folds, config.trainer.monitor)
     table += "\n\n" + diagnostics
     write_text_atomic(out_dir / "summary.txt", table + "\n")
@@ -371,6 +328,7 @@ def run_training(config: TrainConfig, callbacks: Sequence[Callback] = ()) -> Tra
             "per_center": report["per_center"],
             "decision": config.report.decision,
             "by_decision": by_decision,
+            "no_tissue_excluded": no_tissue,
             "folds": fold_summaries,
             "diagnostics": [fold_diagnostics(f) for f in folds],
         },

@@ -237,7 +237,7 @@ def write_html_report(
 
 
 def _fmt(value: Any) -> str:
-    return "–" if value is None or value != value else f"{float(value):.3f}"
+    return "n/a" if value is None or value != value else f"{float(value):.3f}"
 
 
 def training_summary_md(
@@ -262,6 +262,14 @@ def training_summary_md(
             f"{_fmt(m.get('balanced_accuracy'))} | {_fmt(m.get('auroc_macro_ovr'))} | "
             f"{_fmt(m.get('patient_kappa_quadratic'))} |"
         )
+    from wsi_ncmi.train.empty import empty_note
+    from wsi_ncmi.train.report import undefined_notes
+
+    notes = undefined_notes(report)
+    if report.get("no_tissue_excluded"):
+        notes.append(empty_note(list(report["no_tissue_excluded"])))
+    if notes:
+        lines += ["", *(f"- {note}" for note in notes)]
     if by_decision:
         lines += ["", "## Decision rules (pooled test macro-F1)", ""]
         lines += ["| rule | macro-F1 |", "|---|---|"]

@@ -42,11 +42,14 @@ def patch_size_level0(features_file: Path, coords: NDArray[np.int64]) -> float:
     """
     import h5py
 
+    from wsi_ncmi.batch.paths import resolve_stored_path
+
     try:
         with h5py.File(features_file, "r") as h5:
-            coords_file = h5.attrs.get("coords_file")
-        if coords_file:
-            with h5py.File(str(coords_file), "r") as h5:
+            recorded = h5.attrs.get("coords_file")
+        coords_file = resolve_stored_path(str(recorded), features_file) if recorded else None
+        if coords_file is not None:
+            with h5py.File(coords_file, "r") as h5:
                 return float(h5.attrs["patch_size_level0"])
     except (OSError, KeyError):
         pass

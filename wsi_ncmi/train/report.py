@@ -136,7 +136,48 @@ def _group_metrics(
         if complete
         else float("nan")
     )
+    out["undefined"] = _undefined(out, y_true, class_names, set(true_stages.values()))
     return out
+
+
+#: Metrics that compare classes, undefined for a group whose slides share one true class.
+BETWEEN_CLASS_METRICS = ("macro_f1", "macro_f1_ci95", "kappa_quadratic")
+
+
+def _undefined(
+    out: dict[str, Any], y_true: Sequence[int], class_names: Sequence[str], stages: set[str]
+) -> dict[str, str]:
+    """Set the metrics a group cannot define to NaN; ``{metric: reason}``.
+
+    With fewer than 2 true classes, a model that predicts that class everywhere would get
+    macro-F1 and kappa 1.000 (and any other model a figure that says nothing about telling
+    classes apart): they are reported as ``n/a`` with this reason instead.
+    """
+    reasons: dict[str, str] = {}
+    present = sorted({class_names[t] for t in y_true})
+    if len(present) == 1:
+        reason = f"every test slide of this group is {present[0]!r} (fewer than 2 true classes)"
+        for key in BETWEEN_CLASS_METRICS:
+            reasons[key] = reason
+            out[key] = [float("nan"), float("nan")] if key == "macro_f1_ci95" else float("nan")
+    if len(stages) == 1 and out.get("patients"):
+        reasons["patient_kappa_quadratic"] = (
+            f"every patient of this group is {next(iter(stages))} (fewer than 2 true stages)"
+        )
+        out["patient_kappa_quadratic"] = float("nan")
+    return reasons
+
+
+def undefined_notes(report: Mapping[str, Any]) -> list[str]:
+    """One ``"n/a: <group> <metrics>: <reason>"`` line per group with undefined metrics."""
+    groups = [(f"center{c}", m) for c, m in report["per_center"].items()]
+    notes = []
+    for name, m in [*groups, ("pooled", report["pooled"])]:
+        by_reason: dict[str, list[str]] = {}
+        for key, reason in (m.get("undefined") or {}).items():
+            by_reason.setdefault(reason, []).append(key)
+        notes += [f"n/a: {name} {', '.join(k)}: {r}" for r, k in by_reason.items()]
+    return notes
 
 
 def compute_report(
@@ -294,7 +335,7 @@ def summary_table(report: Mapping[str, Any], title: str = "") -> str:
     """One-screen table: one line per test hospital and one pooled."""
 
     def fmt(value: Any) -> str:
-        return "   -  " if value is None or not math.isfinite(value) else f"{value:6.3f}"
+        return "   n/a" if value is None or not math.isfinite(value) else f"{value:6.3f}"
 
     header = (
         f"{'group':<8} {'n':>4} {'macroF1':>7} {'95% CI':>15} {'acc':>6} {'balAcc':>6} "
@@ -311,4 +352,4 @@ def summary_table(report: Mapping[str, Any], title: str = "") -> str:
             f"{fmt(m['kappa_quadratic'])} {m['patients']:>4} "
             f"{fmt(m['patient_kappa_quadratic'])}"
         )
-    return "\n".join(lines)
+    return "\n".join(lines + undefined_notes(report))

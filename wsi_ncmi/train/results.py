@@ -23,6 +23,8 @@ class FoldResult:
         best_score: Its value of the monitored validation metric.
         epochs_trained: Epochs run (early stopping may end before ``max_epochs``).
         excluded: Slides left out for missing features (``missing="exclude"``).
+        no_tissue_excluded: Blank slides (no valid patch) left out of every part
+            (:mod:`wsi_ncmi.train.empty`; ``data.include_empty`` keeps them).
         metrics: Test report of the fold (pooled and per hospital).
         decision_rule: The validation-fitted prior-aware rule (``PriorRule`` as a dict).
         by_decision: Test metrics under each decision rule.
@@ -41,6 +43,7 @@ class FoldResult:
     best_score: float | None
     epochs_trained: int
     excluded: list[str]
+    no_tissue_excluded: list[str]
     metrics: dict[str, Any]
     decision_rule: dict[str, Any]
     by_decision: dict[str, Any]
