@@ -1,68 +1,15 @@
-"""Helpers for the wsi-predict tests: bundles written by real training, and a hand-made one.
+"""A hand-made bundle for the wsi-predict tests that start from slide files.
 
-:func:`train_bundle` trains a tiny fold with the real ``run_training`` (so ``wsi-train``
-writes ``<fold>/model/``). :func:`encoder_bundle` writes a bundle around an untrained
-ABMIL for a registered encoder (``stain-stats``), for the end-to-end tests that start
-from slide files: what matters there is the pipeline, not the accuracy.
+:func:`encoder_bundle` writes a bundle around an untrained ABMIL for a registered encoder
+(``stain-stats``): what matters there is the pipeline, not the accuracy. Bundles written by
+real training come from ``run_training`` with ``_train_bags.train_config``.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import torch
-from _train_bags import ENCODER
-
-from wsi_ncmi.train.config import (
-    DataConfig,
-    LossConfig,
-    ModelConfig,
-    OptimConfig,
-    ReportConfig,
-    SplitConfig,
-    TrainConfig,
-    TrainerConfig,
-)
-
-MODEL_KWARGS: dict[str, dict[str, Any]] = {
-    "abmil": {"hidden_dim": 16, "attention_dim": 8, "dropout": 0.1},
-    "clam_sb": {"hidden_dim": 16, "attention_dim": 8, "dropout": 0.1, "top_k": 2},
-    "dsmil": {"hidden_dim": 16, "query_dim": 8, "dropout": 0.1},
-    "transmil": {"hidden_dim": 16, "num_heads": 2, "num_landmarks": 4, "dropout": 0.1},
-    "mean": {"hidden_dim": 16, "dropout": 0.1},
-    "max": {"hidden_dim": 16, "dropout": 0.1},
-}
-
-
-def train_config(
-    root: Path, out: Path, loss: str = "ce", model: str = "abmil", **split: Any
-) -> TrainConfig:
-    """A 3-epoch run on the bag cohort under ``root`` (train 0, val 1, test 2 by default)."""
-    split = split or {
-        "kind": "fixed",
-        "train_centers": [0],
-        "val_centers": [1],
-        "test_centers": [2],
-    }
-    return TrainConfig(
-        out_dir=str(out),
-        seed=1,
-        data=DataConfig(
-            manifest=str(root / "manifest.csv"),
-            features_root=str(root),
-            encoder=ENCODER,
-            max_patches_train=20,
-            batch_size=3,
-            standardize=loss == "ce",
-        ),
-        split=SplitConfig(**split),
-        model=ModelConfig(model, MODEL_KWARGS[model]),
-        loss=LossConfig(loss, {}),
-        optim=OptimConfig(lr=1e-2),
-        trainer=TrainerConfig(max_epochs=3, patience=0, accelerator="cpu"),
-        report=ReportConfig(bootstrap=10, attention_top_k=1, max_heatmaps=0, max_geojson=0),
-    )
 
 
 def encoder_bundle(

@@ -7,6 +7,7 @@ bag with a NaN for the non-finite-input tests.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -21,9 +22,27 @@ from wsi_ncmi.synth.bags import (
     write_signal_bag,
     write_tumour_truth,
 )
+from wsi_ncmi.train.config import (
+    DataConfig,
+    LossConfig,
+    ModelConfig,
+    OptimConfig,
+    ReportConfig,
+    SplitConfig,
+    TrainConfig,
+    TrainerConfig,
+)
 
 ENCODER = "test-enc"
-__all__ = ["ENCODER", "PATCH", "make_cohort", "make_manifest", "write_bag"]
+__all__ = [
+    "ENCODER",
+    "MODEL_KWARGS",
+    "PATCH",
+    "make_cohort",
+    "make_manifest",
+    "train_config",
+    "write_bag",
+]
 
 
 def make_manifest(
@@ -73,4 +92,55 @@ def make_cohort(
     """Manifest ``root/manifest.csv``, features under ``root`` and gt.json under ``root/slides``."""
     return signal_bag_cohort(
         root, encoder=ENCODER, dim=dim, seed=seed, slide_dir=root / "slides", **manifest_kwargs
+    )
+
+
+MODEL_KWARGS: dict[str, dict[str, Any]] = {
+    "abmil": {"hidden_dim": 16, "attention_dim": 8, "dropout": 0.1},
+    "clam_sb": {"hidden_dim": 16, "attention_dim": 8, "dropout": 0.1, "top_k": 2},
+    "dsmil": {"hidden_dim": 16, "query_dim": 8, "dropout": 0.1},
+    "transmil": {"hidden_dim": 16, "num_heads": 2, "num_landmarks": 4, "dropout": 0.1},
+    "mean": {"hidden_dim": 16, "dropout": 0.1},
+    "max": {"hidden_dim": 16, "dropout": 0.1},
+}
+
+
+def train_config(
+    root: Path,
+    out: Path,
+    loss: str = "ce",
+    model: str = "abmil",
+    *,
+    epochs: int = 3,
+    standardize: bool | None = None,
+    **split: Any,
+) -> TrainConfig:
+    """A short run on the bag cohort under ``root`` (train 0, val 1, test 2 by default).
+
+    Every aggregator has tiny settings (:data:`MODEL_KWARGS`); ``standardize`` defaults
+    to ``True`` for CE only, so both feature paths are exercised.
+    """
+    split = split or {
+        "kind": "fixed",
+        "train_centers": [0],
+        "val_centers": [1],
+        "test_centers": [2],
+    }
+    return TrainConfig(
+        out_dir=str(out),
+        seed=1,
+        data=DataConfig(
+            manifest=str(root / "manifest.csv"),
+            features_root=str(root),
+            encoder=ENCODER,
+            max_patches_train=20,
+            batch_size=3,
+            standardize=loss == "ce" if standardize is None else standardize,
+        ),
+        split=SplitConfig(**split),
+        model=ModelConfig(model, MODEL_KWARGS[model]),
+        loss=LossConfig(loss, {}),
+        optim=OptimConfig(lr=1e-2),
+        trainer=TrainerConfig(max_epochs=epochs, patience=0, accelerator="cpu"),
+        report=ReportConfig(bootstrap=10, attention_top_k=1, max_heatmaps=0, max_geojson=0),
     )

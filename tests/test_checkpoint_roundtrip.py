@@ -19,31 +19,13 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
-from _train_bags import ENCODER, make_cohort
+from _train_bags import make_cohort, train_config
 
 from wsi_ncmi.losses import list_losses
 from wsi_ncmi.mil import list_aggregators
-from wsi_ncmi.train.config import (
-    DataConfig,
-    LossConfig,
-    ModelConfig,
-    OptimConfig,
-    ReportConfig,
-    SplitConfig,
-    TrainConfig,
-    TrainerConfig,
-)
 from wsi_ncmi.train.fit import run_training
 from wsi_ncmi.train.folds import rescore_validation
 
-MODEL_KWARGS: dict[str, dict[str, Any]] = {
-    "abmil": {"hidden_dim": 16, "attention_dim": 8, "dropout": 0.1},
-    "clam_sb": {"hidden_dim": 16, "attention_dim": 8, "dropout": 0.1, "top_k": 2},
-    "dsmil": {"hidden_dim": 16, "query_dim": 8, "dropout": 0.1},
-    "transmil": {"hidden_dim": 16, "num_heads": 2, "num_landmarks": 4, "dropout": 0.1},
-    "mean": {"hidden_dim": 16, "dropout": 0.1},
-    "max": {"hidden_dim": 16, "dropout": 0.1},
-}
 #: Default tier: the losses that keep state between steps (centroids, class means, a
 #: feature centre) and CE, with ABMIL; NCMI-MIL with the aggregators whose extra parts
 #: it drives (CLAM-SB's instance branch, TransMIL).
@@ -78,31 +60,11 @@ def cohort(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root
 
 
-def _config(root: Path, out: Path, loss: str, model: str) -> TrainConfig:
-    return TrainConfig(
-        out_dir=str(out),
-        seed=1,
-        data=DataConfig(
-            manifest=str(root / "manifest.csv"),
-            features_root=str(root),
-            encoder=ENCODER,
-            max_patches_train=20,
-            batch_size=3,
-        ),
-        split=SplitConfig(kind="fixed", train_centers=[0], val_centers=[1], test_centers=[2]),
-        model=ModelConfig(model, MODEL_KWARGS[model]),
-        loss=LossConfig(loss, {}),
-        optim=OptimConfig(lr=1e-2),
-        trainer=TrainerConfig(max_epochs=5, patience=0, accelerator="cpu"),
-        report=ReportConfig(bootstrap=10, attention_top_k=1, max_heatmaps=0, max_geojson=0),
-    )
-
-
 @pytest.mark.parametrize(("loss", "model"), MATRIX)
 def test_selected_checkpoint_rescores_validation_to_the_bit(
     cohort: Path, tmp_path: Path, loss: str, model: str
 ) -> None:
-    config = _config(cohort, tmp_path, loss, model)
+    config = train_config(cohort, tmp_path, loss, model, epochs=5, standardize=False)
     fold = run_training(config).folds[0]
     assert fold.best_checkpoint is not None
     assert fold.best_score is not None

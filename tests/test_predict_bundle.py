@@ -17,8 +17,7 @@ from typing import Any
 import h5py
 import pytest
 import torch
-from _predict_bundles import train_config
-from _train_bags import ENCODER, make_cohort
+from _train_bags import ENCODER, make_cohort, train_config
 
 from wsi_ncmi import load_model
 from wsi_ncmi.cli.export_model import main as export_main

@@ -89,6 +89,36 @@ def criterion_kwargs(
     return {**filled, **kwargs}
 
 
+def fold_in_dim(datamodule: BagDataModule) -> int:
+    """Patch-feature width of a fold (its first training file's ``out_dim``)."""
+    return int(read_feature_attrs(datamodule.path_of(datamodule.rows["train"][0]))["out_dim"])
+
+
+def fold_criterion_kwargs(config: TrainConfig, datamodule: BagDataModule) -> dict[str, Any]:
+    """:func:`criterion_kwargs` of a fold: the config's loss arguments plus the fold's.
+
+    Args:
+        config: The run configuration.
+        datamodule: A set-up DataModule (class count, class counts, feature width).
+
+    Returns:
+        Every keyword argument the fold's loss is built with.
+    """
+    num_classes = datamodule.num_classes
+    return criterion_kwargs(
+        config.loss.name,
+        dict(config.loss.kwargs),
+        num_classes=num_classes,
+        class_counts=datamodule.class_counts(),
+        feature_dim=aggregator_embedding_dim(
+            config.model.name,
+            in_dim=fold_in_dim(datamodule),
+            num_classes=num_classes,
+            **dict(config.model.kwargs),
+        ),
+    )
+
+
 def build_loggers(kind: str, fold_dir: Path) -> list[Logger]:
     """The CSV logger (the reports read it), plus TensorBoard's when asked for.
 
@@ -121,17 +151,9 @@ def build_model(config: TrainConfig, datamodule: BagDataModule) -> MILClassifier
         The LightningModule.
     """
     num_classes = datamodule.num_classes
-    in_dim = int(read_feature_attrs(datamodule.path_of(datamodule.rows["train"][0]))["out_dim"])
+    in_dim = fold_in_dim(datamodule)
     model_kwargs = dict(config.model.kwargs)
-    criterion = build_criterion(
-        config.loss.name,
-        dict(config.loss.kwargs),
-        num_classes=num_classes,
-        class_counts=datamodule.class_counts(),
-        feature_dim=aggregator_embedding_dim(
-            config.model.name, in_dim=in_dim, num_classes=num_classes, **model_kwargs
-        ),
-    )
+    criterion = build_loss(config.loss.name, **fold_criterion_kwargs(config, datamodule))
     L.seed_everything(config.seed, workers=True, verbose=False)
     aggregator = build_aggregator(
         config.model.name,

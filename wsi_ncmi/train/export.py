@@ -26,8 +26,7 @@ from wsi_ncmi.errors import ConfigError
 from wsi_ncmi.features.store import load_bag, read_feature_attrs
 from wsi_ncmi.losses.decision import PriorRule
 from wsi_ncmi.manifest import LABELS
-from wsi_ncmi.mil import aggregator_embedding_dim
-from wsi_ncmi.train.build import criterion_kwargs
+from wsi_ncmi.train.build import fold_criterion_kwargs
 from wsi_ncmi.train.bundle import ood_score, write_bundle
 from wsi_ncmi.train.config import (
     DataConfig,
@@ -159,15 +158,7 @@ def fold_manifest(
     num_classes = datamodule.num_classes
     model_kwargs = dict(config.model.kwargs)
     criterion = model.criterion
-    loss_kwargs = criterion_kwargs(
-        config.loss.name,
-        dict(config.loss.kwargs),
-        num_classes=num_classes,
-        class_counts=datamodule.class_counts(),
-        feature_dim=aggregator_embedding_dim(
-            config.model.name, in_dim=in_dim, num_classes=num_classes, **model_kwargs
-        ),
-    )
+    loss_kwargs = fold_criterion_kwargs(config, datamodule)
     rows = [r for part in ("train", "val") for r in datamodule.rows[part]]
     manifest_bytes = Path(config.data.manifest).read_bytes()
     record = provenance({}, attrs["encoder"])
