@@ -15,7 +15,6 @@ from typing import Any
 import _faults  # noqa: F401  (tools/ on sys.path)
 import numpy as np
 import pytest
-import torch
 from faults.badinputs import SLIDE_CASES, SlideCase, slide_folder
 from faults.caches import mismatched_features, old_schema_coords, overflow_encoder
 from faults.cohorts import bag_cohort, train_config
@@ -27,13 +26,7 @@ from wsi_ncmi.features.run import ExtractConfig, run_extraction
 from wsi_ncmi.tiling import TilingConfig, make_tasks, run_tiling
 from wsi_ncmi.tiling.run import discover_slides
 
-
-@pytest.fixture(autouse=True)
-def _one_thread() -> Any:
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

@@ -301,15 +301,6 @@ def _digits_module(**loss_kwargs):
     return LossClassifier(MLP(64, (256, 256, 128)), 128, 10, loss, lr=0.1), Data()
 
 
-@pytest.fixture
-def one_thread():
-    # Tiny models on a shared 2-core machine: more intra-op threads only oversubscribe.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def _fit(epochs, **loss_kwargs):
     L.seed_everything(0, verbose=False)
     model, data = _digits_module(**loss_kwargs)
@@ -320,7 +311,7 @@ def _fit(epochs, **loss_kwargs):
     return model, result, collapse_warnings
 
 
-def test_literal_alternating_collapses_and_is_reported(one_thread):
+def test_literal_alternating_collapses_and_is_reported(one_torch_thread):
     # Class means feed the loss from the first epoch (warmup 0, no damping): classes merge.
     _, result, caught = _fit(
         3, centroids="alternating", warmup_epochs=0, warmup_steps=0, damping=1.0
@@ -330,7 +321,7 @@ def test_literal_alternating_collapses_and_is_reported(one_thread):
     assert caught
 
 
-def test_default_alternating_schedule_trains_and_q_step_uses_eval_class_means(one_thread):
+def test_default_alternating_schedule_trains_and_q_step_uses_eval_class_means(one_torch_thread):
     model, result, caught = _fit(3, centroids="alternating")
     assert result["test"]["test/accuracy"] > 0.85
     assert not result["collapsed_epochs"]

@@ -30,12 +30,7 @@ LOSS_VARIANTS = [(name, {}) for name in list_losses()] + [
 ]
 
 
-@pytest.fixture(autouse=True)
-def _one_thread() -> object:
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _kwargs(name: str) -> dict[str, int]:

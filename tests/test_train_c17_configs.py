@@ -21,16 +21,7 @@ from wsi_ncmi.synth.bags import write_signal_bag
 ENCODER = "signal16"
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # Tiny bags on a shared 2-core machine: more intra-op threads only oversubscribe
-    # (measured: 3 epochs took 106 s with the default threads under load, 9 s with one).
-    import torch
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

@@ -22,13 +22,7 @@ from wsi_ncmi.batch.locks import claim_folder, lock_dir
 from wsi_ncmi.cli.train import main
 from wsi_ncmi.train.checkpoint_io import AtomicCheckpointIO, checkpoint_problem
 
-
-@pytest.fixture(autouse=True)
-def _one_thread() -> Any:
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

@@ -18,14 +18,6 @@ COLORS = {"red": (0, 0, 220), "green": (0, 200, 0), "blue": (230, 0, 0)}  # BGR
 
 
 @pytest.fixture
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-@pytest.fixture
 def image_folder(tmp_path):
     rng = np.random.default_rng(0)
     for split, count in (("train", 12), ("val", 4)):
@@ -51,7 +43,7 @@ def test_datamodule_reads_image_folder(image_folder):
     ("loss", "loss_kwargs"),
     [("ncmi", {}), ("ncmi", {"head": "feature", "centroids": "alternating"}), ("ce", {})],
 )
-def test_train_images_end_to_end(image_folder, tmp_path, one_thread, loss, loss_kwargs):
+def test_train_images_end_to_end(image_folder, tmp_path, one_torch_thread, loss, loss_kwargs):
     config = ImageTrainConfig(
         root=str(image_folder),
         loss=loss,
@@ -74,7 +66,7 @@ def test_train_images_end_to_end(image_folder, tmp_path, one_thread, loss, loss_
     assert saved["classes"] == ["blue", "green", "red"]
 
 
-def test_cli(image_folder, tmp_path, one_thread):
+def test_cli(image_folder, tmp_path, one_torch_thread):
     argv = ["--root", str(image_folder), "--epochs", "1", "--batch-size", "12"]
     argv += ["--accelerator", "cpu", "--devices", "1", "--out-dir", str(tmp_path / "cli")]
     assert cli.main(argv) == 0
