@@ -345,31 +345,11 @@ class BagDataModule(L.LightningDataModule):
         """Whole bags of one part, in manifest order, one slide per batch.
 
         For ``"train"`` this is the training slides without sub-sampling (what the linear
-        probe of :mod:`wsi_ncmi.train.probe` fits on); validation and test bags are whole
-        already.
+        probe of :mod:`wsi_ncmi.train.probe` fits on): a bag is sub-sampled only when
+        the training sampler asks for it by epoch, so the same dataset (and its RAM
+        cache) serves. Validation and test bags are whole already.
         """
-        if part != "train":
-            return self._loader(part)
-        source = self.datasets["train"]
-        dataset = BagDataset(
-            [self.path_of(row) for row in self.rows["train"]],
-            [row.label_index for row in self.rows["train"]],
-            max_patches=None,
-            cache_in_ram=self.cache_in_ram,
-            seed=self.seed,
-            expect_dim=source.expect_dim,
-            expect_encoder=source.expect_encoder,
-            slide_norm=self.slide_norm,
-        )
-        dataset.set_standardization(source.mean, source.std)
-        return DataLoader(
-            dataset,
-            batch_size=1,
-            collate_fn=collate_bags,
-            num_workers=self.num_workers,
-            persistent_workers=False,
-            pin_memory=self.pin_memory,
-        )
+        return self._loader(part)
 
     def train_steps_per_epoch(self, accumulate_grad_batches: int = 1) -> int:
         """Optimiser steps of one training epoch: ``ceil(ceil(slides / batch) / accumulate)``."""
