@@ -84,6 +84,23 @@ def test_stale_temp_files_are_removed_only_for_dead_writers(tmp_path: Path) -> N
     assert final_path_of(other_busy) == tmp_path / "d.h5"
 
 
+def test_a_report_write_clears_what_a_killed_report_write_left(tmp_path: Path) -> None:
+    """A run killed while writing ``reports/<run>.json`` leaves its temp; the next does not."""
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()
+    reports = tmp_path / "reports"
+    reports.mkdir()
+    here = temp_path_for(reports / "x").name.split(".tmp-", 1)[1].rsplit("-", 2)[0]
+    dead = reports / f".wsi-extract_1.json.tmp-{here}-{proc.pid}-abcd"
+    alive = reports / f".wsi-extract_2.json.tmp-{here}-{os.getpid()}-abcd"
+    dead.write_text("{")
+    alive.write_text("{")
+    report = RunReport("extract")
+    written = report.write_json(reports / "wsi-extract_3.json")
+    assert json.loads(written.read_text())["stage"] == "extract"
+    assert find_temp_files(tmp_path) == [alive]  # a live writer's temp is left to it
+
+
 def test_lock_is_exclusive_and_released(tmp_path: Path) -> None:
     path = tmp_path / "locks" / "s1.lock"
     a, b = ItemLock(path, heartbeat_s=0), ItemLock(path, heartbeat_s=0)

@@ -33,6 +33,7 @@ def _assert_clean(tally: Tally) -> None:
     assert tally.injected > 0
     assert tally.recovered == tally.injected
     assert (tally.bytes_lost, tally.partial_accepted) == (0, 0)
+    assert tally.left_behind == []
     assert (tally.temp_left, tally.locks_left) == (0, 0)
     assert tally.bytes_compared > 0
 

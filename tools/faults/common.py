@@ -46,6 +46,7 @@ class Tally:
     partial_accepted: int = 0
     temp_left: int = 0
     locks_left: int = 0
+    left_behind: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
     command: str = ""
@@ -65,6 +66,12 @@ class Tally:
     def fail(self, message: str) -> None:
         """Record a problem (the kind then counts as not ok)."""
         self.problems.append(message)
+
+    def count_temp_left(self, root: Path) -> None:
+        """Count the temp files left under ``root`` and keep their paths (relative to it)."""
+        left = temp_files(root)
+        self.temp_left += len(left)
+        self.left_behind += [str(p.relative_to(root)) for p in left]
 
 
 @dataclass
@@ -109,6 +116,8 @@ class HarnessReport:
         for t in self.tallies:
             for note in t.notes:
                 lines.append(f"  note    {t.kind}: {note}")
+            for left in t.left_behind:
+                lines.append(f"  LEFT    {t.kind}: {left}")
             for problem in t.problems:
                 lines.append(f"  PROBLEM {t.kind}: {problem}")
         lines.append(f"{'ALL OK' if self.ok else 'FAILURES'} in {self.seconds:.0f} s")

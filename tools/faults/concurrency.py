@@ -15,7 +15,7 @@ import shutil
 import time
 from pathlib import Path
 
-from faults.common import Tally, kill_group, lock_files, start_cli, temp_files
+from faults.common import Tally, kill_group, lock_files, start_cli
 from faults.kill import TILE, _compare_tiling, tile_args, tile_reference
 
 
@@ -107,7 +107,7 @@ def tile_concurrency(
             tally.fail(f"trial {trial}: {len(done)} of {n_slides} slides done")
         lost = _compare_tiling(out, ref, tally)
         tally.bytes_lost += lost
-        tally.temp_left += len(temp_files(out))
+        tally.count_temp_left(out)
         tally.locks_left += len(lock_files(out / "locks"))
         tally.recovered += int(lost == 0 and len(done) == n_slides and not twice)
         shutil.rmtree(out)

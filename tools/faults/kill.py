@@ -30,7 +30,6 @@ from faults.common import (
     run_forked,
     start_cli,
     start_forked,
-    temp_files,
 )
 
 TILE = "wsi_ncmi.cli.tile"
@@ -130,7 +129,7 @@ def tile_kill_resume(
             tally.fail(f"trial {trial}: skipped {sorted(skipped)}, expected {sorted(expected)}")
         lost = _compare_tiling(out, ref, tally)
         tally.bytes_lost += lost
-        tally.temp_left += len(temp_files(out))
+        tally.count_temp_left(out)
         tally.locks_left += len(lock_files(out / "locks"))
         if planted is not None and victim is not None:
             accepted = status.get(victim) != "ok"
@@ -237,7 +236,7 @@ def extract_kill_resume(
             tally.bytes_compared += total
             lost += missing
         tally.bytes_lost += lost
-        tally.temp_left += len(temp_files(out))
+        tally.count_temp_left(out)
         tally.locks_left += len(lock_files(out / "locks"))
         if planted is not None and victim is not None:
             accepted = status.get(victim) != "ok"
@@ -325,7 +324,7 @@ def train_kill_resume(config: Path, work: Path, trials: int, seed: int) -> Tally
         missing = want_files - _run_files(out)
         if missing:
             tally.fail(f"trial {trial}: outputs missing after resume: {sorted(missing)[:5]}")
-        tally.temp_left += len(temp_files(out))
+        tally.count_temp_left(out)
         tally.recovered += int(lost + p_lost == 0 and not missing)
         if lost + p_lost:
             differs = sorted(k for k, v in want.items() if got.get(k) != v)

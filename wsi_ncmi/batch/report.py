@@ -12,7 +12,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from wsi_ncmi.batch.atomic import write_text_atomic
+from wsi_ncmi.batch.atomic import remove_stale_temp_files, write_text_atomic
 
 Status = Literal["ok", "skipped", "no_tissue", "failed", "locked"]
 STATUSES: tuple[str, ...] = ("ok", "skipped", "no_tissue", "failed", "locked")
@@ -100,8 +100,16 @@ class RunReport:
         }
 
     def write_json(self, path: str | Path) -> Path:
-        """Write the report atomically as JSON."""
+        """Write the report atomically as JSON.
+
+        The report's folder is first cleared of temp files whose writer is gone: a run
+        killed while writing its own report leaves one there, and no stage's start-up
+        sweep (which covers its output folders) looks in ``reports/``.
+        """
         self.finished = self.finished or time.time()
+        folder = Path(path).parent
+        if folder.is_dir():
+            remove_stale_temp_files(folder)
         return write_text_atomic(path, json.dumps(self.to_dict(), indent=2, default=str) + "\n")
 
     def summary(self, unit: str = "patches") -> str:

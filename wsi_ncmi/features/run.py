@@ -304,7 +304,7 @@ def run_extraction(config: ExtractConfig, encoder: EncoderModule | None = None) 
         jobs = with_gpu_decode(jobs, accelerator)
     if spec.name != config.encoder:
         out_dir = check_writable_dir(feature_path(config.out_dir, spec.name, "x").parent)
-    remove_stale_temp_files(out_dir)
+    remove_stale_temp_files(out_dir.parent)  # every encoder's folder and the weights memo
 
     def attrs_for(job: SlideJob) -> dict[str, Any]:
         return job_attrs(job, spec, config, precision)
