@@ -199,3 +199,34 @@ def test_fold_result_is_frozen_and_summarised_without_records() -> None:
     assert "records" not in fold.summary()
     assert fold.summary()["history"] == [{"epoch": 0.0}]
     assert list(fold.summary(history=False))[-2:] == ["attention", "probe"]
+
+
+def test_lightning_tip_is_dropped_and_its_other_messages_kept(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    import logging
+
+    import lightning as L
+
+    from wsi_ncmi.quiet import RANK_ZERO_LOGGER, drop_lightning_tips
+
+    log = logging.getLogger(RANK_ZERO_LOGGER)
+    installed = list(log.filters)  # an earlier test in this worker may have built a Trainer
+    for f in installed:
+        log.removeFilter(f)
+    try:
+        caplog.set_level(logging.INFO, logger=RANK_ZERO_LOGGER)
+        L.Trainer(logger=False, accelerator="cpu", enable_progress_bar=False)
+        assert "💡 Tip" in caplog.text  # what Lightning says without the filter
+        caplog.clear()
+        drop_lightning_tips()
+        drop_lightning_tips()  # idempotent: one filter
+        L.Trainer(logger=False, accelerator="cpu", enable_progress_bar=False)
+        assert "GPU available" in caplog.text  # the run's own facts still reach the user
+        assert "Tip" not in caplog.text
+        assert len(log.filters) == 1
+    finally:
+        for f in list(log.filters):
+            log.removeFilter(f)
+        for f in installed:
+            log.addFilter(f)

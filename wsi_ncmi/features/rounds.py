@@ -17,6 +17,7 @@ from wsi_ncmi.batch import ItemLock, ItemResult
 from wsi_ncmi.batch.locks import lock_dir
 from wsi_ncmi.features.dataset import SlideJob
 from wsi_ncmi.features.encoders.registry import EncoderModule
+from wsi_ncmi.quiet import drop_lightning_tips
 
 if TYPE_CHECKING:
     from wsi_ncmi.features.run import ExtractConfig
@@ -122,6 +123,7 @@ class ExtractionRound:
             strip_reads=config.strip_reads,
             loader_timeout_s=config.loader_timeout_s,
         )
+        drop_lightning_tips()
         trainer = L.Trainer(
             accelerator=setup.accelerator,
             devices=config.devices if config.devices == "auto" else int(config.devices),

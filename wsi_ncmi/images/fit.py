@@ -16,6 +16,7 @@ from wsi_ncmi.images.models import build_backbone
 from wsi_ncmi.images.module import LossClassifier
 from wsi_ncmi.losses.callbacks import CentroidUpdate, NCMIDiagnostics
 from wsi_ncmi.losses.registry import build_loss
+from wsi_ncmi.quiet import drop_lightning_tips
 
 
 def fit_classifier(
@@ -50,6 +51,7 @@ def fit_classifier(
     """
     centroids = CentroidUpdate(num_classes)
     diagnostics = NCMIDiagnostics(num_classes)
+    drop_lightning_tips()
     trainer = L.Trainer(
         max_epochs=max_epochs,
         accelerator=accelerator,

@@ -26,6 +26,7 @@ from wsi_ncmi.errors import ConfigError
 from wsi_ncmi.features.store import load_bag, read_feature_attrs
 from wsi_ncmi.losses.decision import PriorRule
 from wsi_ncmi.manifest import LABELS
+from wsi_ncmi.quiet import drop_lightning_tips
 from wsi_ncmi.train.build import fold_criterion_kwargs
 from wsi_ncmi.train.bundle import ood_score, write_bundle
 from wsi_ncmi.train.config import (
@@ -304,6 +305,7 @@ def export_checkpoint(ckpt: str | Path, out: str | Path) -> Path:
     model = build_model(config, datamodule)
     state = torch.load(ckpt, map_location="cpu", weights_only=False)  # trusted, on request
     model.load_state_dict(state["state_dict"])
+    drop_lightning_tips()
     trainer = L.Trainer(
         accelerator="cpu",
         devices=1,

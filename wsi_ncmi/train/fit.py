@@ -29,6 +29,7 @@ from wsi_ncmi.batch.atomic import write_text_atomic
 from wsi_ncmi.errors import ConfigError
 from wsi_ncmi.losses.callbacks import CentroidUpdate, EscapeMonitor, NCMIDiagnostics
 from wsi_ncmi.manifest import LABELS, ManifestRow, read_manifest
+from wsi_ncmi.quiet import drop_lightning_tips
 from wsi_ncmi.train.attention import export_attention
 from wsi_ncmi.train.build import build_loggers, build_model
 from wsi_ncmi.train.checkpoint_io import AtomicCheckpointIO, resume_checkpoint
@@ -136,6 +137,7 @@ def run_fold(
     ]
     if patience > 0:
         trainer_callbacks.append(EarlyStopping(tc.monitor, patience=patience, mode=tc.mode))
+    drop_lightning_tips()
     trainer = L.Trainer(
         max_epochs=max_epochs,
         accelerator=tc.accelerator,

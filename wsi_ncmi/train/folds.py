@@ -7,6 +7,7 @@ from pathlib import Path
 import lightning as L
 import torch
 
+from wsi_ncmi.quiet import drop_lightning_tips
 from wsi_ncmi.train.build import build_model
 from wsi_ncmi.train.config import TrainConfig
 from wsi_ncmi.train.data import BagDataModule
@@ -70,6 +71,7 @@ def rescore_validation(
     L.seed_everything(config.seed, workers=True, verbose=False)
     datamodule = fold_datamodule(config, fold_index, splits_file)
     model = build_model(config, datamodule)
+    drop_lightning_tips()
     trainer = L.Trainer(
         accelerator=config.trainer.accelerator,
         devices=1,
