@@ -195,20 +195,25 @@ def test_class_head_predicts_argmax():
 
 
 @pytest.mark.parametrize(
-    "kwargs",
+    ("kwargs", "message"),
     [
-        {"head": "logits"},
-        {"direction": "both"},
-        {"centroids": "kmeans"},
-        {"damping": 0.0},
-        {"head": "feature", "feature_dim": 2},
-        {"temperature": 0.0},
-        {"head": "feature", "feature_dim": 8, "anchors": "smoothed_onehot"},
+        ({"head": "logits"}, "head must be one of ['softmax', 'sigmax', 'feature'], got 'logits'"),
+        ({"direction": "both"}, "direction must be one of ['centroid_to_output', "
+         "'output_to_centroid'], got 'both'"),
+        ({"centroids": "kmeans"}, "centroids must be 'fixed', 'alternating' or 'ema', got 'kmeans'"),
+        ({"damping": 0.0}, "damping must be in (0, 1], got 0.0"),
+        ({"head": "feature", "feature_dim": 2},
+         "head='feature' needs feature_dim >= num_classes (4), got 2"),
+        ({"temperature": 0.0}, "temperature must be > 0, got 0.0"),
+        ({"head": "feature", "feature_dim": 8, "anchors": "smoothed_onehot"},
+         "anchors='smoothed_onehot' needs a class head, not head='feature'"),
     ],
-)
-def test_invalid_configuration_is_rejected(kwargs):
-    with pytest.raises(ConfigError):
+)  # fmt: skip
+def test_invalid_configuration_is_rejected(kwargs, message):
+    """Each bad value is refused with a message naming that option and the value given."""
+    with pytest.raises(ConfigError) as info:
         NCMILoss(C, **kwargs)
+    assert str(info.value) == message
 
 
 def _minimal_kwargs(name: str) -> dict:

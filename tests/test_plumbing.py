@@ -4,12 +4,12 @@ NaN features, the optimiser helper and the frozen training results."""
 from __future__ import annotations
 
 import json
+import math
 import os
 import socket
 import subprocess
 import sys
 import time
-from dataclasses import FrozenInstanceError
 from pathlib import Path
 
 import numpy as np
@@ -160,45 +160,82 @@ def test_nan_features_raise_non_finite_error(tmp_path: Path) -> None:
     assert not (tmp_path / "s.h5").exists()
 
 
-def test_batch_aborted_error_is_public() -> None:
+def test_a_stopped_batch_raises_the_public_error_naming_the_slide(tmp_path: Path) -> None:
+    """Library callers catch ``wsi_ncmi.BatchAbortedError`` (a ``WsiNcmiError``, exit 1)
+    when a batch without ``skip_errors`` stops at a slide; it names the slide and why."""
     import wsi_ncmi
+    from wsi_ncmi.batch import ItemResult, RunReport, run_batch
+    from wsi_ncmi.cli.common import EXIT_FAILED, exit_code
 
-    assert wsi_ncmi.BatchAbortedError is BatchAbortedFromBatch
-    assert issubclass(wsi_ncmi.BatchAbortedError, WsiNcmiError)
+    def job(item: str) -> ItemResult:
+        if item == "s2":
+            raise ConfigError("s2 has no um/px")
+        return ItemResult(item_id=item, status="ok")
+
+    with pytest.raises(wsi_ncmi.BatchAbortedError) as info:
+        run_batch(
+            ["s1", "s2", "s3"], job, item_ids=["s1", "s2", "s3"], report=RunReport("test"),
+            lock_dir=tmp_path / "locks", skip_errors=False, progress=False,
+        )  # fmt: skip
+    assert info.type is BatchAbortedFromBatch
+    assert isinstance(info.value, WsiNcmiError)
+    assert "s2 failed" in str(info.value) and "s2 has no um/px" in str(info.value)
+    assert exit_code(info.value) == EXIT_FAILED
 
 
 # -- optimiser helper and results ------------------------------------------------------
 def test_one_optimiser_helper() -> None:
+    """The settings reach the optimiser, and the schedule follows warm-up then cosine."""
     with pytest.raises(ConfigError, match="optimizer must be 'sgd' or 'adamw', got 'adam'"):
         check_choice("optimizer", "adam", ("sgd", "adamw"))
     params = [torch.nn.Parameter(torch.zeros(2))]
-    assert isinstance(
-        configure_optimization(params, optimizer="sgd", lr=0.1, weight_decay=0.0),
-        torch.optim.SGD,
-    )
+    sgd = configure_optimization(params, optimizer="sgd", lr=0.1, weight_decay=0.01, momentum=0.5)
+    assert isinstance(sgd, torch.optim.SGD)  # no schedule: the optimiser alone
+    assert {k: sgd.param_groups[0][k] for k in ("lr", "weight_decay", "momentum")} == {
+        "lr": 0.1, "weight_decay": 0.01, "momentum": 0.5,
+    }  # fmt: skip
     cosine = configure_optimization(
         params, optimizer="adamw", lr=0.1, weight_decay=0.0, scheduler="cosine",
         max_epochs=5, warmup_epochs=2,
     )  # fmt: skip
-    assert isinstance(cosine["optimizer"], torch.optim.AdamW)
-    schedule = cosine["lr_scheduler"]
-    assert isinstance(schedule["scheduler"], torch.optim.lr_scheduler.SequentialLR)
+    opt, schedule = cosine["optimizer"], cosine["lr_scheduler"]
+    assert isinstance(opt, torch.optim.AdamW)
     assert schedule["interval"] == "epoch"
+    lrs = []
+    for _ in range(5):
+        lrs.append(opt.param_groups[0]["lr"])
+        opt.step()
+        schedule["scheduler"].step()
+    # Linear warm-up from 0.1 x lr over 2 epochs, then cosine to 0 over the other 3.
+    half = 0.1 * (1 + math.cos(math.pi / 3)) / 2
+    low = 0.1 * (1 + math.cos(2 * math.pi / 3)) / 2
+    assert lrs == pytest.approx([0.01, 0.055, 0.1, half, low])
     unbounded = configure_optimization(
         params, optimizer="adam", lr=0.1, weight_decay=0.0, scheduler="cosine", max_epochs=-1
     )
-    assert isinstance(unbounded, torch.optim.Adam)
+    assert isinstance(unbounded, torch.optim.Adam)  # no end to anneal to: constant lr
+    assert unbounded.param_groups[0]["lr"] == 0.1
 
 
-def test_fold_result_is_frozen_and_summarised_without_records() -> None:
+def test_fold_summary_leaves_out_records_and_optionally_the_history() -> None:
+    """The fold's ``metrics.json`` keeps its history; the run's leaves it out; neither
+    carries the per-slide prediction records (they go to predictions.csv)."""
+    records = [{"slide_id": "s1", "pred": 0}]
     fold = FoldResult(
-        "fixed", [3], None, None, 2, [], [], {"pooled": {}}, {}, {}, {}, {}, [{"epoch": 0.0}], [{}]
-    )
-    with pytest.raises(FrozenInstanceError):
-        fold.__setattr__("fold", "other")
-    assert "records" not in fold.summary()
-    assert fold.summary()["history"] == [{"epoch": 0.0}]
-    assert list(fold.summary(history=False))[-2:] == ["attention", "probe"]
+        "fixed", [3], "best.ckpt", 0.5, 2, ["gone"], [], {"pooled": {"macro_f1": 0.5}},
+        {"lam": 0.0}, {}, {}, {"test_macro_f1": 0.4}, [{"epoch": 0.0}], records,
+    )  # fmt: skip
+    full = fold.summary()
+    assert list(full) == [
+        "fold", "test_centers", "best_checkpoint", "best_score", "epochs_trained",
+        "excluded", "no_tissue_excluded", "metrics", "decision_rule", "by_decision",
+        "attention", "probe", "history",
+    ]  # fmt: skip
+    assert full["history"] == [{"epoch": 0.0}]
+    assert full["probe"] == {"test_macro_f1": 0.4}
+    short = fold.summary(history=False)
+    assert list(short) == list(full)[:-1]
+    assert fold.records == records  # still on the result, for predictions.csv
 
 
 def test_lightning_tip_is_dropped_and_its_other_messages_kept(
