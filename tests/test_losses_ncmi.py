@@ -200,7 +200,8 @@ def test_class_head_predicts_argmax():
         ({"head": "logits"}, "head must be one of ['softmax', 'sigmax', 'feature'], got 'logits'"),
         ({"direction": "both"}, "direction must be one of ['centroid_to_output', "
          "'output_to_centroid'], got 'both'"),
-        ({"centroids": "kmeans"}, "centroids must be 'fixed', 'alternating' or 'ema', got 'kmeans'"),
+        ({"centroids": "kmeans"},
+         "centroids must be 'fixed', 'alternating' or 'ema', got 'kmeans'"),
         ({"damping": 0.0}, "damping must be in (0, 1], got 0.0"),
         ({"head": "feature", "feature_dim": 2},
          "head='feature' needs feature_dim >= num_classes (4), got 2"),

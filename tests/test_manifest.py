@@ -27,8 +27,19 @@ def _write(tmp_path: Path, text: str) -> Path:
     return path
 
 
-def test_labels_order() -> None:
-    assert LABELS == ("negative", "itc", "micro", "macro")
+def test_label_indices_rank_severity_as_the_pn_stage_does(camelyon_manifest_path: Path) -> None:
+    """Class indices are ordered by metastasis size: on the real label file, each patient's
+    worst node (highest index) gives its pN stage (pN0, pN0(i+), pN1mi, pN1/pN2)."""
+    stage_of_worst = {0: {"pN0"}, 1: {"pN0(i+)"}, 2: {"pN1mi"}, 3: {"pN1", "pN2"}}
+    worst: dict[str, int] = collections.defaultdict(int)
+    stages = {}
+    for row in read_manifest(camelyon_manifest_path):
+        assert LABELS[row.label_index] == row.label
+        worst[row.patient_id] = max(worst[row.patient_id], row.label_index)
+        stages[row.patient_id] = dict(row.extra)["pN_stage"]
+    assert len(worst) == 100
+    for patient, index in worst.items():
+        assert stages[patient] in stage_of_worst[index], patient
 
 
 def test_reads_good_manifest(tmp_path: Path) -> None:

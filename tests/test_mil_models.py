@@ -11,8 +11,8 @@ from wsi_ncmi.mil import MILOutput, build_aggregator, list_aggregators
 from wsi_ncmi.mil.clam_sb import ClamOutput
 from wsi_ncmi.mil.transmil import NystromAttention, newton_schulz_pinv
 from wsi_ncmi.train.batching import collate_bags
-from wsi_ncmi.train.build import build_criterion
-from wsi_ncmi.train.module import MILClassifier
+from wsi_ncmi.train.build import FoldShape, build_module
+from wsi_ncmi.train.config import LossConfig, ModelConfig, OptimConfig, TrainConfig
 
 IN_DIM = 12
 NUM_CLASSES = 4
@@ -48,22 +48,19 @@ def test_registry_lists_every_architecture() -> None:
 def test_every_model_and_loss_takes_a_training_step(
     model_name: str, loss_name: str, loss_kwargs: dict[str, object]
 ) -> None:
-    torch.manual_seed(0)
-    probe = build_aggregator(
-        model_name, in_dim=IN_DIM, num_classes=NUM_CLASSES, **_kwargs(model_name)
+    """The module ``wsi-train`` builds (:func:`build_module`, as ``build_model`` does for
+    a fold) takes real training steps: finite loss, probabilities, updated weights."""
+    config = TrainConfig(
+        model=ModelConfig(model_name, _kwargs(model_name)),
+        loss=LossConfig(loss_name, dict(loss_kwargs)),
+        optim=OptimConfig(lr=1e-2),
     )
-    criterion = build_criterion(
-        loss_name,
-        dict(loss_kwargs),
-        num_classes=NUM_CLASSES,
-        class_counts=[3, 1, 1, 2],
-        feature_dim=int(probe.hidden_dim),
-    )
-    head = criterion.output_dim(NUM_CLASSES)
-    aggregator = build_aggregator(
-        model_name, in_dim=IN_DIM, num_classes=head or 0, **_kwargs(model_name)
-    )
-    module = MILClassifier(aggregator, criterion, NUM_CLASSES, lr=1e-2)
+    module = build_module(config, FoldShape(IN_DIM, NUM_CLASSES, (3, 1, 1, 2)))
+    criterion = module.criterion
+    # The class head exists exactly when the loss wants class logits (never zero-width).
+    heads = [m for m in module.aggregator.modules() if isinstance(m, torch.nn.Linear)]
+    assert all(m.out_features > 0 for m in heads)
+    assert (criterion.output_dim(NUM_CLASSES) == NUM_CLASSES) == criterion.needs_class_head
     optimizer = torch.optim.AdamW(module.parameters(), lr=1e-2)
     before = [p.detach().clone() for p in module.aggregator.parameters()]
     bags = [
@@ -79,6 +76,8 @@ def test_every_model_and_loss_takes_a_training_step(
         loss.backward()
         optimizer.step()
         outputs, _ = module.loss_inputs(batch)
+        width = NUM_CLASSES if criterion.needs_class_head else module.aggregator.hidden_dim
+        assert outputs.shape == (int(batch["target"].shape[0]), width)
         probs = module.class_scores(outputs.detach())
         n = int(batch["target"].shape[0])
         assert probs.shape == (n, NUM_CLASSES)

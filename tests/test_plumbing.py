@@ -179,7 +179,8 @@ def test_a_stopped_batch_raises_the_public_error_naming_the_slide(tmp_path: Path
         )  # fmt: skip
     assert info.type is BatchAbortedFromBatch
     assert isinstance(info.value, WsiNcmiError)
-    assert "s2 failed" in str(info.value) and "s2 has no um/px" in str(info.value)
+    assert "s2 failed" in str(info.value)
+    assert "s2 has no um/px" in str(info.value)
     assert exit_code(info.value) == EXIT_FAILED
 
 

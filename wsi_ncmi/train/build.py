@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -94,6 +95,44 @@ def fold_in_dim(datamodule: BagDataModule) -> int:
     return int(read_feature_attrs(datamodule.path_of(datamodule.rows["train"][0]))["out_dim"])
 
 
+@dataclass(frozen=True)
+class FoldShape:
+    """What a fold's data fixes about its model.
+
+    Attributes:
+        in_dim: Patch-feature width ``D``.
+        num_classes: ``C``.
+        class_counts: Training slides per class (length ``C``).
+    """
+
+    in_dim: int
+    num_classes: int
+    class_counts: tuple[int, ...]
+
+
+def fold_shape(datamodule: BagDataModule) -> FoldShape:
+    """The :class:`FoldShape` of a set-up DataModule."""
+    return FoldShape(
+        fold_in_dim(datamodule), datamodule.num_classes, tuple(datamodule.class_counts())
+    )
+
+
+def shape_criterion_kwargs(config: TrainConfig, shape: FoldShape) -> dict[str, Any]:
+    """:func:`criterion_kwargs` for ``config``'s loss on data of ``shape``."""
+    return criterion_kwargs(
+        config.loss.name,
+        dict(config.loss.kwargs),
+        num_classes=shape.num_classes,
+        class_counts=shape.class_counts,
+        feature_dim=aggregator_embedding_dim(
+            config.model.name,
+            in_dim=shape.in_dim,
+            num_classes=shape.num_classes,
+            **dict(config.model.kwargs),
+        ),
+    )
+
+
 def fold_criterion_kwargs(config: TrainConfig, datamodule: BagDataModule) -> dict[str, Any]:
     """:func:`criterion_kwargs` of a fold: the config's loss arguments plus the fold's.
 
@@ -104,19 +143,7 @@ def fold_criterion_kwargs(config: TrainConfig, datamodule: BagDataModule) -> dic
     Returns:
         Every keyword argument the fold's loss is built with.
     """
-    num_classes = datamodule.num_classes
-    return criterion_kwargs(
-        config.loss.name,
-        dict(config.loss.kwargs),
-        num_classes=num_classes,
-        class_counts=datamodule.class_counts(),
-        feature_dim=aggregator_embedding_dim(
-            config.model.name,
-            in_dim=fold_in_dim(datamodule),
-            num_classes=num_classes,
-            **dict(config.model.kwargs),
-        ),
-    )
+    return shape_criterion_kwargs(config, fold_shape(datamodule))
 
 
 def build_loggers(kind: str, fold_dir: Path) -> list[Logger]:
@@ -148,30 +175,44 @@ def build_model(config: TrainConfig, datamodule: BagDataModule) -> MILClassifier
         datamodule: A set-up DataModule (gives the feature dim and class counts).
 
     Returns:
+        The LightningModule (:func:`build_module` on the fold's :class:`FoldShape`).
+    """
+    return build_module(config, fold_shape(datamodule))
+
+
+def build_module(config: TrainConfig, shape: FoldShape) -> MILClassifier:
+    """Aggregator + loss + LightningModule for data of ``shape`` (seeded by ``config.seed``).
+
+    The loss is built first (its run-dependent arguments from ``shape``), then the
+    random state is seeded and the aggregator built, with a class head only when the loss
+    wants logits.
+
+    Args:
+        config: The run configuration (model, loss, optimiser, seed).
+        shape: Feature width, class count and training class counts.
+
+    Returns:
         The LightningModule.
     """
-    num_classes = datamodule.num_classes
-    in_dim = fold_in_dim(datamodule)
-    model_kwargs = dict(config.model.kwargs)
-    criterion = build_loss(config.loss.name, **fold_criterion_kwargs(config, datamodule))
+    criterion = build_loss(config.loss.name, **shape_criterion_kwargs(config, shape))
     L.seed_everything(config.seed, workers=True, verbose=False)
     aggregator = build_aggregator(
         config.model.name,
-        in_dim=in_dim,
-        num_classes=num_classes,
+        in_dim=shape.in_dim,
+        num_classes=shape.num_classes,
         class_head=criterion.needs_class_head,
-        **model_kwargs,
+        **dict(config.model.kwargs),
     )
     optim = config.optim
     return MILClassifier(
         aggregator,
         criterion,
-        num_classes,
+        shape.num_classes,
         optimizer=optim.optimizer,
         lr=optim.lr,
         weight_decay=optim.weight_decay,
         scheduler=optim.scheduler,
         warmup_epochs=optim.warmup_epochs,
         seed=config.seed,
-        class_counts=datamodule.class_counts(),
+        class_counts=list(shape.class_counts),
     )
