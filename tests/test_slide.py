@@ -248,6 +248,22 @@ def test_fast_whole_level_equals_openslide_compositor(path: Path, tmp_path: Path
 
 
 def test_fast_whole_level_falls_back_on_corrupt_tile(tmp_path: Path) -> None:
+    """A whole level is decoded by tifffile when it can; a corrupt tile there hands the
+    read to OpenSlide, whose error (naming the region) is what the user gets."""
+    from wsi_ncmi.slide.backends import _tifffile_whole_level
+
     path = corrupt_first_tile(write_pyramid_tiff(tmp_path / "c.tif", tissue_image(), mpp=0.5))
-    with open_slide(path, "openslide") as slide, pytest.raises(CorruptTileError):
-        slide.read_level(0)
+    with open_slide(path, "openslide") as slide:
+        with pytest.raises(Exception) as fast:  # the decoder's own error type
+            _tifffile_whole_level(slide.path, 0, slide.level_dimensions[0])
+        assert not isinstance(fast.value, CorruptTileError)
+        with pytest.raises(CorruptTileError) as info:
+            slide.read_level(0)
+        message = str(info.value)
+        assert "failed to decode region at level-0 (0, 0), level 0, size 640x480" in message
+        assert "OpenSlideError: Not a JPEG file" in message  # raised by the fallback
+        # The intact level 1 takes the fast path, with OpenSlide's compositor's pixels.
+        fast_pixels = _tifffile_whole_level(slide.path, 1, slide.level_dimensions[1])
+        assert np.array_equal(slide.read_level(1), fast_pixels)
+        w, h = slide.level_dimensions[1]
+        assert np.array_equal(fast_pixels, slide.read_region((0, 0), 1, (w, h)))
