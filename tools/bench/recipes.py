@@ -22,6 +22,7 @@ import itertools
 import json
 import math
 import sys
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +30,7 @@ import yaml
 
 from wsi_ncmi.bench.config import BenchConfig, load_config
 from wsi_ncmi.bench.suite import expand_grid, split_configs, tuned_models
+from wsi_ncmi.train.config import OptimConfig
 
 
 def tuning_results(split_dir: Path) -> list[dict[str, Any]]:
@@ -96,7 +98,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--split", default="loho", help="the split name in sweep.splits")
     parser.add_argument("--out", type=Path, default=Path("configs/recipes.yaml"))
     args = parser.parse_args(argv)
-    configs = split_configs(load_config(args.config))
+    base = load_config(args.config)
+    configs = split_configs(base)
     config = configs.get(args.split) or configs.get("")
     if config is None:
         print(f"no split {args.split!r} in {args.config}", file=sys.stderr)
@@ -106,8 +109,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"no finished tuning cells under {args.split_dir}", file=sys.stderr)
         return 2
     train = config.train
+    optim = {**asdict(OptimConfig()), **(train.get("optim") or {})}
     record = {
-        "bench": config.name,
+        "bench": base.name,
         "bench_config": args.config,
         "split": args.split,
         "metric": config.sweep.tuning.metric,
@@ -118,6 +122,8 @@ def main(argv: list[str] | None = None) -> int:
             "trainer.max_steps": (train.get("trainer") or {}).get("max_steps"),
             "trainer.patience_steps": (train.get("trainer") or {}).get("patience_steps"),
             "trainer.monitor": (train.get("trainer") or {}).get("monitor"),
+            "optim.optimizer": optim["optimizer"],
+            "optim.scheduler": optim["scheduler"],
         },
         "losses": recipes,
     }

@@ -21,25 +21,26 @@ import platform
 import re
 import time
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from wsi_ncmi.bench.config import BenchConfig
 from wsi_ncmi.bench.plan import CELL_SCHEMA, Cell, cell_hash, train_config_for
 
 RESULT_NAME = "result.json"
 PREDICTIONS_NAME = "predictions.csv"
-#: Validation values kept from the selected epoch.
+#: Validation values kept from the selected epoch (logged as ``val/<key>``).
 VAL_KEYS = (
-    "val/macro_f1",
-    "val/macro_f1_calibrated",
-    "val/prior_scale",
-    "val/accuracy",
-    "val/balanced_accuracy",
-    "val/loss",
-    "val/cmi",
-    "val/gamma",
-    "val/ncmi",
+    "macro_f1",
+    "macro_f1_calibrated",
+    "prior_scale",
+    "accuracy",
+    "balanced_accuracy",
+    "loss",
+    "cmi",
+    "gamma",
+    "ncmi",
 )
 
 
@@ -124,10 +125,10 @@ def run_cell(config: BenchConfig, cell: Cell) -> dict[str, Any]:
         "best_score": fold.best_score,
         "best_epoch": best_epoch,
         "epochs_trained": fold.epochs_trained,
-        "val": {key.split("/", 1)[1]: selected[key] for key in VAL_KEYS if key in selected},
+        "val": {key: selected[f"val/{key}"] for key in VAL_KEYS if f"val/{key}" in selected},
         "history": [
             {"epoch": int(h["epoch"])}
-            | {key.split("/", 1)[1]: h[key] for key in VAL_KEYS if key in h}
+            | {key: h[f"val/{key}"] for key in VAL_KEYS if f"val/{key}" in h}
             for h in history
         ],
         "test": fold.metrics,
@@ -145,8 +146,23 @@ def run_cell(config: BenchConfig, cell: Cell) -> dict[str, Any]:
     return result
 
 
-#: What :func:`run_cell_job` returns for a cell that another job holds.
-CLAIMED = "claimed by another job"
+@dataclass(frozen=True)
+class CellOutcome:
+    """What one :func:`run_cell_job` call came to.
+
+    Attributes:
+        cell_id: The cell.
+        status: ``trained`` (this job trained it), ``finished_elsewhere`` (another job
+            finished it while this one waited for it), ``claimed`` (another live job holds
+            it now) or ``failed``.
+        result: The cell's ``result.json`` record (``trained``, ``finished_elsewhere``).
+        error: ``"<ErrorType>: <message>"`` (``failed``).
+    """
+
+    cell_id: str
+    status: Literal["trained", "finished_elsewhere", "claimed", "failed"]
+    result: dict[str, Any] | None = None
+    error: str | None = None
 
 
 def cell_lock_path(config: BenchConfig, cell: Cell) -> Path:
@@ -156,8 +172,8 @@ def cell_lock_path(config: BenchConfig, cell: Cell) -> Path:
     return lock_file(lock_dir(config.out_dir), cell.cell_id)
 
 
-def run_cell_job(args: tuple[BenchConfig, Cell, int | None]) -> tuple[str, dict[str, Any] | str]:
-    """Process-pool entry: ``(cell_id, result)``, ``(cell_id, CLAIMED)`` or an error message.
+def run_cell_job(args: tuple[BenchConfig, Cell, int | None]) -> CellOutcome:
+    """Process-pool entry: train one cell unless another job holds or finished it.
 
     The cell is claimed with the stages' lock protocol (:class:`wsi_ncmi.batch.ItemLock`)
     before it trains, so several ``wsi-bench`` jobs (SLURM array tasks, ``--shard i/N``)
@@ -174,13 +190,13 @@ def run_cell_job(args: tuple[BenchConfig, Cell, int | None]) -> tuple[str, dict[
 
     lock = take_lock(cell_lock_path(config, cell))
     if lock is None:
-        return cell.cell_id, CLAIMED
+        return CellOutcome(cell.cell_id, "claimed")
     try:
         finished = read_result(config, cell)
         if finished is not None and finished.get("config_hash") == expected_hash(config, cell):
-            return cell.cell_id, finished | {"_finished_elsewhere": True}
-        return cell.cell_id, run_cell(config, cell)
+            return CellOutcome(cell.cell_id, "finished_elsewhere", result=finished)
+        return CellOutcome(cell.cell_id, "trained", result=run_cell(config, cell))
     except (WsiNcmiError, RuntimeError, ValueError, OSError) as err:
-        return cell.cell_id, f"{type(err).__name__}: {err}"
+        return CellOutcome(cell.cell_id, "failed", error=f"{type(err).__name__}: {err}")
     finally:
         lock.release()

@@ -17,7 +17,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from wsi_ncmi.bench.cells import PREDICTIONS_NAME
+from wsi_ncmi.bench.cells import PREDICTIONS_NAME, VAL_KEYS
 from wsi_ncmi.manifest import LABELS, ManifestRow
 
 TEST_KEYS = (
@@ -30,17 +30,6 @@ TEST_KEYS = (
     "patients",
     "patient_kappa_quadratic",
     "patient_stage_accuracy",
-)
-VAL_KEYS = (
-    "macro_f1",
-    "macro_f1_calibrated",
-    "prior_scale",
-    "accuracy",
-    "balanced_accuracy",
-    "loss",
-    "cmi",
-    "gamma",
-    "ncmi",
 )
 RunKey = tuple[str, str, int]  # (model, loss, seed)
 

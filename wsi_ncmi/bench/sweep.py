@@ -28,7 +28,13 @@ from typing import Any
 from tqdm import tqdm
 
 from wsi_ncmi.batch.shard import parse_shard, shard_of
-from wsi_ncmi.bench.cells import CLAIMED, cell_dir, expected_hash, read_result, run_cell_job
+from wsi_ncmi.bench.cells import (
+    CellOutcome,
+    cell_dir,
+    expected_hash,
+    read_result,
+    run_cell_job,
+)
 from wsi_ncmi.bench.config import BenchConfig, to_dict
 from wsi_ncmi.bench.plan import Cell, plan_cells, write_splits
 from wsi_ncmi.errors import ConfigError
@@ -227,18 +233,16 @@ def run_sweep(
     )
     started = time.perf_counter()
 
-    def record(cell_id: str, value: dict[str, Any] | str) -> None:
-        if isinstance(value, dict) and value.pop("_finished_elsewhere", False):
-            outcome.results.append(value)
-            outcome.skipped.append(cell_id)
-        elif isinstance(value, dict):
-            outcome.results.append(value)
-            outcome.ran.append(cell_id)
-        elif value == CLAIMED:
+    def record(done: CellOutcome) -> None:
+        cell_id = done.cell_id
+        if done.result is not None:
+            outcome.results.append(done.result)
+            (outcome.ran if done.status == "trained" else outcome.skipped).append(cell_id)
+        elif done.status == "claimed":
             outcome.claimed.append(cell_id)
         else:
-            outcome.failed[cell_id] = value
-            log.error("cell %s failed: %s", cell_id, value)
+            outcome.failed[cell_id] = str(done.error)
+            log.error("cell %s failed: %s", cell_id, done.error)
         bar.update(1)
         bar.set_postfix_str(cell_id, refresh=True)
 
@@ -250,14 +254,14 @@ def run_sweep(
                 torch.set_num_threads(config.torch_threads)
             for cell in todo:
                 bar.set_postfix_str(f"training {cell.cell_id}", refresh=True)
-                record(*run_cell_job((config, cell, None)))
+                record(run_cell_job((config, cell, None)))
         elif todo:
             pool, owned = _job_pool(jobs)
             futures = []
             try:
                 futures = [pool.submit(run_cell_job, (config, c, threads)) for c in todo]
                 for future in as_completed(futures):
-                    record(*future.result())
+                    record(future.result())
             except BaseException:
                 # Ctrl-C (or any error here): start no further cell. The cells running now
                 # stop with the interrupt (same process group) or finish; both are safe,
