@@ -14,12 +14,14 @@ from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 
 from wsi_ncmi.errors import CorruptTileError
 from wsi_ncmi.slide.mpp import MppInfo, resolve_mpp
+
+_SlideT = TypeVar("_SlideT", bound="Slide")
 
 
 def rgba_to_rgb_over_white(rgba: np.ndarray) -> np.ndarray:
@@ -99,7 +101,7 @@ class Slide(ABC):
         if handle is not None and self._pid == os.getpid():
             handle.close()
 
-    def __enter__(self) -> Slide:
+    def __enter__(self: _SlideT) -> _SlideT:
         return self
 
     def __exit__(
