@@ -60,8 +60,12 @@ def centroids(p: Tensor, y: Tensor, num_classes: int) -> Tensor:
 def dataset_terms(p: Tensor, y: Tensor, direction: str, normalization: str):
     """Dataset CMI and Γ over the present classes, with empirical centroids."""
     classes = sorted({int(v) for v in y})
-    q = {c: sum(p[i].double() for i in range(len(y)) if int(y[i]) == c) for c in classes}
-    q = {c: v / sum(1 for i in range(len(y)) if int(y[i]) == c) for c, v in q.items()}
+    q: dict[int, Tensor] = {}
+    for c in classes:
+        members = [p[i].double() for i in range(len(y)) if int(y[i]) == c]
+        total = sum(members)
+        assert isinstance(total, Tensor)  # c occurs in y: at least one member
+        q[c] = total / len(members)
     z = len(classes) if normalization == "num_classes" else len(classes) - 1
     cmi = sum(kl(p[i], q[int(y[i])]) for i in range(len(y))) / len(y)
     gam = 0.0

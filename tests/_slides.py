@@ -24,11 +24,10 @@ def write_pyramid_tiff(
     """
     import cv2
 
-    kwargs: dict[str, object] = {}
+    resolution: tuple[float, float] | None = None  # tifffile's default: none written
+    resolutionunit = "NONE"
     if mpp is not None:
-        kwargs = {"resolution": (1e4 / mpp, 1e4 / mpp), "resolutionunit": "CENTIMETER"}
-    else:
-        kwargs = {"resolutionunit": "NONE"}
+        resolution, resolutionunit = (1e4 / mpp, 1e4 / mpp), "CENTIMETER"
     with tifffile.TiffWriter(path) as tif:
         img = image
         for level in range(levels):
@@ -39,7 +38,7 @@ def write_pyramid_tiff(
                 )
                 if mpp is not None:
                     scale = 2**level
-                    kwargs["resolution"] = (1e4 / (mpp * scale), 1e4 / (mpp * scale))
+                    resolution = (1e4 / (mpp * scale), 1e4 / (mpp * scale))
             tif.write(
                 img,
                 photometric="rgb",
@@ -47,7 +46,8 @@ def write_pyramid_tiff(
                 compression=compression,
                 subfiletype=1 if level else 0,
                 metadata=None,
-                **kwargs,
+                resolution=resolution,
+                resolutionunit=resolutionunit,
             )
     return path
 
