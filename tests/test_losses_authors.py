@@ -15,9 +15,10 @@ import pytest
 import torch
 
 from wsi_ncmi.errors import ConfigError
-from wsi_ncmi.losses import CentroidCollapseWarning, build_loss
+from wsi_ncmi.losses import CentroidCollapseWarning, ClassificationLoss, NCMILoss, build_loss
 from wsi_ncmi.losses import functional as LF
 from wsi_ncmi.mil import build_aggregator
+from wsi_ncmi.mil.clam_sb import ClamSB
 
 C = 4
 M = 7  # embedding width
@@ -45,6 +46,7 @@ def _authors_oracle(
 
 def test_loss_matches_the_loop_oracle_and_the_anchors_never_move() -> None:
     loss = build_loss("ncmi_authors", num_classes=C, feature_dim=M, temperature=0.5)
+    assert isinstance(loss, NCMILoss)
     g = torch.Generator().manual_seed(0)
     first = torch.randn(6, M, generator=g, dtype=torch.float64) + 2.0
     e = torch.randn(10, M, generator=g, dtype=torch.float64) + 2.0
@@ -80,11 +82,11 @@ def test_only_the_authors_two_arguments_are_exposed() -> None:
         build_loss("ncmi_authors", num_classes=C, center_decay=1.0)
 
 
-def _pass_before_any_class_means(loss: torch.nn.Module, predicted: torch.Tensor) -> list[str]:
+def _pass_before_any_class_means(loss: ClassificationLoss, predicted: torch.Tensor) -> list[str]:
     sums = torch.rand(C, M) + 0.1
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        loss.q_step(sums, torch.full((C,), 5.0), 0, predicted)  # type: ignore[operator]
+        loss.q_step(sums, torch.full((C,), 5.0), 0, predicted)
     return [str(w.message) for w in caught if issubclass(w.category, CentroidCollapseWarning)]
 
 
@@ -106,6 +108,7 @@ def test_clam_sb_keeps_its_instance_branch_without_a_class_head() -> None:
     model = build_aggregator(
         "clam_sb", in_dim=6, num_classes=C, class_head=False, hidden_dim=8, top_k=2
     )
+    assert isinstance(model, ClamSB)
     assert model.classifier is None
     assert len(model.instance_classifiers) == C
     out = model(torch.randn(2, 9, 6))
@@ -113,7 +116,10 @@ def test_clam_sb_keeps_its_instance_branch_without_a_class_head() -> None:
     aux = model.auxiliary_loss(out, torch.tensor([1, 3]))
     assert float(aux) > 0
     aux.backward()
-    grads = [h.weight.grad for h in model.instance_classifiers]
+    grads = []
+    for head in model.instance_classifiers:
+        assert isinstance(head, torch.nn.Linear)
+        grads.append(head.weight.grad)
     # The instance classifiers of the two bags' classes learn; the others get no gradient.
     assert grads[1] is not None
     assert float(grads[1].abs().sum()) > 0

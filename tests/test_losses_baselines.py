@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from wsi_ncmi.errors import ConfigError
-from wsi_ncmi.losses import build_loss
+from wsi_ncmi.losses import CMICLoss, build_loss
 from wsi_ncmi.losses import functional as LF
 
 C = 3
@@ -80,6 +80,7 @@ def test_cmic_is_ce_plus_lambda_cmi_minus_beta_gamma():
     loss = build_loss(
         "cmic", num_classes=C, cmi_weight=0.7, gamma_weight=0.3, warmup_steps=0
     ).eval()
+    assert isinstance(loss, CMICLoss)
     q = torch.softmax(torch.randn(C, C), -1)
     loss.state.centroids.copy_(q)
     out = loss(Z, Y)

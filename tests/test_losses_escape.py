@@ -42,8 +42,9 @@ def test_a_simplex_corner_beats_the_honest_label_ignoring_output():
 def test_the_bounded_direction_has_no_such_escape():
     """With KL(P ‖ Q_c) the separation is bounded by the anchors' smoothing."""
     anchors = LF.smoothed_onehot_anchors(4, 0.1)
-    kwargs = {"direction": "output_to_centroid"}
-    _, _, corner_gamma = shared_output_ncmi(_corner(0), anchors, DEMO_COUNTS, **kwargs)
+    _, _, corner_gamma = shared_output_ncmi(
+        _corner(0), anchors, DEMO_COUNTS, direction="output_to_centroid"
+    )
     assert corner_gamma < -math.log(0.1 / 4) + 1e-9
 
 
@@ -60,8 +61,9 @@ def test_the_feature_head_bounds_every_output_coordinate():
 
 def test_escape_reason_fires_on_the_signature_only():
     rising = [0.9, 1.5, 3.0, 6.0, 11.0]
-    assert escape_reason(rising, [1.0] * 5) is not None
-    assert "ncmi_mil" in escape_reason(rising, [1.0] * 5)
+    reason = escape_reason(rising, [1.0] * 5)
+    assert reason is not None
+    assert "ncmi_mil" in reason
     # Healthy runs: predictions vary, or Γ does not grow, or too few epochs.
     assert escape_reason(rising, [1.0, 1.0, 2.5, 2.7, 3.0]) is None
     assert escape_reason([0.9, 1.0, 1.1, 1.0, 1.1], [1.0] * 5) is None

@@ -5,10 +5,11 @@ import pytest
 import torch
 
 from wsi_ncmi.losses import functional as LF
+from wsi_ncmi.losses.functional import Direction, Normalization, Reduction
 
-DIRECTIONS = ["centroid_to_output", "output_to_centroid"]
-NORMALIZATIONS = ["num_classes", "num_classes_minus_one"]
-REDUCTIONS = ["mean_of_ratios", "ratio_of_means"]
+DIRECTIONS: list[Direction] = ["centroid_to_output", "output_to_centroid"]
+NORMALIZATIONS: list[Normalization] = ["num_classes", "num_classes_minus_one"]
+REDUCTIONS: list[Reduction] = ["mean_of_ratios", "ratio_of_means"]
 
 
 def _simplex(n: int, k: int, seed: int, scale: float = 2.0) -> torch.Tensor:

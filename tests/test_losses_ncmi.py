@@ -20,13 +20,14 @@ from wsi_ncmi.losses import (
     list_losses,
 )
 from wsi_ncmi.losses import functional as LF
+from wsi_ncmi.losses.ncmi import Head
 
 C = 4
 HEADS = ["softmax", "sigmax", "feature"]
 MODES = ["fixed", "alternating", "ema"]
 
 
-def _loss(head: str = "sigmax", **kwargs) -> NCMILoss:
+def _loss(head: Head = "sigmax", **kwargs) -> NCMILoss:
     if head == "feature":
         kwargs.setdefault("feature_dim", 6)
     return NCMILoss(C, head=head, **kwargs)
@@ -217,9 +218,9 @@ def test_invalid_configuration_is_rejected(kwargs, message):
     assert str(info.value) == message
 
 
-def _minimal_kwargs(name: str) -> dict:
+def _minimal_kwargs(name: str) -> dict[str, object]:
     params = inspect.signature(get_loss_factory(name)).parameters
-    kwargs = {}
+    kwargs: dict[str, object] = {}
     if "num_classes" in params:
         kwargs["num_classes"] = C
     if "class_counts" in params:
@@ -239,6 +240,7 @@ def test_every_registered_loss_follows_the_contract(name):
     assert isinstance(out, LossOutput)
     assert out.loss.ndim == 0
     out.loss.backward()
+    assert z.grad is not None
     assert torch.isfinite(z.grad).all()
     assert all(v.ndim == 0 and not v.requires_grad for v in out.terms.values())
     assert loss.predict(z).shape == (5,)
@@ -264,11 +266,13 @@ def test_every_registered_loss_builds_from_num_classes_alone(name):
 
 def test_feature_head_without_feature_dim_is_sized_by_the_first_batch_and_reloads():
     loss = build_loss("ncmi_mil", num_classes=C)
+    assert isinstance(loss, NCMILoss)
     f = torch.randn(8, 12, requires_grad=True)
     loss(f, torch.arange(8) % C).loss.backward()
     assert loss.state.anchors.shape == (C, 12)
     assert loss.feature_center.shape == (12,)
     fresh = build_loss("ncmi_mil", num_classes=C)
+    assert isinstance(fresh, NCMILoss)
     fresh.load_state_dict(loss.state_dict())
     torch.testing.assert_close(fresh.feature_center, loss.feature_center)
     assert int(fresh.state.steps) == 1

@@ -11,7 +11,7 @@ import pytest
 import torch
 from sklearn.datasets import load_iris
 
-from wsi_ncmi.losses import CentroidCollapseWarning, build_loss, epoch_end
+from wsi_ncmi.losses import CentroidCollapseWarning, NCMILoss, build_loss, epoch_end
 
 
 def _fit(seed: int, name: str, epochs: int = 200, **kwargs):
@@ -52,6 +52,7 @@ def test_alternating_centroids_survive_full_batch_training(seed):
 
 def test_effective_damping_scales_with_steps_since_the_last_q_step():
     loss = build_loss("ncmi", num_classes=3, centroids="alternating", damping=0.1)
+    assert isinstance(loss, NCMILoss)
     state = loss.state
     assert state.damping_steps == 50
     state.steps.fill_(50)

@@ -15,6 +15,7 @@ def test_every_registered_aggregator_maps_a_bag_to_logits(name):
     assert out.attention.shape == (1, 17)
     assert out.embedding.ndim == 2
     out.logits.sum().backward()
+    assert bag.grad is not None
     assert torch.isfinite(bag.grad).all()
 
 
@@ -29,6 +30,7 @@ def test_abmil_shapes_attention_and_embedding():
     # The embedding is the attention-weighted mean of the patch embeddings.
     embedded = model.patch_embed(feats)
     torch.testing.assert_close(out.embedding, (out.attention.unsqueeze(-1) * embedded).sum(1))
+    assert model.classifier is not None
     torch.testing.assert_close(out.logits, model.classifier(out.embedding))
 
 

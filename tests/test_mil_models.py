@@ -8,8 +8,8 @@ import torch
 from wsi_ncmi.errors import ConfigError
 from wsi_ncmi.losses import list_losses
 from wsi_ncmi.mil import MILOutput, build_aggregator, list_aggregators
-from wsi_ncmi.mil.clam_sb import ClamOutput
-from wsi_ncmi.mil.transmil import NystromAttention, newton_schulz_pinv
+from wsi_ncmi.mil.clam_sb import ClamOutput, ClamSB
+from wsi_ncmi.mil.transmil import NystromAttention, TransMIL, newton_schulz_pinv
 from wsi_ncmi.train.batching import collate_bags
 from wsi_ncmi.train.build import FoldShape, build_module
 from wsi_ncmi.train.config import LossConfig, ModelConfig, OptimConfig, TrainConfig
@@ -23,7 +23,7 @@ SMALL_BY_MODEL = {
     "transmil": {"hidden_dim": 16, "num_heads": 2, "num_landmarks": 8},
     "dsmil": {"hidden_dim": 16, "query_dim": 8},
 }
-LOSS_VARIANTS = [(name, {}) for name in list_losses()] + [
+LOSS_VARIANTS: list[tuple[str, dict[str, object]]] = [(name, {}) for name in list_losses()] + [
     ("ncmi", {"head": "feature", "temperature": 0.5}),
     ("ncmi", {"centroids": "alternating", "warmup_epochs": 0, "warmup_steps": 0}),
     ("ncmi", {"centroids": "ema"}),
@@ -186,6 +186,7 @@ def test_transmil_attention_is_exact_class_token_attention() -> None:
     """
     torch.manual_seed(0)
     model = build_aggregator("transmil", in_dim=IN_DIM, num_classes=2, **_kwargs("transmil"))
+    assert isinstance(model, TransMIL)
     model.eval()
     x = torch.randn(10, IN_DIM)
     out = model(x)
@@ -212,12 +213,16 @@ def test_transmil_attention_is_exact_class_token_attention() -> None:
 def test_clam_instance_loss_trains_the_instance_classifiers() -> None:
     torch.manual_seed(0)
     model = build_aggregator("clam_sb", in_dim=IN_DIM, num_classes=3, top_k=2, subtyping=True)
+    assert isinstance(model, ClamSB)
     out = model(torch.randn(1, 9, IN_DIM))
     assert isinstance(out, ClamOutput)
     aux = model.auxiliary_loss(out, torch.tensor([1]))
     assert float(aux) > 0
     aux.backward()
-    grads = [h.weight.grad for h in model.instance_classifiers]
+    grads = []
+    for head in model.instance_classifiers:
+        assert isinstance(head, torch.nn.Linear)
+        grads.append(head.weight.grad)
     assert all(g is not None and float(g.abs().sum()) > 0 for g in grads)
     single = model(torch.randn(1, 1, IN_DIM))
     assert float(model.auxiliary_loss(single, torch.tensor([0]))) == 0.0
