@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
+from typing import Any, cast
 
 import pytest
 import torch
@@ -42,7 +43,7 @@ def test_every_encoder_forward_on_cpu(name: str) -> None:
     assert out.shape == (2, spec.out_dim)
     assert torch.isfinite(out).all()
     with pytest.raises(dataclasses.FrozenInstanceError):
-        spec.out_dim = 1  # type: ignore[misc]
+        cast(Any, spec).out_dim = 1  # the cast lets mypy pass the assignment it forbids
 
 
 def test_specs_are_complete() -> None:
@@ -163,8 +164,10 @@ def test_conch_v15_loads_a_224px_checkpoint(tmp_path: Path) -> None:
     model = _build_conch_v15(tiny, tmp_path / "pytorch_model_vision.bin", entry.spec, entry)
     loaded = model.state_dict()
     assert loaded["trunk.pos_embed"].shape == (1, 1 + 28 * 28, 1024)
+    pos_embed = source.trunk.pos_embed
+    assert isinstance(pos_embed, torch.Tensor)
     torch.testing.assert_close(
-        loaded["trunk.pos_embed"], conch_v15_pos_embed(source.trunk.pos_embed.detach(), 28)
+        loaded["trunk.pos_embed"], conch_v15_pos_embed(pos_embed.detach(), 28)
     )
     for key, value in source.state_dict().items():
         if key != "trunk.pos_embed":

@@ -9,6 +9,7 @@ import shutil
 import signal
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -19,6 +20,7 @@ from _slides import corrupt_first_tile, tissue_image, write_pyramid_tiff
 from wsi_ncmi.batch import BatchAbortedError, find_temp_files
 from wsi_ncmi.errors import CacheSchemaError, ConfigError
 from wsi_ncmi.features import load_bag, read_features
+from wsi_ncmi.features.encoders.registry import EncoderModule
 from wsi_ncmi.features.run import ExtractConfig, run_extraction
 from wsi_ncmi.slide import open_slide
 from wsi_ncmi.tiling.schema import read_coords, write_coords
@@ -27,9 +29,9 @@ ENCODER = "random-cnn"
 TINY = {"widths": (8, 16, 16, 16)}  # a 32-d variant: same code path, faster
 
 
-def _encoder() -> torch.nn.Module:
+def _encoder() -> EncoderModule:
     from wsi_ncmi.features.encoders.builtin import RandomConvNet
-    from wsi_ncmi.features.encoders.registry import EncoderModule, get_spec
+    from wsi_ncmi.features.encoders.registry import get_spec
 
     spec = get_spec(ENCODER)
     import dataclasses
@@ -38,8 +40,8 @@ def _encoder() -> torch.nn.Module:
     return EncoderModule(spec, RandomConvNet(TINY["widths"], seed=0)).eval()
 
 
-def _config(coords_dir: Path, out: Path, **kw: object) -> ExtractConfig:
-    base: dict[str, object] = {
+def _config(coords_dir: Path, out: Path, **kw: Any) -> ExtractConfig:
+    base: dict[str, Any] = {
         "coords_dir": coords_dir,
         "out_dir": out,
         "encoder": ENCODER,
@@ -49,13 +51,13 @@ def _config(coords_dir: Path, out: Path, **kw: object) -> ExtractConfig:
         "progress": False,
     }
     base.update(kw)
-    return ExtractConfig(**base)  # type: ignore[arg-type]
+    return ExtractConfig(**base)
 
 
 _ORACLE_CACHE: dict[tuple[str, float], tuple[np.ndarray, np.ndarray]] = {}
 
 
-def _oracle(coords_file: Path, encoder: torch.nn.Module) -> tuple[np.ndarray, np.ndarray]:
+def _oracle(coords_file: Path, encoder: EncoderModule) -> tuple[np.ndarray, np.ndarray]:
     """Plain loop over read_region + encoder, one patch at a time (cached per file)."""
     key = (str(coords_file), coords_file.stat().st_mtime)
     if key not in _ORACLE_CACHE:
@@ -63,7 +65,7 @@ def _oracle(coords_file: Path, encoder: torch.nn.Module) -> tuple[np.ndarray, np
     return _ORACLE_CACHE[key]
 
 
-def _plain_loop(coords_file: Path, encoder: torch.nn.Module) -> tuple[np.ndarray, np.ndarray]:
+def _plain_loop(coords_file: Path, encoder: EncoderModule) -> tuple[np.ndarray, np.ndarray]:
     """Plain loop: read_region per patch, encoder per patch (zero rows: decode failed)."""
     cf = read_coords(coords_file)
     a = cf.attrs
@@ -369,29 +371,29 @@ def test_weights_hash_is_memoised_by_path_size_mtime(tmp_path: Path) -> None:
     assert json.loads(cache.read_text())["version"] == 1
 
 
-class _SlowEncoder(torch.nn.Module):
+class _SlowEncoder(EncoderModule):
     """The tiny encoder, slowed down so that a concurrent run finds its locks held."""
 
     def __init__(self, delay_s: float) -> None:
-        super().__init__()
-        self.inner = _encoder()
-        self.spec = self.inner.spec
+        inner = _encoder()
+        super().__init__(inner.spec, inner.backbone)
+        self.eval()
         self.delay_s = delay_s
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         time.sleep(self.delay_s)
-        return self.inner(images)
+        return super().forward(images)
 
 
 def _concurrent_child(
     coords_dir: str,
     out: str,
-    queue: mp.Queue,  # type: ignore[type-arg]
+    queue: mp.Queue[list[Any]],
     delay_s: float = 0.03,
 ) -> None:
     torch.set_num_threads(1)
     config = _config(Path(coords_dir), Path(out), batch_size=4, poll_s=0.05)
-    report = run_extraction(config, encoder=_SlowEncoder(delay_s))  # type: ignore[arg-type]
+    report = run_extraction(config, encoder=_SlowEncoder(delay_s))
     queue.put([(r.item_id, r.status, r.reason) for r in report.results] + [report.exit_code])
 
 
@@ -408,7 +410,7 @@ def test_concurrent_runs_wait_for_locked_slides(cohort: Path, tmp_path: Path) ->
         time.sleep(0.002)
     assert any(locks.glob("*.lock")), "the first run never took a lock"
     config = _config(cohort, out, batch_size=4, poll_s=0.05)
-    mine = run_extraction(config, encoder=_SlowEncoder(0.1))  # type: ignore[arg-type]
+    mine = run_extraction(config, encoder=_SlowEncoder(0.1))
     *theirs_rows, theirs_code = queue.get(timeout=120)
     child.join(timeout=60)
     assert child.exitcode == 0
@@ -504,7 +506,7 @@ def test_two_unsharded_runs_share_the_slides(tmp_path: Path) -> None:
         time.sleep(0.002)
     assert len(list(locks.glob("*.lock"))) == 1, "the first run should hold one slide"
     config = _config(cohort, out, batch_size=4, poll_s=0.05)
-    mine = run_extraction(config, encoder=_SlowEncoder(0.1))  # type: ignore[arg-type]
+    mine = run_extraction(config, encoder=_SlowEncoder(0.1))
     *theirs_rows, theirs_code = queue.get(timeout=120)
     child.join(timeout=60)
     assert (mine.exit_code, theirs_code, child.exitcode) == (0, 0, 0)

@@ -9,6 +9,7 @@ each file and in its resume key, so switching readers extracts again.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import h5py
 import numpy as np
@@ -33,10 +34,10 @@ FEATURE_TOLERANCE = 0.0  # max abs diff per feature, documented in docs/extracti
 BUILTIN_ENCODERS = ("random-cnn", "stain-stats")
 
 
-def _extract(coords_dir: Path, out: Path, encoder: str, **kw: object) -> dict[str, str]:
+def _extract(coords_dir: Path, out: Path, encoder: str, **kw: Any) -> dict[str, str]:
     config = ExtractConfig(
         coords_dir=coords_dir, out_dir=out, encoder=encoder, device="cpu", batch_size=16,
-        workers=0, progress=False, lock=False, **kw,  # type: ignore[arg-type]
+        workers=0, progress=False, lock=False, **kw,
     )  # fmt: skip
     report = run_extraction(config)
     return {r.item_id: r.status for r in report.results}
