@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import shutil
 from pathlib import Path
+from typing import Any
 
 import h5py
 import numpy as np
@@ -27,13 +28,13 @@ def _slide(path: Path, width: int = 640, height: int = 480, seed: int = 0) -> Pa
     return write_pyramid_tiff(path, tissue_image(width, height, seed=seed))
 
 
-def _last_report(out: Path, stage: str) -> dict[str, object]:
+def _last_report(out: Path, stage: str) -> dict[str, Any]:
     paths = sorted((out / "reports").glob(f"{stage}_*.json"))
     return json.loads(paths[-1].read_text())
 
 
-def _results(report: dict[str, object]) -> dict[str, dict[str, object]]:
-    return {r["item_id"]: r for r in report["results"]}  # type: ignore[index, union-attr]
+def _results(report: dict[str, Any]) -> dict[str, dict[str, object]]:
+    return {r["item_id"]: r for r in report["results"]}
 
 
 def _tile(slides: Path, out: Path) -> int:

@@ -27,8 +27,10 @@ def _tiled(path: Path) -> Path:
 
 
 def _overwrite(path: Path, tag: str, value: object) -> None:
-    with tifffile.TiffFile(path, mode="r+b") as tif:
-        tif.pages[0].tags[tag].overwrite(value)
+    with tifffile.TiffFile(path, mode="r+") as tif:  # tifffile opens "r+" as "r+b"
+        page = tif.pages[0]
+        assert isinstance(page, tifffile.TiffPage)
+        page.tags[tag].overwrite(value)
 
 
 def test_a_header_claiming_far_more_tiles_than_present_is_refused(tmp_path: Path) -> None:

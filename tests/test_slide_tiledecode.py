@@ -57,7 +57,9 @@ def slides(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     }
 
 
-def _regions(slide: TileDecodeSlide, level: int, n: int, seed: int) -> list[tuple[int, ...]]:
+def _regions(
+    slide: TileDecodeSlide, level: int, n: int, seed: int
+) -> list[tuple[int, int, int, int]]:
     """Random regions at ``level``: inside, across tile edges, past the slide's edges."""
     rng = np.random.default_rng(seed)
     ds = round(slide.level_downsamples[level])

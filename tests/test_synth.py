@@ -71,9 +71,11 @@ def test_slides_open_in_both_backends(cohort: Path, backend: str) -> None:
 def test_no_timestamp_and_fixed_software_tag(cohort: Path) -> None:
     with tifffile.TiffFile(cohort / ROWS[0].relative_path) as tif:
         assert len(tif.pages) >= 3
-        assert "DateTime" not in tif.pages[0].tags
-        assert tif.pages[0].tags["Software"].value == SOFTWARE_TAG
-        assert all(page.is_tiled for page in tif.pages)
+        first = tif.pages[0]
+        assert isinstance(first, tifffile.TiffPage)
+        assert "DateTime" not in first.tags
+        assert first.tags["Software"].value == SOFTWARE_TAG
+        assert all(isinstance(page, tifffile.TiffPage) and page.is_tiled for page in tif.pages)
 
 
 def test_tumour_size_class_matches_label(cohort: Path) -> None:
@@ -104,6 +106,7 @@ def test_ground_truth_matches_image(cohort: Path) -> None:
     mask = cv2.imread(
         str(cohort / row.relative_path.with_suffix(".mask.png")), cv2.IMREAD_GRAYSCALE
     )
+    assert mask is not None
     ds = gt["mask"]["downsample"]
     assert mask.shape == (gt["level0_size"][1] // ds, gt["level0_size"][0] // ds)
     tumour = np.asarray(gt["tumour_polygons"][0])
@@ -141,6 +144,7 @@ def _tissue_od(cohort: Path, row: ManifestRow) -> np.ndarray:
     mask = cv2.imread(
         str(cohort / row.relative_path.with_suffix(".mask.png")), cv2.IMREAD_GRAYSCALE
     )
+    assert mask is not None
     with openslide.OpenSlide(str(cohort / row.relative_path)) as slide:
         level = slide.get_best_level_for_downsample(gt["mask"]["downsample"])
         image = np.asarray(

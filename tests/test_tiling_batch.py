@@ -10,6 +10,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -39,14 +40,14 @@ def cohort(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root
 
 
-def _cli(*args: str, **kwargs: object) -> subprocess.Popen[str]:
+def _cli(*args: str, **kwargs: Any) -> subprocess.Popen[str]:
     cmd = [sys.executable, "-m", "wsi_ncmi.cli.tile", *args, "--progress=false"]
     return subprocess.Popen(
         cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kwargs
-    )  # type: ignore[call-overload]
+    )
 
 
-def _reports(out: Path) -> list[dict[str, object]]:
+def _reports(out: Path) -> list[dict[str, Any]]:
     return [json.loads(p.read_text()) for p in sorted((out / "reports").glob("*.json"))]
 
 
@@ -61,7 +62,7 @@ def test_statuses_do_not_stop_the_batch(tmp_path: Path) -> None:
     code = main([str(slides), "--out", str(out), "--workers", "2", "--progress=false"])
     assert code == 1
     (report,) = _reports(out)
-    by_id = {r["item_id"]: r for r in report["results"]}  # type: ignore[index, union-attr]
+    by_id = {r["item_id"]: r for r in report["results"]}
     assert by_id["good"]["status"] == "ok"
     assert by_id["good"]["count"] > 0
     assert by_id["blank"]["status"] == "no_tissue"
@@ -86,7 +87,7 @@ def test_statuses_do_not_stop_the_batch(tmp_path: Path) -> None:
     )
     latest = _reports(out)[-1] if len(_reports(out)) == 2 else None
     assert latest is not None
-    by_id = {r["item_id"]: r for r in latest["results"]}  # type: ignore[index, union-attr]
+    by_id = {r["item_id"]: r for r in latest["results"]}
     assert by_id["nompp"]["status"] == "ok"
     assert code == 1  # the corrupt slide still fails
 
@@ -163,10 +164,10 @@ def test_two_concurrent_processes_tile_each_slide_once(cohort: Path, tmp_path: P
         assert p.returncode == 0, err
     reports = _reports(out)
     assert len(reports) == 2
-    ok = [r["item_id"] for rep in reports for r in rep["results"] if r["status"] == "ok"]  # type: ignore[union-attr, index]
+    ok = [r["item_id"] for rep in reports for r in rep["results"] if r["status"] == "ok"]
     assert sorted(ok) == [f"s{i}" for i in range(6)]
     for rep in reports:
-        assert sorted(r["item_id"] for r in rep["results"]) == sorted(ok)  # type: ignore[union-attr, index]
+        assert sorted(r["item_id"] for r in rep["results"]) == sorted(ok)
 
 
 def test_shards_partition_the_cohort(cohort: Path, tmp_path: Path) -> None:
@@ -220,4 +221,4 @@ def test_slides_and_manifest_naming_the_same_file_tile_it_once(
     code = main(["cohort", "--manifest", str(slides / "m.csv"), "--out", "out", "--progress=false"])
     assert code == 0
     (report,) = _reports(tmp_path / "out")
-    assert [r["item_id"] for r in report["results"]] == ["patient_000_node_0"]  # type: ignore[index]
+    assert [r["item_id"] for r in report["results"]] == ["patient_000_node_0"]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
@@ -12,9 +13,11 @@ import pytest
 from _slides import tissue_image, write_pyramid_tiff
 from _tiling_slides import KnownSlide, known_tissue_slide
 
+from wsi_ncmi.batch import ItemResult
 from wsi_ncmi.slide import open_slide
 from wsi_ncmi.synth.blob_slide import BlobSlideSpec, truth_mask, write_blob_slide
 from wsi_ncmi.tiling import (
+    CoordsFile,
     GridParams,
     SlideTask,
     TilingConfig,
@@ -33,8 +36,8 @@ def known(tmp_path_factory: pytest.TempPathFactory) -> KnownSlide:
     return known_tissue_slide(tmp_path_factory.mktemp("known") / "known.tif")
 
 
-def _tile(slide: Path, out: Path, **kwargs: object) -> tuple[object, object]:
-    config = TilingConfig(out_dir=str(out), **kwargs)  # type: ignore[arg-type]
+def _tile(slide: Path, out: Path, **kwargs: Any) -> tuple[ItemResult, CoordsFile]:
+    config = TilingConfig(out_dir=str(out), **kwargs)
     result = tile_slide(SlideTask(slide.stem, str(slide)), config)
     return result, read_coords(out / "coords" / f"{slide.stem}.h5")
 
@@ -54,7 +57,7 @@ def test_known_polygons_covered_background_rejected(known: KnownSlide, tmp_path:
     # issue are checked at CAMELYON scale below; here min_tissue 0.25 keeps the thin
     # pieces and the test is about artifacts, holes and recorded fractions.
     result, coords = _tile(known.path, tmp_path, grid=GridParams(min_tissue=0.25))
-    assert result.status == "ok"  # type: ignore[attr-defined]
+    assert result.status == "ok"
     size = coords.attrs["patch_size_level0"]
     covered = np.zeros_like(known.truth)
     for x, y in coords.coords:
@@ -94,12 +97,12 @@ def test_default_settings_cover_tissue_and_keep_little_background(
     """The issue's area criteria, at default settings, on realistically sized tissue."""
     path, spec = camelyon_scale
     result, coords = _tile(path, tmp_path)
-    assert result.status == "ok"  # type: ignore[attr-defined]
+    assert result.status == "ok"
     ds = 8  # ground truth at 2 µm/px; a patch is 512 level-0 px = 64 truth px
     truth = truth_mask(spec, ds)
-    size = coords.attrs["patch_size_level0"] / ds  # type: ignore[attr-defined]
+    size = coords.attrs["patch_size_level0"] / ds
     assert size == 64
-    cells = (coords.coords // ds).astype(int)  # type: ignore[attr-defined]
+    cells = (coords.coords // ds).astype(int)
     covered = np.zeros_like(truth)
     for x, y in cells:
         covered[y : y + 64, x : x + 64] = 1
@@ -111,7 +114,7 @@ def test_default_settings_cover_tissue_and_keep_little_background(
     assert background < 0.02, background
     # Recorded tissue fractions agree with the truth under each patch.
     true_fraction = _true_fractions(truth.astype(bool), cells, 64)
-    assert np.abs(true_fraction - coords.tissue_fraction).mean() < 0.02  # type: ignore[attr-defined]
+    assert np.abs(true_fraction - coords.tissue_fraction).mean() < 0.02
 
 
 def test_outputs_geojson_and_thumbnail(known: KnownSlide, tmp_path: Path) -> None:
@@ -130,10 +133,10 @@ def test_outputs_geojson_and_thumbnail(known: KnownSlide, tmp_path: Path) -> Non
 def test_backends_give_identical_coordinates(known: KnownSlide, tmp_path: Path) -> None:
     _, a = _tile(known.path, tmp_path / "a", backend="openslide")
     _, b = _tile(known.path, tmp_path / "b", backend="tiffslide")
-    assert a.attrs["backend"] == "openslide"  # type: ignore[attr-defined]
+    assert a.attrs["backend"] == "openslide"
     assert b.attrs["backend"] == "tiffslide"
-    assert np.array_equal(a.coords, b.coords)  # type: ignore[attr-defined]
-    assert np.allclose(a.tissue_fraction, b.tissue_fraction, atol=1e-3)  # type: ignore[attr-defined]
+    assert np.array_equal(a.coords, b.coords)
+    assert np.allclose(a.tissue_fraction, b.tissue_fraction, atol=1e-3)
 
 
 def test_doubling_target_mpp_quarters_the_patches(
@@ -142,16 +145,16 @@ def test_doubling_target_mpp_quarters_the_patches(
     path, _ = camelyon_scale
     _, fine = _tile(path, tmp_path / "fine", grid=GridParams(target_mpp=0.5))
     _, coarse = _tile(path, tmp_path / "coarse", grid=GridParams(target_mpp=1.0))
-    assert fine.attrs["patch_size_level0"] == 512  # type: ignore[attr-defined]
-    assert coarse.attrs["patch_size_level0"] == 1024  # type: ignore[attr-defined]
-    assert (fine.attrs["read_level"], coarse.attrs["read_level"]) == (0, 1)  # type: ignore[attr-defined]
-    assert coarse.attrs["resize_factor"] == 1.0  # type: ignore[attr-defined]
-    assert fine.attrs["params_hash"] != coarse.attrs["params_hash"]  # type: ignore[attr-defined]
+    assert fine.attrs["patch_size_level0"] == 512
+    assert coarse.attrs["patch_size_level0"] == 1024
+    assert (fine.attrs["read_level"], coarse.attrs["read_level"]) == (0, 1)
+    assert coarse.attrs["resize_factor"] == 1.0
+    assert fine.attrs["params_hash"] != coarse.attrs["params_hash"]
     # 4x the level-0 area per patch, about 1/4 of the patches (edges differ slightly).
-    ratio = len(coarse) / len(fine)  # type: ignore[arg-type]
+    ratio = len(coarse) / len(fine)
     assert 0.23 < ratio < 0.27, ratio
-    tissue = fine.attrs["tissue_area_um2"]  # type: ignore[attr-defined]
-    assert tissue == coarse.attrs["tissue_area_um2"]  # type: ignore[attr-defined]
+    tissue = fine.attrs["tissue_area_um2"]
+    assert tissue == coarse.attrs["tissue_area_um2"]
 
 
 @pytest.fixture(scope="module")
@@ -192,8 +195,8 @@ def test_cmu_fixture_patch_count(
     tmp_path: Path, backend: str, cmu_oracle: tuple[set[tuple[int, int]], float]
 ) -> None:
     result, coords = _tile(CMU, tmp_path, backend=backend)
-    attrs = coords.attrs  # type: ignore[attr-defined]
-    assert result.status == "ok"  # type: ignore[attr-defined]
+    attrs = coords.attrs
+    assert result.status == "ok"
     assert attrs["mpp_x"] == pytest.approx(0.499)
     assert attrs["read_size_px"] == 257
     assert attrs["resize_factor"] == pytest.approx(256 / 257)
@@ -229,6 +232,6 @@ def test_user_mask_replaces_segmentation(known: KnownSlide, tmp_path: Path) -> N
     box = {"type": "Polygon", "coordinates": [[[0, 0], [1024, 0], [1024, 1024], [0, 1024], [0, 0]]]}
     (masks / "known.geojson").write_text(json.dumps({"type": "Feature", "geometry": box}))
     _, coords = _tile(known.path, tmp_path / "out", mask_dir=str(masks))
-    assert coords.attrs["mask_source"] == "user-geojson"  # type: ignore[attr-defined]
-    assert len(coords) == 16  # type: ignore[attr-defined]
+    assert coords.attrs["mask_source"] == "user-geojson"
+    assert len(coords) == 16
     assert coords.coords.max() < 1024

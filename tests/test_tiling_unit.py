@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
@@ -48,9 +49,9 @@ def test_geometry_records_exact_resize_factor() -> None:
         {"min_tissue": 1.5},
     ],
 )
-def test_grid_params_validated(kwargs: dict[str, float]) -> None:
+def test_grid_params_validated(kwargs: dict[str, Any]) -> None:
     with pytest.raises(ConfigError, match=next(iter(kwargs))):
-        GridParams(**kwargs)  # type: ignore[arg-type]
+        GridParams(**kwargs)
 
 
 def test_grid_is_anchored_at_origin_and_deterministic() -> None:
