@@ -97,13 +97,10 @@ def test_mean_std_and_spearman() -> None:
 
 
 def test_verdict_says_inconclusive_when_the_tests_disagree_in_direction() -> None:
-    from types import SimpleNamespace
-
+    from wsi_ncmi.bench.config import BenchConfig, StatsConfig, SweepConfig
     from wsi_ncmi.bench.report import verdict
 
-    config = SimpleNamespace(
-        stats=SimpleNamespace(alpha=0.05), sweep=SimpleNamespace(baseline="ce")
-    )
+    config = BenchConfig(stats=StatsConfig(alpha=0.05), sweep=SweepConfig(baseline="ce"))
 
     def summary(delta: float, wins: int, losses: int) -> dict[str, object]:
         return {
@@ -117,7 +114,7 @@ def test_verdict_says_inconclusive_when_the_tests_disagree_in_direction() -> Non
             }
         }
 
-    text = verdict(config, summary(-0.02, 6, 0), "ncmi")  # type: ignore[arg-type]
+    text = verdict(config, summary(-0.02, 6, 0), "ncmi")
     assert "inconclusive: ncmi wins hospital by hospital but is worse on the pooled slides" in text
-    text = verdict(config, summary(0.02, 6, 0), "ncmi")  # type: ignore[arg-type]
+    text = verdict(config, summary(0.02, 6, 0), "ncmi")
     assert "→ ncmi is better than ce, significant by one test only" in text

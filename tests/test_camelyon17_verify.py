@@ -6,13 +6,14 @@ import hashlib
 import importlib.util
 import json
 from pathlib import Path
+from types import ModuleType
 
 from _slides import tissue_image, truncate, write_pyramid_tiff
 
 TOOL = Path(__file__).resolve().parents[1] / "tools" / "camelyon17" / "verify.py"
 
 
-def _load_tool():  # type: ignore[no-untyped-def]
+def _load_tool() -> ModuleType:
     spec = importlib.util.spec_from_file_location("c17_verify", TOOL)
     assert spec is not None
     assert spec.loader is not None

@@ -5,6 +5,7 @@ from __future__ import annotations
 import shutil
 import sys
 from pathlib import Path
+from typing import Any
 
 import h5py
 import numpy as np
@@ -73,7 +74,7 @@ def test_h5_bitwise_then_content_with_run_dependent_attributes_ignored(tmp_path:
     ],
 )
 def test_h5_content_differences_are_named(
-    tmp_path: Path, change: dict[str, object], expected: str
+    tmp_path: Path, change: dict[str, Any], expected: str
 ) -> None:
     features = np.zeros((3, 4), np.float16)
     a = _h5(tmp_path / "a.h5", features, slide_mtime="1.0")

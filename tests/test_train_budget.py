@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from wsi_ncmi.errors import ConfigError
@@ -28,6 +30,7 @@ def test_without_step_budgets_the_epoch_settings_rule() -> None:
 
 @pytest.mark.parametrize(("key", "value"), [("max_steps", 0), ("patience_steps", -1)])
 def test_bad_step_budgets_are_config_errors(key: str, value: int) -> None:
-    config = TrainConfig(trainer=TrainerConfig(**{key: value}))
+    fields: dict[str, Any] = {key: value}
+    config = TrainConfig(trainer=TrainerConfig(**fields))
     with pytest.raises(ConfigError, match=f"trainer.{key} must be"):
         check_train_values(config)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections import Counter
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -24,8 +25,8 @@ def cohort(tmp_path: Path) -> tuple[Path, Path]:
     return manifest, splits
 
 
-def _datamodule(root: Path, manifest: Path, splits: Path, **kwargs: object) -> BagDataModule:
-    return BagDataModule(str(manifest), str(root), ENCODER, str(splits), 0, **kwargs)  # type: ignore[arg-type]
+def _datamodule(root: Path, manifest: Path, splits: Path, **kwargs: Any) -> BagDataModule:
+    return BagDataModule(str(manifest), str(root), ENCODER, str(splits), 0, **kwargs)
 
 
 def test_bags_stay_float16_and_eval_bags_are_full(cohort: tuple[Path, Path]) -> None:
@@ -91,9 +92,10 @@ def test_epoch_sampler_is_seeded_and_balanced() -> None:
     sampler.set_epoch(4)
     assert list(sampler) != first
     balanced = EpochSampler(labels, seed=1, balanced=True)
-    counts = Counter(
-        labels[i] for epoch in range(20) for i, _ in (balanced.set_epoch(epoch), list(balanced))[1]
-    )
+    counts: Counter[int] = Counter()
+    for epoch in range(20):
+        balanced.set_epoch(epoch)
+        counts.update(labels[i] for i, _ in balanced)
     assert 0.4 < counts[1] / sum(counts.values()) < 0.6
 
 

@@ -95,7 +95,11 @@ def test_pn_stage_reproduces_all_100_patients_of_the_manifest(
 ) -> None:
     rows = read_manifest(camelyon_manifest_path)
     derived = patient_stages([r.patient_id for r in rows], [r.label for r in rows])
-    truth = {r.patient_id: r.get("pN_stage") for r in rows}
+    truth: dict[str, str] = {}
+    for r in rows:
+        stage = r.get("pN_stage")
+        assert stage is not None, r.slide_id
+        truth[r.patient_id] = stage
     assert len(truth) == 100
     assert derived == truth
     assert patient_kappa(truth, derived) == pytest.approx(1.0)
@@ -122,7 +126,9 @@ def test_pn_stage_reproduces_the_shared_stage_file() -> None:
 def test_patient_kappa_agrees_with_scikit_learn() -> None:
     rng = np.random.default_rng(0)
     true = {f"p{i}": PN_STAGES[rng.integers(5)] for i in range(40)}
-    pred = {p: PN_STAGES[min(4, PN_STAGES.index(s) + rng.integers(0, 2))] for p, s in true.items()}
+    pred = {
+        p: PN_STAGES[min(4, PN_STAGES.index(s) + int(rng.integers(0, 2)))] for p, s in true.items()
+    }
     t = [PN_STAGES.index(true[p]) for p in sorted(true)]
     q = [PN_STAGES.index(pred[p]) for p in sorted(true)]
     expected = skm.cohen_kappa_score(t, q, weights="quadratic", labels=list(range(5)))
