@@ -46,8 +46,9 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff check wsi_ncmi tests tools
 	$(VENV)/bin/ruff format --check wsi_ncmi tests tools
 
+## mypy on what [tool.mypy] files names in pyproject.toml: the package and the tests.
 typecheck: $(STAMP)
-	$(VENV)/bin/mypy wsi_ncmi
+	$(VENV)/bin/mypy
 
 ## The test command (README, .ci/run): lint, types, then the CPU test suite, spread over one
 ## pytest-xdist worker per core (a file's tests stay in one worker, so module fixtures are
