@@ -335,3 +335,20 @@ def _regenerate() -> None:
 
 if __name__ == "__main__" and "--regenerate" in sys.argv:
     _regenerate()
+
+
+def test_synthetic_full_quick_repeats_the_full_losses_but_the_logit_reference(
+    tmp_path: Path,
+) -> None:
+    """The quick section's loss list is the full one without ``ncmi_logit``, entry for
+    entry (same grids), so the quick cells stay the full sweep's first cells."""
+    full = load_config(BENCH_CONFIGS / "synthetic_full.yaml")
+    quick = load_config(BENCH_CONFIGS / "synthetic_full.yaml", quick=True)
+    assert [e for e in full.sweep.losses if e.label != "ncmi_logit"] == quick.sweep.losses
+    assert {"ncmi_mil", "ncmi_authors"} <= {e.label for e in quick.sweep.losses}
+    splits = tmp_path / "splits.json"
+    splits.write_text(SPLITS_TEXT)
+    hashes = _file_entry("synthetic_full.yaml", splits)["cell_hashes"]
+    quick_hashes = _file_entry("synthetic_full.yaml --quick", splits)["cell_hashes"]
+    assert quick_hashes == {k: v for k, v in hashes.items() if k in quick_hashes}
+    assert not any(k.startswith("ncmi_logit") for k in quick_hashes)
