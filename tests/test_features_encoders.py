@@ -177,7 +177,24 @@ def test_conch_v15_loads_a_224px_checkpoint(tmp_path: Path) -> None:
 
 
 def test_resnet50_trunc_loads_a_torchvision_checkpoint(tmp_path: Path) -> None:
+    """The checkpoint's weights are the ones used: the features equal torchvision's own
+    ResNet-50 run to ``layer3`` and average-pooled, on ImageNet-normalised pixels."""
     tv = pytest.importorskip("torchvision")
-    torch.save(tv.models.resnet50(weights=None).state_dict(), tmp_path / "r50.pth")
-    encoder = build_encoder("resnet50-trunc", weights=tmp_path / "r50.pth")
-    assert encoder(torch.zeros(1, 64, 64, 3, dtype=torch.uint8)).shape == (1, 1024)
+    torch.manual_seed(0)
+    reference = tv.models.resnet50(weights=None).eval()
+    torch.save(reference.state_dict(), tmp_path / "r50.pth")
+    encoder = build_encoder("resnet50-trunc", weights=tmp_path / "r50.pth").eval()
+    patches = torch.randint(0, 256, (2, 64, 64, 3), dtype=torch.uint8)
+    with torch.no_grad():
+        got = encoder(patches).float()
+        mean = torch.tensor(encoder.spec.mean).view(1, 3, 1, 1)
+        std = torch.tensor(encoder.spec.std).view(1, 3, 1, 1)
+        x = (patches.permute(0, 3, 1, 2).float() / 255 - mean) / std
+        r = reference
+        h = r.layer3(r.layer2(r.layer1(r.maxpool(r.relu(r.bn1(r.conv1(x)))))))
+        want = h.mean(dim=(2, 3))
+    assert got.shape == (2, 1024)
+    torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4)
+    other = build_encoder("resnet50-trunc", random_init=True).eval()
+    with torch.no_grad():
+        assert not torch.allclose(other(patches).float(), want, atol=1e-2)  # weights matter
