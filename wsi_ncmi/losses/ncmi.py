@@ -297,9 +297,10 @@ class NCMIMILLoss(NCMILoss):
     centroid ``argmin_c KL(P ‖ Q_c)``.
 
     Every argument of :class:`NCMILoss` is accepted; only the defaults differ. ``T = 0.2``
-    was chosen on validation (BENCHMARKS.md, "Choosing the NCMI-MIL defaults"); recomputing
-    the centroids in full every epoch beat damped (``α = 0.5``) and EMA centroids on
-    validation, and fixed anchors were significantly worse (the NCMI variant ablation).
+    was chosen on validation on the demo, and recomputing the centroids in full every epoch
+    beat damped (``α = 0.5``) and EMA centroids there (both before the protocol fixes of
+    issue 23: ``git show 5af12dc:BENCHMARKS.md``); the `bench` twin's tuning record
+    (``configs/recipes.yaml``) also chose ``T = 0.2``.
 
     Args:
         num_classes: ``C ≥ 2``.
