@@ -45,6 +45,7 @@ VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
             "num_classes": NUM_CLASSES,
             "centroids": "alternating",
             "warmup_epochs": 0,
+            "warmup_steps": 0,  # no warm start at all: the class means from the first step
             "damping": 1.0,
         },
     ),
