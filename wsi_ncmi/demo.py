@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -43,7 +42,13 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="CSV",
         help="CAMELYON-17 manifest driving the cohort",
     )
-    p.add_argument("--slides-per-center", type=int, default=20, metavar="N")
+    p.add_argument(
+        "--slides-per-center",
+        type=int,
+        default=20,
+        metavar="N",
+        help="slides generated per hospital (from the manifest's first N of each)",
+    )
     p.add_argument("--workers", type=int, default=2, help="processes for slide generation")
     p.add_argument(
         "--set",
@@ -82,54 +87,58 @@ def what_to_open(out: Path, bench_dir: Path, labels: dict[str, str]) -> list[str
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the demo; returns the exit code (0 ok, 1 failed cells, 2 bad arguments)."""
-    args = build_parser().parse_args(argv)
+    """Run the demo under the commands' shared exit table (:func:`wsi_ncmi.cli.common.run_cli`).
+
+    Returns:
+        0 ok, 1 failed cells or stages, 2 bad arguments or configuration, 3 missing inputs,
+        130 interrupted (one line on stderr, no traceback; a rerun resumes).
+    """
+    from wsi_ncmi.cli.common import run_cli
+
+    return run_cli(
+        "demo",
+        lambda: _run(build_parser().parse_args(argv)),
+        resume_hint="run the same command again: finished stages are skipped",
+    )
+
+
+def _run(args: argparse.Namespace) -> int:
+    """The demo's stages; errors propagate to :func:`main`'s exit table."""
     from wsi_ncmi.bench.config import load_config, parse_override
-    from wsi_ncmi.errors import ConfigError, ManifestError, WsiNcmiError
+    from wsi_ncmi.bench.pipeline import run_bench
+    from wsi_ncmi.manifest import read_manifest
+    from wsi_ncmi.synth import generate_cohort
 
     out = Path(args.out)
     cohort = out / "cohort"
     started = time.perf_counter()
     seconds: dict[str, float] = {}
-    try:
-        overrides = {
-            "output_root": str(out / "bench"),
-            "data.manifest": str(cohort / "manifest.csv"),
-            "data.slide_dir": str(cohort),
-            "data.features_root": str(out / "tiles"),
-            "progress": not args.no_progress,
-        }
-        overrides |= dict(parse_override(item) for item in args.set)
-        from wsi_ncmi.manifest import read_manifest
-        from wsi_ncmi.synth import generate_cohort
-
-        rows = read_manifest(args.manifest)
-        print(f"[1/4] synthetic cohort: {args.slides_per_center} slides per hospital → {cohort}")
-        generate_cohort(
-            rows,
-            cohort,
-            preset="demo",
-            subset=args.slides_per_center,
-            workers=args.workers,
-            progress=not args.no_progress,
-        )
-        seconds["synth"] = time.perf_counter() - started
-        config = load_config(args.config, overrides)
-    except (ConfigError, ManifestError) as err:
-        print(f"demo: configuration error: {err}", file=sys.stderr)
-        return 2
-
-    from wsi_ncmi.bench.pipeline import run_bench
-
+    overrides = {
+        "output_root": str(out / "bench"),
+        "data.manifest": str(cohort / "manifest.csv"),
+        "data.slide_dir": str(cohort),
+        "data.features_root": str(out / "tiles"),
+        "progress": not args.no_progress,
+    }
+    overrides |= dict(parse_override(item) for item in args.set)
+    rows = read_manifest(args.manifest)
+    load_config(args.config, overrides)  # a bad config or override stops before any work
+    print(f"[1/4] synthetic cohort: {args.slides_per_center} slides per hospital → {cohort}")
+    generate_cohort(
+        rows,
+        cohort,
+        preset="demo",
+        subset=args.slides_per_center,
+        workers=args.workers,
+        progress=not args.no_progress,
+    )
+    seconds["synth"] = time.perf_counter() - started
+    config = load_config(args.config, overrides)
     print(
         f"[2-4/4] tiling, {config.data.encoder} features, then benchmark {config.name} "
         f"({len(config.sweep.seeds)} seeds, {config.sweep.split.kind}); finished work is skipped"
     )
-    try:
-        outcome = run_bench(config)
-    except WsiNcmiError as err:
-        print(f"demo: failed: {err}", file=sys.stderr)
-        return 1
+    outcome = run_bench(config)
     seconds |= outcome.seconds
     seconds["total"] = time.perf_counter() - started
     from wsi_ncmi.batch import write_text_atomic
