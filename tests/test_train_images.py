@@ -84,3 +84,11 @@ def test_external_backbones_fail_clearly_when_missing():
     if importlib.util.find_spec("timm") is None:
         with pytest.raises(ConfigError, match="timm"):
             build_backbone("timm:resnet18")
+
+
+def test_every_flag_of_the_image_cli_has_help(capsys):
+    actions = [a for a in cli.build_parser()._actions if a.option_strings]
+    assert all(a.help for a in actions), [a.option_strings for a in actions if not a.help]
+    assert cli.main(["--root", "nowhere", "--loss-kwargs", "{bad"]) == 2
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert line.startswith("train_images: error: ConfigError: --loss-kwargs must be a JSON object")
