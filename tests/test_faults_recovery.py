@@ -19,7 +19,15 @@ import numpy as np
 import pytest
 import torch
 from faults import concurrency, kill
-from faults.common import Tally, compare_h5, lock_files, temp_files
+from faults.common import (
+    Tally,
+    compare_h5,
+    lock_files,
+    mount_tmpfs,
+    remount_tmpfs,
+    temp_files,
+    umount,
+)
 from faults.slides import tissue, write_tiff
 
 from wsi_ncmi.batch import BatchAbortedError
@@ -77,16 +85,6 @@ def test_extract_kill_and_resume(work: Path, tmp_path: Path) -> None:
     assert planted.partial_accepted == 0
 
 
-def _mount_tmpfs(point: Path, size_kb: int) -> bool:
-    point.mkdir()
-    done = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", f"size={size_kb}k", "tmpfs", str(point)],
-        capture_output=True,
-        check=False,
-    )
-    return done.returncode == 0
-
-
 def test_disk_full_is_clear_and_leaves_nothing(work: Path, tmp_path: Path) -> None:
     torch.set_num_threads(1)
     coords = work / "tile_ref" / "coords"
@@ -97,7 +95,7 @@ def test_disk_full_is_clear_and_leaves_nothing(work: Path, tmp_path: Path) -> No
     ref_files = sorted((ref / "features" / "random-cnn").glob("*.h5"))
     point = tmp_path / "tiny"
     # Room for the first slide, its metadata margin and the 3 lock files; not for the second.
-    if not _mount_tmpfs(point, ref_files[0].stat().st_size // 1024 + 36):
+    if not mount_tmpfs(point, f"size={ref_files[0].stat().st_size // 1024 + 36}k"):
         pytest.skip("cannot mount a tmpfs here (not root); see test_batch for simulated ENOSPC")
     try:
         config = ExtractConfig(coords_dir=coords, out_dir=point, **common)
@@ -111,7 +109,7 @@ def test_disk_full_is_clear_and_leaves_nothing(work: Path, tmp_path: Path) -> No
         assert lock_files(point) == []
         kept = point / "features" / "random-cnn" / "s0.h5"
         assert compare_h5(kept, ref_files[0])[1] == 0  # the finished slide is intact
-        subprocess.run(["mount", "-o", "remount,size=16m", str(point)], check=True)
+        remount_tmpfs(point, "size=16m")
         report = run_extraction(config)
         assert {r.item_id: r.status for r in report.results} == {
             "s0": "skipped", "s1": "ok", "s2": "ok",
@@ -119,7 +117,7 @@ def test_disk_full_is_clear_and_leaves_nothing(work: Path, tmp_path: Path) -> No
         for want in ref_files:
             assert compare_h5(point / "features" / "random-cnn" / want.name, want)[1] == 0
     finally:
-        subprocess.run(["umount", str(point)], capture_output=True, check=False)
+        umount(point)
 
 
 def test_disk_fills_up_during_a_write(tmp_path: Path) -> None:

@@ -12,10 +12,12 @@ import zipfile
 from pathlib import Path
 from typing import Any
 
+import _faults  # noqa: F401  (tools/ on sys.path)
 import pytest
 import torch
 import yaml
 from _train_bags import ENCODER, make_cohort
+from faults.common import mount_tmpfs, umount
 
 from wsi_ncmi.batch.atomic import find_temp_files
 from wsi_ncmi.batch.locks import claim_folder, lock_dir
@@ -160,22 +162,12 @@ def test_blank_slides_are_excluded_and_counted(config: Path, tmp_path: Path) -> 
     assert _train(blank_config, tmp_path / "old", "--include_empty") == 1
 
 
-def _mount_tmpfs(point: Path, size_kb: int) -> bool:
-    point.mkdir()
-    done = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", f"size={size_kb}k", "tmpfs", str(point)],
-        capture_output=True,
-        check=False,
-    )
-    return done.returncode == 0
-
-
 def test_a_full_disk_leaves_no_truncated_checkpoint(
     config: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """The issue's case: --out on a tiny filesystem. rc 1, one line, no partial .ckpt."""
     point = tmp_path / "small"
-    if not _mount_tmpfs(point, 400):
+    if not mount_tmpfs(point, "size=400k"):
         pytest.skip("cannot mount a tmpfs here (not root)")
     try:
         code = _train(config, point / "run", "--model.kwargs.hidden_dim", "512")
@@ -188,7 +180,7 @@ def test_a_full_disk_leaves_no_truncated_checkpoint(
                 assert archive.testzip() is None
         assert find_temp_files(point) == []
     finally:
-        subprocess.run(["umount", "-l", str(point)], capture_output=True, check=False)
+        umount(point)
 
 
 @pytest.mark.slow  # two wsi-train processes

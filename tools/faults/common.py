@@ -176,6 +176,31 @@ def slide_files(root: Path) -> list[Path]:
 
 
 # -- output inspection ------------------------------------------------------------------
+def mount_tmpfs(point: Path, options: str) -> bool:
+    """Mount a tmpfs with mount ``options`` (e.g. ``size=400k``, ``ro,size=1m``) at ``point``.
+
+    Returns:
+        Whether it is mounted (``False`` without the right to mount, e.g. not root).
+    """
+    point.mkdir(parents=True, exist_ok=True)
+    done = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(point)],
+        capture_output=True,
+        check=False,
+    )
+    return done.returncode == 0
+
+
+def remount_tmpfs(point: Path, options: str) -> None:
+    """Change a mounted tmpfs's options (``size=16m`` gives a full disk room again)."""
+    subprocess.run(["mount", "-o", f"remount,{options}", str(point)], check=True)
+
+
+def umount(point: Path) -> None:
+    """Detach what is mounted at ``point`` (lazily; nothing if nothing is)."""
+    subprocess.run(["umount", "-l", str(point)], capture_output=True, check=False)
+
+
 def temp_files(root: Path) -> list[Path]:
     """Temp files left by writers (``.*.tmp-*``, and fsspec/Lightning ``*.tmp`` files)."""
     from wsi_ncmi.batch import find_temp_files

@@ -14,26 +14,17 @@ import subprocess
 import sys
 from pathlib import Path
 
-from faults.common import Tally, compare_h5, lock_files, run_cli, temp_files
+from faults.common import (
+    Tally,
+    compare_h5,
+    lock_files,
+    mount_tmpfs,
+    remount_tmpfs,
+    run_cli,
+    temp_files,
+    umount,
+)
 from faults.kill import EXTRACT, extract_args
-
-
-def _mount(point: Path, size: str) -> bool:
-    point.mkdir(parents=True, exist_ok=True)
-    done = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(point)],
-        capture_output=True,
-        check=False,
-    )
-    return done.returncode == 0
-
-
-def _remount(point: Path, size: str) -> None:
-    subprocess.run(["mount", "-o", f"remount,size={size}", str(point)], check=True)
-
-
-def _umount(point: Path) -> None:
-    subprocess.run(["umount", str(point)], capture_output=True, check=False)
 
 
 def extract_disk_full(coords: Path, ref: Path, work: Path) -> Tally:
@@ -44,7 +35,7 @@ def extract_disk_full(coords: Path, ref: Path, work: Path) -> Tally:
     first = ref_files[0].stat().st_size
     point = work / "tinyfs"
     size_kb = first // 1024 + 64  # the first slide (and the lock files) fit, no more
-    if not _mount(point, f"{size_kb}k"):
+    if not mount_tmpfs(point, f"size={size_kb}k"):
         return _simulated(work, tally)
     tally.command = f"mount -t tmpfs -o size={size_kb}k; wsi-extract --out <tmpfs> ..."
     try:
@@ -69,7 +60,7 @@ def extract_disk_full(coords: Path, ref: Path, work: Path) -> Tally:
         for name in kept:
             if compare_h5(feat / name, ref_dir / name)[1]:
                 tally.partial_accepted += 1
-        _remount(point, "64m")
+        remount_tmpfs(point, "size=64m")
         again = run_cli(EXTRACT, extract_args(coords, point))
         if again.returncode != 0:
             tally.fail(f"rerun after freeing space exited {again.returncode}")
@@ -85,7 +76,7 @@ def extract_disk_full(coords: Path, ref: Path, work: Path) -> Tally:
         tally.recovered += int(again.returncode == 0 and lost == 0)
         tally.notes.append(f"kept through the failure: {kept}")
     finally:
-        _umount(point)
+        umount(point)
     _mid_write(work, tally)
     return tally
 
@@ -120,7 +111,7 @@ except DiskFullError as err:
 def _mid_write(work: Path, tally: Tally) -> None:
     """The disk fills up while a features file is being written (another job's file)."""
     point = work / "tinyfs_mid"
-    if not _mount(point, "4m"):
+    if not mount_tmpfs(point, "size=4m"):
         return
     try:
         tally.injected += 1
@@ -137,7 +128,7 @@ def _mid_write(work: Path, tally: Tally) -> None:
             tally.fail(f"mid-write ENOSPC: exit {done.returncode}, {message or done.stderr[-300:]}")
         tally.recovered += int(clear and not left and not (point / "slide.h5").exists())
     finally:
-        _umount(point)
+        umount(point)
 
 
 def _simulated(work: Path, tally: Tally) -> Tally:

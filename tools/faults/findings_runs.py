@@ -23,8 +23,11 @@ from faults.common import (
     TILE_ARGS_1UM,
     Tally,
     lock_files,
+    mount_tmpfs,
     quiet_env,
+    remount_tmpfs,
     temp_files,
+    umount,
 )
 from faults.findings import (
     IMPORT,
@@ -41,17 +44,6 @@ from faults.repair import small_slide
 
 BENCH = "wsi_ncmi.cli.bench"
 SYNTH = "wsi_ncmi.cli.synth"
-
-
-def _mount(point: Path, options: str) -> bool:
-    point.mkdir(parents=True, exist_ok=True)
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(point)],
-                          capture_output=True, check=False)  # fmt: skip
-    return done.returncode == 0
-
-
-def _umount(point: Path) -> None:
-    subprocess.run(["umount", "-l", str(point)], capture_output=True, check=False)
 
 
 def _start(module: str, args: list[str], cwd: Path) -> subprocess.Popen[str]:
@@ -106,7 +98,7 @@ def training_disk_full(work: Path) -> Tally:
     shutil.rmtree(root, ignore_errors=True)
     config = bag_config(root / "bags", "full", epochs=3)
     point = root / "tinyfs"
-    if not _mount(point, "size=400k"):
+    if not mount_tmpfs(point, "size=400k"):
         tally.notes.append("skipped the tmpfs trial: cannot mount here (not root)")
     else:
         try:
@@ -120,12 +112,12 @@ def training_disk_full(work: Path) -> Tally:
                   clean_exit(done, 1, "DiskFullError") and not broken,
                   f"exit {done.returncode}, {whole} whole / {broken} broken .ckpt: "
                   f"{last_line(done)}")  # fmt: skip
-            subprocess.run(["mount", "-o", "remount,size=64m", str(point)], check=True)
+            remount_tmpfs(point, "size=64m")
             again = run(TRAIN, [*args, "--resume", "true"], root)
             check(tally, "room made: --resume true finishes", again.returncode == 0,
                   f"exit {again.returncode}: {last_line(again)}")  # fmt: skip
         finally:
-            _umount(point)
+            umount(point)
     out = root / "run"  # an unloadable last.ckpt, as the old atomic save left it
     first = run(TRAIN, ["--config", str(config), "--out", str(out)], root)
     last = out / "fixed" / "checkpoints" / "last.ckpt"
@@ -155,7 +147,7 @@ def unwritable_out(work: Path) -> Tally:
     (root / "file").write_text("not a folder")
     targets = [("an existing file", root / "file")]
     point = root / "ro"
-    if _mount(point, "ro,size=1m"):
+    if mount_tmpfs(point, "ro,size=1m"):
         targets.append(("a read-only filesystem", point))
     else:
         tally.notes.append("EROFS: skipped (cannot mount a read-only tmpfs here)")
@@ -174,7 +166,7 @@ def unwritable_out(work: Path) -> Tally:
                 ok = clean_exit(done, 2, "--out", "ConfigError")
                 check(tally, f"{name}, --out {what}", ok, last_line(done))
     finally:
-        _umount(point)
+        umount(point)
     return tally
 
 
@@ -275,7 +267,7 @@ def extract_on_full_disk(work: Path) -> Tally:
     run(TILE, [str(tiles / "slides"), "--out", str(tiles / "out"), *TILE_ARGS_1UM], work)
     coords = tiles / "out" / "coords"
     point = work / "fullfs"
-    if not _mount(point, "size=1m"):
+    if not mount_tmpfs(point, "size=1m"):
         tally.notes.append("skipped: cannot mount a tmpfs here (not root)")
         return tally
     try:
@@ -290,7 +282,7 @@ def extract_on_full_disk(work: Path) -> Tally:
               f"exit {done.returncode} after {seconds:.0f} s: {last_line(done)}")  # fmt: skip
         tally.temp_left += len(temp_files(point))
     finally:
-        _umount(point)
+        umount(point)
     return tally
 
 
