@@ -82,25 +82,44 @@ def test_only_the_authors_two_arguments_are_exposed() -> None:
         build_loss("ncmi_authors", num_classes=C, center_decay=1.0)
 
 
-def _pass_before_any_class_means(loss: ClassificationLoss, predicted: torch.Tensor) -> list[str]:
+def _collapse_warnings(loss: ClassificationLoss, epoch: int, predicted: torch.Tensor) -> list[str]:
     sums = torch.rand(C, M) + 0.1
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        loss.q_step(sums, torch.full((C,), 5.0), 0, predicted)
+        loss.q_step(sums, torch.full((C,), 5.0), epoch, predicted)
     return [str(w.message) for w in caught if issubclass(w.category, CentroidCollapseWarning)]
 
 
-def test_no_collapse_warning_from_predictions_made_with_the_anchors() -> None:
+def test_one_predicted_class_is_a_collapse_only_once_the_centroids_have_moved() -> None:
+    loss = build_loss("ncmi_mil", num_classes=C, feature_dim=M, warmup_epochs=2, warmup_steps=0)
+    assert isinstance(loss, NCMILoss)
+    assert loss.state.mode == "alternating"
+    one_class = torch.tensor([20.0, 0.0, 0.0, 0.0])
     # Epoch 0 of a feature head: the pass predicted with the reference anchors (no class
     # means yet), so one predicted class is no evidence of a merge.
-    loss = build_loss("ncmi_mil", num_classes=C, feature_dim=M)
-    one_class = torch.tensor([20.0, 0.0, 0.0, 0.0])
-    assert _pass_before_any_class_means(loss, one_class) == []
-    # Once class means exist, the same histogram is a collapse.
-    messages = _pass_before_any_class_means(loss, one_class)
+    assert _collapse_warnings(loss, 0, one_class) == []
+    assert not loss.state.reports[-1].collapsed
+    # Epoch 1: class means exist, but no Q-step had moved the centroids before this pass
+    # (the warm start), so the network's early guesses are not blamed on the schedule.
+    assert _collapse_warnings(loss, 1, one_class) == []
+    assert loss.state.reports[-1].predicted_classes is None
+    # That Q-step ended the warm start and moved the centroids; a pass made after it with
+    # the same histogram is a collapse.
+    assert loss.state.reports[-1].applied
+    assert loss.state.centroids_moved()
+    messages = _collapse_warnings(loss, 2, one_class)
     assert len(messages) == 1
     assert "predictions cover 1.00 effective classes" in messages[0]
-    assert "warmup_epochs=1" in messages[0]  # the run's own settings are named
+    assert "warmup_epochs=2" in messages[0]  # the run's own settings are named
+
+
+def test_fixed_centroids_never_report_a_collapse() -> None:
+    loss = build_loss("ncmi_mil", num_classes=C, feature_dim=M, centroids="fixed")
+    assert isinstance(loss, NCMILoss)
+    one_class = torch.tensor([20.0, 0.0, 0.0, 0.0])
+    for epoch in range(3):
+        assert _collapse_warnings(loss, epoch, one_class) == []
+    assert not any(r.collapsed for r in loss.state.reports)
 
 
 def test_clam_sb_keeps_its_instance_branch_without_a_class_head() -> None:

@@ -156,6 +156,10 @@ def test_fixed_mode_never_moves_the_loss_centroids():
 def test_collapse_is_detected_and_reported():
     loss = _loss("sigmax", centroids="alternating", warmup_epochs=0, warmup_steps=0, damping=1.0)
     near_uniform = torch.full((C, C), 1.0 / C) + 1e-4 * torch.eye(C)
+    # The pass before training moves the centroids onto well-separated class means ...
+    loss.q_step(LF.smoothed_onehot_anchors(C) * 5, torch.full((C,), 5.0), epoch=-1)
+    assert loss.state.centroids_moved()
+    # ... and the next pass merges them while predicting one class.
     with pytest.warns(CentroidCollapseWarning, match="centroid collapse"):
         report = loss.q_step(
             near_uniform * 5,

@@ -268,3 +268,53 @@ def test_lightning_tip_is_dropped_and_its_other_messages_kept(
             log.removeFilter(f)
         for f in installed:
             log.addFilter(f)
+
+
+def test_lightning_loop_drops_lightnings_own_warnings_and_nothing_else() -> None:
+    import warnings
+
+    import lightning as L
+    from torch.utils.data import DataLoader, TensorDataset
+
+    from wsi_ncmi.quiet import lightning_loop
+
+    class Tiny(L.LightningModule):
+        def __init__(self) -> None:
+            super().__init__()
+            self.layer = torch.nn.Linear(2, 1)
+
+        def training_step(self, batch: list[torch.Tensor], batch_idx: int) -> torch.Tensor:
+            warnings.warn("the run's own warning", UserWarning, stacklevel=1)
+            return self.layer(batch[0]).pow(2).mean()
+
+        def configure_optimizers(self) -> torch.optim.Optimizer:
+            return torch.optim.SGD(self.parameters(), lr=0.1)
+
+    def fit() -> list[str]:
+        loader = DataLoader(TensorDataset(torch.randn(4, 2)), batch_size=2)
+        trainer = L.Trainer(
+            max_epochs=1,
+            logger=False,
+            accelerator="cpu",
+            enable_progress_bar=False,
+            enable_checkpointing=False,
+            enable_model_summary=False,
+        )
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            before = list(warnings.filters)
+            with lightning_loop():
+                trainer.fit(Tiny(), loader)
+            assert warnings.filters == before  # scoped: the caller's filters are back
+        return [str(w.message) for w in caught]
+
+    messages = fit()
+    assert not [m for m in messages if "LeafSpec" in m or "does not have many workers" in m]
+    assert "the run's own warning" in messages  # every other warning still passes
+    # Without the scope, the same fit shows Lightning's LeafSpec deprecation.
+    loader = DataLoader(TensorDataset(torch.randn(4, 2)), batch_size=2)
+    trainer = L.Trainer(max_epochs=1, logger=False, accelerator="cpu", enable_progress_bar=False)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        trainer.fit(Tiny(), loader)
+    assert any("LeafSpec" in str(w.message) for w in caught)

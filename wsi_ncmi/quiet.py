@@ -1,14 +1,23 @@
-"""Lightning's advertisement, dropped where Lightning logs it (no global log or warning filter).
+"""What Lightning says about itself rather than about the run, kept out of the user's log.
 
-Every ``lightning.Trainer`` logs a "💡 Tip" recommending a cloud logging service when that
-service's package is not installed. It says nothing about the run, so
-:func:`drop_lightning_tips` removes exactly those records from the one logger Lightning
-sends them to; every other Lightning message (and every warning) still reaches the user.
+No global log level or warning filter is set; each message is removed where it arises:
+
+* every ``lightning.Trainer`` logs a "💡 Tip" recommending a cloud logging service when that
+  service's package is not installed. :func:`drop_lightning_tips` removes exactly those
+  records from the one logger Lightning sends them to;
+* :func:`lightning_loop` wraps a Trainer's ``fit``/``validate``/``test``/``predict`` call in a
+  scoped :func:`warnings.catch_warnings` that drops two warnings about Lightning's own
+  internals, restoring the caller's filters on exit.
+
+Every other Lightning message, and every other warning, still reaches the user.
 """
 
 from __future__ import annotations
 
 import logging
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 #: The logger Lightning's ``rank_zero_info`` writes to.
 RANK_ZERO_LOGGER = "lightning.pytorch.utilities.rank_zero"
@@ -32,3 +41,27 @@ def drop_lightning_tips() -> None:
     log = logging.getLogger(RANK_ZERO_LOGGER)
     if not any(isinstance(f, _DropTips) for f in log.filters):
         log.addFilter(_DropTips())
+
+
+#: Lightning 2.6 builds ``torch.utils._pytree.LeafSpec`` for every loader it iterates, which
+#: recent torch releases deprecate (2.13 does); nothing a caller passes avoids it (a loader
+#: is always a leaf).
+LEAFSPEC_MODULE = r"lightning\.pytorch\.utilities\._pytree"
+LEAFSPEC_MESSAGE = r"`isinstance\(treespec, LeafSpec\)` is deprecated"
+#: Lightning's advice to add DataLoader workers. The loops wrapped here iterate bags of
+#: features already in memory (or, in extraction, loaders whose worker count the user set),
+#: where workers would only add start-up cost.
+FEW_WORKERS_MESSAGE = r"The '\w+' does not have many workers"
+
+
+@contextmanager
+def lightning_loop() -> Iterator[None]:
+    """Run one Lightning loop without the two warnings about Lightning's own internals.
+
+    The filters live only inside the ``with`` block (a :func:`warnings.catch_warnings`
+    scope); the caller's filters are restored on exit, and every other warning passes.
+    """
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=LEAFSPEC_MESSAGE, module=LEAFSPEC_MODULE)
+        warnings.filterwarnings("ignore", message=FEW_WORKERS_MESSAGE)
+        yield

@@ -20,7 +20,6 @@ import os
 import platform
 import re
 import time
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -75,12 +74,9 @@ def _best_epoch(best_checkpoint: str | None, history: list[dict[str, float]]) ->
 
 
 def quiet_lightning() -> None:
-    """Silence Lightning's banners and known-harmless warnings (the bench has its own bar)."""
+    """Silence Lightning's info banners (the bench prints its own progress); warnings still pass."""
     logging.getLogger("lightning").setLevel(logging.WARNING)
     logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)
-    warnings.filterwarnings("ignore", message=".*does not have many workers.*")
-    warnings.filterwarnings("ignore", message=".*LeafSpec.*")
-    warnings.filterwarnings("ignore", message=".*predict_dataloader.*")
 
 
 def run_cell(config: BenchConfig, cell: Cell) -> dict[str, Any]:

@@ -17,7 +17,7 @@ from wsi_ncmi.batch import ItemLock, ItemResult
 from wsi_ncmi.batch.locks import lock_dir
 from wsi_ncmi.features.dataset import SlideJob
 from wsi_ncmi.features.encoders.registry import EncoderModule
-from wsi_ncmi.quiet import drop_lightning_tips
+from wsi_ncmi.quiet import drop_lightning_tips, lightning_loop
 
 if TYPE_CHECKING:
     from wsi_ncmi.features.run import ExtractConfig
@@ -139,7 +139,7 @@ class ExtractionRound:
         )
         started = time.perf_counter()
         try:
-            with warnings.catch_warnings():
+            with lightning_loop():
                 # Batches are whole-slide regions, not sampler indices; empty shards are fine.
                 warnings.filterwarnings("ignore", message=".*infer the batch indices.*")
                 warnings.filterwarnings("ignore", message=".*length of `DataLoader` across ranks.*")

@@ -16,7 +16,7 @@ from wsi_ncmi.images.models import build_backbone
 from wsi_ncmi.images.module import LossClassifier
 from wsi_ncmi.losses.callbacks import CentroidUpdate, NCMIDiagnostics
 from wsi_ncmi.losses.registry import build_loss
-from wsi_ncmi.quiet import drop_lightning_tips
+from wsi_ncmi.quiet import drop_lightning_tips, lightning_loop
 
 
 def fit_classifier(
@@ -65,9 +65,10 @@ def fit_classifier(
         default_root_dir=default_root_dir,
         num_sanity_val_steps=0,
     )
-    trainer.fit(model, datamodule=datamodule)
-    val = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")}
-    test = trainer.test(model, datamodule=datamodule, verbose=False)[0]
+    with lightning_loop():
+        trainer.fit(model, datamodule=datamodule)
+        val = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")}
+        test = trainer.test(model, datamodule=datamodule, verbose=False)[0]
     return {
         "val": val,
         "test": {k: float(v) for k, v in test.items()},

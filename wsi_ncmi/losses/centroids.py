@@ -236,6 +236,14 @@ class CentroidState(nn.Module):
         """Whether the alternating Q-step may move the centroids after ``epoch``."""
         return epoch + 1 >= self.warmup_epochs and int(self.steps) >= self.warmup_steps
 
+    def centroids_moved(self) -> bool:
+        """Whether a Q-step has moved the loss centroids off the anchors yet.
+
+        Read from the buffers, so a resumed run answers as the uninterrupted one would.
+        ``"fixed"`` centroids never move.
+        """
+        return self.mode != "fixed" and not torch.equal(self.centroids, self.anchors)
+
     @torch.no_grad()
     def ema_update(self, p: Tensor, y: Tensor) -> None:
         """EMA Q-step from one training batch (no-op unless ``mode == "ema"``).
@@ -271,8 +279,9 @@ class CentroidState(nn.Module):
             counts: ``(C,)`` per-class counts.
             epoch: Epoch that just ended, ``-1`` for the pass before training.
             predicted_counts: ``(C,)`` histogram of predicted classes over the same pass.
-                Ignored (no prediction check) when the pass predicted with the anchors,
-                i.e. outside class space before any class means existed.
+                Ignored (no prediction check) when the pass predicted with the anchors
+                (outside class space before any class means existed), or when no Q-step
+                had moved the centroids before the pass (warm start, fixed centroids).
 
         Returns:
             The report (also appended to :attr:`reports`; a
@@ -282,6 +291,11 @@ class CentroidState(nn.Module):
         # Outside class space the pass predicted with the prediction centroids, which are
         # the anchors until a first pass has produced class means: no evidence of a merge.
         predicted_with_means = self.class_space or bool(self.has_class_means)
+        # Predictions that cover few classes are evidence of a centroid merge only if the
+        # Q-step had moved the centroids before the pass that made them: during the warm
+        # start (and with fixed centroids) they are the network's own early guesses, and no
+        # setting of the schedule is to blame.
+        judge_predictions = predicted_with_means and self.centroids_moved()
         means = LF.centroids_from_sums(sums.to(device), counts.to(device), self.class_means)
         self.class_means.copy_(means)
         self.has_class_means.fill_(True)
@@ -296,7 +310,7 @@ class CentroidState(nn.Module):
             epoch,
             applied=applied,
             counts=counts,
-            predicted_counts=predicted_counts if predicted_with_means else None,
+            predicted_counts=predicted_counts if judge_predictions else None,
         )
 
     def check(
@@ -325,7 +339,7 @@ class CentroidState(nn.Module):
             min_distance=min_pairwise_tv(q),
             anchor_min_distance=min_pairwise_tv(self.anchors),
         )
-        if self.mode != "fixed":
+        if self.centroids_moved():  # centroids still on the anchors have merged nothing
             limit = self.collapse_distance_ratio * report.anchor_min_distance
             if report.min_distance < limit:
                 dist = 0.5 * torch.cdist(q.double(), q.double(), p=1)

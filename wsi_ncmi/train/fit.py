@@ -29,7 +29,7 @@ from wsi_ncmi.batch.atomic import write_text_atomic
 from wsi_ncmi.errors import ConfigError
 from wsi_ncmi.losses.callbacks import CentroidUpdate, EscapeMonitor, NCMIDiagnostics
 from wsi_ncmi.manifest import LABELS, ManifestRow, read_manifest
-from wsi_ncmi.quiet import drop_lightning_tips
+from wsi_ncmi.quiet import drop_lightning_tips, lightning_loop
 from wsi_ncmi.train.attention import export_attention
 from wsi_ncmi.train.build import build_loggers, build_model
 from wsi_ncmi.train.checkpoint_io import AtomicCheckpointIO, resume_checkpoint
@@ -160,7 +160,8 @@ def run_fold(
     resume_from = str(found) if found is not None else None
     if resume_from:
         log.info("resuming fold %s from %s", fold.name, resume_from)
-    trainer.fit(model, datamodule=datamodule, ckpt_path=resume_from)
+    with lightning_loop():
+        trainer.fit(model, datamodule=datamodule, ckpt_path=resume_from)
     best = checkpoint.best_model_path or (str(last) if last.is_file() else None)
     rows = datamodule.rows["test"]
     val_predictions = predict_slides(trainer, model, datamodule.val_dataloader(), best)

@@ -7,7 +7,7 @@ from pathlib import Path
 import lightning as L
 import torch
 
-from wsi_ncmi.quiet import drop_lightning_tips
+from wsi_ncmi.quiet import drop_lightning_tips, lightning_loop
 from wsi_ncmi.train.build import build_model
 from wsi_ncmi.train.config import TrainConfig
 from wsi_ncmi.train.data import BagDataModule
@@ -82,7 +82,8 @@ def rescore_validation(
         enable_model_summary=False,
         enable_checkpointing=False,
     )
-    trainer.validate(model, datamodule=datamodule, ckpt_path=str(ckpt_path), verbose=False)
+    with lightning_loop():
+        trainer.validate(model, datamodule=datamodule, ckpt_path=str(ckpt_path), verbose=False)
     return {k: float(v) for k, v in trainer.callback_metrics.items()}
 
 

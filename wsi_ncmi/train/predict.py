@@ -15,6 +15,7 @@ import numpy as np
 
 from wsi_ncmi.losses.decision import PriorRule, fit_prior_rule, log_scores
 from wsi_ncmi.manifest import ManifestRow
+from wsi_ncmi.quiet import lightning_loop
 from wsi_ncmi.train.config import TrainConfig
 from wsi_ncmi.train.module import MILClassifier
 from wsi_ncmi.train.probe import ProbeResult, linear_probe
@@ -36,7 +37,8 @@ def predict_slides(
         One dict per slide: ``index``, ``target``, ``pred``, ``probs (C,)``,
         ``attention (N,)`` (a NumPy array).
     """
-    batches: list[Any] = list(trainer.predict(model, loader, ckpt_path=ckpt_path) or [])
+    with lightning_loop():
+        batches: list[Any] = list(trainer.predict(model, loader, ckpt_path=ckpt_path) or [])
     slides = []
     for batch in batches:
         for b in range(int(batch["index"].shape[0])):
