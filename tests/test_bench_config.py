@@ -19,7 +19,8 @@ from typing import Any
 import pytest
 import yaml
 
-from wsi_ncmi.bench.config import load_config, to_dict
+from wsi_ncmi.bench.config import to_dict
+from wsi_ncmi.bench.parser import load_config
 from wsi_ncmi.errors import ConfigError
 
 REPO = Path(__file__).resolve().parents[1]

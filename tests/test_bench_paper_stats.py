@@ -14,8 +14,8 @@ import pytest
 from scipy import stats as sps
 from sklearn.metrics import f1_score
 
-from wsi_ncmi.bench.config import load_config
 from wsi_ncmi.bench.paper import best_baseline_comparisons, epoch_points, ncmi_tracking
+from wsi_ncmi.bench.parser import load_config
 from wsi_ncmi.bench.results import run_reports
 from wsi_ncmi.bench.stats import holm
 from wsi_ncmi.manifest import LABELS, ManifestRow

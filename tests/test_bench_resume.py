@@ -20,8 +20,9 @@ from pathlib import Path
 import pytest
 from _train_bags import ENCODER, make_cohort
 
-from wsi_ncmi.bench.config import ConfigError, load_config
+from wsi_ncmi.bench.parser import load_config
 from wsi_ncmi.cli.bench import main
+from wsi_ncmi.errors import ConfigError
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 

@@ -17,7 +17,8 @@ from pathlib import Path
 import pytest
 from _train_bags import ENCODER, make_cohort
 
-from wsi_ncmi.bench.config import LossEntry, load_config
+from wsi_ncmi.bench.config import LossEntry
+from wsi_ncmi.bench.parser import load_config
 from wsi_ncmi.bench.suite import expand_grid, select_variants, split_configs
 from wsi_ncmi.cli.bench import main
 from wsi_ncmi.errors import ConfigError
@@ -169,7 +170,7 @@ def test_suite_settings_are_checked(override: dict[str, object], message: str) -
 
 
 def test_prepare_embeds_the_stage_configs() -> None:
-    from wsi_ncmi.features.run import ExtractConfig
+    from wsi_ncmi.features.config import ExtractConfig
     from wsi_ncmi.tiling import GridParams
     from wsi_ncmi.train.config import SplitConfig
 

@@ -249,7 +249,7 @@ def test_older_spellings_mean_the_same_as_the_canonical_ones() -> None:
 def test_cli_defaults_are_the_library_defaults(tmp_path: Path) -> None:
     """Flags come from the dataclasses: no copied default can drift."""
     from wsi_ncmi.cli import extract, tile
-    from wsi_ncmi.features.run import ExtractConfig
+    from wsi_ncmi.features.config import ExtractConfig
     from wsi_ncmi.tiling.job import TilingConfig
     from wsi_ncmi.tiling.run import run_tiling
 

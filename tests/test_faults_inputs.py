@@ -22,7 +22,8 @@ from faults.training import MANIFEST_CASES, bad_manifest, cli, leaky_splits, poi
 
 from wsi_ncmi.errors import CacheSchemaError, ManifestError
 from wsi_ncmi.features import load_bag, read_features
-from wsi_ncmi.features.run import ExtractConfig, run_extraction
+from wsi_ncmi.features.config import ExtractConfig
+from wsi_ncmi.features.run import run_extraction
 from wsi_ncmi.tiling import TilingConfig, make_tasks, run_tiling
 from wsi_ncmi.tiling.run import discover_slides
 

@@ -31,7 +31,8 @@ from faults.common import (
 from faults.slides import tissue, write_tiff
 
 from wsi_ncmi.batch import BatchAbortedError
-from wsi_ncmi.features.run import ExtractConfig, run_extraction
+from wsi_ncmi.features.config import ExtractConfig
+from wsi_ncmi.features.run import run_extraction
 
 REPO = Path(__file__).resolve().parents[1]
 

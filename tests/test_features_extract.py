@@ -20,8 +20,9 @@ from _slides import corrupt_first_tile, tissue_image, write_pyramid_tiff
 from wsi_ncmi.batch import BatchAbortedError, find_temp_files
 from wsi_ncmi.errors import CacheSchemaError, ConfigError
 from wsi_ncmi.features import load_bag, read_features
+from wsi_ncmi.features.config import ExtractConfig
 from wsi_ncmi.features.encoders.registry import EncoderModule
-from wsi_ncmi.features.run import ExtractConfig, run_extraction
+from wsi_ncmi.features.run import run_extraction
 from wsi_ncmi.slide import open_slide
 from wsi_ncmi.tiling.schema import read_coords, write_coords
 

@@ -19,7 +19,8 @@ from _slides import corrupt_first_tile
 
 from wsi_ncmi.errors import ConfigError
 from wsi_ncmi.features import read_features
-from wsi_ncmi.features.run import ExtractConfig, run_extraction
+from wsi_ncmi.features.config import ExtractConfig
+from wsi_ncmi.features.run import run_extraction
 from wsi_ncmi.slide.cucim import cucim_available
 from wsi_ncmi.tiling.schema import write_coords
 

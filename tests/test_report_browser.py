@@ -27,7 +27,7 @@ ENCODER = "signal16"
 def bench_out(tmp_path_factory: pytest.TempPathFactory) -> Path:
     import torch
 
-    from wsi_ncmi.bench.config import load_config
+    from wsi_ncmi.bench.parser import load_config
     from wsi_ncmi.bench.pipeline import run_bench
 
     torch.set_num_threads(1)

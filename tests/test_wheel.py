@@ -76,7 +76,7 @@ def test_installed_wheel_runs_from_another_directory(
     _, site = installed
     probe = (
         "import wsi_ncmi.demo as d\n"
-        "from wsi_ncmi.bench.config import load_config\n"
+        "from wsi_ncmi.bench.parser import load_config\n"
         "from wsi_ncmi.manifest import read_manifest\n"
         "from wsi_ncmi.train.html import provenance\n"
         "print(d.DEFAULT_CONFIG)\n"

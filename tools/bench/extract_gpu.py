@@ -31,8 +31,9 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from extract_speed import make_cohort
 
+from wsi_ncmi.features.config import ExtractConfig
 from wsi_ncmi.features.encoders import build_encoder
-from wsi_ncmi.features.run import ExtractConfig, run_extraction
+from wsi_ncmi.features.run import run_extraction
 
 ENCODERS = {"resnet50-trunc": {}, "uni": {}}  # full-size architectures, random weights
 

@@ -28,9 +28,10 @@ from _features import coords_attrs, grid
 from _slides import tissue_image, write_pyramid_tiff
 
 from wsi_ncmi.features import load_bag
+from wsi_ncmi.features.config import ExtractConfig
 from wsi_ncmi.features.encoders import EncoderSpec
 from wsi_ncmi.features.encoders.registry import EncoderModule
-from wsi_ncmi.features.run import ExtractConfig, run_extraction
+from wsi_ncmi.features.run import run_extraction
 from wsi_ncmi.features.store import FeatureFileWriter
 from wsi_ncmi.slide import open_slide
 from wsi_ncmi.tiling.schema import read_coords, write_coords

@@ -283,7 +283,7 @@ def build_counterfactual(swap: str, center: int, donor: int, out: Path, *, seed:
     are links to the prepared cohort's (:data:`FEATURES_ROOT`).
     """
     import wsi_ncmi.synth.generate as generate
-    from wsi_ncmi.bench.config import load_config
+    from wsi_ncmi.bench.parser import load_config
     from wsi_ncmi.bench.pipeline import prepare_features
     from wsi_ncmi.manifest import read_manifest
     from wsi_ncmi.synth import generate_cohort
@@ -359,7 +359,7 @@ def build_oracle(center: int, out: Path) -> Path:
     import torch
 
     import wsi_ncmi.features.encoders.builtin as builtin
-    from wsi_ncmi.bench.config import load_config
+    from wsi_ncmi.bench.parser import load_config
     from wsi_ncmi.bench.pipeline import extract_config
     from wsi_ncmi.features.run import run_extraction
     from wsi_ncmi.manifest import read_manifest

@@ -39,9 +39,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "tests"))
 from _features import coords_attrs, grid
 from _slides import tissue_image
 
+from wsi_ncmi.features.config import ExtractConfig
 from wsi_ncmi.features.encoders import EncoderSpec
 from wsi_ncmi.features.encoders.registry import EncoderModule
-from wsi_ncmi.features.run import ExtractConfig, run_extraction
+from wsi_ncmi.features.run import run_extraction
 from wsi_ncmi.slide import open_slide
 from wsi_ncmi.tiling.schema import read_coords, write_coords
 

@@ -28,7 +28,8 @@ from typing import Any
 
 import yaml
 
-from wsi_ncmi.bench.config import BenchConfig, load_config
+from wsi_ncmi.bench.config import BenchConfig
+from wsi_ncmi.bench.parser import load_config
 from wsi_ncmi.bench.suite import expand_grid, split_configs, tuned_models
 from wsi_ncmi.train.config import OptimConfig
 

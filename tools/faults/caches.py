@@ -19,7 +19,7 @@ ENCODER = "random-cnn"
 
 
 def _config(coords: Path, out: Path, **kw: Any) -> Any:
-    from wsi_ncmi.features.run import ExtractConfig
+    from wsi_ncmi.features.config import ExtractConfig
 
     base: dict[str, Any] = {
         "coords_dir": coords, "out_dir": out, "encoder": ENCODER, "random_init": True,

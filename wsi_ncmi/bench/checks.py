@@ -129,7 +129,7 @@ def _validate_suite(config: BenchConfig) -> None:
             f"{treatments}; allowed: {labels}, got {sweep.baselines}"
         )
     from wsi_ncmi.bench.config import BENCH_OWNED_EXTRACT
-    from wsi_ncmi.features.run import ExtractConfig
+    from wsi_ncmi.features.config import ExtractConfig
 
     allowed = sorted(set(ExtractConfig.__dataclass_fields__) - set(BENCH_OWNED_EXTRACT))
     unknown = sorted(set(config.prepare.extract) - set(allowed))

@@ -8,9 +8,10 @@ embeds the stages' own dataclasses (``wsi-tile``'s grid, ``wsi-train``'s split);
 ``report``), so the commands share one source of truth for their settings.
 
 The dataclasses are read by jsonargparse, as every ``wsi-*`` command's options are
-(:mod:`wsi_ncmi.bench.parser`, shared by ``wsi-bench`` and :func:`load_config`). Every
-key is checked: an unknown key, a wrong type or an out-of-range value raises
-:class:`~wsi_ncmi.errors.ConfigError` naming the key. Overrides use dotted keys
+(:mod:`wsi_ncmi.bench.parser`, shared by ``wsi-bench`` and
+:func:`~wsi_ncmi.bench.parser.load_config`). Every key is checked: an unknown key, a
+wrong type or an out-of-range value raises :class:`~wsi_ncmi.errors.ConfigError` naming
+the key. Overrides use dotted keys
 (``--set train.trainer.max_epochs=5``) whose values are parsed as YAML.
 """
 
@@ -30,7 +31,6 @@ from wsi_ncmi.train.config import SplitConfig
 __all__ = [
     "BenchConfig",
     "ConfigError",
-    "load_config",
     "parse_override",
     "set_dotted",
     "to_dict",
@@ -99,7 +99,7 @@ class PrepareConfig:
 
     The stages' own configurations, not copies: ``grid`` is ``wsi-tile``'s
     :class:`~wsi_ncmi.tiling.GridParams` (``--grid.*``) and ``extract`` holds
-    ``wsi-extract``'s :class:`~wsi_ncmi.features.run.ExtractConfig` fields (the same names
+    ``wsi-extract``'s :class:`~wsi_ncmi.features.config.ExtractConfig` fields (the same names
     as its flags), so each setting has one name and one default.
 
     Attributes:
@@ -283,35 +283,6 @@ class BenchConfig:
     def out_dir(self) -> Path:
         """``<output_root>/<name>``."""
         return Path(self.output_root) / self.name
-
-
-def load_config(
-    path: str | Path | None = None,
-    overrides: dict[str, Any] | None = None,
-    *,
-    quick: bool = False,
-) -> BenchConfig:
-    """Defaults, then the YAML file, then its ``quick`` section, then dotted overrides.
-
-    The same parser as ``wsi-bench --config PATH [--quick] --set KEY=VALUE ...``
-    (:mod:`wsi_ncmi.bench.parser`).
-
-    Args:
-        path: YAML file, or ``None`` for the defaults.
-        overrides: ``{"dotted.key": value}`` applied after the file, in order.
-        quick: Apply the file's ``quick`` overrides (``wsi-bench --quick``).
-
-    Returns:
-        The validated configuration.
-
-    Raises:
-        ConfigError: Unreadable file, unknown key, wrong type or invalid value.
-    """
-    from wsi_ncmi.bench.parser import command_line, config_from, library_parser, parse_bench_args
-
-    parser = library_parser()
-    argv = command_line(path, overrides, quick=quick)
-    return config_from(parser, parse_bench_args(parser, argv))
 
 
 def to_dict(config: BenchConfig) -> dict[str, Any]:

@@ -24,7 +24,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from wsi_ncmi.bench.config import BenchConfig
-from wsi_ncmi.bench.results import RunKey, group_metric
+from wsi_ncmi.bench.results import RunKey, group_metric, paired_slides
 from wsi_ncmi.bench.stats import holm, mean_std, paired_bootstrap, signed_rank, spearman
 from wsi_ncmi.bench.tables import fmt_mean_std
 from wsi_ncmi.manifest import LABELS
@@ -113,8 +113,6 @@ def best_baseline_comparisons(
         bootstrap}, "wilcoxon"}}}``; every bootstrap entry and Wilcoxon record gains
         ``p_holm``.
     """
-    from wsi_ncmi.bench.report import _pairs
-
     sweep, st = config.sweep, config.stats
     out: dict[str, dict[str, Any]] = {}
     for treat in all_treatments(config):
@@ -122,7 +120,7 @@ def best_baseline_comparisons(
             base, scores = best_baseline(config, results, model)
             if base is None or not any(k[0] == model and k[1] == treat for k in runs):
                 continue
-            pairs = _pairs(runs, model, base, treat, sweep.seeds)
+            pairs = paired_slides(runs, model, base, treat, sweep.seeds)
             centers = sorted({int(c) for c in pairs.centers})
             groups: dict[str, Any] = {}
             for group in [*map(str, centers), "pooled"]:

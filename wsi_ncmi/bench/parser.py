@@ -1,7 +1,7 @@
 """The parser of ``wsi-bench``'s configuration: jsonargparse over :class:`BenchConfig`.
 
 One parser serves the command line (:mod:`wsi_ncmi.cli.bench`) and the library
-(:func:`wsi_ncmi.bench.config.load_config`). Its options are the fields of
+(:func:`wsi_ncmi.bench.parser.load_config`). Its options are the fields of
 :class:`~wsi_ncmi.bench.config.BenchConfig` and of the dataclasses it embeds
 (``--sweep.seeds``, ``--stats.bootstrap``, ``--prepare.grid.target_mpp``, ...), plus:
 
@@ -140,7 +140,7 @@ def config_from(parser: Any, namespace: Any) -> BenchConfig:
 
 @functools.cache
 def library_parser() -> Any:
-    """The parser of :func:`~wsi_ncmi.bench.config.load_config` (no command-line extras)."""
+    """The parser of :func:`~wsi_ncmi.bench.parser.load_config` (no command-line extras)."""
     parser = ArgumentParser(prog="wsi-bench", exit_on_error=False, print_config=None)
     add_config_arguments(parser)
     return parser
@@ -149,7 +149,7 @@ def library_parser() -> Any:
 def command_line(
     path: str | Path | None, overrides: dict[str, Any] | None, *, quick: bool
 ) -> list[str]:
-    """The ``wsi-bench`` options of :func:`~wsi_ncmi.bench.config.load_config`'s arguments.
+    """The ``wsi-bench`` options of :func:`~wsi_ncmi.bench.parser.load_config`'s arguments.
 
     Raises:
         ConfigError: An override value YAML cannot hold.
@@ -346,3 +346,30 @@ class _Quick(argparse.Action):
             if str(key).split(".")[0] == "quick":
                 raise ConfigError("quick: an override must not set 'quick' itself")
             apply_override(parser, cfg, str(key), copy.deepcopy(value))
+
+
+def load_config(
+    path: str | Path | None = None,
+    overrides: dict[str, Any] | None = None,
+    *,
+    quick: bool = False,
+) -> BenchConfig:
+    """Defaults, then the YAML file, then its ``quick`` section, then dotted overrides.
+
+    The same parser as ``wsi-bench --config PATH [--quick] --set KEY=VALUE ...``
+    (:mod:`wsi_ncmi.bench.parser`).
+
+    Args:
+        path: YAML file, or ``None`` for the defaults.
+        overrides: ``{"dotted.key": value}`` applied after the file, in order.
+        quick: Apply the file's ``quick`` overrides (``wsi-bench --quick``).
+
+    Returns:
+        The validated configuration.
+
+    Raises:
+        ConfigError: Unreadable file, unknown key, wrong type or invalid value.
+    """
+    parser = library_parser()
+    argv = command_line(path, overrides, quick=quick)
+    return config_from(parser, parse_bench_args(parser, argv))

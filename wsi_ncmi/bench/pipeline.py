@@ -22,7 +22,7 @@ from wsi_ncmi.errors import ConfigError, MissingFeaturesError
 
 if TYPE_CHECKING:
     from wsi_ncmi.bench.sweep import SweepOutcome
-    from wsi_ncmi.features.run import ExtractConfig
+    from wsi_ncmi.features.config import ExtractConfig
 
 log = logging.getLogger(__name__)
 
@@ -133,7 +133,7 @@ def extract_config(config: BenchConfig) -> ExtractConfig:
     Raises:
         ConfigError: A bad ``prepare.extract`` value.
     """
-    from wsi_ncmi.features.run import ExtractConfig
+    from wsi_ncmi.features.config import ExtractConfig
 
     root = Path(config.data.features_root)
     values = BENCH_EXTRACT_DEFAULTS | dict(config.prepare.extract)

@@ -24,12 +24,13 @@ from wsi_ncmi.bench.plots import grouped_bars, ncmi_epochs_scatter, ncmi_scatter
 from wsi_ncmi.bench.results import (
     RunKey,
     group_metric,
+    paired_slides,
     result_rows,
     run_records,
     run_reports,
     write_results_csv,
 )
-from wsi_ncmi.bench.stats import align, mean_std, paired_bootstrap, signed_rank, spearman
+from wsi_ncmi.bench.stats import mean_std, paired_bootstrap, signed_rank, spearman
 from wsi_ncmi.bench.sweep import SweepOutcome
 from wsi_ncmi.bench.tables import decision_table, diagnostics_table, per_class_table
 from wsi_ncmi.bench.tables import fmt_mean_std as _fmt
@@ -42,27 +43,6 @@ def _signed(value: float, digits: int = 3) -> str:
 
 def _group_label(group: str, n: int) -> str:
     return f"pooled (n={n})" if group == "pooled" else f"center {group} (n={n})"
-
-
-def _pairs(
-    runs: Mapping[RunKey, list[dict[str, Any]]],
-    model: str,
-    base: str,
-    treat: str,
-    seeds: Sequence[int],
-) -> Any:
-    both = [s for s in seeds if (model, base, s) in runs and (model, treat, s) in runs]
-    truth = {
-        r["slide_id"]: (LABELS.index(r["true_label"]), int(r["center"]))
-        for key, records in runs.items()
-        if key[0] == model
-        for r in records
-    }
-
-    def preds(loss: str, seed: int) -> dict[str, int]:
-        return {r["slide_id"]: LABELS.index(r["pred_label"]) for r in runs[(model, loss, seed)]}
-
-    return align(truth, [preds(base, s) for s in both], [preds(treat, s) for s in both])
 
 
 def model_summary(
@@ -93,7 +73,7 @@ def model_summary(
                 patients[group] = int(group_metric(r, group, "patients"))
     comparisons: dict[str, Any] = {}
     for other in (x for x in losses if x != sweep.baseline):
-        pairs = _pairs(runs, model, sweep.baseline, other, seeds)
+        pairs = paired_slides(runs, model, sweep.baseline, other, seeds)
         per_group = {}
         for group in groups:
             sub = pairs if group == "pooled" else pairs.subset(pairs.centers == int(group))

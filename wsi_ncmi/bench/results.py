@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from wsi_ncmi.bench.cells import PREDICTIONS_NAME, VAL_KEYS
+from wsi_ncmi.bench.stats import PairedSlides, align
 from wsi_ncmi.manifest import LABELS, ManifestRow
 
 TEST_KEYS = (
@@ -132,3 +133,37 @@ def group_metric(report: Mapping[str, Any], group: str, key: str) -> float:
     block = report["pooled"] if group == "pooled" else report["per_center"].get(group)
     value = None if block is None else block.get(key)
     return float("nan") if value is None else float(value)
+
+
+def paired_slides(
+    runs: Mapping[RunKey, list[dict[str, Any]]],
+    model: str,
+    base: str,
+    treat: str,
+    seeds: Sequence[int],
+) -> PairedSlides:
+    """The test slides of ``model``'s ``base`` and ``treat`` runs, aligned for paired tests.
+
+    Args:
+        runs: Test prediction records per run.
+        model: Aggregator label.
+        base: Baseline loss label.
+        treat: Treatment loss label.
+        seeds: The sweep's seeds; those where both runs exist are used.
+
+    Returns:
+        True classes, hospitals and each seed's two predictions, on the slides every run
+        predicted (:func:`~wsi_ncmi.bench.stats.align`).
+    """
+    both = [s for s in seeds if (model, base, s) in runs and (model, treat, s) in runs]
+    truth = {
+        r["slide_id"]: (LABELS.index(r["true_label"]), int(r["center"]))
+        for key, records in runs.items()
+        if key[0] == model
+        for r in records
+    }
+
+    def preds(loss: str, seed: int) -> dict[str, int]:
+        return {r["slide_id"]: LABELS.index(r["pred_label"]) for r in runs[(model, loss, seed)]}
+
+    return align(truth, [preds(base, s) for s in both], [preds(treat, s) for s in both])

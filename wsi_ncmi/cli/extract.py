@@ -1,6 +1,6 @@
 """``wsi-extract``: frozen-encoder features for every tiled slide.
 
-Options: the fields of :class:`~wsi_ncmi.features.run.ExtractConfig`, from ``--config
+Options: the fields of :class:`~wsi_ncmi.features.config.ExtractConfig`, from ``--config
 FILE.yaml`` and flags (``configs/extract/example.yaml``). Exit codes: 0 all slides
 ok/skipped/no tissue; 1 some slides failed (the report lists them); 2 bad arguments or
 configuration (µm/px mismatch, unknown encoder); 3 encoder weights unavailable
@@ -36,14 +36,14 @@ class _ListEncoders(argparse.Action):
 
 
 def build_parser() -> Any:
-    """The jsonargparse parser of :class:`~wsi_ncmi.features.run.ExtractConfig`.
+    """The jsonargparse parser of :class:`~wsi_ncmi.features.config.ExtractConfig`.
 
     Every option is a field of ``ExtractConfig`` (help from its docstring), except
     ``--coords_dir``, whose default (``<out>/coords``) depends on ``--out``.
     Defaults suit a 16-core, one-GPU host and still run on 2 cores; ``--skip_errors``
     is on, as in every batch command.
     """
-    from wsi_ncmi.features.run import ExtractConfig
+    from wsi_ncmi.features.config import ExtractConfig
 
     p = new_parser(
         "wsi-extract",
@@ -87,7 +87,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _extract(argv: Sequence[str] | None) -> int:
     from wsi_ncmi.cli.common import check_backend, fields_of
-    from wsi_ncmi.features.run import ExtractConfig, run_extraction
+    from wsi_ncmi.features.config import ExtractConfig
+    from wsi_ncmi.features.run import run_extraction
 
     args = parse(build_parser(), argv, ALIASES)
     check_backend(args.backend)

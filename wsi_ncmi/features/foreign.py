@@ -180,7 +180,7 @@ def write_sidecar(bag: ForeignBag, out_root: Path, encoder: str, fmt: ForeignFor
 
     from wsi_ncmi.batch import atomic_output
     from wsi_ncmi.batch.h5image import memory_h5, write_h5_image
-    from wsi_ncmi.features.store import FEATURES_SCHEMA, FEATURES_SCHEMA_VERSION, feature_path
+    from wsi_ncmi.features.schema import FEATURES_SCHEMA, FEATURES_SCHEMA_VERSION, feature_path
 
     target = feature_path(out_root, encoder, bag.slide_id)
     source = bag.source.resolve()
@@ -281,7 +281,7 @@ def register_foreign_features(
         inspect_foreign(p, fmt, coords_dir=coords_dir, mpp=mpp, patch_size_px=patch_size_px)
         for p in files
     ]
-    bad = [(b, n) for b in bags if (n := nonfinite_rows(b))]
+    bad = [(b, n) for b in bags if (n := nonfinite_rows(b.source, b.n_rows))]
     if bad:
         listed = "; ".join(f"{str(b.source)!r}: {n} of {b.n_rows} rows" for b, n in bad[:10])
         raise NonFiniteFeaturesError(

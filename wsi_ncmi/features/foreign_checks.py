@@ -12,15 +12,12 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
 from wsi_ncmi.errors import ConfigError
 from wsi_ncmi.tiling.schema import decode_attr
-
-if TYPE_CHECKING:
-    from wsi_ncmi.features.foreign import ForeignBag
 
 #: Rows read at a time when checking a foreign file's values.
 _CHECK_ROWS = 8192
@@ -29,19 +26,22 @@ _CHECK_ROWS = 8192
 TOOL_OF = {"trident": "TRIDENT", "clam": "CLAM", "clam-pt": "CLAM"}
 
 
-def nonfinite_rows(bag: ForeignBag) -> int:
-    """How many rows of ``bag``'s features hold NaN or inf (read in blocks)."""
-    if bag.source.suffix == ".pt":
+def nonfinite_rows(source: Path, n_rows: int) -> int:
+    """How many of the ``n_rows`` feature rows of a foreign ``source`` file hold NaN or inf.
+
+    A ``.pt`` tensor is loaded whole; an HDF5 file's ``features`` are read in blocks.
+    """
+    if source.suffix == ".pt":
         import torch
 
-        tensor = torch.load(bag.source, map_location="cpu", weights_only=True)
+        tensor = torch.load(source, map_location="cpu", weights_only=True)
         return int((~torch.isfinite(tensor.to(torch.float32))).any(dim=1).sum())
     import h5py
 
     bad = 0
-    with h5py.File(bag.source, "r") as h5:
+    with h5py.File(source, "r") as h5:
         ds = h5["features"]
-        for start in range(0, bag.n_rows, _CHECK_ROWS):
+        for start in range(0, n_rows, _CHECK_ROWS):
             block = np.asarray(ds[start : start + _CHECK_ROWS])
             bad += int((~np.isfinite(block)).any(axis=1).sum())
     return bad

@@ -23,7 +23,7 @@ from wsi_ncmi.slide import SlideRef
 from wsi_ncmi.tiling.schema import params_hash, read_coords
 
 if TYPE_CHECKING:
-    from wsi_ncmi.features.run import ExtractConfig
+    from wsi_ncmi.features.config import ExtractConfig
 
 
 def extraction_hash(spec: EncoderSpec, dtype: str, coords_hash: str, reader: str) -> str:

@@ -20,7 +20,7 @@ from wsi_ncmi.features.encoders.registry import EncoderModule
 from wsi_ncmi.quiet import drop_lightning_tips, lightning_loop
 
 if TYPE_CHECKING:
-    from wsi_ncmi.features.run import ExtractConfig
+    from wsi_ncmi.features.config import ExtractConfig
 
 
 def slide_lock(config: ExtractConfig, job: SlideJob) -> ItemLock:

@@ -150,8 +150,9 @@ def _tile_and_extract(
     config: PredictConfig, model: Ensemble, seconds: dict[str, float]
 ) -> tuple[list[tuple[str, Path | None]], int]:
     """Stages 1 and 2; returns ``[(slide_id, slide path)]`` and the worst exit code."""
+    from wsi_ncmi.features.config import ExtractConfig
     from wsi_ncmi.features.encoders.registry import build_encoder
-    from wsi_ncmi.features.run import ExtractConfig, run_extraction
+    from wsi_ncmi.features.run import run_extraction
     from wsi_ncmi.tiling.grid import GridParams
     from wsi_ncmi.tiling.job import TilingConfig
     from wsi_ncmi.tiling.run import discover_slides, make_tasks, run_tiling

@@ -24,8 +24,8 @@ import torch
 from torch import nn
 
 from wsi_ncmi.errors import ConfigError
-from wsi_ncmi.features.encoders.registry import EncoderSpec, load_into, load_state_dict_file
-from wsi_ncmi.features.encoders.registry import register_encoder as _register
+from wsi_ncmi.features.encoders.spec import EncoderSpec, load_into, load_state_dict_file
+from wsi_ncmi.features.encoders.spec import register_encoder as _register
 
 RANDOM_CNN_SEED = 0
 RANDOM_CNN_WIDTHS = (32, 64, 128, 128)

@@ -33,7 +33,7 @@ from wsi_ncmi.features.encoders.hub_layers import (
     conch_v15_pos_embed,
 )
 from wsi_ncmi.features.encoders.hub_weights import hub_download, resolve_hub_revision
-from wsi_ncmi.features.encoders.registry import (
+from wsi_ncmi.features.encoders.spec import (
     EncoderSpec,
     load_into,
     load_state_dict_file,

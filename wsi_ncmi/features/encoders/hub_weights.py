@@ -13,7 +13,7 @@ import re
 from pathlib import Path
 
 from wsi_ncmi.errors import WeightsUnavailableError
-from wsi_ncmi.features.encoders.registry import EncoderSpec
+from wsi_ncmi.features.encoders.spec import EncoderSpec
 
 _COMMIT = re.compile(r"[0-9a-f]{40}")
 

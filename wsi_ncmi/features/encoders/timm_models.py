@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from wsi_ncmi.errors import ConfigError, WeightsUnavailableError
-from wsi_ncmi.features.encoders.registry import EncoderSpec, load_into, load_state_dict_file
+from wsi_ncmi.features.encoders.spec import EncoderSpec, load_into, load_state_dict_file
 
 
 def import_timm() -> Any:

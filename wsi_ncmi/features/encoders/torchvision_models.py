@@ -9,7 +9,7 @@ from typing import Any
 from torch import nn
 
 from wsi_ncmi.errors import ConfigError, WeightsUnavailableError
-from wsi_ncmi.features.encoders.registry import (
+from wsi_ncmi.features.encoders.spec import (
     EncoderSpec,
     load_into,
     load_state_dict_file,
