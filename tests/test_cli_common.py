@@ -17,11 +17,11 @@ import pytest
 import yaml
 
 import wsi_ncmi.errors as errors
+from wsi_ncmi.cli.argv import normalize_argv
 from wsi_ncmi.cli.common import (
     EXIT_CODES_HELP,
     exit_code,
     fields_of,
-    normalize_argv,
     parse,
     run_cli,
 )
@@ -295,7 +295,7 @@ def test_config_names_resolve_to_the_packaged_files(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Issue 24 #12: by name, or by the README's repository path, from any directory."""
-    from wsi_ncmi.cli.common import packaged_configs
+    from wsi_ncmi.cli.argv import packaged_configs
     from wsi_ncmi.packaged import PACKAGED, list_packaged, resolve_packaged
 
     monkeypatch.chdir(tmp_path)

@@ -23,9 +23,9 @@ from wsi_ncmi.tiling.tissue import (
     TissueParams,
     detect_tissue,
     effective_mask_mpp,
-    load_user_mask,
     otsu_threshold,
 )
+from wsi_ncmi.tiling.user_mask import load_user_mask
 
 
 def test_geometry_records_exact_resize_factor() -> None:

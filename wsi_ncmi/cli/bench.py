@@ -24,12 +24,12 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
+from wsi_ncmi.cli.argv import normalize_argv
 from wsi_ncmi.cli.common import (
     add_names,
     aliases_for,
     aliases_help,
     new_parser,
-    normalize_argv,
     run_cli,
 )
 

@@ -230,7 +230,8 @@ def tile_slide(task: SlideTask, config: TilingConfig) -> ItemResult:
         tissue_polygons,
     )
     from wsi_ncmi.tiling.schema import write_coords
-    from wsi_ncmi.tiling.tissue import detect_tissue, load_user_mask, read_mask_image
+    from wsi_ncmi.tiling.tissue import detect_tissue, read_mask_image
+    from wsi_ncmi.tiling.user_mask import load_user_mask
 
     start = time.perf_counter()
     timings: dict[str, float] = {}

@@ -1,0 +1,114 @@
+"""The package's shape: short files, no import circles where the house rules forbid them.
+
+Read from the source with :mod:`ast` (nothing is imported), so a function-level or
+``TYPE_CHECKING`` import counts as much as a top-level one.
+"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+PACKAGE = Path(__file__).resolve().parents[1] / "wsi_ncmi"
+MAX_LINES = 400
+
+
+def _module_name(path: Path) -> str:
+    parts = list(path.relative_to(PACKAGE.parent).with_suffix("").parts)
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def _imports(path: Path, modules: set[str]) -> set[str]:
+    """The package modules that ``path`` imports (``from a import b`` counts ``a.b`` if
+    ``b`` is a module, else ``a``)."""
+    name = _module_name(path)
+    package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = package.split(".")[: len(package.split(".")) - node.level + 1]
+                target = ".".join(base + ([node.module] if node.module else []))
+            else:
+                target = node.module or ""
+            for alias in node.names:
+                child = f"{target}.{alias.name}"
+                found.add(child if child in modules else target)
+        elif isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+    return (found & modules) - {name}
+
+
+def _cycles(edges: dict[str, set[str]]) -> list[list[str]]:
+    """Strongly connected components with more than one module (Tarjan)."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on_stack: set[str] = set()
+    found: list[list[str]] = []
+
+    def visit(v: str) -> None:
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        on_stack.add(v)
+        for w in edges[v]:
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in on_stack:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            component = []
+            while True:
+                w = stack.pop()
+                on_stack.discard(w)
+                component.append(w)
+                if w == v:
+                    break
+            if len(component) > 1:
+                found.append(sorted(component))
+
+    for v in edges:
+        if v not in index:
+            visit(v)
+    return found
+
+
+def _graph(subpackage: str) -> dict[str, set[str]]:
+    files = {_module_name(p): p for p in (PACKAGE / subpackage).rglob("*.py")}
+    inside = set(files)
+    return {name: _imports(path, inside) for name, path in files.items()}
+
+
+def test_the_cycle_finder_finds_a_cycle() -> None:
+    assert _cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
+    assert _cycles({"a": {"b"}, "b": set()}) == []
+
+
+@pytest.mark.parametrize("subpackage", ["features", "bench"])
+def test_no_import_circle_inside(subpackage: str) -> None:
+    graph = _graph(subpackage)
+    assert len(graph) > 10  # the walk found the package's files
+    assert _cycles(graph) == []
+
+
+def test_no_code_file_is_over_400_lines() -> None:
+    lengths = {
+        str(p.relative_to(PACKAGE.parent)): len(p.read_text().splitlines())
+        for p in PACKAGE.rglob("*.py")
+    }
+    assert len(lengths) > 100
+    assert {p: n for p, n in lengths.items() if n > MAX_LINES} == {}
+
+
+def test_no_function_returns_a_result_or_a_sentinel_string() -> None:
+    mixed = []
+    for path in PACKAGE.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.returns:
+                parts = {part.strip() for part in ast.unparse(node.returns).split("|")}
+                if "str" in parts and any(p.startswith(("dict", "Mapping")) for p in parts):
+                    mixed.append(f"{path.name}:{node.lineno} {node.name}")
+    assert mixed == []
