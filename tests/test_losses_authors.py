@@ -74,8 +74,8 @@ def test_loss_matches_the_loop_oracle_and_the_anchors_never_move() -> None:
 
 
 def test_only_the_authors_two_arguments_are_exposed() -> None:
-    with pytest.raises(ConfigError, match="damping"):
-        build_loss("ncmi_authors", num_classes=C, damping=0.5)
+    with pytest.raises(ConfigError, match="schedule"):
+        build_loss("ncmi_authors", num_classes=C, schedule={"damping": 0.5})
     with pytest.raises(ConfigError, match="temperature"):
         build_loss("ncmi_authors", num_classes=C, temperature=0.0)
     with pytest.raises(ConfigError, match="center_decay"):
@@ -91,7 +91,9 @@ def _collapse_warnings(loss: ClassificationLoss, epoch: int, predicted: torch.Te
 
 
 def test_one_predicted_class_is_a_collapse_only_once_the_centroids_have_moved() -> None:
-    loss = build_loss("ncmi_mil", num_classes=C, feature_dim=M, warmup_epochs=2, warmup_steps=0)
+    loss = build_loss(
+        "ncmi_mil", num_classes=C, feature_dim=M, schedule={"warmup_epochs": 2, "warmup_steps": 0}
+    )
     assert isinstance(loss, NCMILoss)
     assert loss.state.mode == "alternating"
     one_class = torch.tensor([20.0, 0.0, 0.0, 0.0])
@@ -114,7 +116,7 @@ def test_one_predicted_class_is_a_collapse_only_once_the_centroids_have_moved() 
 
 
 def test_fixed_centroids_never_report_a_collapse() -> None:
-    loss = build_loss("ncmi_mil", num_classes=C, feature_dim=M, centroids="fixed")
+    loss = build_loss("ncmi_mil", num_classes=C, feature_dim=M, schedule={"mode": "fixed"})
     assert isinstance(loss, NCMILoss)
     one_class = torch.tensor([20.0, 0.0, 0.0, 0.0])
     for epoch in range(3):

@@ -78,7 +78,7 @@ def test_squentropy_matches_definition():
 
 def test_cmic_is_ce_plus_lambda_cmi_minus_beta_gamma():
     loss = build_loss(
-        "cmic", num_classes=C, cmi_weight=0.7, gamma_weight=0.3, warmup_steps=0
+        "cmic", num_classes=C, cmi_weight=0.7, gamma_weight=0.3, schedule={"warmup_steps": 0}
     ).eval()
     assert isinstance(loss, CMICLoss)
     q = torch.softmax(torch.randn(C, C), -1)

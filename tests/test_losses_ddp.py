@@ -8,11 +8,12 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from wsi_ncmi.losses import NCMILoss
+from wsi_ncmi.losses import CentroidSchedule, NCMILoss
 from wsi_ncmi.losses import functional as LF
 from wsi_ncmi.losses.distributed import accumulate_class_statistics
 
 C = 5
+LITERAL = CentroidSchedule(mode="alternating", warmup_epochs=0, warmup_steps=0, damping=1.0)
 
 
 def _data():
@@ -31,7 +32,7 @@ def _worker(rank: int, world_size: int, port: int, out_path: str) -> None:
         logits, labels = _data()
         shard = slice(rank, None, world_size)  # what DistributedSampler hands this rank
         batches = [(logits[shard][i : i + 7], labels[shard][i : i + 7]) for i in range(0, 20, 7)]
-        loss = NCMILoss(C, centroids="alternating", warmup_epochs=0, warmup_steps=0, damping=1.0)
+        loss = NCMILoss(C, schedule=LITERAL)
         sums, counts, predicted = accumulate_class_statistics(loss, batches, C)
         loss.q_step(sums, counts, epoch=-1, predicted_counts=predicted)
         centers = _feature_centers(rank, world_size)
@@ -71,7 +72,7 @@ def ddp_result(tmp_path_factory):
 def test_two_process_reduction_equals_single_process(ddp_result):
     got = ddp_result
     logits, labels = _data()
-    loss = NCMILoss(C, centroids="alternating", warmup_epochs=0, warmup_steps=0, damping=1.0)
+    loss = NCMILoss(C, schedule=LITERAL)
     sums, counts, predicted = accumulate_class_statistics(loss, [(logits, labels)], C)
     torch.testing.assert_close(got["sums"], sums)
     torch.testing.assert_close(got["counts"], counts)

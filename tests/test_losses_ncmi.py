@@ -21,10 +21,13 @@ from wsi_ncmi.losses import (
 )
 from wsi_ncmi.losses import functional as LF
 from wsi_ncmi.losses.ncmi import Head
+from wsi_ncmi.losses.options import CentroidSchedule
 
 C = 4
 HEADS = ["softmax", "sigmax", "feature"]
 MODES = ["fixed", "alternating", "ema"]
+#: The literal alternating algorithm: class means feed the loss from the first step.
+LITERAL = CentroidSchedule(mode="alternating", warmup_epochs=0, warmup_steps=0, damping=1.0)
 
 
 def _loss(head: Head = "sigmax", **kwargs) -> NCMILoss:
@@ -41,18 +44,22 @@ def _inputs(loss: NCMILoss, n: int, dtype=torch.float32, seed: int = 0):
 
 VARIANTS = [
     # every output space with every centroid mode, reference options
-    *({"head": h, "centroids": m} for h, m in itertools.product(HEADS, MODES)),
+    *({"head": h, "schedule": {"mode": m}} for h, m in itertools.product(HEADS, MODES)),
     # every separation direction x normaliser x reduction (sigmax, fixed anchors)
     *(
-        {"direction": d, "normalization": n, "reduction": r}
+        {"form": {"direction": d, "normalization": n, "reduction": r}}
         for d, n, r in itertools.product(
             ["centroid_to_output", "output_to_centroid"],
             ["num_classes", "num_classes_minus_one"],
             ["mean_of_ratios", "ratio_of_means"],
         )
     ),
-    {"head": "feature", "direction": "output_to_centroid", "reduction": "ratio_of_means"},
-    {"head": "softmax", "normalization": "num_classes_minus_one", "centroids": "ema"},
+    {"head": "feature", "form": {"direction": "output_to_centroid", "reduction": "ratio_of_means"}},
+    {
+        "head": "softmax",
+        "form": {"normalization": "num_classes_minus_one"},
+        "schedule": {"mode": "ema"},
+    },
 ]
 
 
@@ -68,7 +75,7 @@ def test_gradcheck_every_variant(variant):
 
 @pytest.mark.parametrize("reduction", ["mean_of_ratios", "ratio_of_means"])
 def test_module_matches_loop_oracle(reduction):
-    loss = _loss("sigmax", reduction=reduction)
+    loss = _loss("sigmax", form={"reduction": reduction})
     z, y = _inputs(loss, 5, torch.float64)
     out = loss(z, y)
     p = torch.stack([oracle.sigmax(row) for row in z])
@@ -82,7 +89,7 @@ def test_module_matches_loop_oracle(reduction):
 
 @pytest.mark.parametrize(("head", "mode"), list(itertools.product(HEADS, MODES)))
 def test_batch_of_one_slide_level(head, mode):
-    loss = _loss(head, centroids=mode).train()
+    loss = _loss(head, schedule={"mode": mode}).train()
     for step in range(3):
         x, _ = _inputs(loss, 1, seed=step)
         x.requires_grad_(True)
@@ -94,7 +101,7 @@ def test_batch_of_one_slide_level(head, mode):
 
 
 def test_ema_centroids_move_towards_batch_means():
-    loss = _loss("softmax", centroids="ema", ema_momentum=0.5).train()
+    loss = _loss("softmax", schedule={"mode": "ema", "ema_momentum": 0.5}).train()
     before = loss.state.centroids.clone()
     z = torch.randn(2, C, requires_grad=True)
     loss(z, torch.tensor([1, 1]))
@@ -109,7 +116,7 @@ def test_ema_centroids_move_towards_batch_means():
 
 def test_validation_without_no_grad_or_eval_never_moves_the_state():
     """Forgetting loss.eval() is harmless: only gradient-carrying calls update state."""
-    loss = _loss("softmax", centroids="ema", ema_momentum=0.5)
+    loss = _loss("softmax", schedule={"mode": "ema", "ema_momentum": 0.5})
     assert loss.training
     before = loss.state.centroids.clone()
     with torch.no_grad():
@@ -122,11 +129,9 @@ def test_validation_without_no_grad_or_eval_never_moves_the_state():
 def test_alternating_schedule_warmup_and_damping():
     loss = _loss(
         "sigmax",
-        centroids="alternating",
-        warmup_epochs=2,
-        warmup_steps=0,
-        damping=0.1,
-        damping_steps=0,
+        schedule=CentroidSchedule(
+            mode="alternating", warmup_epochs=2, warmup_steps=0, damping=0.1, damping_steps=0
+        ),
     )
     assert loss.needs_epoch_pass
     assert not loss.state.needs_initial_pass
@@ -143,7 +148,7 @@ def test_alternating_schedule_warmup_and_damping():
     assert report.applied
     assert not report.collapsed
     torch.testing.assert_close(loss.state.loss_centroids, 0.9 * anchors + 0.1 * means)
-    literal = _loss("sigmax", centroids="alternating", warmup_epochs=0, warmup_steps=0, damping=1.0)
+    literal = _loss("sigmax", schedule=LITERAL)
     assert literal.state.needs_initial_pass
 
 
@@ -154,7 +159,7 @@ def test_fixed_mode_never_moves_the_loss_centroids():
 
 
 def test_collapse_is_detected_and_reported():
-    loss = _loss("sigmax", centroids="alternating", warmup_epochs=0, warmup_steps=0, damping=1.0)
+    loss = _loss("sigmax", schedule=LITERAL)
     near_uniform = torch.full((C, C), 1.0 / C) + 1e-4 * torch.eye(C)
     # The pass before training moves the centroids onto well-separated class means ...
     loss.q_step(LF.smoothed_onehot_anchors(C) * 5, torch.full((C,), 5.0), epoch=-1)
@@ -203,16 +208,20 @@ def test_class_head_predicts_argmax():
     ("kwargs", "message"),
     [
         ({"head": "logits"}, "head must be one of ['softmax', 'sigmax', 'feature'], got 'logits'"),
-        ({"direction": "both"}, "direction must be one of ['centroid_to_output', "
-         "'output_to_centroid'], got 'both'"),
-        ({"centroids": "kmeans"},
-         "centroids must be 'fixed', 'alternating' or 'ema', got 'kmeans'"),
-        ({"damping": 0.0}, "damping must be in (0, 1], got 0.0"),
+        ({"form": {"direction": "both"}}, "form.direction must be one of "
+         "['centroid_to_output', 'output_to_centroid'], got 'both'"),
+        ({"schedule": {"mode": "kmeans"}},
+         "schedule.mode must be one of ['fixed', 'alternating', 'ema'], got 'kmeans'"),
+        ({"schedule": {"damping": 0.0}}, "schedule.damping must be in (0, 1], got 0.0"),
+        ({"schedule": {"dampnig": 0.5}}, "schedule has no field 'dampnig' (did you mean "
+         "'damping'?); it takes ['mode', 'warmup_epochs', 'warmup_steps', 'damping', "
+         "'damping_steps', 'ema_momentum', 'collapse_distance_ratio', 'collapse_class_ratio']"),
+        ({"schedule": "ema"}, "schedule must be a mapping of CentroidSchedule fields, got 'ema'"),
         ({"head": "feature", "feature_dim": 2},
          "head='feature' needs feature_dim >= num_classes (4), got 2"),
         ({"temperature": 0.0}, "temperature must be > 0, got 0.0"),
-        ({"head": "feature", "feature_dim": 8, "anchors": "smoothed_onehot"},
-         "anchors='smoothed_onehot' needs a class head, not head='feature'"),
+        ({"head": "feature", "feature_dim": 8, "anchors": {"kind": "smoothed_onehot"}},
+         "anchors.kind='smoothed_onehot' needs a class head, not head='feature'"),
     ],
 )  # fmt: skip
 def test_invalid_configuration_is_rejected(kwargs, message):
@@ -327,16 +336,14 @@ def _fit(epochs, **loss_kwargs):
 
 def test_literal_alternating_collapses_and_is_reported(one_torch_thread):
     # Class means feed the loss from the first epoch (warmup 0, no damping): classes merge.
-    _, result, caught = _fit(
-        3, centroids="alternating", warmup_epochs=0, warmup_steps=0, damping=1.0
-    )
+    _, result, caught = _fit(3, schedule=LITERAL)
     assert result["test"]["test/accuracy"] < 0.5
     assert result["collapsed_epochs"]
     assert caught
 
 
 def test_default_alternating_schedule_trains_and_q_step_uses_eval_class_means(one_torch_thread):
-    model, result, caught = _fit(3, centroids="alternating")
+    model, result, caught = _fit(3, schedule={"mode": "alternating"})
     assert result["test"]["test/accuracy"] > 0.85
     assert not result["collapsed_epochs"]
     assert not caught

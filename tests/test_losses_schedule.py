@@ -39,7 +39,7 @@ def _fit(seed: int, name: str, epochs: int = 200, **kwargs):
 @pytest.mark.parametrize("seed", [0, 1])
 def test_alternating_centroids_survive_full_batch_training(seed):
     ce_accuracy, *_ = _fit(seed, "ce")
-    accuracy, reports, collapses, loss = _fit(seed, "ncmi", centroids="alternating")
+    accuracy, reports, collapses, loss = _fit(seed, "ncmi", schedule={"mode": "alternating"})
     assert accuracy >= ce_accuracy - 0.05
     assert reports[-1] is not None
     assert not reports[-1].collapsed
@@ -51,7 +51,7 @@ def test_alternating_centroids_survive_full_batch_training(seed):
 
 
 def test_effective_damping_scales_with_steps_since_the_last_q_step():
-    loss = build_loss("ncmi", num_classes=3, centroids="alternating", damping=0.1)
+    loss = build_loss("ncmi", num_classes=3, schedule={"mode": "alternating", "damping": 0.1})
     assert isinstance(loss, NCMILoss)
     state = loss.state
     assert state.damping_steps == 50

@@ -25,8 +25,8 @@ SMALL_BY_MODEL = {
 }
 LOSS_VARIANTS: list[tuple[str, dict[str, object]]] = [(name, {}) for name in list_losses()] + [
     ("ncmi", {"head": "feature", "temperature": 0.5}),
-    ("ncmi", {"centroids": "alternating", "warmup_epochs": 0, "warmup_steps": 0}),
-    ("ncmi", {"centroids": "ema"}),
+    ("ncmi", {"schedule": {"mode": "alternating", "warmup_epochs": 0, "warmup_steps": 0}}),
+    ("ncmi", {"schedule": {"mode": "ema"}}),
 ]
 
 

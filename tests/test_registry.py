@@ -55,9 +55,17 @@ def test_a_type_error_inside_the_constructor_is_not_disguised_as_a_user_error():
     ],
 )
 def test_a_misspelt_loss_argument_names_the_closest_one(name: str, typo: str, meant: str) -> None:
-    # ncmi_mil passes **kwargs on to NCMILoss: its parent's names count too.
     with pytest.raises(ConfigError, match=rf"unknown '{typo}' \(did you mean '{meant}'\?\)"):
         build_loss(name, num_classes=4, **{typo: 0.2})
-    loss = build_loss("ncmi_mil", num_classes=4, damping=0.5)
+    # An option group changes ncmi_mil's own defaults field by field, with the same check.
+    loss = build_loss("ncmi_mil", num_classes=4, schedule={"damping": 0.5})
     assert isinstance(loss, NCMILoss)
-    assert loss.state.damping == 0.5
+    assert (loss.state.damping, loss.state.mode, loss.state.warmup_epochs) == (
+        0.5,
+        "alternating",
+        1,
+    )
+    with pytest.raises(
+        ConfigError, match=r"schedule has no field 'dampign' \(did you mean 'damping'\?\)"
+    ):
+        build_loss("ncmi_mil", num_classes=4, schedule={"dampign": 0.5})

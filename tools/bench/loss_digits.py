@@ -38,15 +38,17 @@ VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
     "ce": ("ce", {}),
     "ncmi": ("ncmi", {"num_classes": NUM_CLASSES}),
     "ncmi_softmax": ("ncmi", {"num_classes": NUM_CLASSES, "head": "softmax"}),
-    "ncmi_alternating": ("ncmi", {"num_classes": NUM_CLASSES, "centroids": "alternating"}),
+    "ncmi_alternating": ("ncmi", {"num_classes": NUM_CLASSES, "schedule": {"mode": "alternating"}}),
     "ncmi_literal_alternating": (
         "ncmi",
         {
             "num_classes": NUM_CLASSES,
-            "centroids": "alternating",
-            "warmup_epochs": 0,
-            "warmup_steps": 0,  # no warm start at all: the class means from the first step
-            "damping": 1.0,
+            "schedule": {
+                "mode": "alternating",
+                "warmup_epochs": 0,
+                "warmup_steps": 0,  # no warm start at all: the class means from the first step
+                "damping": 1.0,
+            },
         },
     ),
     "ncmi_feature": ("ncmi", {"num_classes": NUM_CLASSES, "head": "feature", "feature_dim": 128}),

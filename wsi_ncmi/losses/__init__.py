@@ -43,12 +43,15 @@ from wsi_ncmi.losses.diagnostics import NCMIMetric
 from wsi_ncmi.losses.epoch import epoch_end, update_centroids
 from wsi_ncmi.losses.escape import SeparationEscapeWarning
 from wsi_ncmi.losses.ncmi import NCMILoss, NCMIMILLoss
+from wsi_ncmi.losses.options import AnchorSpec, CentroidSchedule, NCMIForm
 from wsi_ncmi.losses.registry import build_loss, get_loss_factory, list_losses, register_loss
 
 __all__ = [
+    "AnchorSpec",
     "CMICLoss",
     "CentroidCollapseWarning",
     "CentroidReport",
+    "CentroidSchedule",
     "CentroidState",
     "ClassificationLoss",
     "CrossEntropyLoss",
@@ -56,6 +59,7 @@ __all__ = [
     "LabelSmoothingLoss",
     "LossHost",
     "LossOutput",
+    "NCMIForm",
     "NCMILoss",
     "NCMIMILLoss",
     "NCMIMetric",

@@ -6,7 +6,8 @@ logits and ``(N,)`` labels, and predict by argmax.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -15,7 +16,8 @@ from torch import Tensor
 from wsi_ncmi.errors import ConfigError
 from wsi_ncmi.losses import functional as LF
 from wsi_ncmi.losses.base import ClassificationLoss, LossOutput, check_num_classes
-from wsi_ncmi.losses.centroids import CentroidMode, CentroidState
+from wsi_ncmi.losses.centroids import CentroidState
+from wsi_ncmi.losses.options import CentroidSchedule, NCMIForm, override
 from wsi_ncmi.losses.registry import register_loss
 
 
@@ -223,6 +225,10 @@ class SquentropyLoss(ClassificationLoss):
         return LossOutput(ce + square, {"ce": ce.detach(), "square": square.detach()})
 
 
+#: CMIC-DL's schedule: alternating Q-steps after the safe warm-up, damped.
+CMIC_SCHEDULE = CentroidSchedule(mode="alternating")
+
+
 @register_loss("cmic")
 class CMICLoss(ClassificationLoss):
     """CMIC-DL (Yang et al. 2025): ``CE + λ·CMI − β·Γ`` on softmax outputs.
@@ -235,15 +241,13 @@ class CMICLoss(ClassificationLoss):
         num_classes: ``C ≥ 2``.
         cmi_weight: ``λ ≥ 0``.
         gamma_weight: ``β ≥ 0``.
-        centroids: ``"fixed"``, ``"alternating"`` or ``"ema"``.
-        warmup_epochs: See :class:`~wsi_ncmi.losses.centroids.CentroidState`.
-        warmup_steps: See :class:`~wsi_ncmi.losses.centroids.CentroidState`.
-        damping: See :class:`~wsi_ncmi.losses.centroids.CentroidState`.
-        damping_steps: See :class:`~wsi_ncmi.losses.centroids.CentroidState`.
-        ema_momentum: See :class:`~wsi_ncmi.losses.centroids.CentroidState`.
-        anchor_smoothing: ``ε`` of the smoothed one-hot initial centroids.
-        direction: Separation direction, see :func:`~wsi_ncmi.losses.functional.separation_terms`.
-        normalization: Separation normaliser.
+        anchor_smoothing: ``ε`` in ``(0, 1]`` of the smoothed one-hot initial centroids.
+        form: Separation direction and normaliser
+            (:class:`~wsi_ncmi.losses.options.NCMIForm`, or a mapping of fields; the
+            reduction and KL kernel do not apply: both terms are batch means).
+        schedule: Changes to :data:`CMIC_SCHEDULE` (alternating, with the safe warm-up
+            and damping), a :class:`~wsi_ncmi.losses.options.CentroidSchedule` or a
+            mapping of fields.
     """
 
     def __init__(
@@ -252,15 +256,9 @@ class CMICLoss(ClassificationLoss):
         *,
         cmi_weight: float = 0.1,
         gamma_weight: float = 0.01,
-        centroids: CentroidMode = "alternating",
-        warmup_epochs: int = 2,
-        warmup_steps: int = 50,
-        damping: float = 0.1,
-        damping_steps: int = 50,
-        ema_momentum: float = 0.01,
         anchor_smoothing: float = 0.1,
-        direction: LF.Direction = "centroid_to_output",
-        normalization: LF.Normalization = "num_classes",
+        form: NCMIForm | Mapping[str, Any] | None = None,
+        schedule: CentroidSchedule | Mapping[str, Any] | None = None,
     ) -> None:
         super().__init__()
         check_num_classes(num_classes, required=True)
@@ -271,17 +269,15 @@ class CMICLoss(ClassificationLoss):
         self.num_classes = num_classes
         self.cmi_weight = cmi_weight
         self.gamma_weight = gamma_weight
-        self.direction: LF.Direction = direction
-        self.normalization: LF.Normalization = normalization
-        self.needs_epoch_pass = centroids == "alternating"
+        if not 0.0 < anchor_smoothing <= 1.0:
+            raise ConfigError(f"anchor_smoothing must be in (0, 1], got {anchor_smoothing!r}")
+        chosen = override(NCMIForm(), form, "form")
+        self.direction: LF.Direction = chosen.direction
+        self.normalization: LF.Normalization = chosen.normalization
+        self.schedule = override(CMIC_SCHEDULE, schedule, "schedule")
+        self.needs_epoch_pass = self.schedule.mode == "alternating"
         self.state = CentroidState(
-            LF.smoothed_onehot_anchors(num_classes, anchor_smoothing),
-            centroids,
-            warmup_epochs=warmup_epochs,
-            warmup_steps=warmup_steps,
-            damping=damping,
-            damping_steps=damping_steps,
-            ema_momentum=ema_momentum,
+            LF.smoothed_onehot_anchors(num_classes, anchor_smoothing), self.schedule
         )
 
     def forward(self, outputs: Tensor, targets: Tensor) -> LossOutput:

@@ -24,15 +24,12 @@ from __future__ import annotations
 import math
 import warnings
 from dataclasses import dataclass, field
-from typing import Literal
 
 import torch
 from torch import Tensor, nn
 
-from wsi_ncmi.errors import ConfigError
 from wsi_ncmi.losses import functional as LF
-
-CentroidMode = Literal["fixed", "alternating", "ema"]
+from wsi_ncmi.losses.options import CentroidMode, CentroidSchedule
 
 
 class CentroidCollapseWarning(UserWarning):
@@ -100,24 +97,17 @@ def effective_classes(counts: Tensor) -> float:
 
 
 class CentroidState(nn.Module):
-    """Anchors, loss centroids and latest class means, with the Q-step schedule.
+    """Anchors, loss centroids and latest class means, moved by a :class:`CentroidSchedule`.
+
+    The schedule's fields are also readable as attributes (``state.mode``,
+    ``state.damping``, ...).
 
     Args:
         anchors: ``(C, K)`` anchor distributions (float32 copy is kept as a buffer).
-        mode: ``"fixed"``, ``"alternating"`` or ``"ema"`` (module docstring).
-        warmup_epochs: Epochs trained with the anchors before the first alternating Q-step.
-        warmup_steps: Optimiser steps (training calls of the loss) that must also have
-            been taken before the first alternating Q-step.
-        damping_steps: A Q-step after fewer optimiser steps than this moves the centroids
-            proportionally less (see :meth:`effective_damping`); ``0`` disables it.
-        damping: ``α`` in ``(0, 1]`` of the alternating Q-step.
-        ema_momentum: ``m`` in ``(0, 1]`` of the EMA update.
+        schedule: How and when the Q-step moves the centroids (module docstring), and the
+            collapse thresholds.
         class_space: ``True`` if ``K = C`` and coordinate ``c`` is class ``c`` (enables the
             swapped-centroid check).
-        collapse_distance_ratio: Collapse if the smallest centroid distance falls below this
-            fraction of the anchors' smallest distance.
-        collapse_class_ratio: Collapse if the effective number of predicted classes falls
-            below this fraction of the effective number of true classes.
     """
 
     anchors: Tensor
@@ -130,39 +120,22 @@ class CentroidState(nn.Module):
     def __init__(
         self,
         anchors: Tensor,
-        mode: CentroidMode = "fixed",
+        schedule: CentroidSchedule | None = None,
         *,
-        warmup_epochs: int = 2,
-        warmup_steps: int = 50,
-        damping: float = 0.1,
-        damping_steps: int = 50,
-        ema_momentum: float = 0.01,
         class_space: bool = True,
-        collapse_distance_ratio: float = 0.1,
-        collapse_class_ratio: float = 0.5,
     ) -> None:
         super().__init__()
-        if mode not in ("fixed", "alternating", "ema"):
-            raise ConfigError(f"centroids must be 'fixed', 'alternating' or 'ema', got {mode!r}")
-        if warmup_epochs < 0:
-            raise ConfigError(f"warmup_epochs must be >= 0, got {warmup_epochs!r}")
-        if warmup_steps < 0 or damping_steps < 0:
-            raise ConfigError(
-                f"warmup_steps and damping_steps must be >= 0, got {warmup_steps!r} and "
-                f"{damping_steps!r}"
-            )
-        for name, value in (("damping", damping), ("ema_momentum", ema_momentum)):
-            if not 0.0 < value <= 1.0:
-                raise ConfigError(f"{name} must be in (0, 1], got {value!r}")
-        self.mode: CentroidMode = mode
-        self.warmup_epochs = warmup_epochs
-        self.warmup_steps = warmup_steps
-        self.damping_steps = damping_steps
-        self.damping = damping
-        self.ema_momentum = ema_momentum
+        schedule = schedule or CentroidSchedule()
+        self.schedule = schedule
+        self.mode: CentroidMode = schedule.mode
+        self.warmup_epochs = schedule.warmup_epochs
+        self.warmup_steps = schedule.warmup_steps
+        self.damping_steps = schedule.damping_steps
+        self.damping = schedule.damping
+        self.ema_momentum = schedule.ema_momentum
+        self.collapse_distance_ratio = schedule.collapse_distance_ratio
+        self.collapse_class_ratio = schedule.collapse_class_ratio
         self.class_space = class_space
-        self.collapse_distance_ratio = collapse_distance_ratio
-        self.collapse_class_ratio = collapse_class_ratio
         anchors = anchors.detach().float()
         self.register_buffer("anchors", anchors.clone())
         self.register_buffer("centroids", anchors.clone())
@@ -371,9 +344,10 @@ class CentroidState(nn.Module):
             warnings.warn(
                 f"NCMI centroid collapse after epoch {epoch}: "
                 + "; ".join(report.reasons)
-                + f". This run: centroids={self.mode!r}, warmup_epochs={self.warmup_epochs}, "
-                f"warmup_steps={self.warmup_steps}, damping={self.damping}; a longer warm "
-                "start, a smaller damping or centroids='fixed' keeps the classes apart.",
+                + f". This run's schedule: mode={self.mode!r}, "
+                f"warmup_epochs={self.warmup_epochs}, warmup_steps={self.warmup_steps}, "
+                f"damping={self.damping}; a longer warm start, a smaller damping or "
+                "mode='fixed' keeps the classes apart.",
                 CentroidCollapseWarning,
                 stacklevel=2,
             )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any, Literal
 
 import torch
@@ -12,11 +13,11 @@ from torch import Tensor
 from wsi_ncmi.errors import ConfigError
 from wsi_ncmi.losses import functional as LF
 from wsi_ncmi.losses.base import ClassificationLoss, LossOutput, check_num_classes
-from wsi_ncmi.losses.centroids import CentroidMode, CentroidState
+from wsi_ncmi.losses.centroids import CentroidState
+from wsi_ncmi.losses.options import AnchorSpec, CentroidSchedule, NCMIForm, override
 from wsi_ncmi.losses.registry import register_loss
 
 Head = Literal["softmax", "sigmax", "feature"]
-Anchors = Literal["auto", "smoothed_onehot", "reference"]
 
 FEATURE_NORM_EPS: float = 1e-12
 """``eps`` of the L2 normalisation of the centred features (feature head)."""
@@ -43,28 +44,16 @@ class NCMILoss(ClassificationLoss):
             ``temperature`` and mapped by sigmax. Use a BatchNorm'd backbone with it.
         feature_dim: ``m ≥ C`` for the feature head; if omitted, taken from the width of
             the first batch (the anchors and centre are created then).
-        temperature: ``T`` of the feature head (0.2–1 works; 0.05 fails).
-        center_decay: EMA decay of the feature centre (authors: 0.9999–0.999999).
-        anchors: ``"smoothed_onehot"`` (``(1 − ε) e_c + ε/C``, class heads only),
-            ``"reference"`` (``sigmax(anchor_scale · e_c)``), or ``"auto"``: reference for
-            the feature head, smoothed one-hot otherwise.
-        anchor_smoothing: ``ε`` of the smoothed one-hot anchors.
-        anchor_scale: Score of the class coordinate of the reference anchors.
-        centroids: ``"fixed"``, ``"alternating"`` or ``"ema"``; see
-            :mod:`wsi_ncmi.losses.centroids`.
-        warmup_epochs: Epochs with the anchors before the first alternating Q-step.
-        warmup_steps: Optimiser steps that must also have been taken before it.
-        damping: ``α`` of the alternating Q-step.
-        damping_steps: Q-steps after fewer optimiser steps move the centroids less; see
-            :meth:`~wsi_ncmi.losses.centroids.CentroidState.effective_damping`.
-        ema_momentum: Momentum of the ``"ema"`` centroids.
-        direction: ``"centroid_to_output"`` (``KL(Q_c ‖ P)``, authors) or
-            ``"output_to_centroid"`` (``KL(P ‖ Q_c)``).
-        normalization: ``"num_classes"`` (authors) or ``"num_classes_minus_one"``.
-        reduction: ``"mean_of_ratios"`` (authors) or ``"ratio_of_means"`` (definition).
-        kl_method: Pairwise KL form, see :func:`wsi_ncmi.losses.functional.pairwise_kl`.
-        collapse_distance_ratio: See :class:`~wsi_ncmi.losses.centroids.CentroidState`.
-        collapse_class_ratio: See :class:`~wsi_ncmi.losses.centroids.CentroidState`.
+        temperature: ``T > 0`` of the feature head (0.2–1 works; 0.05 fails).
+        center_decay: EMA decay of the feature centre, in ``[0, 1)`` (authors:
+            0.9999–0.999999).
+        anchors: The anchors (:class:`~wsi_ncmi.losses.options.AnchorSpec`, or a mapping
+            of the fields to change).
+        form: Separation direction, normaliser, reduction and KL kernel
+            (:class:`~wsi_ncmi.losses.options.NCMIForm`, or a mapping of fields).
+        schedule: How the centroids move
+            (:class:`~wsi_ncmi.losses.options.CentroidSchedule`, or a mapping of fields;
+            default: fixed anchors).
     """
 
     feature_center: Tensor
@@ -78,36 +67,20 @@ class NCMILoss(ClassificationLoss):
         feature_dim: int | None = None,
         temperature: float = 0.2,
         center_decay: float = 0.9999,
-        anchors: Anchors = "auto",
-        anchor_smoothing: float = 0.1,
-        anchor_scale: float = 10.0,
-        centroids: CentroidMode = "fixed",
-        warmup_epochs: int = 2,
-        warmup_steps: int = 50,
-        damping: float = 0.1,
-        damping_steps: int = 50,
-        ema_momentum: float = 0.01,
-        direction: LF.Direction = "centroid_to_output",
-        normalization: LF.Normalization = "num_classes",
-        reduction: LF.Reduction = "mean_of_ratios",
-        kl_method: LF.KLMethod = "auto",
-        collapse_distance_ratio: float = 0.1,
-        collapse_class_ratio: float = 0.5,
+        anchors: AnchorSpec | Mapping[str, Any] | None = None,
+        form: NCMIForm | Mapping[str, Any] | None = None,
+        schedule: CentroidSchedule | Mapping[str, Any] | None = None,
     ) -> None:
         super().__init__()
         check_num_classes(num_classes, required=True)
         _choice("head", head, ("softmax", "sigmax", "feature"))
-        _choice("anchors", anchors, ("auto", "smoothed_onehot", "reference"))
-        _choice("direction", direction, ("centroid_to_output", "output_to_centroid"))
-        _choice("normalization", normalization, ("num_classes", "num_classes_minus_one"))
-        _choice("reduction", reduction, ("mean_of_ratios", "ratio_of_means"))
-        _choice("kl_method", kl_method, ("auto", "elementwise", "matmul", "matmul64"))
+        anchor_spec = override(AnchorSpec(), anchors, "anchors")
+        self.form = override(NCMIForm(), form, "form")
+        self.schedule = override(CentroidSchedule(), schedule, "schedule")
         if temperature <= 0:
             raise ConfigError(f"temperature must be > 0, got {temperature!r}")
         if not 0.0 <= center_decay < 1.0:
             raise ConfigError(f"center_decay must be in [0, 1), got {center_decay!r}")
-        if not 0.0 < anchor_smoothing <= 1.0:
-            raise ConfigError(f"anchor_smoothing must be in (0, 1], got {anchor_smoothing!r}")
         # Feature head without feature_dim: sized from the first batch (see _materialize).
         self.deferred_dim = head == "feature" and feature_dim is None
         if head == "feature" and feature_dim is not None:
@@ -119,38 +92,30 @@ class NCMILoss(ClassificationLoss):
             dim = feature_dim
         else:
             dim = num_classes
-        if anchors == "auto":
-            anchors = "reference" if head == "feature" else "smoothed_onehot"
-        if anchors == "smoothed_onehot" and head == "feature":
-            raise ConfigError("anchors='smoothed_onehot' needs a class head, not head='feature'")
+        kind = anchor_spec.kind
+        if kind == "auto":
+            kind = "reference" if head == "feature" else "smoothed_onehot"
+        if kind == "smoothed_onehot" and head == "feature":
+            raise ConfigError(
+                "anchors.kind='smoothed_onehot' needs a class head, not head='feature'"
+            )
         anchor_tensor = (
-            LF.smoothed_onehot_anchors(num_classes, anchor_smoothing)
-            if anchors == "smoothed_onehot"
-            else LF.reference_anchors(num_classes, dim, anchor_scale)
+            LF.smoothed_onehot_anchors(num_classes, anchor_spec.smoothing)
+            if kind == "smoothed_onehot"
+            else LF.reference_anchors(num_classes, dim, anchor_spec.scale)
         )
         self.num_classes = num_classes
-        self.anchor_scale = anchor_scale
+        self.anchor_scale = anchor_spec.scale
         self.head: Head = head
         self.temperature = temperature
         self.center_decay = center_decay
-        self.direction: LF.Direction = direction
-        self.normalization: LF.Normalization = normalization
-        self.reduction: LF.Reduction = reduction
-        self.kl_method: LF.KLMethod = kl_method
+        self.direction: LF.Direction = self.form.direction
+        self.normalization: LF.Normalization = self.form.normalization
+        self.reduction: LF.Reduction = self.form.reduction
+        self.kl_method: LF.KLMethod = self.form.kl_method
         self.needs_class_head = head != "feature"
-        self.needs_epoch_pass = centroids == "alternating" or head == "feature"
-        self.state = CentroidState(
-            anchor_tensor,
-            centroids,
-            warmup_epochs=warmup_epochs,
-            warmup_steps=warmup_steps,
-            damping=damping,
-            damping_steps=damping_steps,
-            ema_momentum=ema_momentum,
-            class_space=head != "feature",
-            collapse_distance_ratio=collapse_distance_ratio,
-            collapse_class_ratio=collapse_class_ratio,
-        )
+        self.needs_epoch_pass = self.schedule.mode == "alternating" or head == "feature"
+        self.state = CentroidState(anchor_tensor, self.schedule, class_space=head != "feature")
         self.register_buffer("feature_center", torch.zeros(dim))
         self.register_buffer("feature_steps", torch.zeros((), dtype=torch.long))
         self._gamma_sum: Tensor | None = None
@@ -280,6 +245,13 @@ class NCMILoss(ClassificationLoss):
         return LF.nearest_centroid(p, self.state.prediction_centroids.to(p.dtype))
 
 
+#: NCMI-MIL's form: the ratio of the batch means (the definition).
+MIL_FORM = NCMIForm(reduction="ratio_of_means")
+#: NCMI-MIL's schedule: slide-level class means recomputed in full after every epoch,
+#: from the end of the first one.
+MIL_SCHEDULE = CentroidSchedule(mode="alternating", warmup_epochs=1, warmup_steps=0, damping=1.0)
+
+
 @register_loss("ncmi_mil")
 class NCMIMILLoss(NCMILoss):
     """NCMI-MIL: the authors' bounded feature head on the slide embedding, slide-level centroids.
@@ -296,7 +268,9 @@ class NCMIMILLoss(NCMILoss):
     the ratio of batch means (``ratio_of_means``), and prediction is the nearest
     centroid ``argmin_c KL(P ‖ Q_c)``.
 
-    Every argument of :class:`NCMILoss` is accepted; only the defaults differ. ``T = 0.2``
+    It takes the arguments of :class:`NCMILoss`; only the defaults differ
+    (:data:`MIL_FORM`, :data:`MIL_SCHEDULE`: a ``form`` or ``schedule`` mapping changes
+    those defaults field by field). ``T = 0.2``
     was chosen on validation on the demo, and recomputing the centroids in full every epoch
     beat damped (``α = 0.5``) and EMA centroids there (both before the protocol fixes of
     issue 23: ``git show 5af12dc:BENCHMARKS.md``); the `bench` twin's tuning record
@@ -305,7 +279,12 @@ class NCMIMILLoss(NCMILoss):
     Args:
         num_classes: ``C ≥ 2``.
         feature_dim: Width ``m ≥ C`` of the slide embedding (filled in by ``wsi-train``).
-        **kwargs: Any other :class:`NCMILoss` argument.
+        head: See :class:`NCMILoss` (default ``"feature"``).
+        temperature: See :class:`NCMILoss`.
+        center_decay: See :class:`NCMILoss`.
+        anchors: See :class:`NCMILoss` (``"auto"``: the reference anchors).
+        form: Changes to :data:`MIL_FORM`.
+        schedule: Changes to :data:`MIL_SCHEDULE`.
     """
 
     def __init__(
@@ -315,24 +294,20 @@ class NCMIMILLoss(NCMILoss):
         *,
         head: Head = "feature",
         temperature: float = 0.2,
-        centroids: CentroidMode = "alternating",
-        warmup_epochs: int = 1,
-        warmup_steps: int = 0,
-        damping: float = 1.0,
-        reduction: LF.Reduction = "ratio_of_means",
-        **kwargs: Any,
+        center_decay: float = 0.9999,
+        anchors: AnchorSpec | Mapping[str, Any] | None = None,
+        form: NCMIForm | Mapping[str, Any] | None = None,
+        schedule: CentroidSchedule | Mapping[str, Any] | None = None,
     ) -> None:
         super().__init__(
             num_classes,
             feature_dim=feature_dim,
             head=head,
             temperature=temperature,
-            centroids=centroids,
-            warmup_epochs=warmup_epochs,
-            warmup_steps=warmup_steps,
-            damping=damping,
-            reduction=reduction,
-            **kwargs,
+            center_decay=center_decay,
+            anchors=anchors,
+            form=override(MIL_FORM, form, "form"),
+            schedule=override(MIL_SCHEDULE, schedule, "schedule"),
         )
 
 
@@ -374,10 +349,7 @@ class NCMIAuthorsLoss(NCMILoss):
             feature_dim=feature_dim,
             temperature=temperature,
             center_decay=center_decay,
-            anchors="reference",
-            anchor_scale=10.0,
-            centroids="fixed",
-            direction="centroid_to_output",
-            normalization="num_classes",
-            reduction="mean_of_ratios",
+            anchors=AnchorSpec(kind="reference", scale=10.0),
+            form=NCMIForm(),  # KL(Q_c ‖ P), 1/C, mean of per-slide ratios
+            schedule=CentroidSchedule(mode="fixed"),
         )
