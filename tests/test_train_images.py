@@ -41,7 +41,7 @@ def test_datamodule_reads_image_folder(image_folder):
 
 @pytest.mark.parametrize(
     ("loss", "loss_kwargs"),
-    [("ncmi", {}), ("ncmi", {"head": "feature", "centroids": "alternating"}), ("ce", {})],
+    [("ncmi", {}), ("ncmi", {"head": "feature", "schedule": {"mode": "alternating"}}), ("ce", {})],
 )
 def test_train_images_end_to_end(image_folder, tmp_path, one_torch_thread, loss, loss_kwargs):
     config = ImageTrainConfig(
