@@ -98,20 +98,6 @@ def exit_code(err: BaseException) -> int:
     raise TypeError(f"no exit code for {type(err).__name__}: {err}")
 
 
-def check_backend(backend: str | None) -> None:
-    """Refuse a slide backend other than ``auto``, ``openslide`` or ``tiffslide``.
-
-    Raises:
-        ConfigError: Naming ``--backend``, the choices and the value.
-    """
-    from wsi_ncmi.errors import ConfigError
-    from wsi_ncmi.slide.factory import BACKEND_CHOICES
-
-    if backend is not None and backend not in BACKEND_CHOICES:
-        choices = ", ".join(BACKEND_CHOICES)
-        raise ConfigError(f"--backend must be one of {choices}, got {backend!r}")
-
-
 _LABELS = {EXIT_FAILED: "failed", EXIT_USAGE: "error", EXIT_MISSING_INPUTS: "missing input"}
 
 

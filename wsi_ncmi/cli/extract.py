@@ -86,12 +86,11 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _extract(argv: Sequence[str] | None) -> int:
-    from wsi_ncmi.cli.common import check_backend, fields_of
+    from wsi_ncmi.cli.common import fields_of
     from wsi_ncmi.features.config import ExtractConfig
     from wsi_ncmi.features.run import run_extraction
 
     args = parse(build_parser(), argv, ALIASES)
-    check_backend(args.backend)
     values = fields_of(ExtractConfig, args)
     values["coords_dir"] = Path(args.coords_dir or Path(args.out_dir) / "coords")
     values["out_dir"] = Path(args.out_dir)

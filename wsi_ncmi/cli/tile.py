@@ -78,21 +78,11 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _tile(argv: Sequence[str] | None) -> int:
-    from wsi_ncmi.cli.common import check_backend, fields_of
+    from wsi_ncmi.cli.common import fields_of
     from wsi_ncmi.tiling.job import TilingConfig
     from wsi_ncmi.tiling.run import discover_slides, make_tasks, manifest_tasks, run_tiling
 
     args = parse(build_parser(), argv, ALIASES)
-    check_backend(args.backend)
-    if args.workers is not None and args.workers < 1:
-        raise_config("--workers", "an integer ≥ 1", args.workers)
-    if args.thumb_size_px < 16:
-        raise_config("--thumb_size_px", "an integer ≥ 16 px", args.thumb_size_px)
-    if args.mpp_override is not None:
-        from wsi_ncmi.slide.mpp import is_plausible_mpp
-
-        if not is_plausible_mpp(args.mpp_override):
-            raise_config("--mpp_override", "a level-0 µm/px in [0.05, 50]", args.mpp_override)
     mpp_table = None
     if args.mpp_csv:
         from wsi_ncmi.slide.mpp import load_mpp_csv

@@ -75,15 +75,11 @@ def with_common_options(config: Any, workers: int | None, progress: bool | None)
     """``config`` with the shared ``--workers``/``--progress`` applied (``None``: unchanged).
 
     Raises:
-        ConfigError: ``workers`` below 0.
+        ConfigError: ``workers`` below 0 (``DataConfig`` checks it).
     """
     from dataclasses import replace
 
-    from wsi_ncmi.errors import ConfigError
-
     if workers is not None:
-        if workers < 0:
-            raise ConfigError(f"--workers must be >= 0, got {workers!r}")
         config = replace(config, data=replace(config.data, num_workers=workers))
     if progress is not None:
         config = replace(config, trainer=replace(config.trainer, progress_bar=progress))
@@ -98,7 +94,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _train(argv: Sequence[str] | None) -> int:
     from wsi_ncmi.batch.preflight import check_writable_dir
     from wsi_ncmi.errors import ConfigError
-    from wsi_ncmi.train.config import TrainConfig, check_train_values
+    from wsi_ncmi.train.config import TrainConfig
 
     parser = build_parser()
     cfg = parse(parser, argv, instantiate=False)
@@ -109,7 +105,6 @@ def _train(argv: Sequence[str] | None) -> int:
     train_config = with_common_options(
         TrainConfig(**fields_of(TrainConfig, config)), config.workers, config.progress
     )
-    check_train_values(train_config)
     out_dir = check_writable_dir(train_config.out_dir)  # before any work (and the imports)
     from wsi_ncmi.train.fit import run_training
 

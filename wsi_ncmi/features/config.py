@@ -100,8 +100,8 @@ class ExtractConfig:
     force: bool = False
     loader_timeout_s: float = 600.0
 
-    def validate(self) -> None:
-        """Check values at the boundary.
+    def __post_init__(self) -> None:
+        """Check the values as the config is built (library callers get the same errors).
 
         Raises:
             ConfigError: A value out of range, naming the parameter and the value.
@@ -134,6 +134,16 @@ class ExtractConfig:
             raise ConfigError(
                 f"--backend must be one of {', '.join(BACKEND_CHOICES)}, got {self.backend!r}"
             )
+
+    def check_environment(self) -> None:
+        """What this host must provide for the run: the coords folder, the cucim extra.
+
+        Called when the run starts (not when the config is built: a config may be written
+        for another machine, or before tiling).
+
+        Raises:
+            ConfigError: A missing folder or extra, naming the fix.
+        """
         if self.backend == "cucim":
             from wsi_ncmi.slide.cucim import CUCIM_MISSING, cucim_available
 

@@ -149,7 +149,7 @@ def run_extraction(config: ExtractConfig, encoder: EncoderModule | None = None) 
     from wsi_ncmi.features.cache import CacheJudge
     from wsi_ncmi.features.encoders.registry import build_encoder
 
-    config.validate()
+    config.check_environment()
     # Before any work: every folder this run writes to must take files.
     out_dir = feature_path(config.out_dir, config.encoder, "x").parent
     check_writable_dirs([config.out_dir, out_dir, config.out_dir / "reports"])

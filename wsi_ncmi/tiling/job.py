@@ -79,6 +79,25 @@ class TilingConfig:
     mask_dir: str | None = None
     thumb_size_px: int = 1024
 
+    def __post_init__(self) -> None:
+        from wsi_ncmi.errors import ConfigError
+        from wsi_ncmi.slide.factory import BACKEND_CHOICES
+        from wsi_ncmi.slide.mpp import PLAUSIBLE_MPP_RANGE, is_plausible_mpp
+
+        if self.backend not in BACKEND_CHOICES:
+            choices = ", ".join(BACKEND_CHOICES)
+            raise ConfigError(f"--backend must be one of {choices}, got {self.backend!r}")
+        if self.mpp_override is not None and not is_plausible_mpp(self.mpp_override):
+            lo, hi = PLAUSIBLE_MPP_RANGE
+            raise ConfigError(
+                f"--mpp_override must be a level-0 µm/px in [{lo:g}, {hi:g}], "
+                f"got {self.mpp_override!r}"
+            )
+        if self.thumb_size_px < 16:
+            raise ConfigError(
+                f"--thumb_size_px must be an integer ≥ 16 px, got {self.thumb_size_px!r}"
+            )
+
 
 @dataclass(frozen=True)
 class OutputPaths:

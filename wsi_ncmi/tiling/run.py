@@ -217,6 +217,8 @@ def run_tiling(
     """
     from wsi_ncmi.batch import run_batch, select_shard
 
+    if workers is not None and workers < 1:
+        raise ConfigError(f"--workers must be an integer ≥ 1, got {workers!r}")
     ids = [t.slide_id for t in tasks]
     selected = select_shard(list(tasks), ids, shard)
     example = slide_params_hash(config, selected[0]) if selected else ""

@@ -14,6 +14,16 @@ from typing import Any, Literal
 from wsi_ncmi.errors import ConfigError
 
 
+def require(key: str, value: object, ok: bool, rule: str) -> None:
+    """Raise :class:`ConfigError` ``"<key> must be <rule>, got <value>"`` unless ``ok``.
+
+    The sections check their own values when they are built (``__post_init__``), so a
+    library caller gets the same errors as the command line.
+    """
+    if not ok:
+        raise ConfigError(f"{key} must be {rule}, got {value!r}")
+
+
 @dataclass
 class DataConfig:
     """Where the bags come from.
@@ -55,6 +65,16 @@ class DataConfig:
     slide_norm: Literal["none", "robust"] = "none"
     num_workers: int = 0
     include_empty: bool = False
+
+    def __post_init__(self) -> None:
+        require("data.batch_size", self.batch_size, self.batch_size >= 1, ">= 1")
+        require("data.num_workers", self.num_workers, self.num_workers >= 0, ">= 0")
+        require(
+            "data.max_patches_train",
+            self.max_patches_train,
+            self.max_patches_train is None or self.max_patches_train >= 1,
+            ">= 1 or null",
+        )
 
 
 @dataclass
@@ -140,6 +160,11 @@ class OptimConfig:
     scheduler: Literal["none", "cosine", "step"] = "cosine"
     warmup_epochs: int = 0
 
+    def __post_init__(self) -> None:
+        require("optim.lr", self.lr, self.lr > 0, "> 0")
+        require("optim.weight_decay", self.weight_decay, self.weight_decay >= 0, ">= 0")
+        require("optim.warmup_epochs", self.warmup_epochs, self.warmup_epochs >= 0, ">= 0")
+
 
 @dataclass
 class TrainerConfig:
@@ -187,6 +212,22 @@ class TrainerConfig:
     gradient_clip_val: float | None = None
     progress_bar: bool = False
     logger: Literal["csv", "tensorboard"] = "csv"
+
+    def __post_init__(self) -> None:
+        require("trainer.max_epochs", self.max_epochs, self.max_epochs >= 1, ">= 1")
+        require("trainer.patience", self.patience, self.patience >= 0, ">= 0")
+        require(
+            "trainer.max_steps",
+            self.max_steps,
+            self.max_steps is None or self.max_steps >= 1,
+            ">= 1 or null",
+        )
+        require(
+            "trainer.patience_steps",
+            self.patience_steps,
+            self.patience_steps is None or self.patience_steps >= 0,
+            ">= 0 or null",
+        )
 
 
 @dataclass
@@ -245,42 +286,6 @@ class TrainConfig:
     optim: OptimConfig = field(default_factory=OptimConfig)
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     report: ReportConfig = field(default_factory=ReportConfig)
-
-
-def check_train_values(config: TrainConfig) -> None:
-    """Range checks a run would otherwise hit only once training starts.
-
-    Raises:
-        ConfigError: The first out-of-range value, naming its key.
-    """
-    checks = [
-        ("optim.lr", config.optim.lr, config.optim.lr > 0, "> 0"),
-        ("optim.weight_decay", config.optim.weight_decay, config.optim.weight_decay >= 0, ">= 0"),
-        ("data.batch_size", config.data.batch_size, config.data.batch_size >= 1, ">= 1"),
-        ("trainer.max_epochs", config.trainer.max_epochs, config.trainer.max_epochs >= 1, ">= 1"),
-        ("trainer.patience", config.trainer.patience, config.trainer.patience >= 0, ">= 0"),
-        (
-            "trainer.max_steps",
-            config.trainer.max_steps,
-            config.trainer.max_steps is None or config.trainer.max_steps >= 1,
-            ">= 1 or null",
-        ),
-        (
-            "trainer.patience_steps",
-            config.trainer.patience_steps,
-            config.trainer.patience_steps is None or config.trainer.patience_steps >= 0,
-            ">= 0 or null",
-        ),
-        (
-            "data.max_patches_train",
-            config.data.max_patches_train,
-            config.data.max_patches_train is None or config.data.max_patches_train >= 1,
-            ">= 1 or null",
-        ),
-    ]
-    for key, value, ok, rule in checks:
-        if not ok:
-            raise ConfigError(f"{key} must be {rule}, got {value!r}")
 
 
 def epoch_budget(trainer: TrainerConfig, steps_per_epoch: int) -> tuple[int, int]:

@@ -275,9 +275,7 @@ def run_training(
         NonFiniteError: NaN/inf features or training loss.
     """
     from wsi_ncmi.batch.locks import claim_folder
-    from wsi_ncmi.train.config import check_train_values
 
-    check_train_values(config)
     out_dir = Path(config.out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     with claim_folder(out_dir, "train"):
