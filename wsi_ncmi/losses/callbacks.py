@@ -1,9 +1,9 @@
 """Lightning callbacks: the epoch-end Q-step and the CMI/Γ/NCMI diagnostics.
 
 They work on a :class:`~wsi_ncmi.losses.base.LossHost`: a LightningModule whose loss is the
-attribute ``criterion`` (another attribute can be named with ``loss_attr``) and whose
-``loss_inputs(batch)`` gives ``(outputs, targets)`` for the Q-step pass. A module that is
-not a loss host gets ``(pl_module(x), y)`` for a batch ``(x, y)``. The diagnostics read what
+attribute ``criterion`` and whose ``loss_inputs(batch)`` gives ``(outputs, targets)`` for
+the Q-step pass. A module that is not a loss host needs a ``criterion`` attribute too, and
+gets ``(pl_module(x), y)`` for a batch ``(x, y)``. The diagnostics read what
 ``validation_step`` returns, which must be a mapping with keys ``"outputs"`` (what the loss
 takes) and ``"targets"``.
 """
@@ -11,7 +11,7 @@ takes) and ``"targets"``.
 from __future__ import annotations
 
 import warnings
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 import lightning as L
@@ -26,24 +26,19 @@ from wsi_ncmi.losses.diagnostics import NCMIMetric
 from wsi_ncmi.losses.epoch import update_centroids
 from wsi_ncmi.losses.escape import SeparationEscapeWarning, escape_reason
 
-OutputsFn = Callable[[L.LightningModule, Any], tuple[Tensor, Tensor]]
 
-
-def _default_outputs(pl_module: L.LightningModule, batch: Any) -> tuple[Tensor, Tensor]:
+def _loss_inputs(pl_module: L.LightningModule, batch: Any) -> tuple[Tensor, Tensor]:
     if isinstance(pl_module, LossHost):
         return pl_module.loss_inputs(batch)
     x, y = batch[0], batch[1]
     return pl_module(x), y
 
 
-def _find_loss(pl_module: L.LightningModule, loss_attr: str) -> ClassificationLoss:
-    if loss_attr == "criterion" and isinstance(pl_module, LossHost):
-        loss: object = pl_module.criterion
-    else:
-        loss = getattr(pl_module, loss_attr, None)
+def _find_loss(pl_module: L.LightningModule) -> ClassificationLoss:
+    loss = getattr(pl_module, "criterion", None)
     if not isinstance(loss, ClassificationLoss):
         raise AttributeError(
-            f"{type(pl_module).__name__}.{loss_attr} must be a registered loss "
+            f"{type(pl_module).__name__}.criterion must be a registered loss "
             f"(ClassificationLoss), got {type(loss).__name__}"
         )
     return loss
@@ -66,27 +61,21 @@ class CentroidUpdate(L.Callback):
 
     Args:
         num_classes: ``C``.
-        loss_attr: Attribute of the LightningModule that holds the loss.
-        outputs_fn: ``(pl_module, batch) -> (outputs, targets)``; see the module docstring.
     """
 
-    def __init__(
-        self, num_classes: int, loss_attr: str = "criterion", outputs_fn: OutputsFn | None = None
-    ) -> None:
+    def __init__(self, num_classes: int) -> None:
         super().__init__()
         self.num_classes = num_classes
-        self.loss_attr = loss_attr
-        self.outputs_fn = outputs_fn or _default_outputs
         self.reports: list[CentroidReport] = []
         self._done_epoch: int | None = None
 
     def _run_pass(self, trainer: L.Trainer, pl_module: L.LightningModule, epoch: int) -> None:
-        loss = _find_loss(pl_module, self.loss_attr)
+        loss = _find_loss(pl_module)
         was_training = pl_module.training
         pl_module.eval()
         try:
             batches = (
-                self.outputs_fn(pl_module, trainer.strategy.batch_to_device(batch))
+                _loss_inputs(pl_module, trainer.strategy.batch_to_device(batch))
                 for batch in trainer.train_dataloader  # type: ignore[union-attr]
             )
             report = update_centroids(loss, batches, epoch)
@@ -103,7 +92,7 @@ class CentroidUpdate(L.Callback):
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         """Q-step before training when the schedule has no warm-up."""
-        state = _find_loss(pl_module, self.loss_attr).centroid_state
+        state = _find_loss(pl_module).centroid_state
         if state is not None and state.needs_initial_pass:
             self._run_pass(trainer, pl_module, epoch=-1)
 
@@ -113,7 +102,7 @@ class CentroidUpdate(L.Callback):
         if self._done_epoch == epoch:
             return
         self._done_epoch = epoch
-        loss = _find_loss(pl_module, self.loss_attr)
+        loss = _find_loss(pl_module)
         state = loss.centroid_state
         if loss.needs_epoch_pass:
             self._run_pass(trainer, pl_module, epoch)
@@ -142,7 +131,6 @@ class NCMIDiagnostics(L.Callback):
 
     Args:
         num_classes: ``C``.
-        loss_attr: Attribute of the LightningModule that holds the loss.
         prefix: Logging prefix.
         direction: Separation direction of Γ.
         normalization: Separation normaliser of Γ.
@@ -151,13 +139,11 @@ class NCMIDiagnostics(L.Callback):
     def __init__(
         self,
         num_classes: int,
-        loss_attr: str = "criterion",
         prefix: str = "val",
         direction: LF.Direction = "centroid_to_output",
         normalization: LF.Normalization = "num_classes",
     ) -> None:
         super().__init__()
-        self.loss_attr = loss_attr
         self.prefix = prefix
         self.metric = NCMIMetric(num_classes, direction, normalization)
         self.history: list[dict[str, float]] = []
@@ -186,7 +172,7 @@ class NCMIDiagnostics(L.Callback):
                 "NCMIDiagnostics needs validation_step to return a mapping with keys "
                 f"'outputs' and 'targets', got {type(outputs).__name__}"
             )
-        loss = _find_loss(pl_module, self.loss_attr)
+        loss = _find_loss(pl_module)
         with torch.no_grad():
             self.metric.update(loss.probabilities(outputs["outputs"]), outputs["targets"])
 
@@ -211,7 +197,6 @@ class EscapeMonitor(L.Callback):
 
     Args:
         num_classes: ``C``.
-        loss_attr: Attribute of the LightningModule that holds the loss.
         growth: See :func:`~wsi_ncmi.losses.escape.escape_reason`.
         patience: See :func:`~wsi_ncmi.losses.escape.escape_reason`.
     """
@@ -219,14 +204,12 @@ class EscapeMonitor(L.Callback):
     def __init__(
         self,
         num_classes: int,
-        loss_attr: str = "criterion",
         *,
         growth: float = 3.0,
         patience: int = 3,
     ) -> None:
         super().__init__()
         self.num_classes = num_classes
-        self.loss_attr = loss_attr
         self.growth = growth
         self.patience = patience
         self.train_gamma: list[float] = []
@@ -249,14 +232,14 @@ class EscapeMonitor(L.Callback):
     ) -> None:
         """Count the batch's predicted classes."""
         if isinstance(outputs, Mapping) and "outputs" in outputs:
-            loss = _find_loss(pl_module, self.loss_attr)
+            loss = _find_loss(pl_module)
             with torch.no_grad():
                 pred = loss.predict(outputs["outputs"]).cpu()
             self._predicted += torch.bincount(pred, minlength=self.num_classes).float()
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         """Record the epoch and warn once if the escape shows."""
-        gamma = _find_loss(pl_module, self.loss_attr).pop_train_gamma()
+        gamma = _find_loss(pl_module).pop_train_gamma()
         if gamma is None or trainer.sanity_checking:
             return
         self.train_gamma.append(gamma)
