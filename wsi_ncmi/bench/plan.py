@@ -69,7 +69,7 @@ def write_splits(config: BenchConfig) -> dict[int, Path]:
         ConfigError: Bad split settings, or an existing split file that differs.
     """
     from wsi_ncmi.manifest import read_manifest
-    from wsi_ncmi.train.splits import SPLITS_SCHEMA, make_splits, save_splits
+    from wsi_ncmi.train.splits import SPLITS_SCHEMA, save_splits, splits_for
 
     rows = read_manifest(config.data.manifest)
     split = config.sweep.split
@@ -78,18 +78,7 @@ def write_splits(config: BenchConfig) -> dict[int, Path]:
         k = split_seed(config, seed)
         path = config.out_dir / "splits" / f"seed{k}.json"
         if k not in {split_seed(config, s) for s in out}:
-            splits = make_splits(
-                rows,
-                split.kind,
-                seed=k,
-                val_fraction=split.val_fraction,
-                preset=split.preset,
-                train_centers=split.train_centers,
-                val_centers=split.val_centers,
-                test_centers=split.test_centers,
-                num_folds=split.num_folds,
-                val_scheme=split.val_scheme,
-            )
+            splits = splits_for(rows, split, k)
             fresh = {"schema": SPLITS_SCHEMA, **dataclasses.asdict(splits)}
             fresh = json.loads(json.dumps(fresh))  # tuples → lists, as in the file
             if path.is_file():

@@ -57,7 +57,7 @@ from wsi_ncmi.train.report import (
     write_predictions,
 )
 from wsi_ncmi.train.results import FoldResult, TrainingResult
-from wsi_ncmi.train.splits import SplitSet, load_splits, make_splits, save_splits
+from wsi_ncmi.train.splits import SplitSet, load_splits, save_splits, splits_for
 
 log = logging.getLogger(__name__)
 
@@ -70,18 +70,7 @@ def _resolve_splits(config: TrainConfig, rows: Sequence[ManifestRow], out_dir: P
     elif config.resume and path.is_file():
         splits = load_splits(path, rows)
     else:
-        splits = make_splits(
-            rows,
-            split.kind,
-            seed=config.seed,
-            val_fraction=split.val_fraction,
-            preset=split.preset,
-            train_centers=split.train_centers,
-            val_centers=split.val_centers,
-            test_centers=split.test_centers,
-            num_folds=split.num_folds,
-            val_scheme=split.val_scheme,
-        )
+        splits = splits_for(rows, split, config.seed)
     save_splits(splits, path)
     return splits
 

@@ -36,6 +36,7 @@ import numpy as np
 
 from wsi_ncmi.errors import ConfigError
 from wsi_ncmi.manifest import LABELS, ManifestRow
+from wsi_ncmi.train.config import SplitConfig
 
 SplitKind = Literal["loho", "fixed", "kfold", "none"]
 ValScheme = Literal["patients", "hospital"]
@@ -177,6 +178,34 @@ def _fold(
         _slides(rows, set(val)),
         _slides(rows, test_set),
         tuple(centers),
+    )
+
+
+def splits_for(rows: Sequence[ManifestRow], split: SplitConfig, seed: int) -> SplitSet:
+    """The folds that a run's ``split`` section makes (:func:`make_splits` of its fields).
+
+    Args:
+        rows: Manifest rows.
+        split: The ``split`` section of a ``wsi-train`` or ``wsi-bench`` configuration.
+        seed: The split seed.
+
+    Returns:
+        The folds.
+
+    Raises:
+        ConfigError: Settings that do not fit the manifest.
+    """
+    return make_splits(
+        rows,
+        split.kind,
+        seed=seed,
+        val_fraction=split.val_fraction,
+        preset=split.preset,
+        train_centers=split.train_centers,
+        val_centers=split.val_centers,
+        test_centers=split.test_centers,
+        num_folds=split.num_folds,
+        val_scheme=split.val_scheme,
     )
 
 
