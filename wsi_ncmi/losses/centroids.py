@@ -258,7 +258,7 @@ class CentroidState(nn.Module):
 
         Returns:
             The report (also appended to :attr:`reports`; a
-            :class:`CentroidCollapseWarning` is issued if it says collapsed).
+            :class:`CentroidCollapseWarning` at the run's first collapse).
         """
         device = self.centroids.device
         # Outside class space the pass predicted with the prediction centroids, which are
@@ -303,7 +303,7 @@ class CentroidState(nn.Module):
             predicted_counts: ``(C,)`` predicted-class histogram of the pass.
 
         Returns:
-            The report (appended to :attr:`reports`; warns if collapsed).
+            The report (appended to :attr:`reports`; warns at the run's first collapse).
         """
         q = self.loss_centroids
         report = CentroidReport(
@@ -339,15 +339,20 @@ class CentroidState(nn.Module):
                     f"the labels {report.true_classes:.2f}"
                 )
         report.collapsed = bool(report.reasons)
+        # One warning per run: the first collapse. Every check stays in the reports (and
+        # in the logged ``centroids/collapsed`` metric), so later epochs are not lost.
+        first = report.collapsed and not any(r.collapsed for r in self.reports)
         self.reports.append(report)
-        if report.collapsed:
+        if first:
             warnings.warn(
                 f"NCMI centroid collapse after epoch {epoch}: "
                 + "; ".join(report.reasons)
                 + f". This run's schedule: mode={self.mode!r}, "
                 f"warmup_epochs={self.warmup_epochs}, warmup_steps={self.warmup_steps}, "
                 f"damping={self.damping}; a longer warm start, a smaller damping or "
-                "mode='fixed' keeps the classes apart.",
+                "mode='fixed' keeps the classes apart. Later collapses of this run are "
+                "recorded in its centroid reports and the centroids/collapsed metric, "
+                "not warned again.",
                 CentroidCollapseWarning,
                 stacklevel=2,
             )
