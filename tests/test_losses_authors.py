@@ -152,6 +152,7 @@ def test_clam_sb_keeps_its_instance_branch_without_a_class_head() -> None:
 
 def test_a_run_warns_at_its_first_collapse_and_records_every_one() -> None:
     loss = build_loss("ncmi_mil", num_classes=C, feature_dim=M)
+    assert isinstance(loss, NCMILoss)
     one_class = torch.tensor([20.0, 0.0, 0.0, 0.0])
     warned = [_collapse_warnings(loss, epoch, one_class) for epoch in range(4)]
     # Epoch 0 predicted with the anchors; epochs 1-3 after the first Q-step moved them.
