@@ -96,7 +96,7 @@ def add_config_arguments(parser: Any) -> None:
     )
 
 
-def parse_bench_args(parser: Any, argv: Sequence[str]) -> Any:
+def parse_bench_args(parser: ArgumentParser, argv: Sequence[str]) -> Namespace:
     """Parse a command line with ``--config`` files first, then ``--quick``, then the rest.
 
     Args:
@@ -139,7 +139,7 @@ def config_from(parser: Any, namespace: Any) -> BenchConfig:
 
 
 @functools.cache
-def library_parser() -> Any:
+def library_parser() -> ArgumentParser:
     """The parser of :func:`~wsi_ncmi.bench.parser.load_config` (no command-line extras)."""
     parser = ArgumentParser(prog="wsi-bench", exit_on_error=False, print_config=None)
     add_config_arguments(parser)

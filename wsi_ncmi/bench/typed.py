@@ -17,13 +17,16 @@ import re
 import types
 import typing
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 
 from wsi_ncmi.errors import ConfigError
 
 _PARSER_KEY = re.compile(r'^Parser key "([^"]+)":\s*')
+
+if TYPE_CHECKING:
+    from jsonargparse import ArgumentParser
 
 
 def message(err: BaseException, where: str = "") -> str:
@@ -40,15 +43,15 @@ def join(where: str, key: str) -> str:
     return f"{where}.{key}" if where else key
 
 
-_PARSERS: dict[type[Any], Any] = {}
+_PARSERS: dict[type[Any], ArgumentParser] = {}
 
 
-def _class_parser(cls: type[Any]) -> Any:
+def _class_parser(cls: type[Any]) -> ArgumentParser:
     """A jsonargparse parser of one dataclass (made once per class)."""
     if cls not in _PARSERS:
         from jsonargparse import ArgumentParser
 
-        parser = ArgumentParser(exit_on_error=False, print_config=None)
+        parser: ArgumentParser = ArgumentParser(exit_on_error=False, print_config=None)
         parser.add_class_arguments(cls, fail_untyped=True, sub_configs=True)
         _PARSERS[cls] = parser
     return _PARSERS[cls]

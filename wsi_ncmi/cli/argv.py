@@ -10,10 +10,9 @@ from __future__ import annotations
 
 import argparse
 from collections.abc import Mapping, Sequence
-from typing import Any
 
 
-def _hint(action: argparse.Action) -> Any:
+def _hint(action: argparse.Action) -> object:
     """The type hint of a jsonargparse option, ``X`` for ``X | None``."""
     import typing
 

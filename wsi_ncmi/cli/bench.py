@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from wsi_ncmi.cli.argv import normalize_argv
 from wsi_ncmi.cli.common import (
@@ -32,6 +32,9 @@ from wsi_ncmi.cli.common import (
     new_parser,
     run_cli,
 )
+
+if TYPE_CHECKING:
+    from jsonargparse import ArgumentParser
 
 ALIASES = aliases_for("wsi-bench")
 
@@ -53,7 +56,7 @@ of their own: --set train.trainer.max_epochs=5, --set prepare.extract.device=cpu
 """
 
 
-def build_parser() -> Any:
+def build_parser() -> ArgumentParser:
     """The jsonargparse parser: :class:`~wsi_ncmi.bench.config.BenchConfig` and the run."""
     from wsi_ncmi.bench.parser import add_config_arguments
 

@@ -12,9 +12,12 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from wsi_ncmi.cli.argv import normalize_argv
+
+if TYPE_CHECKING:
+    from jsonargparse import ArgumentParser, Namespace
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -135,7 +138,9 @@ def run_cli(prog: str, body: Callable[[], int], *, resume_hint: str = RESUME_HIN
     return EXIT_INTERRUPTED
 
 
-def new_parser(prog: str, description: str, *, epilog: str = "", config_file: bool = True) -> Any:
+def new_parser(
+    prog: str, description: str, *, epilog: str = "", config_file: bool = True
+) -> ArgumentParser:
     """A jsonargparse parser with ``--config``/``--print_config`` and the shared epilog.
 
     Args:
@@ -205,12 +210,12 @@ def aliases_help(aliases: Mapping[str, str]) -> str:
 
 
 def parse(
-    parser: Any,
+    parser: ArgumentParser,
     argv: Sequence[str] | None,
     aliases: Mapping[str, str] | None = None,
     *,
     instantiate: bool = True,
-) -> Any:
+) -> Namespace:
     """Parse ``argv`` (default: ``sys.argv[1:]``) after :func:`normalize_argv`.
 
     Args:

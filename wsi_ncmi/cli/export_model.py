@@ -12,12 +12,15 @@ checkpoints (``last.ckpt``) and runs made before bundles existed.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING
 
 from wsi_ncmi.cli.common import new_parser, parse, run_cli
 
+if TYPE_CHECKING:
+    from jsonargparse import ArgumentParser
 
-def build_parser() -> Any:
+
+def build_parser() -> ArgumentParser:
     """The parser: ``CKPT`` and ``--out``."""
     p = new_parser(
         "wsi-export-model",

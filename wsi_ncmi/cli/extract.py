@@ -12,9 +12,12 @@ from __future__ import annotations
 import argparse
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from wsi_ncmi.cli.common import add_names, aliases_for, aliases_help, new_parser, parse, run_cli
+
+if TYPE_CHECKING:
+    from jsonargparse import ArgumentParser
 
 EPILOG = """\
 outputs (under --out): features/<encoder>/<slide_id>.h5 and a run report.
@@ -35,7 +38,7 @@ class _ListEncoders(argparse.Action):
         parser.exit()
 
 
-def build_parser() -> Any:
+def build_parser() -> ArgumentParser:
     """The jsonargparse parser of :class:`~wsi_ncmi.features.config.ExtractConfig`.
 
     Every option is a field of ``ExtractConfig`` (help from its docstring), except

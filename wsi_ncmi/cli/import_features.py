@@ -9,12 +9,15 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 from wsi_ncmi.cli.common import new_parser, parse, run_cli
 
+if TYPE_CHECKING:
+    from jsonargparse import ArgumentParser
 
-def build_parser() -> Any:
+
+def build_parser() -> ArgumentParser:
     """The argument parser."""
     p = new_parser(
         "wsi-import-features",

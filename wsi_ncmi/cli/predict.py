@@ -14,9 +14,12 @@ from __future__ import annotations
 
 import argparse
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING
 
 from wsi_ncmi.cli.common import add_names, new_parser, parse, run_cli
+
+if TYPE_CHECKING:
+    from jsonargparse import ArgumentParser
 
 EPILOG = """\
 examples:
@@ -30,7 +33,7 @@ a checkpoint (.ckpt) is never loaded: convert a trusted one with wsi-export-mode
 """
 
 
-def build_parser() -> Any:
+def build_parser() -> ArgumentParser:
     """The jsonargparse parser of :class:`~wsi_ncmi.predict.run.PredictConfig`."""
     from wsi_ncmi.predict.run import PredictConfig
 

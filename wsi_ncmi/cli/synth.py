@@ -14,10 +14,13 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 from wsi_ncmi.cli.common import aliases_for, aliases_help, new_parser, parse, run_cli
 from wsi_ncmi.synth.presets import PRESETS
+
+if TYPE_CHECKING:
+    from jsonargparse import ArgumentParser
 
 ALIASES = aliases_for("wsi-synth-cohort")
 
@@ -37,7 +40,7 @@ def _subset(value: str | int) -> int:
     return number
 
 
-def build_parser() -> Any:
+def build_parser() -> ArgumentParser:
     """The argument parser."""
     parser = new_parser(
         "wsi-synth-cohort",

@@ -10,9 +10,12 @@ from __future__ import annotations
 
 import argparse
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING
 
 from wsi_ncmi.cli.common import add_names, aliases_for, aliases_help, new_parser, parse, run_cli
+
+if TYPE_CHECKING:
+    from jsonargparse import ArgumentParser
 
 EPILOG = """\
 outputs (under --out):
@@ -31,7 +34,7 @@ example config: configs/tile/example.yaml (wsi-tile --print_config writes one).
 ALIASES = aliases_for("wsi-tile")
 
 
-def build_parser() -> Any:
+def build_parser() -> ArgumentParser:
     """The jsonargparse parser: :class:`~wsi_ncmi.tiling.job.TilingConfig` and the batch.
 
     The tiling options are the fields of ``TilingConfig`` (``--grid.*`` are

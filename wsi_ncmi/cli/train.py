@@ -15,14 +15,19 @@ from __future__ import annotations
 
 import argparse
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from wsi_ncmi.cli.common import add_names, fields_of, new_parser, parse, run_cli
+
+if TYPE_CHECKING:
+    from jsonargparse import ArgumentParser
+
+    from wsi_ncmi.train.config import TrainConfig
 
 RESUME_HINT = "rerun the same command with --resume true to continue the unfinished folds"
 
 
-def build_parser() -> Any:
+def build_parser() -> ArgumentParser:
     """The jsonargparse parser of :class:`~wsi_ncmi.train.config.TrainConfig`."""
     from wsi_ncmi.train.config import TrainConfig
 
@@ -71,7 +76,9 @@ class _ListConfigs(argparse.Action):
         raise SystemExit(0)
 
 
-def with_common_options(config: Any, workers: int | None, progress: bool | None) -> Any:
+def with_common_options(
+    config: TrainConfig, workers: int | None, progress: bool | None
+) -> TrainConfig:
     """``config`` with the shared ``--workers``/``--progress`` applied (``None``: unchanged).
 
     Raises:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib
 from collections.abc import Sequence
+from types import ModuleType
 from typing import Any
 
 from torch import Tensor, nn
@@ -68,7 +69,7 @@ class SmallCNN(nn.Module):
         return self.project(self.features(x))
 
 
-def _import(package: str) -> Any:
+def _import(package: str) -> ModuleType:
     try:
         return importlib.import_module(package)
     except ImportError as err:

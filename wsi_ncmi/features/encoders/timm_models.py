@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 from collections.abc import Mapping
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import torch
@@ -14,7 +15,7 @@ from wsi_ncmi.errors import ConfigError, WeightsUnavailableError
 from wsi_ncmi.features.encoders.spec import EncoderSpec, load_into, load_state_dict_file
 
 
-def import_timm() -> Any:
+def import_timm() -> ModuleType:
     """The ``timm`` module.
 
     Raises:

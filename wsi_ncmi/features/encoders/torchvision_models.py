@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 from torch import nn
@@ -20,7 +21,7 @@ RESNET50_WEIGHTS = "IMAGENET1K_V1"
 RESNET50_FILE = "resnet50-0676ba61.pth"
 
 
-def _import_torchvision() -> Any:
+def _import_torchvision() -> ModuleType:
     try:
         import torchvision
     except ImportError as err:
