@@ -79,3 +79,5 @@ def test_the_demo_prints_no_python_warnings(tmp_path: Path) -> None:
         line for line in output.splitlines() if re.search(r"\b\w*Warning\b|\.py:\d+: ", line)
     ]
     assert warning_lines == []
+    # Nor Lightning's device banner, which says nothing about the demo.
+    assert "GPU available" not in output

@@ -67,3 +67,12 @@ def test_the_monitor_stays_quiet_for_ce():
     assert monitor.train_gamma == []  # CE keeps no Γ: nothing to watch
     assert monitor.reason is None
     assert not escapes
+
+
+def test_the_monitor_stays_quiet_for_the_bounded_feature_head():
+    # ncmi_mil's scores lie in [-1/T, 1/T]: its outputs cannot escape to a corner, so the
+    # same unlearnable labels (one class predicted, Γ moving) are not reported as one.
+    monitor, escapes = _run("ncmi_mil")
+    assert monitor.train_gamma == []
+    assert monitor.reason is None
+    assert not escapes

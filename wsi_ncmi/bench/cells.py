@@ -74,7 +74,13 @@ def _best_epoch(best_checkpoint: str | None, history: list[dict[str, float]]) ->
 
 
 def quiet_lightning() -> None:
-    """Silence Lightning's info banners (the bench prints its own progress); warnings still pass."""
+    """Silence Lightning's info banners (the bench prints its own progress); warnings still pass.
+
+    Lightning sets its loggers to INFO when it is first imported, so it is imported here
+    first: set before that import, the levels would be undone by it.
+    """
+    import lightning.pytorch  # noqa: F401
+
     logging.getLogger("lightning").setLevel(logging.WARNING)
     logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)
 

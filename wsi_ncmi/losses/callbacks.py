@@ -190,7 +190,9 @@ class EscapeMonitor(L.Callback):
     """Warns once when a run shows the class-logit escape (see :mod:`wsi_ncmi.losses.escape`).
 
     Every epoch it records the loss's mean training Γ (``loss.pop_train_gamma()``, not
-    ``None`` for NCMI) and the effective number of classes predicted on the validation set; when
+    ``None`` for NCMI) and the effective number of classes predicted on the validation set,
+    for losses on class logits (``needs_class_head``): a bounded feature head cannot escape,
+    so its early one-class epochs are not reported as an escape. When
     :func:`~wsi_ncmi.losses.escape.escape_reason` fires it issues a
     :class:`~wsi_ncmi.losses.escape.SeparationEscapeWarning` and logs ``escape/detected``.
     It reads what ``validation_step`` returns (``{"outputs", "targets"}``).
@@ -239,8 +241,9 @@ class EscapeMonitor(L.Callback):
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         """Record the epoch and warn once if the escape shows."""
-        gamma = _find_loss(pl_module).pop_train_gamma()
-        if gamma is None or trainer.sanity_checking:
+        loss = _find_loss(pl_module)
+        gamma = loss.pop_train_gamma()
+        if gamma is None or trainer.sanity_checking or not loss.needs_class_head:
             return
         self.train_gamma.append(gamma)
         seen = float(self._predicted.sum()) > 0

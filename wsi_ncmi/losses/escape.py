@@ -116,6 +116,6 @@ def escape_reason(
             f"training Γ rose from {gamma[0]:.3g} to {gamma[-1]:.3g} over {n} epochs while "
             f"validation predictions stayed on one class for {patience} epochs: the class-logit "
             "outputs are escaping to a simplex corner instead of fitting the labels. Use "
-            "loss 'ncmi_mil' (bounded feature head), or direction='output_to_centroid'"
+            "loss 'ncmi_mil' (bounded feature head), or form={direction: output_to_centroid}"
         )
     return None
