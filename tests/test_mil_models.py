@@ -10,7 +10,7 @@ from wsi_ncmi.losses import list_losses
 from wsi_ncmi.mil import MILOutput, build_aggregator, list_aggregators
 from wsi_ncmi.mil.clam_sb import ClamOutput, ClamSB
 from wsi_ncmi.mil.transmil import NystromAttention, TransMIL, newton_schulz_pinv
-from wsi_ncmi.train.batching import collate_bags
+from wsi_ncmi.train.batching import BagItem, collate_bags
 from wsi_ncmi.train.build import FoldShape, build_module
 from wsi_ncmi.train.config import LossConfig, ModelConfig, OptimConfig, TrainConfig
 
@@ -64,8 +64,12 @@ def test_every_model_and_loss_takes_a_training_step(
     optimizer = torch.optim.AdamW(module.parameters(), lr=1e-2)
     before = [p.detach().clone() for p in module.aggregator.parameters()]
     bags = [
-        {"features": torch.randn(7, IN_DIM).half(), "target": torch.tensor(2), "index": 0},
-        {"features": torch.randn(1, IN_DIM).half(), "target": torch.tensor(0), "index": 1},
+        BagItem(
+            features=torch.randn(7, IN_DIM).half(), target=torch.tensor(2), index=torch.tensor(0)
+        ),
+        BagItem(
+            features=torch.randn(1, IN_DIM).half(), target=torch.tensor(0), index=torch.tensor(1)
+        ),
     ]
     # one unpadded single-bag step, then one padded two-bag step (7 and 1 patches)
     for step, batch in enumerate((collate_bags(bags[:1]), collate_bags(bags))):

@@ -11,14 +11,13 @@ from __future__ import annotations
 import functools
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import lightning as L
 from torch.utils.data import DataLoader
 
 from wsi_ncmi.batch import ItemLock, ItemResult
 from wsi_ncmi.batch.locks import lock_file
-from wsi_ncmi.features.dataset import PatchBatchDataset, SlideJob
+from wsi_ncmi.features.dataset import PatchBatch, PatchBatchDataset, SlideJob
 from wsi_ncmi.features.loading import (
     DEFAULT_LOADER_TIMEOUT_S,
     ClaimingSampler,
@@ -151,7 +150,7 @@ class ExtractDataModule(L.LightningDataModule):
         for slide_id in list(self.locks):
             self.release(slide_id)
 
-    def predict_dataloader(self) -> DataLoader[dict[str, Any]]:
+    def predict_dataloader(self) -> DataLoader[PatchBatch]:
         """One DataLoader over every pending slide of this rank, slides claimed in turn."""
         workers = self.workers
         dataset = PatchBatchDataset(self.jobs, self.batch_size, strip_reads=self.strip_reads)

@@ -15,10 +15,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NotRequired, TypedDict
 
 import numpy as np
 import torch
+from torch import Tensor
 from torch.utils.data import Dataset
 
 from wsi_ncmi.errors import CorruptTileError, WsiNcmiError
@@ -186,7 +187,21 @@ def region_blocks(
     return blocks
 
 
-class PatchBatchDataset(Dataset[dict[str, Any]]):
+class PatchBatch(TypedDict):
+    """One batch of patches of one slide (see :class:`PatchBatchDataset`)."""
+
+    images: Tensor  #: ``(B, S, S, 3)`` uint8 (empty when ``jpegs`` carries the batch).
+    valid: Tensor  #: ``(B,)`` bool: the patch was read.
+    job: int  #: Index of the slide's job.
+    start: int  #: First row of the batch in the slide's coords.
+    error: str  #: The slide's error, if it could not be read.
+    jpegs: NotRequired[list[bytes]]  #: ``--gpu_decode``: the covering JPEG tiles.
+    placements: NotRequired[Any]  #: Where each tile lands in each patch.
+    read_size: NotRequired[int]  #: Side of the region read per patch.
+    patch_size: NotRequired[int]  #: Side of the patch written.
+
+
+class PatchBatchDataset(Dataset[PatchBatch]):
     """Map-style dataset whose item ``i`` is the ``i``-th planned batch.
 
     Each item is a dict:
@@ -209,7 +224,7 @@ class PatchBatchDataset(Dataset[dict[str, Any]]):
     def __len__(self) -> int:
         return len(self.plan)
 
-    def __getitem__(self, index: int) -> dict[str, Any]:
+    def __getitem__(self, index: int) -> PatchBatch:
         job_index, start, stop = self.plan[index]
         job = self.jobs[job_index]
         if job.gpu_decode:
@@ -234,7 +249,7 @@ class PatchBatchDataset(Dataset[dict[str, Any]]):
             "error": error,
         }
 
-    def _compressed(self, job_index: int, start: int, stop: int) -> dict[str, Any] | None:
+    def _compressed(self, job_index: int, start: int, stop: int) -> PatchBatch | None:
         """The batch as JPEG tiles for the device to decode, or None to decode here.
 
         Keys as in the class docstring, ``images`` empty, plus ``jpegs`` (list of bytes),

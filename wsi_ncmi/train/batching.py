@@ -8,7 +8,7 @@ one with a ``(B, N_max)`` mask.
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
-from typing import Any
+from typing import TypedDict
 
 import numpy as np
 import torch
@@ -17,7 +17,15 @@ from torch.nn.utils.rnn import pad_sequence
 from torch.utils.data import Sampler
 
 
-def collate_bags(items: Sequence[dict[str, Any]]) -> dict[str, Tensor]:
+class BagItem(TypedDict):
+    """One slide of a :class:`~wsi_ncmi.train.data.BagDataset`."""
+
+    features: Tensor  #: ``(n, D)`` patch features.
+    target: Tensor  #: ``()`` int64 class index.
+    index: Tensor  #: ``()`` int64 position in the dataset.
+
+
+def collate_bags(items: Sequence[BagItem]) -> dict[str, Tensor]:
     """Stack bags of different lengths into one padded batch.
 
     Args:

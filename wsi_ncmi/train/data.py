@@ -19,7 +19,7 @@ from __future__ import annotations
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
 import lightning as L
 import numpy as np
@@ -30,7 +30,7 @@ from torch.utils.data import DataLoader, Dataset
 from wsi_ncmi.errors import CacheSchemaError, ConfigError, MissingFeaturesError, NonFiniteError
 from wsi_ncmi.features.store import feature_path, load_bag, read_feature_attrs
 from wsi_ncmi.manifest import LABELS, ManifestRow, read_manifest
-from wsi_ncmi.train.batching import EpochSampler, collate_bags
+from wsi_ncmi.train.batching import BagItem, EpochSampler, collate_bags
 from wsi_ncmi.train.slide_norm import SLIDE_NORMS, apply_slide_norm
 from wsi_ncmi.train.splits import Fold, load_splits
 
@@ -38,7 +38,7 @@ MissingPolicy = Literal["error", "exclude"]
 Part = Literal["train", "val", "test"]
 
 
-class BagDataset(Dataset[dict[str, Any]]):
+class BagDataset(Dataset[BagItem]):
     """Feature bags of a list of slides.
 
     Keys are slide indices, or ``(index, epoch)`` pairs from :class:`EpochSampler` (the
@@ -146,7 +146,7 @@ class BagDataset(Dataset[dict[str, Any]]):
             self._cache[index] = bag
         return bag
 
-    def __getitem__(self, key: int | tuple[int, int]) -> dict[str, Any]:
+    def __getitem__(self, key: int | tuple[int, int]) -> BagItem:
         """``{"features": (n, D), "target": (), "index": ()}`` for one slide."""
         index, epoch = (key, -1) if isinstance(key, int) else (int(key[0]), int(key[1]))
         bag = self.bag(index)
@@ -327,7 +327,7 @@ class BagDataModule(L.LightningDataModule):
             for dataset in self.datasets.values():
                 dataset.set_standardization(mean, std)
 
-    def _loader(self, part: Part, train: bool = False) -> DataLoader[dict[str, Any]]:
+    def _loader(self, part: Part, train: bool = False) -> DataLoader[BagItem]:
         dataset = self.datasets[part]
         sampler = EpochSampler(dataset.labels, self.seed, self.balanced_sampling) if train else None
         return DataLoader(
@@ -341,7 +341,7 @@ class BagDataModule(L.LightningDataModule):
             pin_memory=self.pin_memory,
         )
 
-    def full_bag_loader(self, part: Part) -> DataLoader[dict[str, Any]]:
+    def full_bag_loader(self, part: Part) -> DataLoader[BagItem]:
         """Whole bags of one part, in manifest order, one slide per batch.
 
         For ``"train"`` this is the training slides without sub-sampling (what the linear
@@ -356,7 +356,7 @@ class BagDataModule(L.LightningDataModule):
         batches = -(-len(self.datasets["train"]) // self.batch_size)
         return max(-(-batches // max(accumulate_grad_batches, 1)), 1)
 
-    def train_dataloader(self) -> DataLoader[dict[str, Any]]:
+    def train_dataloader(self) -> DataLoader[BagItem]:
         """Training batches of ``batch_size`` bags (epoch-seeded, sub-sampled, balanced).
 
         The order is seeded per epoch, bags are sub-sampled to ``max_patches_train`` and
@@ -364,14 +364,14 @@ class BagDataModule(L.LightningDataModule):
         """
         return self._loader("train", train=True)
 
-    def val_dataloader(self) -> DataLoader[dict[str, Any]]:
+    def val_dataloader(self) -> DataLoader[BagItem]:
         """Full validation bags, in manifest order."""
         return self._loader("val")
 
-    def test_dataloader(self) -> DataLoader[dict[str, Any]]:
+    def test_dataloader(self) -> DataLoader[BagItem]:
         """Full test bags, in manifest order."""
         return self._loader("test")
 
-    def predict_dataloader(self) -> DataLoader[dict[str, Any]]:
+    def predict_dataloader(self) -> DataLoader[BagItem]:
         """Full test bags (what the reports describe)."""
         return self._loader("test")
