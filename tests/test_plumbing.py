@@ -11,6 +11,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -195,7 +196,7 @@ def test_one_optimiser_helper() -> None:
     assert {k: sgd.param_groups[0][k] for k in ("lr", "weight_decay", "momentum")} == {
         "lr": 0.1, "weight_decay": 0.01, "momentum": 0.5,
     }  # fmt: skip
-    cosine = configure_optimization(
+    cosine: Any = configure_optimization(
         params, optimizer="adamw", lr=0.1, weight_decay=0.0, scheduler="cosine",
         max_epochs=5, warmup_epochs=2,
     )  # fmt: skip

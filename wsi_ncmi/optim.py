@@ -8,11 +8,14 @@ their choice with :func:`check_choice` and build it with :func:`configure_optimi
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Literal
 
 import torch
 
 from wsi_ncmi.errors import ConfigError
+
+if TYPE_CHECKING:
+    from lightning.pytorch.utilities.types import OptimizerLRScheduler
 
 OptimizerName = Literal["adamw", "adam", "sgd"]
 SchedulerName = Literal["none", "cosine", "step"]
@@ -97,7 +100,7 @@ def configure_optimization(
     warmup_epochs: int = 0,
     step_epochs: int = 10,
     step_gamma: float = 0.1,
-) -> Any:
+) -> OptimizerLRScheduler:
     """What ``LightningModule.configure_optimizers`` returns: optimiser (+ epoch schedule).
 
     Args:

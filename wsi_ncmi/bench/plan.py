@@ -14,11 +14,14 @@ import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from wsi_ncmi.bench.config import BenchConfig, LossEntry, ModelEntry
 from wsi_ncmi.bench.typed import build
 from wsi_ncmi.errors import ConfigError
+
+if TYPE_CHECKING:
+    from wsi_ncmi.train.config import TrainConfig
 
 CELL_SCHEMA = "wsi-ncmi/bench-cell/2"
 
@@ -127,7 +130,7 @@ def plan_cells(config: BenchConfig, splits_files: dict[int, Path]) -> list[Cell]
     return cells
 
 
-def train_config_for(config: BenchConfig, cell: Cell, cell_dir: Path) -> Any:
+def train_config_for(config: BenchConfig, cell: Cell, cell_dir: Path) -> TrainConfig:
     """The ``TrainConfig`` of one cell (``wsi-train``'s defaults + the bench overrides).
 
     Each ``train`` section is layered: ``wsi-train``'s defaults, the sweep-wide ``train``,

@@ -17,7 +17,7 @@ import re
 import types
 import typing
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import yaml
 
@@ -26,7 +26,10 @@ from wsi_ncmi.errors import ConfigError
 _PARSER_KEY = re.compile(r'^Parser key "([^"]+)":\s*')
 
 if TYPE_CHECKING:
+    from _typeshed import DataclassInstance
     from jsonargparse import ArgumentParser
+
+_T = TypeVar("_T", bound="DataclassInstance")
 
 
 def message(err: BaseException, where: str = "") -> str:
@@ -57,7 +60,7 @@ def _class_parser(cls: type[Any]) -> ArgumentParser:
     return _PARSERS[cls]
 
 
-def build(cls: type[Any], data: Any, where: str) -> Any:
+def build(cls: type[_T], data: Any, where: str) -> _T:
     """Build dataclass ``cls`` from a mapping, typed by jsonargparse.
 
     Args:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any, Literal
 
 import lightning as L
+from lightning.pytorch.utilities.types import OptimizerLRScheduler
 from torch import Tensor, nn
 from torchmetrics.classification import MulticlassAccuracy, MulticlassF1Score
 
@@ -99,7 +100,7 @@ class LossClassifier(L.LightningModule):
         """Loss, accuracy and macro-F1 on the test split."""
         return self._evaluate(batch, "test")
 
-    def configure_optimizers(self) -> Any:
+    def configure_optimizers(self) -> OptimizerLRScheduler:
         """SGD (or AdamW), cosine-annealed over the run."""
         hp: Any = self.hparams
         return configure_optimization(

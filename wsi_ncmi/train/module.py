@@ -19,6 +19,7 @@ from typing import Any, cast
 
 import lightning as L
 import torch
+from lightning.pytorch.utilities.types import OptimizerLRScheduler
 from torch import Tensor
 from torchmetrics import MetricCollection
 from torchmetrics.classification import MulticlassAccuracy, MulticlassF1Score
@@ -296,7 +297,7 @@ class MILClassifier(L.LightningModule):
             "embedding": output.embedding.detach().float().cpu(),
         }
 
-    def configure_optimizers(self) -> Any:
+    def configure_optimizers(self) -> OptimizerLRScheduler:
         """The configured optimiser and schedule (stepped per epoch)."""
         hp: Any = self.hparams
         return configure_optimization(

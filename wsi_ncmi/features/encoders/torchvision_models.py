@@ -7,6 +7,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
+import torch
 from torch import nn
 
 from wsi_ncmi.errors import ConfigError, WeightsUnavailableError
@@ -42,7 +43,7 @@ class ResNetTrunk(nn.Module):
         self.layers = nn.Sequential(resnet.layer1, resnet.layer2, resnet.layer3)
         self.pool = nn.AdaptiveAvgPool2d(1)
 
-    def forward(self, x: Any) -> Any:
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``(B, 3, H, W)`` → ``(B, 1024)``."""
         return self.pool(self.layers(self.stem(x))).flatten(1)
 
