@@ -12,7 +12,7 @@ import contextlib
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypedDict
 
 import lightning as L
 import numpy as np
@@ -23,9 +23,19 @@ from tqdm import tqdm
 from wsi_ncmi.batch import BatchAbortedError, ItemResult, atomic_output
 from wsi_ncmi.errors import WsiNcmiError
 from wsi_ncmi.features.datamodule import ExtractDataModule
-from wsi_ncmi.features.dataset import SlideJob
+from wsi_ncmi.features.dataset import PatchBatch, SlideJob
 from wsi_ncmi.features.encoders.registry import EncoderModule
 from wsi_ncmi.features.store import FeatureFileWriter
+
+
+class FeatureRows(TypedDict):
+    """What :meth:`ExtractionModule.predict_step` gives the writer for one batch."""
+
+    features: torch.Tensor  #: ``(B, D)`` float32, on the CPU.
+    valid: torch.Tensor  #: ``(B,)`` bool: the patch was read (and decoded).
+    job: int  #: Index of the slide's job.
+    start: int  #: First row of the batch in the slide's coords.
+    error: str  #: The slide's error, if it could not be read.
 
 
 class ExtractionModule(L.LightningModule):
@@ -47,7 +57,7 @@ class ExtractionModule(L.LightningModule):
         if self.compile_model and not isinstance(self.encoder, torch._dynamo.OptimizedModule):
             self.encoder = torch.compile(self.encoder)  # type: ignore[assignment]
 
-    def predict_step(self, batch: dict[str, Any], batch_idx: int) -> dict[str, Any]:
+    def predict_step(self, batch: PatchBatch, batch_idx: int) -> FeatureRows:
         """Features ``(B, D)`` float32 on the CPU, plus the batch's bookkeeping.
 
         A batch of JPEG tiles (``--gpu_decode``) is decoded and assembled on the device
