@@ -96,25 +96,75 @@ def test_mean_std_and_spearman() -> None:
     assert (rho, n) == (pytest.approx(-1.0), 4)
 
 
+# 6 hospitals x 8 slides, one seed: the treatment's per-hospital macro-F1 beats the
+# baseline's in 4 hospitals and loses 1 (1 tie), yet its pooled macro-F1 is 0.09 lower
+# (found by a seeded search over prediction edits; the sign of each is asserted below).
+_TRUTH = [
+    [3, 2, 2, 1, 1, 0, 0, 0],
+    [0, 3, 2, 3, 2, 2, 3, 2],
+    [2, 2, 2, 3, 1, 3, 2, 0],
+    [1, 3, 2, 0, 3, 2, 3, 0],
+    [0, 3, 0, 2, 0, 1, 1, 1],
+    [1, 0, 0, 0, 0, 2, 2, 2],
+]
+_BASE = [
+    [3, 2, 2, 1, 1, 0, 0, 0],
+    [1, 3, 2, 1, 2, 2, 3, 2],
+    [2, 1, 2, 3, 1, 3, 0, 0],
+    [1, 3, 2, 0, 3, 1, 3, 2],
+    [0, 3, 1, 3, 0, 2, 3, 1],
+    [0, 0, 1, 0, 0, 3, 2, 2],
+]
+_TREAT = [[0, 2, 2, 1, 2, 1, 0, 3], [0, 0, 2, 2, 2, 2, 0, 2], [2, 1, 2, 3, 1, 3, 2, 0],
+          [1, 3, 2, 0, 3, 0, 3, 2], [0, 3, 2, 1, 0, 0, 3, 1], [0, 0, 1, 0, 0, 3, 2, 2]]  # fmt: skip
+
+
+def _records(pred: list[list[int]]) -> list[dict[str, object]]:
+    from wsi_ncmi.manifest import LABELS
+
+    out: list[dict[str, object]] = []
+    for h, (truths, preds) in enumerate(zip(_TRUTH, pred, strict=True)):
+        for i, (t, p) in enumerate(zip(truths, preds, strict=True)):
+            probs = {f"prob_{name}": 0.7 if k == p else 0.1 for k, name in enumerate(LABELS)}
+            out.append(
+                {"slide_id": f"s{h}_{i}", "patient_id": f"p{h}_{i}", "center": h,
+                 "true_label": LABELS[t], "pred_label": LABELS[p], **probs}
+            )  # fmt: skip
+    return out
+
+
 def test_verdict_says_inconclusive_when_the_tests_disagree_in_direction() -> None:
-    from wsi_ncmi.bench.config import BenchConfig, StatsConfig, SweepConfig
-    from wsi_ncmi.bench.report import verdict
+    """The verdict of the summary the report computes from real prediction records."""
+    from wsi_ncmi.bench.config import BenchConfig, LossEntry, StatsConfig, SweepConfig
+    from wsi_ncmi.bench.report import model_summary, verdict
+    from wsi_ncmi.manifest import LABELS, ManifestRow
+    from wsi_ncmi.train.report import compute_report
 
-    config = BenchConfig(stats=StatsConfig(alpha=0.05), sweep=SweepConfig(baseline="ce"))
+    rows = [
+        ManifestRow(f"s{h}_{i}", f"p{h}_{i}", h, LABELS[t])
+        for h, truths in enumerate(_TRUTH)
+        for i, t in enumerate(truths)
+    ]
+    sweep = SweepConfig(
+        losses=[LossEntry("ce", label="ce"), LossEntry("ncmi", label="ncmi")],
+        seeds=[0],
+        baseline="ce",
+        treatment="ncmi",
+    )
+    config = BenchConfig(stats=StatsConfig(bootstrap=500, alpha=0.05), sweep=sweep)
 
-    def summary(delta: float, wins: int, losses: int) -> dict[str, object]:
-        return {
-            "comparisons": {
-                "ncmi": {
-                    "wilcoxon": {"p_value": 0.03, "n_pairs": 15, "wins": wins, "losses": losses},
-                    "bootstrap": {
-                        "pooled": {"delta": delta, "low": -0.06, "high": 0.03, "p_value": 0.45}
-                    },
-                }
-            }
-        }
+    def summary(treatment: list[list[int]]) -> dict[str, object]:
+        runs = {("abmil", "ce", 0): _records(_BASE), ("abmil", "ncmi", 0): _records(treatment)}
+        reports = {key: compute_report(recs, rows, n_bootstrap=0) for key, recs in runs.items()}
+        return model_summary(config, "abmil", runs, reports)
 
-    text = verdict(config, summary(-0.02, 6, 0), "ncmi")
+    mixed = summary(_TREAT)
+    comparison = mixed["comparisons"]["ncmi"]  # type: ignore[index]
+    assert (comparison["wilcoxon"]["wins"], comparison["wilcoxon"]["losses"]) == (4, 1)
+    assert comparison["bootstrap"]["pooled"]["delta"] < -0.05
+    text = verdict(config, mixed, "ncmi")
     assert "inconclusive: ncmi wins hospital by hospital but is worse on the pooled slides" in text
-    text = verdict(config, summary(0.02, 6, 0), "ncmi")
-    assert "→ ncmi is better than ce, significant by one test only" in text
+    perfect = summary(_TRUTH)  # right on every slide: better both ways
+    text = verdict(config, perfect, "ncmi")
+    assert "→ ncmi is better than ce" in text
+    assert "inconclusive" not in text
