@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import pytest
 
@@ -153,13 +155,13 @@ def test_verdict_says_inconclusive_when_the_tests_disagree_in_direction() -> Non
     )
     config = BenchConfig(stats=StatsConfig(bootstrap=500, alpha=0.05), sweep=sweep)
 
-    def summary(treatment: list[list[int]]) -> dict[str, object]:
+    def summary(treatment: list[list[int]]) -> dict[str, Any]:
         runs = {("abmil", "ce", 0): _records(_BASE), ("abmil", "ncmi", 0): _records(treatment)}
         reports = {key: compute_report(recs, rows, n_bootstrap=0) for key, recs in runs.items()}
         return model_summary(config, "abmil", runs, reports)
 
     mixed = summary(_TREAT)
-    comparison = mixed["comparisons"]["ncmi"]  # type: ignore[index]
+    comparison = mixed["comparisons"]["ncmi"]
     assert (comparison["wilcoxon"]["wins"], comparison["wilcoxon"]["losses"]) == (4, 1)
     assert comparison["bootstrap"]["pooled"]["delta"] < -0.05
     text = verdict(config, mixed, "ncmi")
