@@ -239,6 +239,23 @@ def _error(argv: list[str], capsys: pytest.CaptureFixture[str]) -> str:
         (["--quick"], "--quick: the config has no 'quick' section of overrides"),
         (["--quick=maybe"], "--quick must be true or false, got 'maybe'"),
         (["--config", "nowhere.yaml"], "nowhere.yaml"),
+        (
+            ["--set", "sweep.losses=[{name: ce}, {name: ncmi_mil, kwargs: {tempreature: 0.2}}]"],
+            "sweep.losses[ncmi_mil].kwargs: invalid arguments for loss 'ncmi_mil': unknown "
+            "'tempreature' (did you mean 'temperature'?)",
+        ),
+        (
+            [
+                "--set",
+                "sweep.losses=[{name: ce}, {name: ncmi_mil, kwargs: {schedule: {dampin: 1}}}]",
+            ],
+            "sweep.losses[ncmi_mil].kwargs: schedule has no field 'dampin' (did you mean "
+            "'damping'?)",
+        ),
+        (
+            ["--set", "sweep.losses=[{name: ce, grid: {kwargs.wieght: [1]}}, {name: ncmi_mil}]"],
+            "sweep.losses[ce_wieght1].kwargs: invalid arguments for loss 'ce': unknown 'wieght'",
+        ),
     ],
 )
 def test_bad_values_name_their_key(

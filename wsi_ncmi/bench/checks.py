@@ -58,6 +58,7 @@ def validate(config: BenchConfig) -> None:
                 "under <bench>/splits/"
             )
     _validate_suite(config)
+    _validate_loss_arguments(config)
     if config.jobs < 1:
         raise ConfigError(f"jobs must be >= 1, got {config.jobs!r}")
     if config.torch_threads is not None and config.torch_threads < 1:
@@ -82,6 +83,25 @@ def validate(config: BenchConfig) -> None:
             raise ConfigError(
                 f"{where}.data must not set {owned}: set them in the top-level data section"
             )
+
+
+def _validate_loss_arguments(config: BenchConfig) -> None:
+    """Build every loss variant once, so a misspelt argument is exit 2 before any work.
+
+    ``build_loss(name, num_classes=C)`` works for every registered loss; the registry
+    binds the arguments to the loss's signature (naming the closest valid one) and the
+    loss checks their values.
+    """
+    from wsi_ncmi.bench.suite import expand_grid
+    from wsi_ncmi.losses import build_loss
+    from wsi_ncmi.manifest import LABELS
+
+    for entry in config.sweep.losses:
+        for variant in expand_grid(entry):
+            try:
+                build_loss(variant.name, num_classes=len(LABELS), **variant.kwargs)
+            except ConfigError as err:
+                raise ConfigError(f"sweep.losses[{variant.label}].kwargs: {err}") from err
 
 
 def _validate_suite(config: BenchConfig) -> None:
