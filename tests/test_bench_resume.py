@@ -113,6 +113,7 @@ def test_resume_after_sigkill(tmp_path: Path, capsys: pytest.CaptureFixture[str]
         assert len(list(csv.DictReader(handle))) == 6
 
 
+@pytest.mark.slow  # 4 s: two bench runs
 def test_changed_settings_are_refused_not_reused(tmp_path: Path) -> None:
     """Finished cells made with other settings are never silently reused."""
     root = tmp_path / "bags"

@@ -5,9 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import _faults  # noqa: F401  (puts tools/ on sys.path)
+import pytest
 import torch
 
 
+@pytest.mark.slow  # 4-5 s: tiles, extracts, poisons and repairs a cohort
 def test_poisoned_caches_are_refused_and_repaired(tmp_path: Path) -> None:
     """Was: 'has NaN/inf features …; re-extract it', but wsi-extract skipped the file."""
     from faults.repair import BREAKS, repair_round_trips

@@ -87,6 +87,7 @@ def _max_fraction_patches(plan: SlidePlan, threshold: float = 0.5) -> int:
     return int((fractions >= threshold).sum())
 
 
+@pytest.mark.slow  # 6 s: tumour fractions of the patches near 36 ITC slide plans' tumours
 def test_itc_slides_have_patches_that_are_mostly_tumour(rows: list) -> None:
     counts = [_max_fraction_patches(plan_slide(r, BENCH, seed=0)) for r in _first(rows, "itc", 36)]
     assert len(counts) == 36

@@ -182,19 +182,7 @@ def _fold(
 
 
 def splits_for(rows: Sequence[ManifestRow], split: SplitConfig, seed: int) -> SplitSet:
-    """The folds that a run's ``split`` section makes (:func:`make_splits` of its fields).
-
-    Args:
-        rows: Manifest rows.
-        split: The ``split`` section of a ``wsi-train`` or ``wsi-bench`` configuration.
-        seed: The split seed.
-
-    Returns:
-        The folds.
-
-    Raises:
-        ConfigError: Settings that do not fit the manifest.
-    """
+    """:func:`make_splits` of a ``split`` section's fields (``ConfigError`` if they misfit)."""
     return make_splits(
         rows,
         split.kind,
