@@ -170,3 +170,34 @@ def test_verdict_says_inconclusive_when_the_tests_disagree_in_direction() -> Non
     text = verdict(config, perfect, "ncmi")
     assert "→ ncmi is better than ce" in text
     assert "inconclusive" not in text
+
+
+def test_a_run_without_one_hospital_still_gets_a_summary() -> None:
+    """A failed cell leaves its run without that hospital: the tables count what exists."""
+    from wsi_ncmi.bench.config import BenchConfig, LossEntry, SweepConfig
+    from wsi_ncmi.bench.report import model_summary
+    from wsi_ncmi.manifest import LABELS, ManifestRow
+    from wsi_ncmi.train.report import compute_report
+
+    rows = [
+        ManifestRow(f"s{h}_{i}", f"p{h}_{i}", h, LABELS[t])
+        for h, truths in enumerate(_TRUTH)
+        for i, t in enumerate(truths)
+    ]
+    sweep = SweepConfig(
+        losses=[LossEntry("ce", label="ce"), LossEntry("ncmi", label="ncmi")],
+        seeds=[0],
+        baseline="ce",
+        treatment="ncmi",
+    )
+    config = BenchConfig(sweep=sweep)
+    runs = {
+        ("abmil", "ce", 0): _records(_BASE),
+        ("abmil", "ncmi", 0): [r for r in _records(_TREAT) if r["center"] != 5],
+    }
+    reports = {key: compute_report(recs, rows, n_bootstrap=0) for key, recs in runs.items()}
+    summary = model_summary(config, "abmil", runs, reports)
+    assert summary["sizes"] == {**{str(h): 8 for h in range(6)}, "pooled": 40}
+    (missing,) = summary["macro_f1"]["ncmi"]["5"]
+    assert np.isnan(missing)  # the hospital the run lacks
+    assert summary["comparisons"]["ncmi"]["wilcoxon"]["n_pairs"] == 5

@@ -314,7 +314,14 @@ def test_lightning_loop_drops_lightnings_own_warnings_and_nothing_else() -> None
     assert "the run's own warning" in messages  # every other warning still passes
     # Without the scope, the same fit shows Lightning's LeafSpec deprecation.
     loader = DataLoader(TensorDataset(torch.randn(4, 2)), batch_size=2)
-    trainer = L.Trainer(max_epochs=1, logger=False, accelerator="cpu", enable_progress_bar=False)
+    trainer = L.Trainer(
+        max_epochs=1,
+        logger=False,
+        accelerator="cpu",
+        enable_progress_bar=False,
+        enable_checkpointing=False,
+        enable_model_summary=False,
+    )
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         trainer.fit(Tiny(), loader)

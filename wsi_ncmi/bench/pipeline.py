@@ -217,10 +217,15 @@ def _run_split(config: BenchConfig, *, force: bool, shard: str | None) -> BenchO
         return write_reports(cfg, outcome, choices=suite.choices)
 
     reports: dict[str, Any] = {}
-    if shard is None or sweep.complete:
+    # An unsharded job that left no cell to another job owns the report (failed cells are
+    # reported as missing). Cells another live job still trains: that job, finishing
+    # last, writes it (as a sharded job does), so no report misses them.
+    if (shard is None and not sweep.claimed) or sweep.complete:
         started = time.perf_counter()
         reports = (
-            write(config, sweep) if shard is None else write_reports_once(config, sweep, write)
+            write(config, sweep)
+            if shard is None and not sweep.claimed
+            else write_reports_once(config, sweep, write)
         )
         seconds["report"] = time.perf_counter() - started
     return BenchOutcome(sweep, reports, seconds)

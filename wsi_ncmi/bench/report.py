@@ -68,9 +68,10 @@ def model_summary(
             keyed = [reports[(model, loss, s)] for s in seeds if (model, loss, s) in reports]
             f1[loss][group] = [group_metric(r, group, "macro_f1") for r in keyed]
             kappa[loss][group] = [group_metric(r, group, "patient_kappa_quadratic") for r in keyed]
-            for r in keyed:
-                sizes[group] = int(group_metric(r, group, "n"))
-                patients[group] = int(group_metric(r, group, "patients"))
+            for r in keyed:  # a run without this hospital (a failed cell) has no count
+                n, p = group_metric(r, group, "n"), group_metric(r, group, "patients")
+                sizes[group] = int(n) if math.isfinite(n) else sizes.get(group, 0)
+                patients[group] = int(p) if math.isfinite(p) else patients.get(group, 0)
     comparisons: dict[str, Any] = {}
     for other in (x for x in losses if x != sweep.baseline):
         pairs = paired_slides(runs, model, sweep.baseline, other, seeds)
