@@ -135,12 +135,10 @@ def _records(pred: list[list[int]]) -> list[dict[str, object]]:
     return out
 
 
-def test_verdict_says_inconclusive_when_the_tests_disagree_in_direction() -> None:
-    """The verdict of the summary the report computes from real prediction records."""
+def _rows_and_config(bootstrap: int = 500) -> tuple[list[Any], Any]:
+    """The manifest of :data:`_TRUTH` and a one-seed ``ce`` vs ``ncmi`` bench config."""
     from wsi_ncmi.bench.config import BenchConfig, LossEntry, StatsConfig, SweepConfig
-    from wsi_ncmi.bench.report import model_summary, verdict
     from wsi_ncmi.manifest import LABELS, ManifestRow
-    from wsi_ncmi.train.report import compute_report
 
     rows = [
         ManifestRow(f"s{h}_{i}", f"p{h}_{i}", h, LABELS[t])
@@ -153,7 +151,15 @@ def test_verdict_says_inconclusive_when_the_tests_disagree_in_direction() -> Non
         baseline="ce",
         treatment="ncmi",
     )
-    config = BenchConfig(stats=StatsConfig(bootstrap=500, alpha=0.05), sweep=sweep)
+    return rows, BenchConfig(stats=StatsConfig(bootstrap=bootstrap, alpha=0.05), sweep=sweep)
+
+
+def test_verdict_says_inconclusive_when_the_tests_disagree_in_direction() -> None:
+    """The verdict of the summary the report computes from real prediction records."""
+    from wsi_ncmi.bench.report import model_summary, verdict
+    from wsi_ncmi.train.report import compute_report
+
+    rows, config = _rows_and_config()
 
     def summary(treatment: list[list[int]]) -> dict[str, Any]:
         runs = {("abmil", "ce", 0): _records(_BASE), ("abmil", "ncmi", 0): _records(treatment)}
@@ -174,23 +180,10 @@ def test_verdict_says_inconclusive_when_the_tests_disagree_in_direction() -> Non
 
 def test_a_run_without_one_hospital_still_gets_a_summary() -> None:
     """A failed cell leaves its run without that hospital: the tables count what exists."""
-    from wsi_ncmi.bench.config import BenchConfig, LossEntry, SweepConfig
     from wsi_ncmi.bench.report import model_summary
-    from wsi_ncmi.manifest import LABELS, ManifestRow
     from wsi_ncmi.train.report import compute_report
 
-    rows = [
-        ManifestRow(f"s{h}_{i}", f"p{h}_{i}", h, LABELS[t])
-        for h, truths in enumerate(_TRUTH)
-        for i, t in enumerate(truths)
-    ]
-    sweep = SweepConfig(
-        losses=[LossEntry("ce", label="ce"), LossEntry("ncmi", label="ncmi")],
-        seeds=[0],
-        baseline="ce",
-        treatment="ncmi",
-    )
-    config = BenchConfig(sweep=sweep)
+    rows, config = _rows_and_config()
     runs = {
         ("abmil", "ce", 0): _records(_BASE),
         ("abmil", "ncmi", 0): [r for r in _records(_TREAT) if r["center"] != 5],
