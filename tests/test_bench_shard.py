@@ -1,4 +1,4 @@
-"""Two `wsi-bench --shard i/2` jobs share one sweep: each cell trains once, one report."""
+"""Two `wsi-bench` jobs share one sweep (with `--shard i/2` or without): one report."""
 
 import json
 import os
@@ -43,14 +43,19 @@ def _config(root: Path, manifest: Path) -> Path:
 
 
 @pytest.mark.slow  # wsi-* in child processes, each importing Lightning
-def test_two_jobs_share_a_sweep_and_one_writes_the_report(tmp_path: Path) -> None:
+@pytest.mark.parametrize("sharded", [True, False], ids=["shard", "plain"])
+def test_two_jobs_share_a_sweep_and_one_writes_the_report(tmp_path: Path, sharded: bool) -> None:
+    """With ``--shard i/2``, or two plain runs of the same command meeting through the cell
+    locks: either way each cell trains once, and the job that finds every cell done writes
+    the report once, after the last cell (a plain job that left a cell to the other does
+    not write a report that lacks it)."""
     manifest, _ = signal_bag_cohort(tmp_path, encoder=ENCODER, centers=5, patients_per_center=2)
     config = _config(tmp_path, manifest)
     env = os.environ | {"OMP_NUM_THREADS": "1"}
     command = [sys.executable, "-m", "wsi_ncmi.cli.bench", "--config", str(config)]
     jobs = [
         subprocess.Popen(
-            [*command, "--shard", f"{i}/2", "--progress=false"],
+            [*command, *(["--shard", f"{i}/2"] if sharded else []), "--progress=false"],
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,

@@ -217,16 +217,14 @@ def _run_split(config: BenchConfig, *, force: bool, shard: str | None) -> BenchO
         return write_reports(cfg, outcome, choices=suite.choices)
 
     reports: dict[str, Any] = {}
-    # An unsharded job that left no cell to another job owns the report (failed cells are
-    # reported as missing). Cells another live job still trains: that job, finishing
-    # last, writes it (as a sharded job does), so no report misses them.
-    if (shard is None and not sweep.claimed) or sweep.complete:
+    # A job alone on its sweep owns the report (failed cells are reported as missing).
+    # Jobs that shared it (shards, or several plain jobs meeting through the cell locks):
+    # the one that finds every cell done writes it once, so no report misses a cell
+    # another job was still training.
+    alone = shard is None and not sweep.shared
+    if alone or sweep.complete:
         started = time.perf_counter()
-        reports = (
-            write(config, sweep)
-            if shard is None and not sweep.claimed
-            else write_reports_once(config, sweep, write)
-        )
+        reports = write(config, sweep) if alone else write_reports_once(config, sweep, write)
         seconds["report"] = time.perf_counter() - started
     return BenchOutcome(sweep, reports, seconds)
 

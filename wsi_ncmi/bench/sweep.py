@@ -52,7 +52,8 @@ class SweepOutcome:
         ran: Cell ids trained by this run.
         skipped: Cell ids already finished before this run (or by another job meanwhile).
         failed: ``{cell_id: error}`` of the cells that failed in this run.
-        claimed: Cell ids left to other jobs that held them.
+        claimed: Cell ids left to other jobs that held them (and not finished yet).
+        shared: Whether another live job held any cell during this run.
         seconds: Wall time of the training part.
     """
 
@@ -62,6 +63,7 @@ class SweepOutcome:
     skipped: list[str] = field(default_factory=list)
     failed: dict[str, str] = field(default_factory=dict)
     claimed: list[str] = field(default_factory=list)
+    shared: bool = False
     seconds: float = 0.0
 
     @property
@@ -243,6 +245,7 @@ def run_sweep(
             (outcome.ran if done.status == "trained" else outcome.skipped).append(cell_id)
         elif done.status == "claimed":
             outcome.claimed.append(cell_id)
+            outcome.shared = True
         else:
             outcome.failed[cell_id] = str(done.error)
             log.error("cell %s failed: %s", cell_id, done.error)
