@@ -69,3 +69,19 @@ def test_a_misspelt_loss_argument_names_the_closest_one(name: str, typo: str, me
         ConfigError, match=r"schedule has no field 'dampign' \(did you mean 'damping'\?\)"
     ):
         build_loss("ncmi_mil", num_classes=4, schedule={"dampign": 0.5})
+
+
+@pytest.mark.parametrize(
+    ("name", "old", "new"),
+    [
+        ("ncmi_mil", "damping", "schedule.damping"),
+        ("ncmi", "centroids", "schedule.mode"),
+        ("ncmi", "reduction", "form.reduction"),
+        ("ncmi", "anchor_scale", "anchors.scale"),
+        ("cmic", "warmup_steps", "schedule.warmup_steps"),
+    ],
+)
+def test_an_older_flat_argument_says_where_it_went(name: str, old: str, new: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        build_loss(name, num_classes=4, **{old: 0.5})
+    assert str(info.value) == f"invalid arguments for loss {name!r}: {old!r} was renamed to {new!r}"

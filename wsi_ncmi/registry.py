@@ -106,6 +106,9 @@ class Registry(Generic[T]):
         argument is the user's error (:class:`~wsi_ncmi.errors.ConfigError`), while a
         ``TypeError`` raised inside the constructor is a bug and propagates unchanged.
 
+        A factory may list older argument names in a ``RENAMED`` class attribute
+        (``{"damping": "schedule.damping"}``); such a name is refused with where it went.
+
         Raises:
             ConfigError: Unknown name, or arguments that do not fit the signature (the
                 factory's own range checks raise ConfigError too).
@@ -113,6 +116,13 @@ class Registry(Generic[T]):
         factory = self.get(name)
         accepted = accepted_keywords(factory)
         unknown = sorted(set(kwargs) - accepted) if accepted is not None else []
+        renamed: dict[str, str] = getattr(factory, "RENAMED", {})
+        moved = [key for key in unknown if key in renamed]
+        if moved:  # an older spelling: say where it went, in one line
+            raise ConfigError(
+                f"invalid arguments for {self.kind} {name!r}: "
+                + "; ".join(f"{key!r} was renamed to {renamed[key]!r}" for key in moved)
+            )
         if unknown:
             hints = []
             for key in unknown:

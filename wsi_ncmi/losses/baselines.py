@@ -7,7 +7,7 @@ logits and ``(N,)`` labels, and predict by argmax.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -17,7 +17,7 @@ from wsi_ncmi.errors import ConfigError
 from wsi_ncmi.losses import functional as LF
 from wsi_ncmi.losses.base import ClassificationLoss, LossOutput, check_num_classes
 from wsi_ncmi.losses.centroids import CentroidState
-from wsi_ncmi.losses.options import CentroidSchedule, NCMIForm, override
+from wsi_ncmi.losses.options import RENAMED_TO_GROUPS, CentroidSchedule, NCMIForm, override
 from wsi_ncmi.losses.registry import register_loss
 
 
@@ -249,6 +249,21 @@ class CMICLoss(ClassificationLoss):
             and damping), a :class:`~wsi_ncmi.losses.options.CentroidSchedule` or a
             mapping of fields.
     """
+
+    #: Older flat arguments and the option group field each one moved to.
+    RENAMED: ClassVar[dict[str, str]] = {
+        key: RENAMED_TO_GROUPS[key]
+        for key in (
+            "centroids",
+            "warmup_epochs",
+            "warmup_steps",
+            "damping",
+            "damping_steps",
+            "ema_momentum",
+            "direction",
+            "normalization",
+        )
+    }
 
     def __init__(
         self,

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import torch
 import torch.distributed as dist
@@ -14,7 +14,13 @@ from wsi_ncmi.errors import ConfigError
 from wsi_ncmi.losses import functional as LF
 from wsi_ncmi.losses.base import ClassificationLoss, LossOutput, check_num_classes
 from wsi_ncmi.losses.centroids import CentroidState
-from wsi_ncmi.losses.options import AnchorSpec, CentroidSchedule, NCMIForm, override
+from wsi_ncmi.losses.options import (
+    RENAMED_TO_GROUPS,
+    AnchorSpec,
+    CentroidSchedule,
+    NCMIForm,
+    override,
+)
 from wsi_ncmi.losses.registry import register_loss
 
 Head = Literal["softmax", "sigmax", "feature"]
@@ -55,6 +61,9 @@ class NCMILoss(ClassificationLoss):
             (:class:`~wsi_ncmi.losses.options.CentroidSchedule`, or a mapping of fields;
             default: fixed anchors).
     """
+
+    #: Older flat arguments and the option group field each one moved to.
+    RENAMED: ClassVar[dict[str, str]] = RENAMED_TO_GROUPS
 
     feature_center: Tensor
     feature_steps: Tensor
@@ -334,6 +343,8 @@ class NCMIAuthorsLoss(NCMILoss):
         temperature: ``T > 0``.
         center_decay: EMA decay of ``μ``, in ``[0, 1)``.
     """
+
+    RENAMED: ClassVar[dict[str, str]] = {}  # it never took the schedule/form/anchor options
 
     def __init__(
         self,

@@ -132,6 +132,28 @@ class AnchorSpec:
             raise ConfigError(f"anchors.scale must be > 0, got {self.scale!r}")
 
 
+#: The flat arguments the centroid losses took before the option groups, and where each
+#: went (a loss's ``RENAMED``; :meth:`wsi_ncmi.registry.Registry.build` names them).
+RENAMED_TO_GROUPS: dict[str, str] = {
+    "centroids": "schedule.mode",
+    **{
+        name: f"schedule.{name}"
+        for name in (
+            "warmup_epochs",
+            "warmup_steps",
+            "damping",
+            "damping_steps",
+            "ema_momentum",
+            "collapse_distance_ratio",
+            "collapse_class_ratio",
+        )
+    },
+    **{name: f"form.{name}" for name in ("direction", "normalization", "reduction", "kl_method")},
+    "anchor_smoothing": "anchors.smoothing",
+    "anchor_scale": "anchors.scale",
+}
+
+
 def override(default: _G, changes: _G | Mapping[str, Any] | None, name: str) -> _G:
     """``default`` with ``changes`` applied: a whole group, a mapping of fields, or nothing.
 
@@ -166,6 +188,7 @@ def override(default: _G, changes: _G | Mapping[str, Any] | None, name: str) -> 
 
 
 __all__ = [
+    "RENAMED_TO_GROUPS",
     "AnchorKind",
     "AnchorSpec",
     "CentroidMode",
