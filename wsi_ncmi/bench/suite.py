@@ -276,6 +276,7 @@ def run_suite(
         final.skipped += part.skipped
         final.failed |= part.failed
         final.claimed += part.claimed
+        final.shared = final.shared or part.shared
         final.seconds += part.seconds
     family = {c.variant.label: c.loss for c in choices}
     _relabel(final, family)
