@@ -14,14 +14,16 @@ from wsi_ncmi.synth.bags import signal_bag_cohort
 ENCODER = "signal16"
 
 
-def _config(root: Path, manifest: Path) -> Path:
+def _config(root: Path, manifest: Path, grid: bool = False) -> Path:
     config = {
         "name": "shared",
         "output_root": str(root / "bench"),
         "data": {"manifest": str(manifest), "features_root": str(root), "encoder": ENCODER},
         "prepare": {"enabled": False},
         "sweep": {
-            "losses": [{"name": "ce"}],
+            "losses": [
+                {"name": "ce", "grid": {"optim.lr": [0.01, 0.02]}} if grid else {"name": "ce"}
+            ],
             "models": [{"name": "abmil", "kwargs": {"hidden_dim": 16, "attention_dim": 8}}],
             "seeds": [0, 1],
             "split": {"kind": "loho", "val_fraction": 0.25},
@@ -43,14 +45,20 @@ def _config(root: Path, manifest: Path) -> Path:
 
 
 @pytest.mark.slow  # wsi-* in child processes, each importing Lightning
-@pytest.mark.parametrize("sharded", [True, False], ids=["shard", "plain"])
-def test_two_jobs_share_a_sweep_and_one_writes_the_report(tmp_path: Path, sharded: bool) -> None:
+@pytest.mark.parametrize(
+    ("sharded", "grid"),
+    [(True, False), (False, False), (False, True)],
+    ids=["shard", "plain", "plain-grid"],
+)
+def test_two_jobs_share_a_sweep_and_one_writes_the_report(
+    tmp_path: Path, sharded: bool, grid: bool
+) -> None:
     """With ``--shard i/2``, or two plain runs of the same command meeting through the cell
     locks: either way each cell trains once, and the job that finds every cell done writes
     the report once, after the last cell (a plain job that left a cell to the other does
     not write a report that lacks it)."""
     manifest, _ = signal_bag_cohort(tmp_path, encoder=ENCODER, centers=5, patients_per_center=2)
-    config = _config(tmp_path, manifest)
+    config = _config(tmp_path, manifest, grid)
     env = os.environ | {"OMP_NUM_THREADS": "1"}
     command = [sys.executable, "-m", "wsi_ncmi.cli.bench", "--config", str(config)]
     jobs = [
@@ -67,7 +75,8 @@ def test_two_jobs_share_a_sweep_and_one_writes_the_report(tmp_path: Path, sharde
     assert [job.returncode for job in jobs] == [0, 0], outputs
     out = tmp_path / "bench" / "shared"
     cells = sorted((out / "cells").iterdir())
-    assert len(cells) == 10  # 5 loho folds x 2 seeds
+    # 5 loho folds x 2 seeds; with the grid, seed 0 trains both learning rates (tuning)
+    assert len(cells) == (15 if grid else 10)
     pids = set()
     for cell in cells:
         result = json.loads((cell / "result.json").read_text())

@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from wsi_ncmi.bench.config import BenchConfig, LossEntry
-from wsi_ncmi.bench.sweep import SweepOutcome, run_sweep
+from wsi_ncmi.bench.sweep import SweepOutcome, collect_finished_elsewhere, run_sweep
 from wsi_ncmi.bench.typed import set_dotted
 
 log = logging.getLogger(__name__)
@@ -278,6 +278,9 @@ def run_suite(
         final.claimed += part.claimed
         final.shared = final.shared or part.shared
         final.seconds += part.seconds
+    # Cells another job held in an earlier stage may have finished since: read them
+    # again, so the job that finishes the last cell sees the sweep complete.
+    collect_finished_elsewhere(config, final)
     family = {c.variant.label: c.loss for c in choices}
     _relabel(final, family)
     return SuiteOutcome(config, final, choices, tuned)

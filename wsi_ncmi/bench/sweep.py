@@ -281,11 +281,11 @@ def run_sweep(
     finally:
         bar.close()
         outcome.seconds = time.perf_counter() - started
-    _collect_finished_elsewhere(config, outcome)
+    collect_finished_elsewhere(config, outcome)
     return outcome
 
 
-def _collect_finished_elsewhere(config: BenchConfig, outcome: SweepOutcome) -> None:
+def collect_finished_elsewhere(config: BenchConfig, outcome: SweepOutcome) -> None:
     """Take the results of cells other jobs held and have finished since.
 
     Jobs sharing a sweep that finish their last cells together would otherwise each see
