@@ -91,3 +91,41 @@ def test_two_jobs_share_a_sweep_and_one_writes_the_report(
     summary = (out / "summary.json").stat().st_mtime
     assert all(summary >= (c / "result.json").stat().st_mtime for c in cells)
     assert "the job that finishes the last cell writes the report" in "".join(outputs)
+
+
+def test_reports_are_written_once_per_run_but_again_on_a_rerun(tmp_path: Path) -> None:
+    """The report lock and dates decide: a summary another job wrote during this run (newer
+    than every cell result and than this job's start) is left; one from before this job
+    started is rewritten, so rerunning a finished sweep refreshes its reports."""
+    from wsi_ncmi.bench.config import BenchConfig
+    from wsi_ncmi.bench.pipeline import write_reports_once
+    from wsi_ncmi.bench.sweep import SweepOutcome
+
+    config = BenchConfig(name="once", output_root=str(tmp_path))
+    result = config.out_dir / "cells" / "a" / "result.json"
+    result.parent.mkdir(parents=True)
+    result.write_text("{}")
+    summary = config.out_dir / "summary.json"
+    calls: list[str] = []
+
+    def write(cfg: BenchConfig, outcome: SweepOutcome) -> dict[str, object]:
+        calls.append(cfg.name)
+        summary.write_text("{}")
+        return {"paths": {"summary": str(summary)}}
+
+    sweep = SweepOutcome(cells=[])
+    # no summary yet: written
+    assert write_reports_once(config, sweep, write, since=0.0)
+    # the summary dates from before this job began (a rerun): written again
+    os.utime(summary, (1000.0, 1000.0))
+    os.utime(result, (900.0, 900.0))
+    assert write_reports_once(config, sweep, write, since=2000.0)
+    # another job wrote it during this run, after the last result: left as it is
+    os.utime(summary, (3000.0, 3000.0))
+    os.utime(result, (2500.0, 2500.0))
+    assert write_reports_once(config, sweep, write, since=2000.0) == {}
+    # a cell finished after that summary: written again
+    os.utime(result, (3500.0, 3500.0))
+    assert write_reports_once(config, sweep, write, since=2000.0)
+    assert len(calls) == 3
+    assert not list((config.out_dir / "locks").glob("*.lock"))

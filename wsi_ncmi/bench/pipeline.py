@@ -174,6 +174,7 @@ def run_bench(
     """
     seconds: dict[str, float] = {}
     prepared: list[str] = []
+    began = time.time()  # wall clock, compared with file modification times
     if config.data.slide_dir is not None and config.prepare.enabled:
         generate_slides(config, seconds)
         prepared = prepare_features(config, seconds)
@@ -190,7 +191,7 @@ def run_bench(
 
     with shared_pools():  # one set of job processes for every stage of every split
         parts = {
-            name: _run_split(part, force=force, shard=shard)
+            name: _run_split(part, force=force, shard=shard, began=began)
             for name, part in split_configs(config).items()
         }
     first = next(iter(parts.values()))
@@ -202,8 +203,14 @@ def run_bench(
     return BenchOutcome(first.sweep, first.reports, seconds, prepared, parts)
 
 
-def _run_split(config: BenchConfig, *, force: bool, shard: str | None) -> BenchOutcome:
-    """Tune, sweep and report one split (see :mod:`wsi_ncmi.bench.suite`)."""
+def _run_split(
+    config: BenchConfig, *, force: bool, shard: str | None, began: float
+) -> BenchOutcome:
+    """Tune, sweep and report one split (see :mod:`wsi_ncmi.bench.suite`).
+
+    ``began`` is the job's start (``time.time()``): reports another job wrote after it
+    are not written again.
+    """
     from wsi_ncmi.bench.report import write_reports
     from wsi_ncmi.bench.suite import run_suite
 
@@ -219,12 +226,13 @@ def _run_split(config: BenchConfig, *, force: bool, shard: str | None) -> BenchO
     reports: dict[str, Any] = {}
     # A job alone on its sweep owns the report (failed cells are reported as missing).
     # Jobs that shared it (shards, or several plain jobs meeting through the cell locks):
-    # the one that finds every cell done writes it once, so no report misses a cell
-    # another job was still training.
+    # the one that finds every cell done writes it, so no report misses a cell another
+    # job was still training. Either way the report lock and its dates make it written
+    # once: a job that believed itself alone can meet another that finished with it.
     alone = shard is None and not sweep.shared
     if alone or sweep.complete:
         started = time.perf_counter()
-        reports = write(config, sweep) if alone else write_reports_once(config, sweep, write)
+        reports = write_reports_once(config, sweep, write, since=began)
         seconds["report"] = time.perf_counter() - started
     return BenchOutcome(sweep, reports, seconds)
 
@@ -233,12 +241,16 @@ def write_reports_once(
     config: BenchConfig,
     sweep: SweepOutcome,
     write: Callable[[BenchConfig, SweepOutcome], dict[str, Any]],
+    *,
+    since: float,
 ) -> dict[str, Any]:
-    """Write the reports of a shared sweep once: ``{}`` if another job writes or wrote them.
+    """Write the reports of a sweep once: ``{}`` if another job writes or wrote them.
 
     Jobs of one sweep that finish together can all find every cell done. The first to
     take ``<bench>/locks/report.lock`` writes the reports; a job that takes it later finds
-    ``summary.json`` newer than every cell's ``result.json`` and leaves it.
+    ``summary.json`` newer than every cell's ``result.json`` and than its own start
+    (``since``, a ``time.time()``), so written by another job during this run, and leaves
+    it. A rerun of a finished sweep still writes them (its reports predate ``since``).
     """
     from wsi_ncmi.batch.locks import ItemLock, lock_dir, lock_file
     from wsi_ncmi.bench.cells import RESULT_NAME
@@ -251,7 +263,7 @@ def write_reports_once(
         summary = config.out_dir / "summary.json"
         results = list((config.out_dir / "cells").glob(f"*/{RESULT_NAME}"))
         newest = max((r.stat().st_mtime for r in results), default=0.0)
-        if summary.is_file() and summary.stat().st_mtime >= newest:
+        if summary.is_file() and summary.stat().st_mtime >= max(newest, since):
             log.info("the reports of %s are up to date (written by another job)", config.name)
             return {}
         return write(config, sweep)
