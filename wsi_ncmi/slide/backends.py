@@ -10,12 +10,16 @@ from __future__ import annotations
 import logging
 import os
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from wsi_ncmi.errors import DanglingLinkError, SlideOpenError, UnsupportedFormatError
 from wsi_ncmi.slide.base import Slide
+
+if TYPE_CHECKING:
+    from openslide import OpenSlide
+    from tiffslide import TiffSlide
 
 
 def _check_file(path: Path) -> None:
@@ -131,12 +135,12 @@ def _check_tiff_complete(path: Path, size: int) -> None:
         )
 
 
-class OpenSlideSlide(Slide):
+class OpenSlideSlide(Slide["OpenSlide"]):
     """A slide read through OpenSlide (Aperio, Hamamatsu, generic TIFF, DICOM, ...)."""
 
     backend_name = "openslide"
 
-    def _open(self) -> Any:
+    def _open(self) -> OpenSlide:
         import openslide
 
         _check_file(self.path)
@@ -152,7 +156,7 @@ class OpenSlideSlide(Slide):
             ) from err
 
     def _read_rgba(
-        self, handle: Any, location: tuple[int, int], level: int, size: tuple[int, int]
+        self, handle: OpenSlide, location: tuple[int, int], level: int, size: tuple[int, int]
     ) -> np.ndarray:
         return np.asarray(handle.read_region(location, level, size))
 
@@ -177,12 +181,12 @@ class OpenSlideSlide(Slide):
         return str(self.properties.get("openslide.vendor") or "generic-tiff")
 
 
-class TiffSlideSlide(Slide):
+class TiffSlideSlide(Slide["TiffSlide"]):
     """A slide read through tiffslide (TIFF-based formats only, no DICOM)."""
 
     backend_name = "tiffslide"
 
-    def _open(self) -> Any:
+    def _open(self) -> TiffSlide:
         import tiffslide
 
         _check_file(self.path)
@@ -200,7 +204,7 @@ class TiffSlideSlide(Slide):
             ) from err
 
     def _read_rgba(
-        self, handle: Any, location: tuple[int, int], level: int, size: tuple[int, int]
+        self, handle: TiffSlide, location: tuple[int, int], level: int, size: tuple[int, int]
     ) -> np.ndarray:
         arr = handle.read_region(location, level, size, as_array=True)
         arr = np.asarray(arr)

@@ -14,14 +14,56 @@ from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from pathlib import Path
 from types import TracebackType
-from typing import Any, TypeVar
+from typing import Generic, NoReturn, Protocol, Self, TypeVar
 
 import numpy as np
 
 from wsi_ncmi.errors import CorruptTileError
 from wsi_ncmi.slide.mpp import MppInfo, resolve_mpp
 
-_SlideT = TypeVar("_SlideT", bound="Slide")
+#: Values of a backend's property mapping (OpenSlide's are strings; tiffslide's may be
+#: numbers or ``None``).
+PropertyValue = str | int | float | None
+
+
+class SlideHandle(Protocol):
+    """What every backend's own slide object offers.
+
+    ``openslide.OpenSlide`` and ``tiffslide.TiffSlide`` both do: the metadata
+    :class:`Slide` reads, and ``close``.
+    """
+
+    @property
+    def properties(self) -> Mapping[str, PropertyValue]:
+        """Vendor and format properties."""
+        ...
+
+    @property
+    def dimensions(self) -> tuple[int, int]:
+        """Level-0 ``(width, height)``."""
+        ...
+
+    @property
+    def level_count(self) -> int:
+        """Number of pyramid levels."""
+        ...
+
+    @property
+    def level_dimensions(self) -> tuple[tuple[int, int], ...]:
+        """``(width, height)`` of every level."""
+        ...
+
+    @property
+    def level_downsamples(self) -> tuple[float, ...]:
+        """Downsample factor of every level."""
+        ...
+
+    def close(self) -> None:
+        """Release the file."""
+        ...
+
+
+H = TypeVar("H", bound=SlideHandle)
 
 
 def rgba_to_rgb_over_white(rgba: np.ndarray) -> np.ndarray:
@@ -46,8 +88,8 @@ def rgba_to_rgb_over_white(rgba: np.ndarray) -> np.ndarray:
     return out.astype(np.uint8)
 
 
-class Slide(ABC):
-    """A whole-slide image opened by one backend.
+class Slide(ABC, Generic[H]):
+    """A whole-slide image opened by one backend, whose own slide object is an ``H``.
 
     Coordinates passed to :meth:`read_region` are level-0 pixels ``(x, y)`` of the
     region's top-left corner; sizes are ``(width, height)`` in pixels of the level read.
@@ -67,19 +109,19 @@ class Slide(ABC):
         self.path = Path(path)
         self._mpp_override = mpp_override
         self._mpp_override_source = mpp_override_source
-        self._handle: Any = None
+        self._handle: H | None = None
         self._pid: int | None = None
         self._mpp: MppInfo | None = None
         self._ensure_open()
 
     # -- backend primitives ---------------------------------------------------------
     @abstractmethod
-    def _open(self) -> Any:
+    def _open(self) -> H:
         """Open and return the backend handle; raise SlideOpenError subclasses."""
 
     @abstractmethod
     def _read_rgba(
-        self, handle: Any, location: tuple[int, int], level: int, size: tuple[int, int]
+        self, handle: H, location: tuple[int, int], level: int, size: tuple[int, int]
     ) -> np.ndarray:
         """Read a region as ``uint8`` ``(H, W, 3 or 4)``; may raise backend errors."""
 
@@ -89,7 +131,7 @@ class Slide(ABC):
         """Normalised vendor name (``aperio``, ``generic-tiff``, ``dicom``, ...)."""
 
     # -- handle management ----------------------------------------------------------
-    def _ensure_open(self) -> Any:
+    def _ensure_open(self) -> H:
         if self._handle is None or self._pid != os.getpid():
             self._handle = self._open()
             self._pid = os.getpid()
@@ -101,7 +143,7 @@ class Slide(ABC):
         if handle is not None and self._pid == os.getpid():
             handle.close()
 
-    def __enter__(self: _SlideT) -> _SlideT:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(
@@ -112,7 +154,7 @@ class Slide(ABC):
     ) -> None:
         self.close()
 
-    def __reduce__(self) -> Any:
+    def __reduce__(self) -> NoReturn:
         raise TypeError(
             f"{type(self).__name__} holds an open file handle and must not be pickled; "
             "pass wsi_ncmi.slide.SlideRef(path, backend=...) to worker processes and "
@@ -124,12 +166,12 @@ class Slide(ABC):
 
     # -- metadata -------------------------------------------------------------------
     @property
-    def handle(self) -> Any:
+    def handle(self) -> H:
         """The backend object (``openslide.OpenSlide`` or ``tiffslide.TiffSlide``)."""
         return self._ensure_open()
 
     @property
-    def properties(self) -> Mapping[str, Any]:
+    def properties(self) -> Mapping[str, PropertyValue]:
         """Backend property mapping (``openslide.*``/``tiffslide.*``, ``tiff.*``, ...)."""
         return dict(self.handle.properties)
 

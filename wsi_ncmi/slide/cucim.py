@@ -10,12 +10,16 @@ with :class:`~wsi_ncmi.errors.UnsupportedFormatError`.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from wsi_ncmi.errors import ConfigError, UnsupportedFormatError
 from wsi_ncmi.slide.backends import OpenSlideSlide
+
+if TYPE_CHECKING:
+    from cucim import CuImage
+    from openslide import OpenSlide
 
 CUCIM_MISSING = (
     "--backend cucim needs cuCIM, which is not installed: pip install 'wsi-ncmi[cucim]' "
@@ -33,7 +37,7 @@ def cucim_available() -> bool:
     return True
 
 
-def _cuimage_class() -> Any:
+def _cuimage_class() -> type[CuImage]:
     try:
         from cucim import CuImage
     except ImportError as err:
@@ -46,7 +50,7 @@ class CuCimSlide(OpenSlideSlide):
 
     backend_name = "cucim"
 
-    def _open(self) -> Any:
+    def _open(self) -> OpenSlide:
         cuimage = _cuimage_class()
         handle = super()._open()
         try:
@@ -65,7 +69,7 @@ class CuCimSlide(OpenSlideSlide):
         super().close()
 
     def _read_rgba(
-        self, handle: Any, location: tuple[int, int], level: int, size: tuple[int, int]
+        self, handle: OpenSlide, location: tuple[int, int], level: int, size: tuple[int, int]
     ) -> np.ndarray:
         region = self._cuimage.read_region(location, size, level)
         return np.asarray(region)

@@ -25,11 +25,14 @@ import os
 from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from wsi_ncmi.slide.backends import OpenSlideSlide
+
+if TYPE_CHECKING:
+    from openslide import OpenSlide
 
 TILE_DECODE_VENDORS = ("generic-tiff", "aperio", "philips")
 """OpenSlide vendors whose tiles sit on a plain grid (Ventana overlaps tiles: not here)."""
@@ -192,7 +195,7 @@ class TileDecodeSlide(OpenSlideSlide):
     _levels: tuple[TiledJpegLevel | None, ...] = ()
     _int_downsamples: tuple[int, ...] = ()
 
-    def _open(self) -> Any:
+    def _open(self) -> OpenSlide:
         handle = super()._open()
         dims = tuple((int(w), int(h)) for w, h in handle.level_dimensions)
         self._levels = tiled_jpeg_levels(self.path, dims)
@@ -223,7 +226,7 @@ class TileDecodeSlide(OpenSlideSlide):
         return self._levels[level] is not None
 
     def _read_rgba(
-        self, handle: Any, location: tuple[int, int], level: int, size: tuple[int, int]
+        self, handle: OpenSlide, location: tuple[int, int], level: int, size: tuple[int, int]
     ) -> np.ndarray:
         origin = self._tile_origin(handle, location, level)
         if origin is None:
@@ -235,7 +238,7 @@ class TileDecodeSlide(OpenSlideSlide):
         return out
 
     def _tile_origin(
-        self, handle: Any, location: tuple[int, int], level: int
+        self, handle: OpenSlide, location: tuple[int, int], level: int
     ) -> tuple[int, int] | None:
         """``location`` in ``level`` pixels, or None when OpenSlide must read it.
 
