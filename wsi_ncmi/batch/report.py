@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from wsi_ncmi.batch.atomic import remove_stale_temp_files, write_text_atomic
+from wsi_ncmi.jsontypes import JSONObject
 
 Status = Literal["ok", "skipped", "no_tissue", "failed", "locked"]
 STATUSES: tuple[str, ...] = ("ok", "skipped", "no_tissue", "failed", "locked")
@@ -86,7 +87,7 @@ class RunReport:
         """0 if nothing failed, 1 otherwise (no_tissue is a finding, not a failure)."""
         return 1 if self.failed else 0
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> JSONObject:
         """JSON-ready form."""
         return {
             "stage": self.stage,

@@ -10,10 +10,11 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
 from wsi_ncmi.errors import ConfigError
 from wsi_ncmi.features.schema import FEATURE_DTYPES
+from wsi_ncmi.jsontypes import JSONObject
 
 PRECISIONS = {"32": "32-true", "bf16": "bf16-mixed", "16": "16-mixed"}
 SPEC_PRECISION = {"fp32": "32-true", "bf16": "bf16-mixed", "fp16": "16-mixed"}
@@ -154,7 +155,7 @@ class ExtractConfig:
                 f"--coords_dir must be a directory of coords .h5 files: {self.coords_dir}"
             )
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> JSONObject:
         """JSON-ready form."""
         return {
             k: str(v) if isinstance(v, Path) else v for k, v in dataclasses.asdict(self).items()

@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from wsi_ncmi.errors import ConfigError
+from wsi_ncmi.jsontypes import as_str
 from wsi_ncmi.tiling.schema import decode_attr
 
 #: Rows read at a time when checking a foreign file's values.
@@ -71,7 +72,7 @@ def import_problem(path: Path, attrs: Any) -> str | None:
     if raw is None:
         return None
     try:
-        record = json.loads(decode_attr(raw))
+        record = json.loads(as_str(decode_attr(raw)))
     except (TypeError, ValueError):
         record = {}
     source = str(record.get("source", "?"))

@@ -23,6 +23,7 @@ from wsi_ncmi.features.schema import (
     feature_path,
 )
 from wsi_ncmi.features.writer import FeatureFileWriter
+from wsi_ncmi.jsontypes import as_int, as_str
 from wsi_ncmi.tiling.schema import decode_attr, decoded_attrs
 
 if TYPE_CHECKING:
@@ -88,8 +89,9 @@ def read_feature_attrs(path: str | Path) -> dict[str, Any]:
     with _open_checked(Path(path)) as h5:
         attrs = decoded_attrs(h5)
     for key in ("encoder_spec", "config"):
-        if isinstance(attrs.get(key), str):
-            attrs[key] = json.loads(attrs[key])
+        value = attrs.get(key)
+        if isinstance(value, str):
+            attrs[key] = json.loads(value)
     return attrs
 
 
@@ -219,7 +221,7 @@ def load_bag(
         _check_expected(path, known.encoder, known.shape[1], expect_encoder, expect_dim)
         return torch.from_numpy(_read_contiguous(path, known))
     with _open_checked(path) as h5:
-        encoder = decode_attr(h5.attrs["encoder"])
+        encoder = as_str(decode_attr(h5.attrs["encoder"]))
         ds = h5["features"]
         _check_expected(path, encoder, ds.shape[1], expect_encoder, expect_dim)
         shape, dtype = ds.shape, ds.dtype
@@ -231,7 +233,9 @@ def load_bag(
             out = np.empty(shape, dtype=dtype)
             if out.size:
                 ds.read_direct(out)
-        valid = h5["valid"][()] if valid_only and int(decode_attr(h5.attrs["n_invalid"])) else None
+        valid = (
+            h5["valid"][()] if valid_only and as_int(decode_attr(h5.attrs["n_invalid"])) else None
+        )
     if out is not None:
         return torch.from_numpy(out if valid is None else out[valid])
     layout = _Layout(encoder, tuple(shape), dtype, int(offset or 0), valid)

@@ -28,6 +28,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from wsi_ncmi.jsontypes import JSONObject
+
 #: Bump when the fingerprint's byte ranges change (recorded next to the digest).
 FINGERPRINT_VERSION = 1
 HEAD_BYTES = 64 * 1024
@@ -102,7 +104,7 @@ class SlideIdentity:
             fingerprint=str(attrs.get("slide_fingerprint", "")),
         )
 
-    def to_attrs(self) -> dict[str, Any]:
+    def to_attrs(self) -> JSONObject:
         """HDF5 attributes (:data:`IDENTITY_ATTRS`)."""
         return {
             "slide_size": self.size,

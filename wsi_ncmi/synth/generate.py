@@ -21,13 +21,13 @@ import json
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import cv2
 import numpy as np
 from numpy.typing import NDArray
 
 from wsi_ncmi.batch.atomic import atomic_output, write_bytes_atomic, write_text_atomic
+from wsi_ncmi.jsontypes import JSONObject
 from wsi_ncmi.manifest import ManifestRow
 from wsi_ncmi.synth.geometry import SUBPIXEL_SHIFT, largest_diameter, to_fixed
 from wsi_ncmi.synth.presets import Preset, size_class
@@ -140,7 +140,7 @@ def _polygons_json(polygons: tuple[NDArray[np.float64], ...]) -> list[list[list[
 
 def ground_truth(
     plan: SlidePlan, level_count: int, mask_name: str, mask_downsample: int
-) -> dict[str, Any]:
+) -> JSONObject:
     """Build the ground-truth record of a slide (JSON-ready).
 
     Args:

@@ -20,11 +20,11 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass
-from typing import Any
 
 import numpy as np
 
 from wsi_ncmi.errors import ConfigError
+from wsi_ncmi.jsontypes import JSONObject
 
 
 @dataclass(frozen=True)
@@ -58,7 +58,7 @@ class GridParams:
         if not 0.0 <= self.min_tissue <= 1.0:
             raise ConfigError(f"min_tissue must be a fraction in [0, 1], got {self.min_tissue!r}")
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> JSONObject:
         """JSON-ready form."""
         return asdict(self)
 

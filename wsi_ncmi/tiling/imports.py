@@ -17,6 +17,7 @@ import numpy as np
 from wsi_ncmi._version import __version__
 from wsi_ncmi.batch import atomic_output
 from wsi_ncmi.errors import CacheSchemaError
+from wsi_ncmi.jsontypes import as_float, as_int
 from wsi_ncmi.slide import open_slide
 from wsi_ncmi.tiling.schema import (
     CoordsFile,
@@ -66,15 +67,15 @@ def import_external_coords(
         downsamples = slide.level_downsamples
         if "patch_size_level0" in attrs:  # TRIDENT
             style = "trident"
-            patch_size_px = int(attrs["patch_size"])
-            footprint = float(attrs["patch_size_level0"])
+            patch_size_px = as_int(attrs["patch_size"])
+            footprint = as_float(attrs["patch_size_level0"])
             scale = footprint / patch_size_px
             level = max(i for i, d in enumerate(downsamples) if d <= scale * 1.001 or i == 0)
             read_size_px = round(footprint / downsamples[level])
         elif "patch_level" in attrs and "patch_size" in attrs:  # CLAM
             style = "clam"
-            level = int(attrs["patch_level"])
-            read_size_px = patch_size_px = int(attrs["patch_size"])
+            level = as_int(attrs["patch_level"])
+            read_size_px = patch_size_px = as_int(attrs["patch_size"])
             footprint = read_size_px * downsamples[level]
         else:
             raise CacheSchemaError(
@@ -101,7 +102,7 @@ def import_external_coords(
             "read_downsample": downsamples[level],
             "read_size_px": read_size_px,
             "resize_factor": patch_size_px / read_size_px,
-            "overlap_px": int(attrs.get("overlap", 0)),
+            "overlap_px": as_int(attrs.get("overlap", 0)),
             "stride_level0": stride,
             "min_tissue": 0.0,
             "segmentation": {"imported_from": style, "source": str(h5_path)},

@@ -32,6 +32,7 @@ from typing import Any, Literal, NamedTuple
 
 from wsi_ncmi.batch.atomic import atomic_output, write_bytes_atomic, write_text_atomic
 from wsi_ncmi.batch.report import ItemResult
+from wsi_ncmi.jsontypes import JSONObject
 from wsi_ncmi.slide.identity import SlideIdentity
 from wsi_ncmi.tiling.grid import GridParams
 from wsi_ncmi.tiling.schema import coords_digest, decoded_attrs, params_hash
@@ -150,7 +151,7 @@ def slide_mpp_override(config: TilingConfig, task: SlideTask) -> float | None:
     return None
 
 
-def slide_params(config: TilingConfig, task: SlideTask) -> dict[str, Any]:
+def slide_params(config: TilingConfig, task: SlideTask) -> JSONObject:
     """Every parameter that changes this slide's coordinates (input of the hash)."""
     user_mask = find_user_mask(config.mask_dir, task.slide_id)
     mask_digest = hashlib.sha256(user_mask.read_bytes()).hexdigest()[:16] if user_mask else None

@@ -10,6 +10,7 @@ from typing import Any
 
 import numpy as np
 
+from wsi_ncmi.jsontypes import JSONObject, JSONValue
 from wsi_ncmi.tiling.grid import PatchGrid
 
 CONTOUR_RGB = (0, 200, 0)
@@ -62,9 +63,9 @@ def tissue_polygons(mask: np.ndarray, scale: tuple[float, float]) -> list[list[n
     return polygons
 
 
-def polygons_geojson(polygons: list[list[np.ndarray]], slide_id: str) -> dict[str, Any]:
+def polygons_geojson(polygons: list[list[np.ndarray]], slide_id: str) -> JSONObject:
     """A GeoJSON FeatureCollection that QuPath imports as ``Tissue`` annotations."""
-    features = [
+    features: list[JSONValue] = [
         {
             "type": "Feature",
             "geometry": {

@@ -42,6 +42,7 @@ from typing import Any
 import numpy as np
 
 from wsi_ncmi.errors import CacheSchemaError
+from wsi_ncmi.jsontypes import JSONObject, JSONValue
 
 COORDS_SCHEMA = "wsi-ncmi/coords"
 COORDS_SCHEMA_VERSION = 1
@@ -122,7 +123,7 @@ class CoordsFile:
         return str(self.attrs.get("coords_sha256") or coords_digest(self.coords))
 
 
-def decode_attr(value: Any) -> Any:
+def decode_attr(value: object) -> JSONValue:
     """An HDF5 attribute as a plain Python value.
 
     ``bytes`` → ``str`` (UTF-8), NumPy scalars → ``int``/``float``/``bool``, arrays →
@@ -133,11 +134,14 @@ def decode_attr(value: Any) -> Any:
     if isinstance(value, np.generic):
         return value.item()
     if isinstance(value, np.ndarray):
-        return value.tolist()
-    return value
+        listed: JSONValue = value.tolist()
+        return listed
+    if value is None or isinstance(value, str | int | float):
+        return value
+    raise TypeError(f"not an HDF5 attribute value: {value!r}")
 
 
-def decoded_attrs(obj: Any) -> dict[str, Any]:
+def decoded_attrs(obj: Any) -> JSONObject:
     """Every attribute of an HDF5 file, group or dataset, through :func:`decode_attr`."""
     return {key: decode_attr(value) for key, value in obj.attrs.items()}
 
@@ -225,8 +229,9 @@ def read_coords(path: str | Path, *, expect_hash: str | None = None) -> CoordsFi
             f"{str(path)!r}: coords has {coords.shape[0]} rows but tissue_fraction has "
             f"{fraction.shape[0]}; delete it and re-run wsi-tile"
         )
-    if isinstance(attrs.get("segmentation"), str):
-        attrs["segmentation"] = json.loads(attrs["segmentation"])
+    segmentation = attrs.get("segmentation")
+    if isinstance(segmentation, str):
+        attrs["segmentation"] = json.loads(segmentation)
     if expect_hash is not None and attrs["params_hash"] != expect_hash:
         raise CacheSchemaError(
             f"{str(path)!r} was made with tiling parameters {attrs['params_hash']}, "

@@ -16,11 +16,12 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from wsi_ncmi.errors import ConfigError
+from wsi_ncmi.jsontypes import JSONObject
 
 if TYPE_CHECKING:
     from wsi_ncmi.slide import Slide
@@ -92,7 +93,7 @@ class TissueParams:
         if thr is not None and not 0 <= thr <= 255:
             raise ConfigError(f"saturation_threshold must be in [0, 255], got {thr!r}")
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> JSONObject:
         """JSON-ready form (recorded in the coords file and the parameter hash)."""
         return asdict(self)
 

@@ -24,6 +24,7 @@ import torch
 from wsi_ncmi._version import __version__
 from wsi_ncmi.errors import ConfigError
 from wsi_ncmi.features.store import load_bag, read_feature_attrs
+from wsi_ncmi.jsontypes import as_float, as_int
 from wsi_ncmi.losses.decision import PriorRule
 from wsi_ncmi.manifest import LABELS
 from wsi_ncmi.quiet import drop_lightning_tips
@@ -86,10 +87,10 @@ def _tiling_record(features_file: Path, attrs: Mapping[str, Any]) -> dict[str, A
             coords = decoded_attrs(h5)
         segmentation = coords.get("segmentation")
         record["grid"] = {
-            "target_mpp": float(coords["target_mpp"]),
-            "patch_size_px": int(coords["patch_size_px"]),
-            "overlap_px": int(coords["overlap_px"]),
-            "min_tissue": float(coords["min_tissue"]),
+            "target_mpp": as_float(coords["target_mpp"]),
+            "patch_size_px": as_int(coords["patch_size_px"]),
+            "overlap_px": as_int(coords["overlap_px"]),
+            "min_tissue": as_float(coords["min_tissue"]),
         }
         record["segmentation"] = (
             json.loads(segmentation) if isinstance(segmentation, str) else segmentation

@@ -29,6 +29,8 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from wsi_ncmi.jsontypes import JSONObject
+
 CSS = """
 body{font-family:system-ui,sans-serif;margin:2em auto;max-width:1100px;color:#222;padding:0 1em}
 table{border-collapse:collapse;margin:.6em 0 1.2em}
@@ -140,7 +142,7 @@ def confusion_png(matrix: Sequence[Sequence[int]], labels: Sequence[str], title:
     return buffer.getvalue()
 
 
-def provenance(config_dict: Mapping[str, Any], encoder: str) -> dict[str, Any]:
+def provenance(config_dict: Mapping[str, Any], encoder: str) -> JSONObject:
     """Configuration, encoder, package versions, git commit and machine of a run."""
     versions = {}
     for package in ("wsi-ncmi", "torch", "lightning", "numpy", "scikit-learn", "h5py"):

@@ -27,6 +27,7 @@ import torch
 from torch import nn
 
 from wsi_ncmi.errors import ConfigError
+from wsi_ncmi.jsontypes import JSONObject
 from wsi_ncmi.registry import Registry
 from wsi_ncmi.tiling.schema import params_hash
 
@@ -90,7 +91,7 @@ class EncoderSpec:
     description: str = ""
     weights_path: str = ""
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> JSONObject:
         """JSON-ready dict (for HDF5 attributes and reports)."""
         return dataclasses.asdict(self)
 
