@@ -70,7 +70,9 @@ def test_trident_files_are_registered_in_place_and_read_back_exactly(tmp_path: P
     assert attrs["out_dim"] == 16
     assert attrs["patch_size_px"] == 256
     assert attrs["target_mpp"] == pytest.approx(0.5)  # 10 / 20x
-    provenance = json.loads(attrs["imported_from"])
+    imported_from = attrs["imported_from"]
+    assert isinstance(imported_from, str)
+    provenance = json.loads(imported_from)
     assert provenance["format"] == "trident"
     assert provenance["source"] == str((src / "s1.h5").resolve())
 

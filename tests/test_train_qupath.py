@@ -12,14 +12,19 @@ from wsi_ncmi.train.qupath import slide_feature_collection
 def test_one_tile_per_patch_in_qupaths_object_layout():
     coords = np.array([[0, 0], [128, 0], [0, 128]], dtype=np.int64)
     attention = np.array([0.2, 0.5, 0.3])
-    collection = slide_feature_collection(
-        "s1",
-        coords,
-        attention,
-        131.5,
-        predicted="macro",
-        probabilities=[0.1, 0.1, 0.2, 0.6],
-        class_names=LABELS,
+    # as QuPath reads it: the collection is JSON as it is
+    collection = json.loads(
+        json.dumps(
+            slide_feature_collection(
+                "s1",
+                coords,
+                attention,
+                131.5,
+                predicted="macro",
+                probabilities=[0.1, 0.1, 0.2, 0.6],
+                class_names=LABELS,
+            )
+        )
     )
     assert collection["type"] == "FeatureCollection"
     features = collection["features"]
@@ -41,7 +46,6 @@ def test_one_tile_per_patch_in_qupaths_object_layout():
     assert m["attention_rank"] == 1
     assert [m[f"prob_{c}"] for c in LABELS] == pytest.approx([0.1, 0.1, 0.2, 0.6])
     assert sorted(f["properties"]["measurements"]["attention_rank"] for f in features) == [1, 2, 3]
-    json.dumps(collection)  # serialisable as is
     with pytest.raises(ValueError, match="2 attention weights"):
         slide_feature_collection(
             "s1", coords, attention[:2], 1.0, predicted="macro",

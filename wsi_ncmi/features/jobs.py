@@ -19,6 +19,7 @@ from wsi_ncmi.errors import CacheSchemaError, ConfigError
 from wsi_ncmi.features.dataset import SlideJob
 from wsi_ncmi.features.encoders.registry import EncoderSpec
 from wsi_ncmi.features.store import FEATURES_SCHEMA_VERSION, feature_path
+from wsi_ncmi.jsontypes import JSONObject
 from wsi_ncmi.slide import SlideRef
 from wsi_ncmi.tiling.schema import params_hash, read_coords
 
@@ -117,7 +118,7 @@ def load_jobs(config: ExtractConfig, spec: EncoderSpec, report: RunReport) -> li
 
 def job_attrs(
     job: SlideJob, spec: EncoderSpec, config: ExtractConfig, precision: str
-) -> dict[str, Any]:
+) -> JSONObject:
     """Attributes of ``job``'s features file: provenance, settings and the resume key."""
     effective = job.target_mpp * job.patch_size_px / (spec.input_size_px or job.patch_size_px)
     return {

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from wsi_ncmi.errors import CacheSchemaError, SlideChangedError, WsiNcmiError
+from wsi_ncmi.jsontypes import JSONObject
 from wsi_ncmi.slide.identity import SlideIdentity
 from wsi_ncmi.tiling.schema import CoordsFile, decoded_attrs
 
@@ -77,7 +78,7 @@ def check_slide_unchanged(coords: CoordsFile, slide_path: Path, backend: str) ->
     )
 
 
-def _attrs(path: Path, what: str) -> dict[str, Any]:
+def _attrs(path: Path, what: str) -> JSONObject:
     """The file's decoded attributes, memoised per process on its path and identity.
 
     A benchmark checks the same 500 pairs of files in every one of its cells; a file that
@@ -92,12 +93,12 @@ def _attrs(path: Path, what: str) -> dict[str, Any]:
 
 
 @functools.lru_cache(maxsize=65536)
-def _cached_attrs(path: str, identity: tuple[int, int, int, int], what: str) -> dict[str, Any]:
+def _cached_attrs(path: str, identity: tuple[int, int, int, int], what: str) -> JSONObject:
     # ``identity`` (wsi_ncmi.batch.atomic.file_identity) is only part of the cache key.
     return _read_attrs(Path(path), what)
 
 
-def _read_attrs(path: Path, what: str) -> dict[str, Any]:
+def _read_attrs(path: Path, what: str) -> JSONObject:
     import h5py
 
     try:

@@ -37,6 +37,7 @@ from wsi_ncmi.features.jobs import (
 )
 from wsi_ncmi.features.rounds import ExtractionRound, RoundSetup, slide_lock
 from wsi_ncmi.features.store import feature_path
+from wsi_ncmi.jsontypes import JSONObject
 
 
 def _check_room(out_dir: Path, jobs: list[SlideJob], out_dim: int, dtype: str) -> None:
@@ -170,7 +171,7 @@ def run_extraction(config: ExtractConfig, encoder: EncoderModule | None = None) 
         out_dir = check_writable_dir(feature_path(config.out_dir, spec.name, "x").parent)
     remove_stale_temp_files(out_dir.parent)  # every encoder's folder and the weights memo
 
-    def attrs_for(job: SlideJob) -> dict[str, Any]:
+    def attrs_for(job: SlideJob) -> JSONObject:
         return job_attrs(job, spec, config, precision)
 
     judge = CacheJudge(frozenset(config.redo), config.force, started=report.started)

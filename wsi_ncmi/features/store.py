@@ -23,7 +23,7 @@ from wsi_ncmi.features.schema import (
     feature_path,
 )
 from wsi_ncmi.features.writer import FeatureFileWriter
-from wsi_ncmi.jsontypes import as_int, as_str
+from wsi_ncmi.jsontypes import JSONObject, as_int, as_str
 from wsi_ncmi.tiling.schema import decode_attr, decoded_attrs
 
 if TYPE_CHECKING:
@@ -80,7 +80,7 @@ def _open_checked(path: Path) -> h5py.File:
     return h5
 
 
-def read_feature_attrs(path: str | Path) -> dict[str, Any]:
+def read_feature_attrs(path: str | Path) -> JSONObject:
     """Validated attributes of a features file (JSON values decoded).
 
     Raises:

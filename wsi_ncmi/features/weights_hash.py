@@ -15,7 +15,8 @@ import contextlib
 import hashlib
 import json
 from pathlib import Path
-from typing import Any
+
+from wsi_ncmi.jsontypes import JSONObject
 
 CACHE_VERSION = 1
 CHUNK_BYTES = 8 * 1024 * 1024
@@ -31,7 +32,7 @@ def sha256_file(path: str | Path) -> str:
     return digest.hexdigest()
 
 
-def _load(cache: Path) -> dict[str, Any]:
+def _load(cache: Path) -> JSONObject:
     with contextlib.suppress(OSError, ValueError):
         data = json.loads(cache.read_text(encoding="utf-8"))
         if isinstance(data, dict) and data.get("version") == CACHE_VERSION:

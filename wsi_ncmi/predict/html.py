@@ -110,7 +110,7 @@ def write_predict_html(
     body = [
         f"<h1>{html.escape(title)}</h1>",
         f"<p>Model: {len(model.models)} bundle(s), {html.escape(models[0]['aggregator']['name'])}"
-        f" + {html.escape(models[0]['loss']['name'])} on {html.escape(model.encoder['name'])} "
+        f" + {html.escape(models[0]['loss']['name'])} on {html.escape(model.encoder.name)} "
         f"features; decision rule: {html.escape(model.decision)}.</p>",
         '<table data-section="counts"><thead><tr><th>predicted class</th><th>slides</th></tr>'
         f"</thead><tbody>{rows}</tbody></table>",

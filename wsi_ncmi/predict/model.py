@@ -30,6 +30,7 @@ import torch
 from numpy.typing import NDArray
 from torch import Tensor
 
+from wsi_ncmi.predict.records import EncoderRecord, TilingRecord
 from wsi_ncmi.train.bundle import (
     STATS_FILE,
     WEIGHTS_FILE,
@@ -128,16 +129,10 @@ class TrainedModel:
         )
         self.ood = (stats["ood_mean"].to(torch.float64), stats["ood_std"].to(torch.float64))
         self.ood_threshold = float(manifest["qc"]["ood_threshold"])
-
-    @property
-    def encoder(self) -> dict[str, Any]:
-        """``{"name", "identity_hash", "out_dim", ...}`` of the features the model takes."""
-        return dict(self.manifest["encoder"])
-
-    @property
-    def tiling(self) -> dict[str, Any]:
-        """``{"target_mpp", "patch_size_px", "grid", "segmentation", ...}``."""
-        return dict(self.manifest["tiling"])
+        #: The features the model takes.
+        self.encoder = EncoderRecord.from_json(manifest["encoder"])
+        #: How its training slides were tiled.
+        self.tiling = TilingRecord.from_json(manifest["tiling"])
 
     def prepare(self, features: Tensor) -> Tensor:
         """The bag as the aggregator sees it: ``slide_norm``, then ``standardize``.
@@ -268,19 +263,18 @@ class Ensemble:
         first = self.models[0]
         self.classes = first.classes
         self.decision = first.decision
-        keys = ("name", "identity_hash", "out_dim")
         for other in self.models[1:]:
             problems = []
             if other.classes != first.classes:
                 problems.append(f"classes {list(other.classes)} vs {list(first.classes)}")
-            for key in keys:
-                if other.encoder.get(key) != first.encoder.get(key):
-                    problems.append(
-                        f"encoder {key} {other.encoder.get(key)!r} vs {first.encoder.get(key)!r}"
-                    )
+            for key in ("name", "identity_hash", "out_dim"):
+                mine, theirs = getattr(other.encoder, key), getattr(first.encoder, key)
+                if mine != theirs:
+                    problems.append(f"encoder {key} {mine!r} vs {theirs!r}")
             for key in ("target_mpp", "patch_size_px"):
-                if other.tiling.get(key) != first.tiling.get(key):
-                    problems.append(f"{key} {other.tiling.get(key)!r} vs {first.tiling.get(key)!r}")
+                mine, theirs = getattr(other.tiling, key), getattr(first.tiling, key)
+                if mine != theirs:
+                    problems.append(f"{key} {mine!r} vs {theirs!r}")
             if problems:
                 raise ConfigError(
                     f"--model {str(other.path)!r} does not match --model {str(first.path)!r}: "
@@ -288,12 +282,12 @@ class Ensemble:
                 )
 
     @property
-    def encoder(self) -> dict[str, Any]:
+    def encoder(self) -> EncoderRecord:
         """The members' encoder record (they agree)."""
         return self.models[0].encoder
 
     @property
-    def tiling(self) -> dict[str, Any]:
+    def tiling(self) -> TilingRecord:
         """The first member's tiling record."""
         return self.models[0].tiling
 

@@ -29,6 +29,7 @@ from typing import Any, Literal
 
 from wsi_ncmi.errors import ConfigError
 from wsi_ncmi.features.store import feature_path, load_bag, read_feature_attrs
+from wsi_ncmi.jsontypes import as_float, as_int
 from wsi_ncmi.predict.model import Ensemble, SlidePrediction, load_model
 
 #: Relative difference of µm/px still counted as the same resolution.
@@ -113,31 +114,29 @@ def check_contract(path: Path, attrs: dict[str, Any], model: Ensemble) -> None:
     """
     encoder, tiling = model.encoder, model.tiling
     problems = []
-    if attrs.get("encoder") != encoder["name"]:
-        problems.append(f"encoder {attrs.get('encoder')!r}, the model needs {encoder['name']!r}")
-    elif encoder["identity_hash"] and attrs.get("encoder_hash") != encoder["identity_hash"]:
+    if attrs.get("encoder") != encoder.name:
+        problems.append(f"encoder {attrs.get('encoder')!r}, the model needs {encoder.name!r}")
+    elif encoder.identity_hash and attrs.get("encoder_hash") != encoder.identity_hash:
         problems.append(
             f"encoder identity hash {attrs.get('encoder_hash')!r}, the model needs "
-            f"{encoder['identity_hash']!r} (other weights or settings of {encoder['name']})"
+            f"{encoder.identity_hash!r} (other weights or settings of {encoder.name})"
         )
-    if int(attrs.get("out_dim", -1)) != int(encoder["out_dim"]):
-        problems.append(
-            f"feature width {attrs.get('out_dim')}, the model needs {encoder['out_dim']}"
-        )
-    want_mpp, have_mpp = tiling.get("target_mpp"), attrs.get("target_mpp")
+    if as_int(attrs.get("out_dim", -1)) != encoder.out_dim:
+        problems.append(f"feature width {attrs.get('out_dim')}, the model needs {encoder.out_dim}")
+    want_mpp, have_mpp = tiling.target_mpp, attrs.get("target_mpp")
     if want_mpp is not None:
         if have_mpp is None:
             problems.append("no µm/px recorded (re-register with wsi-import-features --mpp)")
-        elif abs(float(have_mpp) - float(want_mpp)) > MPP_RTOL * float(want_mpp):
-            problems.append(f"{float(have_mpp):g} µm/px, the model needs {float(want_mpp):g}")
-    want_size, have_size = tiling.get("patch_size_px"), attrs.get("patch_size_px")
+        elif abs(as_float(have_mpp) - want_mpp) > MPP_RTOL * want_mpp:
+            problems.append(f"{as_float(have_mpp):g} µm/px, the model needs {want_mpp:g}")
+    want_size, have_size = tiling.patch_size_px, attrs.get("patch_size_px")
     if want_size is not None:
         if have_size is None:
             problems.append(
                 "no patch size recorded (re-register with wsi-import-features --patch_size_px)"
             )
-        elif int(have_size) != int(want_size):
-            problems.append(f"patches of {int(have_size)} px, the model needs {int(want_size)} px")
+        elif as_int(have_size) != want_size:
+            problems.append(f"patches of {as_int(have_size)} px, the model needs {want_size} px")
     if problems:
         raise ConfigError(
             f"features file {str(path)!r} does not fit the model: {'; '.join(problems)}. "
@@ -168,25 +167,22 @@ def _tile_and_extract(
             f"SLIDES must name slide files or folders with slides, got {config.slides!r}"
         )
     tiling = model.tiling
-    if tiling.get("target_mpp") is None or tiling.get("patch_size_px") is None:
+    if tiling.target_mpp is None or tiling.patch_size_px is None:
         raise ConfigError(
             "the model records no µm/px or patch size (it was trained on imported features "
             "that did not say), so wsi-predict cannot tile slides for it; pass --features_root "
             "with features made like its training features"
         )
-    grid = tiling.get("grid") or {
-        "target_mpp": tiling["target_mpp"],
-        "patch_size_px": tiling["patch_size_px"],
-    }
-    tissue = (
-        TissueParams(**tiling["segmentation"]) if tiling.get("segmentation") else TissueParams()
+    grid = tiling.grid or GridParams(
+        target_mpp=tiling.target_mpp, patch_size_px=tiling.patch_size_px
     )
+    tissue = tiling.segmentation or TissueParams()
     start = time.perf_counter()
     tile_report = run_tiling(
         tasks,
         TilingConfig(
             out_dir=str(out),
-            grid=GridParams(**grid),
+            grid=grid,
             tissue=tissue,
             backend=config.backend,
             mpp_override=config.mpp_override,
@@ -199,26 +195,26 @@ def _tile_and_extract(
     start = time.perf_counter()
     enc = model.encoder
     encoder = build_encoder(
-        enc["name"],
+        enc.name,
         weights=Path(config.weights) if config.weights else None,
-        random_init=bool(enc.get("random_init")),
+        random_init=enc.random_init,
     )
-    if enc["identity_hash"] and encoder.spec.identity_hash != enc["identity_hash"]:
+    if enc.identity_hash and encoder.spec.identity_hash != enc.identity_hash:
         raise ConfigError(
-            f"encoder {enc['name']!r} built here has identity hash "
-            f"{encoder.spec.identity_hash!r}, the model was trained on {enc['identity_hash']!r}: "
+            f"encoder {enc.name!r} built here has identity hash "
+            f"{encoder.spec.identity_hash!r}, the model was trained on {enc.identity_hash!r}: "
             "pass the same weights with --weights"
         )
     extract_report = run_extraction(
         ExtractConfig(
             coords_dir=out / "coords",
             out_dir=out,
-            encoder=enc["name"],
+            encoder=enc.name,
             weights=Path(config.weights) if config.weights else None,
-            random_init=bool(enc.get("random_init")),
+            random_init=enc.random_init,
             device=config.device,
             workers=config.extract_workers,
-            dtype=str(enc.get("dtype", "float16")),
+            dtype=enc.dtype,
             shard=config.shard,
             skip_errors=True,
             progress=config.progress,
@@ -233,11 +229,11 @@ def _tile_and_extract(
 
 def _features_slides(config: PredictConfig, model: Ensemble) -> list[tuple[str, Path | None]]:
     root = Path(str(config.features_root))
-    folder = feature_path(root, model.encoder["name"], "x").parent
+    folder = feature_path(root, model.encoder.name, "x").parent
     if not folder.is_dir():
         raise ConfigError(
             f"--features_root {str(root)!r} has no {str(folder)!r}: the model needs "
-            f"{model.encoder['name']!r} features (wsi-extract --encoder {model.encoder['name']})"
+            f"{model.encoder.name!r} features (wsi-extract --encoder {model.encoder.name})"
         )
     ids = sorted(p.stem for p in folder.glob("*.h5"))
     if config.slides:
@@ -263,7 +259,7 @@ def predict_slides(
     """
     results = []
     for slide_id, slide_path in slides:
-        path = feature_path(root, model.encoder["name"], slide_id)
+        path = feature_path(root, model.encoder.name, slide_id)
         if not path.is_file():
             results.append(SlideResult(slide_id, None, slide_path, None, ["failed"]))
             continue
@@ -315,7 +311,7 @@ def run_prediction(config: PredictConfig) -> PredictResult:
     else:
         slides, exit_code = _tile_and_extract(config, model, seconds)
         root = out
-    missing = [s for s, _ in slides if not feature_path(root, model.encoder["name"], s).is_file()]
+    missing = [s for s, _ in slides if not feature_path(root, model.encoder.name, s).is_file()]
     if config.shard and missing:
         return PredictResult([], seconds, exit_code, {"pending": ", ".join(missing)})
     start = time.perf_counter()

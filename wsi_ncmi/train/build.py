@@ -18,6 +18,7 @@ from lightning.pytorch.loggers import CSVLogger, Logger, TensorBoardLogger
 
 from wsi_ncmi.errors import ConfigError
 from wsi_ncmi.features.store import read_feature_attrs
+from wsi_ncmi.jsontypes import JSONObject, as_int
 from wsi_ncmi.losses import ClassificationLoss, build_loss, get_loss_factory
 from wsi_ncmi.mil import aggregator_embedding_dim, build_aggregator
 from wsi_ncmi.train.config import TrainConfig
@@ -70,7 +71,7 @@ def criterion_kwargs(
     num_classes: int,
     class_counts: Sequence[int],
     feature_dim: int,
-) -> dict[str, Any]:
+) -> JSONObject:
     """Every keyword argument :func:`build_criterion` passes to ``build_loss(name, ...)``.
 
     Returns:
@@ -92,7 +93,7 @@ def criterion_kwargs(
 
 def fold_in_dim(datamodule: BagDataModule) -> int:
     """Patch-feature width of a fold (its first training file's ``out_dim``)."""
-    return int(read_feature_attrs(datamodule.path_of(datamodule.rows["train"][0]))["out_dim"])
+    return as_int(read_feature_attrs(datamodule.path_of(datamodule.rows["train"][0]))["out_dim"])
 
 
 @dataclass(frozen=True)
@@ -117,7 +118,7 @@ def fold_shape(datamodule: BagDataModule) -> FoldShape:
     )
 
 
-def shape_criterion_kwargs(config: TrainConfig, shape: FoldShape) -> dict[str, Any]:
+def shape_criterion_kwargs(config: TrainConfig, shape: FoldShape) -> JSONObject:
     """:func:`criterion_kwargs` for ``config``'s loss on data of ``shape``."""
     return criterion_kwargs(
         config.loss.name,
@@ -133,7 +134,7 @@ def shape_criterion_kwargs(config: TrainConfig, shape: FoldShape) -> dict[str, A
     )
 
 
-def fold_criterion_kwargs(config: TrainConfig, datamodule: BagDataModule) -> dict[str, Any]:
+def fold_criterion_kwargs(config: TrainConfig, datamodule: BagDataModule) -> JSONObject:
     """:func:`criterion_kwargs` of a fold: the config's loss arguments plus the fold's.
 
     Args:

@@ -216,7 +216,7 @@ def write_bundle(
     return out
 
 
-def load_tensors(contents: Mapping[str, bytes], name: str) -> dict[str, Any]:
+def load_tensors(contents: Mapping[str, bytes], name: str) -> dict[str, Tensor]:
     """``{name: tensor}`` of one verified safetensors file of a bundle (no pickle).
 
     Raises:

@@ -29,6 +29,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from wsi_ncmi.errors import CacheSchemaError, ConfigError, MissingFeaturesError, NonFiniteError
 from wsi_ncmi.features.store import feature_path, load_bag, read_feature_attrs
+from wsi_ncmi.jsontypes import as_int
 from wsi_ncmi.manifest import LABELS, ManifestRow, read_manifest
 from wsi_ncmi.train.batching import BagItem, EpochSampler, collate_bags
 from wsi_ncmi.train.slide_norm import SLIDE_NORMS, apply_slide_norm
@@ -318,7 +319,7 @@ class BagDataModule(L.LightningDataModule):
                 max_patches=self.max_patches_train if part == "train" else None,
                 cache_in_ram=self.cache_in_ram,
                 seed=self.seed,
-                expect_dim=int(first["out_dim"]),
+                expect_dim=as_int(first["out_dim"]),
                 expect_encoder=str(first["encoder"]),
                 slide_norm=self.slide_norm,
             )

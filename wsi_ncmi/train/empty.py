@@ -15,13 +15,14 @@ from pathlib import Path
 from typing import Any
 
 from wsi_ncmi.features.store import read_feature_attrs
+from wsi_ncmi.jsontypes import as_int
 from wsi_ncmi.manifest import ManifestRow
 
 
 def has_no_patches(path: Path) -> bool:
     """Whether a features file holds no valid patch (attributes only)."""
     attrs = read_feature_attrs(path)
-    return int(attrs.get("n_rows", 0)) - int(attrs.get("n_invalid", 0)) <= 0
+    return as_int(attrs.get("n_rows", 0)) - as_int(attrs.get("n_invalid", 0)) <= 0
 
 
 def drop_empty(

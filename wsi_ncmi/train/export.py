@@ -24,7 +24,7 @@ import torch
 from wsi_ncmi._version import __version__
 from wsi_ncmi.errors import ConfigError
 from wsi_ncmi.features.store import load_bag, read_feature_attrs
-from wsi_ncmi.jsontypes import as_float, as_int
+from wsi_ncmi.jsontypes import JSONObject, as_float, as_int, as_str
 from wsi_ncmi.losses.decision import PriorRule
 from wsi_ncmi.manifest import LABELS
 from wsi_ncmi.quiet import drop_lightning_tips
@@ -49,7 +49,7 @@ from wsi_ncmi.train.results import FoldResult
 OOD_MARGIN = 1.5
 
 
-def selection_of(result: FoldResult, monitor: str) -> dict[str, Any]:
+def selection_of(result: FoldResult, monitor: str) -> JSONObject:
     """How a fold's checkpoint was selected, and its validation values at that epoch."""
     match = re.search(r"epoch=(\d+)", result.best_checkpoint or "")
     epoch = int(match.group(1)) if match else None
@@ -64,10 +64,10 @@ def selection_of(result: FoldResult, monitor: str) -> dict[str, Any]:
     }
 
 
-def _tiling_record(features_file: Path, attrs: Mapping[str, Any]) -> dict[str, Any]:
+def _tiling_record(features_file: Path, attrs: Mapping[str, Any]) -> JSONObject:
     """Target µm/px, patch size, grid and segmentation as the training files record them."""
     mpp, size = attrs.get("target_mpp"), attrs.get("patch_size_px")
-    record: dict[str, Any] = {  # None where imported features do not record them
+    record: JSONObject = {  # None where imported features do not record them
         "target_mpp": None if mpp is None else float(mpp),
         "patch_size_px": None if size is None else int(size),
         "coords_params_hash": str(attrs.get("coords_params_hash", "")),
@@ -98,7 +98,7 @@ def _tiling_record(features_file: Path, attrs: Mapping[str, Any]) -> dict[str, A
     return record
 
 
-def _encoder_record(attrs: Mapping[str, Any]) -> dict[str, Any]:
+def _encoder_record(attrs: Mapping[str, Any]) -> JSONObject:
     spec = attrs.get("encoder_spec") or {}
     return {
         "name": str(attrs["encoder"]),
@@ -150,20 +150,20 @@ def fold_manifest(
     rule: PriorRule,
     selection: Mapping[str, Any],
     qc: Mapping[str, Any],
-) -> dict[str, Any]:
+) -> JSONObject:
     """The ``model.json`` record of a fold (without ``schema``/``files``)."""
     from wsi_ncmi.train.html import provenance
 
     first = datamodule.path_of(datamodule.rows["train"][0])
     attrs = read_feature_attrs(first)
-    in_dim = int(attrs["out_dim"])
+    in_dim = as_int(attrs["out_dim"])
     num_classes = datamodule.num_classes
     model_kwargs = dict(config.model.kwargs)
     criterion = model.criterion
     loss_kwargs = fold_criterion_kwargs(config, datamodule)
     rows = [r for part in ("train", "val") for r in datamodule.rows[part]]
     manifest_bytes = Path(config.data.manifest).read_bytes()
-    record = provenance({}, attrs["encoder"])
+    record = provenance({}, as_str(attrs["encoder"]))
     fold = datamodule.fold
     return {
         "created_by": {

@@ -25,6 +25,8 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
+from wsi_ncmi.jsontypes import JSONObject, JSONValue
+
 #: Display colours (RGB) of the CAMELYON-17 classes in QuPath.
 CLASS_COLOURS: dict[str, list[int]] = {
     "negative": [120, 180, 120],
@@ -68,7 +70,7 @@ def slide_feature_collection(
     probabilities: Sequence[float],
     class_names: Sequence[str],
     top_k: int | None = None,
-) -> dict[str, Any]:
+) -> JSONObject:
     """The GeoJSON ``FeatureCollection`` of one slide's patches.
 
     About 430 bytes per tile: ``top_k`` bounds a slide's file (``wsi-predict`` writes
@@ -104,9 +106,12 @@ def slide_feature_collection(
         f"prob_{name}": round(float(p), 6)
         for name, p in zip(class_names, probabilities, strict=True)
     }
-    classification = {"name": predicted, "color": CLASS_COLOURS.get(predicted, [128, 128, 128])}
+    classification: JSONObject = {
+        "name": predicted,
+        "color": CLASS_COLOURS.get(predicted, [128, 128, 128]),
+    }
     size = float(patch_size)
-    features = []
+    features: list[JSONValue] = []
     for i, ((x, y), a) in enumerate(zip(coords.tolist(), attention.tolist(), strict=True)):
         if top_k is not None and rank[i] > top_k:
             continue
