@@ -20,6 +20,7 @@ import wsi_ncmi.errors as errors
 from wsi_ncmi.cli.argv import normalize_argv
 from wsi_ncmi.cli.common import (
     EXIT_CODES_HELP,
+    build_from,
     exit_code,
     fields_of,
     parse,
@@ -254,7 +255,7 @@ def test_cli_defaults_are_the_library_defaults(tmp_path: Path) -> None:
     from wsi_ncmi.tiling.run import run_tiling
 
     args = parse(tile.build_parser(), ["s.tif", "--out", "o"])
-    assert TilingConfig(**fields_of(TilingConfig, args)) == TilingConfig(out_dir="o")
+    assert build_from(TilingConfig, args) == TilingConfig(out_dir="o")
     import inspect
 
     signature = inspect.signature(run_tiling).parameters

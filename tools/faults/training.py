@@ -152,9 +152,9 @@ def nan_loss_step(work: Path, at_step: int = 15) -> tuple[Outcome, dict[str, Any
     train_config(root, work / "nan.yaml", epochs=3)
     parser = build_parser()
     cfg = parser.parse_args(["--config", str(work / "nan.yaml"), "--out", str(work / "nan")])
-    from wsi_ncmi.cli.common import fields_of
+    from wsi_ncmi.cli.common import build_from
 
-    config = TrainConfig(**fields_of(TrainConfig, parser.instantiate_classes(cfg)))
+    config = build_from(TrainConfig, parser.instantiate_classes(cfg))
     seen: dict[str, Any] = {}
 
     class Poison(L.Callback):

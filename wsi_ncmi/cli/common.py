@@ -12,12 +12,14 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Callable, Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, TypeVar
 
 from wsi_ncmi.cli.argv import normalize_argv
 
 if TYPE_CHECKING:
     from jsonargparse import ArgumentParser, Namespace
+
+T = TypeVar("T")
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -232,7 +234,7 @@ def parse(
     return parser.instantiate(namespace) if instantiate else namespace
 
 
-def fields_of(target: Callable[..., Any], namespace: Any) -> dict[str, Any]:
+def fields_of(target: Callable[..., object], namespace: object) -> dict[str, object]:
     """The values in ``namespace`` named like the fields of a class or a function's options.
 
     Args:
@@ -250,3 +252,18 @@ def fields_of(target: Callable[..., Any], namespace: Any) -> dict[str, Any]:
         params = [p for p in params if p.kind is inspect.Parameter.KEYWORD_ONLY]
     values = dict(vars(namespace))
     return {p.name: values[p.name] for p in params if p.name in values}
+
+
+def build_from(target: Callable[..., T], namespace: object, /, *args: object, **given: object) -> T:
+    """``target(*args, **values)``: the :func:`fields_of` ``namespace``, then ``given``.
+
+    Args:
+        target: A dataclass, or a function whose keyword-only options the namespace sets.
+        namespace: A parsed namespace.
+        *args: ``target``'s positional arguments.
+        **given: Values that replace the namespace's (or that it lacks).
+
+    Returns:
+        What ``target`` returns.
+    """
+    return target(*args, **(fields_of(target, namespace) | given))

@@ -89,16 +89,19 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _extract(argv: Sequence[str] | None) -> int:
-    from wsi_ncmi.cli.common import fields_of
+    from wsi_ncmi.cli.common import build_from
     from wsi_ncmi.features.config import ExtractConfig
     from wsi_ncmi.features.run import run_extraction
 
     args = parse(build_parser(), argv, ALIASES)
-    values = fields_of(ExtractConfig, args)
-    values["coords_dir"] = Path(args.coords_dir or Path(args.out_dir) / "coords")
-    values["out_dir"] = Path(args.out_dir)
-    values["redo"] = tuple(values.get("redo") or ())
-    report = run_extraction(ExtractConfig(**values))
+    config = build_from(
+        ExtractConfig,
+        args,
+        coords_dir=Path(args.coords_dir or Path(args.out_dir) / "coords"),
+        out_dir=Path(args.out_dir),
+        redo=tuple(getattr(args, "redo", None) or ()),
+    )
+    report = run_extraction(config)
     print(report.summary())
     runtime = report.params.get("runtime", {})
     if runtime:

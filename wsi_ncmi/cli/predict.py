@@ -83,7 +83,7 @@ def _predict(argv: Sequence[str] | None) -> int:
     import json
     import sys
 
-    from wsi_ncmi.cli.common import fields_of
+    from wsi_ncmi.cli.common import build_from
     from wsi_ncmi.errors import ConfigError
     from wsi_ncmi.predict.run import PredictConfig, run_prediction
 
@@ -96,8 +96,7 @@ def _predict(argv: Sequence[str] | None) -> int:
     slides = tuple(getattr(args, "slides", None) or ())
     if not slides and args.features_root is None:
         raise ConfigError("SLIDES must name slide files or folders (or pass --features_root)")
-    values = fields_of(PredictConfig, args)
-    config = PredictConfig(**(values | {"models": tuple(args.models), "slides": slides}))
+    config = build_from(PredictConfig, args, models=tuple(args.models), slides=slides)
     result = run_prediction(config)
     if "pending" in result.outputs:
         print(

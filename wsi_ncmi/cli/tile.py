@@ -81,7 +81,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _tile(argv: Sequence[str] | None) -> int:
-    from wsi_ncmi.cli.common import fields_of
+    from wsi_ncmi.cli.common import build_from
     from wsi_ncmi.tiling.job import TilingConfig
     from wsi_ncmi.tiling.run import discover_slides, make_tasks, manifest_tasks, run_tiling
 
@@ -91,7 +91,7 @@ def _tile(argv: Sequence[str] | None) -> int:
         from wsi_ncmi.slide.mpp import load_mpp_csv
 
         mpp_table = load_mpp_csv(args.mpp_csv)
-    config = TilingConfig(**fields_of(TilingConfig, args), mpp_table=mpp_table)
+    config = build_from(TilingConfig, args, mpp_table=mpp_table)
     slides = getattr(args, "slides", None) or []
     if not slides and not args.manifest:
         raise_config("SLIDES", "slide paths, or --manifest CSV", slides)
@@ -102,7 +102,7 @@ def _tile(argv: Sequence[str] | None) -> int:
     tasks = make_tasks(paths, named)
     if not tasks:
         raise_config("SLIDES", "at least one slide file", slides)
-    report = run_tiling(tasks, config, **fields_of(run_tiling, args))
+    report = build_from(run_tiling, args, tasks, config)
     print(report.summary(unit="patches"))
     print(f"report: {report.params['report_path']}")
     return report.exit_code

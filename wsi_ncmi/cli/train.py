@@ -17,7 +17,7 @@ import argparse
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from wsi_ncmi.cli.common import add_names, fields_of, new_parser, parse, run_cli
+from wsi_ncmi.cli.common import add_names, build_from, new_parser, parse, run_cli
 
 if TYPE_CHECKING:
     from jsonargparse import ArgumentParser
@@ -110,7 +110,7 @@ def _train(argv: Sequence[str] | None) -> int:
     except (ValueError, TypeError) as err:
         raise ConfigError(str(err)) from err
     train_config = with_common_options(
-        TrainConfig(**fields_of(TrainConfig, config)), config.workers, config.progress
+        build_from(TrainConfig, config), config.workers, config.progress
     )
     out_dir = check_writable_dir(train_config.out_dir)  # before any work (and the imports)
     from wsi_ncmi.train.fit import run_training

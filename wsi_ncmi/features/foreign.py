@@ -44,6 +44,7 @@ from wsi_ncmi.features.foreign_checks import (
     nonfinite_rows,
     reimport_fix,
 )
+from wsi_ncmi.jsontypes import JSONValue, as_float, as_int
 from wsi_ncmi.tiling.schema import decode_attr
 
 ForeignFormat = Literal["trident", "clam", "clam-pt"]
@@ -75,7 +76,7 @@ class ForeignBag:
     target_mpp: float | None
 
 
-def _attr(attrs: Any, *names: str) -> Any:
+def _attr(attrs: Any, *names: str) -> JSONValue:
     for name in names:
         if name in attrs:
             return decode_attr(attrs[name])
@@ -145,11 +146,13 @@ def inspect_foreign(
                     "feature rows"
                 )
             check_layout(path, fmt, attrs)
-            size = patch_size_px or _attr(attrs, "patch_size")
-            file_mpp = _attr(attrs, "mpp", "target_mpp")
+            recorded_size = _attr(attrs, "patch_size")
+            size = patch_size_px or (None if recorded_size is None else as_int(recorded_size))
+            recorded_mpp = _attr(attrs, "mpp", "target_mpp")
+            file_mpp = None if recorded_mpp is None else as_float(recorded_mpp)
             magnification = _attr(attrs, "target_magnification")
             if magnification:
-                file_mpp = 10.0 / float(magnification)
+                file_mpp = 10.0 / as_float(magnification)
     except OSError as err:
         raise CacheSchemaError(f"cannot read {str(coords_source)!r}: {err}") from err
     if fmt != "trident" and mpp is None and file_mpp is None:

@@ -21,6 +21,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from wsi_ncmi.confusion import macro_f1_counts
+from wsi_ncmi.jsontypes import JSONObject
 
 STD_FLOOR: float = 1e-6
 """Smallest per-dimension standard deviation used to standardise the embeddings."""
@@ -40,9 +41,10 @@ class ProbeResult:
     train_slides: int
     macro_f1: dict[str, float | None]
 
-    def to_json(self) -> dict[str, Any]:
+    def to_json(self) -> JSONObject:
         """JSON-ready form (``{"train_slides", "macro_f1": {part: value}}``)."""
-        return {"train_slides": self.train_slides, "macro_f1": dict(self.macro_f1)}
+        macro_f1: JSONObject = dict(self.macro_f1)
+        return {"train_slides": self.train_slides, "macro_f1": macro_f1}
 
 
 def linear_probe(

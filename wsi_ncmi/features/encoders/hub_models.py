@@ -211,7 +211,8 @@ HUB_MODELS: tuple[HubModel, ...] = (
 )
 
 
-def _resolve_kwargs(kwargs: Mapping[str, Any]) -> dict[str, Any]:
+def _resolve_kwargs(kwargs: Mapping[str, Any]) -> dict[str, object]:
+    """``kwargs`` with the names of timm layers (``"swiglu_packed"``, ``"silu"``) resolved."""
     timm = import_timm()
     symbols = {"swiglu_packed": timm.layers.SwiGLUPacked, "silu": nn.SiLU}
     return {k: symbols.get(v, v) if isinstance(v, str) else v for k, v in kwargs.items()}

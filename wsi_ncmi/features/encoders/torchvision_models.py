@@ -88,13 +88,13 @@ def _build_resnet50_trunc(
     return ResNetTrunk(resnet)
 
 
-def _resnet_to_trunk(state: Mapping[str, Any]) -> dict[str, Any]:
+def _resnet_to_trunk(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """Map a full torchvision ResNet state dict onto :class:`ResNetTrunk` keys."""
     if any(k.startswith("stem.") for k in state):
         return dict(state)
     stem = {"conv1": "stem.0", "bn1": "stem.1"}
     layers = {"layer1": "layers.0", "layer2": "layers.1", "layer3": "layers.2"}
-    out: dict[str, Any] = {}
+    out: dict[str, torch.Tensor] = {}
     for key, value in state.items():
         head, _, rest = key.partition(".")
         if head in stem:
