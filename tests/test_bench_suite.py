@@ -149,7 +149,7 @@ def test_untuned_aggregators_take_the_tuned_ones_choice_per_loss_and_fold() -> N
             },
             "subset of sweep.seeds",
         ),
-        ({"sweep.splits": {"a/b": {"kind": "loho"}}}, "a name must match"),
+        ({"sweep.splits": {"a/b": {"kind": "loho"}}}, "a name must be like"),
         ({"sweep.splits": {"x": {"kind": "nope"}}}, "sweep.splits.x.kind"),
         ({"sweep.baselines": ["ncmi_mil"]}, "sweep.baselines"),
         ({"data.synth": {"preset": "bench"}}, "data.synth needs data.slide_dir"),
