@@ -152,7 +152,7 @@ def test_untuned_aggregators_take_the_tuned_ones_choice_per_loss_and_fold() -> N
         ({"sweep.splits": {"a/b": {"kind": "loho"}}}, "a name must be like"),
         ({"sweep.splits": {"x": {"kind": "nope"}}}, "sweep.splits.x.kind"),
         ({"sweep.baselines": ["ncmi_mil"]}, "sweep.baselines"),
-        ({"data.synth": {"preset": "bench"}}, "data.synth needs data.slide_dir"),
+        ({"data.synth": {"preset": "bench"}}, "data.synth: data.manifest must be"),
         ({"data.synth": {"preset": "huge"}}, "data.synth.preset"),
         ({"prepare.extract": {"coords_dir": "x"}}, "prepare.extract has unknown keys"),
         ({"prepare.grid.min_tissue": 2.0}, "min_tissue must be a fraction"),

@@ -1,15 +1,12 @@
-"""The typed configuration of ``wsi-bench``, and :func:`build`, which types plain data into it.
+"""The typed configuration of ``wsi-bench`` (keys: ``docs/bench.md``), and :func:`build`.
 
-A benchmark sweeps losses × aggregators × seeds over the folds of a split. Its YAML file
-(``configs/bench/*.yaml``) has the sections of :class:`BenchConfig`, which embeds the
-stages' own dataclasses (``wsi-tile``'s grid, ``wsi-train``'s split). ``train`` holds
-partial overrides of ``wsi-train``'s sections (:data:`TRAIN_SECTIONS`) and
-``prepare.extract`` of ``wsi-extract``'s fields, checked against those dataclasses when
-the config is loaded (:func:`wsi_ncmi.bench.parser.load_config`).
+It embeds the stages' own dataclasses; ``train`` and ``prepare.extract`` partially override
+``wsi-train``'s sections and ``wsi-extract``'s fields (typed on load: :mod:`.parser`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import re
@@ -35,23 +32,14 @@ TRAIN_SECTIONS = ("data", "optim", "trainer", "report")
 BENCH_OWNED_DATA = ("manifest", "features_root", "encoder", "slide_dir")
 #: ``ExtractConfig`` fields the benchmark sets itself (from ``data`` and ``progress``).
 BENCH_OWNED_EXTRACT = ("coords_dir", "out_dir", "encoder", "progress")
-#: The benchmark's defaults for ``prepare.extract`` (a failing slide is recorded and the
-#: sweep goes on without it, as ``wsi-extract`` does by default).
+#: The benchmark's defaults for ``prepare.extract``: a failing slide is left out.
 BENCH_EXTRACT_DEFAULTS: dict[str, Any] = {"skip_errors": True}
 LABEL = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]*$")
 
 
 @dataclass
 class SynthSource:
-    """Generate the slides first: a synthetic cohort (``wsi-synth-cohort``) in ``slide_dir``.
-
-    Attributes:
-        preset: Size preset (:data:`wsi_ncmi.synth.PRESETS`).
-        seed: Generator seed.
-        manifest: The manifest whose slides are twinned; the cohort's own manifest is
-            written to ``<slide_dir>/manifest.csv``.
-        subset: Slides per hospital (``null``: all). workers: Processes (``null``: cores).
-    """
+    """A cohort to generate into ``data.slide_dir`` first: ``wsi-synth-cohort``'s settings."""
 
     preset: str = "bench"
     seed: int = 0
@@ -62,16 +50,7 @@ class SynthSource:
 
 @dataclass
 class BenchData:
-    """Where the slides, the manifest and the features are.
-
-    Attributes:
-        manifest: Slide manifest CSV. encoder: Encoder name of the features.
-        features_root: Extraction root (``<root>/features/<encoder>/``, ``<root>/coords/``).
-        slide_dir: Slide root (``center_K/<slide_id>.tif``): with ``prepare.enabled``,
-            missing slides are tiled and extracted first; heatmaps get thumbnails.
-        synth: Generate a synthetic cohort into ``slide_dir`` first (resumable); then
-            ``manifest`` must be ``<slide_dir>/manifest.csv``.
-    """
+    """The manifest, the features root and encoder, and the slides (then ``prepare`` runs)."""
 
     manifest: str = "data_manifests/camelyon17.csv"
     features_root: str = "outputs/camelyon17"
@@ -82,16 +61,7 @@ class BenchData:
 
 @dataclass
 class PrepareConfig:
-    """Tiling and extraction of missing slides (only when ``data.slide_dir`` is set).
-
-    Attributes:
-        enabled: Run tile → extract for slides without features.
-        grid: ``wsi-tile``'s :class:`~wsi_ncmi.tiling.GridParams`.
-        tile_workers: Tiling processes (``null``: cores available).
-        extract: ``wsi-extract``'s ``ExtractConfig`` fields but the folders, the encoder
-            and ``progress`` (e.g. ``{device: cpu, batch_size: 64}``), over
-            :data:`BENCH_EXTRACT_DEFAULTS`.
-    """
+    """Tiling (``wsi-tile``'s grid) and extraction (over :data:`BENCH_EXTRACT_DEFAULTS`)."""
 
     enabled: bool = True
     grid: GridParams = field(default_factory=GridParams)
@@ -100,64 +70,45 @@ class PrepareConfig:
 
 
 @dataclass
-class LossEntry:
-    """One loss of the sweep.
+class Entry:
+    """A loss or an aggregator of the sweep: its registered name and arguments.
 
-    Attributes:
-        name: A :func:`wsi_ncmi.losses.list_losses` name. kwargs: Its arguments.
-        label: Column name in the tables (default: ``name``); variants need distinct ones.
-        train: Overrides of the ``train`` sections for this loss (over the sweep's and the
-            aggregator's).
-        grid: Settings tuned on validation, ``{"kwargs.<arg>" or "<section>.<key>":
-            [values]}``: every combination trains on the tuning seeds, the best mean
-            validation score then on every seed (:mod:`wsi_ncmi.bench.suite`).
+    ``label`` names it in the tables (default: ``name``); ``train`` overrides the ``train``
+    sections for this entry only, over the sweep's (a loss's over its aggregator's).
     """
 
     name: str
     kwargs: dict[str, Any] = field(default_factory=dict)
     label: str = ""
     train: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class LossEntry(Entry):
+    """A loss (:func:`wsi_ncmi.losses.list_losses`), and its ``grid`` tuned on validation.
+
+    ``{"kwargs.<arg>" or "<section>.<key>": [values]}``: each combination trains on the
+    tuning seeds, the best on every seed (:mod:`wsi_ncmi.bench.suite`).
+    """
+
     grid: dict[str, list[Any]] = field(default_factory=dict)
 
 
 @dataclass
-class ModelEntry:
-    """One aggregator of the sweep.
-
-    Attributes:
-        name: A :func:`wsi_ncmi.mil.list_aggregators` name. kwargs: Its arguments (but
-            ``in_dim``/``num_classes``). label: Name in the tables (default: ``name``).
-        train: Overrides of the ``train`` sections for this aggregator (over the sweep's,
-            under a loss's own).
-    """
-
-    name: str
-    kwargs: dict[str, Any] = field(default_factory=dict)
-    label: str = ""
-    train: dict[str, Any] = field(default_factory=dict)
+class ModelEntry(Entry):
+    """An aggregator (:func:`wsi_ncmi.mil.list_aggregators`) of the sweep."""
 
 
 @dataclass
 class BenchSplit(SplitConfig):
-    """``wsi-train``'s ``SplitConfig`` (``file`` unset: one split file per seed) plus a seed.
-
-    Attributes:
-        seed: Seed of the patient shuffles (``null``: each training seed makes its own).
-    """
+    """``wsi-train``'s split (``file`` unset), and the seed of its shuffles (``null``: own)."""
 
     seed: int | None = None
 
 
 @dataclass
 class TuningConfig:
-    """How grid settings are chosen (validation only).
-
-    Attributes:
-        seeds: Seeds the grid trains on (a subset of ``sweep.seeds``, holding the first).
-        metric: Key of a cell's validation record, higher is better (mean over seeds, folds).
-        models: Aggregator labels the grid trains on (``null``: all); the others take the
-            first one's choice per loss and fold.
-    """
+    """Grid settings: the best mean validation ``metric`` over ``seeds``, folds and ``models``."""
 
     seeds: list[int] = field(default_factory=lambda: [0])
     metric: str = "macro_f1_calibrated"
@@ -166,17 +117,10 @@ class TuningConfig:
 
 @dataclass
 class SweepConfig:
-    """What is swept.
+    """Losses × models × seeds over the folds of ``split`` (or of each named ``splits``).
 
-    Attributes:
-        losses: Losses. models: Aggregators. seeds: Training seeds (each non-empty).
-        split: The split scheme. splits: Named schemes run in turn, each in
-            ``<out_dir>/<name>/`` with its own report (then ``split`` is not used).
-        baseline: Reference loss label of the headline table. treatment: The loss label
-            compared with it. treatments: Further ones, also compared with the best
-            baseline (Holm's correction over every treatment × aggregator).
-        baselines: Labels competing for "best baseline" on validation (empty: every loss
-            but the treatments). tuning: How the losses' ``grid`` settings are chosen.
+    The ``treatment`` (and ``treatments``) is compared with ``baseline`` and with the best of
+    ``baselines`` on validation (empty: every other loss), with Holm's correction.
     """
 
     losses: list[LossEntry] = field(
@@ -195,7 +139,7 @@ class SweepConfig:
 
 @dataclass
 class StatsConfig:
-    """Statistics: paired bootstrap resamples (slides within hospitals), test level, seed."""
+    """Paired bootstrap resamples (slides within hospitals), test level and seed."""
 
     bootstrap: int = 2000
     alpha: float = 0.05
@@ -204,16 +148,10 @@ class StatsConfig:
 
 @dataclass
 class BenchConfig:
-    """Everything ``wsi-bench`` needs.
+    """Everything ``wsi-bench`` needs; outputs go to ``<output_root>/<name>/``.
 
-    Attributes:
-        name: Benchmark name; outputs go to ``<output_root>/<name>/``.
-        data, prepare, sweep, stats: See :class:`BenchData` and the other sections.
-        train: Overrides of ``TrainConfig`` sections, e.g. ``{trainer: {max_epochs: 20}}``.
-        jobs: Cells trained at once, each in its own process.
-        torch_threads: Torch threads per cell process (``null``: cores / jobs).
-        progress: Show the progress bar.
-        quick: Dotted overrides applied by ``--quick`` (a smaller sweep of the same design).
+    ``train`` overrides ``TrainConfig`` sections (``{trainer: {max_epochs: 20}}``); ``quick``
+    holds the dotted overrides of ``--quick`` (a smaller sweep of the same design).
     """
 
     name: str = "bench"
@@ -240,19 +178,16 @@ def to_dict(config: BenchConfig) -> dict[str, Any]:
 
 
 def build(cls: type[_T], data: Any, where: str = "") -> _T:
-    """Build dataclass ``cls`` from plain data (``None``: the defaults), typing every value.
-
-    Nested dataclasses, lists and mappings of them are built too; an ``int`` where a
-    ``float`` is due, and a numeric string where a number is, are converted.
+    """Build dataclass ``cls`` from plain data, typing every value (numbers convert).
 
     Args:
         cls: The dataclass.
-        data: Its mapping.
+        data: Its mapping (``None``: the defaults).
         where: Its dotted name, for messages.
 
     Raises:
-        ConfigError: Naming the key: an unknown key, a wrong type, or a value the
-            dataclass itself refuses.
+        ConfigError: An unknown key, a wrong type or a value the dataclass refuses,
+            naming the key.
     """
     if not isinstance(data, Mapping | None):
         raise ConfigError(f"{where or 'config'} must be a mapping, got {data!r}")
@@ -272,47 +207,40 @@ def known(data: Mapping[str, Any], names: list[str], where: str, what: str = "ke
         raise ConfigError(f"{where} has unknown {what} {unknown}; allowed: {names}")
 
 
-@functools.cache
-def _hints(cls: type[Any]) -> dict[str, Any]:
-    return typing.get_type_hints(cls)
+_hints = functools.cache(typing.get_type_hints)
 
 
 def _typed(hint: Any, value: Any, where: str) -> Any:
-    """``value`` as type ``hint`` (see :func:`build`), or a ``ConfigError`` naming ``where``."""
+    """``value`` as a ``hint`` (see :func:`build`), or a ``ConfigError`` naming ``where``."""
     origin, args = typing.get_origin(hint), typing.get_args(hint)
     if dataclasses.is_dataclass(hint):
         return build(typing.cast(type, hint), value, where)
     if origin in (typing.Union, types.UnionType):
         if value is None and type(None) in args:
             return None
-        for arg in (a for a in args if a is not type(None)):
-            try:
-                return _typed(arg, value, where)
-            except ConfigError as err:
-                if dataclasses.is_dataclass(arg) and isinstance(value, Mapping):
-                    raise err
-    elif hint is Any or (origin is Literal and value in args):
+        options = [a for a in args if a is not type(None)]
+        for option in options[:-1]:
+            with contextlib.suppress(ConfigError):
+                return _typed(option, value, where)
+        return _typed(options[-1], value, where)
+    if hint is Any or (origin is Literal and value in args) or type(value) is hint:
         return value
-    elif origin in (list, tuple) and isinstance(value, list | tuple):
+    if origin in (list, tuple) and isinstance(value, list | tuple):
         items = [_typed(args[0], v, f"{where}[{i}]") for i, v in enumerate(value)]
         return items if origin is list else tuple(items)
-    elif origin is dict and isinstance(value, Mapping):
+    if origin is dict and isinstance(value, Mapping):
         return {k: _typed(args[1], v, f"{where}.{k}") for k, v in value.items()}
-    elif hint in (int, float) and isinstance(value, str | int) and not isinstance(value, bool):
-        try:
+    if (hint in (int, float) and type(value) in (str, int)) or (
+        hint is Path and type(value) is str
+    ):
+        with contextlib.suppress(ValueError):
             return hint(value)
-        except ValueError:
-            pass
-    elif type(value) is hint or (hint is Path and isinstance(value, str)):
-        return Path(value) if hint is Path else value
     shown = origin if origin in (list, dict, tuple) else hint
     raise ConfigError(f"{where}: Expected a {shown}. Got value: {value}")
 
 
 def set_dotted(data: dict[str, Any], key: str, value: Any) -> None:
     """Set ``data["a"]["b"] = value`` for ``key = "a.b"`` (``"a.b+"``: append to the list).
-
-    Missing or ``null`` mappings on the way are created.
 
     Raises:
         ConfigError: A key on the way holds something other than a mapping.

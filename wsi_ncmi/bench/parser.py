@@ -1,13 +1,9 @@
 """Loading ``wsi-bench``'s configuration: plain data in layers, typed and checked once.
 
-Layers, each over the one before: the defaults of :class:`BenchConfig`, the YAML files
-(mappings merge key by key; any other value, a list included, replaces), the ``quick:``
-section of dotted overrides (``--quick``), then the overrides in order. An override
-(:func:`parse_override`: ``KEY=VALUE``, a dotted key and a YAML value) sets its key as a
-whole, so a section given as a mapping starts from its defaults; ``KEY+=VALUE`` appends to
-a list. The result is typed once (:func:`~wsi_ncmi.bench.config.build`) and checked
-(:func:`validate`); every problem is a :class:`~wsi_ncmi.errors.ConfigError` that names
-its key, and its file when a file holds it.
+Layers: the defaults of :class:`BenchConfig`, the YAML files (mappings merge key by key, any
+other value replaces), their ``quick:`` section with ``--quick``, then dotted overrides in
+order. An override sets its key as a whole (a section given as a mapping starts from its
+defaults); ``KEY+`` appends to a list. Every problem is a :class:`ConfigError` naming its key.
 """
 
 from __future__ import annotations
@@ -20,16 +16,8 @@ from typing import Any
 
 import yaml
 
-from wsi_ncmi.bench.config import (
-    BENCH_OWNED_DATA,
-    BENCH_OWNED_EXTRACT,
-    LABEL,
-    TRAIN_SECTIONS,
-    BenchConfig,
-    build,
-    known,
-    set_dotted,
-)
+from wsi_ncmi.bench import config as bench
+from wsi_ncmi.bench.config import BenchConfig, build, known
 from wsi_ncmi.errors import ConfigError
 from wsi_ncmi.train.config import require
 
@@ -47,27 +35,24 @@ def load_config(
         overrides: ``{"dotted.key": value}`` or ``(key, value)`` pairs, applied in order.
         quick: Apply the ``quick`` section (``wsi-bench --quick``).
 
-    Returns:
-        The validated configuration.
-
     Raises:
         ConfigError: Unreadable file, unknown key, wrong type or invalid value.
     """
     paths = [path] if isinstance(path, str | Path) else list(path or [])
     data = dataclasses.asdict(BenchConfig())
     for file in paths:
-        layer = _read(file)
         try:
+            layer = yaml.safe_load(Path(file).read_text())
             build(BenchConfig, layer)  # the file alone, so that its problems name it
-        except ConfigError as err:
+        except (OSError, yaml.YAMLError, ConfigError) as err:
             raise ConfigError(f"{file}: {err}") from err
-        data = merge(data, layer)
+        data = merge(data, layer or {})
     if quick and not data["quick"]:
         named = ", ".join(repr(str(p)) for p in paths) or "the config"
         raise ConfigError(f"--quick: {named} has no 'quick' section of overrides")
     items = overrides.items() if isinstance(overrides, Mapping) else overrides or []
     for key, value in [*(data["quick"].items() if quick else []), *items]:
-        set_dotted(data, str(key), copy.deepcopy(value))
+        bench.set_dotted(data, str(key), copy.deepcopy(value))
     config = build(BenchConfig, data)
     validate(config)
     return config
@@ -80,43 +65,32 @@ def merge(base: Any, layer: Any) -> Any:
     return base | {key: merge(base.get(key), value) for key, value in layer.items()}
 
 
-def _read(path: str | Path) -> Any:
-    try:
-        data = yaml.safe_load(Path(path).read_text())
-    except (OSError, yaml.YAMLError) as err:
-        raise ConfigError(f"{path}: cannot read: {err}") from err
-    return {} if data is None else data
-
-
 def parse_override(text: str) -> tuple[str, Any]:
-    """``"a.b=value"`` → ``("a.b", yaml.safe_load("value"))``.
-
-    Raises:
-        ConfigError: No ``=`` or unparsable value.
-    """
+    """``"a.b=value"`` → ``("a.b", yaml.safe_load("value"))``, or a ``ConfigError``."""
     key, sep, raw = text.partition("=")
-    if not sep or not key.strip():
-        raise ConfigError(f"--set expects KEY=VALUE (e.g. train.optim.lr=0.01), got {text!r}")
     try:
-        return key.strip(), yaml.safe_load(raw)
+        if sep and key.strip():
+            return key.strip(), yaml.safe_load(raw)
     except yaml.YAMLError as err:
         raise ConfigError(f"--set {text!r}: value is not valid YAML: {err}") from err
+    raise ConfigError(f"--set expects KEY=VALUE (e.g. train.optim.lr=0.01), got {text!r}")
 
 
 def validate(config: BenchConfig) -> None:
-    """Check the values together, fill the default labels, and type the stages' sections.
+    """Check the values together and fill the default labels.
 
-    Every loss variant is built once, and every cell's ``TrainConfig`` but its seed and
-    fold, so a misspelt setting is exit 2 before any work.
-
-    Raises:
-        ConfigError: The first problem found.
+    Every loss variant is built, with each aggregator's ``TrainConfig``: exit 2 before any work.
     """
-    from wsi_ncmi.losses import list_losses
+    from wsi_ncmi.bench.plan import Cell, train_config_for
+    from wsi_ncmi.bench.suite import expand_grid
+    from wsi_ncmi.features.config import ExtractConfig
+    from wsi_ncmi.losses import build_loss, list_losses
+    from wsi_ncmi.manifest import LABELS
     from wsi_ncmi.mil import list_aggregators
+    from wsi_ncmi.synth.presets import PRESETS
 
-    sweep, data, stats = config.sweep, config.data, config.stats
-    require("name", config.name, bool(LABEL.match(config.name)), f"matching {LABEL.pattern}")
+    sweep, data, stats, rule = config.sweep, config.data, config.stats, bench.LABEL.pattern
+    require("name", config.name, bool(bench.LABEL.match(config.name)), f"like {rule}")
     for kind, entries, names in (
         ("losses", sweep.losses, list_losses()),
         ("models", sweep.models, list_aggregators()),
@@ -125,93 +99,62 @@ def validate(config: BenchConfig) -> None:
         for entry in entries:
             require(f"sweep.{kind}: name", entry.name, entry.name in names, f"one of {names}")
             entry.label = entry.label or entry.name
-            ok = bool(LABEL.match(entry.label))
-            require(f"sweep.{kind}: label", entry.label, ok, f"matching {LABEL.pattern}")
+            ok = bool(bench.LABEL.match(entry.label))
+            require(f"sweep.{kind}: label", entry.label, ok, f"like {rule}")
         labels = [e.label for e in entries]
         require(f"sweep.{kind} labels", labels, len(set(labels)) == len(labels), "distinct")
-    seeds = sweep.seeds
-    require(
-        "sweep.seeds",
-        seeds,
-        bool(seeds) and len(set(seeds)) == len(seeds),
-        "distinct and non-empty",
-    )
-    labels = [e.label for e in sweep.losses]
+    seeds, tuning, losses = sweep.seeds, sweep.tuning, [e.label for e in sweep.losses]
+    ok = bool(seeds) and len(set(seeds)) == len(seeds)
+    require("sweep.seeds", seeds, ok, "distinct and non-empty")
     for role in ("baseline", "treatment"):
-        value = getattr(sweep, role)
-        require(f"sweep.{role}", value, value in labels, f"one of the loss labels {labels}")
+        label = getattr(sweep, role)
+        require(f"sweep.{role}", label, label in losses, f"one of the loss labels {losses}")
     for name in sweep.splits:
-        require("sweep.splits: a name", name, bool(LABEL.match(name)), f"like {LABEL.pattern}")
+        require("sweep.splits: a name", name, bool(bench.LABEL.match(name)), f"like {rule}")
     named = {f"sweep.splits.{name}": split for name, split in sweep.splits.items()}
     for where, split in {"sweep.split": sweep.split, **named}.items():
         if split.file is not None:
             raise ConfigError(f"{where}.file must not be set: the benchmark writes one per seed")
-    _validate_suite(config)
+    for entry in sweep.losses:
+        for key, values in entry.grid.items():
+            where, (head, _, rest) = f"sweep.losses[{entry.label}].grid", key.partition(".")
+            ok = head in ("kwargs", *bench.TRAIN_SECTIONS) and bool(rest)
+            require(f"{where}: a key", key, ok, "'kwargs.<arg>' or '<train section>.<key>'")
+            require(f"{where}.{key}", values, bool(values), "a non-empty list")
+    ok = seeds[0] in tuning.seeds and set(tuning.seeds) <= set(seeds)
+    if any(e.grid for e in sweep.losses):
+        subset = f"a subset of sweep.seeds {seeds} holding its first (the one with heatmaps)"
+        require("sweep.tuning.seeds", tuning.seeds, ok, subset)
+    models = [m.label for m in sweep.models]
+    ok = tuning.models is None or (bool(tuning.models) and set(tuning.models) <= set(models))
+    require("sweep.tuning.models", tuning.models, ok, f"null or some of {models}")
+    treatments = [sweep.treatment, *sweep.treatments]
+    require("sweep.treatments", sweep.treatments, set(treatments) <= set(losses), "loss labels")
+    ok = set(sweep.baselines) <= set(losses) - set(treatments)
+    require("sweep.baselines", sweep.baselines, ok, f"loss labels but {treatments}")
     require("jobs", config.jobs, config.jobs >= 1, ">= 1")
     threads = config.torch_threads
     require("torch_threads", threads, threads is None or threads >= 1, ">= 1 or null")
     require("stats.bootstrap", stats.bootstrap, stats.bootstrap >= 100, ">= 100")
     require("stats.alpha", stats.alpha, 0.0 < stats.alpha < 1.0, "in (0, 1)")
-    for where, train in [
-        ("train", config.train),
-        *((f"sweep.losses[{i}].train", e.train) for i, e in enumerate(sweep.losses)),
-        *((f"sweep.models[{i}].train", e.train) for i, e in enumerate(sweep.models)),
-    ]:
-        known(train, list(TRAIN_SECTIONS), where, "sections")
-        owned = sorted(set(train.get("data") or {}) & set(BENCH_OWNED_DATA))
+    trains = [("train", config.train)]
+    trains += [(f"sweep.losses[{i}].train", e.train) for i, e in enumerate(sweep.losses)]
+    trains += [(f"sweep.models[{i}].train", e.train) for i, e in enumerate(sweep.models)]
+    for where, train in trains:
+        known(train, list(bench.TRAIN_SECTIONS), where, "sections")
+        owned = sorted(set(train.get("data") or {}) & set(bench.BENCH_OWNED_DATA))
         if owned:
             raise ConfigError(f"{where}.data must not set {owned}: set them in the data section")
-    from wsi_ncmi.features.config import ExtractConfig
-
-    extract = config.prepare.extract
-    names = [f.name for f in dataclasses.fields(ExtractConfig)]
-    known(extract, [n for n in names if n not in BENCH_OWNED_EXTRACT], "prepare.extract")
+    extract, owned_extract = config.prepare.extract, bench.BENCH_OWNED_EXTRACT
+    names = [f.name for f in dataclasses.fields(ExtractConfig) if f.name not in owned_extract]
+    known(extract, names, "prepare.extract")
     build(ExtractConfig, {"coords_dir": "", "out_dir": "", **extract}, "prepare.extract")
     if data.synth is not None:
-        from wsi_ncmi.synth.presets import PRESETS
-
         preset = data.synth.preset
         require("data.synth.preset", preset, preset in PRESETS, f"one of {sorted(PRESETS)}")
-        if data.slide_dir is None or Path(data.manifest) != Path(data.slide_dir) / "manifest.csv":
-            raise ConfigError(
-                "data.synth needs data.slide_dir (the cohort folder) and data.manifest = "
-                f"<slide_dir>/manifest.csv; got {data.slide_dir!r} and {data.manifest!r}"
-            )
-    _build_cells(config)
-
-
-def _validate_suite(config: BenchConfig) -> None:
-    """Tuning grids and seeds, treatments and baselines."""
-    sweep = config.sweep
-    for entry in sweep.losses:
-        for key, values in entry.grid.items():
-            head, _, rest = key.partition(".")
-            where = f"sweep.losses[{entry.label}].grid"
-            ok = head in ("kwargs", *TRAIN_SECTIONS) and bool(rest)
-            require(f"{where}: a key", key, ok, "'kwargs.<arg>' or '<train section>.<key>'")
-            require(f"{where}.{key}", values, bool(values), "a non-empty list")
-    tuning, seeds = sweep.tuning, sweep.seeds
-    ok = seeds[0] in tuning.seeds and set(tuning.seeds) <= set(seeds)
-    if any(e.grid for e in sweep.losses):
-        rule = f"a subset of sweep.seeds {seeds} holding its first seed (the one with heatmaps)"
-        require("sweep.tuning.seeds", tuning.seeds, ok, rule)
-    models = [m.label for m in sweep.models]
-    ok = tuning.models is None or (bool(tuning.models) and set(tuning.models) <= set(models))
-    require("sweep.tuning.models", tuning.models, ok, f"null or some of {models}")
-    labels = [e.label for e in sweep.losses]
-    treatments = [sweep.treatment, *sweep.treatments]
-    require("sweep.treatments", sweep.treatments, set(treatments) <= set(labels), "loss labels")
-    ok = set(sweep.baselines) <= set(labels) - set(treatments)
-    require("sweep.baselines", sweep.baselines, ok, f"loss labels but {treatments}")
-
-
-def _build_cells(config: BenchConfig) -> None:
-    """Every loss variant's loss, and its ``TrainConfig`` with every aggregator."""
-    from wsi_ncmi.bench.plan import Cell, train_config_for
-    from wsi_ncmi.bench.suite import expand_grid
-    from wsi_ncmi.losses import build_loss
-    from wsi_ncmi.manifest import LABELS
-
+        cohort = Path(data.slide_dir or "<data.slide_dir>", "manifest.csv")
+        ok = Path(data.manifest) == cohort
+        require("data.synth: data.manifest", data.manifest, ok, str(cohort))
     for entry in config.sweep.losses:
         for variant in expand_grid(entry):
             try:
