@@ -157,7 +157,7 @@ def test_untuned_aggregators_take_the_tuned_ones_choice_per_loss_and_fold() -> N
         ({"prepare.extract": {"coords_dir": "x"}}, "prepare.extract has unknown keys"),
         ({"prepare.grid.min_tissue": 2.0}, "min_tissue must be a fraction"),
         ({"prepare.target_mpp": 1.0}, "unknown keys"),
-        ({"sweep.split.file": "x.json"}, "must not be set"),
+        ({"sweep.split.file": "x.json"}, "sweep.split.file must be null"),
         ({"sweep.tuning.models": ["transmil"]}, "sweep.tuning.models must be null or"),
         ({"sweep.tuning.models": []}, "sweep.tuning.models must be null or"),
     ],

@@ -12,19 +12,16 @@ import functools
 import re
 import types
 import typing
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal, TypeVar
+from typing import Any, Literal, TypeVar
 
 from wsi_ncmi.errors import ConfigError
 from wsi_ncmi.tiling.grid import GridParams
 from wsi_ncmi.train.config import SplitConfig
 
-if TYPE_CHECKING:
-    from _typeshed import DataclassInstance
-
-_T = TypeVar("_T", bound="DataclassInstance")
+_T = TypeVar("_T")
 
 #: Sections of ``TrainConfig`` that a ``train`` section may override.
 TRAIN_SECTIONS = ("data", "optim", "trainer", "report")
@@ -73,8 +70,7 @@ class PrepareConfig:
 class Entry:
     """A loss or an aggregator of the sweep: its registered name and arguments.
 
-    ``label`` names it in the tables (default: ``name``); ``train`` overrides the ``train``
-    sections for this entry only, over the sweep's (a loss's over its aggregator's).
+    ``label``: its name in the tables (default: ``name``); ``train``: its own overrides.
     """
 
     name: str
@@ -87,8 +83,7 @@ class Entry:
 class LossEntry(Entry):
     """A loss (:func:`wsi_ncmi.losses.list_losses`), and its ``grid`` tuned on validation.
 
-    ``{"kwargs.<arg>" or "<section>.<key>": [values]}``: each combination trains on the
-    tuning seeds, the best on every seed (:mod:`wsi_ncmi.bench.suite`).
+    ``{"kwargs.<arg>" or "<section>.<key>": [values]}``: see :mod:`wsi_ncmi.bench.suite`.
     """
 
     grid: dict[str, list[Any]] = field(default_factory=dict)
@@ -119,8 +114,7 @@ class TuningConfig:
 class SweepConfig:
     """Losses × models × seeds over the folds of ``split`` (or of each named ``splits``).
 
-    The ``treatment`` (and ``treatments``) is compared with ``baseline`` and with the best of
-    ``baselines`` on validation (empty: every other loss), with Holm's correction.
+    ``treatment`` and ``treatments`` meet ``baseline`` and the best ``baselines`` (on val).
     """
 
     losses: list[LossEntry] = field(
@@ -150,8 +144,7 @@ class StatsConfig:
 class BenchConfig:
     """Everything ``wsi-bench`` needs; outputs go to ``<output_root>/<name>/``.
 
-    ``train`` overrides ``TrainConfig`` sections (``{trainer: {max_epochs: 20}}``); ``quick``
-    holds the dotted overrides of ``--quick`` (a smaller sweep of the same design).
+    ``train`` overrides ``TrainConfig`` sections; ``quick`` holds the overrides of ``--quick``.
     """
 
     name: str = "bench"
@@ -178,21 +171,15 @@ def to_dict(config: BenchConfig) -> dict[str, Any]:
 
 
 def build(cls: type[_T], data: Any, where: str = "") -> _T:
-    """Build dataclass ``cls`` from plain data, typing every value (numbers convert).
+    """Build dataclass ``cls`` (named ``where``) from a mapping, typing every value in it.
 
-    Args:
-        cls: The dataclass.
-        data: Its mapping (``None``: the defaults).
-        where: Its dotted name, for messages.
-
-    Raises:
-        ConfigError: An unknown key, a wrong type or a value the dataclass refuses,
-            naming the key.
+    Numbers convert (``1`` → ``1.0``, ``"5"`` → ``5``). Raises a :class:`ConfigError` that
+    names the key: unknown, of the wrong type, or refused by the dataclass.
     """
     if not isinstance(data, Mapping | None):
         raise ConfigError(f"{where or 'config'} must be a mapping, got {data!r}")
-    known(data or {}, [f.name for f in dataclasses.fields(cls)], where or "config")
-    hints = _hints(cls)
+    hints = _hints(cls)  # the fields, in order
+    known(data or {}, list(hints), where or "config")
     values = {k: _typed(hints[k], v, f"{where}.{k}".lstrip(".")) for k, v in (data or {}).items()}
     try:
         return cls(**values)
@@ -207,7 +194,7 @@ def known(data: Mapping[str, Any], names: list[str], where: str, what: str = "ke
         raise ConfigError(f"{where} has unknown {what} {unknown}; allowed: {names}")
 
 
-_hints = functools.cache(typing.get_type_hints)
+_hints: Callable[[type], dict[str, Any]] = functools.cache(typing.get_type_hints)
 
 
 def _typed(hint: Any, value: Any, where: str) -> Any:
@@ -230,21 +217,15 @@ def _typed(hint: Any, value: Any, where: str) -> Any:
         return items if origin is list else tuple(items)
     if origin is dict and isinstance(value, Mapping):
         return {k: _typed(args[1], v, f"{where}.{k}") for k, v in value.items()}
-    if (hint in (int, float) and type(value) in (str, int)) or (
-        hint is Path and type(value) is str
-    ):
-        with contextlib.suppress(ValueError):
+    if hint in (int, float, Path) and type(value) in (str, int):
+        with contextlib.suppress(ValueError, TypeError):
             return hint(value)
     shown = origin if origin in (list, dict, tuple) else hint
     raise ConfigError(f"{where}: Expected a {shown}. Got value: {value}")
 
 
 def set_dotted(data: dict[str, Any], key: str, value: Any) -> None:
-    """Set ``data["a"]["b"] = value`` for ``key = "a.b"`` (``"a.b+"``: append to the list).
-
-    Raises:
-        ConfigError: A key on the way holds something other than a mapping.
-    """
+    """Set ``data["a"]["b"] = value`` for ``key = "a.b"`` (``"a.b+"``: append to the list)."""
     *heads, last = key.removesuffix("+").split(".")
     node = data
     for i, part in enumerate(heads):

@@ -1,9 +1,7 @@
 """Loading ``wsi-bench``'s configuration: plain data in layers, typed and checked once.
 
-Layers: the defaults of :class:`BenchConfig`, the YAML files (mappings merge key by key, any
-other value replaces), their ``quick:`` section with ``--quick``, then dotted overrides in
-order. An override sets its key as a whole (a section given as a mapping starts from its
-defaults); ``KEY+`` appends to a list. Every problem is a :class:`ConfigError` naming its key.
+Defaults, YAML files (mappings merge, other values replace), the ``quick:`` section, then
+dotted overrides, each setting its key as a whole (``KEY+`` appends to a list).
 """
 
 from __future__ import annotations
@@ -17,7 +15,6 @@ from typing import Any
 import yaml
 
 from wsi_ncmi.bench import config as bench
-from wsi_ncmi.bench.config import BenchConfig, build, known
 from wsi_ncmi.errors import ConfigError
 from wsi_ncmi.train.config import require
 
@@ -27,7 +24,7 @@ def load_config(
     overrides: Mapping[str, Any] | Iterable[tuple[str, Any]] | None = None,
     *,
     quick: bool = False,
-) -> BenchConfig:
+) -> bench.BenchConfig:
     """Defaults, then the YAML file(s), then their ``quick`` section, then dotted overrides.
 
     Args:
@@ -39,11 +36,11 @@ def load_config(
         ConfigError: Unreadable file, unknown key, wrong type or invalid value.
     """
     paths = [path] if isinstance(path, str | Path) else list(path or [])
-    data = dataclasses.asdict(BenchConfig())
+    data = dataclasses.asdict(bench.BenchConfig())
     for file in paths:
         try:
             layer = yaml.safe_load(Path(file).read_text())
-            build(BenchConfig, layer)  # the file alone, so that its problems name it
+            bench.build(bench.BenchConfig, layer)  # the file alone, so that its problems name it
         except (OSError, yaml.YAMLError, ConfigError) as err:
             raise ConfigError(f"{file}: {err}") from err
         data = merge(data, layer or {})
@@ -53,7 +50,7 @@ def load_config(
     items = overrides.items() if isinstance(overrides, Mapping) else overrides or []
     for key, value in [*(data["quick"].items() if quick else []), *items]:
         bench.set_dotted(data, str(key), copy.deepcopy(value))
-    config = build(BenchConfig, data)
+    config = bench.build(bench.BenchConfig, data)
     validate(config)
     return config
 
@@ -76,7 +73,7 @@ def parse_override(text: str) -> tuple[str, Any]:
     raise ConfigError(f"--set expects KEY=VALUE (e.g. train.optim.lr=0.01), got {text!r}")
 
 
-def validate(config: BenchConfig) -> None:
+def validate(config: bench.BenchConfig) -> None:
     """Check the values together and fill the default labels.
 
     Every loss variant is built, with each aggregator's ``TrainConfig``: exit 2 before any work.
@@ -113,8 +110,7 @@ def validate(config: BenchConfig) -> None:
         require("sweep.splits: a name", name, bool(bench.LABEL.match(name)), f"like {rule}")
     named = {f"sweep.splits.{name}": split for name, split in sweep.splits.items()}
     for where, split in {"sweep.split": sweep.split, **named}.items():
-        if split.file is not None:
-            raise ConfigError(f"{where}.file must not be set: the benchmark writes one per seed")
+        require(f"{where}.file", split.file, split.file is None, "null: one is written per seed")
     for entry in sweep.losses:
         for key, values in entry.grid.items():
             where, (head, _, rest) = f"sweep.losses[{entry.label}].grid", key.partition(".")
@@ -141,14 +137,14 @@ def validate(config: BenchConfig) -> None:
     trains += [(f"sweep.losses[{i}].train", e.train) for i, e in enumerate(sweep.losses)]
     trains += [(f"sweep.models[{i}].train", e.train) for i, e in enumerate(sweep.models)]
     for where, train in trains:
-        known(train, list(bench.TRAIN_SECTIONS), where, "sections")
+        bench.known(train, list(bench.TRAIN_SECTIONS), where, "sections")
         owned = sorted(set(train.get("data") or {}) & set(bench.BENCH_OWNED_DATA))
         if owned:
             raise ConfigError(f"{where}.data must not set {owned}: set them in the data section")
     extract, owned_extract = config.prepare.extract, bench.BENCH_OWNED_EXTRACT
     names = [f.name for f in dataclasses.fields(ExtractConfig) if f.name not in owned_extract]
-    known(extract, names, "prepare.extract")
-    build(ExtractConfig, {"coords_dir": "", "out_dir": "", **extract}, "prepare.extract")
+    bench.known(extract, names, "prepare.extract")
+    bench.build(ExtractConfig, {"coords_dir": "", "out_dir": "", **extract}, "prepare.extract")
     if data.synth is not None:
         preset = data.synth.preset
         require("data.synth.preset", preset, preset in PRESETS, f"one of {sorted(PRESETS)}")
