@@ -74,10 +74,7 @@ def parse_override(text: str) -> tuple[str, Any]:
 
 
 def validate(config: bench.BenchConfig) -> None:
-    """Check the values together and fill the default labels.
-
-    Every loss variant is built, with each aggregator's ``TrainConfig``: exit 2 before any work.
-    """
+    """Check the values together, fill default labels, build every loss variant and its cells."""
     from wsi_ncmi.bench.plan import Cell, train_config_for
     from wsi_ncmi.bench.suite import expand_grid
     from wsi_ncmi.features.config import ExtractConfig
@@ -101,8 +98,7 @@ def validate(config: bench.BenchConfig) -> None:
         labels = [e.label for e in entries]
         require(f"sweep.{kind} labels", labels, len(set(labels)) == len(labels), "distinct")
     seeds, tuning, losses = sweep.seeds, sweep.tuning, [e.label for e in sweep.losses]
-    ok = bool(seeds) and len(set(seeds)) == len(seeds)
-    require("sweep.seeds", seeds, ok, "distinct and non-empty")
+    require("sweep.seeds", seeds, len(set(seeds)) == len(seeds) > 0, "distinct and non-empty")
     for role in ("baseline", "treatment"):
         label = getattr(sweep, role)
         require(f"sweep.{role}", label, label in losses, f"one of the loss labels {losses}")

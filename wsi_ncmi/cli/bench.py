@@ -1,17 +1,9 @@
 """``wsi-bench``: sweep losses × aggregators × seeds over hospital folds; per-hospital tables.
 
-Layered configuration (:func:`wsi_ncmi.bench.parser.load_config`): defaults, then
-``--config FILE.yaml`` (``configs/bench/``), then its ``quick:`` section (``--quick``), then
-the other options in command-line order: a flag for every key of
-:class:`~wsi_ncmi.bench.config.BenchConfig` (``--sweep.seeds '[0, 1]'``,
-``--stats.bootstrap 100``), shortcuts (``--seeds 0 1``, ``--out DIR``) and ``--set
-KEY=VALUE`` for any dotted key (also inside ``train``). ``--print_config`` prints the
-resolved config, which ``--config`` reads back.
-
-Outputs under ``<out>/<name>/`` (``--out`` sets the config's ``output_root``):
-``results.csv``, ``summary.md``, ``summary.json``, ``plots/*.png``, ``bench_config.yaml``,
-``splits/`` and ``cells/<cell>/``. Rerunning the same command resumes: finished cells are
-never recomputed.
+The configuration (:func:`wsi_ncmi.bench.parser.load_config`): ``--config FILE.yaml``, its
+``quick:`` section with ``--quick``, then in order a flag per key (``--stats.bootstrap 100``,
+shortcuts such as ``--seeds 0 1``) or ``--set KEY=VALUE`` for any dotted key. Outputs go to
+``<out>/<name>/``; rerunning the same command resumes (finished cells are never recomputed).
 
 Exit codes (:data:`wsi_ncmi.cli.common.EXIT_CODES_HELP`): 0 every cell finished; 1 some
 cell failed (the others are reported); 2 bad arguments or configuration; 3 features
@@ -76,18 +68,14 @@ def build_parser() -> ArgumentParser:
     )
     layer: dict[str, Any] = {"action": _Layer}
     p.add_argument("--config", **layer, const="--config", metavar="FILE", help="a bench YAML")
-    p.add_argument(
-        "--quick", **layer, const="--quick", typehint=bool, metavar="BOOL", help="quick:"
-    )
+    p.add_argument("--quick", **layer, const="--quick", typehint=bool, help="apply quick:")
     p.add_argument("--set", **layer, const="--set", metavar="KEY=VALUE", help="any dotted key")
     for key, hint, default in _options(BenchConfig()):
         metavar = re.sub(r"<class '|'>|\b\w+\.", "", str(hint))
         shown = "a mapping" if dataclasses.is_dataclass(default) else f"default: {default!r}"
         p.add_argument(f"--{key}", **layer, const=key, typehint=hint, metavar=metavar, help=shown)
         if "list[" in metavar:  # --KEY+ VALUE: append VALUE to the list
-            p.add_argument(
-                f"--{key}+", **layer, const=f"{key}+", typehint=Any, help=argparse.SUPPRESS
-            )
+            p.add_argument(f"--{key}+", **layer, const=f"{key}+", help=argparse.SUPPRESS)
     p.add_argument(
         "--print_config",
         action="store_true",
@@ -201,7 +189,7 @@ class _Layer(argparse.Action):
         key, value = str(self.const), str(values)
         if key == "--set":
             key, value = parse_override(value)
-        elif key != "--config" and self._typehint is not str:
+        elif key != "--config" and self._typehint is not str:  # YAML, also for --KEY+
             value = parse_override(f"{key}={value}")[1]
         namespace["layers"] = [*namespace.get("layers", []), (key, value)]
 
