@@ -67,8 +67,9 @@ def build_parser() -> ArgumentParser:
         config_file=False,
     )
     layer: dict[str, Any] = {"action": _Layer}
-    p.add_argument("--config", **layer, const="--config", metavar="FILE", help="a bench YAML")
-    p.add_argument("--quick", **layer, const="--quick", typehint=bool, help="apply quick:")
+    p.add_argument("--config", **layer, const="--config", metavar="FILE", help="bench config YAML")
+    quick = "apply the config's quick: section of dotted overrides"
+    p.add_argument("--quick", **layer, const="--quick", typehint=bool, metavar="BOOL", help=quick)
     p.add_argument("--set", **layer, const="--set", metavar="KEY=VALUE", help="any dotted key")
     for key, hint, default in _options(BenchConfig()):
         metavar = re.sub(r"<class '|'>|\b\w+\.", "", str(hint))
