@@ -103,6 +103,16 @@ def test_no_code_file_is_over_400_lines() -> None:
     assert {p: n for p, n in lengths.items() if n > MAX_LINES} == {}
 
 
+#: Every module that parses, merges or validates ``wsi-bench``'s configuration; the command
+#: line only turns its flags into dotted overrides (``wsi_ncmi/cli/bench.py``).
+BENCH_CONFIG_MODULES = ("bench/config.py", "bench/parser.py")
+
+
+def test_the_bench_configuration_code_is_at_most_400_lines() -> None:
+    lengths = {m: len((PACKAGE / m).read_text().splitlines()) for m in BENCH_CONFIG_MODULES}
+    assert sum(lengths.values()) <= MAX_LINES, lengths
+
+
 def test_no_function_returns_a_result_or_a_sentinel_string() -> None:
     mixed = []
     for path in PACKAGE.rglob("*.py"):

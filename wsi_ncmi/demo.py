@@ -104,8 +104,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _run(args: argparse.Namespace) -> int:
     """The demo's stages; errors propagate to :func:`main`'s exit table."""
-    from wsi_ncmi.bench.config import parse_override
-    from wsi_ncmi.bench.parser import load_config
+    from wsi_ncmi.bench.parser import load_config, parse_override
     from wsi_ncmi.bench.pipeline import run_bench
     from wsi_ncmi.manifest import read_manifest
     from wsi_ncmi.synth import generate_cohort

@@ -1,60 +1,42 @@
-"""The typed configuration of ``wsi-bench``: defaults here, then a YAML file, then overrides.
+"""The typed configuration of ``wsi-bench`` (keys: ``docs/bench.md``), and :func:`build`.
 
-A benchmark is a sweep of losses × aggregators × seeds over the folds of one split. Its
-YAML file (``configs/bench/*.yaml``) has the sections of :class:`BenchConfig`, which
-embeds the stages' own dataclasses (``wsi-tile``'s grid, ``wsi-train``'s split); the
-``train`` section holds overrides of ``wsi-train``'s own configuration sections
-(:class:`wsi_ncmi.train.config.TrainConfig`: ``data``, ``optim``, ``trainer``,
-``report``), so the commands share one source of truth for their settings.
-
-The dataclasses are read by jsonargparse, as every ``wsi-*`` command's options are
-(:mod:`wsi_ncmi.bench.parser`, shared by ``wsi-bench`` and
-:func:`~wsi_ncmi.bench.parser.load_config`). Every key is checked: an unknown key, a
-wrong type or an out-of-range value raises :class:`~wsi_ncmi.errors.ConfigError` naming
-the key. Overrides use dotted keys
-(``--set train.trainer.max_epochs=5``) whose values are parsed as YAML.
+It embeds the stages' own dataclasses; ``train`` and ``prepare.extract`` partially override
+``wsi-train``'s sections and ``wsi-extract``'s fields (typed on load: :mod:`.parser`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import functools
 import re
+import types
+import typing
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, TypeVar
 
-from wsi_ncmi.bench.typed import parse_override, set_dotted
 from wsi_ncmi.errors import ConfigError
 from wsi_ncmi.tiling.grid import GridParams
 from wsi_ncmi.train.config import SplitConfig
 
-__all__ = [
-    "BenchConfig",
-    "ConfigError",
-    "parse_override",
-    "set_dotted",
-    "to_dict",
-]
+_T = TypeVar("_T")
 
-#: Sections of ``TrainConfig`` that the ``train`` section may override.
+#: Sections of ``TrainConfig`` that a ``train`` section may override.
 TRAIN_SECTIONS = ("data", "optim", "trainer", "report")
 #: ``TrainConfig.data`` fields owned by the benchmark (set from :class:`BenchData`).
 BENCH_OWNED_DATA = ("manifest", "features_root", "encoder", "slide_dir")
-_LABEL = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]*$")
+#: ``ExtractConfig`` fields the benchmark sets itself (from ``data`` and ``progress``).
+BENCH_OWNED_EXTRACT = ("coords_dir", "out_dir", "encoder", "progress")
+#: The benchmark's defaults for ``prepare.extract``: a failing slide is left out.
+BENCH_EXTRACT_DEFAULTS: dict[str, Any] = {"skip_errors": True}
+LABEL = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]*$")
 
 
 @dataclass
 class SynthSource:
-    """Generate the slides first: a synthetic cohort (``wsi-synth-cohort``) in ``slide_dir``.
-
-    Attributes:
-        preset: Size preset (:data:`wsi_ncmi.synth.PRESETS`), e.g. ``bench``.
-        seed: Generator seed.
-        manifest: The manifest whose slides are twinned (names, patients, hospitals,
-            labels); the cohort's own manifest is written to ``<slide_dir>/manifest.csv``.
-        subset: Slides per hospital (``null``: every slide of the manifest).
-        workers: Generator processes (``null``: cores available).
-    """
+    """A cohort to generate into ``data.slide_dir`` first: ``wsi-synth-cohort``'s settings."""
 
     preset: str = "bench"
     seed: int = 0
@@ -65,19 +47,7 @@ class SynthSource:
 
 @dataclass
 class BenchData:
-    """Where the slides, the manifest and the features are.
-
-    Attributes:
-        manifest: Slide manifest CSV (slide_id, patient_id, center, label).
-        features_root: Extraction root: features in ``<root>/features/<encoder>/``; when
-            slides are given, their coords go to ``<root>/coords/`` too.
-        encoder: Encoder name of the features.
-        slide_dir: Slide root in the CAMELYON layout (``center_K/<slide_id>.tif``). When
-            set and ``prepare.enabled``, missing slides are tiled and extracted first;
-            it also gives the attention heatmaps their thumbnails.
-        synth: Generate a synthetic cohort into ``slide_dir`` first (resumable); then
-            ``manifest`` must be ``<slide_dir>/manifest.csv``.
-    """
+    """The manifest, the features root and encoder, and the slides (then ``prepare`` runs)."""
 
     manifest: str = "data_manifests/camelyon17.csv"
     features_root: str = "outputs/camelyon17"
@@ -86,30 +56,9 @@ class BenchData:
     synth: SynthSource | None = None
 
 
-#: ``ExtractConfig`` fields the benchmark sets itself (from ``data`` and ``progress``).
-BENCH_OWNED_EXTRACT = ("coords_dir", "out_dir", "encoder", "progress")
-#: The benchmark's defaults for ``prepare.extract`` (a failing slide is recorded and the
-#: sweep goes on without it, as ``wsi-extract`` does by default).
-BENCH_EXTRACT_DEFAULTS: dict[str, Any] = {"skip_errors": True}
-
-
 @dataclass
 class PrepareConfig:
-    """Tiling and extraction of missing slides (used only when ``data.slide_dir`` is set).
-
-    The stages' own configurations, not copies: ``grid`` is ``wsi-tile``'s
-    :class:`~wsi_ncmi.tiling.GridParams` (``--grid.*``) and ``extract`` holds
-    ``wsi-extract``'s :class:`~wsi_ncmi.features.config.ExtractConfig` fields (the same names
-    as its flags), so each setting has one name and one default.
-
-    Attributes:
-        enabled: Run tile → extract for slides without features.
-        grid: The patch grid (µm/px, patch size, overlap, minimum tissue fraction).
-        tile_workers: Tiling processes (``null``: cores available).
-        extract: ``ExtractConfig`` fields other than the folders and the encoder (e.g.
-            ``{device: cpu, batch_size: 64, workers: 0, random_init: true}``), over
-            :data:`BENCH_EXTRACT_DEFAULTS`.
-    """
+    """Tiling (``wsi-tile``'s grid) and extraction (over :data:`BENCH_EXTRACT_DEFAULTS`)."""
 
     enabled: bool = True
     grid: GridParams = field(default_factory=GridParams)
@@ -118,79 +67,43 @@ class PrepareConfig:
 
 
 @dataclass
-class LossEntry:
-    """One loss of the sweep.
+class Entry:
+    """A loss or an aggregator of the sweep: its registered name and arguments.
 
-    Attributes:
-        name: A :func:`wsi_ncmi.losses.list_losses` name.
-        kwargs: Its constructor arguments.
-        label: Column name in the tables (default: ``name``); distinct variants of one
-            loss (an ablation) need distinct labels.
-        train: Overrides of the ``train`` sections for this loss only (e.g. its own
-            ``optim.lr`` or ``data.batch_size``, as chosen on validation), applied over
-            the sweep-wide ``train`` section.
-        grid: Settings tuned on validation: ``{"kwargs.<arg>" or "<section>.<key>":
-            [values]}`` (e.g. ``{"optim.lr": [1e-3, 3e-3], "kwargs.gamma": [1, 2]}``).
-            Every combination trains on the tuning seeds; the one with the best mean
-            validation score (``sweep.tuning.metric``) is then trained on every seed
-            (see :mod:`wsi_ncmi.bench.suite`).
+    ``label``: its name in the tables (default: ``name``); ``train``: its own overrides.
     """
 
     name: str
     kwargs: dict[str, Any] = field(default_factory=dict)
     label: str = ""
     train: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class LossEntry(Entry):
+    """A loss (:func:`wsi_ncmi.losses.list_losses`), and its ``grid`` tuned on validation.
+
+    ``{"kwargs.<arg>" or "<section>.<key>": [values]}``: see :mod:`wsi_ncmi.bench.suite`.
+    """
+
     grid: dict[str, list[Any]] = field(default_factory=dict)
 
 
 @dataclass
-class ModelEntry:
-    """One aggregator of the sweep.
-
-    Attributes:
-        name: A :func:`wsi_ncmi.mil.list_aggregators` name.
-        kwargs: Constructor arguments other than ``in_dim``/``num_classes``.
-        label: Name in the tables (default: ``name``).
-        train: Overrides of the ``train`` sections for this aggregator only (e.g.
-            ``{data: {max_patches_train: 128}}`` for a costly one), applied over the
-            sweep-wide ``train`` section and under a loss's own ``train``.
-    """
-
-    name: str
-    kwargs: dict[str, Any] = field(default_factory=dict)
-    label: str = ""
-    train: dict[str, Any] = field(default_factory=dict)
+class ModelEntry(Entry):
+    """An aggregator (:func:`wsi_ncmi.mil.list_aggregators`) of the sweep."""
 
 
 @dataclass
 class BenchSplit(SplitConfig):
-    """The split scheme: ``wsi-train``'s ``SplitConfig`` plus the seed of the shuffles.
-
-    The fields are :class:`~wsi_ncmi.train.config.SplitConfig`'s. The benchmark writes
-    one split file per seed (``<bench>/splits/seed<k>.json``), so ``file`` must stay
-    unset. ``val_fraction`` defaults to 0.2, as in ``wsi-train``.
-
-    Attributes:
-        seed: Seed of the patient shuffles (``null``: each training seed makes its own
-            split, so seed variance includes the validation carve).
-    """
+    """``wsi-train``'s split (``file`` unset), and the seed of its shuffles (``null``: own)."""
 
     seed: int | None = None
 
 
 @dataclass
 class TuningConfig:
-    """How grid settings are chosen (validation only).
-
-    Attributes:
-        seeds: Seeds the grid trains on (a subset of ``sweep.seeds``, whose cells are
-            then reused).
-        metric: Key of a cell's validation record (``val`` in ``result.json``), higher
-            is better; averaged over the tuning seeds and every fold of the split.
-        models: Labels of the aggregators the grid trains on (``null``: every one).
-            The others take, per loss and fold, the variant chosen on the first of
-            them, so every loss still gets the same budget at a fraction of the cost.
-    """
+    """Grid settings: the best mean validation ``metric`` over ``seeds``, folds and ``models``."""
 
     seeds: list[int] = field(default_factory=lambda: [0])
     metric: str = "macro_f1_calibrated"
@@ -199,23 +112,9 @@ class TuningConfig:
 
 @dataclass
 class SweepConfig:
-    """What is swept.
+    """Losses × models × seeds over the folds of ``split`` (or of each named ``splits``).
 
-    Attributes:
-        losses: Losses (at least one).
-        models: Aggregators (at least one).
-        seeds: Training seeds (at least one).
-        split: The split scheme.
-        baseline: Label of the reference loss of the headline table (``ce``).
-        treatment: Label of the loss compared with it (``ncmi_mil``).
-        treatments: Further treatments, each also compared with the best baseline (e.g.
-            ``ncmi_authors``); Holm's correction runs over every treatment × aggregator.
-        splits: Named split schemes run one after the other (e.g. ``loho`` and
-            ``fixed``), each in ``<out_dir>/<name>/`` with its own report; when given,
-            ``split`` is not used.
-        tuning: How the losses' ``grid`` settings are chosen.
-        baselines: Labels that compete for "best baseline" against the treatments (the
-            best on validation, per aggregator; empty: every loss but the treatments).
+    ``treatment`` and ``treatments`` meet ``baseline`` and the best ``baselines`` (on val).
     """
 
     losses: list[LossEntry] = field(
@@ -234,13 +133,7 @@ class SweepConfig:
 
 @dataclass
 class StatsConfig:
-    """Statistics of the comparison.
-
-    Attributes:
-        bootstrap: Paired bootstrap resamples (slides, within each hospital).
-        alpha: Significance level of the paired tests.
-        seed: Seed of the resampling.
-    """
+    """Paired bootstrap resamples (slides within hospitals), test level and seed."""
 
     bootstrap: int = 2000
     alpha: float = 0.05
@@ -249,22 +142,9 @@ class StatsConfig:
 
 @dataclass
 class BenchConfig:
-    """Everything ``wsi-bench`` needs.
+    """Everything ``wsi-bench`` needs; outputs go to ``<output_root>/<name>/``.
 
-    Attributes:
-        name: Benchmark name; outputs go to ``<output_root>/<name>/``.
-        output_root: Parent folder of benchmark outputs.
-        data: See :class:`BenchData`.
-        prepare: See :class:`PrepareConfig`.
-        sweep: See :class:`SweepConfig`.
-        train: Overrides of ``TrainConfig`` sections (``data``, ``optim``, ``trainer``,
-            ``report``), e.g. ``{"trainer": {"max_epochs": 20}}``.
-        stats: See :class:`StatsConfig`.
-        jobs: Cells trained at once, each in its own process.
-        torch_threads: Torch threads per cell process (``null``: cores / jobs).
-        progress: Show the progress bar.
-        quick: Dotted overrides applied by ``--quick`` (a smaller sweep of the same
-            design, e.g. ``{"sweep.seeds": [0, 1]}``).
+    ``train`` overrides ``TrainConfig`` sections; ``quick`` holds the overrides of ``--quick``.
     """
 
     name: str = "bench"
@@ -288,3 +168,71 @@ class BenchConfig:
 def to_dict(config: BenchConfig) -> dict[str, Any]:
     """JSON/YAML-ready form of a configuration."""
     return dataclasses.asdict(config)
+
+
+def build(cls: type[_T], data: Any, where: str = "") -> _T:
+    """Build dataclass ``cls`` (named ``where``) from a mapping, typing every value in it.
+
+    Numbers convert (``1`` → ``1.0``, ``"5"`` → ``5``). Raises a :class:`ConfigError` that
+    names the key: unknown, of the wrong type, or refused by the dataclass.
+    """
+    if not isinstance(data, Mapping | None):
+        raise ConfigError(f"{where or 'config'} must be a mapping, got {data!r}")
+    hints = _hints(cls)  # the fields, in order
+    known(data or {}, list(hints), where or "config")
+    values = {k: _typed(hints[k], v, f"{where}.{k}".lstrip(".")) for k, v in (data or {}).items()}
+    try:
+        return cls(**values)
+    except (TypeError, ValueError) as err:  # a missing key, or the class's own checks
+        raise ConfigError(f"{where or 'config'}: {err}") from err
+
+
+def known(data: Mapping[str, Any], names: list[str], where: str, what: str = "keys") -> None:
+    """Raise ``"<where> has unknown keys [...]; allowed: <names>"`` for keys not in ``names``."""
+    unknown = sorted(set(data) - set(names), key=str)
+    if unknown:
+        raise ConfigError(f"{where} has unknown {what} {unknown}; allowed: {names}")
+
+
+_hints: Callable[[type], dict[str, Any]] = functools.cache(typing.get_type_hints)
+
+
+def _typed(hint: Any, value: Any, where: str) -> Any:
+    """``value`` as a ``hint`` (see :func:`build`), or a ``ConfigError`` naming ``where``."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if dataclasses.is_dataclass(hint):
+        return build(typing.cast(type, hint), value, where)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        options = [a for a in args if a is not type(None)]
+        for option in options[:-1]:
+            with contextlib.suppress(ConfigError):
+                return _typed(option, value, where)
+        return _typed(options[-1], value, where)
+    if hint is Any or (origin is Literal and value in args) or type(value) is hint:
+        return value
+    if origin in (list, tuple) and isinstance(value, list | tuple):
+        items = [_typed(args[0], v, f"{where}[{i}]") for i, v in enumerate(value)]
+        return items if origin is list else tuple(items)
+    if origin is dict and isinstance(value, Mapping):
+        return {k: _typed(args[1], v, f"{where}.{k}") for k, v in value.items()}
+    if hint in (int, float, Path) and type(value) in (str, int):
+        with contextlib.suppress(ValueError, TypeError):
+            return hint(value)
+    shown = origin if origin in (list, dict, tuple) else hint
+    raise ConfigError(f"{where}: Expected a {shown}. Got value: {value}")
+
+
+def set_dotted(data: dict[str, Any], key: str, value: Any) -> None:
+    """Set ``data["a"]["b"] = value`` for ``key = "a.b"`` (``"a.b+"``: append to the list)."""
+    *heads, last = key.removesuffix("+").split(".")
+    node = data
+    for i, part in enumerate(heads):
+        if node.get(part) is None:
+            node[part] = {}
+        node = node[part]
+        if not isinstance(node, dict):
+            where = ".".join(heads[: i + 1])
+            raise ConfigError(f"cannot set {key!r}: {where!r} is {node!r}, not a mapping")
+    node[last] = [*(node.get(last) or []), value] if key.endswith("+") else value

@@ -16,8 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from wsi_ncmi.bench.config import BenchConfig, LossEntry, ModelEntry
-from wsi_ncmi.bench.typed import build
+from wsi_ncmi.bench.config import BenchConfig, LossEntry, ModelEntry, build
 from wsi_ncmi.errors import ConfigError
 
 if TYPE_CHECKING:

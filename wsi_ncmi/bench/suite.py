@@ -32,9 +32,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from wsi_ncmi.bench.config import BenchConfig, LossEntry
+from wsi_ncmi.bench.config import BenchConfig, LossEntry, set_dotted
 from wsi_ncmi.bench.sweep import SweepOutcome, collect_finished_elsewhere, run_sweep
-from wsi_ncmi.bench.typed import set_dotted
 
 log = logging.getLogger(__name__)
 

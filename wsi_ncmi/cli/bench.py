@@ -1,17 +1,9 @@
 """``wsi-bench``: sweep losses × aggregators × seeds over hospital folds; per-hospital tables.
 
-Layered configuration, jsonargparse over :class:`~wsi_ncmi.bench.config.BenchConfig` as
-for every ``wsi-*`` command (:mod:`wsi_ncmi.bench.parser`): defaults, then ``--config
-FILE.yaml`` (``configs/bench/``), then its ``quick:`` section (``--quick``), then the
-options: the config's own (``--sweep.seeds '[0, 1]'``, ``--stats.bootstrap 100``), the
-shortcuts (``--seeds 0 1``, ``--out DIR``) and ``--set KEY=VALUE`` for any key (dotted,
-YAML value; also inside ``train``). ``--print_config`` prints the resolved config, which
-``--config`` reads back.
-
-Outputs under ``<out>/<name>/`` (``--out`` sets the config's ``output_root``):
-``results.csv``, ``summary.md``, ``summary.json``, ``plots/*.png``, ``bench_config.yaml``,
-``splits/`` and ``cells/<cell>/``. Rerunning the
-same command resumes: finished cells are never recomputed.
+The configuration (:func:`wsi_ncmi.bench.parser.load_config`): ``--config FILE.yaml``, its
+``quick:`` section with ``--quick``, then in order a flag per key (``--stats.bootstrap 100``,
+shortcuts such as ``--seeds 0 1``) or ``--set KEY=VALUE`` for any dotted key. Outputs go to
+``<out>/<name>/``; rerunning the same command resumes (finished cells are never recomputed).
 
 Exit codes (:data:`wsi_ncmi.cli.common.EXIT_CODES_HELP`): 0 every cell finished; 1 some
 cell failed (the others are reported); 2 bad arguments or configuration; 3 features
@@ -20,8 +12,12 @@ missing; 130 interrupted (rerun to resume).
 
 from __future__ import annotations
 
+import argparse
+import dataclasses
+import re
 import sys
-from collections.abc import Sequence
+import typing
+from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 from wsi_ncmi.cli.argv import normalize_argv
@@ -32,6 +28,7 @@ from wsi_ncmi.cli.common import (
     new_parser,
     run_cli,
 )
+from wsi_ncmi.errors import ConfigError
 
 if TYPE_CHECKING:
     from jsonargparse import ArgumentParser
@@ -50,15 +47,16 @@ SHORTCUTS = {
 EPILOG = """\
 example configs: configs/bench/*.yaml
 
---config and --quick are read first, wherever they stand: the other options win. Keys
-inside the mapping sections (train, prepare.extract, quick, sweep.splits) have no flags
-of their own: --set train.trainer.max_epochs=5, --set prepare.extract.device=cpu.
+--config and --quick are read first, wherever they stand: the other options win, in
+order. A flag sets its key as a whole (a section given as a mapping starts from its
+defaults); --KEY+ VALUE appends to a list. Keys inside the mapping sections (train,
+prepare.extract, quick, sweep.splits) have no flags: --set train.trainer.max_epochs=5.
 """
 
 
 def build_parser() -> ArgumentParser:
-    """The jsonargparse parser: :class:`~wsi_ncmi.bench.config.BenchConfig` and the run."""
-    from wsi_ncmi.bench.parser import add_config_arguments
+    """The parser: ``--config``, ``--quick``, ``--set``, a flag per config key, the run."""
+    from wsi_ncmi.bench.config import BenchConfig
 
     p = new_parser(
         "wsi-bench",
@@ -68,7 +66,17 @@ def build_parser() -> ArgumentParser:
         epilog=EPILOG + "\n" + aliases_help(ALIASES),
         config_file=False,
     )
-    add_config_arguments(p)
+    layer: dict[str, Any] = {"action": _Layer}
+    p.add_argument("--config", **layer, const="--config", metavar="FILE", help="bench config YAML")
+    quick = "apply the config's quick: section of dotted overrides"
+    p.add_argument("--quick", **layer, const="--quick", typehint=bool, metavar="BOOL", help=quick)
+    p.add_argument("--set", **layer, const="--set", metavar="KEY=VALUE", help="any dotted key")
+    for key, hint, default in _options(BenchConfig()):
+        metavar = re.sub(r"<class '|'>|\b\w+\.", "", str(hint))
+        shown = "a mapping" if dataclasses.is_dataclass(default) else f"default: {default!r}"
+        p.add_argument(f"--{key}", **layer, const=key, typehint=hint, metavar=metavar, help=shown)
+        if "list[" in metavar:  # --KEY+ VALUE: append VALUE to the list
+            p.add_argument(f"--{key}+", **layer, const=f"{key}+", help=argparse.SUPPRESS)
     p.add_argument(
         "--print_config",
         action="store_true",
@@ -98,12 +106,18 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _bench(argv: Sequence[str] | None) -> int:
     from wsi_ncmi.batch.shard import parse_shard
     from wsi_ncmi.bench.config import to_dict
-    from wsi_ncmi.bench.parser import config_from, parse_bench_args
+    from wsi_ncmi.bench.parser import load_config
 
     parser = build_parser()
     args = normalize_argv(parser, sys.argv[1:] if argv is None else argv, ALIASES)
-    namespace = parse_bench_args(parser, args)
-    config = config_from(parser, namespace)
+    namespace = parser.parse_args(args)
+    layers = namespace.get("layers") or []
+    quick = [value for key, value in layers if key == "--quick"]
+    if quick and not isinstance(quick[-1], bool):
+        raise ConfigError(f"--quick must be true or false, got {quick[-1]!r}")
+    overrides = [(key, value) for key, value in layers if not key.startswith("--")]
+    files = [value for key, value in layers if key == "--config"]
+    config = load_config(files, overrides, quick=bool(quick and quick[-1]))
     parse_shard(namespace.shard)  # a malformed I/N fails before any work
     if namespace.print_config:
         import yaml
@@ -149,6 +163,36 @@ def _print_outcome(name: str, outcome: Any, config: Any) -> int:
         f"{len(sweep.failed)} failed; summary: {reports['paths']['summary']}"
     )
     return 1 if sweep.failed else 0
+
+
+def _options(config: Any, where: str = "") -> Iterator[tuple[str, Any, Any]]:
+    """``(dotted key, type hint, default)`` of every field of ``config`` and of its sections."""
+    for name, hint in typing.get_type_hints(type(config)).items():
+        key, value = f"{where}{name}", getattr(config, name)
+        if key != "quick":  # the overrides of --quick: --set quick=...
+            yield key, hint, value
+        section = [a for a in (hint, *typing.get_args(hint)) if dataclasses.is_dataclass(a)]
+        if section and typing.get_origin(hint) not in (list, dict):
+            yield from _options(value or typing.cast(type, section[0])(), f"{key}.")
+
+
+class _Layer(argparse.Action):
+    """An option of the config, recorded in order as ``(key, value)`` for ``load_config``."""
+
+    def __init__(self, *args: Any, typehint: Any = None, **kwargs: Any) -> None:
+        kwargs.update(dest="layers", default=argparse.SUPPRESS)
+        super().__init__(*args, **kwargs)
+        self._typehint = typehint  # read by the spelling rules (--no-NAME, lists as words)
+
+    def __call__(self, parser: Any, namespace: Any, values: Any, option: Any = None) -> None:
+        from wsi_ncmi.bench.parser import parse_override
+
+        key, value = str(self.const), str(values)
+        if key == "--set":
+            key, value = parse_override(value)
+        elif key != "--config" and self._typehint is not str:  # YAML, also for --KEY+
+            value = parse_override(f"{key}={value}")[1]
+        namespace["layers"] = [*namespace.get("layers", []), (key, value)]
 
 
 if __name__ == "__main__":
