@@ -337,18 +337,18 @@ def _fit(epochs, **loss_kwargs):
 def test_literal_alternating_collapses_and_is_reported(one_torch_thread):
     # Class means feed the loss from the first epoch (warmup 0, no damping): classes merge.
     _, result, caught = _fit(3, schedule=LITERAL)
-    assert result["test"]["test/accuracy"] < 0.5
-    assert result["collapsed_epochs"]
+    assert result.test["test/accuracy"] < 0.5
+    assert result.collapsed_epochs
     assert caught
 
 
 def test_default_alternating_schedule_trains_and_q_step_uses_eval_class_means(one_torch_thread):
     model, result, caught = _fit(3, schedule={"mode": "alternating"})
-    assert result["test"]["test/accuracy"] > 0.85
-    assert not result["collapsed_epochs"]
+    assert result.test["test/accuracy"] > 0.85
+    assert not result.collapsed_epochs
     assert not caught
-    assert len(result["history"]) == 3
-    assert all(h["cmi"] >= 0 and h["gamma"] > 0 for h in result["history"])
+    assert len(result.history) == 3
+    assert all(h["cmi"] >= 0 and h["gamma"] > 0 for h in result.history)
     # The last Q-step's class means equal the class means of the training set in eval mode.
     data = model.trainer.datamodule
     model.eval()

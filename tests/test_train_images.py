@@ -58,9 +58,9 @@ def test_train_images_end_to_end(image_folder, tmp_path, one_torch_thread, loss,
     results = train_images(config)
     # Three flat colours (chance 1/3): every loss must learn them. With lr 0.02 and 6
     # epochs class-logit NCMI reached 1.0 for seeds 0-4 (lr 0.05 and 4 epochs: 0.67-1.0).
-    assert results["test"]["test/accuracy"] > 0.5
-    assert len(results["history"]) == 6
-    assert all(np.isfinite(h["ncmi"]) for h in results["history"])
+    assert results.fit.test["test/accuracy"] > 0.5
+    assert len(results.fit.history) == 6
+    assert all(np.isfinite(h["ncmi"]) for h in results.fit.history)
     saved = json.loads((tmp_path / "out" / "results.json").read_text())
     assert saved["config"]["loss"] == loss
     assert saved["classes"] == ["blue", "green", "red"]

@@ -78,7 +78,7 @@ def _run(args: argparse.Namespace) -> int:
         out_dir=args.out_dir,
     )
     results = train_images(config)
-    print(json.dumps(results["test"], indent=2))
+    print(json.dumps(results.fit.test, indent=2))
     return 0
 
 

@@ -7,6 +7,7 @@ before it uses it as a number or a string.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from typing import TypeAlias
 
@@ -62,4 +63,28 @@ def as_str(value: JSONValue) -> str:
     raise TypeError(f"expected a string, got {value!r}")
 
 
-__all__ = ["AttrValue", "Attrs", "JSONObject", "JSONValue", "as_float", "as_int", "as_str"]
+def finite_json(value: JSONValue) -> JSONValue:
+    """``value`` with every NaN and ±inf float replaced by ``None`` (JSON's ``null``).
+
+    JSON has no NaN: an undefined metric is written as ``null``. Tuples (from
+    ``dataclasses.asdict``) become lists, as ``json.dumps`` writes them.
+    """
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, Mapping):
+        return {k: finite_json(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [finite_json(v) for v in value]
+    return value
+
+
+__all__ = [
+    "AttrValue",
+    "Attrs",
+    "JSONObject",
+    "JSONValue",
+    "as_float",
+    "as_int",
+    "as_str",
+    "finite_json",
+]

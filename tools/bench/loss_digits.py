@@ -100,9 +100,9 @@ def run_one(variant: str, lr: float, seed: int, epochs: int) -> dict[str, Any]:
         MLP(64, (256, 256, 128)), 128, NUM_CLASSES, build_loss(loss_name, **kwargs), lr=lr
     )
     start = time.perf_counter()
-    result = fit_classifier(model, DigitsData(), NUM_CLASSES, max_epochs=epochs)
-    result |= {"variant": variant, "lr": lr, "seed": seed, "seconds": time.perf_counter() - start}
-    return result
+    fit = fit_classifier(model, DigitsData(), NUM_CLASSES, max_epochs=epochs)
+    seconds = time.perf_counter() - start
+    return fit.to_json() | {"variant": variant, "lr": lr, "seed": seed, "seconds": seconds}
 
 
 def _mean_std(values: Sequence[float]) -> str:

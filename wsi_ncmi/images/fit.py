@@ -14,9 +14,36 @@ from wsi_ncmi.batch.atomic import write_text_atomic
 from wsi_ncmi.images.data import ImageFolderDataModule
 from wsi_ncmi.images.models import build_backbone
 from wsi_ncmi.images.module import LossClassifier
+from wsi_ncmi.jsontypes import JSONObject
 from wsi_ncmi.losses.callbacks import CentroidUpdate, NCMIDiagnostics
 from wsi_ncmi.losses.registry import build_loss
 from wsi_ncmi.quiet import drop_lightning_tips, lightning_loop
+
+
+@dataclass(frozen=True)
+class FitResult:
+    """What :func:`fit_classifier` measured.
+
+    Attributes:
+        val: Last-epoch validation metrics (``val/<name>``).
+        test: Test metrics (``test/<name>``).
+        history: Per-epoch validation CMI, Γ and NCMI (with ``epoch``).
+        collapsed_epochs: Epochs whose centroid check reported a collapse.
+    """
+
+    val: dict[str, float]
+    test: dict[str, float]
+    history: list[dict[str, float]]
+    collapsed_epochs: list[int]
+
+    def to_json(self) -> JSONObject:
+        """``{"val", "test", "history", "collapsed_epochs"}``."""
+        return {
+            "val": {k: v for k, v in self.val.items()},
+            "test": {k: v for k, v in self.test.items()},
+            "history": [{k: v for k, v in h.items()} for h in self.history],
+            "collapsed_epochs": [e for e in self.collapsed_epochs],
+        }
 
 
 def fit_classifier(
@@ -30,7 +57,7 @@ def fit_classifier(
     precision: str = "32-true",
     default_root_dir: str | Path | None = None,
     logger: bool = False,
-) -> dict[str, Any]:
+) -> FitResult:
     """Train, then test; return test metrics, diagnostics history and centroid reports.
 
     Args:
@@ -45,8 +72,7 @@ def fit_classifier(
         logger: Whether to use Lightning's default logger.
 
     Returns:
-        ``{"val": {...}, "test": {...}, "history": [...], "collapsed_epochs": [...]}``:
-        last-epoch validation metrics, test metrics, per-epoch validation CMI/Γ/NCMI, and
+        Last-epoch validation metrics, test metrics, per-epoch validation CMI/Γ/NCMI, and
         the epochs whose centroid check reported a collapse.
     """
     centroids = CentroidUpdate(num_classes)
@@ -69,12 +95,12 @@ def fit_classifier(
         trainer.fit(model, datamodule=datamodule)
         val = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")}
         test = trainer.test(model, datamodule=datamodule, verbose=False)[0]
-    return {
-        "val": val,
-        "test": {k: float(v) for k, v in test.items()},
-        "history": diagnostics.history,
-        "collapsed_epochs": [r.epoch for r in centroids.reports if r.collapsed],
-    }
+    return FitResult(
+        val=val,
+        test={k: float(v) for k, v in test.items()},
+        history=diagnostics.history,
+        collapsed_epochs=[r.epoch for r in centroids.reports if r.collapsed],
+    )
 
 
 @dataclass
@@ -119,15 +145,40 @@ class ImageTrainConfig:
     out_dir: str = "outputs/images"
 
 
-def train_images(config: ImageTrainConfig) -> dict[str, Any]:
+@dataclass(frozen=True)
+class ImageTrainResult:
+    """What :func:`train_images` returns and writes to ``<out_dir>/results.json``.
+
+    Attributes:
+        fit: The metrics of :func:`fit_classifier`.
+        config: The run's configuration.
+        classes: Class names, in label order.
+        version: Package version.
+    """
+
+    fit: FitResult
+    config: ImageTrainConfig
+    classes: list[str]
+    version: str
+
+    def to_json(self) -> JSONObject:
+        """``results.json``: the fit's keys, then ``config``, ``classes`` and ``version``."""
+        return self.fit.to_json() | {
+            "config": asdict(self.config),
+            "classes": [name for name in self.classes],
+            "version": self.version,
+        }
+
+
+def train_images(config: ImageTrainConfig) -> ImageTrainResult:
     """Train a backbone with a registered loss on an ImageFolder dataset.
 
     Args:
         config: The run configuration.
 
     Returns:
-        The :func:`fit_classifier` results plus the configuration and package version,
-        also written to ``<out_dir>/results.json``.
+        The :func:`fit_classifier` results with the configuration, classes and package
+        version (also written to ``<out_dir>/results.json``).
     """
     L.seed_everything(config.seed, workers=True, verbose=False)
     datamodule = ImageFolderDataModule(
@@ -155,7 +206,7 @@ def train_images(config: ImageTrainConfig) -> dict[str, Any]:
         weight_decay=config.weight_decay,
     )
     out_dir = Path(config.out_dir)
-    results = fit_classifier(
+    fit = fit_classifier(
         model,
         datamodule,
         datamodule.num_classes,
@@ -165,6 +216,6 @@ def train_images(config: ImageTrainConfig) -> dict[str, Any]:
         precision=config.precision,
         default_root_dir=out_dir,
     )
-    results |= {"config": asdict(config), "classes": datamodule.class_names, "version": __version__}
-    write_text_atomic(out_dir / "results.json", json.dumps(results, indent=2))
-    return results
+    result = ImageTrainResult(fit, config, list(datamodule.class_names), __version__)
+    write_text_atomic(out_dir / "results.json", json.dumps(result.to_json(), indent=2))
+    return result
