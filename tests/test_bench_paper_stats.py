@@ -11,9 +11,11 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from _results import cell_result
 from scipy import stats as sps
 from sklearn.metrics import f1_score
 
+from wsi_ncmi.bench.cell_result import EpochValidation
 from wsi_ncmi.bench.paper import best_baseline_comparisons, epoch_points, ncmi_tracking
 from wsi_ncmi.bench.parser import load_config
 from wsi_ncmi.bench.results import run_reports
@@ -84,16 +86,17 @@ def bench() -> dict[str, object]:
     # validation prefers ce over focal, although focal is better on test
     val = {"ce": 0.7, "focal": 0.5, "ncmi_mil": 0.6}
     results = [
-        {
-            "loss": loss,
-            "model": "abmil",
-            "cell_id": f"{loss}__abmil__seed{seed}",
-            "val": {"macro_f1_calibrated": val[loss]},
-            "history": [
-                {"epoch": e, "ncmi": float(rng.uniform(0.1, 2.0)), "macro_f1": float(rng.random())}
+        cell_result(
+            loss,
+            seed=seed,
+            val={"macro_f1_calibrated": val[loss]},
+            history=[
+                EpochValidation(
+                    e, {"ncmi": float(rng.uniform(0.1, 2.0)), "macro_f1": float(rng.random())}
+                )
                 for e in range(5)
             ],
-        }
+        )
         for loss in LOSSES
         for seed in SEEDS
     ]
@@ -203,8 +206,8 @@ def test_one_hospital_bootstrap_interval_matches_scipy(bench: dict) -> None:
 def test_ncmi_tracking_is_spearman_over_every_epoch(bench: dict) -> None:
     points = epoch_points(bench["results"])
     assert len(points) == 3 * 3 * 5
-    x = [h["ncmi"] for r in bench["results"] for h in r["history"]]
-    y = [h["macro_f1"] for r in bench["results"] for h in r["history"]]
+    x = [h.values["ncmi"] for r in bench["results"] for h in r.history]
+    y = [h.values["macro_f1"] for r in bench["results"] for h in r.history]
     rho, p, n = ncmi_tracking(points)["all"]
     oracle = sps.spearmanr(x, y)
     assert (rho, p, n) == (pytest.approx(oracle.statistic), pytest.approx(oracle.pvalue), 45)

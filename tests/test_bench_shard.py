@@ -99,6 +99,7 @@ def test_reports_are_written_once_per_run_but_again_on_a_rerun(tmp_path: Path) -
     started is rewritten, so rerunning a finished sweep refreshes its reports."""
     from wsi_ncmi.bench.config import BenchConfig
     from wsi_ncmi.bench.pipeline import write_reports_once
+    from wsi_ncmi.bench.summaries import BenchReports
     from wsi_ncmi.bench.sweep import SweepOutcome
 
     config = BenchConfig(name="once", output_root=str(tmp_path))
@@ -108,24 +109,24 @@ def test_reports_are_written_once_per_run_but_again_on_a_rerun(tmp_path: Path) -
     summary = config.out_dir / "summary.json"
     calls: list[str] = []
 
-    def write(cfg: BenchConfig, outcome: SweepOutcome) -> dict[str, object]:
+    def write(cfg: BenchConfig, outcome: SweepOutcome) -> BenchReports:
         calls.append(cfg.name)
         summary.write_text("{}")
-        return {"paths": {"summary": str(summary)}}
+        return BenchReports("", {}, {"summary": str(summary)}, [], [], {})
 
     sweep = SweepOutcome(cells=[])
     # no summary yet: written
-    assert write_reports_once(config, sweep, write, since=0.0)
+    assert write_reports_once(config, sweep, write, since=0.0) is not None
     # the summary dates from before this job began (a rerun): written again
     os.utime(summary, (1000.0, 1000.0))
     os.utime(result, (900.0, 900.0))
-    assert write_reports_once(config, sweep, write, since=2000.0)
+    assert write_reports_once(config, sweep, write, since=2000.0) is not None
     # another job wrote it during this run, after the last result: left as it is
     os.utime(summary, (3000.0, 3000.0))
     os.utime(result, (2500.0, 2500.0))
-    assert write_reports_once(config, sweep, write, since=2000.0) == {}
+    assert write_reports_once(config, sweep, write, since=2000.0) is None
     # a cell finished after that summary: written again
     os.utime(result, (3500.0, 3500.0))
-    assert write_reports_once(config, sweep, write, since=2000.0)
+    assert write_reports_once(config, sweep, write, since=2000.0) is not None
     assert len(calls) == 3
     assert not list((config.out_dir / "locks").glob("*.lock"))

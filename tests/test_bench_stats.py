@@ -157,19 +157,20 @@ def _rows_and_config(bootstrap: int = 500) -> tuple[list[Any], Any]:
 def test_verdict_says_inconclusive_when_the_tests_disagree_in_direction() -> None:
     """The verdict of the summary the report computes from real prediction records."""
     from wsi_ncmi.bench.report import model_summary, verdict
+    from wsi_ncmi.bench.summaries import ModelSummary
     from wsi_ncmi.train.report import compute_report
 
     rows, config = _rows_and_config()
 
-    def summary(treatment: list[list[int]]) -> dict[str, Any]:
+    def summary(treatment: list[list[int]]) -> ModelSummary:
         runs = {("abmil", "ce", 0): _records(_BASE), ("abmil", "ncmi", 0): _records(treatment)}
         reports = {key: compute_report(recs, rows, n_bootstrap=0) for key, recs in runs.items()}
         return model_summary(config, "abmil", runs, reports)
 
     mixed = summary(_TREAT)
-    comparison = mixed["comparisons"]["ncmi"]
-    assert (comparison["wilcoxon"]["wins"], comparison["wilcoxon"]["losses"]) == (4, 1)
-    assert comparison["bootstrap"]["pooled"]["delta"] < -0.05
+    comparison = mixed.comparisons["ncmi"]
+    assert (comparison.wilcoxon.wins, comparison.wilcoxon.losses) == (4, 1)
+    assert comparison.bootstrap["pooled"].delta < -0.05
     text = verdict(config, mixed, "ncmi")
     assert "inconclusive: ncmi wins hospital by hospital but is worse on the pooled slides" in text
     perfect = summary(_TRUTH)  # right on every slide: better both ways
@@ -190,7 +191,7 @@ def test_a_run_without_one_hospital_still_gets_a_summary() -> None:
     }
     reports = {key: compute_report(recs, rows, n_bootstrap=0) for key, recs in runs.items()}
     summary = model_summary(config, "abmil", runs, reports)
-    assert summary["sizes"] == {**{str(h): 8 for h in range(6)}, "pooled": 40}
-    (missing,) = summary["macro_f1"]["ncmi"]["5"]
+    assert summary.sizes == {**{str(h): 8 for h in range(6)}, "pooled": 40}
+    (missing,) = summary.macro_f1["ncmi"]["5"]
     assert np.isnan(missing)  # the hospital the run lacks
-    assert summary["comparisons"]["ncmi"]["wilcoxon"]["n_pairs"] == 5
+    assert summary.comparisons["ncmi"].wilcoxon.n_pairs == 5

@@ -15,8 +15,10 @@ import os
 from pathlib import Path
 
 import pytest
+from _results import cell_result
 from _train_bags import ENCODER, make_cohort
 
+from wsi_ncmi.bench.cell_result import CellResult
 from wsi_ncmi.bench.config import LossEntry
 from wsi_ncmi.bench.parser import load_config
 from wsi_ncmi.bench.suite import expand_grid, select_variants, split_configs
@@ -58,15 +60,8 @@ def test_selection_uses_validation_scores_only() -> None:
         },
     )
 
-    def result(loss: str, fold: int, val: float, test: float) -> dict[str, object]:
-        return {
-            "loss": loss,
-            "model": "abmil",
-            "fold_index": fold,
-            "fold": f"loho_center{fold}",
-            "val": {"macro_f1_calibrated": val},
-            "test": {"pooled": {"macro_f1": test}},
-        }
+    def result(loss: str, fold: int, val: float, test: float) -> CellResult:
+        return cell_result(loss, fold_index=fold, val={"macro_f1_calibrated": val}, test_f1=test)
 
     results = [
         result("ce_lr0.001", 0, 0.60, 0.90),  # fold 0: best on test, worse on validation
@@ -104,14 +99,8 @@ def test_untuned_aggregators_take_the_tuned_ones_choice_per_loss_and_fold() -> N
     assert tune is not None
     assert [m.label for m in tune.sweep.models] == ["dsmil"]  # the grid trains on dsmil only
 
-    def result(loss: str, model: str, fold: int, val: float) -> dict[str, object]:
-        return {
-            "loss": loss,
-            "model": model,
-            "fold_index": fold,
-            "fold": f"loho_center{fold}",
-            "val": {"macro_f1_calibrated": val},
-        }
+    def result(loss: str, model: str, fold: int, val: float) -> CellResult:
+        return cell_result(loss, model, fold_index=fold, val={"macro_f1_calibrated": val})
 
     results = [
         result("ce_lr0.001", "dsmil", 0, 0.3),

@@ -71,4 +71,4 @@ def test_selected_checkpoint_rescores_validation_to_the_bit(
     assert rescored["val/macro_f1"] == logged["val/macro_f1"]
     assert rescored["val/loss"] == logged["val/loss"]
     # The decision rule the test uses was fitted on the same state.
-    assert float(np.float32(fold.decision_rule["val_macro_f1"])) == fold.best_score
+    assert float(np.float32(fold.decision_rule.val_macro_f1)) == fold.best_score

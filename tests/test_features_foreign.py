@@ -183,8 +183,8 @@ def test_wsi_train_trains_on_registered_trident_features(tmp_path: Path) -> None
             report=ReportConfig(bootstrap=100, max_heatmaps=1),
         )
     )
-    assert result.metrics["pooled"]["n"] == 16
-    assert result.metrics["pooled"]["macro_f1"] > 0.5  # the marked classes are learnt
+    assert result.metrics.pooled.n == 16
+    assert result.metrics.pooled.scalar("macro_f1") > 0.5  # the marked classes are learnt
     tiles = json.loads(next((tmp_path / "run" / "fixed" / "qupath").glob("*.geojson")).read_text())
     assert len(tiles["features"]) == 36  # QuPath tiles from the TRIDENT coordinates
 

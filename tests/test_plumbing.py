@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
+from _results import metrics_report
 
 from wsi_ncmi.batch import BatchAbortedError as BatchAbortedFromBatch
 from wsi_ncmi.batch import find_temp_files
@@ -28,10 +29,13 @@ from wsi_ncmi.batch.locks import (
 )
 from wsi_ncmi.errors import CacheSchemaError, ConfigError, NonFiniteError, WsiNcmiError
 from wsi_ncmi.features.store import FeatureFileWriter
+from wsi_ncmi.losses.decision import PriorRule
 from wsi_ncmi.manifest import ManifestRow
 from wsi_ncmi.optim import check_choice, configure_optimization
 from wsi_ncmi.synth import generate_cohort, get_preset
 from wsi_ncmi.synth.generate import generate_slide, slide_paths
+from wsi_ncmi.train.attention_summary import AttentionSummary, SlideTumourAttention
+from wsi_ncmi.train.probe import ProbeResult
 from wsi_ncmi.train.results import FoldResult
 
 ROW = ManifestRow("patient_000_node_0", "patient_000", 0, "negative")
@@ -223,20 +227,35 @@ def test_fold_summary_leaves_out_records_and_optionally_the_history() -> None:
     """The fold's ``metrics.json`` keeps its history; the run's leaves it out; neither
     carries the per-slide prediction records (they go to predictions.csv)."""
     records = [{"slide_id": "s1", "pred": 0}]
+    attention = AttentionSummary(
+        1, 0.6, 0.2, {"macro": 0.6}, {"s1": SlideTumourAttention("macro", 0.6, 0.2)}
+    )
     fold = FoldResult(
-        "fixed", [3], "best.ckpt", 0.5, 2, ["gone"], [], {"pooled": {"macro_f1": 0.5}},
-        {"lam": 0.0}, {}, {}, {"test_macro_f1": 0.4}, [{"epoch": 0.0}], records,
+        "fixed", [3], "best.ckpt", 0.5, 2, ["gone"], [], metrics_report(0.5),
+        PriorRule(0.0, (-1.0,), 0.5, 0.5), {}, attention, ProbeResult(4, {"test": 0.4}),
+        [{"epoch": 0.0}], records,
     )  # fmt: skip
-    full = fold.summary()
+    full = fold.to_json()
     assert list(full) == [
         "fold", "test_centers", "best_checkpoint", "best_score", "epochs_trained",
         "excluded", "no_tissue_excluded", "metrics", "decision_rule", "by_decision",
         "attention", "probe", "history",
     ]  # fmt: skip
     assert full["history"] == [{"epoch": 0.0}]
-    assert full["probe"] == {"test_macro_f1": 0.4}
-    short = fold.summary(history=False)
+    assert full["probe"] == {"train_slides": 4, "macro_f1": {"test": 0.4}}
+    assert full["decision_rule"] == {
+        "scale": 0.0, "log_prior": [-1.0], "val_macro_f1": 0.5, "val_macro_f1_default": 0.5
+    }  # fmt: skip
+    summary = {
+        "slides_with_ground_truth": 1, "mean_tumour_attention": 0.6,
+        "mean_tumour_patch_fraction": 0.2, "tumour_attention_by_class": {"macro": 0.6},
+    }  # fmt: skip
+    assert full["attention"] == summary
+    short = fold.to_json(history=False)
     assert list(short) == list(full)[:-1]
+    own = fold.to_json(per_slide=True)  # the fold's own metrics.json: the per-slide table too
+    per_slide = {"s1": {"label": "macro", "tumour_attention": 0.6, "tumour_patch_fraction": 0.2}}
+    assert own["attention"] == {**summary, "per_slide": per_slide}
     assert fold.records == records  # still on the result, for predictions.csv
 
 

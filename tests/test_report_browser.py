@@ -178,4 +178,4 @@ def test_training_report_loads_and_holds_the_pooled_metrics(
         for tr in table.find_elements("css selector", "tbody tr")
     ][-1]
     assert pooled[0] == "pooled"
-    assert float(pooled[2]) == pytest.approx(result.metrics["pooled"]["macro_f1"], abs=5e-4)
+    assert float(pooled[2]) == pytest.approx(result.metrics.pooled.macro_f1, abs=5e-4)

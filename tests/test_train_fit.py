@@ -98,18 +98,18 @@ def test_tiny_fit_learns_and_its_metrics_are_its_predictions(
     rows = _predictions(out)
     assert len(rows) == 16
     assert {"slide_id", "center", "true_label", "pred_label", "split", "prob_macro"} <= set(rows[0])
-    pooled = result.metrics["pooled"]
-    assert pooled["macro_f1"] >= 0.9, result.summary
+    pooled = result.metrics.pooled
+    assert pooled.scalar("macro_f1") >= 0.9, result.summary
 
     def f1(subset: list[dict[str, str]]) -> float:
         truth = [r["true_label"] for r in subset]
         return float(f1_score(truth, [r["pred_label"] for r in subset], average="macro"))
 
-    assert pooled["macro_f1"] == pytest.approx(f1(rows))
-    assert set(result.metrics["per_center"]) == {"3", "4"}
-    for center, metrics in result.metrics["per_center"].items():
-        assert metrics["macro_f1"] == pytest.approx(f1([r for r in rows if r["center"] == center]))
-    assert pooled["patients"] == len({r["slide_id"].split("_node")[0] for r in rows}) == 4
+    assert pooled.macro_f1 == pytest.approx(f1(rows))
+    assert set(result.metrics.per_center) == {"3", "4"}
+    for center, metrics in result.metrics.per_center.items():
+        assert metrics.macro_f1 == pytest.approx(f1([r for r in rows if r["center"] == center]))
+    assert pooled.patients == len({r["slide_id"].split("_node")[0] for r in rows}) == 4
     assert result.folds[0].epochs_trained == EPOCHS
     config = json.loads((out / "config.json").read_text())
     assert config["config"]["loss"]["name"] == "ncmi"
@@ -131,7 +131,7 @@ def test_tiny_fit_writes_every_report(reference: tuple[Path, TrainingResult]) ->
     assert {"train/loss", "train/cmi", "val/macro_f1", "val/cmi", "val/gamma", "val/ncmi"} <= logged
     page = (out / "report.html").read_text()
     assert page.count("data:image/png;base64,") >= 4  # confusion matrices, curves, heatmaps
-    assert f"{result.metrics['pooled']['macro_f1']:.3f}" in page
+    assert f"{result.metrics.pooled.scalar('macro_f1'):.3f}" in page
     assert "git_commit" in page
 
 
@@ -150,8 +150,10 @@ def test_tiny_fit_qupath_files_carry_the_attention_and_the_prediction(
         assert total == pytest.approx(1.0, abs=1e-4)
         assert {t["properties"]["classification"]["name"] for t in tiles} == {predicted[path.stem]}
     attention = result.folds[0].attention
-    assert attention["slides_with_ground_truth"] == 12
-    assert attention["mean_tumour_attention"] > 2 * attention["mean_tumour_patch_fraction"]
+    assert attention.slides_with_ground_truth == 12
+    assert attention.mean_tumour_attention is not None
+    assert attention.mean_tumour_patch_fraction is not None
+    assert attention.mean_tumour_attention > 2 * attention.mean_tumour_patch_fraction
 
 
 def test_reports_carry_the_diagnostics_of_the_selected_checkpoint(
@@ -161,18 +163,19 @@ def test_reports_carry_the_diagnostics_of_the_selected_checkpoint(
     fold = result.folds[0]
     (diag,) = json.loads((out / "metrics.json").read_text())["diagnostics"]
     assert diag["val_selected"] == fold.best_score
-    assert diag["test_macro_f1"] == fold.metrics["pooled"]["macro_f1"]
+    assert diag["test_macro_f1"] == fold.metrics.pooled.macro_f1
     assert diag["val_to_test_drop"] == pytest.approx(diag["val_selected"] - diag["test_macro_f1"])
     # The bags carry the class in their features: a linear probe on the learnt slide
     # embeddings finds it on validation and test.
-    assert fold.probe["train_slides"] == 16
+    assert fold.probe.train_slides == 16
     assert diag["probe_val"] >= 0.9
     assert diag["probe_test"] >= 0.9
     # Ground truth of every positive test slide: the model attends to its tumour patches
     # far above what uniform attention would give them.
     by_class = diag["tumour_attention_by_class"]
     assert set(by_class) == {"itc", "micro", "macro"}
-    assert min(by_class.values()) > 2 * fold.attention["mean_tumour_patch_fraction"]
+    assert fold.attention.mean_tumour_patch_fraction is not None
+    assert min(by_class.values()) > 2 * fold.attention.mean_tumour_patch_fraction
     summary = (out / "summary.txt").read_text()
     assert "Diagnostics per fold" in summary
     assert f"| fixed | {fold.best_score:.3f} |" in summary
@@ -283,7 +286,7 @@ def test_batched_ncmi_mil_learns_and_reports_both_decision_rules(
     config.loss = LossConfig("ncmi_mil", {})
     config.data.batch_size = 4
     result = run_training(config)
-    assert result.metrics["pooled"]["macro_f1"] >= 0.9, result.summary
+    assert result.metrics.pooled.scalar("macro_f1") >= 0.9, result.summary
     assert set(result.by_decision) == {"default", "calibrated"}
     rows = _predictions(tmp_path / "mil")
     assert {"pred_label_default", "pred_label_calibrated"} <= set(rows[0])

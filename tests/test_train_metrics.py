@@ -35,18 +35,18 @@ def _fixed_predictions(seed: int, n: int = 120, classes: int = 4):
 def test_slide_metrics_agree_with_scikit_learn(seed: int) -> None:
     y, pred, probs = _fixed_predictions(seed)
     ours = classification_metrics(y, pred, probs)
-    assert ours["macro_f1"] == pytest.approx(skm.f1_score(y, pred, average="macro"))
-    assert ours["accuracy"] == pytest.approx(skm.accuracy_score(y, pred))
-    assert ours["balanced_accuracy"] == pytest.approx(skm.balanced_accuracy_score(y, pred))
-    assert ours["kappa_quadratic"] == pytest.approx(
+    assert ours.macro_f1 == pytest.approx(skm.f1_score(y, pred, average="macro"))
+    assert ours.accuracy == pytest.approx(skm.accuracy_score(y, pred))
+    assert ours.balanced_accuracy == pytest.approx(skm.balanced_accuracy_score(y, pred))
+    assert ours.kappa_quadratic == pytest.approx(
         skm.cohen_kappa_score(y, pred, weights="quadratic")
     )
-    assert ours["auroc_macro_ovr"] == pytest.approx(
+    assert ours.auroc_macro_ovr == pytest.approx(
         skm.roc_auc_score(y, probs, multi_class="ovr", average="macro")
     )
     per_class = skm.f1_score(y, pred, average=None, labels=[0, 1, 2, 3])
-    assert list(ours["f1_per_class"].values()) == pytest.approx(list(per_class))
-    assert ours["confusion_matrix"] == skm.confusion_matrix(y, pred, labels=[0, 1, 2, 3]).tolist()
+    assert list(ours.f1_per_class.values()) == pytest.approx(list(per_class))
+    assert ours.confusion_matrix == skm.confusion_matrix(y, pred, labels=[0, 1, 2, 3]).tolist()
 
 
 def test_metrics_with_absent_classes_and_ties_agree_with_scikit_learn() -> None:
@@ -54,13 +54,11 @@ def test_metrics_with_absent_classes_and_ties_agree_with_scikit_learn() -> None:
     pred = np.array([0, 1, 1, 1, 0, 3, 0, 0])
     probs = np.round(np.random.default_rng(0).random((8, 4)), 1)  # ties
     ours = classification_metrics(y, pred, probs)
-    assert ours["macro_f1"] == pytest.approx(
-        skm.f1_score(y, pred, average="macro", zero_division=0)
-    )
-    assert ours["balanced_accuracy"] == pytest.approx(skm.balanced_accuracy_score(y, pred))
+    assert ours.macro_f1 == pytest.approx(skm.f1_score(y, pred, average="macro", zero_division=0))
+    assert ours.balanced_accuracy == pytest.approx(skm.balanced_accuracy_score(y, pred))
     present = [0, 1, 3]
     expected_auc = np.mean([skm.roc_auc_score(y == c, probs[:, c]) for c in present])
-    assert ours["auroc_macro_ovr"] == pytest.approx(expected_auc)
+    assert ours.auroc_macro_ovr == pytest.approx(expected_auc)
 
 
 def test_bootstrap_interval_is_reproducible_and_brackets_the_estimate() -> None:
@@ -181,13 +179,13 @@ def test_count_kernels_equal_scikit_learn_to_the_bit() -> None:
             np.isnan(kappa) and np.isnan(quadratic_kappa_from_counts(cm))
         ), trial
         ours = classification_metrics(t, p, None)
-        assert ours["accuracy"] == skm.accuracy_score(t, p), trial
-        assert ours["balanced_accuracy"] == balanced, trial
+        assert ours.accuracy == skm.accuracy_score(t, p), trial
+        assert ours.balanced_accuracy == balanced, trial
         if np.array_equal(t, p) and np.unique(t).size == 1:
-            assert ours["kappa_quadratic"] == 1.0, trial  # undefined in scikit-learn
+            assert ours.kappa_quadratic == 1.0, trial  # undefined in scikit-learn
         else:
-            same = ours["kappa_quadratic"] == kappa
-            assert same or (np.isnan(kappa) and np.isnan(ours["kappa_quadratic"])), trial
+            same = ours.kappa_quadratic == kappa
+            assert same or (np.isnan(kappa) and np.isnan(ours.kappa_quadratic)), trial
 
 
 def test_kappa_of_a_single_agreed_class_is_one() -> None:
@@ -218,12 +216,12 @@ def test_a_group_with_one_true_class_reports_macro_f1_and_kappa_as_undefined() -
         for i, row in enumerate(rows)
     ]  # fmt: skip
     report = compute_report(prediction_records(rows, predictions, "t"), rows, n_bootstrap=10)
-    one_class = report["per_center"]["0"]
-    assert np.isnan(one_class["macro_f1"])
-    assert np.isnan(one_class["kappa_quadratic"])
-    assert "fewer than 2 true classes" in one_class["undefined"]["macro_f1"]
-    assert report["per_center"]["1"]["undefined"] == {}
-    assert np.isfinite(report["per_center"]["1"]["macro_f1"])
+    one_class = report.per_center["0"]
+    assert np.isnan(one_class.scalar("macro_f1"))
+    assert np.isnan(one_class.scalar("kappa_quadratic"))
+    assert "fewer than 2 true classes" in one_class.undefined["macro_f1"]
+    assert report.per_center["1"].undefined == {}
+    assert np.isfinite(report.per_center["1"].scalar("macro_f1"))
     table = summary_table(report)
     assert "n/a: center0 macro_f1, macro_f1_ci95, kappa_quadratic" in table
     line = next(x for x in table.splitlines() if x.startswith("center0"))

@@ -145,15 +145,18 @@ def _run(args: argparse.Namespace) -> int:
 
     write_text_atomic(out / "timings.json", json.dumps(seconds, indent=1) + "\n")
     reports = outcome.reports
-    for model, table in reports["headline"].items():
-        print(f"\n{model}: test macro-F1 per held-out hospital (mean ± std over seeds)\n{table}")
-    for lines in reports["verdicts"].values():
-        print("\n" + "\n".join(lines))
-    if reports["constant_runs"]:
-        print(
-            f"warning: {len(reports['constant_runs'])} runs predict a single class for every "
-            "test slide; see summary.md"
-        )
+    if reports is not None:  # a run alone on its folder always writes them
+        for model, table in reports.headline.items():
+            print(
+                f"\n{model}: test macro-F1 per held-out hospital (mean ± std over seeds)\n{table}"
+            )
+        for lines in reports.verdicts.values():
+            print("\n" + "\n".join(lines))
+        if reports.constant_runs:
+            print(
+                f"warning: {len(reports.constant_runs)} runs predict a single class for every "
+                "test slide; see summary.md"
+            )
     print("\nopen:")
     labels = {row.slide_id: row.label for row in read_manifest(config.data.manifest)}
     print("\n".join(what_to_open(out, config.out_dir, labels)))

@@ -22,8 +22,9 @@ import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
+from wsi_ncmi.bench.cell_result import CellResult, EpochValidation
 from wsi_ncmi.bench.config import BenchConfig
 from wsi_ncmi.bench.plan import CELL_SCHEMA, Cell, cell_hash, train_config_for
 
@@ -48,8 +49,12 @@ def cell_dir(config: BenchConfig, cell: Cell) -> Path:
     return config.out_dir / "cells" / cell.cell_id
 
 
-def read_result(config: BenchConfig, cell: Cell) -> dict[str, Any] | None:
-    """The cell's ``result.json``, or ``None`` if the cell has not finished."""
+def read_result(config: BenchConfig, cell: Cell) -> CellResult | None:
+    """The cell's ``result.json``, or ``None`` if the cell has not finished.
+
+    A file of another schema, or one that does not parse as a cell result, reads as
+    ``None`` too (the cell is then trained again).
+    """
     path = cell_dir(config, cell) / RESULT_NAME
     if not path.is_file():
         return None
@@ -57,7 +62,12 @@ def read_result(config: BenchConfig, cell: Cell) -> dict[str, Any] | None:
         data = json.loads(path.read_text())
     except (OSError, json.JSONDecodeError):
         return None
-    return data if isinstance(data, dict) and data.get("schema") == CELL_SCHEMA else None
+    if not isinstance(data, dict) or data.get("schema") != CELL_SCHEMA:
+        return None
+    try:
+        return CellResult.from_json(data)
+    except (KeyError, TypeError, ValueError, AttributeError):
+        return None
 
 
 def expected_hash(config: BenchConfig, cell: Cell) -> str:
@@ -85,7 +95,7 @@ def quiet_lightning() -> None:
     logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)
 
 
-def run_cell(config: BenchConfig, cell: Cell) -> dict[str, Any]:
+def run_cell(config: BenchConfig, cell: Cell) -> CellResult:
     """Train, select on validation, test, and write the cell's result.
 
     The checkpoint is selected by ``train.trainer.monitor`` (validation macro-F1 by
@@ -96,7 +106,7 @@ def run_cell(config: BenchConfig, cell: Cell) -> dict[str, Any]:
         cell: The cell.
 
     Returns:
-        The result record (also in ``result.json``).
+        The result (also in ``result.json``).
     """
     from wsi_ncmi.train.fit import run_fold
     from wsi_ncmi.train.report import write_json, write_predictions
@@ -111,40 +121,41 @@ def run_cell(config: BenchConfig, cell: Cell) -> dict[str, Any]:
     history = fold.history
     best_epoch = _best_epoch(fold.best_checkpoint, history)
     selected = next((h for h in history if int(h["epoch"]) == best_epoch), {})
-    result = {
-        "schema": CELL_SCHEMA,
-        "cell_id": cell.cell_id,
-        "loss": cell.loss.label,
-        "loss_name": cell.loss.name,
-        "model": cell.model.label,
-        "model_name": cell.model.name,
-        "seed": cell.seed,
-        "fold": cell.fold_name,
-        "fold_index": cell.fold_index,
-        "test_centers": list(cell.test_centers),
-        "config_hash": digest,
-        "monitor": train_config.trainer.monitor,
-        "best_score": fold.best_score,
-        "best_epoch": best_epoch,
-        "epochs_trained": fold.epochs_trained,
-        "val": {key: selected[f"val/{key}"] for key in VAL_KEYS if f"val/{key}" in selected},
-        "history": [
-            {"epoch": int(h["epoch"])}
-            | {key: h[f"val/{key}"] for key in VAL_KEYS if f"val/{key}" in h}
+    result = CellResult(
+        schema=CELL_SCHEMA,
+        cell_id=cell.cell_id,
+        loss=cell.loss.label,
+        loss_name=cell.loss.name,
+        model=cell.model.label,
+        model_name=cell.model.name,
+        seed=cell.seed,
+        fold=cell.fold_name,
+        fold_index=cell.fold_index,
+        test_centers=list(cell.test_centers),
+        config_hash=digest,
+        monitor=train_config.trainer.monitor,
+        best_score=fold.best_score,
+        best_epoch=best_epoch,
+        epochs_trained=fold.epochs_trained,
+        val={key: selected[f"val/{key}"] for key in VAL_KEYS if f"val/{key}" in selected},
+        history=[
+            EpochValidation(
+                int(h["epoch"]), {key: h[f"val/{key}"] for key in VAL_KEYS if f"val/{key}" in h}
+            )
             for h in history
         ],
-        "test": fold.metrics,
-        "decision_rule": fold.decision_rule,
-        "test_by_decision": fold.by_decision,
-        "attention": fold.attention,
-        "probe": fold.probe,
-        "excluded": fold.excluded,
-        "seconds": time.perf_counter() - started,
-        "host": platform.node(),
-        "pid": os.getpid(),
-        "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-    }
-    write_json(result, directory / RESULT_NAME)
+        test=fold.metrics,
+        decision_rule=fold.decision_rule,
+        test_by_decision=fold.by_decision,
+        attention=fold.attention,
+        probe=fold.probe,
+        excluded=fold.excluded,
+        seconds=time.perf_counter() - started,
+        host=platform.node(),
+        pid=os.getpid(),
+        finished_at=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    )
+    write_json(result.to_json(), directory / RESULT_NAME)
     return result
 
 
@@ -157,13 +168,13 @@ class CellOutcome:
         status: ``trained`` (this job trained it), ``finished_elsewhere`` (another job
             finished it while this one waited for it), ``claimed`` (another live job holds
             it now) or ``failed``.
-        result: The cell's ``result.json`` record (``trained``, ``finished_elsewhere``).
+        result: The cell's result (``trained``, ``finished_elsewhere``).
         error: ``"<ErrorType>: <message>"`` (``failed``).
     """
 
     cell_id: str
     status: Literal["trained", "finished_elsewhere", "claimed", "failed"]
-    result: dict[str, Any] | None = None
+    result: CellResult | None = None
     error: str | None = None
 
 
@@ -195,7 +206,7 @@ def run_cell_job(args: tuple[BenchConfig, Cell, int | None]) -> CellOutcome:
         return CellOutcome(cell.cell_id, "claimed")
     try:
         finished = read_result(config, cell)
-        if finished is not None and finished.get("config_hash") == expected_hash(config, cell):
+        if finished is not None and finished.config_hash == expected_hash(config, cell):
             return CellOutcome(cell.cell_id, "finished_elsewhere", result=finished)
         return CellOutcome(cell.cell_id, "trained", result=run_cell(config, cell))
     except (WsiNcmiError, RuntimeError, ValueError, OSError) as err:

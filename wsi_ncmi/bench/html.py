@@ -4,18 +4,18 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
 
 from wsi_ncmi.bench.config import BenchConfig
 from wsi_ncmi.bench.results import RunKey
 from wsi_ncmi.manifest import LABELS
+from wsi_ncmi.train.evaluation import MetricsReport
 
 
 def write_bench_html(
     config: BenchConfig,
     summary_md: str,
     paths: Mapping[str, str],
-    reports: Mapping[RunKey, dict[str, Any]],
+    reports: Mapping[RunKey, MetricsReport],
     max_heatmaps: int = 4,
 ) -> Path:
     """``<bench>/report.html``: :mod:`wsi_ncmi.train.html` over this sweep's outputs."""
@@ -30,14 +30,14 @@ def write_bench_html(
     confusions = [
         (
             confusion_png(
-                reports[key]["pooled"]["confusion_matrix"],
+                reports[key].pooled.confusion_matrix,
                 LABELS,
                 f"{model} + {loss}, seed {key[2]}",
             ),
             f"{model} + {loss}, seed {key[2]}",
         )
         for (model, loss), key in sorted(first_seed.items())
-        if reports[key]["pooled"].get("confusion_matrix")
+        if reports[key].pooled.confusion_matrix
     ]
     overlays = Path(config.data.features_root) / "thumbnails"
     heatmaps = [

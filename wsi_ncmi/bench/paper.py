@@ -23,18 +23,21 @@ import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from wsi_ncmi.bench.cell_result import CellResult
 from wsi_ncmi.bench.config import BenchConfig
 from wsi_ncmi.bench.results import RunKey, group_metric, paired_slides
 from wsi_ncmi.bench.stats import holm, mean_std, paired_bootstrap, signed_rank, spearman
+from wsi_ncmi.bench.summaries import ModelSummary
 from wsi_ncmi.bench.tables import fmt_mean_std
 from wsi_ncmi.manifest import LABELS
+from wsi_ncmi.train.evaluation import MetricsReport
 
 
 def _signed(value: float) -> str:
     return "–" if not math.isfinite(value) else f"{value:+.3f}"
 
 
-def loss_table(config: BenchConfig, summaries: Mapping[str, Mapping[str, Any]]) -> list[str]:
+def loss_table(config: BenchConfig, summaries: Mapping[str, ModelSummary]) -> list[str]:
     """Markdown lines: one row per (aggregator, loss); hospitals, pooled, pN kappa.
 
     Args:
@@ -44,7 +47,7 @@ def loss_table(config: BenchConfig, summaries: Mapping[str, Mapping[str, Any]]) 
     """
     if not summaries:
         return []
-    groups = next(iter(summaries.values()))["groups"]
+    groups = next(iter(summaries.values())).groups
     head = [f"center {g}" if g != "pooled" else "**pooled**" for g in groups]
     lines = [
         "## Test macro-F1 of every loss × aggregator (mean ± std over seeds)",
@@ -54,9 +57,9 @@ def loss_table(config: BenchConfig, summaries: Mapping[str, Mapping[str, Any]]) 
     ]
     for model, summary in summaries.items():
         for loss in (e.label for e in config.sweep.losses):
-            f1 = summary["macro_f1"].get(loss, {})
+            f1 = summary.macro_f1.get(loss, {})
             cells = [fmt_mean_std(*mean_std(f1.get(g, []))[:2]) for g in groups]
-            kappa = summary["patient_kappa"].get(loss, {}).get("pooled", [])
+            kappa = summary.patient_kappa.get(loss, {}).get("pooled", [])
             cells.append(fmt_mean_std(*mean_std(kappa)[:2]))
             lines.append(f"| {model} | {loss} | " + " | ".join(cells) + " |")
     return lines
@@ -69,7 +72,7 @@ def all_treatments(config: BenchConfig) -> list[str]:
 
 
 def best_baseline(
-    config: BenchConfig, results: Sequence[Mapping[str, Any]], model: str
+    config: BenchConfig, results: Sequence[CellResult], model: str
 ) -> tuple[str | None, dict[str, float]]:
     """The baseline with the best mean validation score for one aggregator.
 
@@ -84,11 +87,9 @@ def best_baseline(
     scores: dict[str, float] = {}
     for loss in candidates:
         values = [
-            float(r["val"][metric])
+            float(value)
             for r in results
-            if r["loss"] == loss
-            and r["model"] == model
-            and (r.get("val") or {}).get(metric) is not None
+            if r.loss == loss and r.model == model and (value := r.val.get(metric)) is not None
         ]
         if values:
             scores[loss] = sum(values) / len(values)
@@ -99,8 +100,8 @@ def best_baseline(
 def best_baseline_comparisons(
     config: BenchConfig,
     runs: Mapping[RunKey, list[dict[str, Any]]],
-    reports: Mapping[RunKey, dict[str, Any]],
-    results: Sequence[Mapping[str, Any]],
+    reports: Mapping[RunKey, MetricsReport],
+    results: Sequence[CellResult],
 ) -> dict[str, dict[str, Any]]:
     """Best baseline (chosen on validation) vs each treatment, per aggregator, Holm-corrected.
 
@@ -219,21 +220,21 @@ def _treatment_table(config: BenchConfig, treat: str, comparisons: Mapping[str, 
     return lines
 
 
-def epoch_points(results: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+def epoch_points(results: Sequence[CellResult]) -> list[dict[str, Any]]:
     """Validation NCMI and macro-F1 of every epoch of every run (cells with a history)."""
     points = []
     for r in results:
-        for h in r.get("history") or []:
-            ncmi, f1 = h.get("ncmi"), h.get("macro_f1")
+        for h in r.history:
+            ncmi, f1 = h.values.get("ncmi"), h.values.get("macro_f1")
             if ncmi is None or f1 is None:
                 continue
             if math.isfinite(float(ncmi)) and math.isfinite(float(f1)):
                 points.append(
                     {
-                        "loss": r["loss"],
-                        "model": r["model"],
-                        "cell_id": r["cell_id"],
-                        "epoch": int(h["epoch"]),
+                        "loss": r.loss,
+                        "model": r.model,
+                        "cell_id": r.cell_id,
+                        "epoch": h.epoch,
                         "val_ncmi": float(ncmi),
                         "val_macro_f1": float(f1),
                     }

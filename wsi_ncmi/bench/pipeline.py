@@ -15,12 +15,13 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from wsi_ncmi.bench.config import BENCH_EXTRACT_DEFAULTS, BenchConfig
 from wsi_ncmi.errors import ConfigError, MissingFeaturesError
 
 if TYPE_CHECKING:
+    from wsi_ncmi.bench.summaries import BenchReports
     from wsi_ncmi.bench.sweep import SweepOutcome
     from wsi_ncmi.features.config import ExtractConfig
 
@@ -33,7 +34,8 @@ class BenchOutcome:
 
     Attributes:
         sweep: The sweep outcome (the final stage's, in the config's loss labels).
-        reports: What :func:`wsi_ncmi.bench.report.write_reports` returned.
+        reports: What :func:`wsi_ncmi.bench.report.write_reports` returned (``None``
+            where this job left the reports to another).
         seconds: Wall time per stage (``synth``, ``tile``, ``extract``, ``sweep``,
             ``report``).
         prepared: Slides that were tiled/extracted by this run.
@@ -42,7 +44,7 @@ class BenchOutcome:
     """
 
     sweep: SweepOutcome
-    reports: dict[str, Any]
+    reports: BenchReports | None
     seconds: dict[str, float] = field(default_factory=dict)
     prepared: list[str] = field(default_factory=list)
     parts: dict[str, BenchOutcome] = field(default_factory=dict)
@@ -162,7 +164,7 @@ def run_bench(
         force: Recompute finished cells made with other settings.
         shard: ``"i/N"`` when ``N`` jobs share the sweep (cells are claimed by lock
             files; this job starts with shard ``i``). Reports are written only by a job
-            that finds every cell finished; the others leave ``reports`` empty.
+            that finds every cell finished; the others leave ``reports`` ``None``.
 
     Returns:
         The outcome (reports are under ``config.out_dir``).
@@ -220,10 +222,10 @@ def _run_split(
     sweep = suite.sweep
     seconds["sweep"] = time.perf_counter() - started
 
-    def write(cfg: BenchConfig, outcome: Any) -> dict[str, Any]:
+    def write(cfg: BenchConfig, outcome: SweepOutcome) -> BenchReports:
         return write_reports(cfg, outcome, choices=suite.choices)
 
-    reports: dict[str, Any] = {}
+    reports: BenchReports | None = None
     # A job alone on its sweep owns the report (failed cells are reported as missing).
     # Jobs that shared it (shards, or several plain jobs meeting through the cell locks):
     # the one that finds every cell done writes it, so no report misses a cell another
@@ -240,11 +242,11 @@ def _run_split(
 def write_reports_once(
     config: BenchConfig,
     sweep: SweepOutcome,
-    write: Callable[[BenchConfig, SweepOutcome], dict[str, Any]],
+    write: Callable[[BenchConfig, SweepOutcome], BenchReports],
     *,
     since: float,
-) -> dict[str, Any]:
-    """Write the reports of a sweep once: ``{}`` if another job writes or wrote them.
+) -> BenchReports | None:
+    """Write the reports of a sweep once: ``None`` if another job writes or wrote them.
 
     Jobs of one sweep that finish together can all find every cell done. The first to
     take ``<bench>/locks/report.lock`` writes the reports; a job that takes it later finds
@@ -258,14 +260,14 @@ def write_reports_once(
     lock = ItemLock(lock_file(lock_dir(config.out_dir), "report"))
     if not lock.acquire():
         log.info("another job is writing the reports of %s", config.name)
-        return {}
+        return None
     try:
         summary = config.out_dir / "summary.json"
         results = list((config.out_dir / "cells").glob(f"*/{RESULT_NAME}"))
         newest = max((r.stat().st_mtime for r in results), default=0.0)
         if summary.is_file() and summary.stat().st_mtime >= max(newest, since):
             log.info("the reports of %s are up to date (written by another job)", config.name)
-            return {}
+            return None
         return write(config, sweep)
     finally:
         lock.release()

@@ -31,10 +31,14 @@ from wsi_ncmi.bench.results import (
     write_results_csv,
 )
 from wsi_ncmi.bench.stats import mean_std, paired_bootstrap, signed_rank, spearman
+from wsi_ncmi.bench.suite import Choice, tuning_table
+from wsi_ncmi.bench.summaries import BenchReports, Comparison, ModelSummary
 from wsi_ncmi.bench.sweep import SweepOutcome
 from wsi_ncmi.bench.tables import decision_table, diagnostics_table, per_class_table
 from wsi_ncmi.bench.tables import fmt_mean_std as _fmt
+from wsi_ncmi.jsontypes import JSONObject, finite_json
 from wsi_ncmi.manifest import LABELS
+from wsi_ncmi.train.evaluation import MetricsReport
 
 
 def _signed(value: float, digits: int = 3) -> str:
@@ -49,14 +53,14 @@ def model_summary(
     config: BenchConfig,
     model: str,
     runs: Mapping[RunKey, list[dict[str, Any]]],
-    reports: Mapping[RunKey, dict[str, Any]],
-) -> dict[str, Any]:
-    """Everything the tables say about one aggregator (JSON-ready)."""
+    reports: Mapping[RunKey, MetricsReport],
+) -> ModelSummary:
+    """Everything the tables say about one aggregator."""
     sweep, st = config.sweep, config.stats
     losses = [e.label for e in sweep.losses]
     seeds = sweep.seeds
     centers = sorted(
-        {g for (m, _, _), rep in reports.items() if m == model for g in rep["per_center"]}, key=int
+        {g for (m, _, _), rep in reports.items() if m == model for g in rep.per_center}, key=int
     )
     groups = [*centers, "pooled"]
     f1: dict[str, dict[str, list[float]]] = {loss: {} for loss in losses}
@@ -72,7 +76,7 @@ def model_summary(
                 n, p = group_metric(r, group, "n"), group_metric(r, group, "patients")
                 sizes[group] = int(n) if math.isfinite(n) else sizes.get(group, 0)
                 patients[group] = int(p) if math.isfinite(p) else patients.get(group, 0)
-    comparisons: dict[str, Any] = {}
+    comparisons: dict[str, Comparison] = {}
     for other in (x for x in losses if x != sweep.baseline):
         pairs = paired_slides(runs, model, sweep.baseline, other, seeds)
         per_group = {}
@@ -80,7 +84,7 @@ def model_summary(
             sub = pairs if group == "pooled" else pairs.subset(pairs.centers == int(group))
             per_group[group] = paired_bootstrap(
                 sub, len(LABELS), n_resamples=st.bootstrap, seed=st.seed
-            ).__dict__
+            )
         diffs = [
             group_metric(reports[(model, other, s)], c, "macro_f1")
             - group_metric(reports[(model, sweep.baseline, s)], c, "macro_f1")
@@ -88,18 +92,11 @@ def model_summary(
             for c in centers
             if (model, other, s) in reports and (model, sweep.baseline, s) in reports
         ]
-        comparisons[other] = {"bootstrap": per_group, "wilcoxon": signed_rank(diffs).__dict__}
-    return {
-        "groups": groups,
-        "sizes": sizes,
-        "patients": patients,
-        "macro_f1": f1,
-        "patient_kappa": kappa,
-        "comparisons": comparisons,
-    }
+        comparisons[other] = Comparison(per_group, signed_rank(diffs))
+    return ModelSummary(groups, sizes, patients, f1, kappa, comparisons)
 
 
-def headline_table(config: BenchConfig, summary: Mapping[str, Any]) -> str:
+def headline_table(config: BenchConfig, summary: ModelSummary) -> str:
     """The markdown headline table of one aggregator."""
     sweep = config.sweep
     base, treat = sweep.baseline, sweep.treatment
@@ -107,62 +104,61 @@ def headline_table(config: BenchConfig, summary: Mapping[str, Any]) -> str:
     head = [f"{base.upper()} macro-F1", f"{treat.upper()} macro-F1", "Δ", "95% CI of Δ"]
     head += [f"{o} macro-F1" for o in others]
     lines = ["| hospital | " + " | ".join(head) + " |", "|---" * (len(head) + 1) + "|"]
-    boot = summary["comparisons"].get(treat, {}).get("bootstrap", {})
-    for group in summary["groups"]:
-        cells = [_fmt(*mean_std(summary["macro_f1"][loss][group])[:2]) for loss in (base, treat)]
-        est = boot.get(group, {})
-        cells += [
-            _signed(est.get("delta", math.nan)),
-            f"[{_signed(est.get('low', math.nan))}, {_signed(est.get('high', math.nan))}]",
-        ]
-        cells += [_fmt(*mean_std(summary["macro_f1"][o][group])[:2]) for o in others]
-        label = _group_label(group, summary["sizes"].get(group, 0))
+    compared = summary.comparisons.get(treat)
+    boot = {} if compared is None else compared.bootstrap
+    for group in summary.groups:
+        cells = [_fmt(*mean_std(summary.macro_f1[loss][group])[:2]) for loss in (base, treat)]
+        est = boot.get(group)
+        delta, low, high = (math.nan,) * 3 if est is None else (est.delta, est.low, est.high)
+        cells += [_signed(delta), f"[{_signed(low)}, {_signed(high)}]"]
+        cells += [_fmt(*mean_std(summary.macro_f1[o][group])[:2]) for o in others]
+        label = _group_label(group, summary.sizes.get(group, 0))
         if group == "pooled":
             label, cells = f"**{label}**", [f"**{c}**" if c != "–" else c for c in cells]
         lines.append(f"| {label} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
-def kappa_table(config: BenchConfig, summary: Mapping[str, Any]) -> str:
+def kappa_table(config: BenchConfig, summary: ModelSummary) -> str:
     """Patient-level pN-stage quadratic kappa, mean ± std over seeds."""
     losses = [e.label for e in config.sweep.losses]
     lines = [
         "| group | " + " | ".join(f"{x} pN-κ" for x in losses) + " |",
         "|---" * (len(losses) + 1) + "|",
     ]
-    for group in summary["groups"]:
-        cells = [_fmt(*mean_std(summary["patient_kappa"][x][group])[:2]) for x in losses]
+    for group in summary.groups:
+        cells = [_fmt(*mean_std(summary.patient_kappa[x][group])[:2]) for x in losses]
         name = "pooled" if group == "pooled" else f"center {group}"
-        count = summary["patients"].get(group, 0)
+        count = summary.patients.get(group, 0)
         lines.append(f"| {name} ({count} patients) | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
-def verdict(config: BenchConfig, summary: Mapping[str, Any], loss: str) -> str:
+def verdict(config: BenchConfig, summary: ModelSummary, loss: str) -> str:
     """One sentence: is ``loss`` − baseline significant (Wilcoxon, then bootstrap)?"""
     alpha, base = config.stats.alpha, config.sweep.baseline
-    comp = summary["comparisons"][loss]
-    w, b = comp["wilcoxon"], comp["bootstrap"]["pooled"]
+    comp = summary.comparisons[loss]
+    w, b = comp.wilcoxon, comp.bootstrap["pooled"]
     direction = (
         f"better than {base}"
-        if b["delta"] > 0
+        if b.delta > 0
         else f"worse than {base}"
-        if b["delta"] < 0
+        if b.delta < 0
         else f"tied with {base} (identical predictions)"
     )
-    both = w["p_value"] < alpha and b["p_value"] < alpha
-    either = w["p_value"] < alpha or b["p_value"] < alpha
+    both = w.p_value < alpha and b.p_value < alpha
+    either = w.p_value < alpha or b.p_value < alpha
     status = (
         "significant" if both else "significant by one test only" if either else "not significant"
     )
     head = (
-        f"{loss} vs {base}: pooled Δ macro-F1 {_signed(b['delta'])} "
-        f"(95% CI [{_signed(b['low'])}, {_signed(b['high'])}], bootstrap p = {b['p_value']:.3g}); "
-        f"Wilcoxon over {w['n_pairs']} seed×hospital pairs: {w['wins']} wins / "
-        f"{w['losses']} losses, p = {w['p_value']:.3g}."
+        f"{loss} vs {base}: pooled Δ macro-F1 {_signed(b.delta)} "
+        f"(95% CI [{_signed(b.low)}, {_signed(b.high)}], bootstrap p = {b.p_value:.3g}); "
+        f"Wilcoxon over {w.n_pairs} seed×hospital pairs: {w.wins} wins / "
+        f"{w.losses} losses, p = {w.p_value:.3g}."
     )
-    pooled_sign = (b["delta"] > 0) - (b["delta"] < 0)
-    paired_sign = (w["wins"] > w["losses"]) - (w["wins"] < w["losses"])
+    pooled_sign = (b.delta > 0) - (b.delta < 0)
+    paired_sign = (w.wins > w.losses) - (w.wins < w.losses)
     if pooled_sign and paired_sign and pooled_sign != paired_sign:
         # Per-hospital means and the pooled slide set can disagree; never pick one silently.
         side = "wins" if paired_sign > 0 else "loses"
@@ -175,8 +171,8 @@ def verdict(config: BenchConfig, summary: Mapping[str, Any], loss: str) -> str:
 
 
 def write_reports(
-    config: BenchConfig, outcome: SweepOutcome, *, choices: Sequence[Any] = ()
-) -> dict[str, Any]:
+    config: BenchConfig, outcome: SweepOutcome, *, choices: Sequence[Choice] = ()
+) -> BenchReports:
     """Write ``results.csv``, ``summary.md``, ``summary.json`` and ``plots/*.png``.
 
     Args:
@@ -185,13 +181,14 @@ def write_reports(
         choices: The tuning choices (:class:`wsi_ncmi.bench.suite.Choice`), if any.
 
     Returns:
-        ``{"summary_md": text, "headline": {model: table}, "paths": {...}}``.
+        What was written: the summary's text, the headline tables, the paths, the
+        missing cells, the runs that predict one class and the verdicts.
     """
     from wsi_ncmi.batch import write_text_atomic
     from wsi_ncmi.manifest import read_manifest
 
     out = config.out_dir
-    results = sorted(outcome.results, key=lambda r: r["cell_id"])
+    results = sorted(outcome.results, key=lambda r: r.cell_id)
     write_results_csv(result_rows(results), out / "results.csv")
     runs = run_records(out / "cells", results)
     reports = run_reports(runs, read_manifest(config.data.manifest))
@@ -210,7 +207,7 @@ def write_reports(
         "hospital, seeds averaged).",
     ]
     headline: dict[str, str] = {}
-    summaries: dict[str, Any] = {}
+    summaries: dict[str, ModelSummary] = {}
     paths: dict[str, str] = {}
     for model in [e.label for e in sweep.models]:
         if not any(k[0] == model for k in reports):
@@ -219,8 +216,8 @@ def write_reports(
         summaries[model] = summary
         headline[model] = headline_table(config, summary)
         bars = grouped_bars(
-            summary["macro_f1"],
-            summary["groups"],
+            summary.macro_f1,
+            summary.groups,
             out / "plots" / f"bars_{model}.png",
             title=f"{config.name}: {model}, test macro-F1 per hospital (mean ± std over seeds)",
         )
@@ -239,14 +236,14 @@ def write_reports(
             "Paired tests:",
             "",
         ]
-        md += [f"- {verdict(config, summary, loss)}" for loss in summary["comparisons"]]
-    cells = [
+        md += [f"- {verdict(config, summary, loss)}" for loss in summary.comparisons]
+    cells: list[dict[str, Any]] = [
         {
-            "loss": r["loss"],
-            "model": r["model"],
-            "val_ncmi": r.get("val", {}).get("ncmi"),
-            "val_macro_f1": r.get("val", {}).get("macro_f1"),
-            "test_macro_f1": r["test"]["pooled"].get("macro_f1"),
+            "loss": r.loss,
+            "model": r.model,
+            "val_ncmi": r.val.get("ncmi"),
+            "val_macro_f1": r.val.get("macro_f1"),
+            "test_macro_f1": r.test.pooled.macro_f1,
         }
         for r in results
     ]
@@ -262,7 +259,6 @@ def write_reports(
             ncmi_scatter(cells, out / "plots" / "ncmi_vs_f1.png", correlations=corr)
         )
     from wsi_ncmi.bench import paper
-    from wsi_ncmi.bench.suite import tuning_table
 
     best = paper.best_baseline_comparisons(config, runs, reports, results)
     points = paper.epoch_points(results)
@@ -302,58 +298,41 @@ def write_reports(
             f"`{runs[constant[0]][0]['pred_label']}`): those runs learned nothing that "
             "transfers, and comparisons between them carry no information about the losses.",
         ]
-    missing = [c.cell_id for c in outcome.cells if c.cell_id not in {r["cell_id"] for r in results}]
+    missing = [c.cell_id for c in outcome.cells if c.cell_id not in {r.cell_id for r in results}]
     if missing:
         md += ["", f"## Missing cells ({len(missing)})", ""]
         md += [f"- `{c}`: {outcome.failed.get(c, 'not run')}" for c in missing]
     text = "\n".join(md) + "\n"
     write_text_atomic(out / "summary.md", text)
-    write_text_atomic(
-        out / "summary.json",
-        json.dumps(
-            _json_safe(
-                {
-                    "models": summaries,
-                    "ncmi_correlation": corr,
-                    "ncmi_tracking_epochs": tracking,
-                    "best_baseline": best,
-                    "tuning": [
-                        {
-                            "loss": c.loss,
-                            "model": c.model,
-                            "fold": c.fold,
-                            "chosen": c.variant.label,
-                            "tuned_on": c.tuned_on or c.model,
-                            "scores": c.scores,
-                        }
-                        for c in choices
-                    ],
-                    "missing": missing,
-                }
-            ),
-            indent=1,
-        )
-        + "\n",
-    )
+    summary_json: JSONObject = {
+        "models": {model: summary.to_json() for model, summary in summaries.items()},
+        "ncmi_correlation": {key: [rho, p, n] for key, (rho, p, n) in corr.items()},
+        "ncmi_tracking_epochs": {key: [rho, p, n] for key, (rho, p, n) in tracking.items()},
+        "best_baseline": {
+            treat: {model: comparison for model, comparison in per_model.items()}
+            for treat, per_model in best.items()
+        },
+        "tuning": [
+            {
+                "loss": c.loss,
+                "model": c.model,
+                "fold": c.fold,
+                "chosen": c.variant.label,
+                "tuned_on": c.tuned_on or c.model,
+                "scores": {label: [score, n] for label, (score, n) in c.scores.items()},
+            }
+            for c in choices
+        ],
+        "missing": [cell_id for cell_id in missing],
+    }
+    write_text_atomic(out / "summary.json", json.dumps(finite_json(summary_json), indent=1) + "\n")
     paths |= {"summary": str(out / "summary.md"), "results": str(out / "results.csv")}
     paths["html"] = str(write_bench_html(config, text, paths, reports))
-    return {
-        "summary_md": text,
-        "headline": headline,
-        "paths": paths,
-        "missing": missing,
-        "constant_runs": [list(k) for k in constant],
-        "verdicts": {
-            m: [verdict(config, s, x) for x in s["comparisons"]] for m, s in summaries.items()
-        },
-    }
-
-
-def _json_safe(value: Any) -> Any:
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {str(k): _json_safe(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_json_safe(v) for v in value]
-    return value
+    return BenchReports(
+        summary_md=text,
+        headline=headline,
+        paths=paths,
+        missing=missing,
+        constant_runs=constant,
+        verdicts={m: [verdict(config, s, x) for x in s.comparisons] for m, s in summaries.items()},
+    )

@@ -17,11 +17,13 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from wsi_ncmi.bench.cell_result import CellResult
 from wsi_ncmi.bench.cells import PREDICTIONS_NAME, VAL_KEYS
 from wsi_ncmi.bench.stats import PairedSlides, align
 from wsi_ncmi.manifest import LABELS, ManifestRow
+from wsi_ncmi.train.evaluation import MetricsReport, ScalarMetric
 
-TEST_KEYS = (
+TEST_KEYS: tuple[ScalarMetric, ...] = (
     "n",
     "macro_f1",
     "accuracy",
@@ -35,44 +37,44 @@ TEST_KEYS = (
 RunKey = tuple[str, str, int]  # (model, loss, seed)
 
 
-def result_rows(results: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+def result_rows(results: Sequence[CellResult]) -> list[dict[str, Any]]:
     """One row per (cell, test hospital), sorted by model, loss, seed, hospital."""
     rows = []
     for res in results:
-        for center, metrics in sorted(res["test"]["per_center"].items(), key=lambda x: int(x[0])):
+        for center, metrics in sorted(res.test.per_center.items(), key=lambda x: int(x[0])):
             row: dict[str, Any] = {
-                "model": res["model"],
-                "loss": res["loss"],
-                "seed": res["seed"],
-                "fold": res["fold"],
+                "model": res.model,
+                "loss": res.loss,
+                "seed": res.seed,
+                "fold": res.fold,
                 "hospital": int(center),
             }
-            row |= {key: metrics.get(key) for key in TEST_KEYS}
-            low, high = metrics.get("macro_f1_ci95") or (None, None)
+            row |= {key: metrics.value(key) for key in TEST_KEYS}
+            low, high = metrics.macro_f1_ci95
             row |= {"macro_f1_ci95_low": low, "macro_f1_ci95_high": high}
-            per_class = metrics.get("f1_per_class") or {}
-            row |= {f"f1_{name}": per_class.get(name) for name in LABELS}
-            for rule, report in (res.get("test_by_decision") or {}).items():
-                rule_metrics = report.get("per_center", {}).get(center, {})
-                row[f"macro_f1_{rule}"] = rule_metrics.get("macro_f1")
-            row["prior_scale"] = (res.get("decision_rule") or {}).get("scale")
-            row |= {f"val_{key}": res.get("val", {}).get(key) for key in VAL_KEYS}
-            probe = (res.get("probe") or {}).get("macro_f1") or {}
+            row |= {f"f1_{name}": metrics.f1_per_class.get(name) for name in LABELS}
+            for rule, report in res.test_by_decision.items():
+                rule_metrics = report.per_center.get(center)
+                row[f"macro_f1_{rule}"] = None if rule_metrics is None else rule_metrics.macro_f1
+            row["prior_scale"] = None if res.decision_rule is None else res.decision_rule.scale
+            row |= {f"val_{key}": res.val.get(key) for key in VAL_KEYS}
+            probe = {} if res.probe is None else res.probe.macro_f1
             row |= {f"probe_{part}_macro_f1": probe.get(part) for part in ("val", "test")}
-            by_class = (res.get("attention") or {}).get("tumour_attention_by_class") or {}
+            attention = res.attention
+            by_class = {} if attention is None else attention.tumour_attention_by_class
             row |= {f"tumour_attention_{name}": by_class.get(name) for name in LABELS[1:]}
             row |= {
-                "tumour_attention": (res.get("attention") or {}).get("mean_tumour_attention"),
-                "best_epoch": res.get("best_epoch"),
-                "epochs_trained": res.get("epochs_trained"),
-                "loss_name": res["loss_name"],
-                "model_name": res["model_name"],
-                "seconds": round(float(res.get("seconds", 0.0)), 2),
-                "config_hash": res["config_hash"],
-                "cell_id": res["cell_id"],
+                "tumour_attention": None if attention is None else attention.mean_tumour_attention,
+                "best_epoch": res.best_epoch,
+                "epochs_trained": res.epochs_trained,
+                "loss_name": res.loss_name,
+                "model_name": res.model_name,
+                "seconds": round(float(res.seconds), 2),
+                "config_hash": res.config_hash,
+                "cell_id": res.cell_id,
             }
-            if "variant" in res:  # a tuned loss: the chosen grid variant
-                row["variant"] = res["variant"]
+            if res.variant is not None:  # a tuned loss: the chosen grid variant
+                row["variant"] = res.variant
             rows.append(row)
     rows.sort(key=lambda r: (r["model"], r["loss"], r["seed"], r["hospital"]))
     return rows
@@ -103,13 +105,12 @@ def read_predictions(path: Path) -> list[dict[str, Any]]:
 
 
 def run_records(
-    cells_dir: Path, results: Sequence[Mapping[str, Any]]
+    cells_dir: Path, results: Sequence[CellResult]
 ) -> dict[RunKey, list[dict[str, Any]]]:
     """Test predictions of each (model, loss, seed), concatenated over its folds."""
     runs: dict[RunKey, list[dict[str, Any]]] = defaultdict(list)
     for res in results:
-        path = cells_dir / res["cell_id"] / PREDICTIONS_NAME
-        runs[(res["model"], res["loss"], int(res["seed"]))] += read_predictions(path)
+        runs[res.run_key] += read_predictions(cells_dir / res.cell_id / PREDICTIONS_NAME)
     return dict(runs)
 
 
@@ -118,7 +119,7 @@ def run_reports(
     manifest_rows: Sequence[ManifestRow],
     *,
     n_bootstrap: int = 200,
-) -> dict[RunKey, dict[str, Any]]:
+) -> dict[RunKey, MetricsReport]:
     """``compute_report`` (pooled and per hospital, with pN kappa) of every run."""
     from wsi_ncmi.train.report import compute_report
 
@@ -128,11 +129,13 @@ def run_reports(
     }
 
 
-def group_metric(report: Mapping[str, Any], group: str, key: str) -> float:
-    """``report["pooled"][key]`` for ``group == "pooled"``, else the hospital's value."""
-    block = report["pooled"] if group == "pooled" else report["per_center"].get(group)
-    value = None if block is None else block.get(key)
-    return float("nan") if value is None else float(value)
+def group_metric(report: MetricsReport, group: str, key: ScalarMetric) -> float:
+    """The pooled value of ``key`` for ``group == "pooled"``, else the hospital's value.
+
+    NaN where undefined or where the report lacks the hospital.
+    """
+    block = report.group(group)
+    return float("nan") if block is None else block.scalar(key)
 
 
 def paired_slides(

@@ -23,6 +23,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from wsi_ncmi.confusion import macro_f1_counts
+from wsi_ncmi.jsontypes import JSONObject
 
 
 @dataclass(frozen=True)
@@ -108,6 +109,17 @@ class DeltaEstimate:
     n_slides: int
     n_seeds: int
 
+    def to_json(self) -> JSONObject:
+        """The fields, in order."""
+        return {
+            "delta": self.delta,
+            "low": self.low,
+            "high": self.high,
+            "p_value": self.p_value,
+            "n_slides": self.n_slides,
+            "n_seeds": self.n_seeds,
+        }
+
 
 def paired_bootstrap(
     pairs: PairedSlides,
@@ -168,6 +180,18 @@ class SignedRank:
     losses: int
     statistic: float
     p_value: float
+
+    def to_json(self) -> JSONObject:
+        """The fields, in order."""
+        return {
+            "n_pairs": self.n_pairs,
+            "n_nonzero": self.n_nonzero,
+            "median_delta": self.median_delta,
+            "wins": self.wins,
+            "losses": self.losses,
+            "statistic": self.statistic,
+            "p_value": self.p_value,
+        }
 
 
 def signed_rank(differences: Sequence[float]) -> SignedRank:

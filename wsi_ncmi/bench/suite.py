@@ -32,6 +32,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from wsi_ncmi.bench.cell_result import CellResult
 from wsi_ncmi.bench.config import BenchConfig, LossEntry, set_dotted
 from wsi_ncmi.bench.sweep import SweepOutcome, collect_finished_elsewhere, run_sweep
 
@@ -119,14 +120,14 @@ def tuned_models(config: BenchConfig) -> list[str]:
 
 
 def validation_scores(
-    results: Sequence[Mapping[str, Any]], metric: str
+    results: Sequence[CellResult], metric: str
 ) -> dict[tuple[str, str, int], tuple[float, int]]:
     """Mean validation ``metric`` per (loss label, model label, fold index), with the count."""
     values: dict[tuple[str, str, int], list[float]] = {}
     for r in results:
-        value = (r.get("val") or {}).get(metric)
+        value = r.val.get(metric)
         if value is not None and math.isfinite(float(value)):
-            key = (r["loss"], r["model"], int(r["fold_index"]))
+            key = (r.loss, r.model, int(r.fold_index))
             values.setdefault(key, []).append(float(value))
     return {k: (sum(v) / len(v), len(v)) for k, v in values.items()}
 
@@ -157,7 +158,7 @@ class Choice:
 
 def select_variants(
     config: BenchConfig,
-    results: Sequence[Mapping[str, Any]],
+    results: Sequence[CellResult],
     folds: Sequence[tuple[int, str]] | None = None,
 ) -> list[Choice]:
     """Choose each loss's variant per aggregator and fold by the validation score.
@@ -175,7 +176,7 @@ def select_variants(
     """
     scores = validation_scores(results, config.sweep.tuning.metric)
     if folds is None:
-        folds = sorted({(int(r["fold_index"]), str(r["fold"])) for r in results})
+        folds = sorted({(int(r.fold_index), str(r.fold)) for r in results})
     tuned = tuned_models(config)
     choices = []
     for model in config.sweep.models:
@@ -218,9 +219,11 @@ class SuiteOutcome:
 
 
 def _relabel(outcome: SweepOutcome, family: Mapping[str, str]) -> None:
-    for r in outcome.results:
-        r["variant"] = r["loss"]
-        r["loss"] = family.get(r["loss"], r["loss"])
+    """Give each result its loss family's label, and its own as ``variant``."""
+    outcome.results = [
+        dataclasses.replace(r, loss=family.get(r.loss, r.loss), variant=r.loss)
+        for r in outcome.results
+    ]
 
 
 def _run_tuning(config: BenchConfig, *, force: bool, shard: str | None) -> SweepOutcome:

@@ -23,11 +23,11 @@ import time
 from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
-from typing import Any
 
 from tqdm import tqdm
 
 from wsi_ncmi.batch.shard import parse_shard, shard_of
+from wsi_ncmi.bench.cell_result import CellResult
 from wsi_ncmi.bench.cells import (
     CellOutcome,
     cell_dir,
@@ -48,7 +48,7 @@ class SweepOutcome:
 
     Attributes:
         cells: Every planned cell.
-        results: Result records of the finished cells (this run and earlier ones).
+        results: Results of the finished cells (this run and earlier ones).
         ran: Cell ids trained by this run.
         skipped: Cell ids already finished before this run (or by another job meanwhile).
         failed: ``{cell_id: error}`` of the cells that failed in this run.
@@ -58,7 +58,7 @@ class SweepOutcome:
     """
 
     cells: list[Cell]
-    results: list[dict[str, Any]] = field(default_factory=list)
+    results: list[CellResult] = field(default_factory=list)
     ran: list[str] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
     failed: dict[str, str] = field(default_factory=dict)
@@ -69,7 +69,7 @@ class SweepOutcome:
     @property
     def complete(self) -> bool:
         """Whether every planned cell has a result."""
-        return len({r["cell_id"] for r in self.results}) == len(self.cells)
+        return len({r.cell_id for r in self.results}) == len(self.cells)
 
 
 #: Pools kept alive by :func:`shared_pools`, by number of jobs (``None``: not shared).
@@ -136,7 +136,7 @@ def save_resolved_config(config: BenchConfig) -> None:
 
 def partition_cells(
     config: BenchConfig, cells: list[Cell], *, force: bool = False
-) -> tuple[list[dict[str, Any]], list[Cell]]:
+) -> tuple[list[CellResult], list[Cell]]:
     """Split the plan into finished results and cells still to run.
 
     Args:
@@ -151,14 +151,14 @@ def partition_cells(
     Raises:
         ConfigError: Finished cells with another config hash, without ``force``.
     """
-    done: list[dict[str, Any]] = []
+    done: list[CellResult] = []
     todo: list[Cell] = []
     stale: list[str] = []
     for cell in cells:
         result = read_result(config, cell)
         if result is None:
             todo.append(cell)
-        elif result.get("config_hash") == expected_hash(config, cell):
+        elif result.config_hash == expected_hash(config, cell):
             done.append(result)
         elif force:
             shutil.rmtree(cell_dir(config, cell))
@@ -223,7 +223,7 @@ def run_sweep(
     _check_train_sections(config, cells)
     done, todo = partition_cells(config, cells, force=force)
     todo = shard_order(todo, shard)
-    outcome = SweepOutcome(cells, results=list(done), skipped=[r["cell_id"] for r in done])
+    outcome = SweepOutcome(cells, results=list(done), skipped=[r.cell_id for r in done])
     if outcome.skipped:
         log.info("%d of %d cells already finished", len(done), len(cells))
     jobs = min(config.jobs, max(1, len(todo)))
@@ -297,7 +297,7 @@ def collect_finished_elsewhere(config: BenchConfig, outcome: SweepOutcome) -> No
     for cell_id in outcome.claimed:
         cell = by_id[cell_id]
         result = read_result(config, cell)
-        if result is not None and result.get("config_hash") == expected_hash(config, cell):
+        if result is not None and result.config_hash == expected_hash(config, cell):
             outcome.results.append(result)
             outcome.skipped.append(cell_id)
         else:

@@ -13,8 +13,10 @@ from typing import Any
 
 import numpy as np
 
+from wsi_ncmi.bench.cell_result import CellResult
 from wsi_ncmi.bench.results import RunKey
 from wsi_ncmi.manifest import LABELS
+from wsi_ncmi.train.evaluation import MetricsReport
 
 
 def fmt_mean_std(mean: float, std: float) -> str:
@@ -88,7 +90,7 @@ def per_class_table(runs: Mapping[RunKey, list[dict[str, Any]]]) -> list[str]:
 
 
 def diagnostics_table(
-    results: Sequence[Mapping[str, Any]], reports: Mapping[RunKey, Mapping[str, Any]]
+    results: Sequence[CellResult], reports: Mapping[RunKey, MetricsReport]
 ) -> list[str]:
     """Markdown lines: why each (model, loss) scores what it scores.
 
@@ -97,9 +99,9 @@ def diagnostics_table(
     linear probe on the frozen slide embeddings (:mod:`wsi_ncmi.train.probe`, mean over
     cells); the attention mass on true tumour per true class (generated cohorts).
     """
-    groups: dict[tuple[str, str], list[Mapping[str, Any]]] = {}
+    groups: dict[tuple[str, str], list[CellResult]] = {}
     for r in results:
-        groups.setdefault((str(r["model"]), str(r["loss"])), []).append(r)
+        groups.setdefault((r.model, r.loss), []).append(r)
     if not groups:
         return []
     positives = LABELS[1:]
@@ -118,22 +120,18 @@ def diagnostics_table(
         "|---|---|---|---|---|---|---|" + "---|" * len(positives),
     ]
 
-    def mean(values: Sequence[Any]) -> float:
+    def mean(values: Sequence[float | None]) -> float:
         kept = [float(v) for v in values if v is not None and math.isfinite(float(v))]
         return float(np.mean(kept)) if kept else math.nan
 
-    for (model, loss), cells in sorted(groups.items()):
-        val = mean([c.get("best_score") for c in cells])
+    for (model, loss), cells in sorted(groups.items(), key=lambda item: item[0]):
+        val = mean([c.best_score for c in cells])
         test = mean(
-            [
-                rep.get("pooled", {}).get("macro_f1")
-                for (m, x, _s), rep in reports.items()
-                if m == model and x == loss
-            ]
+            [rep.pooled.macro_f1 for (m, x, _s), rep in reports.items() if m == model and x == loss]
         )
-        probes = [((c.get("probe") or {}).get("macro_f1") or {}) for c in cells]
+        probes = [{} if c.probe is None else c.probe.macro_f1 for c in cells]
         attention = [
-            ((c.get("attention") or {}).get("tumour_attention_by_class") or {}) for c in cells
+            {} if c.attention is None else c.attention.tumour_attention_by_class for c in cells
         ]
         values = [
             val,

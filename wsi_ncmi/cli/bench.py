@@ -149,18 +149,18 @@ def _print_outcome(name: str, outcome: Any, config: Any) -> int:
             f"the report ({out_dir})"
         )
         return 1 if sweep.failed else 0
-    for model, table in reports["headline"].items():
+    for model, table in reports.headline.items():
         print(f"\n{model}: test macro-F1 per hospital\n{table}")
-    for lines in reports["verdicts"].values():
+    for lines in reports.verdicts.values():
         print("\n".join(lines))
-    if reports["constant_runs"]:
+    if reports.constant_runs:
         print(
-            f"warning: {len(reports['constant_runs'])} runs predict a single class for every "
+            f"warning: {len(reports.constant_runs)} runs predict a single class for every "
             "test slide; see summary.md"
         )
     print(
         f"\ncells: {len(sweep.ran)} trained, {len(sweep.skipped)} already done, "
-        f"{len(sweep.failed)} failed; summary: {reports['paths']['summary']}"
+        f"{len(sweep.failed)} failed; summary: {reports.paths['summary']}"
     )
     return 1 if sweep.failed else 0
 

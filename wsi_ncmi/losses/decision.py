@@ -16,12 +16,14 @@ applied to every loss, so comparisons stay fair.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
 from wsi_ncmi.confusion import macro_f1_counts
+from wsi_ncmi.jsontypes import JSONObject
 
 #: Candidate ``λ`` values: 0 … 3 in steps of 0.25. Only ``λ ≥ 0``: the rule adds the
 #: training prior (the Bayes direction) and never subtracts it. Negative values would let a
@@ -56,6 +58,29 @@ class PriorRule:
     def predict(self, log_scores: np.ndarray) -> np.ndarray:
         """``(N,)`` predictions from ``(N, C)`` log class scores."""
         return np.argmax(np.asarray(log_scores, dtype=np.float64) + self.offsets(), axis=1)
+
+    def to_json(self) -> JSONObject:
+        """``{"scale", "log_prior": [...], "val_macro_f1", "val_macro_f1_default"}``."""
+        return {
+            "scale": self.scale,
+            "log_prior": [value for value in self.log_prior],
+            "val_macro_f1": self.val_macro_f1,
+            "val_macro_f1_default": self.val_macro_f1_default,
+        }
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> PriorRule:
+        """Read :meth:`to_json`'s form back (``null``, a NaN written as JSON, reads as NaN)."""
+
+        def number(value: Any) -> float:
+            return float("nan") if value is None else float(value)
+
+        return cls(
+            scale=number(data["scale"]),
+            log_prior=tuple(number(v) for v in data["log_prior"]),
+            val_macro_f1=number(data["val_macro_f1"]),
+            val_macro_f1_default=number(data["val_macro_f1_default"]),
+        )
 
 
 def log_scores(probabilities: np.ndarray) -> np.ndarray:

@@ -25,6 +25,7 @@ from numpy.typing import NDArray
 
 from wsi_ncmi.errors import CacheSchemaError
 from wsi_ncmi.manifest import ManifestRow
+from wsi_ncmi.train.attention_summary import AttentionSummary, SlideTumourAttention
 from wsi_ncmi.train.report import save_png
 
 
@@ -161,7 +162,7 @@ def export_attention(
     max_heatmaps: int = 20,
     slide_dir: Path | None = None,
     class_names: Sequence[str] = (),
-) -> dict[str, Any]:
+) -> AttentionSummary:
     """Write ``attention_topk.csv``, heatmaps and the tumour-attention summary.
 
     Args:
@@ -176,15 +177,14 @@ def export_attention(
         class_names: Class names for the titles.
 
     Returns:
-        ``{"slides_with_ground_truth", "mean_tumour_attention", "mean_tumour_patch_fraction",
-        "tumour_attention_by_class": {label: mean}, "per_slide": {slide_id: {...}}}``.
+        The attention on true tumour, per slide and averaged (slides with ground truth).
     """
     from wsi_ncmi.batch import write_text_atomic
 
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(["slide_id", "rank", "x", "y", "attention"])
-    per_slide: dict[str, dict[str, Any]] = {}
+    per_slide: dict[str, SlideTumourAttention] = {}
     drawn = 0
     for item in predictions:
         index = int(item["index"])
@@ -206,11 +206,11 @@ def export_attention(
             polygons = json.loads(gt_path.read_text()).get("tumour_polygons", [])
             if polygons:
                 inside = tumour_mask(coords, stride, polygons)
-                per_slide[row.slide_id] = {
-                    "label": row.label,
-                    "tumour_attention": float(attention[inside].sum()),
-                    "tumour_patch_fraction": float(inside.mean()),
-                }
+                per_slide[row.slide_id] = SlideTumourAttention(
+                    label=row.label,
+                    tumour_attention=float(attention[inside].sum()),
+                    tumour_patch_fraction=float(inside.mean()),
+                )
         if drawn < max_heatmaps:
             pred = int(item["pred"])
             label = class_names[pred] if class_names else str(pred)
@@ -226,19 +226,19 @@ def export_attention(
             drawn += 1
     write_text_atomic(out_dir / "attention_topk.csv", buffer.getvalue())
     values = list(per_slide.values())
-    labels = sorted({str(v["label"]) for v in values})
+    labels = sorted({v.label for v in values})
     by_class = {
-        label: float(np.mean([v["tumour_attention"] for v in values if v["label"] == label]))
+        label: float(np.mean([v.tumour_attention for v in values if v.label == label]))
         for label in labels
     }
-    return {
-        "slides_with_ground_truth": len(values),
-        "mean_tumour_attention": (
-            float(np.mean([v["tumour_attention"] for v in values])) if values else None
+    return AttentionSummary(
+        slides_with_ground_truth=len(values),
+        mean_tumour_attention=(
+            float(np.mean([v.tumour_attention for v in values])) if values else None
         ),
-        "mean_tumour_patch_fraction": (
-            float(np.mean([v["tumour_patch_fraction"] for v in values])) if values else None
+        mean_tumour_patch_fraction=(
+            float(np.mean([v.tumour_patch_fraction for v in values])) if values else None
         ),
-        "tumour_attention_by_class": by_class,
-        "per_slide": per_slide,
-    }
+        tumour_attention_by_class=by_class,
+        per_slide=per_slide,
+    )

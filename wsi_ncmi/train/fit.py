@@ -208,17 +208,17 @@ def run_fold(
         excluded=datamodule.excluded,
         no_tissue_excluded=datamodule.empty,
         metrics=metrics,
-        decision_rule=asdict(rule),
+        decision_rule=rule,
         by_decision=by_decision,
-        attention={k: v for k, v in attention.items() if k != "per_slide"},
-        probe=probe.to_json(),
+        attention=attention,
+        probe=probe,
         history=history,
         records=records,
     )
     write_fold_bundle(
         fold_dir / "model", config, datamodule, model, rule, selection_of(result, tc.monitor)
     )
-    write_json(result.summary() | {"attention": attention}, fold_dir / "metrics.json")
+    write_json(result.to_json(per_slide=True), fold_dir / "metrics.json")
     return result
 
 
@@ -300,27 +300,24 @@ def _run_training(
     table = summary_table(report, title)
     for name, alt in by_decision.items():
         if name != config.report.decision:
-            table += (
-                f"\n{name} rule: pooled macro-F1 {alt['pooled'].get('macro_f1', float('nan')):.3f}"
-            )
+            table += f"\n{name} rule: pooled macro-F1 {alt.pooled.scalar('macro_f1'):.3f}"
     no_tissue = sorted({s for f in folds for s in f.no_tissue_excluded})
-    report["no_tissue_excluded"] = no_tissue
     if no_tissue:
         table += "\n" + empty_note(no_tissue)
     diagnostics = diagnostics_table(folds, config.trainer.monitor)
     table += "\n\n" + diagnostics
     write_text_atomic(out_dir / "summary.txt", table + "\n")
-    fold_summaries = [f.summary(history=False) for f in folds]
+    metrics = report.to_json()
     write_json(
         {
             "version": __version__,
-            "pooled": report["pooled"],
-            "per_center": report["per_center"],
+            "pooled": metrics["pooled"],
+            "per_center": metrics["per_center"],
             "decision": config.report.decision,
-            "by_decision": by_decision,
-            "no_tissue_excluded": no_tissue,
-            "folds": fold_summaries,
-            "diagnostics": [fold_diagnostics(f) for f in folds],
+            "by_decision": {rule: r.to_json() for rule, r in by_decision.items()},
+            "no_tissue_excluded": [s for s in no_tissue],
+            "folds": [f.to_json(history=False) for f in folds],
+            "diagnostics": [fold_diagnostics(f).to_json() for f in folds],
         },
         out_dir / "metrics.json",
     )
@@ -334,5 +331,6 @@ def _run_training(
         encoder=config.data.encoder,
         overlays_dir=Path(config.data.features_root) / "thumbnails",
         diagnostics=diagnostics,
+        no_tissue_excluded=no_tissue,
     )
     return TrainingResult(report, by_decision, tuple(folds), table)

@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from wsi_ncmi.jsontypes import JSONObject
+from wsi_ncmi.train.evaluation import MetricsReport
 
 CSS = """
 body{font-family:system-ui,sans-serif;margin:2em auto;max-width:1100px;color:#222;padding:0 1em}
@@ -238,16 +239,25 @@ def write_html_report(
     return write_text_atomic(out, page)
 
 
-def _fmt(value: Any) -> str:
+def _fmt(value: float | None) -> str:
     return "n/a" if value is None or value != value else f"{float(value):.3f}"
 
 
 def training_summary_md(
-    title: str, report: Mapping[str, Any], by_decision: Mapping[str, Any], decision: str
+    title: str,
+    report: MetricsReport,
+    by_decision: Mapping[str, MetricsReport],
+    decision: str,
+    no_tissue_excluded: Sequence[str] = (),
 ) -> str:
-    """Markdown tables of a ``wsi-train`` run: per hospital, pooled, both decision rules."""
-    groups = [(f"center {c}", m) for c, m in sorted(report["per_center"].items())]
-    groups.append(("pooled", report["pooled"]))
+    """Markdown tables of a ``wsi-train`` run: per hospital, pooled, both decision rules.
+
+    ``no_tissue_excluded``: the blank slides the run left out (a note says how many).
+    """
+    groups = [
+        (f"center {c}", m) for c, m in sorted(report.per_center.items(), key=lambda cm: cm[0])
+    ]
+    groups.append(("pooled", report.pooled))
     lines = [
         f"## {title}",
         "",
@@ -257,28 +267,26 @@ def training_summary_md(
         "|---|---|---|---|---|---|---|---|",
     ]
     for name, m in groups:
-        low, high = m.get("macro_f1_ci95") or (None, None)
+        low, high = m.macro_f1_ci95
         lines.append(
-            f"| {name} | {m.get('n')} | {_fmt(m.get('macro_f1'))} | "
-            f"[{_fmt(low)}, {_fmt(high)}] | {_fmt(m.get('accuracy'))} | "
-            f"{_fmt(m.get('balanced_accuracy'))} | {_fmt(m.get('auroc_macro_ovr'))} | "
-            f"{_fmt(m.get('patient_kappa_quadratic'))} |"
+            f"| {name} | {m.n} | {_fmt(m.macro_f1)} | "
+            f"[{_fmt(low)}, {_fmt(high)}] | {_fmt(m.accuracy)} | "
+            f"{_fmt(m.balanced_accuracy)} | {_fmt(m.auroc_macro_ovr)} | "
+            f"{_fmt(m.patient_kappa_quadratic)} |"
         )
     from wsi_ncmi.train.empty import empty_note
     from wsi_ncmi.train.report import undefined_notes
 
     notes = undefined_notes(report)
-    if report.get("no_tissue_excluded"):
-        notes.append(empty_note(list(report["no_tissue_excluded"])))
+    if no_tissue_excluded:
+        notes.append(empty_note(list(no_tissue_excluded)))
     if notes:
         lines += ["", *(f"- {note}" for note in notes)]
     if by_decision:
         lines += ["", "## Decision rules (pooled test macro-F1)", ""]
         lines += ["| rule | macro-F1 |", "|---|---|"]
-        lines += [
-            f"| {rule} | {_fmt(r['pooled'].get('macro_f1'))} |" for rule, r in by_decision.items()
-        ]
-    per_class = report["pooled"].get("f1_per_class") or {}
+        lines += [f"| {rule} | {_fmt(r.pooled.macro_f1)} |" for rule, r in by_decision.items()]
+    per_class = report.pooled.f1_per_class
     if per_class:
         lines += ["", "## Per-class test F1 (pooled)", ""]
         lines += ["| " + " | ".join(per_class) + " |", "|" + "---|" * len(per_class)]
@@ -290,19 +298,20 @@ def write_training_html(
     out_dir: Path,
     *,
     title: str,
-    report: Mapping[str, Any],
-    by_decision: Mapping[str, Any],
+    report: MetricsReport,
+    by_decision: Mapping[str, MetricsReport],
     decision: str,
     config_dict: Mapping[str, Any],
     encoder: str,
     overlays_dir: Path | None,
     max_heatmaps: int = 4,
     diagnostics: str = "",
+    no_tissue_excluded: Sequence[str] = (),
 ) -> Path:
     """``<out_dir>/report.html`` of a ``wsi-train`` run (tables, plots, heatmaps, provenance).
 
     ``diagnostics`` (the Markdown table of :mod:`wsi_ncmi.train.diagnostics`) is shown
-    after the metric tables.
+    after the metric tables; ``no_tissue_excluded`` are the blank slides left out.
     """
     figures = [(p, p.stem.replace("_", " ")) for p in sorted(out_dir.glob("confusion_*.png"))]
     figures += [
@@ -319,7 +328,7 @@ def write_training_html(
     return write_html_report(
         out_dir / "report.html",
         title=f"wsi-train {out_dir.name}",
-        summary_md=training_summary_md(title, report, by_decision, decision)
+        summary_md=training_summary_md(title, report, by_decision, decision, no_tissue_excluded)
         + ("\n\n" + diagnostics if diagnostics else ""),
         figures=figures,
         confusions=[],

@@ -19,7 +19,6 @@ leaves it undefined).
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
 
 import numpy as np
 from numpy.typing import ArrayLike
@@ -36,6 +35,7 @@ from wsi_ncmi.confusion import (
 )
 from wsi_ncmi.errors import ConfigError
 from wsi_ncmi.manifest import LABELS
+from wsi_ncmi.train.evaluation import ClassificationMetrics
 
 #: CAMELYON-17 patient stages, in order of severity.
 PN_STAGES: tuple[str, ...] = ("pN0", "pN0(i+)", "pN1mi", "pN1", "pN2")
@@ -117,7 +117,7 @@ def classification_metrics(
     y_pred: ArrayLike,
     probabilities: ArrayLike | None,
     class_names: Sequence[str] = LABELS,
-) -> dict[str, Any]:
+) -> ClassificationMetrics:
     """All slide-level metrics of one group of slides.
 
     Args:
@@ -127,27 +127,26 @@ def classification_metrics(
         class_names: Names of the ``C`` classes.
 
     Returns:
-        ``{"n", "macro_f1", "accuracy", "balanced_accuracy", "auroc_macro_ovr",
-        "kappa_quadratic", "f1_per_class": {name: f1}, "confusion_matrix": [[...]]}``.
+        The metrics (NaN where undefined, e.g. without slides).
     """
     num_classes = len(class_names)
     t, p = _labels(y_true, y_pred, num_classes)
     n = int(t.size)
     cm = confusion_counts(t, p, num_classes)
-    return {
-        "n": n,
-        "macro_f1": macro_f1_from_counts(cm),
-        "accuracy": float(np.mean(t == p)) if n else float("nan"),
-        "balanced_accuracy": balanced_accuracy_from_counts(cm),
-        "auroc_macro_ovr": (
+    return ClassificationMetrics(
+        n=n,
+        macro_f1=macro_f1_from_counts(cm),
+        accuracy=float(np.mean(t == p)) if n else float("nan"),
+        balanced_accuracy=balanced_accuracy_from_counts(cm),
+        auroc_macro_ovr=(
             float("nan") if probabilities is None or not n else macro_auroc(t, probabilities)
         ),
-        "kappa_quadratic": _kappa(cm),
-        "f1_per_class": {
+        kappa_quadratic=_kappa(cm),
+        f1_per_class={
             name: float(v) for name, v in zip(class_names, f1_per_class(cm), strict=True)
         },
-        "confusion_matrix": cm.tolist(),
-    }
+        confusion_matrix=cm.tolist(),
+    )
 
 
 def bootstrap_macro_f1(

@@ -17,6 +17,7 @@ from wsi_ncmi.losses.decision import PriorRule, fit_prior_rule, log_scores
 from wsi_ncmi.manifest import ManifestRow
 from wsi_ncmi.quiet import lightning_loop
 from wsi_ncmi.train.config import TrainConfig
+from wsi_ncmi.train.evaluation import MetricsReport
 from wsi_ncmi.train.module import MILClassifier
 from wsi_ncmi.train.probe import ProbeResult, linear_probe
 from wsi_ncmi.train.report import compute_report
@@ -96,14 +97,14 @@ def probe_embeddings(
 
 def decision_reports(
     records: Sequence[dict[str, Any]], manifest_rows: Sequence[ManifestRow], config: TrainConfig
-) -> dict[str, Any]:
+) -> dict[str, MetricsReport]:
     """Pooled and per-hospital metrics of the test slides under each decision rule.
 
     Returns:
         ``{"default": report, "calibrated": report}`` (reports as :func:`compute_report`),
         empty if the records carry no per-rule columns.
     """
-    out: dict[str, Any] = {}
+    out: dict[str, MetricsReport] = {}
     for name in ("default", "calibrated"):
         column = f"pred_label_{name}"
         if records and column in records[0]:

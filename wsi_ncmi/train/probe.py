@@ -22,6 +22,7 @@ from numpy.typing import NDArray
 
 from wsi_ncmi.confusion import macro_f1_counts
 from wsi_ncmi.jsontypes import JSONObject
+from wsi_ncmi.train.evaluation import optional_float
 
 STD_FLOOR: float = 1e-6
 """Smallest per-dimension standard deviation used to standardise the embeddings."""
@@ -45,6 +46,17 @@ class ProbeResult:
         """JSON-ready form (``{"train_slides", "macro_f1": {part: value}}``)."""
         macro_f1: JSONObject = dict(self.macro_f1)
         return {"train_slides": self.train_slides, "macro_f1": macro_f1}
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> ProbeResult:
+        """Read :meth:`to_json`'s form back."""
+        return cls(
+            train_slides=int(data["train_slides"]),
+            macro_f1={
+                str(part): optional_float(value)
+                for part, value in (data.get("macro_f1") or {}).items()
+            },
+        )
 
 
 def linear_probe(

@@ -17,8 +17,10 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
+from wsi_ncmi.jsontypes import JSONObject, finite_json
 from wsi_ncmi.losses.decision import PriorRule, log_scores
 from wsi_ncmi.manifest import LABELS, ManifestRow
+from wsi_ncmi.train.evaluation import GroupMetrics, MetricsReport
 from wsi_ncmi.train.metrics import (
     bootstrap_macro_f1,
     classification_metrics,
@@ -106,12 +108,12 @@ def _group_metrics(
     patient_slides: Mapping[str, int],
     n_bootstrap: int,
     seed: int,
-) -> dict[str, Any]:
+) -> GroupMetrics:
     index = {name: i for i, name in enumerate(class_names)}
     y_true = [index[r["true_label"]] for r in records]
     y_pred = [index[r["pred_label"]] for r in records]
     probs = np.array([[r[f"prob_{name}"] for name in class_names] for r in records])
-    out = classification_metrics(y_true, y_pred, probs if len(records) else None, class_names)
+    slides = classification_metrics(y_true, y_pred, probs if len(records) else None, class_names)
     low, high = bootstrap_macro_f1(
         y_true,
         y_pred,
@@ -120,24 +122,37 @@ def _group_metrics(
         n_resamples=n_bootstrap,
         seed=seed,
     )
-    out["macro_f1_ci95"] = [low, high]
     by_patient: dict[str, list[Mapping[str, Any]]] = {}
     for r in records:
         by_patient.setdefault(r["patient_id"], []).append(r)
     complete = {p: rs for p, rs in by_patient.items() if len(rs) == patient_slides.get(p, -1)}
     true_stages = {p: pn_stage([r["true_label"] for r in rs]) for p, rs in complete.items()}
     pred_stages = {p: pn_stage([r["pred_label"] for r in rs]) for p, rs in complete.items()}
-    out["patients"] = len(complete)
-    out["patient_kappa_quadratic"] = (
-        patient_kappa(true_stages, pred_stages) if complete else float("nan")
+    undefined = _undefined(y_true, class_names, set(true_stages.values()), len(complete))
+    nan = float("nan")
+    return GroupMetrics(
+        n=slides.n,
+        macro_f1=nan if "macro_f1" in undefined else slides.macro_f1,
+        accuracy=slides.accuracy,
+        balanced_accuracy=slides.balanced_accuracy,
+        auroc_macro_ovr=slides.auroc_macro_ovr,
+        kappa_quadratic=nan if "kappa_quadratic" in undefined else slides.kappa_quadratic,
+        f1_per_class=slides.f1_per_class,
+        confusion_matrix=slides.confusion_matrix,
+        macro_f1_ci95=(nan, nan) if "macro_f1_ci95" in undefined else (low, high),
+        patients=len(complete),
+        patient_kappa_quadratic=(
+            patient_kappa(true_stages, pred_stages)
+            if complete and "patient_kappa_quadratic" not in undefined
+            else nan
+        ),
+        patient_stage_accuracy=(
+            float(np.mean([true_stages[p] == pred_stages[p] for p in complete]))
+            if complete
+            else nan
+        ),
+        undefined=undefined,
     )
-    out["patient_stage_accuracy"] = (
-        float(np.mean([true_stages[p] == pred_stages[p] for p in complete]))
-        if complete
-        else float("nan")
-    )
-    out["undefined"] = _undefined(out, y_true, class_names, set(true_stages.values()))
-    return out
 
 
 #: Metrics that compare classes, undefined for a group whose slides share one true class.
@@ -145,9 +160,9 @@ BETWEEN_CLASS_METRICS = ("macro_f1", "macro_f1_ci95", "kappa_quadratic")
 
 
 def _undefined(
-    out: dict[str, Any], y_true: Sequence[int], class_names: Sequence[str], stages: set[str]
+    y_true: Sequence[int], class_names: Sequence[str], stages: set[str], patients: int
 ) -> dict[str, str]:
-    """Set the metrics a group cannot define to NaN; ``{metric: reason}``.
+    """The metrics a group cannot define (reported as NaN), as ``{metric: reason}``.
 
     With fewer than 2 true classes, a model that predicts that class everywhere would get
     macro-F1 and kappa 1.000 (and any other model a figure that says nothing about telling
@@ -159,22 +174,19 @@ def _undefined(
         reason = f"every test slide of this group is {present[0]!r} (fewer than 2 true classes)"
         for key in BETWEEN_CLASS_METRICS:
             reasons[key] = reason
-            out[key] = [float("nan"), float("nan")] if key == "macro_f1_ci95" else float("nan")
-    if len(stages) == 1 and out.get("patients"):
+    if len(stages) == 1 and patients:
         reasons["patient_kappa_quadratic"] = (
             f"every patient of this group is {next(iter(stages))} (fewer than 2 true stages)"
         )
-        out["patient_kappa_quadratic"] = float("nan")
     return reasons
 
 
-def undefined_notes(report: Mapping[str, Any]) -> list[str]:
+def undefined_notes(report: MetricsReport) -> list[str]:
     """One ``"n/a: <group> <metrics>: <reason>"`` line per group with undefined metrics."""
-    groups = [(f"center{c}", m) for c, m in report["per_center"].items()]
     notes = []
-    for name, m in [*groups, ("pooled", report["pooled"])]:
+    for name, m in report.groups():
         by_reason: dict[str, list[str]] = {}
-        for key, reason in (m.get("undefined") or {}).items():
+        for key, reason in m.undefined.items():
             by_reason.setdefault(reason, []).append(key)
         notes += [f"n/a: {name} {', '.join(k)}: {r}" for r, k in by_reason.items()]
     return notes
@@ -187,7 +199,7 @@ def compute_report(
     class_names: Sequence[str] = LABELS,
     n_bootstrap: int = 1000,
     seed: int = 0,
-) -> dict[str, Any]:
+) -> MetricsReport:
     """Pooled and per-hospital metrics of the predicted slides.
 
     Patient-level metrics use the patients whose slides (all those in the manifest) were
@@ -201,15 +213,15 @@ def compute_report(
         seed: Bootstrap seed.
 
     Returns:
-        ``{"pooled": {...}, "per_center": {"0": {...}, ...}}``.
+        The pooled metrics and those of each hospital (in increasing order).
     """
     patient_slides: dict[str, int] = {}
     for row in manifest_rows:
         patient_slides[row.patient_id] = patient_slides.get(row.patient_id, 0) + 1
     centers = sorted({int(r["center"]) for r in records})
-    return {
-        "pooled": _group_metrics(records, class_names, patient_slides, n_bootstrap, seed),
-        "per_center": {
+    return MetricsReport(
+        pooled=_group_metrics(records, class_names, patient_slides, n_bootstrap, seed),
+        per_center={
             str(c): _group_metrics(
                 [r for r in records if int(r["center"]) == c],
                 class_names,
@@ -219,24 +231,14 @@ def compute_report(
             )
             for c in centers
         },
-    }
+    )
 
 
-def _json_safe(value: Any) -> Any:
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {k: _json_safe(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_json_safe(v) for v in value]
-    return value
-
-
-def write_json(data: Mapping[str, Any], path: Path) -> Path:
+def write_json(data: JSONObject, path: Path) -> Path:
     """Write JSON atomically (NaN/inf become ``null``)."""
     from wsi_ncmi.batch import write_text_atomic
 
-    return write_text_atomic(path, json.dumps(_json_safe(dict(data)), indent=1) + "\n")
+    return write_text_atomic(path, json.dumps(finite_json(dict(data)), indent=1) + "\n")
 
 
 def save_png(fig: Figure, path: Path, *, dpi: int) -> Path:
@@ -258,7 +260,7 @@ def save_png(fig: Figure, path: Path, *, dpi: int) -> Path:
 
 
 def plot_confusion_matrices(
-    report: Mapping[str, Any], out_dir: Path, class_names: Sequence[str] = LABELS
+    report: MetricsReport, out_dir: Path, class_names: Sequence[str] = LABELS
 ) -> list[Path]:
     """One PNG per test hospital and one pooled (``confusion_<group>.png``)."""
     import matplotlib
@@ -266,13 +268,11 @@ def plot_confusion_matrices(
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    groups = {"pooled": report["pooled"]} | {
-        f"center{c}": m for c, m in report["per_center"].items()
-    }
+    groups = {"pooled": report.pooled} | {f"center{c}": m for c, m in report.per_center.items()}
     paths = []
     out_dir.mkdir(parents=True, exist_ok=True)
     for name, metrics in groups.items():
-        cm = np.asarray(metrics["confusion_matrix"])
+        cm = np.asarray(metrics.confusion_matrix)
         fig, ax = plt.subplots(figsize=(4.2, 3.8))
         ax.imshow(cm, cmap="Blues")
         for (i, j), value in np.ndenumerate(cm):
@@ -281,8 +281,8 @@ def plot_confusion_matrices(
         ax.set_yticks(range(len(class_names)), class_names)
         ax.set_xlabel("predicted")
         ax.set_ylabel("true")
-        f1 = metrics["macro_f1"]
-        ax.set_title(f"{name}: macro-F1 {f1:.3f} (n={metrics['n']})", fontsize=9)
+        f1 = metrics.scalar("macro_f1")
+        ax.set_title(f"{name}: macro-F1 {f1:.3f} (n={metrics.n})", fontsize=9)
         fig.tight_layout()
         path = save_png(fig, out_dir / f"confusion_{name}.png", dpi=100)
         plt.close(fig)
@@ -331,10 +331,10 @@ def plot_curves(history: Sequence[Mapping[str, float]], path: Path) -> Path | No
     return path
 
 
-def summary_table(report: Mapping[str, Any], title: str = "") -> str:
+def summary_table(report: MetricsReport, title: str = "") -> str:
     """One-screen table: one line per test hospital and one pooled."""
 
-    def fmt(value: Any) -> str:
+    def fmt(value: float | None) -> str:
         return "   n/a" if value is None or not math.isfinite(value) else f"{value:6.3f}"
 
     header = (
@@ -342,14 +342,13 @@ def summary_table(report: Mapping[str, Any], title: str = "") -> str:
         f"{'AUROC':>6} {'kappa':>6} {'pts':>4} {'pN-κ':>6}"
     )
     lines = [title, header, "-" * len(header)] if title else [header, "-" * len(header)]
-    groups = [(f"center{c}", m) for c, m in report["per_center"].items()]
-    for name, m in [*groups, ("pooled", report["pooled"])]:
-        low, high = m["macro_f1_ci95"]
+    for name, m in report.groups():
+        low, high = m.macro_f1_ci95
         lines.append(
-            f"{name:<8} {m['n']:>4} {fmt(m['macro_f1']):>7} "
-            f"[{fmt(low).strip():>6},{fmt(high).strip():>6}] {fmt(m['accuracy'])} "
-            f"{fmt(m['balanced_accuracy'])} {fmt(m['auroc_macro_ovr'])} "
-            f"{fmt(m['kappa_quadratic'])} {m['patients']:>4} "
-            f"{fmt(m['patient_kappa_quadratic'])}"
+            f"{name:<8} {m.n:>4} {fmt(m.macro_f1):>7} "
+            f"[{fmt(low).strip():>6},{fmt(high).strip():>6}] {fmt(m.accuracy)} "
+            f"{fmt(m.balanced_accuracy)} {fmt(m.auroc_macro_ovr)} "
+            f"{fmt(m.kappa_quadratic)} {m.patients:>4} "
+            f"{fmt(m.patient_kappa_quadratic)}"
         )
     return "\n".join(lines + undefined_notes(report))
