@@ -16,37 +16,50 @@ import argparse
 import json
 import statistics
 import sys
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+
+from wsi_ncmi.bench.cell_result import CellResult
 
 
-def read_cells(bench: Path) -> list[dict[str, Any]]:
-    """Every finished cell's result record under ``bench`` (named splits included)."""
-    records = []
-    for path in sorted(bench.glob("**/cells/*/result.json")):
-        record = json.loads(path.read_text())
-        record["_split"] = path.parents[2].name
-        records.append(record)
-    return records
+@dataclass(frozen=True)
+class FinishedCell:
+    """A finished cell's result and the folder its split lies in.
+
+    Attributes:
+        split: Name of the folder above ``cells/`` (the split, or the bench itself).
+        result: The cell's ``result.json``.
+    """
+
+    split: str
+    result: CellResult
 
 
-def _finished(record: dict[str, Any]) -> datetime:
-    return datetime.strptime(record["finished_at"], "%Y-%m-%dT%H:%M:%S%z")
+def read_cells(bench: Path) -> list[FinishedCell]:
+    """Every finished cell's result under ``bench`` (named splits included)."""
+    return [
+        FinishedCell(path.parents[2].name, CellResult.from_json(json.loads(path.read_text())))
+        for path in sorted(bench.glob("**/cells/*/result.json"))
+    ]
 
 
-def summarise(records: list[dict[str, Any]]) -> list[str]:
+def _finished(record: FinishedCell) -> datetime:
+    return datetime.strptime(record.result.finished_at, "%Y-%m-%dT%H:%M:%S%z")
+
+
+def summarise(records: list[FinishedCell]) -> list[str]:
     """One line per aggregator (and a total line)."""
     lines = [
         f"{'aggregator':<10} {'cells':>6} {'median s':>9} {'total h':>8} {'epochs':>7} "
         f"{'first finish':>26} {'last finish':>26}"
     ]
-    groups: dict[str, list[dict[str, Any]]] = {}
+    groups: dict[str, list[FinishedCell]] = {}
     for record in records:
-        groups.setdefault(record["model"], []).append(record)
-    for model, cells in [*sorted(groups.items()), ("all", records)]:
-        seconds = [float(c["seconds"]) for c in cells]
-        epochs = [int(c["epochs_trained"]) for c in cells]
+        groups.setdefault(record.result.model, []).append(record)
+    for model, cells in [*sorted(groups.items(), key=lambda item: item[0]), ("all", records)]:
+        seconds = [c.result.seconds for c in cells]
+        epochs = [c.result.epochs_trained for c in cells]
         times = sorted(_finished(c) for c in cells)
         lines.append(
             f"{model:<10} {len(cells):>6} {statistics.median(seconds):>9.1f} "
@@ -73,7 +86,7 @@ def main(argv: list[str] | None = None) -> int:
     if not records:
         print(f"no finished cells under {str(args.bench)!r}", file=sys.stderr)
         return 1
-    splits = sorted({r["_split"] for r in records})
+    splits = sorted({r.split for r in records})
     print(f"{len(records)} cells under {args.bench} (splits: {', '.join(splits)})")
     print("\n".join(summarise(records)))
     return 0

@@ -28,26 +28,27 @@ from typing import Any
 
 import yaml
 
+from wsi_ncmi.bench.cell_result import CellResult
 from wsi_ncmi.bench.config import BenchConfig
 from wsi_ncmi.bench.parser import load_config
 from wsi_ncmi.bench.suite import expand_grid, split_configs, tuned_models
 from wsi_ncmi.train.config import OptimConfig
 
 
-def tuning_results(split_dir: Path) -> list[dict[str, Any]]:
-    """The finished cells' records of one split folder."""
-    records = []
-    for path in sorted((split_dir / "cells").glob("*/result.json")):
-        records.append(json.loads(path.read_text()))
-    return records
+def tuning_results(split_dir: Path) -> list[CellResult]:
+    """The finished cells' results of one split folder."""
+    return [
+        CellResult.from_json(json.loads(path.read_text()))
+        for path in sorted((split_dir / "cells").glob("*/result.json"))
+    ]
 
 
-def choose_recipes(config: BenchConfig, results: list[dict[str, Any]]) -> dict[str, Any]:
+def choose_recipes(config: BenchConfig, results: list[CellResult]) -> dict[str, Any]:
     """Per loss: every variant's pooled validation score and the chosen one's settings.
 
     Args:
         config: The split's bench configuration.
-        results: Its finished cells' records.
+        results: Its finished cells' results.
 
     Returns:
         ``{loss label: {"name", "chosen", "settings", "validation": {variant: [mean,
@@ -63,13 +64,13 @@ def choose_recipes(config: BenchConfig, results: list[dict[str, Any]]) -> dict[s
         scores: dict[str, tuple[float, int]] = {}
         for variant in variants:
             values = [
-                float(r["val"][metric])
+                float(value)
                 for r in results
-                if r["loss"] == variant.label
-                and r["model"] in models
-                and int(r["seed"]) in seeds
-                and (r.get("val") or {}).get(metric) is not None
-                and math.isfinite(float(r["val"][metric]))
+                if r.loss == variant.label
+                and r.model in models
+                and r.seed in seeds
+                and (value := r.val.get(metric)) is not None
+                and math.isfinite(float(value))
             ]
             if values:
                 scores[variant.label] = (sum(values) / len(values), len(values))
