@@ -116,7 +116,7 @@ class CellResult:
     @property
     def run_key(self) -> tuple[str, str, int]:
         """``(model, loss, seed)``: the run whose folds this cell is one of."""
-        return self.model, self.loss, int(self.seed)
+        return self.model, self.loss, self.seed
 
     def to_json(self) -> JSONObject:
         """``result.json``'s content (``variant`` only where set)."""

@@ -127,7 +127,7 @@ def validation_scores(
     for r in results:
         value = r.val.get(metric)
         if value is not None and math.isfinite(float(value)):
-            key = (r.loss, r.model, int(r.fold_index))
+            key = (r.loss, r.model, r.fold_index)
             values.setdefault(key, []).append(float(value))
     return {k: (sum(v) / len(v), len(v)) for k, v in values.items()}
 
@@ -176,7 +176,7 @@ def select_variants(
     """
     scores = validation_scores(results, config.sweep.tuning.metric)
     if folds is None:
-        folds = sorted({(int(r.fold_index), str(r.fold)) for r in results})
+        folds = sorted({(r.fold_index, r.fold) for r in results})
     tuned = tuned_models(config)
     choices = []
     for model in config.sweep.models:
