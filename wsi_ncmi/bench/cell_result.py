@@ -38,7 +38,7 @@ class EpochValidation:
     def to_json(self) -> JSONObject:
         """``{"epoch": epoch, <key>: value, ...}``."""
         out: JSONObject = {"epoch": self.epoch}
-        out.update((key, value) for key, value in self.values.items())
+        out.update(self.values)
         return out
 
     @classmethod
@@ -130,20 +130,20 @@ class CellResult:
             "seed": self.seed,
             "fold": self.fold,
             "fold_index": self.fold_index,
-            "test_centers": [c for c in self.test_centers],
+            "test_centers": list(self.test_centers),
             "config_hash": self.config_hash,
             "monitor": self.monitor,
             "best_score": self.best_score,
             "best_epoch": self.best_epoch,
             "epochs_trained": self.epochs_trained,
-            "val": {k: v for k, v in self.val.items()},
+            "val": dict(self.val),
             "history": [h.to_json() for h in self.history],
             "test": self.test.to_json(),
             "decision_rule": None if self.decision_rule is None else self.decision_rule.to_json(),
             "test_by_decision": {rule: r.to_json() for rule, r in self.test_by_decision.items()},
             "attention": None if self.attention is None else self.attention.to_json(),
             "probe": None if self.probe is None else self.probe.to_json(),
-            "excluded": [s for s in self.excluded],
+            "excluded": list(self.excluded),
             "seconds": self.seconds,
             "host": self.host,
             "pid": self.pid,

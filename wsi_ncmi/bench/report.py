@@ -308,10 +308,7 @@ def write_reports(
         "models": {model: summary.to_json() for model, summary in summaries.items()},
         "ncmi_correlation": {key: [rho, p, n] for key, (rho, p, n) in corr.items()},
         "ncmi_tracking_epochs": {key: [rho, p, n] for key, (rho, p, n) in tracking.items()},
-        "best_baseline": {
-            treat: {model: comparison for model, comparison in per_model.items()}
-            for treat, per_model in best.items()
-        },
+        "best_baseline": best,
         "tuning": [
             {
                 "loss": c.loss,
@@ -323,7 +320,7 @@ def write_reports(
             }
             for c in choices
         ],
-        "missing": [cell_id for cell_id in missing],
+        "missing": missing,
     }
     write_text_atomic(out / "summary.json", json.dumps(finite_json(summary_json), indent=1) + "\n")
     paths |= {"summary": str(out / "summary.md"), "results": str(out / "results.csv")}

@@ -59,9 +59,9 @@ class ModelSummary:
     def to_json(self) -> JSONObject:
         """The aggregator's entry of ``summary.json``."""
         return {
-            "groups": [g for g in self.groups],
-            "sizes": {g: n for g, n in self.sizes.items()},
-            "patients": {g: n for g, n in self.patients.items()},
+            "groups": list(self.groups),
+            "sizes": dict(self.sizes),
+            "patients": dict(self.patients),
             "macro_f1": _per_loss(self.macro_f1),
             "patient_kappa": _per_loss(self.patient_kappa),
             "comparisons": {loss: c.to_json() for loss, c in self.comparisons.items()},
@@ -70,7 +70,7 @@ class ModelSummary:
 
 def _per_loss(values: dict[str, dict[str, list[float]]]) -> JSONObject:
     return {
-        loss: {group: [v for v in seeds] for group, seeds in per_group.items()}
+        loss: {group: list(seeds) for group, seeds in per_group.items()}
         for loss, per_group in values.items()
     }
 

@@ -39,10 +39,10 @@ class FitResult:
     def to_json(self) -> JSONObject:
         """``{"val", "test", "history", "collapsed_epochs"}``."""
         return {
-            "val": {k: v for k, v in self.val.items()},
-            "test": {k: v for k, v in self.test.items()},
-            "history": [{k: v for k, v in h.items()} for h in self.history],
-            "collapsed_epochs": [e for e in self.collapsed_epochs],
+            "val": dict(self.val),
+            "test": dict(self.test),
+            "history": [dict(h) for h in self.history],
+            "collapsed_epochs": list(self.collapsed_epochs),
         }
 
 
@@ -165,7 +165,7 @@ class ImageTrainResult:
         """``results.json``: the fit's keys, then ``config``, ``classes`` and ``version``."""
         return self.fit.to_json() | {
             "config": asdict(self.config),
-            "classes": [name for name in self.classes],
+            "classes": list(self.classes),
             "version": self.version,
         }
 

@@ -63,7 +63,7 @@ class PriorRule:
         """``{"scale", "log_prior": [...], "val_macro_f1", "val_macro_f1_default"}``."""
         return {
             "scale": self.scale,
-            "log_prior": [value for value in self.log_prior],
+            "log_prior": list(self.log_prior),
             "val_macro_f1": self.val_macro_f1,
             "val_macro_f1_default": self.val_macro_f1_default,
         }

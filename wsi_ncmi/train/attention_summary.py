@@ -62,9 +62,7 @@ class AttentionSummary:
             "slides_with_ground_truth": self.slides_with_ground_truth,
             "mean_tumour_attention": self.mean_tumour_attention,
             "mean_tumour_patch_fraction": self.mean_tumour_patch_fraction,
-            "tumour_attention_by_class": {
-                label: value for label, value in self.tumour_attention_by_class.items()
-            },
+            "tumour_attention_by_class": dict(self.tumour_attention_by_class),
         }
         if per_slide:
             out["per_slide"] = {slide: s.to_json() for slide, s in self.per_slide.items()}

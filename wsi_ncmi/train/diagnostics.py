@@ -52,9 +52,7 @@ class FoldDiagnostics:
             "val_to_test_drop": self.val_to_test_drop,
             "probe_val": self.probe_val,
             "probe_test": self.probe_test,
-            "tumour_attention_by_class": {
-                label: value for label, value in self.tumour_attention_by_class.items()
-            },
+            "tumour_attention_by_class": dict(self.tumour_attention_by_class),
         }
 
 

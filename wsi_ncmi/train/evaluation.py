@@ -118,13 +118,13 @@ class GroupMetrics:
             "balanced_accuracy": self.balanced_accuracy,
             "auroc_macro_ovr": self.auroc_macro_ovr,
             "kappa_quadratic": self.kappa_quadratic,
-            "f1_per_class": {name: value for name, value in self.f1_per_class.items()},
-            "confusion_matrix": [[count for count in row] for row in self.confusion_matrix],
+            "f1_per_class": dict(self.f1_per_class),
+            "confusion_matrix": [list(row) for row in self.confusion_matrix],
             "macro_f1_ci95": [low, high],
             "patients": self.patients,
             "patient_kappa_quadratic": self.patient_kappa_quadratic,
             "patient_stage_accuracy": self.patient_stage_accuracy,
-            "undefined": {key: reason for key, reason in self.undefined.items()},
+            "undefined": dict(self.undefined),
         }
 
     @classmethod

@@ -315,7 +315,7 @@ def _run_training(
             "per_center": metrics["per_center"],
             "decision": config.report.decision,
             "by_decision": {rule: r.to_json() for rule, r in by_decision.items()},
-            "no_tissue_excluded": [s for s in no_tissue],
+            "no_tissue_excluded": no_tissue,
             "folds": [f.to_json(history=False) for f in folds],
             "diagnostics": [fold_diagnostics(f).to_json() for f in folds],
         },

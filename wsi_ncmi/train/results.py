@@ -68,12 +68,12 @@ class FoldResult:
         """
         out: JSONObject = {
             "fold": self.fold,
-            "test_centers": [c for c in self.test_centers],
+            "test_centers": list(self.test_centers),
             "best_checkpoint": self.best_checkpoint,
             "best_score": self.best_score,
             "epochs_trained": self.epochs_trained,
-            "excluded": [s for s in self.excluded],
-            "no_tissue_excluded": [s for s in self.no_tissue_excluded],
+            "excluded": list(self.excluded),
+            "no_tissue_excluded": list(self.no_tissue_excluded),
             "metrics": self.metrics.to_json(),
             "decision_rule": self.decision_rule.to_json(),
             "by_decision": {rule: r.to_json() for rule, r in self.by_decision.items()},
@@ -81,7 +81,7 @@ class FoldResult:
             "probe": self.probe.to_json(),
         }
         if history:
-            out["history"] = [{k: v for k, v in h.items()} for h in self.history]
+            out["history"] = [dict(h) for h in self.history]
         return out
 
 
