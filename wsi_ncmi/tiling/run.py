@@ -239,7 +239,7 @@ def run_tiling(
     from wsi_ncmi.batch.preflight import check_writable_dirs
 
     out = Path(config.out_dir)
-    # Before any work: --out (and the folders written below it) must take files.
+    # Before any work: --out_dir (and the folders written below it) must take files.
     check_writable_dirs([out, *(out / sub for sub in ("coords", "thumbnails", "geojson"))])
     path = Path(report_path) if report_path is not None else default_report_path(out)
     sweep_legacy_locks(out)  # earlier versions kept the locks in <out>/.locks
