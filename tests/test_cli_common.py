@@ -1,4 +1,4 @@
-"""One CLI convention: help text, exit codes, Ctrl-C, --print_config, older flag spellings."""
+"""One CLI convention: help text, exit codes, Ctrl-C, --print_config, one spelling per flag."""
 
 from __future__ import annotations
 
@@ -17,9 +17,10 @@ import pytest
 import yaml
 
 import wsi_ncmi.errors as errors
-from wsi_ncmi.cli.argv import normalize_argv
+from wsi_ncmi.cli.argv import expand_argv
 from wsi_ncmi.cli.common import (
     EXIT_CODES_HELP,
+    RENAMED,
     build_from,
     exit_code,
     fields_of,
@@ -48,15 +49,21 @@ def test_every_option_has_help_and_the_exit_code_table(name: str) -> None:
     assert "130  interrupted" in text
 
 
+#: The output folder's flag: the config key of each command.
+OUT_FLAG = {"bench": "--output_root", "import_features": "--out", "synth": "--out"}
+
+
 @pytest.mark.parametrize("name", COMMANDS)
 def test_one_spelling_per_shared_concept(name: str) -> None:
     options = _module(name).build_parser()._option_string_actions
     assert "--print_config" in options
-    assert "--out" in options
-    for loose in ("--print-config", "--output-root", "--output_root", "--slide-dir", "--slides"):
+    assert OUT_FLAG.get(name, "--out_dir") in options
+    for loose in ("--print-config", "--output-root", "--slide-dir", "--slides", "--slides_dir"):
         assert loose not in options
-    if name in ("tile", "extract", "train", "bench"):
-        assert "--slides_dir" in options
+    if name in ("tile", "extract"):
+        assert "--slide_dir" in options
+    if name in ("train", "bench"):
+        assert "--data.slide_dir" in options
     if name in ("tile", "extract"):
         assert "--skip_errors" in options
         assert options["--skip_errors"].default is True
@@ -160,8 +167,8 @@ def test_ctrl_c_stops_wsi_tile_with_130_and_the_rerun_resumes(tmp_path: Path) ->
     for i in range(6):
         write_pyramid_tiff(slides / f"s{i}.tif", tissue_image(2048, 1536, seed=i))
     out = tmp_path / "out"
-    cmd = [sys.executable, "-m", "wsi_ncmi.cli.tile", str(slides), "--out", str(out)]
-    cmd += ["--workers", "2", "--no-progress"]
+    cmd = [sys.executable, "-m", "wsi_ncmi.cli.tile", str(slides), "--out_dir", str(out)]
+    cmd += ["--workers", "2", "--progress", "false"]
     proc = subprocess.Popen(
         cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         start_new_session=True,
@@ -194,8 +201,11 @@ def _printed_config(main: Any, argv: list[str], capsys: pytest.CaptureFixture[st
 @pytest.mark.parametrize(
     ("name", "argv"),
     [
-        ("tile", ["a.tif", "b", "--out", "o", "--grid.target_mpp", "0.25", "--fill-holes"]),
-        ("extract", ["--out", "o", "--encoder", "resnet50-trunc", "--redo", "s1", "s2"]),
+        (
+            "tile",
+            ["a.tif", "b", "--out_dir", "o", "--grid.target_mpp", "0.25", "--tissue.fill_holes"],
+        ),
+        ("extract", ["--out_dir", "o", "--encoder", "resnet50-trunc", "--redo", "s1", "s2"]),
     ],
 )
 def test_print_config_round_trips(
@@ -209,8 +219,8 @@ def test_print_config_round_trips(
     assert _printed_config(main, ["--config", str(saved)], capsys) == printed
     module = _module(name)
     parser = module.build_parser()
-    direct = vars(parse(parser, argv, module.ALIASES))
-    from_file = vars(parse(parser, ["--config", str(saved)], module.ALIASES))
+    direct = vars(parse(parser, argv))
+    from_file = vars(parse(parser, ["--config", str(saved)]))
     assert from_file.pop("config")
     assert direct.pop("config") is None
     assert direct == from_file
@@ -226,25 +236,120 @@ def test_example_configs_parse(repo_root: Path, capsys: pytest.CaptureFixture[st
         assert yaml.safe_load(printed) == yaml.safe_load(config.read_text()), path
 
 
-def test_older_spellings_mean_the_same_as_the_canonical_ones() -> None:
-    from wsi_ncmi.cli import tile
+@pytest.mark.parametrize(
+    ("name", "argv", "message"),
+    [
+        ("tile", ["--out", "o"], "--out was renamed to --out_dir"),
+        ("tile", ["--out=o"], "--out was renamed to --out_dir"),
+        ("tile", ["--slides_dir", "s"], "--slides_dir was renamed to --slide_dir"),
+        ("tile", ["--keep-pen"], "--keep-pen was renamed to --tissue.reject_pen false"),
+        ("tile", ["--target-mpp", "1.0"], "--target-mpp is spelled --grid.target_mpp"),
+        ("tile", ["--target_mpp", "1.0"], "--target_mpp is spelled --grid.target_mpp"),
+        ("tile", ["--thumb_size", "64"], "--thumb_size is spelled --thumb_size_px"),
+        ("tile", ["--skip-errors", "no"], "--skip-errors is spelled --skip_errors"),
+        ("tile", ["--no-progress"], "--no-progress is spelled --progress false"),
+        ("tile", ["--no_skip_errors"], "--no_skip_errors is spelled --skip_errors false"),
+        ("extract", ["--no-wait"], "--no-wait was renamed to --wait_locked false"),
+        ("extract", ["--coords", "c"], "--coords was renamed to --coords_dir"),
+        ("train", ["--out", "o"], "--out was renamed to --out_dir"),
+        ("train", ["--slides_dir", "s"], "--slides_dir was renamed to --data.slide_dir"),
+        ("train", ["--max-epochs", "3"], "--max-epochs is spelled --trainer.max_epochs"),
+        ("predict", ["--model", "m", "s"], "--model was renamed to --models"),
+        ("bench", ["--out", "o"], "--out was renamed to --output_root"),
+        ("bench", ["--workers", "2"], "--workers was renamed to --jobs"),
+        ("bench", ["--seeds", "0", "1"], "--seeds was renamed to --sweep.seeds"),
+        ("bench", ["--features", "f"], "--features was renamed to --data.features_root"),
+        ("bench", ["--output-root", "o"], "--output-root is spelled --output_root"),
+        ("bench", ["--patch_size", "32"], "--patch_size is spelled --prepare.grid.patch_size_px"),
+        ("bench", ["--no-quick"], "--no-quick is spelled --quick false"),
+        ("synth", ["--quiet"], "--quiet was renamed to --progress false"),
+    ],
+)
+def test_other_spellings_are_a_one_line_error_naming_the_flag(
+    name: str, argv: list[str], message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Nothing is guessed: the command stops (exit 2) and says how the flag is spelled."""
+    capsys.readouterr()
+    assert _module(name).main([*argv, "--print_config"]) == 2
+    err = capsys.readouterr().err
+    prog = _module(name).build_parser().prog
+    assert err == f"{prog}: error: ConfigError: {message}\n"
 
-    parser = tile.build_parser()
-    old = ["s.tif", "--out", "o", "--target-mpp", "1.0", "--patch-size", "128", "--keep-pen",
-           "--min-tissue-area", "5", "--no-skip-errors", "--no-progress", "--thumb-size", "64",
-           "--mpp", "0.25", "--report", "r.json", "--stale-lock-after", "9",
-           "--mask-dir", "m"]  # fmt: skip
-    new = ["s.tif", "--out_dir=o", "--grid.target_mpp", "1.0", "--grid.patch_size_px", "128",
-           "--tissue.reject_pen", "false", "--tissue.min_tissue_area_um2", "5",
-           "--skip_errors", "false", "--progress=false", "--thumb_size_px", "64",
-           "--mpp_override", "0.25", "--report_path", "r.json", "--stale_lock_after_s", "9",
-           "--mask_dir", "m"]  # fmt: skip
-    assert parse(parser, old, tile.ALIASES) == parse(parser, new, tile.ALIASES)
-    assert normalize_argv(parser, ["--fill-holes", "true"]) == ["--tissue.fill_holes", "true"]
-    train = _module("train").build_parser()
-    assert normalize_argv(train, ["--max-epochs", "3"]) == ["--trainer.max_epochs", "3"]
-    assert normalize_argv(train, ["--name", "ce"]) == ["--name", "ce"]  # model. or loss.?
-    assert normalize_argv(parser, ["--skip-errors", "no"]) == ["--skip_errors", "no"]
+
+def test_every_renamed_flag_is_an_error_and_its_new_spelling_a_flag() -> None:
+    """Each entry of the table (one release) names a flag of its command."""
+    modules = {_module(name).build_parser().prog: _module(name) for name in COMMANDS}
+    for key, new in RENAMED.items():
+        prog, old = key.split(" ")
+        parser = modules[prog].build_parser()
+        options = parser._option_string_actions
+        assert old not in options, key
+        assert new.split(" ")[0] in options, key
+        with pytest.raises(errors.ConfigError, match=f"^{old} was renamed to {new}$"):
+            expand_argv(parser, [old, "x"], {old: new})
+    help_text = _module("tile").build_parser().format_help()
+    assert "renamed in this release" in help_text
+    assert "--keep-pen" in help_text
+
+
+def test_the_value_syntax_stays() -> None:
+    """A true/false flag alone means true; a list flag takes several words."""
+    tile, extract = _module("tile").build_parser(), _module("extract").build_parser()
+    assert expand_argv(tile, ["--tissue.fill_holes"]) == ["--tissue.fill_holes=true"]
+    assert expand_argv(tile, ["--tissue.fill_holes", "false"]) == ["--tissue.fill_holes", "false"]
+    assert expand_argv(extract, ["--redo", "a", "b", "--force"]) == [
+        "--redo=[a, b]",
+        "--force=true",
+    ]
+    assert expand_argv(tile, ["--unknown", "1"]) == ["--unknown", "1"]  # the parser refuses it
+
+
+def _keys(data: dict[str, Any], prefix: str = "") -> set[str]:
+    keys = set()
+    for key, value in data.items():
+        if isinstance(value, dict) and value and prefix + key != "quick":
+            keys |= _keys(value, f"{prefix}{key}.")
+        else:
+            keys.add(prefix + key)
+    return keys
+
+
+#: Options that are not config keys: they act (print, list) or read files.
+NOT_KEYS = {"--config", "--print_config", "--list_encoders", "--list_configs", "--set"}
+#: The minimal command line of each command (its required options).
+PRINT_ARGV = {
+    "import_features": ["src", "--format", "clam", "--out", "o", "--encoder", "e"],
+    "predict": ["s.tif", "--models", "m"],
+}
+
+
+@pytest.mark.parametrize("name", COMMANDS)
+def test_print_config_keys_are_the_flag_names(
+    name: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``--print_config`` prints each option under the name its flag has, and only that one."""
+    parser = _module(name).build_parser()
+    flags: set[str] = set()
+    for action in parser._actions:
+        if isinstance(action, argparse._HelpAction):
+            continue
+        names = [s for s in action.option_strings if s not in NOT_KEYS and s[-1] != "+"]
+        if names and not names[0].endswith(".help"):
+            assert len(names) == 1, names  # one spelling
+            flags.add(names[0])
+    printed = _printed_config(_module(name).main, PRINT_ARGV.get(name, []), capsys)
+    positional = {a.dest for a in parser._actions if not a.option_strings}
+    keys = {f"--{key}" for key in _keys(yaml.safe_load(printed)) if key not in positional}
+    # A section's own flag (--grid FILE, bench's --sweep MAPPING) sets it as a whole; an
+    # unset optional section (bench's data.synth) is printed as null, without its keys.
+    sections = {f for f in flags if any(g.startswith(f + ".") for g in flags)}
+    null = tuple(f + "." for f in sections & keys)
+    flags = {f for f in flags - sections if not f.startswith(null)} | (sections & keys)
+    if name == "bench":
+        keys -= {"--quick"}  # the overrides that --quick applies (--set quick=...)
+        flags -= {"--quick", "--shard", "--force"}  # how to run, not the config
+        keys = {k for k in keys if not k.startswith(("--train.", "--prepare.extract."))}
+    assert keys == flags
 
 
 def test_cli_defaults_are_the_library_defaults(tmp_path: Path) -> None:
@@ -254,7 +359,7 @@ def test_cli_defaults_are_the_library_defaults(tmp_path: Path) -> None:
     from wsi_ncmi.tiling.job import TilingConfig
     from wsi_ncmi.tiling.run import run_tiling
 
-    args = parse(tile.build_parser(), ["s.tif", "--out", "o"])
+    args = parse(tile.build_parser(), ["s.tif", "--out_dir", "o"])
     assert build_from(TilingConfig, args) == TilingConfig(out_dir="o")
     import inspect
 
@@ -262,7 +367,7 @@ def test_cli_defaults_are_the_library_defaults(tmp_path: Path) -> None:
     assert {k: signature[k].default for k in fields_of(run_tiling, args)} == fields_of(
         run_tiling, args
     )
-    args = parse(extract.build_parser(), ["--out", "o"])
+    args = parse(extract.build_parser(), ["--out_dir", "o"])
     values = fields_of(ExtractConfig, args)
     library = ExtractConfig(coords_dir=Path("c"), out_dir=Path("o"))
     for field in dataclasses.fields(ExtractConfig):
@@ -275,14 +380,14 @@ def test_cli_defaults_are_the_library_defaults(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("name", "argv"),
     [
-        ("tile", ["--out", "o", "--grid.patch_size_px", "zero"]),
-        ("extract", ["--out", "o", "--no-such-flag"]),
+        ("tile", ["--out_dir", "o", "--grid.patch_size_px", "zero"]),
+        ("extract", ["--out_dir", "o", "--no-such-flag"]),
         ("train", ["--trainer.max_epochs", "notanint"]),
         ("bench", ["--jobs", "many"]),
         ("import_features", ["src", "--format", "nope", "--out", "o", "--encoder", "e"]),
         ("synth", ["--preset", "huge"]),
-        ("tile", ["s.tif", "--out", "o", "--backend", "pillow"]),
-        ("extract", ["--out", "o", "--backend", "pillow"]),
+        ("tile", ["s.tif", "--out_dir", "o", "--backend", "pillow"]),
+        ("extract", ["--out_dir", "o", "--backend", "pillow"]),
     ],
 )
 def test_bad_arguments_exit_2_everywhere(
