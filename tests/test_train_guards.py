@@ -159,7 +159,7 @@ def test_blank_slides_are_excluded_and_counted(config: Path, tmp_path: Path) -> 
     assert note in (out / "summary.txt").read_text()
     assert note in (out / "report.html").read_text()
     # --include_empty keeps the old behaviour: the run stops, naming the slide.
-    assert _train(blank_config, tmp_path / "old", "--include_empty") == 1
+    assert _train(blank_config, tmp_path / "old", "--data.include_empty") == 1
 
 
 def test_a_full_disk_leaves_no_truncated_checkpoint(
