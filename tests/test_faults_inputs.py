@@ -88,7 +88,7 @@ def test_coords_of_another_schema_version(extracted: tuple[Path, Path, dict[str,
     assert (old.status, old.error_type) == ("failed", "CacheSchemaError")
     assert str(coords / "old.h5") in old.reason
     assert "schema version 0" in old.reason
-    assert "re-run wsi-tile into a fresh --out" in old.reason
+    assert "re-run wsi-tile into a fresh --out_dir" in old.reason
     assert {results[k].status for k in ("good", "one", "node 3 ñ 標本")} == {"ok"}
 
 

@@ -196,6 +196,7 @@ def new_parser(
         epilog="\n".join(part for part in parts if part),
         formatter_class=Formatter,
         exit_on_error=False,
+        allow_abbrev=False,  # one spelling: no prefix of a flag either
         print_config="--print_config" if config_file else None,
     )
     if config_file:

@@ -149,7 +149,7 @@ def make_tasks(paths: Sequence[Path], named: Sequence[SlideTask] = ()) -> list[S
         first = next(iter(clashes.items()))
         raise ConfigError(
             f"{len(clashes)} slide ids are used by several files, e.g. {first[0]!r}: "
-            f"{first[1]}; rename them or tile them into separate --out"
+            f"{first[1]}; rename them or tile them into separate --out_dir"
         )
     return list(tasks.values())
 
