@@ -111,6 +111,9 @@ def test_the_value_syntax_stays() -> None:
         "--redo=[a, b]",
         "--force=true",
     ]
+    assert expand_argv(extract, ["--redo=a"]) == ["--redo=[a]"]
+    assert expand_argv(extract, ["--redo=[a, b]"]) == ["--redo=[a, b]"]
+    assert expand_argv(extract, ["--redo=null"]) == ["--redo=null"]
     assert expand_argv(tile, ["--unknown", "1"]) == ["--unknown", "1"]  # the parser refuses it
 
 

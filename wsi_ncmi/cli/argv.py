@@ -132,7 +132,8 @@ def expand_argv(
 
     * ``--config NAME`` may name a packaged config (:func:`packaged_configs`);
     * a true/false option without a value gets ``true``;
-    * a list option followed by several words takes them all (``--redo a b``);
+    * a list option followed by several words takes them all (``--redo a b``), and one
+      value after ``=`` is a list of one (``--redo=a``);
     * a name the parser does not have but that :func:`misspelling` recognises (a renamed
       option, dashes, a left-out section or unit suffix, ``--no-NAME``) is an error.
 
@@ -172,6 +173,8 @@ def expand_argv(
             follows = argv[i].lower() if i < len(argv) else ""
             if follows not in ("true", "false", "yes", "no", "1", "0"):
                 eq, value = "=", "true"
+        elif _is_sequence(action) and eq and not value.startswith("[") and value != "null":
+            value = f"[{value}]"  # --redo=a: a list of one
         elif _is_sequence(action) and not eq:
             words: list[str] = []
             while i < len(argv) and not argv[i].startswith("-"):
