@@ -92,7 +92,7 @@ def test_shipped_bench_yamls_load_as_before(name: str, tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("index", range(len(_expected()["command_lines"])))
 def test_command_lines_mean_what_they_meant(index: int, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Shortcuts, older spellings, ``--quick``, ``--set`` on sections and inside mappings."""
+    """Dotted flags, ``--quick``, ``--set`` on sections and inside mappings."""
     monkeypatch.chdir(REPO)
     case = _expected()["command_lines"][index]
     _same(_printed(case["argv"]), case["config"])
@@ -130,12 +130,13 @@ def test_set_replaces_a_section_and_edits_one_entry_of_a_mapping() -> None:
     )
 
 
-def test_nested_flags_and_shortcuts(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_nested_flags(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(REPO)
     argv = ["--config", "configs/bench/synthetic_demo.yaml", "--sweep.seeds", "[0, 1]",
             "--jobs", "3", "--stats.bootstrap", "100", "--prepare.grid.target_mpp", "2.0",
-            "--sweep.split.val_fraction", "0.3", "--patch_size", "32", "--encoder", "e",
-            "--out", "o", "--no-progress", "--set", "train.data.batch_size=2"]  # fmt: skip
+            "--sweep.split.val_fraction", "0.3", "--prepare.grid.patch_size_px", "32",
+            "--data.encoder", "e", "--output_root", "o", "--progress", "false",
+            "--set", "train.data.batch_size=2"]  # fmt: skip
     printed = _printed(argv)
     assert printed["sweep"]["seeds"] == [0, 1]
     assert (printed["jobs"], printed["stats"]["bootstrap"]) == (3, 100)
@@ -153,7 +154,7 @@ def test_nested_flags_and_shortcuts(monkeypatch: pytest.MonkeyPatch) -> None:
     )
     assert printed["train"]["data"]["batch_size"] == 2
     assert printed["train"]["data"]["cache_in_ram"] is True  # the rest of the section stays
-    assert _printed([*argv, "--seeds", "4", "5"])["sweep"]["seeds"] == [4, 5]
+    assert _printed([*argv, "--sweep.seeds", "4", "5"])["sweep"]["seeds"] == [4, 5]
 
 
 def test_options_win_over_the_config_and_its_quick_section_wherever_they_stand(
@@ -163,7 +164,6 @@ def test_options_win_over_the_config_and_its_quick_section_wherever_they_stand(
     path.write_text("name: full\njobs: 4\nsweep: {seeds: [0, 1, 2]}\nquick: {name: q, jobs: 3}\n")
     printed = _printed(["--jobs", "2", "--quick", "--config", str(path)])
     assert (printed["name"], printed["jobs"], printed["sweep"]["seeds"]) == ("q", 2, [0, 1, 2])
-    assert _printed(["--config", str(path), "--no-quick"])["name"] == "full"
     assert _printed(["--config", str(path), "--quick", "false"])["name"] == "full"
     assert _printed(["--config", str(path), "--quick", "--set", "name=n"])["name"] == "n"
 

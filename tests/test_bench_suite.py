@@ -211,8 +211,9 @@ def _cells(out: Path) -> set[str]:
 
 def _suite_args(root: Path, out: Path, jobs: int) -> list[str]:
     return [
-        "--name", "suite", "--out", str(out), "--manifest", str(root / "manifest.csv"),
-        "--features", str(root), "--encoder", ENCODER, "--seeds", "0", "1", "--progress", "false",
+        "--name", "suite", "--output_root", str(out),
+        "--data.manifest", str(root / "manifest.csv"), "--data.features_root", str(root),
+        "--data.encoder", ENCODER, "--sweep.seeds", "0", "1", "--progress", "false",
         "--set", "sweep.models=[{name: abmil, kwargs: {hidden_dim: 16, attention_dim: 8}}]",
         "--set", "sweep.losses=[{name: ce, grid: {optim.lr: [0.002, 0.02]}},"
         " {name: focal}, {name: ncmi_mil}]",

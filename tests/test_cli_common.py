@@ -1,4 +1,4 @@
-"""One CLI convention: help text, exit codes, Ctrl-C, --print_config, older flag spellings."""
+"""One CLI convention: help, exit codes, Ctrl-C, --print_config (spellings: test_cli_spelling)."""
 
 from __future__ import annotations
 
@@ -17,7 +17,6 @@ import pytest
 import yaml
 
 import wsi_ncmi.errors as errors
-from wsi_ncmi.cli.argv import normalize_argv
 from wsi_ncmi.cli.common import (
     EXIT_CODES_HELP,
     build_from,
@@ -46,20 +45,6 @@ def test_every_option_has_help_and_the_exit_code_table(name: str) -> None:
     text = parser.format_help()
     assert EXIT_CODES_HELP.splitlines()[0] in text
     assert "130  interrupted" in text
-
-
-@pytest.mark.parametrize("name", COMMANDS)
-def test_one_spelling_per_shared_concept(name: str) -> None:
-    options = _module(name).build_parser()._option_string_actions
-    assert "--print_config" in options
-    assert "--out" in options
-    for loose in ("--print-config", "--output-root", "--output_root", "--slide-dir", "--slides"):
-        assert loose not in options
-    if name in ("tile", "extract", "train", "bench"):
-        assert "--slides_dir" in options
-    if name in ("tile", "extract"):
-        assert "--skip_errors" in options
-        assert options["--skip_errors"].default is True
 
 
 # The oracle of the table: the codes the README promises for each exception.
@@ -160,8 +145,8 @@ def test_ctrl_c_stops_wsi_tile_with_130_and_the_rerun_resumes(tmp_path: Path) ->
     for i in range(6):
         write_pyramid_tiff(slides / f"s{i}.tif", tissue_image(2048, 1536, seed=i))
     out = tmp_path / "out"
-    cmd = [sys.executable, "-m", "wsi_ncmi.cli.tile", str(slides), "--out", str(out)]
-    cmd += ["--workers", "2", "--no-progress"]
+    cmd = [sys.executable, "-m", "wsi_ncmi.cli.tile", str(slides), "--out_dir", str(out)]
+    cmd += ["--workers", "2", "--progress", "false"]
     proc = subprocess.Popen(
         cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         start_new_session=True,
@@ -194,8 +179,11 @@ def _printed_config(main: Any, argv: list[str], capsys: pytest.CaptureFixture[st
 @pytest.mark.parametrize(
     ("name", "argv"),
     [
-        ("tile", ["a.tif", "b", "--out", "o", "--grid.target_mpp", "0.25", "--fill-holes"]),
-        ("extract", ["--out", "o", "--encoder", "resnet50-trunc", "--redo", "s1", "s2"]),
+        (
+            "tile",
+            ["a.tif", "b", "--out_dir", "o", "--grid.target_mpp", "0.25", "--tissue.fill_holes"],
+        ),
+        ("extract", ["--out_dir", "o", "--encoder", "resnet50-trunc", "--redo", "s1", "s2"]),
     ],
 )
 def test_print_config_round_trips(
@@ -209,8 +197,8 @@ def test_print_config_round_trips(
     assert _printed_config(main, ["--config", str(saved)], capsys) == printed
     module = _module(name)
     parser = module.build_parser()
-    direct = vars(parse(parser, argv, module.ALIASES))
-    from_file = vars(parse(parser, ["--config", str(saved)], module.ALIASES))
+    direct = vars(parse(parser, argv))
+    from_file = vars(parse(parser, ["--config", str(saved)]))
     assert from_file.pop("config")
     assert direct.pop("config") is None
     assert direct == from_file
@@ -226,27 +214,6 @@ def test_example_configs_parse(repo_root: Path, capsys: pytest.CaptureFixture[st
         assert yaml.safe_load(printed) == yaml.safe_load(config.read_text()), path
 
 
-def test_older_spellings_mean_the_same_as_the_canonical_ones() -> None:
-    from wsi_ncmi.cli import tile
-
-    parser = tile.build_parser()
-    old = ["s.tif", "--out", "o", "--target-mpp", "1.0", "--patch-size", "128", "--keep-pen",
-           "--min-tissue-area", "5", "--no-skip-errors", "--no-progress", "--thumb-size", "64",
-           "--mpp", "0.25", "--report", "r.json", "--stale-lock-after", "9",
-           "--mask-dir", "m"]  # fmt: skip
-    new = ["s.tif", "--out_dir=o", "--grid.target_mpp", "1.0", "--grid.patch_size_px", "128",
-           "--tissue.reject_pen", "false", "--tissue.min_tissue_area_um2", "5",
-           "--skip_errors", "false", "--progress=false", "--thumb_size_px", "64",
-           "--mpp_override", "0.25", "--report_path", "r.json", "--stale_lock_after_s", "9",
-           "--mask_dir", "m"]  # fmt: skip
-    assert parse(parser, old, tile.ALIASES) == parse(parser, new, tile.ALIASES)
-    assert normalize_argv(parser, ["--fill-holes", "true"]) == ["--tissue.fill_holes", "true"]
-    train = _module("train").build_parser()
-    assert normalize_argv(train, ["--max-epochs", "3"]) == ["--trainer.max_epochs", "3"]
-    assert normalize_argv(train, ["--name", "ce"]) == ["--name", "ce"]  # model. or loss.?
-    assert normalize_argv(parser, ["--skip-errors", "no"]) == ["--skip_errors", "no"]
-
-
 def test_cli_defaults_are_the_library_defaults(tmp_path: Path) -> None:
     """Flags come from the dataclasses: no copied default can drift."""
     from wsi_ncmi.cli import extract, tile
@@ -254,7 +221,7 @@ def test_cli_defaults_are_the_library_defaults(tmp_path: Path) -> None:
     from wsi_ncmi.tiling.job import TilingConfig
     from wsi_ncmi.tiling.run import run_tiling
 
-    args = parse(tile.build_parser(), ["s.tif", "--out", "o"])
+    args = parse(tile.build_parser(), ["s.tif", "--out_dir", "o"])
     assert build_from(TilingConfig, args) == TilingConfig(out_dir="o")
     import inspect
 
@@ -262,7 +229,7 @@ def test_cli_defaults_are_the_library_defaults(tmp_path: Path) -> None:
     assert {k: signature[k].default for k in fields_of(run_tiling, args)} == fields_of(
         run_tiling, args
     )
-    args = parse(extract.build_parser(), ["--out", "o"])
+    args = parse(extract.build_parser(), ["--out_dir", "o"])
     values = fields_of(ExtractConfig, args)
     library = ExtractConfig(coords_dir=Path("c"), out_dir=Path("o"))
     for field in dataclasses.fields(ExtractConfig):
@@ -275,14 +242,14 @@ def test_cli_defaults_are_the_library_defaults(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("name", "argv"),
     [
-        ("tile", ["--out", "o", "--grid.patch_size_px", "zero"]),
-        ("extract", ["--out", "o", "--no-such-flag"]),
+        ("tile", ["--out_dir", "o", "--grid.patch_size_px", "zero"]),
+        ("extract", ["--out_dir", "o", "--no-such-flag"]),
         ("train", ["--trainer.max_epochs", "notanint"]),
         ("bench", ["--jobs", "many"]),
         ("import_features", ["src", "--format", "nope", "--out", "o", "--encoder", "e"]),
         ("synth", ["--preset", "huge"]),
-        ("tile", ["s.tif", "--out", "o", "--backend", "pillow"]),
-        ("extract", ["--out", "o", "--backend", "pillow"]),
+        ("tile", ["s.tif", "--out_dir", "o", "--backend", "pillow"]),
+        ("extract", ["--out_dir", "o", "--backend", "pillow"]),
     ],
 )
 def test_bad_arguments_exit_2_everywhere(

@@ -88,7 +88,7 @@ def test_coords_of_another_schema_version(extracted: tuple[Path, Path, dict[str,
     assert (old.status, old.error_type) == ("failed", "CacheSchemaError")
     assert str(coords / "old.h5") in old.reason
     assert "schema version 0" in old.reason
-    assert "re-run wsi-tile into a fresh --out" in old.reason
+    assert "re-run wsi-tile into a fresh --out_dir" in old.reason
     assert {results[k].status for k in ("good", "one", "node 3 ñ 標本")} == {"ok"}
 
 
@@ -164,7 +164,7 @@ def bags(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[str]]:
     root = tmp_path_factory.mktemp("bags")
     bag_cohort(root)
     config = train_config(root, root / "train.yaml", epochs=1)
-    return root, ["--config", str(config), "--out", str(root / "run")]
+    return root, ["--config", str(config), "--out_dir", str(root / "run")]
 
 
 @pytest.mark.parametrize("name", list(MANIFEST_CASES))
@@ -201,7 +201,7 @@ def test_nan_or_inf_in_features_stops_training(tmp_path: Path, value: float) -> 
     bag_cohort(tmp_path)
     config = train_config(tmp_path, tmp_path / "train.yaml", epochs=1)
     bag = poison_bag(tmp_path, "patient_000_node_0", value)
-    code, err = cli(main, ["--config", str(config), "--out", str(tmp_path / "run")])
+    code, err = cli(main, ["--config", str(config), "--out_dir", str(tmp_path / "run")])
     assert code == 1
     for fragment in (str(bag), "NaN/inf features in 1 of 36 rows", "re-run wsi-extract"):
         assert fragment in err
@@ -232,10 +232,12 @@ def test_tile_and_extract_config_out_of_range(tmp_path: Path) -> None:
     from wsi_ncmi.cli.extract import main as extract
     from wsi_ncmi.cli.tile import main as tile
 
-    code, err = cli(tile, [str(tmp_path), "--out", str(tmp_path / "o"), "--grid.min_tissue", "2"])
+    args = [str(tmp_path), "--out_dir", str(tmp_path / "o"), "--grid.min_tissue", "2"]
+    code, err = cli(tile, args)
     assert code == 2
     assert "min_tissue must be a fraction in [0, 1], got 2.0" in err
-    code, err = cli(extract, ["--out", str(tmp_path), "--max_bad_fraction", "3", "--device", "cpu"])
+    args = ["--out_dir", str(tmp_path), "--max_bad_fraction", "3", "--device", "cpu"]
+    code, err = cli(extract, args)
     assert code == 2
     assert "--max_bad_fraction must be in [0, 1], got 3.0" in err
 
@@ -253,8 +255,9 @@ def test_bench_config_wrong_type_or_out_of_range(
     from wsi_ncmi.cli.bench import main
 
     root, _ = bags
-    args = ["--manifest", str(root / "manifest.csv"), "--features", str(root), "--encoder",
-            BAG_ENCODER, "--out", str(tmp_path), "--set", override]  # fmt: skip
+    args = ["--data.manifest", str(root / "manifest.csv"), "--data.features_root", str(root),
+            "--data.encoder", BAG_ENCODER, "--output_root", str(tmp_path),
+            "--set", override]  # fmt: skip
     code, err = cli(main, args)
     assert code == 2
     assert needle in err

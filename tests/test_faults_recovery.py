@@ -105,7 +105,7 @@ def test_disk_full_is_clear_and_leaves_nothing(work: Path, tmp_path: Path) -> No
         message = str(info.value)
         assert "DiskFullError: no space left on the device while writing" in message
         assert f"{point}/features/random-cnn/s1.h5" in message  # the file, not its temp
-        assert "Free space or choose another --out directory" in message
+        assert "Free space or choose another --out_dir directory" in message
         assert temp_files(point) == []
         assert lock_files(point) == []
         kept = point / "features" / "random-cnn" / "s0.h5"

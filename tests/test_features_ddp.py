@@ -21,8 +21,8 @@ from wsi_ncmi.cli.extract import main as extract_main
 
 def _args(coords: Path, out: Path) -> list[str]:
     return [
-        "--coords_dir", str(coords), "--out", str(out), "--encoder", "random-cnn", "--random_init",
-        "--device", "cpu", "--workers", "0", "--progress=false",
+        "--coords_dir", str(coords), "--out_dir", str(out), "--encoder", "random-cnn",
+        "--random_init", "--device", "cpu", "--workers", "0", "--progress=false",
     ]  # fmt: skip
 
 

@@ -281,7 +281,7 @@ def test_cli_lists_encoders_and_runs(
     for name in ("random-cnn", "resnet50-trunc", "uni", "virchow2", "h-optimus-0", "prov-gigapath"):
         assert name in listing
     args = [
-        "--out",
+        "--out_dir",
         str(tmp_path),
         "--coords_dir",
         str(cohort),
@@ -461,7 +461,7 @@ def test_cli_max_wait_is_validated(cohort: Path, tmp_path: Path) -> None:
     from wsi_ncmi.cli.extract import build_parser, main
 
     assert "--max_wait_s MAX_WAIT_S" in build_parser().format_help()
-    args = ["--out", str(tmp_path), "--coords_dir", str(cohort), "--device", "cpu"]
+    args = ["--out_dir", str(tmp_path), "--coords_dir", str(cohort), "--device", "cpu"]
     assert main([*args, "--max_wait_s", "-1"]) == 2
 
 

@@ -32,7 +32,7 @@ def predicted(tmp_path_factory: pytest.TempPathFactory) -> Path:
     blank_slide(root / "slides" / "blank.tiff")
     encoder_bundle(root / "model", seed=3)
     out = root / "out"
-    argv = ["--model", str(root / "model"), str(root / "slides"), "--out", str(out)]
+    argv = [str(root / "slides"), "--models", str(root / "model"), "--out_dir", str(out)]
     assert main([*argv, "--workers", "1", "--extract_workers", "0"]) == 0
     return out
 

@@ -83,11 +83,11 @@ def _assert_reproduces(run: Path, bundle: Path, cohort: Path, out: Path) -> None
     # The same through the command, on the test slides' features.
     code = predict_main(
         [
-            "--model",
+            "--models",
             str(bundle),
             "--features_root",
             str(cohort),
-            "--out",
+            "--out_dir",
             str(out),
             *expected,
             "--geojson_tiles",
@@ -148,8 +148,9 @@ def test_a_bundle_edited_by_one_byte_is_refused(trained: Path, tmp_path: Path, n
     (bundle / name).write_bytes(bytes(data))
     with pytest.raises(BundleError, match="damaged or was edited"):
         load_model(bundle)
+    out = tmp_path / "out"
     code = predict_main(
-        ["--model", str(bundle), "--features_root", str(trained), "--out", str(tmp_path / "out")]
+        ["--models", str(bundle), "--features_root", str(trained), "--out_dir", str(out)]
     )
     assert code == 2
 
@@ -171,7 +172,7 @@ def test_a_checkpoint_is_refused_with_the_conversion_command(
 ) -> None:
     ckpt = next((trained / "fixed" / "checkpoints").glob("best-*.ckpt"))
     code = predict_main(
-        ["--model", str(ckpt), "--features_root", str(cohort), "--out", str(tmp_path / "out")]
+        ["--models", str(ckpt), "--features_root", str(cohort), "--out_dir", str(tmp_path / "out")]
     )
     assert code == 2
     err = capsys.readouterr().err
@@ -219,11 +220,11 @@ def test_features_that_do_not_fit_the_model_give_rc_2(
     root = _altered_features(cohort, tmp_path / "features", **attrs)
     code = predict_main(
         [
-            "--model",
+            "--models",
             str(trained / "fixed" / "model"),
             "--features_root",
             str(root),
-            "--out",
+            "--out_dir",
             str(tmp_path / "out"),
         ]
     )
@@ -245,8 +246,9 @@ def test_another_encoder_identity_gives_rc_2(
     )
     rehashed = write_bundle(tmp_path / "model", manifest, model.module.state_dict(), stats)
     root = _altered_features(cohort, tmp_path / "features", encoder_hash="fedcba9876543210")
+    out = tmp_path / "out"
     code = predict_main(
-        ["--model", str(rehashed), "--features_root", str(root), "--out", str(tmp_path / "out")]
+        ["--models", str(rehashed), "--features_root", str(root), "--out_dir", str(out)]
     )
     assert code == 2
     assert "encoder identity hash 'fedcba9876543210'" in capsys.readouterr().err
@@ -298,8 +300,8 @@ def test_imported_features_are_predicted_like_the_native_ones(
     register_foreign_features(source, "clam", tmp_path / "imported", ENCODER, mpp=1.0)
     bundle = str(trained / "fixed" / "model")
     for root, out in ((cohort, "native"), (tmp_path / "imported", "imported")):
-        argv = ["--model", bundle, "--features_root", str(root), *slides]
-        assert predict_main([*argv, "--out", str(tmp_path / out)]) == 0
+        argv = ["--models", bundle, "--features_root", str(root), *slides]
+        assert predict_main([*argv, "--out_dir", str(tmp_path / out)]) == 0
     native, imported = (_rows(tmp_path / out / "predictions.csv") for out in ("native", "imported"))
     assert [r["slide_id"] for r in imported] == slides
     for a, b in zip(native, imported, strict=True):
@@ -312,7 +314,7 @@ def test_wsi_train_split_none_writes_the_final_model(cohort: Path, tmp_path: Pat
     from wsi_ncmi.cli.train import main as train_main
 
     argv = [
-        "--out", str(tmp_path / "final"), "--seed", "1", "--split.kind", "none",
+        "--out_dir", str(tmp_path / "final"), "--seed", "1", "--split.kind", "none",
         "--split.val_fraction", "0.25", "--data.manifest", str(cohort / "manifest.csv"),
         "--data.features_root", str(cohort), "--data.encoder", ENCODER,
         "--data.max_patches_train", "20", "--data.batch_size", "3", "--model.name", "abmil",
@@ -352,8 +354,8 @@ def test_an_ensemble_of_disagreeing_bundles_gives_rc_2(
         zip(("standardize_mean", "standardize_std"), model.standardize or (), strict=True)
     )
     other = write_bundle(tmp_path / "other", manifest, model.module.state_dict(), stats)
-    argv = ["--model", str(bundle), "--model", str(other), "--features_root", str(cohort)]
-    assert predict_main([*argv, "--out", str(tmp_path / "out")]) == 2
+    argv = ["--models", str(bundle), str(other), "--features_root", str(cohort)]
+    assert predict_main([*argv, "--out_dir", str(tmp_path / "out")]) == 2
     err = capsys.readouterr().err
     assert "must share classes and encoder" in err
     assert reason in err

@@ -20,10 +20,10 @@ def test_export_model_options_have_help_and_the_exit_code_table() -> None:
     assert EXIT_CODES_HELP.splitlines()[0] in parser.format_help()
 
 
-def test_repeated_model_flags_are_the_models_list_and_round_trip(
+def test_several_models_are_the_models_list_and_round_trip(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    argv = ["--model", "m0", "slides/", "--model=m1", "--out", "o", "--geojson_tiles", "3"]
+    argv = ["slides/", "--models", "m0", "m1", "--out_dir", "o", "--geojson_tiles", "3"]
     assert predict.main([*argv, "--print_config"]) == 0
     printed = capsys.readouterr().out
     values = yaml.safe_load(printed)
@@ -39,9 +39,9 @@ def test_repeated_model_flags_are_the_models_list_and_round_trip(
 @pytest.mark.parametrize(
     "argv",
     [
-        ["slides/", "--out", "o"],
-        ["--model", "m", "--out", "o"],
-        ["--model", "m", "s", "--out", "o", "--min_patches", "many"],
+        ["slides/", "--out_dir", "o"],
+        ["--models", "m", "--out_dir", "o"],
+        ["--models", "m", "--out_dir", "o", "s", "--min_patches", "many"],
     ],
 )
 def test_missing_model_or_slides_and_bad_values_exit_2(
@@ -53,3 +53,20 @@ def test_missing_model_or_slides_and_bad_values_exit_2(
 
 def test_a_missing_checkpoint_exits_2(tmp_path: Path) -> None:
     assert export_model.main([str(tmp_path / "no.ckpt"), "--out", str(tmp_path / "m")]) == 2
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--model", "m", "s"], "--model was renamed to --models"),
+        (["--models", "m0", "--models", "m1", "s"], "--models is given 2 times"),
+        (["--models=m0", "--models", "m1", "s"], "--models is given 2 times"),
+    ],
+)
+def test_models_is_given_once(
+    argv: list[str], message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert predict.main([*argv, "--out_dir", "o"]) == 2
+    err = capsys.readouterr().err
+    assert message in err
+    assert len(err.strip().splitlines()) == 1

@@ -43,7 +43,7 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def _args(lab: Path, out: Path) -> list[str]:
     return [
-        "--model", str(lab / "model"), str(lab / "slides"), "--out", str(out),
+        str(lab / "slides"), "--models", str(lab / "model"), "--out_dir", str(out),
         "--manifest", str(lab / "manifest.csv"), "--workers", "1", "--extract_workers", "0",
         "--device", "cpu",
         "--geojson_tiles", "7",
@@ -105,7 +105,7 @@ def test_slides_in_report_out_in_one_command(
 
 
 def test_a_missing_slide_folder_is_a_usage_error(lab: Path, tmp_path: Path) -> None:
-    args = ["--model", str(lab / "model"), str(tmp_path / "nothing"), "--out", str(tmp_path)]
+    args = [str(tmp_path / "nothing"), "--models", str(lab / "model"), "--out_dir", str(tmp_path)]
     assert main(args) == 2
 
 

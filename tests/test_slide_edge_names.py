@@ -49,7 +49,7 @@ def test_truncated_real_svs_in_wsi_tile(tmp_path: Path) -> None:
     (tmp_path / "slides" / "cut.svs").write_bytes(data[: len(data) // 2])
     shutil.copyfile(SVS, tmp_path / "slides" / "whole.svs")
     out = tmp_path / "out"
-    assert tile_main([str(tmp_path / "slides"), "--out", str(out), *TILE]) == 1
+    assert tile_main([str(tmp_path / "slides"), "--out_dir", str(out), *TILE]) == 1
     report = json.loads(next((out / "reports").glob("*.json")).read_text())
     results = {r["item_id"]: r for r in report["results"]}
     assert results["whole"]["status"] == "ok"
@@ -72,9 +72,9 @@ def test_a_234_character_slide_name_goes_through(tmp_path: Path) -> None:
     (tmp_path / "slides").mkdir()
     write_pyramid_tiff(tmp_path / "slides" / f"{name}.tif", tissue_image(640, 480))
     out = tmp_path / "out"
-    assert tile_main([str(tmp_path / "slides"), "--out", str(out), *TILE]) == 0
+    assert tile_main([str(tmp_path / "slides"), "--out_dir", str(out), *TILE]) == 0
     assert (out / "coords" / f"{name}.h5").is_file()
-    assert extract_main(["--out", str(out), *EXTRACT]) == 0
+    assert extract_main(["--out_dir", str(out), *EXTRACT]) == 0
     assert (out / "features" / "random-cnn" / f"{name}.h5").is_file()
 
 
@@ -84,5 +84,5 @@ def test_an_output_name_over_name_max_says_to_shorten_the_id(tmp_path: Path) -> 
     write_pyramid_tiff(tmp_path / "slides" / f"{name}.tif", tissue_image(640, 480))
     out = tmp_path / "out"
     # Issue 24: the slide-id rule refuses it before any work (rc 2), naming the fix.
-    assert tile_main([str(tmp_path / "slides"), "--out", str(out), *TILE]) == 2
+    assert tile_main([str(tmp_path / "slides"), "--out_dir", str(out), *TILE]) == 2
     assert not (out / "coords").is_dir() or not list((out / "coords").iterdir())

@@ -38,11 +38,11 @@ def _results(report: dict[str, Any]) -> dict[str, dict[str, object]]:
 
 
 def _tile(slides: Path, out: Path) -> int:
-    return tile_main([str(slides), "--out", str(out), *TILE])
+    return tile_main([str(slides), "--out_dir", str(out), *TILE])
 
 
 def _extract(out: Path, *extra: str) -> int:
-    return extract_main(["--out", str(out), *EXTRACT, *extra])
+    return extract_main(["--out_dir", str(out), *EXTRACT, *extra])
 
 
 def test_fingerprint_follows_content_not_copies(tmp_path: Path) -> None:
@@ -140,7 +140,7 @@ def test_features_and_coords_that_do_not_belong_together(tmp_path: Path) -> None
     assert _extract(out) == 0
     features = out / "features" / "random-cnn" / "a.h5"
     shutil.copyfile(features, tmp_path / "old_features.h5")
-    assert tile_main([str(slides), "--out", str(out), *TILE, "--grid.overlap_px", "16"]) == 0
+    assert tile_main([str(slides), "--out_dir", str(out), *TILE, "--grid.overlap_px", "16"]) == 0
     with pytest.raises(SlideChangedError, match=r"re-run wsi-extract"):
         check_features_coords(tmp_path / "old_features.h5", out / "coords" / "a.h5")
     with pytest.raises(CacheSchemaError, match="does not exist"):

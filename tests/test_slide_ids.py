@@ -100,8 +100,8 @@ def test_wsi_tile_refuses_a_manifest_id_that_escapes_out(tmp_path: Path) -> None
     )
     before = sorted(p for p in tmp_path.rglob("*"))
     out = tmp_path / "data" / "out"
-    code = tile_main(["--manifest", str(manifest), "--slides_dir", str(slides), "--out", str(out),
-                      *TILE_SMALL])  # fmt: skip
+    code = tile_main(["--manifest", str(manifest), "--slide_dir", str(slides),
+                      "--out_dir", str(out), *TILE_SMALL])  # fmt: skip
     assert code == 2
     after = sorted(p for p in tmp_path.rglob("*") if not p.is_relative_to(out))
     assert after == before
@@ -113,5 +113,5 @@ def test_wsi_tile_refuses_a_control_character_in_a_file_name(tmp_path: Path) -> 
     slides.mkdir()
     write_pyramid_tiff(slides / "bad\x07name.tif", tissue_image(320, 256))
     out = tmp_path / "out"
-    assert tile_main([str(slides), "--out", str(out), *TILE_SMALL]) == 2
+    assert tile_main([str(slides), "--out_dir", str(out), *TILE_SMALL]) == 2
     assert not (out / "coords").is_dir() or not list((out / "coords").iterdir())

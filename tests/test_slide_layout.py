@@ -82,7 +82,7 @@ def test_wsi_tile_reports_the_slide_as_failed_without_reading_pixels(tmp_path: P
     _overwrite(path, "ImageLength", 100_000)
     write_pyramid_tiff(slides / "ok.tif", tissue_image(640, 480))
     out = tmp_path / "out"
-    assert tile_main([str(slides), "--out", str(out), *TILE_SMALL]) == 1  # one failed slide
+    assert tile_main([str(slides), "--out_dir", str(out), *TILE_SMALL]) == 1  # one failed slide
     assert (out / "coords" / "ok.h5").is_file()
     assert not (out / "coords" / "huge.h5").exists()
 

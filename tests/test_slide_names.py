@@ -40,13 +40,13 @@ def test_manifest_ids_through_symlinks_reach_features(tmp_path: Path) -> None:
     rows = [ManifestRow(c, f"p{i}", 0, "negative") for i, c in enumerate(("CASE_A", "CASE_B"))]
     write_manifest(rows, tmp_path / "manifest.csv")
     out = tmp_path / "out"
-    args = ["--manifest", str(tmp_path / "manifest.csv"), "--slides_dir", str(tmp_path / "links")]
-    assert tile_main([*args, "--out", str(out), *TILE]) == 0
+    args = ["--manifest", str(tmp_path / "manifest.csv"), "--slide_dir", str(tmp_path / "links")]
+    assert tile_main([*args, "--out_dir", str(out), *TILE]) == 0
     assert sorted(p.name for p in (out / "coords").glob("*.h5")) == ["CASE_A.h5", "CASE_B.h5"]
     with h5py.File(out / "coords" / "CASE_A.h5") as h5:
         assert h5.attrs["slide_id"] == "CASE_A"
         assert h5.attrs["slide_path"] == str(tmp_path / "links" / "CASE_A.tif")  # as given
-    assert extract_main(["--out", str(out), *EXTRACT]) == 0
+    assert extract_main(["--out_dir", str(out), *EXTRACT]) == 0
     features = sorted(p.name for p in (out / "features" / "random-cnn").glob("*.h5"))
     assert features == ["CASE_A.h5", "CASE_B.h5"]
 
@@ -54,11 +54,11 @@ def test_manifest_ids_through_symlinks_reach_features(tmp_path: Path) -> None:
 def test_without_manifest_the_link_name_is_the_id(tmp_path: Path) -> None:
     _scanner_files(tmp_path)
     out = tmp_path / "out"
-    assert tile_main([str(tmp_path / "links"), "--out", str(out), *TILE]) == 0
+    assert tile_main([str(tmp_path / "links"), "--out_dir", str(out), *TILE]) == 0
     assert set(_results(out, "wsi-tile")) == {"CASE_A", "CASE_B"}
     link = tmp_path / "links" / "CASE_A.tif"
     out2 = tmp_path / "out2"
-    assert tile_main([str(link), "--out", str(out2), *TILE]) == 0
+    assert tile_main([str(link), "--out_dir", str(out2), *TILE]) == 0
     assert set(_results(out2, "wsi-tile")) == {"CASE_A"}
 
 
@@ -68,7 +68,7 @@ def test_dangling_link_has_its_own_error_naming_the_link(tmp_path: Path) -> None
     link = tmp_path / "slides" / "dangling.svs"
     link.symlink_to(tmp_path / "elsewhere" / "slide.svs")
     out = tmp_path / "out"
-    assert tile_main([str(tmp_path / "slides"), "--out", str(out), *TILE]) == 1
+    assert tile_main([str(tmp_path / "slides"), "--out_dir", str(out), *TILE]) == 1
     results = _results(out, "wsi-tile")
     assert results["good"]["status"] == "ok"
     bad = results["dangling"]

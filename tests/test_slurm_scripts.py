@@ -38,5 +38,5 @@ def test_array_script_flags_parse(name: str, monkeypatch: pytest.MonkeyPatch) ->
     assert commands, "the script runs no wsi command"
     for argv in commands:
         module = modules[Path(argv[0]).name]
-        args = parse(module.build_parser(), argv[1:], module.ALIASES, instantiate=False)
+        args = parse(module.build_parser(), argv[1:], instantiate=False)
         assert getattr(args, "shard", None) == "1/1" or "--num_nodes" in argv

@@ -59,7 +59,7 @@ def test_statuses_do_not_stop_the_batch(tmp_path: Path) -> None:
     truncate(small_slide(slides / "corrupt.tif", seed=1))
     small_slide(slides / "nompp.tif", mpp=None)
     out = tmp_path / "out"
-    code = main([str(slides), "--out", str(out), "--workers", "2", "--progress=false"])
+    code = main([str(slides), "--out_dir", str(out), "--workers", "2", "--progress=false"])
     assert code == 1
     (report,) = _reports(out)
     by_id = {r["item_id"]: r for r in report["results"]}
@@ -76,7 +76,7 @@ def test_statuses_do_not_stop_the_batch(tmp_path: Path) -> None:
     code = main(
         [
             str(slides),
-            "--out",
+            "--out_dir",
             str(out),
             "--mpp_override",
             "0.5",
@@ -135,14 +135,14 @@ def test_sigkill_then_rerun(
     cohort: Path, reference: dict[str, np.ndarray], tmp_path: Path, trial: int
 ) -> None:
     out = tmp_path / "out"
-    proc = _cli(str(cohort), "--out", str(out), "--workers", "2", start_new_session=True)
+    proc = _cli(str(cohort), "--out_dir", str(out), "--workers", "2", start_new_session=True)
     time.sleep(random.Random(trial).uniform(0.6, 2.0))
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
     # Whatever was left, every coords file under its final name is complete.
     for path in (out / "coords").glob("*.h5") if (out / "coords").is_dir() else []:
         read_coords(path)
-    proc = _cli(str(cohort), "--out", str(out), "--workers", "2")
+    proc = _cli(str(cohort), "--out_dir", str(out), "--workers", "2")
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 0, err
     expect = slide_params_hash(TilingConfig(out_dir=str(out)), make_tasks([cohort / "s0.tif"])[0])
@@ -158,7 +158,7 @@ def test_sigkill_then_rerun(
 @pytest.mark.slow  # wsi-* stages in child processes, killed or interrupted
 def test_two_concurrent_processes_tile_each_slide_once(cohort: Path, tmp_path: Path) -> None:
     out = tmp_path / "out"
-    procs = [_cli(str(cohort), "--out", str(out), "--workers", "1") for _ in range(2)]
+    procs = [_cli(str(cohort), "--out_dir", str(out), "--workers", "1") for _ in range(2)]
     for p in procs:
         _, err = p.communicate(timeout=120)
         assert p.returncode == 0, err
@@ -194,9 +194,9 @@ def test_help_documents_every_option_with_its_unit(capsys: pytest.CaptureFixture
 
 
 def test_cli_usage_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["nothing-*.svs", "--out", str(tmp_path)]) == 2
+    assert main(["nothing-*.svs", "--out_dir", str(tmp_path)]) == 2
     assert "matches no file" in capsys.readouterr().err
-    assert main([str(tmp_path), "--out", str(tmp_path), "--grid.patch_size_px", "0"]) == 2
+    assert main([str(tmp_path), "--out_dir", str(tmp_path), "--grid.patch_size_px", "0"]) == 2
 
 
 def test_tiling_path_imports_no_torch() -> None:
@@ -218,7 +218,8 @@ def test_slides_and_manifest_naming_the_same_file_tile_it_once(
     small_slide(slides / "center_0" / "patient_000_node_0.tif")
     write_manifest([ManifestRow("patient_000_node_0", "patient_000", 0, "macro")], slides / "m.csv")
     monkeypatch.chdir(tmp_path)  # SLIDES relative, manifest lookups absolute: same file
-    code = main(["cohort", "--manifest", str(slides / "m.csv"), "--out", "out", "--progress=false"])
+    args = ["cohort", "--manifest", str(slides / "m.csv"), "--out_dir", "out", "--progress=false"]
+    code = main(args)
     assert code == 0
     (report,) = _reports(tmp_path / "out")
     assert [r["item_id"] for r in report["results"]] == ["patient_000_node_0"]

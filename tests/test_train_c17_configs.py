@@ -38,7 +38,7 @@ def _train(config: str, root, out) -> dict:
         [
             "--config",
             config,
-            "--out",
+            "--out_dir",
             str(out),
             "--data.features_root",
             str(root),

@@ -246,7 +246,7 @@ def test_cli_layers_yaml_and_overrides_and_saves_the_config(cohort: Path, tmp_pa
     path = tmp_path / "run.yaml"
     path.write_text(yaml.safe_dump(config))
     out = tmp_path / "cli"
-    code = main(["--config", str(path), "--trainer.max_epochs", "1", "--out", str(out)])
+    code = main(["--config", str(path), "--trainer.max_epochs", "1", "--out_dir", str(out)])
     assert code == 0
     saved = yaml.safe_load((out / "config.yaml").read_text())
     assert saved["trainer"]["max_epochs"] == 1
@@ -270,7 +270,7 @@ def test_cli_exit_codes(cohort: Path, tmp_path: Path) -> None:
         "loho",
         "--split.folds",
         "[4]",
-        "--out",
+        "--out_dir",
         str(tmp_path / "out"),
         "--trainer.accelerator",
         "cpu",

@@ -58,7 +58,7 @@ def config(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def _train(config: Path, out: Path, *extra: str) -> int:
-    return main(["--config", str(config), "--out", str(out), *extra])
+    return main(["--config", str(config), "--out_dir", str(out), *extra])
 
 
 def test_a_second_run_into_a_held_folder_is_refused(
@@ -159,7 +159,7 @@ def test_blank_slides_are_excluded_and_counted(config: Path, tmp_path: Path) -> 
     assert note in (out / "summary.txt").read_text()
     assert note in (out / "report.html").read_text()
     # --include_empty keeps the old behaviour: the run stops, naming the slide.
-    assert _train(blank_config, tmp_path / "old", "--include_empty") == 1
+    assert _train(blank_config, tmp_path / "old", "--data.include_empty") == 1
 
 
 def test_a_full_disk_leaves_no_truncated_checkpoint(
@@ -190,7 +190,7 @@ def test_two_concurrent_runs_into_one_folder_one_runs_one_is_refused(
     """The issue's case: two runs started together; the loser is refused and writes nothing."""
     out = tmp_path / "run"
     command = [sys.executable, "-m", "wsi_ncmi.cli.train", "--config", str(config),
-               "--out", str(out), "--trainer.max_epochs", "8"]  # fmt: skip
+               "--out_dir", str(out), "--trainer.max_epochs", "8"]  # fmt: skip
     env = os.environ | {"OMP_NUM_THREADS": "1"}
     runs = [subprocess.Popen(command, env=env, stderr=subprocess.PIPE, text=True) for _ in range(2)]
     errors = [run.communicate(timeout=600)[1] for run in runs]
@@ -211,10 +211,11 @@ def test_workers_and_progress_are_the_shared_options(
     from wsi_ncmi.cli.train import with_common_options
     from wsi_ncmi.train.config import TrainConfig
 
-    assert main(["--config", str(config), "--workers", "2", "--no-progress", "--print_config"]) == 0
+    argv = ["--config", str(config), "--workers", "2", "--progress", "false", "--print_config"]
+    assert main(argv) == 0
     printed = yaml.safe_load(capsys.readouterr().out)
     assert (printed["workers"], printed["progress"]) == (2, False)
     applied = with_common_options(TrainConfig(), 2, True)
     assert (applied.data.num_workers, applied.trainer.progress_bar) == (2, True)
     assert with_common_options(TrainConfig(), None, None) == TrainConfig()
-    assert main(["--config", str(config), "--workers", "-1", "--out", "/nonexistent/x"]) == 2
+    assert main(["--config", str(config), "--workers", "-1", "--out_dir", "/nonexistent/x"]) == 2

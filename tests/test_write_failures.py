@@ -66,7 +66,7 @@ def tiled(tmp_path_factory: pytest.TempPathFactory) -> Path:
     (root / "slides").mkdir()
     for i in range(3):
         write_pyramid_tiff(root / "slides" / f"s{i}.tif", tissue_image(640, 480, seed=i))
-    done = _run("wsi_ncmi.cli.tile", [str(root / "slides"), "--out", str(root / "out"), *TILE])
+    done = _run("wsi_ncmi.cli.tile", [str(root / "slides"), "--out_dir", str(root / "out"), *TILE])
     assert done.returncode == 0, done.stderr
     return root
 
@@ -76,7 +76,7 @@ def test_efbig_in_wsi_extract_is_a_per_slide_error(tiled: Path, tmp_path: Path) 
     """Was: segmentation fault (rc 139) and the remaining slides never processed."""
     out = tmp_path / "out"
     os.symlink(tiled / "out" / "coords", tmp_path / "coords")
-    args = ["--out", str(out), "--coords_dir", str(tmp_path / "coords"), *EXTRACT]
+    args = ["--out_dir", str(out), "--coords_dir", str(tmp_path / "coords"), *EXTRACT]
     done = _run("wsi_ncmi.cli.extract", [*args, "--workers", "0", "--skip_errors"], 20_000)
     assert done.returncode == 1, done.stderr[-2000:]
     results = _results(out, "wsi-extract")
@@ -95,7 +95,7 @@ def test_efbig_in_wsi_extract_is_a_per_slide_error(tiled: Path, tmp_path: Path) 
 def test_workers_that_cannot_share_memory_stop_cleanly(tiled: Path, tmp_path: Path) -> None:
     """Was: a hang once the workers' shared memory could not grow (full /dev/shm)."""
     out = tmp_path / "out"
-    args = ["--out", str(out), "--coords_dir", str(tiled / "out" / "coords"), *EXTRACT]
+    args = ["--out_dir", str(out), "--coords_dir", str(tiled / "out" / "coords"), *EXTRACT]
     done = _run("wsi_ncmi.cli.extract", [*args, "--workers", "1", "--skip_errors"], 60_000)
     assert done.returncode == 1
     assert "WorkerFailedError" in done.stderr
@@ -110,7 +110,7 @@ def test_workers_that_cannot_share_memory_stop_cleanly(tiled: Path, tmp_path: Pa
 def test_efbig_in_wsi_tile_is_an_output_write_error(tiled: Path, tmp_path: Path) -> None:
     """Was: 'OSError: unexpected error: [Errno 27] File too large'."""
     out = tmp_path / "out"
-    done = _run("wsi_ncmi.cli.tile", [str(tiled / "slides"), "--out", str(out), *TILE], 8_000)
+    done = _run("wsi_ncmi.cli.tile", [str(tiled / "slides"), "--out_dir", str(out), *TILE], 8_000)
     assert done.returncode == 1, done.stderr[-2000:]
     results = _results(out, "wsi-tile")
     assert sorted(results) == ["s0", "s1", "s2"]
@@ -129,9 +129,10 @@ def test_out_that_is_a_file_is_a_config_error(
     not_a_folder = tmp_path / "out.txt"
     not_a_folder.write_text("x")
     if stage.endswith("tile"):
-        args = [str(tiled / "slides"), "--out", str(not_a_folder), *TILE]
+        args = [str(tiled / "slides"), "--out_dir", str(not_a_folder), *TILE]
     else:
-        args = ["--out", str(not_a_folder), "--coords_dir", str(tiled / "out" / "coords"), *EXTRACT]
+        coords = str(tiled / "out" / "coords")
+        args = ["--out_dir", str(not_a_folder), "--coords_dir", coords, *EXTRACT]
     assert _in_process(stage, args) == 2
     err = capsys.readouterr().err
     assert "ConfigError" in err or "error:" in err
@@ -162,10 +163,10 @@ def test_read_only_out_is_a_config_error_before_any_work(
 ) -> None:
     """Was: a Lightning traceback and an empty run report (wsi-extract)."""
     if stage.endswith("tile"):
-        args = [str(tiled / "slides"), "--out", str(read_only_dir), *TILE]
+        args = [str(tiled / "slides"), "--out_dir", str(read_only_dir), *TILE]
     else:
         coords = str(tiled / "out" / "coords")
-        args = ["--out", str(read_only_dir), "--coords_dir", coords, *EXTRACT]
+        args = ["--out_dir", str(read_only_dir), "--coords_dir", coords, *EXTRACT]
     assert _in_process(stage, args) == 2
     err = capsys.readouterr().err
     assert "Read-only file system" in err
@@ -219,7 +220,7 @@ def test_full_dev_shm_for_workers_stops_cleanly(tiled: Path, tmp_path: Path) -> 
     if probe.returncode != 0:
         pytest.skip("cannot mount a private /dev/shm here")
     out = tmp_path / "out"
-    args = ["--out", str(out), "--coords_dir", str(tiled / "out" / "coords"), *EXTRACT]
+    args = ["--out_dir", str(out), "--coords_dir", str(tiled / "out" / "coords"), *EXTRACT]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
     done = subprocess.run(
         [*prefix, "sh", sys.executable, "-m", "wsi_ncmi.cli.extract", *args, "--workers", "1"],
@@ -246,7 +247,7 @@ def test_eacces_out_is_a_config_error(tiled: Path, tmp_path: Path) -> None:
     if probe.returncode == 0:
         pytest.skip("permissions are not enforced here")
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
-    args = [str(tiled / "slides"), "--out", str(locked), *TILE]
+    args = [str(tiled / "slides"), "--out_dir", str(locked), *TILE]
     done = subprocess.run(
         [*no_dac, sys.executable, "-m", "wsi_ncmi.cli.tile", *args],
         cwd=REPO, capture_output=True, text=True, timeout=300, env=env, check=False,
@@ -264,13 +265,13 @@ def test_a_killed_dataloader_worker_stops_the_run_cleanly(tmp_path: Path) -> Non
     (tmp_path / "slides").mkdir()
     for i in range(3):
         write_pyramid_tiff(tmp_path / "slides" / f"s{i}.tif", tissue_image(2048, 1536, seed=i))
-    done = _run("wsi_ncmi.cli.tile", [str(tmp_path / "slides"), "--out", str(tmp_path), *TILE])
+    done = _run("wsi_ncmi.cli.tile", [str(tmp_path / "slides"), "--out_dir", str(tmp_path), *TILE])
     assert done.returncode == 0, done.stderr
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
     # PyTorch reports a worker killed by a signal at once (SIGCHLD); should that report
     # be lost, the stall timeout still ends the run, well inside this test's own wait.
     args = [
-        "--out", str(tmp_path), *EXTRACT, "--workers", "1", "--batch_size", "8",
+        "--out_dir", str(tmp_path), *EXTRACT, "--workers", "1", "--batch_size", "8",
         "--loader_timeout_s", "60",
     ]  # fmt: skip
     proc = subprocess.Popen(
@@ -319,7 +320,7 @@ def test_unwritable_features_folder_is_a_config_error(tiled: Path, tmp_path: Pat
     if probe.returncode == 0:
         pytest.skip("permissions are not enforced here")
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
-    args = ["--out", str(out), "--coords_dir", str(tiled / "out" / "coords"), *EXTRACT]
+    args = ["--out_dir", str(out), "--coords_dir", str(tiled / "out" / "coords"), *EXTRACT]
     done = subprocess.run(
         [*no_dac, sys.executable, "-m", "wsi_ncmi.cli.extract", *args],
         cwd=REPO, capture_output=True, text=True, timeout=300, env=env, check=False,

@@ -105,7 +105,7 @@ def path_under(root: str | Path, path: str | Path) -> Path:
     ``root`` that is a symbolic link to another disk stays allowed.
 
     Args:
-        root: The output folder (``--out``).
+        root: The output folder (``--out_dir``).
         path: A path built under it.
 
     Returns:

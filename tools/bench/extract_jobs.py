@@ -4,7 +4,7 @@
 
 A folder of generated slides (:mod:`wsi_ncmi.synth.blob_slide`) is tiled once with
 ``wsi-tile``; then, alternating, one ``wsi-extract`` job and two concurrent ones (the same
-command, no ``--shard``) extract it into a fresh ``--out``, each as its own
+command, no ``--shard``) extract it into a fresh ``--out_dir``, each as its own
 ``python -m wsi_ncmi.cli.extract`` process with ``OMP_NUM_THREADS=--threads``. Wall time
 runs from the first launch until every job has exited. Prints one JSON object with the
 times, the ratio (two jobs / one job, median over the repeats; target <= 0.7) and how
@@ -47,16 +47,16 @@ def make_folder(root: Path, n: int, size: int) -> Path:
             downsamples=(1, 2, 4, 8),
         )
         write_blob_slide(root / "slides" / f"slide_{i:02d}.tif", spec)
-    cmd = [sys.executable, "-m", "wsi_ncmi.cli.tile", str(root / "slides"), "--out",
+    cmd = [sys.executable, "-m", "wsi_ncmi.cli.tile", str(root / "slides"), "--out_dir",
            str(root / "tiled"), "--progress=false", "--workers", "2"]  # fmt: skip
     subprocess.run(cmd, cwd=REPO, check=True, capture_output=True)
     return root / "tiled" / "coords"
 
 
 def run_jobs(coords: Path, out: Path, jobs: int, threads: int, workers: int) -> float:
-    """Start ``jobs`` identical extract processes on one ``--out``; seconds until all exit."""
+    """Start ``jobs`` identical extract processes on one ``--out_dir``; seconds until all exit."""
     env = {**os.environ, "OMP_NUM_THREADS": str(threads), "PYTHONWARNINGS": "ignore"}
-    cmd = [sys.executable, "-m", "wsi_ncmi.cli.extract", "--out", str(out), "--coords_dir",
+    cmd = [sys.executable, "-m", "wsi_ncmi.cli.extract", "--out_dir", str(out), "--coords_dir",
            str(coords), "--random_init", "--device", "cpu", "--workers", str(workers),
            "--progress=false", "--allow_mpp_mismatch"]  # fmt: skip
     start = time.perf_counter()

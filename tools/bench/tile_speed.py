@@ -57,13 +57,13 @@ def _run(cmd: list[str]) -> tuple[float, int, str]:
 
 
 def bench_whole(slide: Path, runs: int, backend: str) -> dict[str, object]:
-    """Whole-process ``wsi-tile`` on one core, fresh --out each run."""
+    """Whole-process ``wsi-tile`` on one core, fresh --out_dir each run."""
     walls, rss = [], 0
     out = Path(tempfile.mkdtemp(prefix="wsi_tile_bench_"))
     patches = None
     for _ in range(runs):
         shutil.rmtree(out, ignore_errors=True)
-        cmd = [sys.executable, "-m", "wsi_ncmi.cli.tile", str(slide), "--out", str(out)]
+        cmd = [sys.executable, "-m", "wsi_ncmi.cli.tile", str(slide), "--out_dir", str(out)]
         cmd += ["--workers", "1", "--progress=false", "--backend", backend]
         wall, peak, _ = _run(["taskset", "-c", "0", *cmd])
         walls.append(wall)
@@ -124,7 +124,7 @@ def bench_cohort(n: int, runs: int) -> dict[str, object]:
         walls = []
         for _ in range(runs):
             out = Path(tempfile.mkdtemp(prefix="wsi_tile_cohort_"))
-            cmd = [sys.executable, "-m", "wsi_ncmi.cli.tile", str(root), "--out", str(out)]
+            cmd = [sys.executable, "-m", "wsi_ncmi.cli.tile", str(root), "--out_dir", str(out)]
             wall, _, _ = _run([*cmd, "--workers", str(workers), "--progress=false"])
             walls.append(wall)
             shutil.rmtree(out, ignore_errors=True)

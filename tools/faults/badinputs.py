@@ -98,7 +98,7 @@ def run_bad_inputs(work: Path) -> tuple[Tally, list[Outcome]]:
     tally = Tally("bad inputs", command="wsi-tile / wsi-extract / wsi-train on each bad input")
     folder = slide_folder(work / "bad_slides")
     out = work / "bad_out"
-    done = run_cli(TILE, [str(folder), "--out", str(out), "--workers", "1", "--progress=false"])
+    done = run_cli(TILE, [str(folder), "--out_dir", str(out), "--workers", "1", "--progress=false"])
     record = json.loads(next((out / "reports").glob("*.json")).read_text())
     report = {r["item_id"]: r for r in record["results"]}
     outcomes = check_tiling(report)

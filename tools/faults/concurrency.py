@@ -33,7 +33,7 @@ def tile_concurrency(
     """``trials`` runs of ``workers`` concurrent ``wsi-tile`` processes, one killed."""
     tally = Tally(
         f"{workers} workers, 1 killed (wsi-tile)",
-        command=f"{workers} x wsi-tile SLIDES --out SAME --workers 1; SIGKILL one mid-slide",
+        command=f"{workers} x wsi-tile SLIDES --out_dir SAME --workers 1; SIGKILL one mid-slide",
     )
     if ref is None:
         ref = work / "conc_ref"

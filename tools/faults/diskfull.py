@@ -37,7 +37,7 @@ def extract_disk_full(coords: Path, ref: Path, work: Path) -> Tally:
     size_kb = first // 1024 + 64  # the first slide (and the lock files) fit, no more
     if not mount_tmpfs(point, f"size={size_kb}k"):
         return _simulated(work, tally)
-    tally.command = f"mount -t tmpfs -o size={size_kb}k; wsi-extract --out <tmpfs> ..."
+    tally.command = f"mount -t tmpfs -o size={size_kb}k; wsi-extract --out_dir <tmpfs> ..."
     try:
         tally.injected += 1
         done = run_cli(EXTRACT, extract_args(coords, point))

@@ -4,7 +4,7 @@ Every check runs the real commands (``python -m wsi_ncmi.cli.*`` in child proces
 often from a directory other than the repository) on small inputs: generated slides
 (:func:`faults.repair.small_slide`) or feature bags (:mod:`faults.cohorts`). A check
 *recovers* when the command gives the fixed behaviour: the specific error and exit code,
-no traceback, no file outside ``--out``, no truncated file under a final name, nothing
+no traceback, no file outside ``--out_dir``, no truncated file under a final name, nothing
 left behind. The data and import findings are here; the process, disk and CLI findings
 in :mod:`faults.findings_runs`.
 """
@@ -93,7 +93,7 @@ def cwd_independence(work: Path) -> Tally:
     labels = ("negative", "macro")
     rows += [f"s{c}_{i},p{c}_{i},{c},{labels[i]}" for c in range(3) for i in range(2)]
     (root / "manifest.csv").write_text("\n".join(rows) + "\n")
-    tile = [str(Path("slides")), "--out", "out", *TILE_ARGS_1UM]
+    tile = [str(Path("slides")), "--out_dir", "out", *TILE_ARGS_1UM]
     extract = extract_args(Path("out/coords"), Path("out"))
     steps = [run(TILE, tile, root), run(EXTRACT, extract, root)]
     if any(s.returncode != 0 for s in steps):
@@ -104,8 +104,8 @@ def cwd_independence(work: Path) -> Tally:
     config["split"] = {"kind": "fixed", "train_centers": [0], "val_centers": [1],
                        "test_centers": [2]}  # fmt: skip
     (root / "t.yaml").write_text(yaml.safe_dump(config))
-    here = run(TRAIN, ["--config", "t.yaml", "--out", "train_here"], root)
-    there = run(TRAIN, ["--config", str(root / "t.yaml"), "--out", str(root / "train_root")],
+    here = run(TRAIN, ["--config", "t.yaml", "--out_dir", "train_here"], root)
+    there = run(TRAIN, ["--config", str(root / "t.yaml"), "--out_dir", str(root / "train_root")],
                 Path("/"))  # fmt: skip
     same = (
         (root / "train_here" / "predictions.csv").read_bytes()
@@ -126,7 +126,7 @@ def cwd_independence(work: Path) -> Tally:
           f"exit {again.returncode}, {len(features)} files unchanged: {same}")  # fmt: skip
     small_slide(root / "slides" / "center_2" / "s2_0.tif", seed=11, width=1792)  # re-scan
     retile = run(TILE, tile, root)
-    after = run(TRAIN, ["--config", str(root / "t.yaml"), "--out", str(root / "train_new")],
+    after = run(TRAIN, ["--config", str(root / "t.yaml"), "--out_dir", str(root / "train_new")],
                 Path("/"))  # fmt: skip
     ok = retile.returncode == 0 and clean_exit(after, 1, "SlideChangedError", "s2_0")
     check(tally, "re-scanned slide, wsi-train from /", ok, last_line(after))
@@ -143,7 +143,7 @@ def _files(root: Path) -> set[Path]:
 
 def slide_ids(work: Path) -> Tally:
     """A manifest id ``../../evil2`` and ``center_1/x``: rc 2, every bad row, 0 files out."""
-    tally = Tally("#2 slide ids outside --out", command="wsi-tile --manifest <ids ../..>")
+    tally = Tally("#2 slide ids outside --out_dir", command="wsi-tile --manifest <ids ../..>")
     root = work / "ids"
     shutil.rmtree(root, ignore_errors=True)
     data = root / "data"
@@ -155,15 +155,15 @@ def slide_ids(work: Path) -> Tally:
                         "../../evil2,p1,0,macro\ncenter_1/x,p2,0,macro\n")  # fmt: skip
     out = data / "out"
     before = _files(root)
-    done = run(TILE, ["--manifest", str(manifest), "--slides_dir", str(data / "slides"),
-                      "--out", str(out), *TILE_ARGS_1UM], root)  # fmt: skip
+    done = run(TILE, ["--manifest", str(manifest), "--slide_dir", str(data / "slides"),
+                      "--out_dir", str(out), *TILE_ARGS_1UM], root)  # fmt: skip
     outside = {p for p in _files(root) - before if not p.is_relative_to(out)}
     ok = clean_exit(done, 2, "line 3", "line 4", "2 slide id(s)") and not outside
     check(tally, "manifest ids with '..' and '/'", ok, last_line(done))
-    check(tally, "files written outside --out", not outside, f"{sorted(map(str, outside))}")
+    check(tally, "files written outside --out_dir", not outside, f"{sorted(map(str, outside))}")
     folder = root / "scan"
     small_slide(folder / "a\x07b.tif", seed=4)
-    scanned = run(TILE, [str(folder), "--out", str(root / "out2"), *TILE_ARGS_1UM], root)
+    scanned = run(TILE, [str(folder), "--out_dir", str(root / "out2"), *TILE_ARGS_1UM], root)
     check(tally, "folder scan: a control character in a file name",
           clean_exit(scanned, 2, "control character"), last_line(scanned))  # fmt: skip
     return tally
@@ -187,7 +187,7 @@ def huge_header(work: Path) -> Tally:
         tif.pages[0].tags["ImageLength"].overwrite(100_000)
     small_slide(root / "slides" / "ok.tif", seed=0)
     try:
-        done = run(TILE, [str(root / "slides"), "--out", str(root / "out"), *TILE_ARGS_1UM],
+        done = run(TILE, [str(root / "slides"), "--out_dir", str(root / "out"), *TILE_ARGS_1UM],
                    root, timeout=120)  # fmt: skip
     except subprocess.TimeoutExpired:
         check(tally, "wsi-tile", False, "still running after 120 s")
@@ -304,7 +304,7 @@ def blank_slide(work: Path) -> Tally:
     shutil.rmtree(root, ignore_errors=True)
     config = bag_config(root / "bags", "blank")
     blank = _empty_bag(root / "bags", center=3)
-    done = run(TRAIN, ["--config", str(config), "--out", str(root / "run")], root)
+    done = run(TRAIN, ["--config", str(config), "--out_dir", str(root / "run")], root)
     metrics: dict[str, Any] = {}
     if (root / "run" / "metrics.json").is_file():
         metrics = json.loads((root / "run" / "metrics.json").read_text())
@@ -312,9 +312,9 @@ def blank_slide(work: Path) -> Tally:
     ok = ok and "1 blank slide(s)" in (root / "run" / "summary.txt").read_text()
     excluded = metrics.get("no_tissue_excluded")
     check(tally, "excluded and counted", ok, f"exit {done.returncode}, excluded {excluded}")
-    kept = run(TRAIN, ["--config", str(config), "--out", str(root / "old"), "--include_empty"],
-               root)  # fmt: skip
-    check(tally, "--include_empty keeps the old error", clean_exit(kept, 1, blank),
+    kept = run(TRAIN, ["--config", str(config), "--out_dir", str(root / "old"),
+                       "--data.include_empty"], root)  # fmt: skip
+    check(tally, "--data.include_empty keeps the old error", clean_exit(kept, 1, blank),
           last_line(kept))  # fmt: skip
     return tally
 
@@ -332,7 +332,7 @@ def one_class_group(work: Path) -> Tally:
         for f in lines[1:]
     ]
     manifest.write_text("\n".join(fixed) + "\n")
-    done = run(TRAIN, ["--config", str(config), "--out", str(root / "run")], root)
+    done = run(TRAIN, ["--config", str(config), "--out_dir", str(root / "run")], root)
     if done.returncode != 0:
         check(tally, "wsi-train", False, last_line(done))
         return tally

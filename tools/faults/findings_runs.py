@@ -54,13 +54,15 @@ def _start(module: str, args: list[str], cwd: Path) -> subprocess.Popen[str]:
 
 # -- 3: one writer per training folder -----------------------------------------------------
 def two_trainings(work: Path) -> Tally:
-    """Two ``wsi-train`` started together into one ``--out``: one runs, one is refused."""
-    tally = Tally("#3 two wsi-train, one --out", command="wsi-train & wsi-train (same --out)")
+    """Two ``wsi-train`` started together into one ``--out_dir``: one runs, one is refused."""
+    tally = Tally(
+        "#3 two wsi-train, one --out_dir", command="wsi-train & wsi-train (same --out_dir)"
+    )
     root = work / "two"
     shutil.rmtree(root, ignore_errors=True)
     config = bag_config(root / "bags", "two", epochs=4)
     out = root / "run"
-    args = ["--config", str(config), "--out", str(out)]
+    args = ["--config", str(config), "--out_dir", str(out)]
     procs = [_start(TRAIN, [*args, "--loss.name", loss], root) for loss in ("ce", "ncmi_mil")]
     errors = [p.communicate(timeout=600)[1] for p in procs]
     codes = sorted(p.returncode for p in procs)
@@ -92,8 +94,8 @@ def _ckpts_whole(root: Path) -> tuple[int, int]:
 
 
 def training_disk_full(work: Path) -> Tally:
-    """``--out`` on a 400 KB tmpfs; then room is made and ``--resume true`` continues."""
-    tally = Tally("#4 full disk during wsi-train", command="wsi-train --out <400 KB tmpfs>")
+    """``--out_dir`` on a 400 KB tmpfs; then room is made and ``--resume true`` continues."""
+    tally = Tally("#4 full disk during wsi-train", command="wsi-train --out_dir <400 KB tmpfs>")
     root = work / "trainfull"
     shutil.rmtree(root, ignore_errors=True)
     config = bag_config(root / "bags", "full", epochs=3)
@@ -102,7 +104,7 @@ def training_disk_full(work: Path) -> Tally:
         tally.notes.append("skipped the tmpfs trial: cannot mount here (not root)")
     else:
         try:
-            args = ["--config", str(config), "--out", str(point / "run"),
+            args = ["--config", str(config), "--out_dir", str(point / "run"),
                     "--model.kwargs", "{hidden_dim: 512, attention_dim: 256}"]  # fmt: skip
             done = run(TRAIN, args, root)
             whole, broken = _ckpts_whole(point)
@@ -119,11 +121,11 @@ def training_disk_full(work: Path) -> Tally:
         finally:
             umount(point)
     out = root / "run"  # an unloadable last.ckpt, as the old atomic save left it
-    first = run(TRAIN, ["--config", str(config), "--out", str(out)], root)
+    first = run(TRAIN, ["--config", str(config), "--out_dir", str(out)], root)
     last = out / "fixed" / "checkpoints" / "last.ckpt"
     if first.returncode == 0 and last.is_file():
         last.write_bytes(last.read_bytes()[: 118_784 // 8])
-    resumed = run(TRAIN, ["--config", str(config), "--out", str(out), "--resume", "true",
+    resumed = run(TRAIN, ["--config", str(config), "--out_dir", str(out), "--resume", "true",
                           "--trainer.max_epochs", "4"], root)  # fmt: skip
     ok = resumed.returncode == 0 and (last.parent / "last.ckpt.unloadable").is_file()
     ok = ok and _ckpts_whole(last.parent)[1] == 0
@@ -154,8 +156,8 @@ def unwritable_out(work: Path) -> Tally:
     try:
         for what, out in targets:
             commands = {
-                "wsi-train": (TRAIN, ["--config", str(config), "--out", str(out)]),
-                "wsi-bench": (BENCH, ["--config", "bench/synthetic_demo.yaml", "--out",
+                "wsi-train": (TRAIN, ["--config", str(config), "--out_dir", str(out)]),
+                "wsi-bench": (BENCH, ["--config", "bench/synthetic_demo.yaml", "--output_root",
                                       str(out)]),
                 "wsi-import-features": (IMPORT, [str(src), "--format", "trident", "--out",
                                                  str(out), "--encoder", "uni"]),
@@ -163,7 +165,7 @@ def unwritable_out(work: Path) -> Tally:
             }  # fmt: skip
             for name, (module, args) in commands.items():
                 done = run(module, args, root)
-                ok = clean_exit(done, 2, "--out", "ConfigError")
+                ok = clean_exit(done, 2, "--out", "ConfigError")  # --out_dir, --output_root, --out
                 check(tally, f"{name}, --out {what}", ok, last_line(done))
     finally:
         umount(point)
@@ -177,7 +179,7 @@ def zero_epochs(work: Path) -> Tally:
     root = work / "zero"
     shutil.rmtree(root, ignore_errors=True)
     config = bag_config(root / "bags", "zero")
-    done = run(TRAIN, ["--config", str(config), "--out", str(root / "run"),
+    done = run(TRAIN, ["--config", str(config), "--out_dir", str(root / "run"),
                        "--trainer.max_epochs", "0"], root)  # fmt: skip
     ok = clean_exit(done, 2, "max_epochs") and not (root / "run").exists()
     check(tally, "refused, nothing written", ok, last_line(done))
@@ -220,7 +222,7 @@ def tile_ctrl_c(work: Path, trials: int = 3) -> Tally:
     shutil.rmtree(root, ignore_errors=True)
     for i in range(6):
         small_slide(root / "slides" / f"s{i}.tif", seed=i, width=3072, height=2048)
-    args = [str(root / "slides"), "--out", str(root / "ref"), *TILE_ARGS_1UM]
+    args = [str(root / "slides"), "--out_dir", str(root / "ref"), *TILE_ARGS_1UM]
     args[args.index("--workers") + 1] = "2"
     start = time.perf_counter()
     run(TILE, args, root)
@@ -248,7 +250,7 @@ def fifo_slide(work: Path) -> Tally:
     shutil.rmtree(root, ignore_errors=True)
     small_slide(root / "slides" / "ok.tif", seed=0)
     os.mkfifo(root / "slides" / "pipe.svs")
-    done = run(TILE, [str(root / "slides"), "--out", str(root / "out"), *TILE_ARGS_1UM], root,
+    done = run(TILE, [str(root / "slides"), "--out_dir", str(root / "out"), *TILE_ARGS_1UM], root,
                timeout=120)  # fmt: skip
     report = sorted((root / "out" / "reports").glob("wsi-tile_*.json"))
     text = report[-1].read_text() if report else ""
@@ -259,12 +261,12 @@ def fifo_slide(work: Path) -> Tally:
 
 def extract_on_full_disk(work: Path) -> Tally:
     """``wsi-extract`` onto a disk with a few KB free: rc 2 before any slide is computed."""
-    tally = Tally("minor: extract on a full disk", command="wsi-extract --out <full>")
+    tally = Tally("minor: extract on a full disk", command="wsi-extract --out_dir <full>")
     tiles = work / "fulltiles"
     shutil.rmtree(tiles, ignore_errors=True)
     for i in range(2):
         small_slide(tiles / "slides" / f"s{i}.tif", seed=i)
-    run(TILE, [str(tiles / "slides"), "--out", str(tiles / "out"), *TILE_ARGS_1UM], work)
+    run(TILE, [str(tiles / "slides"), "--out_dir", str(tiles / "out"), *TILE_ARGS_1UM], work)
     coords = tiles / "out" / "coords"
     point = work / "fullfs"
     if not mount_tmpfs(point, "size=1m"):
@@ -287,12 +289,15 @@ def extract_on_full_disk(work: Path) -> Tally:
 
 
 def shared_options(work: Path) -> Tally:
-    """``--workers`` and ``--progress`` on ``wsi-train`` and ``wsi-bench``."""
-    tally = Tally("minor: --workers/--progress", command="wsi-train/wsi-bench --workers ...")
+    """``--progress``, and ``--workers`` (``wsi-bench``: ``--jobs``), on wsi-train and wsi-bench."""
+    tally = Tally("minor: --workers/--progress", command="wsi-train --workers, wsi-bench --jobs")
     here = work / "elsewhere"
     here.mkdir(parents=True, exist_ok=True)
-    for module, config in ((TRAIN, "synthetic/demo.yaml"), (BENCH, "bench/synthetic_demo.yaml")):
-        done = run(module, ["--config", config, "--workers", "2", "--progress", "false",
+    for module, config, workers in (
+        (TRAIN, "synthetic/demo.yaml", "--workers"),
+        (BENCH, "bench/synthetic_demo.yaml", "--jobs"),
+    ):
+        done = run(module, ["--config", config, workers, "2", "--progress", "false",
                             "--print_config"], here)  # fmt: skip
         name = "wsi-train" if module == TRAIN else "wsi-bench"
         check(tally, name, done.returncode == 0, f"exit {done.returncode}: {last_line(done)}")

@@ -44,7 +44,7 @@ def _truncate(path: Path) -> None:
 # -- wsi-tile -----------------------------------------------------------------------------
 def tile_args(slides: Path, out: Path, workers: int = 2) -> list[str]:
     """``wsi-tile`` arguments of the harness."""
-    return [str(slides), "--out", str(out), "--workers", str(workers), *TILE_ARGS]
+    return [str(slides), "--out_dir", str(out), "--workers", str(workers), *TILE_ARGS]
 
 
 def tile_reference(slides: Path, out: Path) -> float:
@@ -146,7 +146,7 @@ def tile_kill_resume(
 def extract_args(coords: Path, out: Path) -> list[str]:
     """``wsi-extract`` arguments of the harness (built-in random-init CNN, CPU)."""
     return [
-        "--out", str(out), "--coords_dir", str(coords), "--device", "cpu", "--workers", "0",
+        "--out_dir", str(out), "--coords_dir", str(coords), "--device", "cpu", "--workers", "0",
         "--batch_size", "32", "--random_init", "--allow_mpp_mismatch", "--progress=false",
     ]  # fmt: skip
 
@@ -286,7 +286,7 @@ def train_kill_resume(config: Path, work: Path, trials: int, seed: int) -> Tally
     tally = Tally("kill+resume wsi-train", command="wsi-train --config <yaml> [--resume true]")
     ref = work / "train_ref"
     start = time.perf_counter()
-    if run_forked(main, ["--config", str(config), "--out", str(ref)]) != 0:
+    if run_forked(main, ["--config", str(config), "--out_dir", str(ref)]) != 0:
         raise RuntimeError("reference wsi-train failed")
     duration = time.perf_counter() - start
     ref_ckpt = next(ref.glob("*/checkpoints/last.ckpt"))
@@ -297,7 +297,7 @@ def train_kill_resume(config: Path, work: Path, trials: int, seed: int) -> Tally
     resumed_from: list[str] = []
     for trial, delay in enumerate(kill_delays(trials, duration, seed)):
         out = work / f"train_{trial}"
-        proc = start_forked(main, ["--config", str(config), "--out", str(out)])
+        proc = start_forked(main, ["--config", str(config), "--out_dir", str(out)])
         time.sleep(delay)
         kill_forked(proc)
         tally.injected += 1
@@ -309,7 +309,7 @@ def train_kill_resume(config: Path, work: Path, trials: int, seed: int) -> Tally
             except Exception:
                 tally.partial_accepted += 1  # a checkpoint under its final name is broken
         resumed_from.append("fresh" if epoch is None else f"epoch {epoch}")
-        args = ["--config", str(config), "--out", str(out), "--resume", "true"]
+        args = ["--config", str(config), "--out_dir", str(out), "--resume", "true"]
         code = run_forked(main, args)
         if code != 0:
             tally.fail(f"trial {trial}: resumed run exit {code}")

@@ -36,7 +36,7 @@ def _results(out: Path, stage: str) -> dict[str, dict[str, Any]]:
 
 
 def _pipeline(slides: Path, out: Path) -> tuple[int, int]:
-    tiled = run_cli(TILE, [str(slides), "--out", str(out), *TILE_ARGS]).returncode
+    tiled = run_cli(TILE, [str(slides), "--out_dir", str(out), *TILE_ARGS]).returncode
     extracted = run_cli(EXTRACT, extract_args(out / "coords", out)).returncode
     return tiled, extracted
 
@@ -100,7 +100,7 @@ def symlink_trials(work: Path) -> tuple[Tally, list[Outcome]]:
     """Manifest ids through links, link names without one, a dangling link."""
     from wsi_ncmi.manifest import ManifestRow, write_manifest
 
-    tally = Tally("symlinked slides (tile+extract)", command="links in --slides_dir")
+    tally = Tally("symlinked slides (tile+extract)", command="links in --slide_dir")
     root = work.absolute() / "symlinks"  # a relative link target would dangle
     shutil.rmtree(root, ignore_errors=True)
     (root / "links").mkdir(parents=True)
@@ -111,20 +111,20 @@ def symlink_trials(work: Path) -> tuple[Tally, list[Outcome]]:
     write_manifest(rows, root / "manifest.csv")
     outcomes = []
     out = root / "out_manifest"
-    run_cli(TILE, ["--manifest", str(root / "manifest.csv"), "--slides_dir",
-                   str(root / "links"), "--out", str(out), *TILE_ARGS])  # fmt: skip
+    run_cli(TILE, ["--manifest", str(root / "manifest.csv"), "--slide_dir",
+                   str(root / "links"), "--out_dir", str(out), *TILE_ARGS])  # fmt: skip
     run_cli(EXTRACT, extract_args(out / "coords", out))
     names = sorted(p.stem for p in (out / "features" / "random-cnn").glob("*.h5"))
     outcomes.append(Outcome("manifest ids through symlinks", "['CASE_A', 'CASE_B']",
                             str(names), "", names == ["CASE_A", "CASE_B"]))  # fmt: skip
     out = root / "out_links"
-    run_cli(TILE, [str(root / "links"), "--out", str(out), *TILE_ARGS])
+    run_cli(TILE, [str(root / "links"), "--out_dir", str(out), *TILE_ARGS])
     names = sorted(_results(out, "wsi-tile"))
     outcomes.append(Outcome("link names without a manifest", "['CASE_A', 'CASE_B']",
                             str(names), "", names == ["CASE_A", "CASE_B"]))  # fmt: skip
     (root / "links" / "dangling.svs").symlink_to(root / "gone" / "slide.svs")
     out = root / "out_dangling"
-    done = run_cli(TILE, [str(root / "links"), "--out", str(out), *TILE_ARGS])
+    done = run_cli(TILE, [str(root / "links"), "--out_dir", str(out), *TILE_ARGS])
     got = _results(out, "wsi-tile")
     bad = got.get("dangling", {})
     ok = (

@@ -3,7 +3,7 @@
 Each trial breaks one features file of a real ``wsi-tile`` + ``wsi-extract`` run the way
 a lab breaks it (a NaN written into it, a truncated copy, a file of another schema), then
 checks that ``wsi-train`` refuses it with a message that names the fix, that the fix
-(rerunning ``wsi-extract`` on the same ``--out``) redoes exactly that slide and says why,
+(rerunning ``wsi-extract`` on the same ``--out_dir``) redoes exactly that slide and says why,
 and that ``wsi-train`` then runs. ``--redo SLIDE`` and ``--force`` are checked too.
 Runs in the calling process.
 """
@@ -61,11 +61,11 @@ def pipeline_cohort(root: Path, *, centers: int = 4, per_center: int = 2) -> dic
             label = ("negative", "macro")[k % 2]
             rows.append(ManifestRow(slide_id, f"patient_{center}{k}", center, label))
     write_manifest(rows, root / "manifest.csv")
-    code, err = cli(tile_main, ["--manifest", str(root / "manifest.csv"), "--slides_dir",
-                                str(slides), "--out", str(out), *TILE_ARGS])  # fmt: skip
+    code, err = cli(tile_main, ["--manifest", str(root / "manifest.csv"), "--slide_dir",
+                                str(slides), "--out_dir", str(out), *TILE_ARGS])  # fmt: skip
     if code != 0:
         raise RuntimeError(f"wsi-tile failed: {err[-2000:]}")
-    code, err = cli(extract_main, ["--out", str(out), *EXTRACT_ARGS])
+    code, err = cli(extract_main, ["--out_dir", str(out), *EXTRACT_ARGS])
     if code != 0:
         raise RuntimeError(f"wsi-extract failed: {err[-2000:]}")
     config = {
@@ -95,13 +95,13 @@ def _train(paths: dict[str, Path], run: Path) -> tuple[int, str]:
     from wsi_ncmi.cli.train import main as train_main
 
     shutil.rmtree(run, ignore_errors=True)
-    return cli(train_main, ["--config", str(paths["config"]), "--out", str(run)])
+    return cli(train_main, ["--config", str(paths["config"]), "--out_dir", str(run)])
 
 
 def _extract(paths: dict[str, Path], *extra: str) -> tuple[int, dict[str, dict[str, Any]]]:
     from wsi_ncmi.cli.extract import main as extract_main
 
-    code, _ = cli(extract_main, ["--out", str(paths["out"]), *EXTRACT_ARGS, *extra])
+    code, _ = cli(extract_main, ["--out_dir", str(paths["out"]), *EXTRACT_ARGS, *extra])
     return code, last_results(paths["out"])
 
 

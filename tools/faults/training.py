@@ -92,7 +92,7 @@ def training_outcomes(work: Path) -> list[Outcome]:
     shutil.rmtree(root, ignore_errors=True)
     manifest = bag_cohort(root)
     config = train_config(root, work / "bad_train.yaml", epochs=1)
-    base = ["--config", str(config), "--out", str(work / "bad_run")]
+    base = ["--config", str(config), "--out_dir", str(work / "bad_run")]
     rows = []
     for name, (row, needle) in MANIFEST_CASES.items():
         path = bad_manifest(manifest, work / f"manifest_{len(rows)}.csv", row)
@@ -116,8 +116,8 @@ def training_outcomes(work: Path) -> list[Outcome]:
     ):
         code, err = cli(train_main, [*base, *args])
         rows.append(_outcome(name, code, 2, err, needle))
-    bench = ["--manifest", str(manifest), "--features", str(root), "--encoder", BAG_ENCODER,
-             "--out", str(work / "bad_bench")]  # fmt: skip
+    bench = ["--data.manifest", str(manifest), "--data.features_root", str(root),
+             "--data.encoder", BAG_ENCODER, "--output_root", str(work / "bad_bench")]  # fmt: skip
     for name, args, needle in (
         ("bench config: wrong type", ["--set", "train.trainer.max_epochs=many"], "max_epochs"),
         ("bench config: out of range", ["--set", "train.optim.lr=-1"], "lr"),
@@ -125,7 +125,7 @@ def training_outcomes(work: Path) -> list[Outcome]:
         code, err = cli(bench_main, [*bench, *args])
         rows.append(_outcome(name, code, 2, err, needle))
     code, err = cli(
-        tile_main, [str(work), "--out", str(work / "bad_tile"), "--grid.min_tissue", "2"]
+        tile_main, [str(work), "--out_dir", str(work / "bad_tile"), "--grid.min_tissue", "2"]
     )
     rows.append(_outcome("tile config: out of range", code, 2, err, "min_tissue", "[0, 1]"))
     return rows
@@ -151,7 +151,7 @@ def nan_loss_step(work: Path, at_step: int = 15) -> tuple[Outcome, dict[str, Any
 
     train_config(root, work / "nan.yaml", epochs=3)
     parser = build_parser()
-    cfg = parser.parse_args(["--config", str(work / "nan.yaml"), "--out", str(work / "nan")])
+    cfg = parser.parse_args(["--config", str(work / "nan.yaml"), "--out_dir", str(work / "nan")])
     from wsi_ncmi.cli.common import build_from
 
     config = build_from(TrainConfig, parser.instantiate_classes(cfg))

@@ -6,7 +6,7 @@
   error"), no temp file may be left, and a rerun without the limit must produce outputs
   bitwise equal to an undisturbed run.
 * EACCES: both commands run without ``CAP_DAC_OVERRIDE`` (``setpriv``; root then obeys
-  file permissions) with ``--out`` a ``0555`` folder; EROFS: ``--out`` on a read-only
+  file permissions) with ``--out_dir`` a ``0555`` folder; EROFS: ``--out_dir`` on a read-only
   tmpfs. Both must stop with ``ConfigError``, exit code 2 and no traceback, before any
   work.
 * A full ``/dev/shm``: ``wsi-extract --workers 1`` in a private mount namespace
@@ -79,7 +79,7 @@ def _cohort(root: Path) -> tuple[Path, Path]:
     slides, ref = root / "slides", root / "ref"
     for i in range(3):
         small_slide(slides / f"slide_{i}.tif", seed=i)
-    _run(TILE, [str(slides), "--out", str(ref), *TILE_ARGS])
+    _run(TILE, [str(slides), "--out_dir", str(ref), *TILE_ARGS])
     _run(EXTRACT, extract_args(ref / "coords", ref))
     return slides, ref
 
@@ -98,7 +98,7 @@ def _compare(out: Path, ref: Path, sub: str, tally: Tally) -> int:
 def _efbig(stage: str, slides: Path, ref: Path, work: Path, tally: Tally, limit: int) -> None:
     out = work / f"efbig_{stage}"
     if stage == "tile":
-        module, args, sub = TILE, [str(slides), "--out", str(out), *TILE_ARGS], "coords"
+        module, args, sub = TILE, [str(slides), "--out_dir", str(out), *TILE_ARGS], "coords"
     else:
         module, sub = EXTRACT, "features/random-cnn"
         args = [*extract_args(ref / "coords", out), "--skip_errors"]
@@ -148,7 +148,7 @@ def _permissions(slides: Path, ref: Path, work: Path, tally: Tally) -> None:
         (locked / "probe").unlink(missing_ok=True)
         tally.notes.append("EACCES: skipped (cannot drop CAP_DAC_OVERRIDE with setpriv here)")
         return
-    _config_error("EACCES wsi-tile", TILE, [str(slides), "--out", str(locked), *TILE_ARGS],
+    _config_error("EACCES wsi-tile", TILE, [str(slides), "--out_dir", str(locked), *TILE_ARGS],
                   tally, prefix=NO_DAC)  # fmt: skip
     _config_error("EACCES wsi-extract", EXTRACT, extract_args(ref / "coords", locked), tally,
                   prefix=NO_DAC)  # fmt: skip
@@ -163,7 +163,8 @@ def _read_only(slides: Path, ref: Path, work: Path, tally: Tally) -> None:
         tally.notes.append("EROFS: skipped (cannot mount a read-only tmpfs here)")
         return
     try:
-        _config_error("EROFS wsi-tile", TILE, [str(slides), "--out", str(point), *TILE_ARGS], tally)
+        args = [str(slides), "--out_dir", str(point), *TILE_ARGS]
+        _config_error("EROFS wsi-tile", TILE, args, tally)
         _config_error("EROFS wsi-extract", EXTRACT, extract_args(ref / "coords", point), tally)
     finally:
         subprocess.run(["umount", str(point)], capture_output=True, check=False)

@@ -154,17 +154,17 @@ WRITE_ERRNOS: frozenset[int] = frozenset(
 )
 
 _FIXES = {
-    errno.ENOSPC: "Free space or choose another --out directory",
-    errno.EDQUOT: "Free space within your disk quota or choose another --out directory",
+    errno.ENOSPC: "Free space or choose another --out_dir directory",
+    errno.EDQUOT: "Free space within your disk quota or choose another --out_dir directory",
     errno.EFBIG: "The file is larger than this process or filesystem allows (ulimit -f, "
-    "FAT32's 4 GiB): raise the limit or choose another --out filesystem",
-    errno.EROFS: "The filesystem is mounted read-only: choose a writable --out directory",
+    "FAT32's 4 GiB): raise the limit or choose another --out_dir filesystem",
+    errno.EROFS: "The filesystem is mounted read-only: choose a writable --out_dir directory",
     errno.EACCES: "No permission to write there: fix the folder's permissions or choose "
-    "another --out directory",
+    "another --out_dir directory",
     errno.EPERM: "The operation is not permitted there: fix the folder's permissions or "
-    "choose another --out directory",
+    "choose another --out_dir directory",
     errno.EIO: "The device reported an I/O error: check the disk or network share "
-    "(dmesg, mount), or choose another --out directory",
+    "(dmesg, mount), or choose another --out_dir directory",
     errno.ENAMETOOLONG: f"The file name is longer than the filesystem's {NAME_MAX} bytes: "
     "shorten the slide id (rename the file, or give it a shorter slide_id in the manifest)",
 }
@@ -236,7 +236,7 @@ def disk_full_error(final: str | Path) -> DiskFullError:
     """The :class:`DiskFullError` for an output ``final`` whose temp file was removed."""
     return DiskFullError(
         f"no space left on the device while writing {str(final)!r}; the partial "
-        "temp file was removed. Free space or choose another --out directory, "
+        "temp file was removed. Free space or choose another --out_dir directory, "
         "then rerun (finished outputs are kept and skipped).",
         errno=errno.ENOSPC,
         path=str(final),

@@ -284,7 +284,7 @@ def lock_holder(path: str | Path) -> str:
     return f"pid {info.get('pid', '?')} on host {info.get('host', '?')!r}{since}"
 
 
-def claim_folder(folder: str | Path, what: str, option: str = "--out") -> ItemLock:
+def claim_folder(folder: str | Path, what: str, option: str = "--out_dir") -> ItemLock:
     """Take ``<folder>/locks/<what>.lock`` or refuse: one writer per output folder.
 
     Args:

@@ -24,7 +24,7 @@ def _reason(err: OSError) -> str:
     return f"[{name}] {err.strerror or err}"
 
 
-def check_writable_dir(path: str | Path, option: str = "--out") -> Path:
+def check_writable_dir(path: str | Path, option: str = "--out_dir") -> Path:
     """Create ``path`` (and parents) if missing and check that files can be written in it.
 
     Args:
@@ -97,7 +97,7 @@ def check_free_space(folder: str | Path, needed_bytes: int, what: str) -> None:
         )
 
 
-def check_writable_dirs(paths: Iterable[str | Path], option: str = "--out") -> None:
+def check_writable_dirs(paths: Iterable[str | Path], option: str = "--out_dir") -> None:
     """:func:`check_writable_dir` for each of ``paths`` (in order).
 
     Raises:

@@ -1,9 +1,11 @@
-"""The flag-spelling layer of the ``wsi-*`` commands: argv rewritten into the parser's own.
+"""The command line of the ``wsi-*`` commands: one spelling per option, its config key.
 
-Dashes and underscores, a left-out section or unit suffix, ``--no-NAME``, a bare
-true/false flag, a list given as several words, older spellings (``aliases``) and
-``--config NAME`` of a packaged config are all rewritten here, before jsonargparse parses
-(:func:`~wsi_ncmi.cli.common.parse`).
+An option is spelled as its key in ``--print_config`` (``--grid.target_mpp``,
+``--out_dir``). :func:`expand_argv` applies the value syntax only (a true/false option
+given alone means true, a list option takes several words, ``--config NAME`` names a
+packaged config) and refuses every other spelling with a one-line
+:class:`~wsi_ncmi.errors.ConfigError` naming the option's spelling (:func:`misspelling`):
+nothing is guessed.
 """
 
 from __future__ import annotations
@@ -29,16 +31,16 @@ def _is_sequence(action: argparse.Action) -> bool:
     return getattr(_hint(action), "__origin__", None) in (list, tuple)
 
 
-#: Unit suffixes an option name may be given without (``--thumb_size`` = ``--thumb_size_px``).
+#: Unit suffixes that an older spelling may have left out (``--thumb_size``).
 UNIT_SUFFIXES = ("", "_px", "_s", "_um2")
 
 
 def resolve_option(known: Mapping[str, argparse.Action], name: str) -> str | None:
-    """The parser option that ``name`` (``--a-b``, ``--a_b``, ``--section.a_b``) spells.
+    """The one option that a looser ``name`` (``--a-b``, ``--b`` for ``--section.b``) meant.
 
-    Dashes and underscores are interchangeable; a name may leave out its section
-    (``--target_mpp`` = ``--grid.target_mpp``) and its unit suffix (:data:`UNIT_SUFFIXES`)
-    as long as exactly one option fits.
+    Used only to word the error (:func:`misspelling`): dashes for underscores, a left-out
+    section (``--target_mpp`` for ``--grid.target_mpp``) or unit suffix
+    (:data:`UNIT_SUFFIXES`), as long as exactly one option fits.
 
     Args:
         known: The parser's option strings and their actions.
@@ -55,6 +57,37 @@ def resolve_option(known: Mapping[str, argparse.Action], name: str) -> str | Non
         if len({id(known[opt]) for opt in hits}) == 1:
             return hits[0]
     return None
+
+
+def _key(name: str) -> str:
+    return "--" + name[2:].replace("-", "_")
+
+
+def misspelling(
+    known: Mapping[str, argparse.Action], name: str, renamed: Mapping[str, str]
+) -> str | None:
+    """The one-line error for an option name that is not the parser's spelling.
+
+    Args:
+        known: The parser's option strings and their actions.
+        name: An option name with its leading dashes, not in ``known``.
+        renamed: Options renamed in this release: ``{old: new}``, a value after a space
+            included (``{"--keep-pen": "--tissue.reject_pen false"}``).
+
+    Returns:
+        ``"--out was renamed to --out_dir"``, ``"--target-mpp is spelled
+        --grid.target_mpp"``, ``"--no-progress is spelled --progress false"``, or ``None``
+        for an unknown name (the parser then refuses it).
+    """
+    new = {_key(old): spelling for old, spelling in renamed.items()}.get(_key(name))
+    if new is not None:
+        return f"{name} was renamed to {new}"
+    if name[2:5] in ("no-", "no_"):
+        negated = resolve_option(known, "--" + name[5:])
+        if negated is not None and _is_bool(known[negated]):
+            return f"{name} is spelled {negated} false"
+    spelled = resolve_option(known, name)
+    return None if spelled is None else f"{name} is spelled {spelled}"
 
 
 def packaged_configs(argv: Sequence[str]) -> list[str]:
@@ -90,31 +123,34 @@ def packaged_configs(argv: Sequence[str]) -> list[str]:
     return out
 
 
-def normalize_argv(
-    parser: argparse.ArgumentParser, argv: Sequence[str], aliases: Mapping[str, str] | None = None
+def expand_argv(
+    parser: argparse.ArgumentParser, argv: Sequence[str], renamed: Mapping[str, str] | None = None
 ) -> list[str]:
-    """Rewrite older or looser flag spellings into the parser's own.
+    """The command line in the parser's syntax, or an error for a spelling it does not have.
 
     Rules, per option token (``--name`` or ``--name=value``):
 
     * ``--config NAME`` may name a packaged config (:func:`packaged_configs`);
-    * ``aliases`` renames (``{"--keep-pen": "--tissue.reject_pen=false"}``);
-    * :func:`resolve_option` finds the option (dashes, section and unit suffix);
-    * ``--no-NAME`` becomes ``--NAME=false`` for a true/false option;
     * a true/false option without a value gets ``true``;
-    * a list option followed by several words takes them all (``--redo a b``).
+    * a list option followed by several words takes them all (``--redo a b``), and one
+      value after ``=`` is a list of one (``--redo=a``);
+    * a name the parser does not have but that :func:`misspelling` recognises (a renamed
+      option, dashes, a left-out section or unit suffix, ``--no-NAME``) is an error.
 
     Args:
         parser: The parser whose options are the targets.
         argv: The command line.
-        aliases: Older spellings and what they mean now (a value after ``=`` included),
-            keyed by their dash spelling.
+        renamed: Options renamed in this release (see :func:`misspelling`).
 
     Returns:
-        The rewritten command line.
+        The command line, with values made explicit.
+
+    Raises:
+        ConfigError: An option spelled otherwise than the parser spells it.
     """
+    from wsi_ncmi.errors import ConfigError
+
     known = parser._option_string_actions
-    aliases = aliases or {}
     argv = packaged_configs(argv) if "--config" in known else list(argv)
     out: list[str] = []
     i = 0
@@ -128,20 +164,18 @@ def normalize_argv(
             out.append(token)
             continue
         name, eq, value = token.partition("=")
-        renamed = aliases.get(name) or aliases.get(name.replace("_", "-"), name)
-        name, eq2, alias_value = renamed.partition("=")
-        if eq2:
-            eq, value = "=", alias_value
-        negated = resolve_option(known, "--" + name[5:]) if name[:5] in ("--no-", "--no_") else None
-        name = resolve_option(known, name) or name
-        if name not in known and negated and _is_bool(known[negated]) and not eq:
-            name, eq, value = negated, "=", "false"
         action = known.get(name)
-        if action is not None and _is_bool(action) and not eq:
+        if action is None:
+            error = misspelling(known, name, renamed or {})
+            if error is not None:
+                raise ConfigError(error)
+        elif _is_bool(action) and not eq:
             follows = argv[i].lower() if i < len(argv) else ""
             if follows not in ("true", "false", "yes", "no", "1", "0"):
                 eq, value = "=", "true"
-        elif action is not None and _is_sequence(action) and not eq:
+        elif _is_sequence(action) and eq and not value.startswith("[") and value != "null":
+            value = f"[{value}]"  # --redo=a: a list of one
+        elif _is_sequence(action) and not eq:
             words: list[str] = []
             while i < len(argv) and not argv[i].startswith("-"):
                 words.append(argv[i])
@@ -156,4 +190,4 @@ def normalize_argv(
     return out
 
 
-__all__ = ["UNIT_SUFFIXES", "normalize_argv", "packaged_configs", "resolve_option"]
+__all__ = ["UNIT_SUFFIXES", "expand_argv", "misspelling", "packaged_configs", "resolve_option"]

@@ -2,8 +2,8 @@
 
 The configuration (:func:`wsi_ncmi.bench.parser.load_config`): ``--config FILE.yaml``, its
 ``quick:`` section with ``--quick``, then in order a flag per key (``--stats.bootstrap 100``,
-shortcuts such as ``--seeds 0 1``) or ``--set KEY=VALUE`` for any dotted key. Outputs go to
-``<out>/<name>/``; rerunning the same command resumes (finished cells are never recomputed).
+``--sweep.seeds 0 1``) or ``--set KEY=VALUE`` for any dotted key. Outputs go to
+``<output_root>/<name>/``; rerunning the same command resumes (finished cells are never recomputed).
 
 Exit codes (:data:`wsi_ncmi.cli.common.EXIT_CODES_HELP`): 0 every cell finished; 1 some
 cell failed (the others are reported); 2 bad arguments or configuration; 3 features
@@ -20,29 +20,12 @@ import typing
 from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
-from wsi_ncmi.cli.argv import normalize_argv
-from wsi_ncmi.cli.common import (
-    add_names,
-    aliases_for,
-    aliases_help,
-    new_parser,
-    run_cli,
-)
+from wsi_ncmi.cli.argv import expand_argv
+from wsi_ncmi.cli.common import new_parser, renamed_for, run_cli
 from wsi_ncmi.errors import ConfigError
 
 if TYPE_CHECKING:
     from jsonargparse import ArgumentParser
-
-ALIASES = aliases_for("wsi-bench")
-
-#: Short names of config options (``--seeds`` = ``--sweep.seeds``).
-SHORTCUTS = {
-    "--data.manifest": "--manifest",
-    "--data.slide_dir": "--slides_dir",
-    "--data.features_root": "--features",
-    "--data.encoder": "--encoder",
-    "--sweep.seeds": "--seeds",
-}
 
 EPILOG = """\
 example configs: configs/bench/*.yaml
@@ -63,7 +46,7 @@ def build_parser() -> ArgumentParser:
         "Benchmark losses (CE vs NCMI, ...) × MIL aggregators × seeds over "
         "leave-one-hospital-out folds, resumably; writes per-hospital tables, paired "
         "tests and plots.",
-        epilog=EPILOG + "\n" + aliases_help(ALIASES),
+        epilog=EPILOG,
         config_file=False,
     )
     layer: dict[str, Any] = {"action": _Layer}
@@ -92,9 +75,6 @@ def build_parser() -> ArgumentParser:
     p.add_argument(
         "--force", type=bool, default=False, help="recompute cells made with other settings"
     )
-    add_names(p, {"--output_root": "--out"}, replace=True)
-    add_names(p, SHORTCUTS)
-    add_names(p, {"--jobs": "--workers"})  # the processes, as in every wsi-* command
     return p
 
 
@@ -109,7 +89,8 @@ def _bench(argv: Sequence[str] | None) -> int:
     from wsi_ncmi.bench.parser import load_config
 
     parser = build_parser()
-    args = normalize_argv(parser, sys.argv[1:] if argv is None else argv, ALIASES)
+    argv = sys.argv[1:] if argv is None else argv
+    args = expand_argv(parser, argv, renamed_for(parser.prog))
     namespace = parser.parse_args(args)
     layers = namespace.get("layers") or []
     quick = [value for key, value in layers if key == "--quick"]
@@ -127,7 +108,7 @@ def _bench(argv: Sequence[str] | None) -> int:
 
     from wsi_ncmi.batch.preflight import check_writable_dir
 
-    check_writable_dir(config.out_dir)  # before any work
+    check_writable_dir(config.out_dir, "--output_root")  # before any work
     from wsi_ncmi.bench.pipeline import run_bench
 
     outcome = run_bench(config, force=namespace.force, shard=namespace.shard)
@@ -182,7 +163,7 @@ class _Layer(argparse.Action):
     def __init__(self, *args: Any, typehint: Any = None, **kwargs: Any) -> None:
         kwargs.update(dest="layers", default=argparse.SUPPRESS)
         super().__init__(*args, **kwargs)
-        self._typehint = typehint  # read by the spelling rules (--no-NAME, lists as words)
+        self._typehint = typehint  # read by expand_argv (true/false alone, lists as words)
 
     def __call__(self, parser: Any, namespace: Any, values: Any, option: Any = None) -> None:
         from wsi_ncmi.bench.parser import parse_override

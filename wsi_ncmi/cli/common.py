@@ -3,18 +3,19 @@
 Every command's ``main(argv)`` goes through :func:`run_cli`, which turns the package's
 exceptions (:mod:`wsi_ncmi.errors`) into one table of exit codes (:data:`EXIT_CODES_HELP`)
 and Ctrl-C into a one-line resume hint and exit code 130. Parsers are jsonargparse parsers
-(:func:`new_parser`) whose flags are generated from the stages' own dataclasses; the
-spelling rules of :func:`~wsi_ncmi.cli.argv.normalize_argv` keep older flag spellings working.
+(:func:`new_parser`) whose flags are generated from the stages' own dataclasses, each
+spelled as its config key; :func:`~wsi_ncmi.cli.argv.expand_argv` refuses other spellings
+(:data:`RENAMED`: the options renamed in this release) with a one-line error.
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, TypeVar
 
-from wsi_ncmi.cli.argv import normalize_argv
+from wsi_ncmi.cli.argv import expand_argv
 
 if TYPE_CHECKING:
     from jsonargparse import ArgumentParser, Namespace
@@ -39,34 +40,59 @@ exit codes (the same for every wsi-* command):
 
 CONVENTIONS_HELP = """\
 conventions: --config FILE.yaml loads options (flags given after it win); --print_config
-prints the resolved options as YAML, which --config reads back. In option names dashes
-and underscores are interchangeable, and the section (--target_mpp = --grid.target_mpp)
-and unit suffix (--thumb_size = --thumb_size_px) may be left out when one option fits;
-a true/false option given alone means true, --no-NAME sets it to false (--no-progress).
+prints the resolved options as YAML, which --config reads back. Each option has one
+spelling, its key in --print_config (--grid.target_mpp, --out_dir); a true/false option
+given alone means true (--progress false turns one off); a list option takes several
+words (--redo a b).
 """
 
 RESUME_HINT = "rerun the same command to resume (finished slides and cells are skipped)"
 
-#: Older flag spellings, per command, that :func:`resolve_option` does not find by itself.
-OLDER_SPELLINGS = {
-    "wsi-tile --keep-pen": "--tissue.reject_pen=false",
-    "wsi-tile --keep-black": "--tissue.reject_black=false",
+#: Options renamed in this release, per command, and their spelling now (a value after a
+#: space included). Each is an error naming the new spelling (:func:`~wsi_ncmi.cli.argv.
+#: misspelling`), not an alias. To be removed in the next release: the options are then
+#: simply unknown.
+RENAMED = {
+    "wsi-tile --out": "--out_dir",
+    "wsi-tile --slides_dir": "--slide_dir",
+    "wsi-tile --keep-pen": "--tissue.reject_pen false",
+    "wsi-tile --keep-black": "--tissue.reject_black false",
     "wsi-tile --mpp": "--mpp_override",
     "wsi-tile --report": "--report_path",
+    "wsi-extract --out": "--out_dir",
+    "wsi-extract --slides_dir": "--slide_dir",
     "wsi-extract --coords": "--coords_dir",
-    "wsi-extract --no-wait": "--wait_locked=false",
+    "wsi-extract --no-wait": "--wait_locked false",
     "wsi-extract --coords-hash": "--expect_coords_hash",
     "wsi-extract --compile": "--compile_model",
-    "wsi-bench --output-root": "--out",
-    "wsi-bench --slides": "--slides_dir",
-    "wsi-synth-cohort --quiet": "--progress=false",
+    "wsi-train --out": "--out_dir",
+    "wsi-train --slides_dir": "--data.slide_dir",
+    "wsi-predict --out": "--out_dir",
+    "wsi-predict --model": "--models",
+    "wsi-bench --out": "--output_root",
+    "wsi-bench --workers": "--jobs",
+    "wsi-bench --manifest": "--data.manifest",
+    "wsi-bench --slides_dir": "--data.slide_dir",
+    "wsi-bench --slides": "--data.slide_dir",
+    "wsi-bench --features": "--data.features_root",
+    "wsi-bench --encoder": "--data.encoder",
+    "wsi-bench --seeds": "--sweep.seeds",
+    "wsi-synth-cohort --quiet": "--progress false",
 }
 
 
-def aliases_for(prog: str) -> dict[str, str]:
-    """``{older spelling: what it means now}`` of one command (:data:`OLDER_SPELLINGS`)."""
-    pairs = ([*key.split(" ", 1), new] for key, new in OLDER_SPELLINGS.items())
+def renamed_for(prog: str) -> dict[str, str]:
+    """``{old spelling: new spelling}`` of one command's renamed options (:data:`RENAMED`)."""
+    pairs = ([*key.split(" ", 1), new] for key, new in RENAMED.items())
     return {old: new for command, old, new in pairs if command == prog}
+
+
+def renamed_help(prog: str) -> str:
+    """The ``--help`` paragraph listing a command's renamed options (empty if none)."""
+    renamed = renamed_for(prog)
+    lines = ["renamed in this release (the old spelling is an error that names the new one):"]
+    lines += [f"  {old:<24} {new}" for old, new in renamed.items()]
+    return "\n".join(lines) + "\n" if renamed else ""
 
 
 def exit_code(err: BaseException) -> int:
@@ -163,13 +189,14 @@ def new_parser(
 
     import textwrap
 
-    parts = [epilog, CONVENTIONS_HELP, EXIT_CODES_HELP]
+    parts = [epilog, renamed_help(prog), CONVENTIONS_HELP, EXIT_CODES_HELP]
     parser = ArgumentParser(
         prog=prog,
         description=textwrap.fill(description, width=88),
         epilog="\n".join(part for part in parts if part),
         formatter_class=Formatter,
         exit_on_error=False,
+        allow_abbrev=False,  # one spelling: no prefix of a flag either
         print_config="--print_config" if config_file else None,
     )
     if config_file:
@@ -181,56 +208,24 @@ def new_parser(
     return parser
 
 
-def add_names(
-    parser: argparse.ArgumentParser, names: Mapping[str, str], *, replace: bool = False
-) -> None:
-    """Give generated options another name, shown first in ``--help`` (the destination stays).
-
-    Args:
-        parser: The parser.
-        names: ``{"--out_dir": "--out"}``: the generated option and its new name.
-        replace: The new name is the option's only spelling of that name (the generated
-            one is dropped), e.g. ``{"--output_root": "--out"}``.
-
-    Raises:
-        KeyError: An option the parser does not have.
-    """
-    for option, name in names.items():
-        action = parser._option_string_actions[option]
-        if replace:
-            del parser._option_string_actions[option]
-        kept = [s for s in action.option_strings if not (replace and s == option)]
-        action.option_strings = [name, *kept]
-        parser._option_string_actions[name] = action
-
-
-def aliases_help(aliases: Mapping[str, str]) -> str:
-    """The ``--help`` paragraph listing older spellings and what they mean now."""
-    lines = ["older spellings, still accepted:"]
-    lines += [f"  {old:<24} {new.replace('=', ' ')}" for old, new in aliases.items()]
-    return "\n".join(lines) + "\n"
-
-
 def parse(
-    parser: ArgumentParser,
-    argv: Sequence[str] | None,
-    aliases: Mapping[str, str] | None = None,
-    *,
-    instantiate: bool = True,
+    parser: ArgumentParser, argv: Sequence[str] | None, *, instantiate: bool = True
 ) -> Namespace:
-    """Parse ``argv`` (default: ``sys.argv[1:]``) after :func:`normalize_argv`.
+    """Parse ``argv`` (default: ``sys.argv[1:]``) after :func:`expand_argv`.
 
     Args:
-        parser: A :func:`new_parser` parser.
+        parser: A :func:`new_parser` parser (its ``prog`` names its :data:`RENAMED` options).
         argv: The command line.
-        aliases: Older spellings (see :func:`normalize_argv`).
         instantiate: Turn nested dataclass groups into instances.
 
     Returns:
         The parsed namespace.
+
+    Raises:
+        ConfigError: An option spelled otherwise than the parser spells it.
     """
-    args = normalize_argv(parser, sys.argv[1:] if argv is None else argv, aliases)
-    namespace = parser.parse_args(args)
+    argv = sys.argv[1:] if argv is None else argv
+    namespace = parser.parse_args(expand_argv(parser, argv, renamed_for(parser.prog)))
     return parser.instantiate(namespace) if instantiate else namespace
 
 

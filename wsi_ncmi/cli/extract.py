@@ -14,17 +14,15 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from wsi_ncmi.cli.common import add_names, aliases_for, aliases_help, new_parser, parse, run_cli
+from wsi_ncmi.cli.common import new_parser, parse, run_cli
 
 if TYPE_CHECKING:
     from jsonargparse import ArgumentParser
 
 EPILOG = """\
-outputs (under --out): features/<encoder>/<slide_id>.h5 and a run report.
+outputs (under --out_dir): features/<encoder>/<slide_id>.h5 and a run report.
 example config: configs/extract/example.yaml (wsi-extract --print_config writes one).
 """
-
-ALIASES = aliases_for("wsi-extract")
 
 
 class _ListEncoders(argparse.Action):
@@ -42,7 +40,7 @@ def build_parser() -> ArgumentParser:
     """The jsonargparse parser of :class:`~wsi_ncmi.features.config.ExtractConfig`.
 
     Every option is a field of ``ExtractConfig`` (help from its docstring), except
-    ``--coords_dir``, whose default (``<out>/coords``) depends on ``--out``.
+    ``--coords_dir``, whose default (``<out_dir>/coords``) depends on ``--out_dir``.
     Defaults suit a 16-core, one-GPU host and still run on 2 cores; ``--skip_errors``
     is on, as in every batch command.
     """
@@ -50,8 +48,8 @@ def build_parser() -> ArgumentParser:
 
     p = new_parser(
         "wsi-extract",
-        "Extract frozen-encoder patch features into <out>/features/<encoder>/.",
-        epilog=EPILOG + "\n" + aliases_help(ALIASES),
+        "Extract frozen-encoder patch features into <out_dir>/features/<encoder>/.",
+        epilog=EPILOG,
     )
     p.add_argument(
         "--list_encoders", action=_ListEncoders, help="print the registered encoders and exit"
@@ -59,11 +57,10 @@ def build_parser() -> ArgumentParser:
     p.add_argument(
         "--coords_dir",
         type=Path | None,
-        help="directory of <slide_id>.h5 coords files (wsi-tile output; default: <out>/coords)",
+        help="directory of <slide_id>.h5 coords files (wsi-tile output; default: <out_dir>/coords)",
     )
     p.add_class_arguments(ExtractConfig, skip={"coords_dir"}, fail_untyped=True)
     p.set_defaults(skip_errors=True)
-    add_names(p, {"--out_dir": "--out", "--slide_dir": "--slides_dir"})
     return p
 
 
@@ -93,7 +90,7 @@ def _extract(argv: Sequence[str] | None) -> int:
     from wsi_ncmi.features.config import ExtractConfig
     from wsi_ncmi.features.run import run_extraction
 
-    args = parse(build_parser(), argv, ALIASES)
+    args = parse(build_parser(), argv)
     config = build_from(
         ExtractConfig,
         args,

@@ -56,7 +56,7 @@ def _import(argv: Sequence[str] | None) -> int:
     from wsi_ncmi.features.foreign import register_foreign_features
 
     args = parse(build_parser(), argv)
-    check_writable_dir(args.out)  # before any work
+    check_writable_dir(args.out, "--out")  # before any work
     slide_ids = None
     if args.manifest is not None:
         from wsi_ncmi.manifest import read_manifest

@@ -1,8 +1,8 @@
 """``wsi-predict``: a trained model bundle on new slides, from slide files to a report.
 
-``wsi-predict --model BUNDLE [--model BUNDLE ...] SLIDES... --out DIR`` tiles the slides
+``wsi-predict --models BUNDLE [BUNDLE ...] SLIDES... --out_dir DIR`` tiles the slides
 with the bundle's grid, extracts features with its encoder, predicts every slide (several
-``--model``: the mean of their probabilities) and writes ``predictions.csv``, QuPath
+bundles: the mean of their probabilities) and writes ``predictions.csv``, QuPath
 GeoJSON, heatmaps and ``report.html`` (:func:`wsi_ncmi.predict.run.run_prediction`).
 Exit codes (:data:`wsi_ncmi.cli.common.EXIT_CODES_HELP`): 0 every slide predicted (QC
 flags included); 1 a slide failed to tile or extract; 2 a bad bundle (a checkpoint, an
@@ -16,20 +16,22 @@ import argparse
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-from wsi_ncmi.cli.common import add_names, new_parser, parse, run_cli
+from wsi_ncmi.cli.common import new_parser, parse, run_cli
 
 if TYPE_CHECKING:
     from jsonargparse import ArgumentParser
 
 EPILOG = """\
 examples:
-  wsi-predict --model runs/final/all/model slides/ --out predictions/
-  wsi-predict --model runs/loho/loho_center0/model --model runs/loho/loho_center1/model \\
-      --features_root outputs/camelyon17 --out predictions/
-outputs (under --out): predictions.csv, patients.csv (with --manifest), qupath/*.geojson,
+  wsi-predict --models runs/final/all/model --out_dir predictions/ slides/
+  wsi-predict --models runs/loho/loho_center0/model runs/loho/loho_center1/model \\
+      --features_root outputs/camelyon17 --out_dir predictions/
+outputs (under --out_dir): predictions.csv, patients.csv (with --manifest), qupath/*.geojson,
 heatmaps/*.png, report.html, timings.json; tiles (coords/, thumbnails/) and features
 (features/<encoder>/) are cached there: a rerun skips finished slides.
 a checkpoint (.ckpt) is never loaded: convert a trusted one with wsi-export-model.
+--models takes every word up to the next option: give SLIDES before it or after another
+option (--models M --out_dir DIR slides/).
 """
 
 
@@ -51,27 +53,23 @@ def build_parser() -> ArgumentParser:
         help="slide files or folders (with --features_root: optional slide ids to keep)",
     )
     p.add_class_arguments(PredictConfig, skip={"slides"}, fail_untyped=True)
-    add_names(p, {"--out_dir": "--out", "--models": "--model"})
-    p._option_string_actions["--model"].help = (
-        "model bundle folder; repeat --model for an ensemble (the mean of the "
-        "probabilities); the config key is models, a list"
-    )
     return p
 
 
-def split_models(argv: Sequence[str]) -> tuple[list[str], list[str]]:
-    """``(every --model value, the other arguments)``: ``--model`` may be repeated."""
-    models: list[str] = []
-    rest: list[str] = []
-    tokens = iter(argv)
-    for token in tokens:
-        if token == "--model":
-            models.append(next(tokens, ""))
-        elif token.startswith("--model="):
-            models.append(token.partition("=")[2])
-        else:
-            rest.append(token)
-    return models, rest
+def check_models_once(argv: Sequence[str]) -> None:
+    """Refuse ``--models`` given more than once (the last would silently win).
+
+    Raises:
+        ConfigError: ``--models A --models B`` instead of ``--models A B``.
+    """
+    from wsi_ncmi.errors import ConfigError
+
+    given = [t for t in argv if t == "--models" or t.startswith("--models=")]
+    if len(given) > 1:
+        raise ConfigError(
+            f"--models is given {len(given)} times: name every bundle after one --models "
+            "(--models A B for an ensemble)"
+        )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -80,19 +78,17 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _predict(argv: Sequence[str] | None) -> int:
-    import json
     import sys
 
     from wsi_ncmi.cli.common import build_from
     from wsi_ncmi.errors import ConfigError
     from wsi_ncmi.predict.run import PredictConfig, run_prediction
 
-    models, rest = split_models(sys.argv[1:] if argv is None else argv)
-    if models:
-        rest.append("--models=" + json.dumps(models))
-    args = parse(build_parser(), rest)
+    argv = sys.argv[1:] if argv is None else argv
+    check_models_once(argv)
+    args = parse(build_parser(), argv)
     if not args.models or not all(args.models):
-        raise ConfigError("--model BUNDLE is required (repeat it for an ensemble)")
+        raise ConfigError("--models BUNDLE [BUNDLE ...] is required (several: an ensemble)")
     slides = tuple(getattr(args, "slides", None) or ())
     if not slides and args.features_root is None:
         raise ConfigError("SLIDES must name slide files or folders (or pass --features_root)")

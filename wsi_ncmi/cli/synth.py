@@ -16,13 +16,11 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from wsi_ncmi.cli.common import aliases_for, aliases_help, new_parser, parse, run_cli
+from wsi_ncmi.cli.common import new_parser, parse, run_cli
 from wsi_ncmi.synth.presets import PRESETS
 
 if TYPE_CHECKING:
     from jsonargparse import ArgumentParser
-
-ALIASES = aliases_for("wsi-synth-cohort")
 
 
 def _subset(value: str | int) -> int:
@@ -45,7 +43,6 @@ def build_parser() -> ArgumentParser:
     parser = new_parser(
         "wsi-synth-cohort",
         "Generate synthetic CAMELYON-like slides (pyramidal JPEG TIFF + ground truth).",
-        epilog=aliases_help(ALIASES),
     )
     parser.add_argument(
         "--manifest",
@@ -86,12 +83,12 @@ def _synth(argv: Sequence[str] | None) -> int:
     from wsi_ncmi.manifest import read_manifest
     from wsi_ncmi.synth import generate_cohort
 
-    args = parse(build_parser(), argv, ALIASES)
+    args = parse(build_parser(), argv)
     subset = None if args.subset is None else _subset(args.subset)
     out = args.out if args.out is not None else Path("outputs") / "synth" / args.preset
     from wsi_ncmi.batch.preflight import check_writable_dir
 
-    check_writable_dir(out)  # before any work, as in every wsi-* command
+    check_writable_dir(out, "--out")  # before any work, as in every wsi-* command
     start = time.perf_counter()
     result = generate_cohort(
         read_manifest(args.manifest),

@@ -12,13 +12,13 @@ import argparse
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-from wsi_ncmi.cli.common import add_names, aliases_for, aliases_help, new_parser, parse, run_cli
+from wsi_ncmi.cli.common import new_parser, parse, run_cli
 
 if TYPE_CHECKING:
     from jsonargparse import ArgumentParser
 
 EPILOG = """\
-outputs (under --out):
+outputs (under --out_dir):
   coords/<slide_id>.h5          patch coordinates, schema wsi-ncmi/coords v1 (level-0 x, y)
   thumbnails/<slide_id>.png     mask contour (green), kept grid (orange), artifacts (blue)
   geojson/<slide_id>.geojson    tissue polygons in level-0 px (QuPath: File > Import objects)
@@ -30,8 +30,6 @@ files are replaced (atomically); the run report lists the replaced hash.
 
 example config: configs/tile/example.yaml (wsi-tile --print_config writes one).
 """
-
-ALIASES = aliases_for("wsi-tile")
 
 
 def build_parser() -> ArgumentParser:
@@ -49,7 +47,7 @@ def build_parser() -> ArgumentParser:
         "wsi-tile",
         "Segment tissue and write patch coordinates at an exact physical resolution "
         "(µm/px) for many slides, resumably and in parallel.",
-        epilog=EPILOG + "\n" + aliases_help(ALIASES),
+        epilog=EPILOG,
     )
     p.add_argument(
         "slides",
@@ -71,7 +69,6 @@ def build_parser() -> ArgumentParser:
     )
     p.add_class_arguments(TilingConfig, skip={"mpp_table"}, fail_untyped=True, sub_configs=True)
     p.add_function_arguments(run_tiling, skip={"tasks", "config"}, fail_untyped=True)
-    add_names(p, {"--out_dir": "--out", "--slide_dir": "--slides_dir"})
     return p
 
 
@@ -85,7 +82,7 @@ def _tile(argv: Sequence[str] | None) -> int:
     from wsi_ncmi.tiling.job import TilingConfig
     from wsi_ncmi.tiling.run import discover_slides, make_tasks, manifest_tasks, run_tiling
 
-    args = parse(build_parser(), argv, ALIASES)
+    args = parse(build_parser(), argv)
     mpp_table = None
     if args.mpp_csv:
         from wsi_ncmi.slide.mpp import load_mpp_csv

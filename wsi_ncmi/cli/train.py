@@ -17,7 +17,7 @@ import argparse
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from wsi_ncmi.cli.common import add_names, build_from, new_parser, parse, run_cli
+from wsi_ncmi.cli.common import build_from, new_parser, parse, run_cli
 
 if TYPE_CHECKING:
     from jsonargparse import ArgumentParser
@@ -37,7 +37,6 @@ def build_parser() -> ArgumentParser:
         epilog="example configs: configs/camelyon17/*.yaml, configs/synthetic/demo.yaml\n",
     )
     parser.add_class_arguments(TrainConfig, fail_untyped=True, sub_configs=True)
-    add_names(parser, {"--out_dir": "--out", "--data.slide_dir": "--slides_dir"})
     parser.add_argument(
         "--workers",
         type=int | None,
@@ -112,7 +111,8 @@ def _train(argv: Sequence[str] | None) -> int:
     train_config = with_common_options(
         build_from(TrainConfig, config), config.workers, config.progress
     )
-    out_dir = check_writable_dir(train_config.out_dir)  # before any work (and the imports)
+    # Before any work (and the imports).
+    out_dir = check_writable_dir(train_config.out_dir)
     from wsi_ncmi.train.fit import run_training
 
     cfg_to_dump = cfg.clone()

@@ -108,7 +108,7 @@ def _read_attrs(path: Path, what: str) -> JSONObject:
         stage = "wsi-extract" if what == "features" else "wsi-tile"
         raise CacheSchemaError(
             f"cannot read {what} file {str(path)!r} (truncated or damaged?): {err}; re-run "
-            f"{stage} on the same --out (it redoes unreadable files)"
+            f"{stage} on the same --out_dir (it redoes unreadable files)"
         ) from err
 
 

@@ -39,7 +39,7 @@ def _open_checked(path: Path) -> h5py.File:
     except OSError as err:
         raise CacheSchemaError(
             f"cannot read features file {str(path)!r} (truncated or damaged?): {err}; "
-            "re-run wsi-extract on the same --out (it redoes unreadable files)"
+            "re-run wsi-extract on the same --out_dir (it redoes unreadable files)"
         ) from err
     attrs = h5.attrs
     schema, version = decode_attr(attrs.get("schema")), decode_attr(attrs.get("schema_version"))
@@ -74,7 +74,7 @@ def _open_checked(path: Path) -> h5py.File:
         h5.close()
         raise CacheSchemaError(
             f"{str(path)!r} {problem}; "
-            + (imported or "re-run wsi-extract on the same --out (it redoes incomplete or "
+            + (imported or "re-run wsi-extract on the same --out_dir (it redoes incomplete or "
                "mismatched files)")
         )  # fmt: skip
     return h5
@@ -175,7 +175,7 @@ def _read_contiguous(path: Path, layout: _Layout) -> np.ndarray:
     if out.size != count:
         raise CacheSchemaError(
             f"{str(path)!r} is truncated: {out.size} of {count} feature values are in "
-            "the file; re-run wsi-extract on the same --out (it redoes unreadable files)"
+            "the file; re-run wsi-extract on the same --out_dir (it redoes unreadable files)"
         )
     out = out.reshape(layout.shape)
     return out if layout.valid is None else out[layout.valid]

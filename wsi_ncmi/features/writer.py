@@ -165,7 +165,7 @@ class FeatureFileWriter:
             raise DiskFullError(
                 f"no space left on the device while writing {str(final_path_of(self.path))!r}"
                 f": it needs about {need:,} bytes and {free:,} are free; nothing was written. "
-                "Free space or choose another --out directory, then rerun (finished slides "
+                "Free space or choose another --out_dir directory, then rerun (finished slides "
                 "are kept and skipped)",
                 errno=errno.ENOSPC,
                 path=str(final_path_of(self.path)),

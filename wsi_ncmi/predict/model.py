@@ -258,7 +258,7 @@ class Ensemble:
         from wsi_ncmi.errors import ConfigError
 
         if not models:
-            raise ConfigError("an ensemble needs at least one --model")
+            raise ConfigError("an ensemble needs at least one bundle in --models")
         self.models = list(models)
         first = self.models[0]
         self.classes = first.classes
@@ -277,7 +277,7 @@ class Ensemble:
                     problems.append(f"{key} {mine!r} vs {theirs!r}")
             if problems:
                 raise ConfigError(
-                    f"--model {str(other.path)!r} does not match --model {str(first.path)!r}: "
+                    f"--models {str(other.path)!r} does not match {str(first.path)!r}: "
                     f"{'; '.join(problems)}. An ensemble's models must share classes and encoder"
                 )
 

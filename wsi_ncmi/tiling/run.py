@@ -149,7 +149,7 @@ def make_tasks(paths: Sequence[Path], named: Sequence[SlideTask] = ()) -> list[S
         first = next(iter(clashes.items()))
         raise ConfigError(
             f"{len(clashes)} slide ids are used by several files, e.g. {first[0]!r}: "
-            f"{first[1]}; rename them or tile them into separate --out"
+            f"{first[1]}; rename them or tile them into separate --out_dir"
         )
     return list(tasks.values())
 
@@ -239,7 +239,7 @@ def run_tiling(
     from wsi_ncmi.batch.preflight import check_writable_dirs
 
     out = Path(config.out_dir)
-    # Before any work: --out (and the folders written below it) must take files.
+    # Before any work: --out_dir (and the folders written below it) must take files.
     check_writable_dirs([out, *(out / sub for sub in ("coords", "thumbnails", "geojson"))])
     path = Path(report_path) if report_path is not None else default_report_path(out)
     sweep_legacy_locks(out)  # earlier versions kept the locks in <out>/.locks

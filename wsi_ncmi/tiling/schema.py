@@ -214,7 +214,7 @@ def read_coords(path: str | Path, *, expect_hash: str | None = None) -> CoordsFi
             raise CacheSchemaError(
                 f"{str(path)!r} has coords schema version {attrs.get('schema_version')!r}, "
                 f"this wsi-ncmi reads version {COORDS_SCHEMA_VERSION}; re-run wsi-tile into "
-                "a fresh --out directory"
+                "a fresh --out_dir directory"
             )
         missing = [k for k in REQUIRED_ATTRS if k not in attrs]
         if missing or "coords" not in h5 or "tissue_fraction" not in h5:

@@ -43,7 +43,7 @@ SUMS_FILE = "SHA256SUMS"
 #: The files a bundle holds besides ``SHA256SUMS``, in the order it lists them.
 BUNDLE_FILES: tuple[str, ...] = (MANIFEST_FILE, WEIGHTS_FILE, STATS_FILE)
 
-#: Suffixes of pickled checkpoints (Lightning, PyTorch): refused as ``--model``.
+#: Suffixes of pickled checkpoints (Lightning, PyTorch): refused as ``--models``.
 PICKLE_SUFFIXES = (".ckpt", ".pt", ".pth", ".pkl", ".pickle", ".bin")
 
 
@@ -69,9 +69,9 @@ def _refuse_pickle(path: Path) -> None:
         f"it is a pickle, and loading a pickle runs whatever code it holds, so wsi-ncmi "
         f"never loads one as a model. Convert a checkpoint you trust (one your own "
         f"wsi-train wrote) once: wsi-export-model {path} --out MODEL_DIR, then pass "
-        f"--model MODEL_DIR"
+        f"--models MODEL_DIR"
     )
-    raise BundleError(f"--model {str(path)!r} is a checkpoint file, not a model bundle: {convert}")
+    raise BundleError(f"--models {str(path)!r} is a checkpoint file, not a model bundle: {convert}")
 
 
 def verify_bundle(path: str | Path) -> dict[str, bytes]:
@@ -95,12 +95,12 @@ def verify_bundle(path: str | Path) -> dict[str, bytes]:
         if path.suffix.lower() in PICKLE_SUFFIXES or magic in (b"PK", b"\x80\x02"):
             _refuse_pickle(path)
         raise BundleError(
-            f"--model {str(path)!r} is a file; a model bundle is a folder with "
+            f"--models {str(path)!r} is a file; a model bundle is a folder with "
             f"{', '.join(BUNDLE_FILES)} and {SUMS_FILE} (wsi-train writes <fold>/model/)"
         )
     if not path.is_dir():
         raise BundleError(
-            f"--model {str(path)!r} does not exist; pass a bundle folder (wsi-train writes "
+            f"--models {str(path)!r} does not exist; pass a bundle folder (wsi-train writes "
             "<run>/<fold>/model/, wsi-export-model writes --out)"
         )
     missing = [name for name in (*BUNDLE_FILES, SUMS_FILE) if not (path / name).is_file()]

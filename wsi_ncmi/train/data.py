@@ -138,7 +138,7 @@ class BagDataset(Dataset[BagItem]):
             bad = int((~torch.isfinite(bag)).any(dim=1).sum())
             raise NonFiniteError(
                 f"{str(path)!r} has NaN/inf features in {bad} of {bag.shape[0]} rows; "
-                + (_import_problem(path) or "fix: re-run wsi-extract on the same --out (it "
+                + (_import_problem(path) or "fix: re-run wsi-extract on the same --out_dir (it "
                    f"redoes files with NaN/inf rows), or wsi-extract --redo {path.stem}; add "
                    "--dtype float32 if float16 overflowed")
             )  # fmt: skip
