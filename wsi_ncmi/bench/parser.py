@@ -6,9 +6,12 @@ dotted overrides, each setting its key as a whole (``KEY+`` appends to a list).
 
 from __future__ import annotations
 
+import argparse
 import copy
 import dataclasses
-from collections.abc import Iterable, Mapping, Sequence
+import re
+import typing
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -53,6 +56,34 @@ def load_config(
     config = bench.build(bench.BenchConfig, data)
     validate(config)
     return config
+
+
+def add_config_flags(parser: Any) -> None:
+    """``--config``, ``--quick``, ``--set`` and a flag per key, recorded in command-line order."""
+    layer: dict[str, Any] = {"action": _Layer}
+    parser.add_argument("--config", **layer, const="--config", metavar="FILE", help="YAML")
+    quick = "apply the config's quick: section of dotted overrides"
+    parser.add_argument("--quick", **layer, const="--quick", typehint=bool, help=quick)
+    parser.add_argument("--set", **layer, const="--set", metavar="KEY=VALUE", help="any key")
+    for key, hint, default in _options(bench.BenchConfig()):
+        metavar = re.sub(r"<class '|'>|\b\w+\.", "", str(hint))
+        shown = "a mapping" if dataclasses.is_dataclass(default) else f"default: {default!r}"
+        parser.add_argument(
+            f"--{key}", **layer, const=key, typehint=hint, metavar=metavar, help=shown
+        )
+        if "list[" in metavar:  # --KEY+ VALUE: append VALUE to the list
+            parser.add_argument(f"--{key}+", **layer, const=f"{key}+", help=argparse.SUPPRESS)
+
+
+def config_from_flags(namespace: Any) -> bench.BenchConfig:
+    """:func:`load_config` of the flags :func:`add_config_flags` recorded."""
+    layers = namespace.get("layers") or []
+    quick = [value for key, value in layers if key == "--quick"]
+    if quick and not isinstance(quick[-1], bool):
+        raise ConfigError(f"--quick must be true or false, got {quick[-1]!r}")
+    overrides = [(key, value) for key, value in layers if not key.startswith("--")]
+    files = [value for key, value in layers if key == "--config"]
+    return load_config(files, overrides, quick=bool(quick and quick[-1]))
 
 
 def merge(base: Any, layer: Any) -> Any:
@@ -156,3 +187,31 @@ def validate(config: bench.BenchConfig) -> None:
             for model in config.sweep.models:
                 cell = Cell(variant, model, config.sweep.seeds[0], 0, "", (), "")
                 train_config_for(config, cell, Path())
+
+
+def _options(config: Any, where: str = "") -> Iterator[tuple[str, Any, Any]]:
+    """``(dotted key, type hint, default)`` of every field of ``config`` and of its sections."""
+    for name, hint in typing.get_type_hints(type(config)).items():
+        key, value = f"{where}{name}", getattr(config, name)
+        if key != "quick":  # the overrides of --quick: --set quick=...
+            yield key, hint, value
+        section = [a for a in (hint, *typing.get_args(hint)) if dataclasses.is_dataclass(a)]
+        if section and typing.get_origin(hint) not in (list, dict):
+            yield from _options(value or typing.cast(type, section[0])(), f"{key}.")
+
+
+class _Layer(argparse.Action):
+    """An option of the config, recorded in order as ``(key, value)`` for ``load_config``."""
+
+    def __init__(self, *args: Any, typehint: Any = None, **kwargs: Any) -> None:
+        kwargs.update(dest="layers", default=argparse.SUPPRESS)
+        super().__init__(*args, **kwargs)
+        self._typehint = typehint  # read by expand_argv (true/false alone, lists as words)
+
+    def __call__(self, parser: Any, namespace: Any, values: Any, option: Any = None) -> None:
+        key, value = str(self.const), str(values)
+        if key == "--set":
+            key, value = parse_override(value)
+        elif key != "--config" and self._typehint is not str:  # YAML, also for --KEY+
+            value = parse_override(f"{key}={value}")[1]
+        namespace["layers"] = [*namespace.get("layers", []), (key, value)]

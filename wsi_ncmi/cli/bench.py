@@ -12,17 +12,12 @@ missing; 130 interrupted (rerun to resume).
 
 from __future__ import annotations
 
-import argparse
-import dataclasses
-import re
 import sys
-import typing
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from wsi_ncmi.cli.argv import expand_argv
 from wsi_ncmi.cli.common import new_parser, renamed_for, run_cli
-from wsi_ncmi.errors import ConfigError
 
 if TYPE_CHECKING:
     from jsonargparse import ArgumentParser
@@ -39,7 +34,7 @@ prepare.extract, quick, sweep.splits) have no flags: --set train.trainer.max_epo
 
 def build_parser() -> ArgumentParser:
     """The parser: ``--config``, ``--quick``, ``--set``, a flag per config key, the run."""
-    from wsi_ncmi.bench.config import BenchConfig
+    from wsi_ncmi.bench.parser import add_config_flags
 
     p = new_parser(
         "wsi-bench",
@@ -49,17 +44,7 @@ def build_parser() -> ArgumentParser:
         epilog=EPILOG,
         config_file=False,
     )
-    layer: dict[str, Any] = {"action": _Layer}
-    p.add_argument("--config", **layer, const="--config", metavar="FILE", help="bench config YAML")
-    quick = "apply the config's quick: section of dotted overrides"
-    p.add_argument("--quick", **layer, const="--quick", typehint=bool, metavar="BOOL", help=quick)
-    p.add_argument("--set", **layer, const="--set", metavar="KEY=VALUE", help="any dotted key")
-    for key, hint, default in _options(BenchConfig()):
-        metavar = re.sub(r"<class '|'>|\b\w+\.", "", str(hint))
-        shown = "a mapping" if dataclasses.is_dataclass(default) else f"default: {default!r}"
-        p.add_argument(f"--{key}", **layer, const=key, typehint=hint, metavar=metavar, help=shown)
-        if "list[" in metavar:  # --KEY+ VALUE: append VALUE to the list
-            p.add_argument(f"--{key}+", **layer, const=f"{key}+", help=argparse.SUPPRESS)
+    add_config_flags(p)
     p.add_argument(
         "--print_config",
         action="store_true",
@@ -86,19 +71,13 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _bench(argv: Sequence[str] | None) -> int:
     from wsi_ncmi.batch.shard import parse_shard
     from wsi_ncmi.bench.config import to_dict
-    from wsi_ncmi.bench.parser import load_config
+    from wsi_ncmi.bench.parser import config_from_flags
 
     parser = build_parser()
     argv = sys.argv[1:] if argv is None else argv
     args = expand_argv(parser, argv, renamed_for(parser.prog))
     namespace = parser.parse_args(args)
-    layers = namespace.get("layers") or []
-    quick = [value for key, value in layers if key == "--quick"]
-    if quick and not isinstance(quick[-1], bool):
-        raise ConfigError(f"--quick must be true or false, got {quick[-1]!r}")
-    overrides = [(key, value) for key, value in layers if not key.startswith("--")]
-    files = [value for key, value in layers if key == "--config"]
-    config = load_config(files, overrides, quick=bool(quick and quick[-1]))
+    config = config_from_flags(namespace)
     parse_shard(namespace.shard)  # a malformed I/N fails before any work
     if namespace.print_config:
         import yaml
@@ -144,36 +123,6 @@ def _print_outcome(name: str, outcome: Any, config: Any) -> int:
         f"{len(sweep.failed)} failed; summary: {reports.paths['summary']}"
     )
     return 1 if sweep.failed else 0
-
-
-def _options(config: Any, where: str = "") -> Iterator[tuple[str, Any, Any]]:
-    """``(dotted key, type hint, default)`` of every field of ``config`` and of its sections."""
-    for name, hint in typing.get_type_hints(type(config)).items():
-        key, value = f"{where}{name}", getattr(config, name)
-        if key != "quick":  # the overrides of --quick: --set quick=...
-            yield key, hint, value
-        section = [a for a in (hint, *typing.get_args(hint)) if dataclasses.is_dataclass(a)]
-        if section and typing.get_origin(hint) not in (list, dict):
-            yield from _options(value or typing.cast(type, section[0])(), f"{key}.")
-
-
-class _Layer(argparse.Action):
-    """An option of the config, recorded in order as ``(key, value)`` for ``load_config``."""
-
-    def __init__(self, *args: Any, typehint: Any = None, **kwargs: Any) -> None:
-        kwargs.update(dest="layers", default=argparse.SUPPRESS)
-        super().__init__(*args, **kwargs)
-        self._typehint = typehint  # read by expand_argv (true/false alone, lists as words)
-
-    def __call__(self, parser: Any, namespace: Any, values: Any, option: Any = None) -> None:
-        from wsi_ncmi.bench.parser import parse_override
-
-        key, value = str(self.const), str(values)
-        if key == "--set":
-            key, value = parse_override(value)
-        elif key != "--config" and self._typehint is not str:  # YAML, also for --KEY+
-            value = parse_override(f"{key}={value}")[1]
-        namespace["layers"] = [*namespace.get("layers", []), (key, value)]
 
 
 if __name__ == "__main__":
