@@ -63,7 +63,9 @@ def add_config_flags(parser: Any) -> None:
     layer: dict[str, Any] = {"action": _Layer}
     parser.add_argument("--config", **layer, const="--config", metavar="FILE", help="YAML")
     quick = "apply the config's quick: section of dotted overrides"
-    parser.add_argument("--quick", **layer, const="--quick", typehint=bool, help=quick)
+    parser.add_argument(
+        "--quick", **layer, const="--quick", typehint=bool, metavar="BOOL", help=quick
+    )
     parser.add_argument("--set", **layer, const="--set", metavar="KEY=VALUE", help="any key")
     for key, hint, default in _options(bench.BenchConfig()):
         metavar = re.sub(r"<class '|'>|\b\w+\.", "", str(hint))
