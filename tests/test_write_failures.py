@@ -280,15 +280,14 @@ def test_a_killed_dataloader_worker_stops_the_run_cleanly(tmp_path: Path) -> Non
     )  # fmt: skip
     killed = False
     deadline = time.monotonic() + 120
-    # The DataLoader worker is a fork: it has the command line of the run. Other children
-    # (a library's `uname -p` at import) are left alone.
-    run_cmdline = Path(f"/proc/{proc.pid}/cmdline").read_bytes()
+    # PyTorch names its DataLoader workers "pt_data_worker". Other children (a library's
+    # `uname -p` at import, a fork on its way to exec) are left alone.
     while not killed and proc.poll() is None and time.monotonic() < deadline:
         tasks = Path(f"/proc/{proc.pid}/task")
         for task in tasks.glob("*/children") if tasks.is_dir() else []:
             for child in task.read_text().split():
                 try:
-                    if Path(f"/proc/{child}/cmdline").read_bytes() != run_cmdline:
+                    if Path(f"/proc/{child}/comm").read_text().strip() != "pt_data_worker":
                         continue
                     os.kill(int(child), signal.SIGKILL)
                     killed = True
