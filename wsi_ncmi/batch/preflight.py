@@ -93,7 +93,7 @@ def check_free_space(folder: str | Path, needed_bytes: int, what: str) -> None:
         raise ConfigError(
             f"{str(folder)!r} has {free:,} bytes free but {what} need about "
             f"{needed_bytes:,}: [ENOSPC] the disk is full; free space or choose another "
-            "--out (nothing was processed)"
+            "--out_dir (nothing was processed)"
         )
 
 
