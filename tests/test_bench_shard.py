@@ -90,7 +90,11 @@ def test_two_jobs_share_a_sweep_and_one_writes_the_report(
     assert len(wrote) == 1, outputs
     summary = (out / "summary.json").stat().st_mtime
     assert all(summary >= (c / "result.json").stat().st_mtime for c in cells)
-    assert "the job that finishes the last cell writes the report" in "".join(outputs)
+    (other,) = [o for o in outputs if "summary:" not in o]
+    assert (
+        "the job that finishes the last cell writes the report" in other
+        or "another job wrote the report during this run" in other
+    ), other
 
 
 def test_reports_are_written_once_per_run_but_again_on_a_rerun(tmp_path: Path) -> None:

@@ -155,7 +155,11 @@ def extract_config(config: BenchConfig) -> ExtractConfig:
 
 
 def run_bench(
-    config: BenchConfig, *, force: bool = False, shard: str | None = None
+    config: BenchConfig,
+    *,
+    force: bool = False,
+    shard: str | None = None,
+    began: float | None = None,
 ) -> BenchOutcome:
     """Prepare features if slides are given, run the sweep, write the reports.
 
@@ -165,6 +169,8 @@ def run_bench(
         shard: ``"i/N"`` when ``N`` jobs share the sweep (cells are claimed by lock
             files; this job starts with shard ``i``). Reports are written only by a job
             that finds every cell finished; the others leave ``reports`` ``None``.
+        began: When the job started (``time.time()``; default: now). Reports another
+            job writes after it are not written again.
 
     Returns:
         The outcome (reports are under ``config.out_dir``).
@@ -176,7 +182,7 @@ def run_bench(
     """
     seconds: dict[str, float] = {}
     prepared: list[str] = []
-    began = time.time()  # wall clock, compared with file modification times
+    began = time.time() if began is None else began  # compared with files' mtimes
     if config.data.slide_dir is not None and config.prepare.enabled:
         generate_slides(config, seconds)
         prepared = prepare_features(config, seconds)

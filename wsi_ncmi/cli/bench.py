@@ -13,6 +13,7 @@ missing; 130 interrupted (rerun to resume).
 from __future__ import annotations
 
 import sys
+import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -69,6 +70,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _bench(argv: Sequence[str] | None) -> int:
+    began = time.time()  # before the config check imports the losses (seconds)
     from wsi_ncmi.batch.shard import parse_shard
     from wsi_ncmi.bench.config import to_dict
     from wsi_ncmi.bench.parser import config_from_flags
@@ -90,7 +92,7 @@ def _bench(argv: Sequence[str] | None) -> int:
     check_writable_dir(config.out_dir, "--output_root")  # before any work
     from wsi_ncmi.bench.pipeline import run_bench
 
-    outcome = run_bench(config, force=namespace.force, shard=namespace.shard)
+    outcome = run_bench(config, force=namespace.force, shard=namespace.shard, began=began)
     parts = outcome.parts or {"": outcome}
     return max(_print_outcome(name, part, config) for name, part in parts.items())
 
@@ -103,10 +105,14 @@ def _print_outcome(name: str, outcome: Any, config: Any) -> int:
     if name:
         print(f"\n=== split {name} ({out_dir}) ===")
     if not reports:
+        who = (
+            "another job wrote the report during this run"
+            if sweep.complete
+            else "the job that finishes the last cell writes the report"
+        )
         print(
             f"cells: {len(sweep.ran)} trained by this job, {len(sweep.claimed)} held by other "
-            f"jobs, {len(sweep.failed)} failed; the job that finishes the last cell writes "
-            f"the report ({out_dir})"
+            f"jobs, {len(sweep.failed)} failed; {who} ({out_dir})"
         )
         return 1 if sweep.failed else 0
     for model, table in reports.headline.items():
