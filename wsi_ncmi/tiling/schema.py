@@ -127,7 +127,9 @@ def decode_attr(value: object) -> JSONValue:
     """An HDF5 attribute as a plain Python value.
 
     ``bytes`` → ``str`` (UTF-8), NumPy scalars → ``int``/``float``/``bool``, arrays →
-    lists; anything else unchanged. Used for every coords and features file.
+    lists, ``None`` and Python scalars unchanged; anything else a foreign file may hold
+    (an ``h5py.Empty``, an object reference) as its ``str``. Used for every coords and
+    features file.
     """
     if isinstance(value, bytes):
         return value.decode("utf-8")
@@ -138,7 +140,7 @@ def decode_attr(value: object) -> JSONValue:
         return listed
     if value is None or isinstance(value, str | int | float):
         return value
-    raise TypeError(f"not an HDF5 attribute value: {value!r}")
+    return str(value)
 
 
 def decoded_attrs(obj: Any) -> JSONObject:
