@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import csv
 import io
+import typing
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -23,17 +24,8 @@ from wsi_ncmi.bench.stats import PairedSlides, align
 from wsi_ncmi.manifest import LABELS, ManifestRow
 from wsi_ncmi.train.evaluation import MetricsReport, ScalarMetric
 
-TEST_KEYS: tuple[ScalarMetric, ...] = (
-    "n",
-    "macro_f1",
-    "accuracy",
-    "balanced_accuracy",
-    "auroc_macro_ovr",
-    "kappa_quadratic",
-    "patients",
-    "patient_kappa_quadratic",
-    "patient_stage_accuracy",
-)
+#: The test metrics of a cell's row in ``results.csv``, in the order of their columns.
+TEST_KEYS: tuple[ScalarMetric, ...] = typing.get_args(ScalarMetric)
 RunKey = tuple[str, str, int]  # (model, loss, seed)
 
 

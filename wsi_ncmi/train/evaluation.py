@@ -18,7 +18,8 @@ from typing import Any, Literal
 
 from wsi_ncmi.jsontypes import JSONObject
 
-#: The metrics of a group that are single numbers (see :meth:`GroupMetrics.scalar`).
+#: The metrics of a group that are single numbers (see :meth:`GroupMetrics.scalar`), in the
+#: order of their columns in wsi-bench's results.csv (:data:`wsi_ncmi.bench.results.TEST_KEYS`).
 ScalarMetric = Literal[
     "n",
     "macro_f1",
