@@ -10,6 +10,7 @@ YAML or of a default, rewrite it with ``python tests/test_bench_config.py --rege
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import io
 import json
 import sys
@@ -19,7 +20,6 @@ from typing import Any
 import pytest
 import yaml
 
-from wsi_ncmi.bench.config import to_dict
 from wsi_ncmi.bench.parser import load_config
 from wsi_ncmi.errors import ConfigError
 
@@ -48,7 +48,7 @@ def _file_entry(name: str, splits_file: Path) -> dict[str, Any]:
     """``{"config": ..., "cell_hashes": ...}`` of ``"<file>.yaml"`` or ``"<file>.yaml --quick"``."""
     file, _, quick = name.partition(" ")
     config = load_config(BENCH_CONFIGS / file, quick=bool(quick))
-    return {"config": to_dict(config), "cell_hashes": _cell_hashes(config, splits_file)}
+    return {"config": dataclasses.asdict(config), "cell_hashes": _cell_hashes(config, splits_file)}
 
 
 def _printed(argv: list[str]) -> dict[str, Any]:
@@ -201,7 +201,7 @@ def test_print_config_round_trips(
     saved = tmp_path / "printed.yaml"
     saved.write_text(yaml.safe_dump(printed, sort_keys=False))
     _same(_printed(["--config", str(saved)]), printed)
-    _same(to_dict(load_config(saved)), printed)
+    _same(dataclasses.asdict(load_config(saved)), printed)
     assert (printed["jobs"], printed["name"]) == (3, "printed")
 
 
@@ -284,24 +284,6 @@ def test_a_bad_config_file_is_named_with_the_key(
     assert f"{path}: {needle}" in err
     with pytest.raises(ConfigError, match=r"bad\.yaml: "):
         load_config(path)
-
-
-def test_one_dataclass_is_typed_by_build() -> None:
-    from wsi_ncmi.bench.config import build
-    from wsi_ncmi.tiling import GridParams
-    from wsi_ncmi.train.config import OptimConfig, TrainerConfig
-
-    optim = build(OptimConfig, {"lr": 1, "weight_decay": 0}, "train.optim")
-    assert (optim.lr, optim.weight_decay) == (1.0, 0.0)
-    assert (type(optim.lr), type(optim.weight_decay)) == (float, float)
-    with pytest.raises(ConfigError, match=r"^train\.trainer\.max_epochs: Expected a <class 'int'>"):
-        build(TrainerConfig, {"max_epochs": "many"}, "train.trainer")
-    with pytest.raises(ConfigError, match=r"^train\.trainer has unknown keys \['max_epoch'\]"):
-        build(TrainerConfig, {"max_epoch": 3}, "train.trainer")
-    with pytest.raises(ConfigError, match=r"^prepare\.grid: min_tissue must be a fraction"):
-        build(GridParams, {"min_tissue": 2.0}, "prepare.grid")
-    with pytest.raises(ConfigError, match=r"^train\.optim must be a mapping, got 3"):
-        build(OptimConfig, 3, "train.optim")
 
 
 def _regenerate() -> None:

@@ -104,12 +104,13 @@ def test_no_code_file_is_over_400_lines() -> None:
 
 
 #: Every module that parses, merges or validates ``wsi-bench``'s configuration, its
-#: command-line flags included (``wsi_ncmi/cli/bench.py`` only runs the command).
+#: command-line flags included (``wsi_ncmi/cli/bench.py`` only runs the command). The
+#: typer of plain data (``wsi_ncmi/plaindata.py``) is not bench's: a run's saved
+#: ``config.json`` and a model bundle's tiling record are read through it too.
 BENCH_CONFIG_MODULES = ("bench/config.py", "bench/parser.py")
-#: Their size today: 1,192 lines before the config became plain data in layers (parser,
-#: typed, config, checks and the command's flags), 455 after. The goal is 400; this bound
-#: keeps it from growing back while it is not met.
-BENCH_CONFIG_LINES = 460
+#: 1,192 lines before the config became plain data in layers (parser, typed, config, checks
+#: and the command's flags); the goal was 400 at most.
+BENCH_CONFIG_LINES = 400
 
 
 def test_the_bench_configuration_code_does_not_grow_back() -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -19,7 +20,6 @@ def write_bench_html(
     max_heatmaps: int = 4,
 ) -> Path:
     """``<bench>/report.html``: :mod:`wsi_ncmi.train.html` over this sweep's outputs."""
-    from wsi_ncmi.bench.config import to_dict
     from wsi_ncmi.train.html import confusion_png, provenance, write_html_report
 
     out = config.out_dir
@@ -51,5 +51,5 @@ def write_bench_html(
         figures=figures,
         confusions=confusions,
         heatmaps=heatmaps,
-        provenance_record=provenance(to_dict(config), config.data.encoder),
+        provenance_record=provenance(dataclasses.asdict(config), config.data.encoder),
     )

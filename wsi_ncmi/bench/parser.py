@@ -19,6 +19,7 @@ import yaml
 
 from wsi_ncmi.bench import config as bench
 from wsi_ncmi.errors import ConfigError
+from wsi_ncmi.plaindata import build, known
 from wsi_ncmi.train.config import require
 
 
@@ -43,7 +44,7 @@ def load_config(
     for file in paths:
         try:
             layer = yaml.safe_load(Path(file).read_text())
-            bench.build(bench.BenchConfig, layer)  # the file alone, so that its problems name it
+            build(bench.BenchConfig, layer)  # the file alone, so that its problems name it
         except (OSError, yaml.YAMLError, ConfigError) as err:
             raise ConfigError(f"{file}: {err}") from err
         data = merge(data, layer or {})
@@ -53,7 +54,7 @@ def load_config(
     items = overrides.items() if isinstance(overrides, Mapping) else overrides or []
     for key, value in [*(data["quick"].items() if quick else []), *items]:
         bench.set_dotted(data, str(key), copy.deepcopy(value))
-    config = bench.build(bench.BenchConfig, data)
+    config = build(bench.BenchConfig, data)
     validate(config)
     return config
 
@@ -166,14 +167,14 @@ def validate(config: bench.BenchConfig) -> None:
     trains += [(f"sweep.losses[{i}].train", e.train) for i, e in enumerate(sweep.losses)]
     trains += [(f"sweep.models[{i}].train", e.train) for i, e in enumerate(sweep.models)]
     for where, train in trains:
-        bench.known(train, list(bench.TRAIN_SECTIONS), where, "sections")
+        known(train, list(bench.TRAIN_SECTIONS), where, "sections")
         owned = sorted(set(train.get("data") or {}) & set(bench.BENCH_OWNED_DATA))
         if owned:
             raise ConfigError(f"{where}.data must not set {owned}: set them in the data section")
     extract, owned_extract = config.prepare.extract, bench.BENCH_OWNED_EXTRACT
     names = [f.name for f in dataclasses.fields(ExtractConfig) if f.name not in owned_extract]
-    bench.known(extract, names, "prepare.extract")
-    bench.build(ExtractConfig, {"coords_dir": "", "out_dir": "", **extract}, "prepare.extract")
+    known(extract, names, "prepare.extract")
+    build(ExtractConfig, {"coords_dir": "", "out_dir": "", **extract}, "prepare.extract")
     if data.synth is not None:
         preset = data.synth.preset
         require("data.synth.preset", preset, preset in PRESETS, f"one of {sorted(PRESETS)}")

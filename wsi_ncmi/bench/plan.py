@@ -16,8 +16,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from wsi_ncmi.bench.config import BenchConfig, LossEntry, ModelEntry, build
+from wsi_ncmi.bench.config import BenchConfig, LossEntry, ModelEntry
 from wsi_ncmi.errors import ConfigError
+from wsi_ncmi.plaindata import build
 
 if TYPE_CHECKING:
     from wsi_ncmi.train.config import TrainConfig

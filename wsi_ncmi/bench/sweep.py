@@ -15,6 +15,7 @@ and only a job that sees every cell finished writes the reports.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import multiprocessing
 import os
@@ -35,7 +36,7 @@ from wsi_ncmi.bench.cells import (
     read_result,
     run_cell_job,
 )
-from wsi_ncmi.bench.config import BenchConfig, to_dict
+from wsi_ncmi.bench.config import BenchConfig
 from wsi_ncmi.bench.plan import Cell, plan_cells, write_splits
 from wsi_ncmi.errors import ConfigError
 
@@ -130,7 +131,9 @@ def save_resolved_config(config: BenchConfig) -> None:
     from wsi_ncmi._version import __version__
     from wsi_ncmi.batch import write_text_atomic
 
-    text = yaml.safe_dump({"version": __version__, "config": to_dict(config)}, sort_keys=False)
+    text = yaml.safe_dump(
+        {"version": __version__, "config": dataclasses.asdict(config)}, sort_keys=False
+    )
     write_text_atomic(config.out_dir / "bench_config.yaml", text)
 
 

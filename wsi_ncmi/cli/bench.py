@@ -12,6 +12,7 @@ missing; 130 interrupted (rerun to resume).
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 import time
 from collections.abc import Sequence
@@ -72,7 +73,6 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _bench(argv: Sequence[str] | None) -> int:
     began = time.time()  # before the config check imports the losses (seconds)
     from wsi_ncmi.batch.shard import parse_shard
-    from wsi_ncmi.bench.config import to_dict
     from wsi_ncmi.bench.parser import config_from_flags
 
     parser = build_parser()
@@ -84,7 +84,7 @@ def _bench(argv: Sequence[str] | None) -> int:
     if namespace.print_config:
         import yaml
 
-        print(yaml.safe_dump(to_dict(config), sort_keys=False))
+        print(yaml.safe_dump(dataclasses.asdict(config), sort_keys=False))
         return 0
 
     from wsi_ncmi.batch.preflight import check_writable_dir

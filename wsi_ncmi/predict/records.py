@@ -11,6 +11,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from wsi_ncmi.errors import ConfigError
+from wsi_ncmi.plaindata import build
 from wsi_ncmi.tiling.grid import GridParams
 from wsi_ncmi.tiling.tissue import TissueParams
 from wsi_ncmi.train.bundle import BundleError
@@ -76,10 +78,12 @@ class TilingRecord:
             return cls(
                 target_mpp=None if mpp is None else float(mpp),
                 patch_size_px=None if size is None else int(size),
-                grid=GridParams(**grid) if grid else None,
-                segmentation=TissueParams(**segmentation) if segmentation else None,
+                grid=build(GridParams, grid, "tiling.grid") if grid else None,
+                segmentation=build(TissueParams, segmentation, "tiling.segmentation")
+                if segmentation
+                else None,
             )
-        except TypeError as err:
+        except ConfigError as err:
             raise BundleError(
                 f"model.json: unreadable tiling record {dict(data)!r}: {err}"
             ) from err

@@ -27,18 +27,12 @@ from wsi_ncmi.features.store import load_bag, read_feature_attrs
 from wsi_ncmi.jsontypes import JSONObject, as_float, as_int, as_str
 from wsi_ncmi.losses.decision import PriorRule
 from wsi_ncmi.manifest import LABELS
+from wsi_ncmi.plaindata import build
 from wsi_ncmi.quiet import drop_lightning_tips
 from wsi_ncmi.train.build import fold_criterion_kwargs
 from wsi_ncmi.train.bundle import ood_score, write_bundle
 from wsi_ncmi.train.config import (
-    DataConfig,
-    LossConfig,
-    ModelConfig,
-    OptimConfig,
-    ReportConfig,
-    SplitConfig,
     TrainConfig,
-    TrainerConfig,
 )
 from wsi_ncmi.train.data import BagDataModule, BagDataset
 from wsi_ncmi.train.module import MILClassifier
@@ -243,19 +237,8 @@ def config_from_json(path: Path) -> TrainConfig:
         ConfigError: The file is missing or not a run configuration.
     """
     try:
-        record = json.loads(path.read_text())["config"]
-        sections = {
-            "data": DataConfig,
-            "split": SplitConfig,
-            "model": ModelConfig,
-            "loss": LossConfig,
-            "optim": OptimConfig,
-            "trainer": TrainerConfig,
-            "report": ReportConfig,
-        }
-        values = {k: (sections[k](**v) if k in sections else v) for k, v in record.items()}
-        return TrainConfig(**values)
-    except (OSError, KeyError, TypeError, json.JSONDecodeError) as err:
+        return build(TrainConfig, json.loads(path.read_text())["config"], "config")
+    except (OSError, KeyError, ConfigError, json.JSONDecodeError) as err:
         raise ConfigError(
             f"cannot read the run configuration {str(path)!r} ({err}); wsi-export-model needs "
             "the checkpoint inside the run folder wsi-train wrote (<run>/<fold>/checkpoints/)"
