@@ -7,6 +7,7 @@ import runpy
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 RACE = Path(__file__).resolve().parents[1] / "tools" / "bench" / "reader_race.py"
@@ -26,3 +27,19 @@ def test_reader_race_reports_every_reader_on_both_grids(
     for grid in ("aligned", "unaligned"):
         assert readers <= set(result[grid]["patches_per_s"])
         assert result[grid]["pipeline_vs_decode_floor"] > 0
+
+
+def test_the_decode_floor_decodes_the_pixels_openslide_returns(tmp_path: Path) -> None:
+    """The floor decodes each tile in the page's colour space (YCbCr here), as every reader
+    does; a floor that skipped the conversion would be faster than any correct reader."""
+    import openslide
+
+    race = runpy.run_path(str(RACE))
+    slide = race["write_slide"](tmp_path / "s.tif", race["tissue_image"](768, 768, seed=0))
+    origins = [(0, 0), (256, 512)]  # tiles 0 and 7 of a 3 × 3 tile grid, in file order
+    tiles = list(race["floor_tiles"](str(slide), np.array(origins), 256))
+    assert len(tiles) == 2
+    with openslide.OpenSlide(str(slide)) as reader:
+        for tile, origin in zip(tiles, origins, strict=True):
+            expected = np.asarray(reader.read_region(origin, 0, (256, 256)).convert("RGB"))
+            assert np.array_equal(tile, expected)
