@@ -26,6 +26,7 @@ from wsi_ncmi.features.datamodule import ExtractDataModule
 from wsi_ncmi.features.dataset import PatchBatch, SlideJob
 from wsi_ncmi.features.encoders.registry import EncoderModule
 from wsi_ncmi.features.store import FeatureFileWriter
+from wsi_ncmi.vml_warmup import warm_vector_math
 
 
 class FeatureRows(TypedDict):
@@ -51,6 +52,10 @@ class ExtractionModule(L.LightningModule):
         self.save_hyperparameters(ignore=["encoder"])
         self.encoder = encoder
         self.compile_model = compile_model
+
+    def setup(self, stage: str) -> None:
+        """Warm up oneMKL's vector math (:mod:`wsi_ncmi.vml_warmup`) before the first batch."""
+        warm_vector_math()
 
     def configure_model(self) -> None:
         """Compile the encoder once it is on its device (if asked)."""

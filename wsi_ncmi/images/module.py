@@ -11,6 +11,7 @@ from torchmetrics.classification import MulticlassAccuracy, MulticlassF1Score
 
 from wsi_ncmi.losses.base import ClassificationLoss
 from wsi_ncmi.optim import check_choice, configure_optimization
+from wsi_ncmi.vml_warmup import warm_vector_math
 
 
 class LossClassifier(L.LightningModule):
@@ -99,6 +100,10 @@ class LossClassifier(L.LightningModule):
     def test_step(self, batch: Any, batch_idx: int) -> dict[str, Tensor]:
         """Loss, accuracy and macro-F1 on the test split."""
         return self._evaluate(batch, "test")
+
+    def setup(self, stage: str) -> None:
+        """Warm up oneMKL's vector math (:mod:`wsi_ncmi.vml_warmup`) before the first step."""
+        warm_vector_math()
 
     def configure_optimizers(self) -> OptimizerLRScheduler:
         """SGD (or AdamW), cosine-annealed over the run."""

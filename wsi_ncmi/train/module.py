@@ -31,6 +31,7 @@ from wsi_ncmi.losses.callbacks import NCMIDiagnostics
 from wsi_ncmi.losses.decision import fit_prior_rule, log_scores
 from wsi_ncmi.mil.base import Aggregator, MILOutput
 from wsi_ncmi.optim import OptimizerName, SchedulerName, check_choice, configure_optimization
+from wsi_ncmi.vml_warmup import warm_vector_math
 
 
 def _stage_metrics(num_classes: int, prefix: str) -> MetricCollection:
@@ -296,6 +297,10 @@ class MILClassifier(L.LightningModule):
             "attention": output.attention.float().cpu(),
             "embedding": output.embedding.detach().float().cpu(),
         }
+
+    def setup(self, stage: str) -> None:
+        """Warm up oneMKL's vector math (:mod:`wsi_ncmi.vml_warmup`) before the first step."""
+        warm_vector_math()
 
     def configure_optimizers(self) -> OptimizerLRScheduler:
         """The configured optimiser and schedule (stepped per epoch)."""
