@@ -17,6 +17,7 @@ The backbone maps a normalised float batch ``(B, 3, S, S)`` to ``(B, D)``.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -99,12 +100,13 @@ class EncoderSpec:
         """Compact JSON of :meth:`to_dict`."""
         return json.dumps(self.to_dict(), sort_keys=True)
 
-    @property
+    @functools.cached_property
     def identity_hash(self) -> str:
         """Digest of the fields that change the features.
 
         Leaves out ``description``, ``licence`` and ``weights_path`` (a local
-        checkpoint is identified by the content hash in ``weights_revision``).
+        checkpoint is identified by the content hash in ``weights_revision``). Computed
+        once per spec (the spec is frozen; extraction asks for it several times a slide).
         """
         skip = ("description", "licence", "weights_path")
         keep = {k: v for k, v in self.to_dict().items() if k not in skip}
