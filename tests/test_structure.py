@@ -104,13 +104,14 @@ def test_no_code_file_is_over_400_lines() -> None:
 
 
 #: Every module that parses, merges or validates ``wsi-bench``'s configuration, its
-#: command-line flags included (``wsi_ncmi/cli/bench.py`` only runs the command). The
-#: typer of plain data (``wsi_ncmi/plaindata.py``) is not bench's: a run's saved
-#: ``config.json`` and a model bundle's tiling record are read through it too.
-BENCH_CONFIG_MODULES = ("bench/config.py", "bench/parser.py")
+#: command-line flags included (``wsi_ncmi/cli/bench.py`` only runs the command), and the
+#: typer of plain data that validates it (``wsi_ncmi/plaindata.py``, which a run's saved
+#: ``config.json`` and a model bundle's tiling record also go through).
+BENCH_CONFIG_MODULES = ("bench/config.py", "bench/parser.py", "plaindata.py")
 #: 1,192 lines before the config became plain data in layers (parser, typed, config, checks
-#: and the command's flags); the goal was 400 at most.
-BENCH_CONFIG_LINES = 400
+#: and the command's flags); 469 now (391 without the shared typer). Issue 25's goal is
+#: 400: this guard only keeps the count from growing until it gets there.
+BENCH_CONFIG_LINES = 469
 
 
 def test_the_bench_configuration_code_does_not_grow_back() -> None:
