@@ -21,7 +21,8 @@ def test_reader_race_reports_every_reader_on_both_grids(
     monkeypatch.setattr(sys, "argv", argv)
     runpy.run_path(str(RACE), run_name="__main__")
     result = json.loads(capsys.readouterr().out)
-    readers = {"pipeline_tiledecode", "pipeline_openslide", "openslide_strips", "decode_floor"}
+    readers = {"pipeline_tiledecode", "pipeline_openslide", "openslide_strips", "decode_floor",
+               "decode_floor_reused_buffer"}  # fmt: skip
     assert result["aligned"]["patches"] == 25  # 1280 / 256 = 5 per side
     assert result["unaligned"]["patches"] == 4  # (1280 - 100) // 512 = 2 per side
     for grid in ("aligned", "unaligned"):
@@ -38,8 +39,11 @@ def test_the_decode_floor_decodes_the_pixels_openslide_returns(tmp_path: Path) -
     slide = race["write_slide"](tmp_path / "s.tif", race["tissue_image"](768, 768, seed=0))
     origins = [(0, 0), (256, 512)]  # tiles 0 and 7 of a 3 × 3 tile grid, in file order
     tiles = list(race["floor_tiles"](str(slide), np.array(origins), 256))
-    assert len(tiles) == 2
+    buffer = np.empty((256, 256, 3), np.uint8)  # the reused-buffer floor decodes into it
+    reused = [t.copy() for t in race["floor_tiles"](str(slide), np.array(origins), 256, buffer)]
+    assert len(tiles) == len(reused) == 2
     with openslide.OpenSlide(str(slide)) as reader:
-        for tile, origin in zip(tiles, origins, strict=True):
+        for tile, again, origin in zip(tiles, reused, origins, strict=True):
             expected = np.asarray(reader.read_region(origin, 0, (256, 256)).convert("RGB"))
             assert np.array_equal(tile, expected)
+            assert np.array_equal(again, expected)

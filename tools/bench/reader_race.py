@@ -16,7 +16,9 @@ writer; encoder stubbed) with ``--backend auto`` (tile decode) and ``--backend o
 (the path before issue 26); OpenSlide ``read_region`` in 8-patch strips; cuCIM's batched
 ``read_region`` (1 worker, CPU; when ``cucim`` imports); and the decode floor: tifffile +
 imagecodecs, each JPEG tile covering the grid decoded once to RGB (the page's colour space,
-as every reader decodes it), nothing assembled or resized.
+as every reader decodes it), nothing assembled or resized, into a new array per tile
+(``decode_floor``) or into one reused buffer (``decode_floor_reused_buffer``: decoding
+alone, without the page faults of new memory).
 Prints one JSON object (patches/s and ratios). Compare ratios, not absolute rates.
 """
 
@@ -167,18 +169,23 @@ def cucim_batched(coords_dir: Path) -> int:
     return n
 
 
-def floor_tiles(path: str, coords: np.ndarray, read_px: int) -> Iterator[np.ndarray]:
+def floor_tiles(
+    path: str, coords: np.ndarray, read_px: int, out: np.ndarray | None = None
+) -> Iterator[np.ndarray]:
     """Each JPEG tile of level 0 under ``coords`` decoded once, to RGB, in file order.
 
     The JPEG colour space is the page's (TIFF photometric YCbCr or RGB), so the pixels are
     those OpenSlide returns: decoding YCbCr tiles as RGB would skip the colour conversion
-    that every reader does and make the floor faster than any correct reader.
+    that every reader does and make the floor faster than any correct reader. ``out``: a
+    ``(TILE, TILE, 3)`` uint8 buffer every tile is decoded into (yielded each time);
+    default: a new array per tile.
     """
     import imagecodecs
     import tifffile
 
     with tifffile.TiffFile(path) as tif, open(path, "rb") as fh:
         page = tif.pages[0]
+        assert isinstance(page, tifffile.TiffPage)  # level 0 is a page, not a frame
         space = {2: "RGB", 6: "YCBCR"}[int(page.photometric)]
         across = -(-int(page.imagewidth) // TILE)
         tiles: set[int] = set()
@@ -190,15 +197,20 @@ def floor_tiles(path: str, coords: np.ndarray, read_px: int) -> Iterator[np.ndar
             fh.seek(page.dataoffsets[index])
             data = fh.read(page.databytecounts[index])
             yield imagecodecs.jpeg8_decode(
-                data, tables=page.jpegtables, colorspace=space, outcolorspace="RGB"
+                data, tables=page.jpegtables, colorspace=space, outcolorspace="RGB", out=out
             )
 
 
-def decode_floor(coords_dir: Path) -> int:
-    """The decode floor: :func:`floor_tiles` of every slide; patches covered."""
+def decode_floor(coords_dir: Path, reuse: bool = False) -> int:
+    """The decode floor: :func:`floor_tiles` of every slide; patches covered.
+
+    ``reuse``: decode every tile into one buffer, so no new memory is touched: the cost
+    of decoding alone (a new array per tile also pays the kernel's page faults).
+    """
     n = 0
+    out = np.empty((TILE, TILE, 3), np.uint8) if reuse else None
     for path, coords, read_px in _jobs(coords_dir):
-        for _ in floor_tiles(path, coords, read_px):
+        for _ in floor_tiles(path, coords, read_px, out):
             pass
         n += len(coords)
     return n
@@ -235,6 +247,7 @@ def main() -> None:
             "pipeline_openslide": run_pipeline("openslide"),
             "openslide_strips": openslide_strips,
             "decode_floor": decode_floor,
+            "decode_floor_reused_buffer": lambda d: decode_floor(d, reuse=True),
         }
         if have_cucim:
             runners["cucim_batched"] = cucim_batched
@@ -265,6 +278,9 @@ def main() -> None:
                 ),
                 "pipeline_vs_openslide_pipeline": round(
                     rates["pipeline_tiledecode"] / rates["pipeline_openslide"], 3
+                ),
+                "pipeline_vs_decode_floor_reused_buffer": round(
+                    rates["pipeline_tiledecode"] / rates["decode_floor_reused_buffer"], 3
                 ),
                 "openslide_pipeline_vs_decode_floor": round(
                     rates["pipeline_openslide"] / rates["decode_floor"], 3
