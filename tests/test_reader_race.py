@@ -21,13 +21,15 @@ def test_reader_race_reports_every_reader_on_both_grids(
     monkeypatch.setattr(sys, "argv", argv)
     runpy.run_path(str(RACE), run_name="__main__")
     result = json.loads(capsys.readouterr().out)
-    readers = {"pipeline_tiledecode", "pipeline_openslide", "openslide_strips", "decode_floor",
+    readers = {"pipeline_tiledecode", "pipeline_openslide", "dataset_only",
+               "dataset_only_fresh_buffers", "openslide_strips", "decode_floor",
                "decode_floor_reused_buffer"}  # fmt: skip
     assert result["aligned"]["patches"] == 25  # 1280 / 256 = 5 per side
     assert result["unaligned"]["patches"] == 4  # (1280 - 100) // 512 = 2 per side
     for grid in ("aligned", "unaligned"):
         assert readers <= set(result[grid]["patches_per_s"])
         assert result[grid]["pipeline_vs_decode_floor"] > 0
+        assert result[grid]["dataset_vs_decode_floor"] > 0
 
 
 def test_the_decode_floor_decodes_the_pixels_openslide_returns(tmp_path: Path) -> None:

@@ -13,7 +13,9 @@ shrink 4× each, so a 0.5 µm/px grid is read from level 0) and two grids on eac
 On each grid, in one process, alternated round by round (the host's load drifts), best
 of ``--rounds``: the full pipeline (Lightning predict, DataLoader with 0 workers, HDF5
 writer; encoder stubbed) with ``--backend auto`` (tile decode) and ``--backend openslide``
-(the path before issue 26); OpenSlide ``read_region`` in 8-patch strips; cuCIM's batched
+(the path before issue 26); the pipeline's dataset alone (jobs loaded, batches read, nothing
+encoded or written), with its batch buffers reused and in fresh memory; OpenSlide
+``read_region`` in 8-patch strips; cuCIM's batched
 ``read_region`` (1 worker, CPU; when ``cucim`` imports); and the decode floor: tifffile +
 imagecodecs, each JPEG tile covering the grid decoded once to RGB (the page's colour space,
 as every reader decodes it), nothing assembled or resized, into a new array per tile
@@ -47,6 +49,7 @@ from wsi_ncmi.features.encoders import EncoderSpec
 from wsi_ncmi.features.encoders.registry import EncoderModule
 from wsi_ncmi.features.run import run_extraction
 from wsi_ncmi.slide import open_slide
+from wsi_ncmi.slide.tiledecode import clear_tile_cache
 from wsi_ncmi.tiling.schema import read_coords, write_coords
 
 TILE = 256
@@ -118,19 +121,54 @@ def _jobs(coords_dir: Path) -> list[tuple[str, np.ndarray, int]]:
     return out
 
 
-def pipeline(coords_dir: Path, out: Path, backend: str, batch_size: int) -> int:
-    """The full pipeline, encoder stubbed; patches extracted (``out`` must not exist)."""
-    stub = IdentityStub(
-        EncoderSpec(name="stub-identity", family="builtin", out_dim=3, input_size_px=None,
-                    mpp=None),
-        torch.nn.Identity(),
-    ).eval()  # fmt: skip
-    config = ExtractConfig(
-        coords_dir=coords_dir, out_dir=out, encoder="stub-identity", device="cpu",
+STUB_SPEC = EncoderSpec(
+    name="stub-identity", family="builtin", out_dim=3, input_size_px=None, mpp=None
+)
+
+
+def _config(coords_dir: Path, out: Path, backend: str, batch_size: int) -> ExtractConfig:
+    return ExtractConfig(
+        coords_dir=coords_dir, out_dir=out, encoder=STUB_SPEC.name, device="cpu",
         batch_size=batch_size, workers=0, progress=False, lock=False, backend=backend,
     )  # fmt: skip
-    report = run_extraction(config, encoder=stub)
+
+
+def pipeline(coords_dir: Path, out: Path, backend: str, batch_size: int) -> int:
+    """The full pipeline, encoder stubbed; patches extracted (``out`` must not exist).
+
+    Starts with an empty tile cache (no decoded tile is carried from an earlier round).
+    """
+    clear_tile_cache()
+    stub = IdentityStub(STUB_SPEC, torch.nn.Identity()).eval()
+    report = run_extraction(_config(coords_dir, out, backend, batch_size), encoder=stub)
     return sum(r.count for r in report.results if r.status == "ok")
+
+
+def dataset_only(coords_dir: Path, batch_size: int, *, reuse: bool = True) -> int:
+    """The pipeline's dataset alone: jobs loaded, every batch read, nothing encoded or written.
+
+    Batches are read in order with one in flight (the next is read before the previous is
+    dropped, as Lightning prefetches). ``reuse=False``: every batch in fresh memory
+    (``POOLED_BUFFERS = 0``). Starts with an empty tile cache. Returns the patches read.
+    """
+    from wsi_ncmi.batch import RunReport
+    from wsi_ncmi.features import dataset
+    from wsi_ncmi.features.jobs import load_jobs
+
+    clear_tile_cache()
+    config = _config(coords_dir, coords_dir.parent / "unused", "auto", batch_size)
+    jobs = load_jobs(config, STUB_SPEC, RunReport("extract", params={}))
+    pooled = dataset.POOLED_BUFFERS
+    dataset.POOLED_BUFFERS = pooled if reuse else 0
+    try:
+        batches = dataset.PatchBatchDataset(jobs, batch_size)
+        held = None
+        for index in range(len(batches)):
+            held = batches[index]
+        del held
+    finally:
+        dataset.POOLED_BUFFERS = pooled
+    return sum(len(job) for job in jobs)
 
 
 def openslide_strips(coords_dir: Path, per_strip: int = 8) -> int:
@@ -245,6 +283,8 @@ def main() -> None:
         runners: dict[str, Callable[[Path], int]] = {
             "pipeline_tiledecode": run_pipeline("auto"),
             "pipeline_openslide": run_pipeline("openslide"),
+            "dataset_only": lambda d: dataset_only(d, args.batch_size),
+            "dataset_only_fresh_buffers": lambda d: dataset_only(d, args.batch_size, reuse=False),
             "openslide_strips": openslide_strips,
             "decode_floor": decode_floor,
             "decode_floor_reused_buffer": lambda d: decode_floor(d, reuse=True),
@@ -275,6 +315,10 @@ def main() -> None:
                 "patches_per_s": {k: round(v, 1) for k, v in rates.items()},
                 "pipeline_vs_decode_floor": round(
                     rates["pipeline_tiledecode"] / rates["decode_floor"], 3
+                ),
+                "dataset_vs_decode_floor": round(rates["dataset_only"] / rates["decode_floor"], 3),
+                "dataset_buffer_reuse_gain": round(
+                    rates["dataset_only"] / rates["dataset_only_fresh_buffers"], 3
                 ),
                 "pipeline_vs_openslide_pipeline": round(
                     rates["pipeline_tiledecode"] / rates["pipeline_openslide"], 3
