@@ -13,7 +13,6 @@ Images stay ``uint8`` until the device.
 
 from __future__ import annotations
 
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NotRequired, TypedDict
@@ -29,8 +28,6 @@ from wsi_ncmi.slide.tiledecode import TileDecodeSlide
 
 MAX_STRIP_PX = 4096  # widest strip read at once (read-level pixels)
 MAX_BLOCK_PX = 4096 * 2048  # largest block read at once (read-level pixels, ~32 MB RGBA)
-#: Batch image buffers a dataset keeps for reuse (a batch is in flight while the next is read).
-POOLED_BUFFERS = 3
 
 
 @dataclass(frozen=True)
@@ -223,28 +220,6 @@ class PatchBatchDataset(Dataset[PatchBatch]):
         self.jobs = jobs
         self.plan = plan_batches(jobs, batch_size)
         self.strip_reads = strip_reads
-        self._buffers: list[np.ndarray] = []
-
-    def __getstate__(self) -> dict[str, Any]:
-        """Pickled for DataLoader workers without the buffers (each process has its own)."""
-        return {**self.__dict__, "_buffers": []}
-
-    def _images_buffer(self, shape: tuple[int, int, int, int]) -> np.ndarray:
-        """A ``uint8`` array of ``shape`` for a batch's images, reused when free.
-
-        Writing into fresh memory makes the kernel map and zero every page of it (a
-        batch of 64 × 256² RGB patches is 3,072 pages): reusing a buffer saves that. A
-        buffer is free when nothing but this pool refers to it: the tensor of an earlier
-        batch (``torch.from_numpy``), any view or NumPy array of it, keeps a reference.
-        """
-        for buffer in self._buffers:
-            # References: the pool's list, ``buffer`` and getrefcount's argument.
-            if buffer.shape == shape and sys.getrefcount(buffer) == 3:
-                return buffer
-        buffer = np.empty(shape, dtype=np.uint8)
-        if len(self._buffers) < POOLED_BUFFERS:
-            self._buffers.append(buffer)
-        return buffer
 
     def __len__(self) -> int:
         return len(self.plan)
@@ -257,7 +232,7 @@ class PatchBatchDataset(Dataset[PatchBatch]):
             if compressed is not None:
                 return compressed
         p = job.patch_size_px
-        images = self._images_buffer((stop - start, p, p, 3))
+        images = np.empty((stop - start, p, p, 3), dtype=np.uint8)
         valid = np.ones(stop - start, dtype=bool)
         error = ""
         try:
