@@ -21,9 +21,8 @@ def test_reader_race_reports_every_reader_on_both_grids(
     monkeypatch.setattr(sys, "argv", argv)
     runpy.run_path(str(RACE), run_name="__main__")
     result = json.loads(capsys.readouterr().out)
-    readers = {"pipeline_tiledecode", "pipeline_openslide", "dataset_only",
-               "dataset_only_fresh_buffers", "openslide_strips", "decode_floor",
-               "decode_floor_reused_buffer"}  # fmt: skip
+    readers = {"pipeline_tiledecode", "pipeline_openslide", "dataset_only", "openslide_strips",
+               "decode_floor", "decode_floor_reused_buffer"}  # fmt: skip
     assert result["aligned"]["patches"] == 25  # 1280 / 256 = 5 per side
     assert result["unaligned"]["patches"] == 4  # (1280 - 100) // 512 = 2 per side
     for grid in ("aligned", "unaligned"):

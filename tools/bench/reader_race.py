@@ -14,7 +14,7 @@ On each grid, in one process, alternated round by round (the host's load drifts)
 of ``--rounds``: the full pipeline (Lightning predict, DataLoader with 0 workers, HDF5
 writer; encoder stubbed) with ``--backend auto`` (tile decode) and ``--backend openslide``
 (the path before issue 26); the pipeline's dataset alone (jobs loaded, batches read, nothing
-encoded or written), with its batch buffers reused and in fresh memory; OpenSlide
+encoded or written); OpenSlide
 ``read_region`` in 8-patch strips; cuCIM's batched
 ``read_region`` (1 worker, CPU; when ``cucim`` imports); and the decode floor: tifffile +
 imagecodecs, each JPEG tile covering the grid decoded once to RGB (the page's colour space,
@@ -144,30 +144,25 @@ def pipeline(coords_dir: Path, out: Path, backend: str, batch_size: int) -> int:
     return sum(r.count for r in report.results if r.status == "ok")
 
 
-def dataset_only(coords_dir: Path, batch_size: int, *, reuse: bool = True) -> int:
+def dataset_only(coords_dir: Path, batch_size: int) -> int:
     """The pipeline's dataset alone: jobs loaded, every batch read, nothing encoded or written.
 
     Batches are read in order with one in flight (the next is read before the previous is
-    dropped, as Lightning prefetches). ``reuse=False``: every batch in fresh memory
-    (``POOLED_BUFFERS = 0``). Starts with an empty tile cache. Returns the patches read.
+    dropped, as Lightning prefetches). Starts with an empty tile cache. Returns the
+    patches read.
     """
     from wsi_ncmi.batch import RunReport
-    from wsi_ncmi.features import dataset
+    from wsi_ncmi.features.dataset import PatchBatchDataset
     from wsi_ncmi.features.jobs import load_jobs
 
     clear_tile_cache()
     config = _config(coords_dir, coords_dir.parent / "unused", "auto", batch_size)
     jobs = load_jobs(config, STUB_SPEC, RunReport("extract", params={}))
-    pooled = dataset.POOLED_BUFFERS
-    dataset.POOLED_BUFFERS = pooled if reuse else 0
-    try:
-        batches = dataset.PatchBatchDataset(jobs, batch_size)
-        held = None
-        for index in range(len(batches)):
-            held = batches[index]
-        del held
-    finally:
-        dataset.POOLED_BUFFERS = pooled
+    batches = PatchBatchDataset(jobs, batch_size)
+    held = None
+    for index in range(len(batches)):
+        held = batches[index]
+    del held
     return sum(len(job) for job in jobs)
 
 
@@ -284,7 +279,6 @@ def main() -> None:
             "pipeline_tiledecode": run_pipeline("auto"),
             "pipeline_openslide": run_pipeline("openslide"),
             "dataset_only": lambda d: dataset_only(d, args.batch_size),
-            "dataset_only_fresh_buffers": lambda d: dataset_only(d, args.batch_size, reuse=False),
             "openslide_strips": openslide_strips,
             "decode_floor": decode_floor,
             "decode_floor_reused_buffer": lambda d: decode_floor(d, reuse=True),
@@ -317,9 +311,6 @@ def main() -> None:
                     rates["pipeline_tiledecode"] / rates["decode_floor"], 3
                 ),
                 "dataset_vs_decode_floor": round(rates["dataset_only"] / rates["decode_floor"], 3),
-                "dataset_buffer_reuse_gain": round(
-                    rates["dataset_only"] / rates["dataset_only_fresh_buffers"], 3
-                ),
                 "pipeline_vs_openslide_pipeline": round(
                     rates["pipeline_tiledecode"] / rates["pipeline_openslide"], 3
                 ),
