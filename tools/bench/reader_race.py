@@ -14,8 +14,7 @@ On each grid, in one process, alternated round by round (the host's load drifts)
 of ``--rounds``: the full pipeline (Lightning predict, DataLoader with 0 workers, HDF5
 writer; encoder stubbed) with ``--backend auto`` (tile decode) and ``--backend openslide``
 (the path before issue 26); the pipeline's dataset alone (jobs loaded, batches read, nothing
-encoded or written); OpenSlide
-``read_region`` in 8-patch strips; cuCIM's batched
+encoded or written); OpenSlide ``read_region`` in 8-patch strips; cuCIM's batched
 ``read_region`` (1 worker, CPU; when ``cucim`` imports); and the decode floor: tifffile +
 imagecodecs, each JPEG tile covering the grid decoded once to RGB (the page's colour space,
 as every reader decodes it), nothing assembled or resized, into a new array per tile
