@@ -45,9 +45,8 @@ def _cell_hashes(config: Any, splits_file: Path) -> dict[str, str]:
 
 
 def _file_entry(name: str, splits_file: Path) -> dict[str, Any]:
-    """``{"config": ..., "cell_hashes": ...}`` of ``"<file>.yaml"`` or ``"<file>.yaml --quick"``."""
-    file, _, quick = name.partition(" ")
-    config = load_config(BENCH_CONFIGS / file, quick=bool(quick))
+    """``{"config": ..., "cell_hashes": ...}`` of a shipped ``"<file>.yaml"``."""
+    config = load_config(BENCH_CONFIGS / name)
     return {"config": dataclasses.asdict(config), "cell_hashes": _cell_hashes(config, splits_file)}
 
 
@@ -72,12 +71,7 @@ def _expected() -> dict[str, Any]:
 
 
 def test_every_shipped_bench_yaml_has_expectations() -> None:
-    names = {key.partition(" ")[0] for key in _expected()["files"]}
-    assert {p.name for p in BENCH_CONFIGS.glob("*.yaml")} <= names
-    quick = {
-        p.name for p in BENCH_CONFIGS.glob("*.yaml") if "quick" in yaml.safe_load(p.read_text())
-    }
-    assert {f"{name} --quick" for name in quick} <= set(_expected()["files"])
+    assert {p.name for p in BENCH_CONFIGS.glob("*.yaml")} <= set(_expected()["files"])
 
 
 @pytest.mark.parametrize("name", sorted(_expected()["files"]))
@@ -92,7 +86,7 @@ def test_shipped_bench_yamls_load_as_before(name: str, tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("index", range(len(_expected()["command_lines"])))
 def test_command_lines_mean_what_they_meant(index: int, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Dotted flags, ``--quick``, ``--set`` on sections and inside mappings."""
+    """Dotted flags, ``--set`` on sections and inside mappings, several config files."""
     monkeypatch.chdir(REPO)
     case = _expected()["command_lines"][index]
     _same(_printed(case["argv"]), case["config"])
@@ -107,7 +101,6 @@ def test_set_replaces_a_section_and_edits_one_entry_of_a_mapping() -> None:
             "train.trainer.max_epochs": 4,
             "prepare.extract.device": "cuda",
             "sweep.splits.a.kind": "kfold",
-            "quick": {"jobs": 1},
         },
     )
     split = config.sweep.split
@@ -120,7 +113,6 @@ def test_set_replaces_a_section_and_edits_one_entry_of_a_mapping() -> None:
     }
     assert config.prepare.extract == {"device": "cuda", "batch_size": 64, "workers": 0}
     assert (config.sweep.splits["a"].kind, config.sweep.splits["a"].val_fraction) == ("kfold", 0.2)
-    assert config.quick == {"jobs": 1}
     later = load_config(path, {"jobs": 3, "stats": {"alpha": 0.1}, "stats.seed": 7})
     assert (later.jobs, later.stats.alpha, later.stats.seed, later.stats.bootstrap) == (
         3,
@@ -157,15 +149,14 @@ def test_nested_flags(monkeypatch: pytest.MonkeyPatch) -> None:
     assert _printed([*argv, "--sweep.seeds", "4", "5"])["sweep"]["seeds"] == [4, 5]
 
 
-def test_options_win_over_the_config_and_its_quick_section_wherever_they_stand(
-    tmp_path: Path,
-) -> None:
-    path = tmp_path / "b.yaml"
-    path.write_text("name: full\njobs: 4\nsweep: {seeds: [0, 1, 2]}\nquick: {name: q, jobs: 3}\n")
-    printed = _printed(["--jobs", "2", "--quick", "--config", str(path)])
-    assert (printed["name"], printed["jobs"], printed["sweep"]["seeds"]) == ("q", 2, [0, 1, 2])
-    assert _printed(["--config", str(path), "--quick", "false"])["name"] == "full"
-    assert _printed(["--config", str(path), "--quick", "--set", "name=n"])["name"] == "n"
+def test_options_win_over_the_config_files_wherever_they_stand(tmp_path: Path) -> None:
+    path, later = tmp_path / "b.yaml", tmp_path / "later.yaml"
+    path.write_text("name: full\njobs: 4\nsweep: {seeds: [0, 1, 2], baseline: ce}\n")
+    later.write_text("name: q\njobs: 3\nsweep: {seeds: [0]}\n")
+    printed = _printed(["--jobs", "2", "--config", str(path), "--config", str(later)])
+    assert (printed["name"], printed["jobs"], printed["sweep"]["seeds"]) == ("q", 2, [0])
+    assert _printed(["--config", str(later), "--config", str(path)])["name"] == "full"
+    assert _printed(["--set", "name=n", "--config", str(path)])["name"] == "n"
 
 
 def test_a_new_list_of_losses_or_models_replaces_the_old_one(
@@ -195,8 +186,7 @@ def test_print_config_round_trips(
 ) -> None:
     """``--print_config`` prints YAML that ``--config`` reads back to the same config."""
     monkeypatch.chdir(REPO)
-    quick = ["--quick"] if "quick" in yaml.safe_load((BENCH_CONFIGS / name).read_text()) else []
-    argv = ["--config", f"configs/bench/{name}", *quick, "--jobs", "3", "--name", "printed"]
+    argv = ["--config", f"configs/bench/{name}", "--jobs", "3", "--name", "printed"]
     printed = _printed(argv)
     saved = tmp_path / "printed.yaml"
     saved.write_text(yaml.safe_dump(printed, sort_keys=False))
@@ -236,8 +226,8 @@ def _error(argv: list[str], capsys: pytest.CaptureFixture[str]) -> str:
         (["--set", "jobs"], "--set expects KEY=VALUE"),
         (["--set", "jobs=0"], "jobs must be >= 1, got 0"),
         (["--prepare.grid.min_tissue", "2"], "min_tissue must be a fraction in [0, 1], got 2.0"),
-        (["--quick"], "--quick: the config has no 'quick' section of overrides"),
-        (["--quick=maybe"], "--quick must be true or false, got 'maybe'"),
+        (["--quick"], "--quick was renamed to --config configs/bench/synthetic_quick.yaml"),
+        (["--set", "quick={jobs: 1}"], "config has unknown keys ['quick']; allowed: ['name',"),
         (["--config", "nowhere.yaml"], "nowhere.yaml"),
         (
             ["--set", "sweep.losses=[{name: ce}, {name: ncmi_mil, kwargs: {tempreature: 0.2}}]"],
@@ -297,11 +287,6 @@ def _regenerate() -> None:
         splits = Path(tmp) / "splits.json"
         splits.write_text(SPLITS_TEXT)
         names = [p.name for p in sorted(BENCH_CONFIGS.glob("*.yaml"))]
-        names += [
-            f"{n} --quick"
-            for n in names
-            if "quick" in yaml.safe_load((BENCH_CONFIGS / n).read_text())
-        ]
         doc["files"] = {name: _file_entry(name, splits) for name in names}
     for case in doc["command_lines"]:
         case["config"] = _printed(case["argv"])
@@ -312,18 +297,24 @@ if __name__ == "__main__" and "--regenerate" in sys.argv:
     _regenerate()
 
 
-def test_synthetic_full_quick_repeats_the_full_losses_but_the_logit_reference(
-    tmp_path: Path,
-) -> None:
-    """The quick section's loss list is the full one without ``ncmi_logit``, entry for
-    entry (same grids), so the quick cells stay the full sweep's first cells."""
-    full = load_config(BENCH_CONFIGS / "synthetic_full.yaml")
-    quick = load_config(BENCH_CONFIGS / "synthetic_full.yaml", quick=True)
-    assert [e for e in full.sweep.losses if e.label != "ncmi_logit"] == quick.sweep.losses
-    assert {"ncmi_mil", "ncmi_authors"} <= {e.label for e in quick.sweep.losses}
+def test_synthetic_quick_is_synthetic_full_cut_down(tmp_path: Path) -> None:
+    """``synthetic_quick.yaml`` is ``synthetic_full.yaml`` with ABMIL only, seeds 0-1, the
+    leave-one-hospital-out split only and without the ``ncmi_logit`` reference; every other
+    key is the same, so its cells are the full sweep's first cells (same hashes)."""
+    full = dataclasses.asdict(load_config(BENCH_CONFIGS / "synthetic_full.yaml"))
+    quick = dataclasses.asdict(load_config(BENCH_CONFIGS / "synthetic_quick.yaml"))
+    sweep, cut = full["sweep"], quick["sweep"]
+    assert cut["losses"] == [e for e in sweep["losses"] if e["label"] != "ncmi_logit"]
+    assert {"ncmi_mil", "ncmi_authors"} <= {e["label"] for e in cut["losses"]}
+    assert cut["models"] == [m for m in sweep["models"] if m["name"] == "abmil"]
+    assert (cut["seeds"], list(cut["splits"])) == (sweep["seeds"][:2], ["loho"])
+    assert cut["splits"]["loho"] == sweep["splits"]["loho"]
+    for key in ("losses", "models", "seeds", "splits"):
+        del sweep[key], cut[key]
+    assert quick == full
     splits = tmp_path / "splits.json"
     splits.write_text(SPLITS_TEXT)
     hashes = _file_entry("synthetic_full.yaml", splits)["cell_hashes"]
-    quick_hashes = _file_entry("synthetic_full.yaml --quick", splits)["cell_hashes"]
+    quick_hashes = _file_entry("synthetic_quick.yaml", splits)["cell_hashes"]
     assert quick_hashes == {k: v for k, v in hashes.items() if k in quick_hashes}
     assert not any(k.startswith("ncmi_logit") for k in quick_hashes)

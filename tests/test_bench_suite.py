@@ -1,4 +1,4 @@
-"""``wsi-bench`` stages: named splits, tuning grids chosen on validation, ``--quick``.
+"""``wsi-bench`` stages: named splits, tuning grids chosen on validation.
 
 The end-to-end test runs the real sweep (real Lightning Trainer) on generated feature bags
 with two named splits and a grid for two losses, then checks from the files that every
@@ -174,19 +174,6 @@ def test_prepare_embeds_the_stage_configs() -> None:
     assert isinstance(extract, ExtractConfig)
     assert (extract.device, extract.workers, extract.encoder) == ("cpu", 0, "random-cnn")
     assert extract.skip_errors  # the benchmark's default: a bad slide does not stop it
-
-
-def test_quick_applies_the_config_quick_section(tmp_path: Path) -> None:
-    path = tmp_path / "b.yaml"
-    path.write_text("name: full\nsweep: {seeds: [0, 1, 2]}\nquick: {name: q, sweep.seeds: [0]}\n")
-    assert load_config(path).sweep.seeds == [0, 1, 2]
-    quick = load_config(path, quick=True)
-    assert (quick.name, quick.sweep.seeds) == ("q", [0])
-    assert load_config(path, {"sweep.seeds": [2]}, quick=True).sweep.seeds == [2]
-    plain = tmp_path / "plain.yaml"
-    plain.write_text("name: p\n")
-    with pytest.raises(ConfigError, match="no 'quick' section"):
-        load_config(plain, quick=True)
 
 
 def test_split_configs_run_in_subfolders() -> None:

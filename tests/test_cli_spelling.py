@@ -71,7 +71,7 @@ def test_one_spelling_per_shared_concept(name: str) -> None:
         ("bench", ["--features", "f"], "--features was renamed to --data.features_root"),
         ("bench", ["--output-root", "o"], "--output-root is spelled --output_root"),
         ("bench", ["--patch_size", "32"], "--patch_size is spelled --prepare.grid.patch_size_px"),
-        ("bench", ["--no-quick"], "--no-quick is spelled --quick false"),
+        ("bench", ["--no-progress"], "--no-progress is spelled --progress false"),
         ("synth", ["--quiet"], "--quiet was renamed to --progress false"),
     ],
 )
@@ -120,7 +120,7 @@ def test_the_value_syntax_stays() -> None:
 def _keys(data: dict[str, Any], prefix: str = "") -> set[str]:
     keys = set()
     for key, value in data.items():
-        if isinstance(value, dict) and value and prefix + key != "quick":
+        if isinstance(value, dict) and value:
             keys |= _keys(value, f"{prefix}{key}.")
         else:
             keys.add(prefix + key)
@@ -159,7 +159,6 @@ def test_print_config_keys_are_the_flag_names(
     null = tuple(f + "." for f in sections & keys)
     flags = {f for f in flags - sections if not f.startswith(null)} | (sections & keys)
     if name == "bench":
-        keys -= {"--quick"}  # the overrides that --quick applies (--set quick=...)
-        flags -= {"--quick", "--shard", "--force"}  # how to run, not the config
+        flags -= {"--shard", "--force"}  # how to run, not the config
         keys = {k for k in keys if not k.startswith(("--train.", "--prepare.extract."))}
     assert keys == flags

@@ -136,7 +136,7 @@ class StatsConfig:
 class BenchConfig:
     """Everything ``wsi-bench`` needs; outputs go to ``<output_root>/<name>/``.
 
-    ``train`` overrides ``TrainConfig`` sections; ``quick`` holds the overrides of ``--quick``.
+    ``train`` overrides ``TrainConfig`` sections.
     """
 
     name: str = "bench"
@@ -149,7 +149,6 @@ class BenchConfig:
     jobs: int = 1
     torch_threads: int | None = None
     progress: bool = True
-    quick: dict[str, Any] = field(default_factory=dict)
 
     @property
     def out_dir(self) -> Path:

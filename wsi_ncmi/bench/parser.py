@@ -1,7 +1,7 @@
 """Loading ``wsi-bench``'s configuration: plain data in layers, typed and checked once.
 
-Defaults, YAML files (mappings merge, other values replace), the ``quick:`` section, then
-dotted overrides, each setting its key as a whole (``KEY+`` appends to a list).
+Defaults, YAML files (mappings merge, other values replace), then dotted overrides, each
+setting its key as a whole (``KEY+`` appends to a list).
 """
 
 from __future__ import annotations
@@ -26,15 +26,12 @@ from wsi_ncmi.train.config import require
 def load_config(
     path: str | Path | Sequence[str | Path] | None = None,
     overrides: Mapping[str, Any] | Iterable[tuple[str, Any]] | None = None,
-    *,
-    quick: bool = False,
 ) -> bench.BenchConfig:
-    """Defaults, then the YAML file(s), then their ``quick`` section, then dotted overrides.
+    """Defaults, then the YAML file(s), then dotted overrides.
 
     Args:
         path: A YAML file, several (later ones win), or ``None`` for the defaults.
         overrides: ``{"dotted.key": value}`` or ``(key, value)`` pairs, applied in order.
-        quick: Apply the ``quick`` section (``wsi-bench --quick``).
 
     Raises:
         ConfigError: Unreadable file, unknown key, wrong type or invalid value.
@@ -48,11 +45,7 @@ def load_config(
         except (OSError, yaml.YAMLError, ConfigError) as err:
             raise ConfigError(f"{file}: {err}") from err
         data = merge(data, layer or {})
-    if quick and not data["quick"]:
-        named = ", ".join(repr(str(p)) for p in paths) or "the config"
-        raise ConfigError(f"--quick: {named} has no 'quick' section of overrides")
-    items = overrides.items() if isinstance(overrides, Mapping) else overrides or []
-    for key, value in [*(data["quick"].items() if quick else []), *items]:
+    for key, value in overrides.items() if isinstance(overrides, Mapping) else overrides or []:
         bench.set_dotted(data, str(key), copy.deepcopy(value))
     config = build(bench.BenchConfig, data)
     validate(config)
@@ -60,13 +53,9 @@ def load_config(
 
 
 def add_config_flags(parser: Any) -> None:
-    """``--config``, ``--quick``, ``--set`` and a flag per key, recorded in command-line order."""
+    """``--config``, ``--set`` and a flag per key, recorded in command-line order."""
     layer: dict[str, Any] = {"action": _Layer}
     parser.add_argument("--config", **layer, const="--config", metavar="FILE", help="YAML")
-    quick = "apply the config's quick: section of dotted overrides"
-    parser.add_argument(
-        "--quick", **layer, const="--quick", typehint=bool, metavar="BOOL", help=quick
-    )
     parser.add_argument("--set", **layer, const="--set", metavar="KEY=VALUE", help="any key")
     for key, hint, default in _options(bench.BenchConfig()):
         metavar = re.sub(r"<class '|'>|\b\w+\.", "", str(hint))
@@ -81,12 +70,8 @@ def add_config_flags(parser: Any) -> None:
 def config_from_flags(namespace: Any) -> bench.BenchConfig:
     """:func:`load_config` of the flags :func:`add_config_flags` recorded."""
     layers = namespace.get("layers") or []
-    quick = [value for key, value in layers if key == "--quick"]
-    if quick and not isinstance(quick[-1], bool):
-        raise ConfigError(f"--quick must be true or false, got {quick[-1]!r}")
-    overrides = [(key, value) for key, value in layers if not key.startswith("--")]
     files = [value for key, value in layers if key == "--config"]
-    return load_config(files, overrides, quick=bool(quick and quick[-1]))
+    return load_config(files, [(key, value) for key, value in layers if key != "--config"])
 
 
 def merge(base: Any, layer: Any) -> Any:
@@ -196,8 +181,7 @@ def _options(config: Any, where: str = "") -> Iterator[tuple[str, Any, Any]]:
     """``(dotted key, type hint, default)`` of every field of ``config`` and of its sections."""
     for name, hint in typing.get_type_hints(type(config)).items():
         key, value = f"{where}{name}", getattr(config, name)
-        if key != "quick":  # the overrides of --quick: --set quick=...
-            yield key, hint, value
+        yield key, hint, value
         section = [a for a in (hint, *typing.get_args(hint)) if dataclasses.is_dataclass(a)]
         if section and typing.get_origin(hint) not in (list, dict):
             yield from _options(value or typing.cast(type, section[0])(), f"{key}.")

@@ -1,7 +1,7 @@
 """``wsi-bench``: sweep losses × aggregators × seeds over hospital folds; per-hospital tables.
 
-The configuration (:func:`wsi_ncmi.bench.parser.load_config`): ``--config FILE.yaml``, its
-``quick:`` section with ``--quick``, then in order a flag per key (``--stats.bootstrap 100``,
+The configuration (:func:`wsi_ncmi.bench.parser.load_config`): ``--config FILE.yaml``,
+then in order a flag per key (``--stats.bootstrap 100``,
 ``--sweep.seeds 0 1``) or ``--set KEY=VALUE`` for any dotted key. Outputs go to
 ``<output_root>/<name>/``; rerunning the same command resumes (finished cells are never recomputed).
 
@@ -27,15 +27,15 @@ if TYPE_CHECKING:
 EPILOG = """\
 example configs: configs/bench/*.yaml
 
---config and --quick are read first, wherever they stand: the other options win, in
-order. A flag sets its key as a whole (a section given as a mapping starts from its
-defaults); --KEY+ VALUE appends to a list. Keys inside the mapping sections (train,
-prepare.extract, quick, sweep.splits) have no flags: --set train.trainer.max_epochs=5.
+--config files are read first, wherever they stand: the other options win, in order.
+A flag sets its key as a whole (a section given as a mapping starts from its defaults);
+--KEY+ VALUE appends to a list. Keys inside the mapping sections (train, prepare.extract, sweep.splits) have no flags:
+--set train.trainer.max_epochs=5.
 """
 
 
 def build_parser() -> ArgumentParser:
-    """The parser: ``--config``, ``--quick``, ``--set``, a flag per config key, the run."""
+    """The parser: ``--config``, ``--set``, a flag per config key, the run."""
     from wsi_ncmi.bench.parser import add_config_flags
 
     p = new_parser(

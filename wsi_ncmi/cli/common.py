@@ -77,6 +77,7 @@ RENAMED = {
     "wsi-bench --features": "--data.features_root",
     "wsi-bench --encoder": "--data.encoder",
     "wsi-bench --seeds": "--sweep.seeds",
+    "wsi-bench --quick": "--config configs/bench/synthetic_quick.yaml",
     "wsi-synth-cohort --quiet": "--progress false",
 }
 
