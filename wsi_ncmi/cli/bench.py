@@ -29,8 +29,8 @@ example configs: configs/bench/*.yaml
 
 --config files are read first, wherever they stand: the other options win, in order.
 A flag sets its key as a whole (a section given as a mapping starts from its defaults);
---KEY+ VALUE appends to a list. Keys inside the mapping sections (train, prepare.extract, sweep.splits) have no flags:
---set train.trainer.max_epochs=5.
+--KEY+ VALUE appends to a list. Keys inside the mapping sections (train,
+prepare.extract, sweep.splits) have no flags: --set train.trainer.max_epochs=5.
 """
 
 
