@@ -88,9 +88,12 @@ def test_other_spellings_are_a_one_line_error_naming_the_flag(
 
 def test_every_renamed_flag_is_an_error_and_its_new_spelling_a_flag() -> None:
     """Each entry of the table (one release) names a flag of its command."""
+    import wsi_ncmi.demo
+
     modules = {_module(name).build_parser().prog: _module(name) for name in COMMANDS}
+    modules[wsi_ncmi.demo.PROG] = wsi_ncmi.demo
     for key, new in RENAMED.items():
-        prog, old = key.split(" ")
+        prog, old = key.rsplit(" ", 1)
         parser = modules[prog].build_parser()
         options = parser._option_string_actions
         assert old not in options, key

@@ -61,9 +61,10 @@ def test_the_demo_prints_no_python_warnings(tmp_path: Path) -> None:
         "wsi_ncmi.demo",
         "--out",
         str(tmp_path / "demo"),
-        "--slides-per-center",
+        "--slides_per_center",
         "2",
-        "--no-progress",
+        "--progress",
+        "false",
         "--set",
         "train.trainer.max_steps=10",
         "--set",
@@ -81,3 +82,20 @@ def test_the_demo_prints_no_python_warnings(tmp_path: Path) -> None:
     assert warning_lines == []
     # Nor Lightning's device banner, which says nothing about the demo.
     assert "GPU available" not in output
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--slides-per-center", "2"], "--slides-per-center was renamed to --slides_per_center"),
+        (["--no-progress"], "--no-progress was renamed to --progress false"),
+        (["--out-dir", "o"], None),  # not a spelling of any demo flag: argparse refuses it
+    ],
+)
+def test_old_spellings_are_one_line_errors_naming_the_flag(
+    argv: list[str], message: str | None, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The demo spells its flags as the ``wsi-*`` commands do, refusing the dashed ones."""
+    assert main(argv) == EXIT_USAGE
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert line == f"demo: error: ConfigError: {message}" if message else "unrecognized" in line

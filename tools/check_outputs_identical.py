@@ -59,7 +59,7 @@ RUN_DEPENDENT_COLUMNS = frozenset({"seconds"})
 RUN_DEPENDENT_ATTRS = frozenset({"slide_mtime"})
 #: The sized-down demo: 2 slides per hospital, one fixed split, one seed, 2 epochs.
 DEMO_ARGS = (
-    "--slides-per-center", "2", "--workers", "1", "--no-progress",
+    "--slides_per_center", "2", "--workers", "1", "--progress", "false",
     "--set", "sweep.seeds=[0]",
     "--set", "sweep.split={kind: fixed, preset: c17_train012_test34}",
     "--set", "train.trainer.max_epochs=2",
@@ -67,6 +67,24 @@ DEMO_ARGS = (
     "--set", "stats.bootstrap=200",
     "--set", "jobs=1",
 )  # fmt: skip
+
+
+#: The same flags in the demo's spelling before issue 25 (a base commit may have it).
+OLD_DEMO_SPELLING = {
+    ("--slides_per_center",): "--slides-per-center",
+    ("--progress", "false"): "--no-progress",
+}
+
+
+def demo_args(help_text: str) -> list[str]:
+    """:data:`DEMO_ARGS` in the spelling of the demo whose ``--help`` is ``help_text``."""
+    args = list(DEMO_ARGS)
+    if "--slides_per_center" in help_text:
+        return args
+    for new, old in OLD_DEMO_SPELLING.items():
+        i = next(i for i in range(len(args)) if tuple(args[i : i + len(new)]) == new)
+        args[i : i + len(new)] = [old]
+    return args
 
 
 class RunFailed(Exception):
@@ -235,7 +253,9 @@ def run_demo(source: Path, run_dir: Path, python: str, extra: Sequence[str]) -> 
     print(f"  wsi_ncmi imported from {imported}")
     if where.returncode != 0 or not imported.is_relative_to(source.resolve()):
         raise RunFailed(f"the run would not import {source}'s code: {where.stderr.strip()}")
-    command = [python, "-m", "wsi_ncmi.demo", "--out", "out", *DEMO_ARGS, *extra]
+    demo = [python, "-m", "wsi_ncmi.demo"]
+    helped = subprocess.run([*demo, "--help"], cwd=run_dir, env=env, capture_output=True, text=True)
+    command = [*demo, "--out", "out", *demo_args(helped.stdout), *extra]
     done = subprocess.run(command, cwd=run_dir, env=env, capture_output=True, text=True)
     if done.returncode != 0:
         sys.stderr.write(done.stdout[-3000:] + done.stderr[-3000:])

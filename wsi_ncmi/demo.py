@@ -16,34 +16,46 @@ Rerunning continues where a killed run stopped. Stage wall times go to ``timings
 
 from __future__ import annotations
 
-import argparse
 import json
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
+if TYPE_CHECKING:
+    from jsonargparse import ArgumentParser
+
+#: The command, in help and errors.
+PROG = "python -m wsi_ncmi.demo"
 #: Shipped with the package (also under ``configs/`` and ``data_manifests/`` in a checkout).
 PACKAGE_DIR = Path(__file__).resolve().parent
 DEFAULT_CONFIG = PACKAGE_DIR / "configs" / "bench" / "synthetic_demo.yaml"
 DEFAULT_MANIFEST = PACKAGE_DIR / "data_manifests" / "camelyon17.csv"
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The argument parser."""
-    p = argparse.ArgumentParser(
-        prog="python -m wsi_ncmi.demo",
-        description="Synthetic cohort → tiles → random-cnn features → CE vs NCMI benchmark.",
+def build_parser() -> ArgumentParser:
+    """The argument parser (the ``wsi-*`` commands' kind: one spelling per flag)."""
+    from wsi_ncmi.cli.common import SPELLING_HELP, new_parser
+
+    p = new_parser(
+        PROG,
+        "Synthetic cohort → tiles → random-cnn features → CE vs NCMI benchmark, offline.",
+        config_file=False,
+        conventions=SPELLING_HELP,
     )
-    p.add_argument("--out", default="outputs/demo", metavar="DIR", help="output folder")
-    p.add_argument("--config", default=str(DEFAULT_CONFIG), metavar="YAML", help="bench config")
+    p.add_argument("--out", type=str, default="outputs/demo", metavar="DIR", help="output folder")
+    p.add_argument(
+        "--config", type=str, default=str(DEFAULT_CONFIG), metavar="YAML", help="bench config"
+    )
     p.add_argument(
         "--manifest",
+        type=str,
         default=str(DEFAULT_MANIFEST),
         metavar="CSV",
         help="CAMELYON-17 manifest driving the cohort",
     )
     p.add_argument(
-        "--slides-per-center",
+        "--slides_per_center",
         type=int,
         default=20,
         metavar="N",
@@ -55,9 +67,9 @@ def build_parser() -> argparse.ArgumentParser:
         action="append",
         default=[],
         metavar="KEY=VALUE",
-        help="bench config override, e.g. --set sweep.seeds=[0]",
+        help="bench config override, repeatable, e.g. --set sweep.seeds=[0]",
     )
-    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.add_argument("--progress", type=bool, default=True, help="show progress bars")
     return p
 
 
@@ -93,16 +105,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         0 ok, 1 failed cells or stages, 2 bad arguments or configuration, 3 missing inputs,
         130 interrupted (one line on stderr, no traceback; a rerun resumes).
     """
-    from wsi_ncmi.cli.common import run_cli
+    from wsi_ncmi.cli.common import parse, run_cli
 
     return run_cli(
         "demo",
-        lambda: _run(build_parser().parse_args(argv)),
+        lambda: _run(parse(build_parser(), argv)),
         resume_hint="run the same command again: finished stages are skipped",
     )
 
 
-def _run(args: argparse.Namespace) -> int:
+def _run(args: Any) -> int:
     """The demo's stages; errors propagate to :func:`main`'s exit table."""
     from wsi_ncmi.bench.parser import load_config, parse_override
     from wsi_ncmi.bench.pipeline import run_bench
@@ -118,7 +130,7 @@ def _run(args: argparse.Namespace) -> int:
         "data.manifest": str(cohort / "manifest.csv"),
         "data.slide_dir": str(cohort),
         "data.features_root": str(out / "tiles"),
-        "progress": not args.no_progress,
+        "progress": args.progress,
     }
     overrides |= dict(parse_override(item) for item in args.set)
     rows = read_manifest(args.manifest)
@@ -130,7 +142,7 @@ def _run(args: argparse.Namespace) -> int:
         preset="demo",
         subset=args.slides_per_center,
         workers=args.workers,
-        progress=not args.no_progress,
+        progress=args.progress,
     )
     seconds["synth"] = time.perf_counter() - started
     config = load_config(args.config, overrides)

@@ -45,6 +45,11 @@ spelling, its key in --print_config (--grid.target_mpp, --out_dir); a true/false
 given alone means true (--progress false turns one off); a list option takes several
 words (--redo a b).
 """
+#: The conventions of a command without options files (``python -m wsi_ncmi.demo``).
+SPELLING_HELP = """\
+conventions: each option has one spelling; a true/false option given alone means true
+(--progress false turns one off).
+"""
 
 RESUME_HINT = "rerun the same command to resume (finished slides and cells are skipped)"
 
@@ -79,12 +84,14 @@ RENAMED = {
     "wsi-bench --seeds": "--sweep.seeds",
     "wsi-bench --quick": "--config configs/bench/synthetic_quick.yaml",
     "wsi-synth-cohort --quiet": "--progress false",
+    "python -m wsi_ncmi.demo --slides-per-center": "--slides_per_center",
+    "python -m wsi_ncmi.demo --no-progress": "--progress false",
 }
 
 
 def renamed_for(prog: str) -> dict[str, str]:
     """``{old spelling: new spelling}`` of one command's renamed options (:data:`RENAMED`)."""
-    pairs = ([*key.split(" ", 1), new] for key, new in RENAMED.items())
+    pairs = ([*key.rsplit(" ", 1), new] for key, new in RENAMED.items())
     return {old: new for command, old, new in pairs if command == prog}
 
 
@@ -168,7 +175,12 @@ def run_cli(prog: str, body: Callable[[], int], *, resume_hint: str = RESUME_HIN
 
 
 def new_parser(
-    prog: str, description: str, *, epilog: str = "", config_file: bool = True
+    prog: str,
+    description: str,
+    *,
+    epilog: str = "",
+    config_file: bool = True,
+    conventions: str = CONVENTIONS_HELP,
 ) -> ArgumentParser:
     """A jsonargparse parser with ``--config``/``--print_config`` and the shared epilog.
 
@@ -179,6 +191,7 @@ def new_parser(
         config_file: Add ``--config FILE.yaml`` (and with it jsonargparse's
             ``--print_config``); off for a command that adds its own (``wsi-bench``: the
             bench parser's ``--config``, and a ``--print_config`` of the checked config).
+        conventions: The help paragraph on spellings and options files.
 
     Returns:
         A ``jsonargparse.ArgumentParser`` that raises ``ArgumentError`` instead of exiting.
@@ -190,7 +203,7 @@ def new_parser(
 
     import textwrap
 
-    parts = [epilog, renamed_help(prog), CONVENTIONS_HELP, EXIT_CODES_HELP]
+    parts = [epilog, renamed_help(prog), conventions, EXIT_CODES_HELP]
     parser = ArgumentParser(
         prog=prog,
         description=textwrap.fill(description, width=88),
