@@ -14,7 +14,7 @@ class _Thing:
 
 
 def _registry() -> Registry[_Thing]:
-    registry: Registry[_Thing] = Registry("thing", lambda: None)
+    registry: Registry[_Thing] = Registry("thing")
 
     @registry.register("good")
     class Good(_Thing):
@@ -85,3 +85,20 @@ def test_an_older_flat_argument_says_where_it_went(name: str, old: str, new: str
     with pytest.raises(ConfigError) as info:
         build_loss(name, num_classes=4, **{old: 0.5})
     assert str(info.value) == f"invalid arguments for loss {name!r}: {old!r} was renamed to {new!r}"
+
+
+def test_importing_a_registry_module_alone_lists_every_built_in() -> None:
+    """The built-ins register through their package, not through the registry module."""
+    import subprocess
+    import sys
+
+    code = (
+        "from wsi_ncmi.mil.registry import list_aggregators\n"
+        "from wsi_ncmi.losses.registry import list_losses\n"
+        "print(list_aggregators(), list_losses())"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    aggregators = ["abmil", "clam_sb", "dsmil", "max", "mean", "transmil"]
+    assert done.stdout.startswith(str(aggregators))
+    for name in ("ce", "focal", "ncmi", "ncmi_authors", "ncmi_mil", "weighted_ce"):
+        assert repr(name) in done.stdout.split("] [", 1)[1]

@@ -3,8 +3,9 @@
 A registry maps names (as used in YAML configs) to classes or factories. A decorator
 fills it; ``build`` instantiates by name and turns unknown names or rejected arguments
 into :class:`~wsi_ncmi.errors.ConfigError`. Built-in entries register themselves when
-their modules are imported; ``load_builtin`` imports them on first lookup, so importing a
-registry alone stays cheap and free of import cycles.
+their modules are imported, and their package imports them (``wsi_ncmi.losses``,
+``wsi_ncmi.mil``, ``wsi_ncmi.features.encoders.registry``): a registry module imports none
+of its entries, so no import runs in a circle.
 """
 
 from __future__ import annotations
@@ -55,12 +56,10 @@ class Registry(Generic[T]):
 
     Args:
         kind: What is registered (``"loss"``, ``"aggregator"``), for messages.
-        load_builtin: Imports the modules whose decorators fill the registry.
     """
 
-    def __init__(self, kind: str, load_builtin: Callable[[], None]) -> None:
+    def __init__(self, kind: str) -> None:
         self.kind = kind
-        self._load_builtin = load_builtin
         self._factories: dict[str, Callable[..., T]] = {}
 
     def register(self, name: str) -> Callable[[F], F]:
@@ -80,12 +79,10 @@ class Registry(Generic[T]):
 
     def __contains__(self, name: object) -> bool:
         """Whether ``name`` is registered (built-in entries included)."""
-        self._load_builtin()
         return name in self._factories
 
     def names(self) -> list[str]:
         """Registered names, sorted."""
-        self._load_builtin()
         return sorted(self._factories)
 
     def get(self, name: str) -> Callable[..., T]:
@@ -94,7 +91,6 @@ class Registry(Generic[T]):
         Raises:
             ConfigError: If ``name`` is not registered.
         """
-        self._load_builtin()
         if name not in self._factories:
             raise ConfigError(f"{self.kind} must be one of {self.names()}, got {name!r}")
         return self._factories[name]

@@ -36,8 +36,8 @@ option (--models M --out_dir DIR slides/).
 
 
 def build_parser() -> ArgumentParser:
-    """The jsonargparse parser of :class:`~wsi_ncmi.predict.run.PredictConfig`."""
-    from wsi_ncmi.predict.run import PredictConfig
+    """The jsonargparse parser of :class:`~wsi_ncmi.predict.config.PredictConfig`."""
+    from wsi_ncmi.predict.config import PredictConfig
 
     p = new_parser(
         "wsi-predict",
@@ -82,7 +82,8 @@ def _predict(argv: Sequence[str] | None) -> int:
 
     from wsi_ncmi.cli.common import build_from
     from wsi_ncmi.errors import ConfigError
-    from wsi_ncmi.predict.run import PredictConfig, run_prediction
+    from wsi_ncmi.predict.config import PredictConfig
+    from wsi_ncmi.predict.run import run_prediction
 
     argv = sys.argv[1:] if argv is None else argv
     check_models_once(argv)

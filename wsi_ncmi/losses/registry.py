@@ -1,4 +1,8 @@
-"""Loss registry: one decorator fills it, ``build_loss`` reads it."""
+"""Loss registry: one decorator fills it, ``build_loss`` reads it.
+
+The built-in losses register when :mod:`wsi_ncmi.losses` imports their modules, which
+happens before this module can be imported (it is inside that package).
+"""
 
 from __future__ import annotations
 
@@ -11,12 +15,7 @@ from wsi_ncmi.registry import Registry
 _F = TypeVar("_F", bound=Callable[..., ClassificationLoss])
 
 
-def _load_builtin() -> None:
-    import wsi_ncmi.losses.baselines
-    import wsi_ncmi.losses.ncmi  # noqa: F401
-
-
-LOSSES: Registry[ClassificationLoss] = Registry("loss", _load_builtin)
+LOSSES: Registry[ClassificationLoss] = Registry("loss")
 
 
 def register_loss(name: str) -> Callable[[_F], _F]:

@@ -1,4 +1,8 @@
-"""Aggregator registry: one decorator fills it, ``build_aggregator`` reads it."""
+"""Aggregator registry: one decorator fills it, ``build_aggregator`` reads it.
+
+The built-in aggregators register when :mod:`wsi_ncmi.mil` imports their modules, which
+happens before this module can be imported (it is inside that package).
+"""
 
 from __future__ import annotations
 
@@ -12,15 +16,7 @@ from wsi_ncmi.registry import Registry
 _A = TypeVar("_A", bound=type[Aggregator])
 
 
-def _load_builtin() -> None:
-    import wsi_ncmi.mil.abmil
-    import wsi_ncmi.mil.clam_sb
-    import wsi_ncmi.mil.dsmil
-    import wsi_ncmi.mil.pooling
-    import wsi_ncmi.mil.transmil  # noqa: F401
-
-
-AGGREGATORS: Registry[Aggregator] = Registry("aggregator", _load_builtin)
+AGGREGATORS: Registry[Aggregator] = Registry("aggregator")
 
 
 def register_aggregator(name: str) -> Callable[[_A], _A]:

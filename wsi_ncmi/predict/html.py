@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 from wsi_ncmi.predict.model import Ensemble
 
 if TYPE_CHECKING:
-    from wsi_ncmi.predict.run import SlideResult
+    from wsi_ncmi.predict.results import SlideResult
 
 CARD_CSS = """
 .card{display:inline-block;vertical-align:top;border:1px solid #ccc;margin:.4em;padding:.4em;

@@ -28,7 +28,8 @@ from wsi_ncmi.errors import ConfigError
 from wsi_ncmi.predict.model import Ensemble
 
 if TYPE_CHECKING:
-    from wsi_ncmi.predict.run import PredictConfig, SlideResult
+    from wsi_ncmi.predict.config import PredictConfig
+    from wsi_ncmi.predict.results import SlideResult
 
 
 def prediction_rows(results: Sequence[SlideResult], classes: Sequence[str]) -> list[dict[str, Any]]:

@@ -143,16 +143,9 @@ class EncoderEntry:
         return self.build_backbone(spec, weights, random_init, arch_overrides)
 
 
-def _registered_on_import() -> None:
-    """Nothing to load here.
-
-    :mod:`~wsi_ncmi.features.encoders.registry` imports the encoder modules (whose
-    decorators fill the table) before it answers any lookup.
-    """
-
-
-#: The table the decorators fill. Look encoders up through the registry module.
-ENCODERS: Registry[nn.Module] = Registry("encoder", _registered_on_import)
+#: The table the decorators fill. Look encoders up through the registry module, which
+#: imports the encoder modules (whose decorators fill the table) before any lookup.
+ENCODERS: Registry[nn.Module] = Registry("encoder")
 
 
 def register_encoder(
