@@ -130,3 +130,17 @@ def test_trees_compare_every_file_by_bytes(tmp_path: Path) -> None:
         "extra.json: only in head",
         "center_0/s.tif: other bytes",
     ]
+
+
+def test_the_demo_is_called_in_its_own_spelling() -> None:
+    """A base commit's demo may spell its flags as before issue 25 (``--out``, dashes)."""
+    from wsi_ncmi.cli.common import parse
+    from wsi_ncmi.demo import build_parser
+
+    now = check.demo_args(build_parser().format_help())
+    assert now == list(check.DEMO_ARGS)
+    assert parse(build_parser(), now).out_dir == "out"  # every flag is the demo's
+    old = check.demo_args("usage: demo [--out DIR] [--slides-per-center N] [--no-progress]")
+    assert old[:6] == ["--out", "out", "--slides-per-center", "2", "--workers", "1"]
+    assert old[6:8] == ["--no-progress", "--set"]
+    assert old[8:] == now[9:]

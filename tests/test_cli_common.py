@@ -246,7 +246,7 @@ def test_cli_defaults_are_the_library_defaults(tmp_path: Path) -> None:
         ("extract", ["--out_dir", "o", "--no-such-flag"]),
         ("train", ["--trainer.max_epochs", "notanint"]),
         ("bench", ["--jobs", "many"]),
-        ("import_features", ["src", "--format", "nope", "--out", "o", "--encoder", "e"]),
+        ("import_features", ["src", "--format", "nope", "--out_dir", "o", "--encoder", "e"]),
         ("synth", ["--preset", "huge"]),
         ("tile", ["s.tif", "--out_dir", "o", "--backend", "pillow"]),
         ("extract", ["--out_dir", "o", "--backend", "pillow"]),
@@ -290,7 +290,10 @@ def test_every_command_refuses_an_out_that_is_a_file(tmp_path: Path) -> None:
 
     file = tmp_path / "file"
     file.write_text("x")
-    assert synth_main(["--preset", "demo", "--out", str(file)]) == 2
+    assert synth_main(["--preset", "demo", "--out_dir", str(file)]) == 2
     src = tmp_path / "src"
     src.mkdir()
-    assert import_main([str(src), "--format", "trident", "--out", str(file), "--encoder", "u"]) == 2
+    assert (
+        import_main([str(src), "--format", "trident", "--out_dir", str(file), "--encoder", "u"])
+        == 2
+    )

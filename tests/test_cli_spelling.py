@@ -27,7 +27,7 @@ def _printed_config(main: Any, argv: list[str], capsys: pytest.CaptureFixture[st
 
 
 #: The output folder's flag: the config key of each command.
-OUT_FLAG = {"bench": "--output_root", "import_features": "--out", "synth": "--out"}
+OUT_FLAG = {"bench": "--output_root"}
 
 
 @pytest.mark.parametrize("name", COMMANDS)
@@ -92,6 +92,7 @@ def test_every_renamed_flag_is_an_error_and_its_new_spelling_a_flag() -> None:
 
     modules = {_module(name).build_parser().prog: _module(name) for name in COMMANDS}
     modules[wsi_ncmi.demo.PROG] = wsi_ncmi.demo
+    modules["wsi-export-model"] = _module("export_model")  # no options file to print
     for key, new in RENAMED.items():
         prog, old = key.rsplit(" ", 1)
         parser = modules[prog].build_parser()
@@ -134,7 +135,7 @@ def _keys(data: dict[str, Any], prefix: str = "") -> set[str]:
 NOT_KEYS = {"--config", "--print_config", "--list_encoders", "--list_configs", "--set"}
 #: The minimal command line of each command (its required options).
 PRINT_ARGV = {
-    "import_features": ["src", "--format", "clam", "--out", "o", "--encoder", "e"],
+    "import_features": ["src", "--format", "clam", "--out_dir", "o", "--encoder", "e"],
     "predict": ["s.tif", "--models", "m"],
 }
 

@@ -14,7 +14,7 @@ def test_a_bad_override_is_a_usage_error_before_any_work(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     out = tmp_path / "demo"
-    assert main(["--out", str(out), "--set", "sweep.seedz=[0]"]) == EXIT_USAGE
+    assert main(["--out_dir", str(out), "--set", "sweep.seedz=[0]"]) == EXIT_USAGE
     err = capsys.readouterr().err.strip().splitlines()
     assert err == [
         "demo: error: ConfigError: sweep has unknown keys ['seedz']; allowed: ['losses', "
@@ -28,7 +28,7 @@ def test_a_missing_manifest_is_one_line_and_rc_2(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     missing = tmp_path / "nope.csv"
-    assert main(["--out", str(tmp_path / "demo"), "--manifest", str(missing)]) == EXIT_USAGE
+    assert main(["--out_dir", str(tmp_path / "demo"), "--manifest", str(missing)]) == EXIT_USAGE
     (line,) = capsys.readouterr().err.strip().splitlines()
     assert line.startswith(f"demo: error: ManifestError: {missing}: cannot read the manifest")
     assert not (tmp_path / "demo").exists()
@@ -59,7 +59,7 @@ def test_the_demo_prints_no_python_warnings(tmp_path: Path) -> None:
         sys.executable,
         "-m",
         "wsi_ncmi.demo",
-        "--out",
+        "--out_dir",
         str(tmp_path / "demo"),
         "--slides_per_center",
         "2",
@@ -89,7 +89,8 @@ def test_the_demo_prints_no_python_warnings(tmp_path: Path) -> None:
     [
         (["--slides-per-center", "2"], "--slides-per-center was renamed to --slides_per_center"),
         (["--no-progress"], "--no-progress was renamed to --progress false"),
-        (["--out-dir", "o"], None),  # not a spelling of any demo flag: argparse refuses it
+        (["--out", "o"], "--out was renamed to --out_dir"),
+        (["--outdir", "o"], None),  # not a spelling of any demo flag: argparse refuses it
     ],
 )
 def test_old_spellings_are_one_line_errors_naming_the_flag(

@@ -125,12 +125,22 @@ def test_mixed_widths_and_foreign_junk_are_refused(tmp_path: Path) -> None:
     with h5py.File(junk / "c.h5", "w") as h5:
         h5.create_dataset("feats", data=np.zeros((3, 4)))
     assert (
-        import_main([str(junk), "--format", "trident", "--out", str(tmp_path), "--encoder", "u"])
+        import_main(
+            [str(junk), "--format", "trident", "--out_dir", str(tmp_path), "--encoder", "u"]
+        )
         == 1
     )
     assert (
         import_main(
-            [str(tmp_path / "none"), "--format", "clam", "--out", str(tmp_path), "--encoder", "u"]
+            [
+                str(tmp_path / "none"),
+                "--format",
+                "clam",
+                "--out_dir",
+                str(tmp_path),
+                "--encoder",
+                "u",
+            ]
         )
         == 2
     )
@@ -162,7 +172,7 @@ def test_wsi_train_trains_on_registered_trident_features(tmp_path: Path) -> None
     for row in rows:
         coords, features = signal_features(row.label_index, rng, dim=16)
         _trident_file(src / f"{row.slide_id}.h5", features, coords)
-    args = ["--out", str(tmp_path / "feats"), "--encoder", "uni"]
+    args = ["--out_dir", str(tmp_path / "feats"), "--encoder", "uni"]
     code = import_main(
         [str(src), "--format", "trident", *args, "--manifest", str(tmp_path / "manifest.csv")]
     )
@@ -217,7 +227,7 @@ def test_clam_imports_need_mpp_and_the_right_format(tmp_path: Path) -> None:
         register_foreign_features(tmp_path / "job", "trident", tmp_path / "out", "uni")
     with pytest.raises(ConfigError, match=r"CLAM features folder.*h5_files"):
         register_foreign_features(tmp_path / "clam", "clam", tmp_path / "out", "c", mpp=0.5)
-    code = import_main([str(clam), "--format", "clam", "--out", str(tmp_path / "o"),
+    code = import_main([str(clam), "--format", "clam", "--out_dir", str(tmp_path / "o"),
                         "--encoder", "c"])  # fmt: skip
     assert code == 2
 

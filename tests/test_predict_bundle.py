@@ -186,7 +186,7 @@ def test_export_model_converts_a_trusted_checkpoint(
     trained: Path, cohort: Path, tmp_path: Path
 ) -> None:
     ckpt = next((trained / "fixed" / "checkpoints").glob("best-*.ckpt"))
-    assert export_main([str(ckpt), "--out", str(tmp_path / "exported")]) == 0
+    assert export_main([str(ckpt), "--out_dir", str(tmp_path / "exported")]) == 0
     _assert_reproduces(trained, tmp_path / "exported", cohort, tmp_path / "pred")
 
 

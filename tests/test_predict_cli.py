@@ -52,7 +52,7 @@ def test_missing_model_or_slides_and_bad_values_exit_2(
 
 
 def test_a_missing_checkpoint_exits_2(tmp_path: Path) -> None:
-    assert export_model.main([str(tmp_path / "no.ckpt"), "--out", str(tmp_path / "m")]) == 2
+    assert export_model.main([str(tmp_path / "no.ckpt"), "--out_dir", str(tmp_path / "m")]) == 2
 
 
 @pytest.mark.parametrize(

@@ -245,7 +245,8 @@ def test_cli_help_and_bad_manifest(
     bad = tmp_path / "bad.csv"
     bad.write_text("slide_id,label\n")
     assert (
-        tool.main(["--manifest", str(bad), "--out", str(tmp_path / "o"), "--progress=false"]) == 2
+        tool.main(["--manifest", str(bad), "--out_dir", str(tmp_path / "o"), "--progress=false"])
+        == 2
     )
     assert "missing column" in capsys.readouterr().err
 
@@ -276,4 +277,4 @@ def test_console_script_is_the_same_command(tmp_path: Path) -> None:
     assert "--preset" in done.stdout
     bad = tmp_path / "bad.csv"
     bad.write_text("slide_id,label\n")
-    assert main(["--manifest", str(bad), "--out", str(tmp_path / "o"), "--progress=false"]) == 2
+    assert main(["--manifest", str(bad), "--out_dir", str(tmp_path / "o"), "--progress=false"]) == 2

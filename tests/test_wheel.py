@@ -134,7 +134,7 @@ def test_the_demo_runs_from_the_installed_wheel(installed: tuple[Path, Path], tm
         tmp_path,
         "-m",
         "wsi_ncmi.demo",
-        "--out",
+        "--out_dir",
         "demo",
         "--slides_per_center",
         "2",

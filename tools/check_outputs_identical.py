@@ -59,6 +59,7 @@ RUN_DEPENDENT_COLUMNS = frozenset({"seconds"})
 RUN_DEPENDENT_ATTRS = frozenset({"slide_mtime"})
 #: The sized-down demo: 2 slides per hospital, one fixed split, one seed, 2 epochs.
 DEMO_ARGS = (
+    "--out_dir", "out",
     "--slides_per_center", "2", "--workers", "1", "--progress", "false",
     "--set", "sweep.seeds=[0]",
     "--set", "sweep.split={kind: fixed, preset: c17_train012_test34}",
@@ -71,6 +72,7 @@ DEMO_ARGS = (
 
 #: The same flags in the demo's spelling before issue 25 (a base commit may have it).
 OLD_DEMO_SPELLING = {
+    ("--out_dir",): "--out",
     ("--slides_per_center",): "--slides-per-center",
     ("--progress", "false"): "--no-progress",
 }
@@ -79,7 +81,7 @@ OLD_DEMO_SPELLING = {
 def demo_args(help_text: str) -> list[str]:
     """:data:`DEMO_ARGS` in the spelling of the demo whose ``--help`` is ``help_text``."""
     args = list(DEMO_ARGS)
-    if "--slides_per_center" in help_text:
+    if "--out_dir" in help_text:
         return args
     for new, old in OLD_DEMO_SPELLING.items():
         i = next(i for i in range(len(args)) if tuple(args[i : i + len(new)]) == new)
@@ -255,7 +257,7 @@ def run_demo(source: Path, run_dir: Path, python: str, extra: Sequence[str]) -> 
         raise RunFailed(f"the run would not import {source}'s code: {where.stderr.strip()}")
     demo = [python, "-m", "wsi_ncmi.demo"]
     helped = subprocess.run([*demo, "--help"], cwd=run_dir, env=env, capture_output=True, text=True)
-    command = [*demo, "--out", "out", *demo_args(helped.stdout), *extra]
+    command = [*demo, *demo_args(helped.stdout), *extra]
     done = subprocess.run(command, cwd=run_dir, env=env, capture_output=True, text=True)
     if done.returncode != 0:
         sys.stderr.write(done.stdout[-3000:] + done.stderr[-3000:])

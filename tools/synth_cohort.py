@@ -1,6 +1,6 @@
 """Generate a synthetic CAMELYON-17-like cohort (the ``wsi-synth-cohort`` command).
 
-.venv/bin/python tools/synth_cohort.py --preset demo --workers 2 --out outputs/synth/demo
+.venv/bin/python tools/synth_cohort.py --preset demo --workers 2 --out_dir outputs/synth/demo
 """
 
 from __future__ import annotations

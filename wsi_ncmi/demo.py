@@ -43,7 +43,9 @@ def build_parser() -> ArgumentParser:
         config_file=False,
         conventions=SPELLING_HELP,
     )
-    p.add_argument("--out", type=str, default="outputs/demo", metavar="DIR", help="output folder")
+    p.add_argument(
+        "--out_dir", type=str, default="outputs/demo", metavar="DIR", help="output folder"
+    )
     p.add_argument(
         "--config", type=str, default=str(DEFAULT_CONFIG), metavar="YAML", help="bench config"
     )
@@ -121,7 +123,7 @@ def _run(args: Any) -> int:
     from wsi_ncmi.manifest import read_manifest
     from wsi_ncmi.synth import generate_cohort
 
-    out = Path(args.out)
+    out = Path(args.out_dir)
     cohort = out / "cohort"
     started = time.perf_counter()
     seconds: dict[str, float] = {}

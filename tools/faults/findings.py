@@ -239,7 +239,7 @@ def imported_features(work: Path) -> Tally:
     shutil.rmtree(root, ignore_errors=True)
     src = root / "job" / "20x_256px_0px_overlap" / "features_uni"
     trident_file(src / "bad.h5", 167, nan=True)
-    args = ["--format", "trident", "--out", str(root / "out"), "--encoder", "uni"]
+    args = ["--format", "trident", "--out_dir", str(root / "out"), "--encoder", "uni"]
     done = run(IMPORT, [str(src), *args], root)
     ok = clean_exit(done, 1, "NonFiniteFeaturesError", "bad.h5", "wsi-import-features again")
     check(tally, "NaN in the source at registration", ok, last_line(done))
@@ -269,7 +269,7 @@ def clam_strictness(work: Path) -> Tally:
     _clam(h5_files / "s1.h5", 20)
     job = root / "trident_job"
     trident_file(job / "20x_256px_0px_overlap" / "features_uni" / "s2.h5", 20)
-    out = ["--out", str(root / "out"), "--encoder", "x"]
+    out = ["--out_dir", str(root / "out"), "--encoder", "x"]
     cases = [
         ("clam without --mpp", [str(h5_files), "--format", "clam", *out], "give --mpp"),
         ("CLAM files as --format trident", [str(h5_files), "--format", "trident", *out],

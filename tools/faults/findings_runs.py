@@ -159,9 +159,9 @@ def unwritable_out(work: Path) -> Tally:
                 "wsi-train": (TRAIN, ["--config", str(config), "--out_dir", str(out)]),
                 "wsi-bench": (BENCH, ["--config", "bench/synthetic_demo.yaml", "--output_root",
                                       str(out)]),
-                "wsi-import-features": (IMPORT, [str(src), "--format", "trident", "--out",
+                "wsi-import-features": (IMPORT, [str(src), "--format", "trident", "--out_dir",
                                                  str(out), "--encoder", "uni"]),
-                "wsi-synth-cohort": (SYNTH, ["--preset", "demo", "--out", str(out)]),
+                "wsi-synth-cohort": (SYNTH, ["--preset", "demo", "--out_dir", str(out)]),
             }  # fmt: skip
             for name, (module, args) in commands.items():
                 done = run(module, args, root)

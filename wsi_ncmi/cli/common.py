@@ -84,6 +84,10 @@ RENAMED = {
     "wsi-bench --seeds": "--sweep.seeds",
     "wsi-bench --quick": "--config configs/bench/synthetic_quick.yaml",
     "wsi-synth-cohort --quiet": "--progress false",
+    "wsi-synth-cohort --out": "--out_dir",
+    "wsi-import-features --out": "--out_dir",
+    "wsi-export-model --out": "--out_dir",
+    "python -m wsi_ncmi.demo --out": "--out_dir",
     "python -m wsi_ncmi.demo --slides-per-center": "--slides_per_center",
     "python -m wsi_ncmi.demo --no-progress": "--progress false",
 }

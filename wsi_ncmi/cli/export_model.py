@@ -1,4 +1,4 @@
-"""``wsi-export-model CKPT --out BUNDLE``: a trusted ``wsi-train`` checkpoint as a bundle.
+"""``wsi-export-model CKPT --out_dir BUNDLE``: a trusted ``wsi-train`` checkpoint as a bundle.
 
 A Lightning checkpoint is a pickle: loading it runs whatever code it holds. This command
 loads one (only do so for checkpoints your own ``wsi-train`` wrote) together with its run
@@ -21,7 +21,7 @@ if TYPE_CHECKING:
 
 
 def build_parser() -> ArgumentParser:
-    """The parser: ``CKPT`` and ``--out``."""
+    """The parser: ``CKPT`` and ``--out_dir``."""
     p = new_parser(
         "wsi-export-model",
         "Convert a trusted wsi-train checkpoint (<run>/<fold>/checkpoints/*.ckpt) into a "
@@ -29,7 +29,7 @@ def build_parser() -> ArgumentParser:
         config_file=False,
     )
     p.add_argument("ckpt", metavar="CKPT", help="checkpoint inside its wsi-train run folder")
-    p.add_argument("--out", type=str, required=True, help="bundle folder to write")
+    p.add_argument("--out_dir", type=str, required=True, help="bundle folder to write")
     return p
 
 
@@ -42,7 +42,7 @@ def _export(argv: Sequence[str] | None) -> int:
     from wsi_ncmi.train.export import export_checkpoint
 
     args = parse(build_parser(), argv)
-    out = export_checkpoint(args.ckpt, args.out)
+    out = export_checkpoint(args.ckpt, args.out_dir)
     print(f"model bundle: {out}")
     return 0
 

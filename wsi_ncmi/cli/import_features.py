@@ -33,7 +33,7 @@ def build_parser() -> ArgumentParser:
         help="the tool's layout: TRIDENT features_<enc>/*.h5, CLAM h5_files/*.h5, or "
         "CLAM pt_files/*.pt with --coords_dir",
     )
-    p.add_argument("--out", required=True, type=Path, help="features root read by wsi-train")
+    p.add_argument("--out_dir", required=True, type=Path, help="features root read by wsi-train")
     p.add_argument("--encoder", required=True, help="name of the encoder that made them")
     p.add_argument("--manifest", type=Path | None, help="register only the manifest's slides")
     p.add_argument("--coords_dir", type=Path | None, help="clam-pt: CLAM's patches/ folder")
@@ -56,7 +56,7 @@ def _import(argv: Sequence[str] | None) -> int:
     from wsi_ncmi.features.foreign import register_foreign_features
 
     args = parse(build_parser(), argv)
-    check_writable_dir(args.out, "--out")  # before any work
+    check_writable_dir(args.out_dir, "--out_dir")  # before any work
     slide_ids = None
     if args.manifest is not None:
         from wsi_ncmi.manifest import read_manifest
@@ -65,16 +65,16 @@ def _import(argv: Sequence[str] | None) -> int:
     written = register_foreign_features(
         args.src,
         args.format,
-        args.out,
+        args.out_dir,
         args.encoder,
         slide_ids=slide_ids,
         coords_dir=args.coords_dir,
         mpp=args.mpp,
         patch_size_px=args.patch_size_px,
     )
-    folder = written[0].parent if written else args.out
+    folder = written[0].parent if written else args.out_dir
     print(f"registered {len(written)} slides in {folder}; train with --data.features_root "
-          f"{args.out} --data.encoder {args.encoder}")  # fmt: skip
+          f"{args.out_dir} --data.encoder {args.encoder}")  # fmt: skip
     return 0
 
 

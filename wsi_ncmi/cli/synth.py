@@ -2,7 +2,7 @@
 
 Example (the demo subset, 20 slides per center):
 
-    wsi-synth-cohort --preset demo --workers 2 --out outputs/synth/demo
+    wsi-synth-cohort --preset demo --workers 2 --out_dir outputs/synth/demo
 
 (``tools/synth_cohort.py`` runs the same command from a checkout.) Paths are relative to
 the working directory. Exit codes (:data:`wsi_ncmi.cli.common.EXIT_CODES_HELP`): 0 success,
@@ -51,7 +51,7 @@ def build_parser() -> ArgumentParser:
         help="slide manifest CSV (default: data_manifests/camelyon17.csv)",
     )
     parser.add_argument(
-        "--out", type=Path | None, help="cohort folder (default: outputs/synth/<preset>)"
+        "--out_dir", type=Path | None, help="cohort folder (default: outputs/synth/<preset>)"
     )
     parser.add_argument(
         "--preset",
@@ -85,10 +85,10 @@ def _synth(argv: Sequence[str] | None) -> int:
 
     args = parse(build_parser(), argv)
     subset = None if args.subset is None else _subset(args.subset)
-    out = args.out if args.out is not None else Path("outputs") / "synth" / args.preset
+    out = args.out_dir if args.out_dir is not None else Path("outputs") / "synth" / args.preset
     from wsi_ncmi.batch.preflight import check_writable_dir
 
-    check_writable_dir(out, "--out")  # before any work, as in every wsi-* command
+    check_writable_dir(out, "--out_dir")  # before any work, as in every wsi-* command
     start = time.perf_counter()
     result = generate_cohort(
         read_manifest(args.manifest),

@@ -216,7 +216,7 @@ def load_model(path: str | Path) -> TrainedModel:
 
     Args:
         path: A bundle folder (``<run>/<fold>/model/`` of ``wsi-train``, or
-            ``wsi-export-model --out``).
+            ``wsi-export-model --out_dir``).
 
     Returns:
         The model.

@@ -110,7 +110,7 @@ def _check_config(out_dir: Path, preset: Preset, seed: int) -> None:
         if mismatch:
             msg = (
                 f"{out_dir} holds a cohort made with {mismatch}, not {record}; "
-                "choose another --out folder or delete this one"
+                "choose another --out_dir folder or delete this one"
             )
             raise ConfigError(msg)
         return

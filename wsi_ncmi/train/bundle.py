@@ -68,7 +68,7 @@ def _refuse_pickle(path: Path) -> None:
     convert = (
         f"it is a pickle, and loading a pickle runs whatever code it holds, so wsi-ncmi "
         f"never loads one as a model. Convert a checkpoint you trust (one your own "
-        f"wsi-train wrote) once: wsi-export-model {path} --out MODEL_DIR, then pass "
+        f"wsi-train wrote) once: wsi-export-model {path} --out_dir MODEL_DIR, then pass "
         f"--models MODEL_DIR"
     )
     raise BundleError(f"--models {str(path)!r} is a checkpoint file, not a model bundle: {convert}")
@@ -101,7 +101,7 @@ def verify_bundle(path: str | Path) -> dict[str, bytes]:
     if not path.is_dir():
         raise BundleError(
             f"--models {str(path)!r} does not exist; pass a bundle folder (wsi-train writes "
-            "<run>/<fold>/model/, wsi-export-model writes --out)"
+            "<run>/<fold>/model/, wsi-export-model writes --out_dir)"
         )
     missing = [name for name in (*BUNDLE_FILES, SUMS_FILE) if not (path / name).is_file()]
     if missing:
