@@ -70,3 +70,25 @@ def test_models_is_given_once(
     err = capsys.readouterr().err
     assert message in err
     assert len(err.strip().splitlines()) == 1
+
+
+def test_slides_after_models_are_named_in_the_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``--models`` takes every word up to the next option: slides after it are refused
+    with what happened and how to write it, not with a puzzling "SLIDES must name"."""
+    bundle, slide = tmp_path / "bundle", tmp_path / "s1.svs"
+    bundle.mkdir()
+    slide.write_bytes(b"")
+    out = ["--out_dir", str(tmp_path / "o")]
+    for argv in (
+        [str(slide), "--models", str(bundle), str(slide)],
+        ["--models", str(bundle), str(slide)],
+    ):
+        assert predict.main([*argv, *out]) == 2
+        (line,) = capsys.readouterr().err.strip().splitlines()
+        assert f"{str(slide)!r} is a file, not a bundle folder" in line
+        assert "name the slides first (wsi-predict SLIDES... --models BUNDLE...)" in line
+    assert predict.main(["--models", str(bundle), "b2", *out]) == 2
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert f"--models took [{str(bundle)!r}, 'b2']: --models takes every word" in line

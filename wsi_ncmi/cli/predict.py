@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 from collections.abc import Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from wsi_ncmi.cli.common import new_parser, parse, run_cli
@@ -91,6 +92,14 @@ def _predict(argv: Sequence[str] | None) -> int:
     if not args.models or not all(args.models):
         raise ConfigError("--models BUNDLE [BUNDLE ...] is required (several: an ensemble)")
     slides = tuple(getattr(args, "slides", None) or ())
+    files = [m for m in args.models if Path(m).is_file()]  # a bundle is a folder
+    if files or (not slides and args.features_root is None and len(args.models) > 1):
+        raise ConfigError(
+            f"--models took {list(args.models)}"
+            + (f", and {files[0]!r} is a file, not a bundle folder" if files else "")
+            + ": --models takes every word up to the next option, so name the slides "
+            "first (wsi-predict SLIDES... --models BUNDLE...)"
+        )
     if not slides and args.features_root is None:
         raise ConfigError("SLIDES must name slide files or folders (or pass --features_root)")
     config = build_from(PredictConfig, args, models=tuple(args.models), slides=slides)
