@@ -122,8 +122,8 @@ def _macro_f1(records: list[dict[str, object]], center: int | None = None) -> fl
 
 def test_best_baseline_is_chosen_on_validation(bench: dict) -> None:
     comp = bench["comparisons"]
-    assert comp["baseline"] == "ce"
-    assert comp["validation_scores"] == {"ce": pytest.approx(0.7), "focal": pytest.approx(0.5)}
+    assert comp.baseline == "ce"
+    assert comp.validation_scores == {"ce": pytest.approx(0.7), "focal": pytest.approx(0.5)}
 
 
 def test_wilcoxon_over_seed_by_hospital_pairs_matches_scipy(bench: dict) -> None:
@@ -134,12 +134,13 @@ def test_wilcoxon_over_seed_by_hospital_pairs_matches_scipy(bench: dict) -> None
         for c in CENTERS
     ]
     oracle = sps.wilcoxon(diffs)
-    w = bench["comparisons"]["wilcoxon"]
-    assert w["n_pairs"] == 9
-    assert w["statistic"] == pytest.approx(oracle.statistic)
-    assert w["p_value"] == pytest.approx(oracle.pvalue)
-    assert w["wins"] == sum(d > 0 for d in diffs)
-    assert w["p_holm"] == pytest.approx(w["p_value"])  # one aggregator: a family of one
+    w = bench["comparisons"].wilcoxon
+    assert w.n_pairs == 9
+    assert w.statistic == pytest.approx(oracle.statistic)
+    assert w.p_value == pytest.approx(oracle.pvalue)
+    assert w.wins == sum(d > 0 for d in diffs)
+    # one aggregator: a family of one
+    assert bench["comparisons"].wilcoxon_p_holm == pytest.approx(w.p_value)
 
 
 def test_pooled_delta_and_holm_over_the_table(bench: dict) -> None:
@@ -150,10 +151,10 @@ def test_pooled_delta_and_holm_over_the_table(bench: dict) -> None:
             for s in SEEDS
         ]
     )
-    assert comp["groups"]["pooled"]["delta"] == pytest.approx(delta)
-    assert list(comp["groups"]) == ["0", "1", "2", "pooled"]
-    raw = [g["p_value"] for g in comp["groups"].values()]
-    adjusted = [g["p_holm"] for g in comp["groups"].values()]
+    assert comp.groups["pooled"].delta == pytest.approx(delta)
+    assert list(comp.groups) == list(comp.groups_p_holm) == ["0", "1", "2", "pooled"]
+    raw = [g.p_value for g in comp.groups.values()]
+    adjusted = list(comp.groups_p_holm.values())
     assert adjusted == pytest.approx(_holm_by_definition(raw), abs=2e-5)
 
 
@@ -194,13 +195,13 @@ def test_one_hospital_bootstrap_interval_matches_scipy(bench: dict) -> None:
         method="percentile",
         random_state=np.random.default_rng(1),
     )
-    est = comp["groups"][str(center)]
-    assert est["delta"] == pytest.approx(statistic(np.arange(len(base[0]))))
-    assert est["delta"] == pytest.approx(
+    est = comp.groups[str(center)]
+    assert est.delta == pytest.approx(statistic(np.arange(len(base[0]))))
+    assert est.delta == pytest.approx(
         np.mean([_macro_f1(t) - _macro_f1(b) for b, t in zip(base, treat, strict=True)])
     )
-    assert est["low"] == pytest.approx(oracle.confidence_interval.low, abs=0.04)
-    assert est["high"] == pytest.approx(oracle.confidence_interval.high, abs=0.04)
+    assert est.low == pytest.approx(oracle.confidence_interval.low, abs=0.04)
+    assert est.high == pytest.approx(oracle.confidence_interval.high, abs=0.04)
 
 
 def test_ncmi_tracking_is_spearman_over_every_epoch(bench: dict) -> None:

@@ -26,8 +26,16 @@ from typing import Any
 from wsi_ncmi.bench.cell_result import CellResult
 from wsi_ncmi.bench.config import BenchConfig
 from wsi_ncmi.bench.results import RunKey, group_metric, paired_slides
-from wsi_ncmi.bench.stats import holm, mean_std, paired_bootstrap, signed_rank, spearman
-from wsi_ncmi.bench.summaries import ModelSummary
+from wsi_ncmi.bench.stats import (
+    DeltaEstimate,
+    SignedRank,
+    holm,
+    mean_std,
+    paired_bootstrap,
+    signed_rank,
+    spearman,
+)
+from wsi_ncmi.bench.summaries import BaselineComparison, ModelSummary
 from wsi_ncmi.bench.tables import fmt_mean_std
 from wsi_ncmi.manifest import LABELS
 from wsi_ncmi.train.evaluation import MetricsReport
@@ -102,7 +110,7 @@ def best_baseline_comparisons(
     runs: Mapping[RunKey, list[dict[str, Any]]],
     reports: Mapping[RunKey, MetricsReport],
     results: Sequence[CellResult],
-) -> dict[str, dict[str, Any]]:
+) -> dict[str, dict[str, BaselineComparison]]:
     """Best baseline (chosen on validation) vs each treatment, per aggregator, Holm-corrected.
 
     Holm's correction runs over every treatment × aggregator of the table: the bootstrap
@@ -110,12 +118,11 @@ def best_baseline_comparisons(
     every (treatment, aggregator).
 
     Returns:
-        ``{treatment: {aggregator: {"baseline", "validation_scores", "groups": {group:
-        bootstrap}, "wilcoxon"}}}``; every bootstrap entry and Wilcoxon record gains
-        ``p_holm``.
+        ``{treatment: {aggregator: comparison}}``.
     """
     sweep, st = config.sweep, config.stats
-    out: dict[str, dict[str, Any]] = {}
+    raw: dict[tuple[str, str], tuple[str, dict[str, float], dict[str, DeltaEstimate], SignedRank]]
+    raw = {}
     for treat in all_treatments(config):
         for model in (e.label for e in sweep.models):
             base, scores = best_baseline(config, results, model)
@@ -123,13 +130,11 @@ def best_baseline_comparisons(
                 continue
             pairs = paired_slides(runs, model, base, treat, sweep.seeds)
             centers = sorted({int(c) for c in pairs.centers})
-            groups: dict[str, Any] = {}
+            groups: dict[str, DeltaEstimate] = {}
             for group in [*map(str, centers), "pooled"]:
                 sub = pairs if group == "pooled" else pairs.subset(pairs.centers == int(group))
-                groups[group] = dict(
-                    paired_bootstrap(
-                        sub, len(LABELS), n_resamples=st.bootstrap, seed=st.seed
-                    ).__dict__
+                groups[group] = paired_bootstrap(
+                    sub, len(LABELS), n_resamples=st.bootstrap, seed=st.seed
                 )
             diffs = [
                 group_metric(reports[(model, treat, s)], str(c), "macro_f1")
@@ -138,24 +143,26 @@ def best_baseline_comparisons(
                 for c in centers
                 if (model, treat, s) in reports and (model, base, s) in reports
             ]
-            out.setdefault(treat, {})[model] = {
-                "baseline": base,
-                "validation_scores": scores,
-                "groups": groups,
-                "wilcoxon": dict(signed_rank(diffs).__dict__),
-            }
-    comparisons = [m for per_model in out.values() for m in per_model.values()]
-    boot = [g for m in comparisons for g in m["groups"].values()]
-    for record, adjusted in zip(boot, holm([g["p_value"] for g in boot]), strict=True):
-        record["p_holm"] = adjusted
-    tests = [m["wilcoxon"] for m in comparisons]
-    for record, adjusted in zip(tests, holm([w["p_value"] for w in tests]), strict=True):
-        record["p_holm"] = adjusted
+            raw[(treat, model)] = (base, scores, groups, signed_rank(diffs))
+    cells = [(key, group) for key, (_, _, groups, _) in raw.items() for group in groups]
+    boot_holm = holm([raw[key][2][group].p_value for key, group in cells])
+    adjusted = dict(zip(cells, boot_holm, strict=True))
+    wilcoxon_holm = dict(zip(raw, holm([r[3].p_value for r in raw.values()]), strict=True))
+    out: dict[str, dict[str, BaselineComparison]] = {}
+    for (treat, model), (base, scores, groups, wilcoxon) in raw.items():
+        out.setdefault(treat, {})[model] = BaselineComparison(
+            baseline=base,
+            validation_scores=scores,
+            groups=groups,
+            wilcoxon=wilcoxon,
+            groups_p_holm={g: adjusted[((treat, model), g)] for g in groups},
+            wilcoxon_p_holm=wilcoxon_holm[(treat, model)],
+        )
     return out
 
 
 def comparison_table(
-    config: BenchConfig, comparisons: Mapping[str, Mapping[str, Any]]
+    config: BenchConfig, comparisons: Mapping[str, Mapping[str, BaselineComparison]]
 ) -> list[str]:
     """Markdown lines of :func:`best_baseline_comparisons`, one section per treatment."""
     lines: list[str] = []
@@ -166,7 +173,9 @@ def comparison_table(
     return lines
 
 
-def _treatment_table(config: BenchConfig, treat: str, comparisons: Mapping[str, Any]) -> list[str]:
+def _treatment_table(
+    config: BenchConfig, treat: str, comparisons: Mapping[str, BaselineComparison]
+) -> list[str]:
     """Markdown lines of one treatment's comparisons."""
     if not comparisons:
         return []
@@ -186,12 +195,12 @@ def _treatment_table(config: BenchConfig, treat: str, comparisons: Mapping[str, 
         "|---|---|---|---|---|---|---|",
     ]
     for model, comp in comparisons.items():
-        for group, est in comp["groups"].items():
+        for group, est in comp.groups.items():
             name = "**pooled**" if group == "pooled" else f"center {group}"
             lines.append(
-                f"| {model} | {comp['baseline']} | {name} | {_signed(est['delta'])} | "
-                f"[{_signed(est['low'])}, {_signed(est['high'])}] | {est['p_value']:.3g} | "
-                f"{est['p_holm']:.3g} |"
+                f"| {model} | {comp.baseline} | {name} | {_signed(est.delta)} | "
+                f"[{_signed(est.low)}, {_signed(est.high)}] | {est.p_value:.3g} | "
+                f"{comp.groups_p_holm[group]:.3g} |"
             )
     lines += [
         "",
@@ -200,11 +209,11 @@ def _treatment_table(config: BenchConfig, treat: str, comparisons: Mapping[str, 
         "|---|---|---|---|---|---|---|---|",
     ]
     for model, comp in comparisons.items():
-        w, pooled = comp["wilcoxon"], comp["groups"]["pooled"]
-        significant = w["p_holm"] < alpha and pooled["p_holm"] < alpha
-        sign = "better" if pooled["delta"] > 0 else "worse" if pooled["delta"] < 0 else "tied"
-        paired = (w["wins"] > w["losses"]) - (w["wins"] < w["losses"])
-        pooled_sign = (pooled["delta"] > 0) - (pooled["delta"] < 0)
+        w, pooled = comp.wilcoxon, comp.groups["pooled"]
+        significant = comp.wilcoxon_p_holm < alpha and comp.groups_p_holm["pooled"] < alpha
+        sign = "better" if pooled.delta > 0 else "worse" if pooled.delta < 0 else "tied"
+        paired = (w.wins > w.losses) - (w.wins < w.losses)
+        pooled_sign = (pooled.delta > 0) - (pooled.delta < 0)
         if paired and pooled_sign and paired != pooled_sign:
             verdict = (
                 f"inconclusive: {treat} is {sign} pooled but "
@@ -213,8 +222,8 @@ def _treatment_table(config: BenchConfig, treat: str, comparisons: Mapping[str, 
         else:
             verdict = f"{treat} {sign}, " + ("significant" if significant else "not significant")
         lines.append(
-            f"| {model} | {comp['baseline']} | {w['n_pairs']} | {w['wins']} / {w['losses']} | "
-            f"{_signed(w['median_delta'])} | {w['p_value']:.3g} | {w['p_holm']:.3g} | "
+            f"| {model} | {comp.baseline} | {w.n_pairs} | {w.wins} / {w.losses} | "
+            f"{_signed(w.median_delta)} | {w.p_value:.3g} | {comp.wilcoxon_p_holm:.3g} | "
             f"{verdict} |"
         )
     return lines

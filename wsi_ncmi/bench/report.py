@@ -308,7 +308,10 @@ def write_reports(
         "models": {model: summary.to_json() for model, summary in summaries.items()},
         "ncmi_correlation": {key: [rho, p, n] for key, (rho, p, n) in corr.items()},
         "ncmi_tracking_epochs": {key: [rho, p, n] for key, (rho, p, n) in tracking.items()},
-        "best_baseline": best,
+        "best_baseline": {
+            treat: {model: comp.to_json() for model, comp in per_model.items()}
+            for treat, per_model in best.items()
+        },
         "tuning": [
             {
                 "loss": c.loss,

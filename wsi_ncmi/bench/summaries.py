@@ -37,6 +37,47 @@ class Comparison:
 
 
 @dataclass(frozen=True)
+class BaselineComparison:
+    """A treatment against the best baseline (chosen on validation), for one aggregator.
+
+    Attributes:
+        baseline: The baseline's label.
+        validation_scores: ``{candidate baseline: mean validation score}``.
+        groups: Paired, hospital-stratified bootstrap of Δ macro-F1 per group (hospitals,
+            then ``pooled``).
+        wilcoxon: Signed-rank test over the (seed, hospital) pairs.
+        groups_p_holm: Holm-adjusted bootstrap p-value of each group (the family: every
+            treatment × aggregator × group of the table).
+        wilcoxon_p_holm: Holm-adjusted Wilcoxon p-value (the family: every treatment ×
+            aggregator).
+    """
+
+    baseline: str
+    validation_scores: dict[str, float]
+    groups: dict[str, DeltaEstimate]
+    wilcoxon: SignedRank
+    groups_p_holm: dict[str, float]
+    wilcoxon_p_holm: float
+
+    def to_json(self) -> JSONObject:
+        """The entry of ``summary.json``'s ``best_baseline``.
+
+        ``{"baseline", "validation_scores", "groups": {group: estimate + "p_holm"},
+        "wilcoxon": test + "p_holm"}``.
+        """
+        groups: JSONObject = {
+            group: {**e.to_json(), "p_holm": self.groups_p_holm[group]}
+            for group, e in self.groups.items()
+        }
+        return {
+            "baseline": self.baseline,
+            "validation_scores": dict(self.validation_scores),
+            "groups": groups,
+            "wilcoxon": {**self.wilcoxon.to_json(), "p_holm": self.wilcoxon_p_holm},
+        }
+
+
+@dataclass(frozen=True)
 class ModelSummary:
     """Everything the report's tables say about one aggregator.
 
