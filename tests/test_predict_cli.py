@@ -87,7 +87,7 @@ def test_slides_after_models_are_named_in_the_error(
     ):
         assert predict.main([*argv, *out]) == 2
         (line,) = capsys.readouterr().err.strip().splitlines()
-        assert f"{str(slide)!r} is a file, not a bundle folder" in line
+        assert f"{str(slide)!r} is a slide, not a model bundle" in line
         assert "name the slides first (wsi-predict SLIDES... --models BUNDLE...)" in line
     assert predict.main(["--models", str(bundle), "b2", *out]) == 2
     (line,) = capsys.readouterr().err.strip().splitlines()

@@ -92,11 +92,13 @@ def _predict(argv: Sequence[str] | None) -> int:
     if not args.models or not all(args.models):
         raise ConfigError("--models BUNDLE [BUNDLE ...] is required (several: an ensemble)")
     slides = tuple(getattr(args, "slides", None) or ())
-    files = [m for m in args.models if Path(m).is_file()]  # a bundle is a folder
+    from wsi_ncmi.tiling.run import SLIDE_SUFFIXES
+
+    files = [m for m in args.models if Path(m).suffix.lower() in SLIDE_SUFFIXES]
     if files or (not slides and args.features_root is None and len(args.models) > 1):
         raise ConfigError(
             f"--models took {list(args.models)}"
-            + (f", and {files[0]!r} is a file, not a bundle folder" if files else "")
+            + (f", and {files[0]!r} is a slide, not a model bundle" if files else "")
             + ": --models takes every word up to the next option, so name the slides "
             "first (wsi-predict SLIDES... --models BUNDLE...)"
         )
