@@ -154,7 +154,7 @@ def nan_loss_step(work: Path, at_step: int = 15) -> tuple[Outcome, dict[str, Any
     cfg = parser.parse_args(["--config", str(work / "nan.yaml"), "--out_dir", str(work / "nan")])
     from wsi_ncmi.cli.common import build_from
 
-    config = build_from(TrainConfig, parser.instantiate_classes(cfg))
+    config = build_from(TrainConfig, parser.instantiate(cfg))
     seen: dict[str, Any] = {}
 
     class Poison(L.Callback):

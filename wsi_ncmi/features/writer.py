@@ -104,7 +104,8 @@ class FeatureFileWriter:
         stop = start + int(features.shape[0])
         if start < 0 or stop > self.n_rows:
             raise CacheSchemaError(f"rows {start}:{stop} outside 0:{self.n_rows}")
-        block = np.where(valid[:, None], features, 0).astype(self.dtype)
+        with np.errstate(over="ignore"):  # an overflow is caught just below, with its fix
+            block = np.where(valid[:, None], features, 0).astype(self.dtype)
         if not np.isfinite(block).all():
             raise NonFiniteFeaturesError(
                 f"non-finite features (NaN/inf) in rows {start}:{stop} of "
