@@ -165,8 +165,8 @@ class MILClassifier(L.LightningModule):
             # Policy: stop at once (no step is taken, so the weights and the last
             # checkpoint stay finite), naming the slide(s) of the step.
             raise NonFiniteError(
-                f"non-finite training loss {float(loss.detach())} at epoch {self.current_epoch}, step "
-                f"{self.global_step}, slide {', '.join(self._slide_ids(batch))}; training "
+                f"non-finite training loss {float(loss.detach())} at epoch "
+                f"{self.current_epoch}, step {self.global_step}, slide {', '.join(self._slide_ids(batch))}; training "
                 "stopped, the last checkpoint is intact. Lower the lr or check that slide's "
                 "features, then resume"
             )
