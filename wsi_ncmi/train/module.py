@@ -166,9 +166,9 @@ class MILClassifier(L.LightningModule):
             # checkpoint stay finite), naming the slide(s) of the step.
             raise NonFiniteError(
                 f"non-finite training loss {float(loss.detach())} at epoch "
-                f"{self.current_epoch}, step {self.global_step}, slide {', '.join(self._slide_ids(batch))}; training "
-                "stopped, the last checkpoint is intact. Lower the lr or check that slide's "
-                "features, then resume"
+                f"{self.current_epoch}, step {self.global_step}, slide "
+                f"{', '.join(self._slide_ids(batch))}; training stopped, the last checkpoint "
+                "is intact. Lower the lr or check that slide's features, then resume"
             )
         batch_size = int(targets.shape[0])
         self.log("train/loss", loss.detach(), on_step=False, on_epoch=True, batch_size=batch_size)
