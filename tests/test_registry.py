@@ -87,6 +87,7 @@ def test_an_older_flat_argument_says_where_it_went(name: str, old: str, new: str
     assert str(info.value) == f"invalid arguments for loss {name!r}: {old!r} was renamed to {new!r}"
 
 
+@pytest.mark.slow  # a fresh interpreter (3 s of imports)
 def test_importing_a_registry_module_alone_lists_every_built_in() -> None:
     """The built-ins register through their package, not through the registry module."""
     import subprocess
