@@ -318,3 +318,22 @@ def test_synthetic_quick_is_synthetic_full_cut_down(tmp_path: Path) -> None:
     quick_hashes = _file_entry("synthetic_quick.yaml", splits)["cell_hashes"]
     assert quick_hashes == {k: v for k, v in hashes.items() if k in quick_hashes}
     assert not any(k.startswith("ncmi_logit") for k in quick_hashes)
+
+
+def test_run_bench_checks_a_config_built_in_python(tmp_path: Path) -> None:
+    """``run_bench`` runs ``load_config``'s checks itself, before any work, so that a
+    config built from the dataclasses cannot skip them; it fills default labels too."""
+    from wsi_ncmi.bench.config import BenchConfig, LossEntry, SweepConfig
+    from wsi_ncmi.bench.parser import validate
+    from wsi_ncmi.bench.pipeline import run_bench
+
+    out = tmp_path / "bench"
+    with pytest.raises(ConfigError, match="jobs must be >= 1, got 0"):
+        run_bench(BenchConfig(output_root=str(out), jobs=0))
+    sweep = SweepConfig(losses=[LossEntry("ce"), LossEntry("ncmi_mil", {"tempreature": 0.2})])
+    with pytest.raises(ConfigError, match="unknown 'tempreature'"):
+        run_bench(BenchConfig(output_root=str(out), sweep=sweep))
+    assert not out.exists()  # nothing was written
+    config = BenchConfig()
+    validate(config)
+    assert [e.label for e in config.sweep.losses] == ["ce", "ncmi_mil"]

@@ -164,7 +164,9 @@ def run_bench(
     """Prepare features if slides are given, run the sweep, write the reports.
 
     Args:
-        config: The validated configuration.
+        config: The configuration, checked again here (and its default labels filled),
+            so that one built in Python gets :func:`~wsi_ncmi.bench.parser.load_config`'s
+            checks too.
         force: Recompute finished cells made with other settings.
         shard: ``"i/N"`` when ``N`` jobs share the sweep (cells are claimed by lock
             files; this job starts with shard ``i``). Reports are written only by a job
@@ -180,6 +182,9 @@ def run_bench(
         MissingFeaturesError: Slides still without features (and ``train.data.missing``
             is not ``exclude``).
     """
+    from wsi_ncmi.bench.parser import validate
+
+    validate(config)  # before any work
     seconds: dict[str, float] = {}
     prepared: list[str] = []
     began = time.time() if began is None else began  # compared with files' mtimes
