@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from wsi_ncmi.errors import ConfigError
 from wsi_ncmi.tiling.grid import GridParams
@@ -23,6 +23,8 @@ BENCH_OWNED_DATA = ("manifest", "features_root", "encoder", "slide_dir")
 BENCH_OWNED_EXTRACT = ("coords_dir", "out_dir", "encoder", "progress")
 #: The benchmark's defaults for ``prepare.extract``: a failing slide is left out.
 BENCH_EXTRACT_DEFAULTS: dict[str, Any] = {"skip_errors": True}
+#: Validation scores a grid chooses by (higher is better; every cell's result keeps them).
+Score = Literal["macro_f1_calibrated", "macro_f1", "balanced_accuracy", "accuracy"]
 LABEL = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]*$")
 
 
@@ -98,7 +100,7 @@ class TuningConfig:
     """Grid settings: the best mean validation ``metric`` over ``seeds``, folds and ``models``."""
 
     seeds: list[int] = field(default_factory=lambda: [0])
-    metric: str = "macro_f1_calibrated"
+    metric: Score = "macro_f1_calibrated"
     models: list[str] | None = None
 
 
