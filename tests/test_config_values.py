@@ -45,6 +45,18 @@ CASES: dict[str, tuple[Callable[[], object], str]] = {
     "batch": (lambda: DataConfig(batch_size=0), "data.batch_size must be >= 1, got 0"),
     "train-workers": (lambda: DataConfig(num_workers=-2), "data.num_workers must be >= 0, got -2"),
     "epochs": (lambda: TrainerConfig(max_epochs=0), "trainer.max_epochs must be >= 1, got 0"),
+    # A misspelt monitor failed only after the first epoch (Lightning), and a score selected
+    # with mode min (or val/loss with max) silently kept the worst checkpoint.
+    "monitor": (
+        lambda: TrainerConfig(monitor="val/macro_f1_calbrated"),
+        "trainer.monitor must be one of ['val/macro_f1_calibrated', 'val/macro_f1', "
+        "'val/balanced_accuracy', 'val/accuracy', 'val/loss', 'val/ncmi', 'val/cmi'], "
+        "got 'val/macro_f1_calbrated'",
+    ),
+    "mode": (
+        lambda: TrainerConfig(monitor="val/loss"),
+        "trainer.mode must be 'min' for val/loss, got 'max'",
+    ),
     "damping": (
         lambda: CentroidSchedule(damping=0.0),
         "schedule.damping must be in (0, 1], got 0.0",

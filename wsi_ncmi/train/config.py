@@ -166,6 +166,19 @@ class OptimConfig:
         require("optim.warmup_epochs", self.warmup_epochs, self.warmup_epochs >= 0, ">= 0")
 
 
+#: The validation values a checkpoint may be selected on (logged for every loss and
+#: aggregator), and which way is better.
+MONITORS: dict[str, Literal["max", "min"]] = {
+    "val/macro_f1_calibrated": "max",
+    "val/macro_f1": "max",
+    "val/balanced_accuracy": "max",
+    "val/accuracy": "max",
+    "val/loss": "min",
+    "val/ncmi": "min",
+    "val/cmi": "min",
+}
+
+
 @dataclass
 class TrainerConfig:
     """Lightning Trainer settings and the checkpoint/early-stopping metric.
@@ -183,8 +196,9 @@ class TrainerConfig:
             ``patience`` rules; ``0``: no early stopping).
         monitor: Validation metric for checkpointing and early stopping: by default the
             macro-F1 of the prior-aware rule fitted on that validation pass (the same rule
-            for every loss; ``val/macro_f1`` is the loss's own rule).
-        mode: ``max`` or ``min`` for ``monitor``.
+            for every loss; ``val/macro_f1`` is the loss's own rule). One of
+            :data:`MONITORS`.
+        mode: ``max`` or ``min``: the direction :data:`MONITORS` gives ``monitor``.
         accelerator: ``cpu``, ``gpu`` or ``auto``.
         devices: Lightning devices.
         precision: Lightning precision (the losses compute in float32 regardless).
@@ -214,6 +228,11 @@ class TrainerConfig:
     logger: Literal["csv", "tensorboard"] = "csv"
 
     def __post_init__(self) -> None:
+        require(
+            "trainer.monitor", self.monitor, self.monitor in MONITORS, f"one of {list(MONITORS)}"
+        )
+        better = MONITORS[self.monitor]
+        require("trainer.mode", self.mode, self.mode == better, f"{better!r} for {self.monitor}")
         require("trainer.max_epochs", self.max_epochs, self.max_epochs >= 1, ">= 1")
         require("trainer.patience", self.patience, self.patience >= 0, ">= 0")
         require(
