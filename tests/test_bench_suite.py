@@ -182,7 +182,10 @@ def test_split_configs_run_in_subfolders() -> None:
         {
             "name": "full",
             "output_root": "out",
-            "sweep.splits": {"loho": {"kind": "loho"}, "fixed": {"kind": "fixed"}},
+            "sweep.splits": {
+                "loho": {"kind": "loho"},
+                "fixed": {"kind": "fixed", "preset": "wilds"},
+            },
         },
     )
     parts = split_configs(config)

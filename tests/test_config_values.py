@@ -16,7 +16,7 @@ from wsi_ncmi.features.config import ExtractConfig
 from wsi_ncmi.losses import CentroidSchedule
 from wsi_ncmi.tiling.job import TilingConfig
 from wsi_ncmi.tiling.run import run_tiling
-from wsi_ncmi.train.config import DataConfig, OptimConfig, TrainerConfig
+from wsi_ncmi.train.config import DataConfig, OptimConfig, SplitConfig, TrainerConfig
 
 BACKENDS = "auto, openslide, tiffslide, tiledecode, cucim"
 COORDS, OUT = Path("c"), Path("o")
@@ -56,6 +56,25 @@ CASES: dict[str, tuple[Callable[[], object], str]] = {
     "mode": (
         lambda: TrainerConfig(monitor="val/loss"),
         "trainer.mode must be 'min' for val/loss, got 'max'",
+    ),
+    # Split fields that need no manifest are checked when the split is built, so that a
+    # benchmark refuses them before it tiles and extracts (it made the folds only after).
+    "split-preset": (
+        lambda: SplitConfig(kind="fixed", preset="nope"),
+        "split.preset must be one of ['c17_train012_test34', 'wilds'] or null, got 'nope'",
+    ),
+    "split-fixed": (
+        lambda: SplitConfig(kind="fixed", train_centers=[0, 1]),
+        "fixed splits need a preset or non-empty train_centers and test_centers, got "
+        "preset=None, train_centers=[0, 1], test_centers=None",
+    ),
+    "split-fraction": (
+        lambda: SplitConfig(val_fraction=1.5),
+        "split.val_fraction must be in (0, 1), got 1.5",
+    ),
+    "split-folds": (
+        lambda: SplitConfig(kind="kfold", num_folds=1),
+        "split.num_folds must be >= 2, got 1",
     ),
     "damping": (
         lambda: CentroidSchedule(damping=0.0),

@@ -77,6 +77,13 @@ class DataConfig:
         )
 
 
+#: Named center lists of the ``fixed`` split: ``(train, val, test)``; empty val = carve.
+SPLIT_PRESETS: dict[str, tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...]]] = {
+    "c17_train012_test34": ((0, 1, 2), (), (3, 4)),
+    "wilds": ((0, 3, 4), (1,), (2,)),
+}
+
+
 @dataclass
 class SplitConfig:
     """How slides are split (see :mod:`wsi_ncmi.train.splits`).
@@ -110,6 +117,48 @@ class SplitConfig:
     val_fraction: float = 0.2
     val_scheme: Literal["patients", "hospital"] = "patients"
     folds: list[int] | None = None
+
+    def __post_init__(self) -> None:
+        """The checks that need no manifest (the others: ``train.splits.make_splits``).
+
+        With a splits ``file`` the folds come from it: the fields that make folds are not
+        checked against each other.
+        """
+        kinds, schemes = ("loho", "fixed", "kfold", "none"), ("patients", "hospital")
+        require("split.kind", self.kind, self.kind in kinds, f"one of {list(kinds)}")
+        ok = self.val_scheme in schemes
+        require("split.val_scheme", self.val_scheme, ok, f"one of {list(schemes)}")
+        fraction = self.val_fraction
+        require("split.val_fraction", fraction, 0.0 < fraction < 1.0, "in (0, 1)")
+        presets = sorted(SPLIT_PRESETS)
+        ok = self.preset is None or self.preset in SPLIT_PRESETS
+        require("split.preset", self.preset, ok, f"one of {presets} or null")
+        if self.file is not None:
+            return
+        ok = self.val_scheme == "patients" or self.kind == "loho"
+        require(
+            "split.val_scheme",
+            self.val_scheme,
+            ok,
+            "'patients' unless kind is loho (val_scheme 'hospital' applies to loho splits; "
+            "a fixed split takes validation hospitals with val_centers)",
+        )
+        if self.kind == "kfold":
+            require("split.num_folds", self.num_folds, self.num_folds >= 2, ">= 2")
+        if self.kind != "fixed":
+            return
+        train, val, test = self.train_centers, self.val_centers, self.test_centers
+        if self.preset is not None:
+            train, val, test = (list(c) for c in SPLIT_PRESETS[self.preset])
+        if not train or not test:
+            raise ConfigError(
+                "fixed splits need a preset or non-empty train_centers and test_centers, "
+                f"got preset={self.preset!r}, train_centers={train!r}, test_centers={test!r}"
+            )
+        lists = [list(train), list(val or []), list(test)]
+        flat = [c for group in lists for c in group]
+        if len(flat) != len(set(flat)):
+            raise ConfigError(f"split: train/val/test centers overlap: {lists}")
 
 
 @dataclass

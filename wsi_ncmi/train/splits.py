@@ -36,17 +36,14 @@ import numpy as np
 
 from wsi_ncmi.errors import ConfigError
 from wsi_ncmi.manifest import LABELS, ManifestRow
-from wsi_ncmi.train.config import SplitConfig
+from wsi_ncmi.train.config import SPLIT_PRESETS, SplitConfig
 
 SplitKind = Literal["loho", "fixed", "kfold", "none"]
 ValScheme = Literal["patients", "hospital"]
 SPLITS_SCHEMA = "wsi-ncmi/splits/1"
 
-#: Named center lists of the ``fixed`` split: ``(train, val, test)``; empty val = carve.
-PRESETS: dict[str, tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...]]] = {
-    "c17_train012_test34": ((0, 1, 2), (), (3, 4)),
-    "wilds": ((0, 3, 4), (1,), (2,)),
-}
+#: Named center lists of the ``fixed`` split (:data:`wsi_ncmi.train.config.SPLIT_PRESETS`).
+PRESETS = SPLIT_PRESETS
 
 
 @dataclass(frozen=True)
@@ -232,18 +229,19 @@ def make_splits(
         ConfigError: Unknown kind or preset, overlapping or empty center lists, or too
             few patients.
     """
-    if not 0.0 < val_fraction < 1.0:
-        raise ConfigError(f"val_fraction must be in (0, 1), got {val_fraction!r}")
+    SplitConfig(  # the checks that need no manifest
+        kind=kind,
+        preset=preset,
+        train_centers=None if train_centers is None else list(train_centers),
+        val_centers=None if val_centers is None else list(val_centers),
+        test_centers=None if test_centers is None else list(test_centers),
+        num_folds=num_folds,
+        val_fraction=val_fraction,
+        val_scheme=val_scheme,
+    )
     rng = np.random.default_rng(seed)
     strata = patient_strata(rows)
     centers = sorted({row.center for row in rows})
-    if val_scheme not in ("patients", "hospital"):
-        raise ConfigError(f"val_scheme must be 'patients' or 'hospital', got {val_scheme!r}")
-    if val_scheme == "hospital" and kind != "loho":
-        raise ConfigError(
-            f"val_scheme 'hospital' applies to loho splits, got kind {kind!r} (a fixed split "
-            "takes validation hospitals with val_centers)"
-        )
     params: dict[str, Any] = {"val_fraction": val_fraction}
     folds: list[Fold] = []
     if kind == "loho":
@@ -270,19 +268,9 @@ def make_splits(
             )
     elif kind == "fixed":
         if preset is not None:
-            if preset not in PRESETS:
-                raise ConfigError(f"preset must be one of {sorted(PRESETS)}, got {preset!r}")
             train_centers, val_centers, test_centers = PRESETS[preset]
-        if not train_centers or not test_centers:
-            raise ConfigError(
-                "fixed splits need a preset or non-empty train_centers and test_centers, "
-                f"got preset={preset!r}, train_centers={train_centers!r}, "
-                f"test_centers={test_centers!r}"
-            )
-        lists = [list(train_centers), list(val_centers or []), list(test_centers)]
+        lists = [list(train_centers or []), list(val_centers or []), list(test_centers or [])]
         flat = [c for group in lists for c in group]
-        if len(flat) != len(set(flat)):
-            raise ConfigError(f"train/val/test centers overlap: {lists}")
         unknown = sorted(set(flat) - set(centers))
         if unknown:
             raise ConfigError(f"centers {unknown} are not in the manifest (it has {centers})")
@@ -296,7 +284,7 @@ def make_splits(
         folds.append(_fold(rows, name, train, val, _center_patients(rows, lists[2])))
     elif kind == "kfold":
         patients = sorted(strata)
-        if num_folds < 2 or num_folds > len(patients):
+        if num_folds > len(patients):
             raise ConfigError(
                 f"num_folds must be in [2, {len(patients)}] (patients), got {num_folds!r}"
             )
@@ -311,7 +299,7 @@ def make_splits(
             pool = [p for j, part in enumerate(parts) if j != k for p in part]
             train, val = stratified_patient_split(pool, strata, val_fraction, rng)
             folds.append(_fold(rows, f"kfold_{k}", train, val, parts[k]))
-    elif kind == "none":
+    else:  # "none" (SplitConfig refused any other kind)
         train, val = stratified_patient_split(sorted(strata), strata, val_fraction, rng)
         if not train or not val:
             raise ConfigError(
@@ -319,8 +307,6 @@ def make_splits(
                 f"the manifest has {len(strata)}"
             )
         folds.append(_fold(rows, "all", train, val, []))
-    else:
-        raise ConfigError(f"split kind must be 'loho', 'fixed', 'kfold' or 'none', got {kind!r}")
     return SplitSet(kind, seed, params, folds)
 
 
