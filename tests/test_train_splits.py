@@ -137,7 +137,7 @@ def test_bad_split_configs_raise_config_errors(rows, tmp_path: Path) -> None:
         make_splits(rows, "fixed", train_centers=[0, 1], test_centers=[1])
     with pytest.raises(ConfigError, match="not in the manifest"):
         make_splits(rows, "fixed", train_centers=[0], test_centers=[9])
-    with pytest.raises(ConfigError, match="split.kind must be one of"):
+    with pytest.raises(ConfigError, match=r"split\.kind must be one of"):
         make_splits(rows, cast(Any, "random"))  # not a split kind, on purpose
     save_splits(make_splits(rows, "loho"), tmp_path / "s.json")
     with pytest.raises(ConfigError, match="not in the manifest"):
