@@ -225,6 +225,11 @@ def _error(argv: list[str], capsys: pytest.CaptureFixture[str]) -> str:
         (["--set", "sweep.seeds.0=1"], "cannot set 'sweep.seeds.0': 'sweep.seeds' is [0, 1, 2]"),
         (["--set", "jobs"], "--set expects KEY=VALUE"),
         (["--set", "jobs=0"], "jobs must be >= 1, got 0"),
+        (
+            ["--set", "sweep.models=[{name: abmil, kwargs: {hidden_dm: 64}}]"],
+            "sweep.models[abmil].kwargs: invalid arguments for aggregator 'abmil': unknown "
+            "'hidden_dm' (did you mean 'hidden_dim'?)",
+        ),
         (["--sweep.split.preset", "nope"], "sweep.split: split.preset must be one of"),
         (["--sweep.tuning.metric", "macro_f1_calbrated"], "sweep.tuning.metric: Expected a"),
         (["--sweep.tuning.metric", "loss"], "sweep.tuning.metric: Expected a typing.Literal"),

@@ -96,18 +96,26 @@ class Registry(Generic[T]):
         return self._factories[name]
 
     def build(self, name: str, **kwargs: Any) -> T:
-        """Instantiate ``name`` with ``kwargs``.
+        """Instantiate ``name`` with ``kwargs``, once :meth:`check` accepts them.
 
-        The arguments are bound to the factory's signature first: an unknown or missing
-        argument is the user's error (:class:`~wsi_ncmi.errors.ConfigError`), while a
-        ``TypeError`` raised inside the constructor is a bug and propagates unchanged.
-
-        A factory may list older argument names in a ``RENAMED`` class attribute
-        (``{"damping": "schedule.damping"}``); such a name is refused with where it went.
+        A ``TypeError`` raised inside the constructor is a bug and propagates unchanged.
 
         Raises:
             ConfigError: Unknown name, or arguments that do not fit the signature (the
                 factory's own range checks raise ConfigError too).
+        """
+        self.check(name, **kwargs)
+        return self.get(name)(**kwargs)
+
+    def check(self, name: str, **kwargs: Any) -> None:
+        """Bind ``kwargs`` to the signature of ``name``, building nothing.
+
+        An unknown or missing argument is the user's error. A factory may list older
+        argument names in a ``RENAMED`` class attribute (``{"damping":
+        "schedule.damping"}``); such a name is refused with where it went.
+
+        Raises:
+            ConfigError: Unknown name, or arguments that do not fit the signature.
         """
         factory = self.get(name)
         accepted = accepted_keywords(factory)
@@ -134,4 +142,3 @@ class Registry(Generic[T]):
             raise ConfigError(f"invalid arguments for {self.kind} {name!r}: {err}") from err
         except ValueError:  # no signature to inspect (a builtin): let the call decide
             pass
-        return factory(**kwargs)

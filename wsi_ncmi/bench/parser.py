@@ -99,7 +99,7 @@ def validate(config: bench.BenchConfig) -> None:
     from wsi_ncmi.features.config import ExtractConfig
     from wsi_ncmi.losses import build_loss, list_losses
     from wsi_ncmi.manifest import LABELS
-    from wsi_ncmi.mil import list_aggregators
+    from wsi_ncmi.mil import check_aggregator, list_aggregators
     from wsi_ncmi.synth.presets import PRESETS
 
     sweep, data, stats, rule = config.sweep, config.data, config.stats, bench.LABEL.pattern
@@ -166,6 +166,11 @@ def validate(config: bench.BenchConfig) -> None:
         cohort = Path(data.slide_dir or "<data.slide_dir>", "manifest.csv")
         ok = Path(data.manifest) == cohort
         require("data.synth: data.manifest", data.manifest, ok, str(cohort))
+    for model in sweep.models:  # in_dim is the features' width, unknown until then
+        try:
+            check_aggregator(model.name, in_dim=1, num_classes=len(LABELS), **model.kwargs)
+        except ConfigError as err:
+            raise ConfigError(f"sweep.models[{model.label}].kwargs: {err}") from err
     for entry in config.sweep.losses:
         for variant in expand_grid(entry):
             try:

@@ -10,6 +10,7 @@ from wsi_ncmi.mil.base import Aggregator, MILOutput
 from wsi_ncmi.mil.registry import (
     aggregator_embedding_dim,
     build_aggregator,
+    check_aggregator,
     list_aggregators,
     register_aggregator,
 )
@@ -20,6 +21,7 @@ __all__ = [
     "MILOutput",
     "aggregator_embedding_dim",
     "build_aggregator",
+    "check_aggregator",
     "list_aggregators",
     "register_aggregator",
 ]

@@ -53,6 +53,18 @@ def build_aggregator(name: str, **kwargs: Any) -> Aggregator:
     return AGGREGATORS.build(name, **kwargs)
 
 
+def check_aggregator(name: str, **kwargs: Any) -> None:
+    """Check that ``build_aggregator(name, **kwargs)`` would accept these arguments.
+
+    Binds them to the constructor's signature without building anything (a typo in a
+    config stops it before any work, with the closest valid name).
+
+    Raises:
+        ConfigError: If ``name`` is unknown or the arguments do not fit.
+    """
+    AGGREGATORS.check(name, **kwargs)
+
+
 def aggregator_embedding_dim(name: str, **kwargs: Any) -> int:
     """Slide-embedding width of ``build_aggregator(name, **kwargs)``, without building it.
 
