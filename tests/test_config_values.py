@@ -16,7 +16,13 @@ from wsi_ncmi.features.config import ExtractConfig
 from wsi_ncmi.losses import CentroidSchedule
 from wsi_ncmi.tiling.job import TilingConfig
 from wsi_ncmi.tiling.run import run_tiling
-from wsi_ncmi.train.config import DataConfig, OptimConfig, SplitConfig, TrainerConfig
+from wsi_ncmi.train.config import (
+    DataConfig,
+    ModelConfig,
+    OptimConfig,
+    SplitConfig,
+    TrainerConfig,
+)
 
 BACKENDS = "auto, openslide, tiffslide, tiledecode, cucim"
 COORDS, OUT = Path("c"), Path("o")
@@ -71,6 +77,12 @@ CASES: dict[str, tuple[Callable[[], object], str]] = {
     "split-fraction": (
         lambda: SplitConfig(val_fraction=1.5),
         "split.val_fraction must be in (0, 1), got 1.5",
+    ),
+    "model-kwargs": (
+        lambda: ModelConfig("abmil", {"hidden_dm": 8}),
+        "model: invalid arguments for aggregator 'abmil': unknown 'hidden_dm' (did you mean "
+        "'hidden_dim'?); it takes ['attention_dim', 'class_head', 'dropout', 'hidden_dim', "
+        "'in_dim', 'num_classes']",
     ),
     "split-folds": (
         lambda: SplitConfig(kind="kfold", num_folds=1),

@@ -173,6 +173,15 @@ class ModelConfig:
     name: str = "abmil"
     kwargs: dict[str, Any] = field(default_factory=dict)
 
+    def __post_init__(self) -> None:
+        """A misspelt name or argument stops here, before any data is read."""
+        from wsi_ncmi.mil import check_aggregator
+
+        try:  # in_dim is the features' width, known once they are read
+            check_aggregator(self.name, in_dim=1, num_classes=2, **self.kwargs)
+        except ConfigError as err:
+            raise ConfigError(f"model: {err}") from err
+
 
 @dataclass
 class LossConfig:
