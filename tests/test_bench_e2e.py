@@ -189,3 +189,18 @@ def test_summary_md_has_every_section(bench_run: dict[str, Any]) -> None:
         assert header in lines
     for phrase in ("pN-κ", "Wilcoxon", "at α = 0.05", "Spearman"):
         assert phrase in text
+
+
+def test_a_misspelt_encoder_stops_before_tiling(
+    cohort: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Slides without features are tiled then extracted: an encoder name that no extraction
+    could build stops the run first (it used to fail after tiling every slide)."""
+    args = [*bench_args(cohort, tmp_path), "--data.encoder", "stain-stat"]
+    assert main(args) == 2
+    (line,) = capsys.readouterr().err.strip().splitlines()[-1:]
+    assert line.startswith("wsi-bench: error: ConfigError: data.encoder: ")
+    assert "stain-stat" in line
+    slides = len(read_manifest(cohort / "manifest.csv"))
+    assert f"{slides} slides lack features and would be extracted" in line
+    assert not (tmp_path / "tiles" / "coords").exists()  # nothing was tiled

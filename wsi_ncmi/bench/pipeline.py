@@ -110,6 +110,14 @@ def prepare_features(config: BenchConfig, seconds: dict[str, float]) -> list[str
     rows = read_manifest(data.manifest)
     paths = manifest_slides(data.manifest, data.slide_dir)
     todo = [p for row, p in zip(rows, paths, strict=True) if row.slide_id in missing]
+    from wsi_ncmi.features.encoders.registry import get_spec
+
+    try:  # before tiling: the extraction builds it (imported features may name others)
+        get_spec(data.encoder)
+    except ConfigError as err:
+        raise ConfigError(
+            f"data.encoder: {err}; {len(todo)} slides lack features and would be extracted"
+        ) from err
     root = Path(data.features_root)
     started = time.perf_counter()
     report = run_tiling(
