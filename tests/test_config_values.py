@@ -18,6 +18,7 @@ from wsi_ncmi.tiling.job import TilingConfig
 from wsi_ncmi.tiling.run import run_tiling
 from wsi_ncmi.train.config import (
     DataConfig,
+    LossConfig,
     ModelConfig,
     OptimConfig,
     SplitConfig,
@@ -83,6 +84,12 @@ CASES: dict[str, tuple[Callable[[], object], str]] = {
         "model: invalid arguments for aggregator 'abmil': unknown 'hidden_dm' (did you mean "
         "'hidden_dim'?); it takes ['attention_dim', 'class_head', 'dropout', 'hidden_dim', "
         "'in_dim', 'num_classes']",
+    ),
+    "loss-kwargs": (
+        lambda: LossConfig("ncmi_mil", {"tempreature": 0.2}),
+        "loss: invalid arguments for loss 'ncmi_mil': unknown 'tempreature' (did you mean "
+        "'temperature'?); it takes ['anchors', 'center_decay', 'feature_dim', 'form', 'head', "
+        "'num_classes', 'schedule', 'temperature']",
     ),
     "split-folds": (
         lambda: SplitConfig(kind="kfold", num_folds=1),

@@ -128,21 +128,15 @@ class SplitConfig:
         require("split.kind", self.kind, self.kind in kinds, f"one of {list(kinds)}")
         ok = self.val_scheme in schemes
         require("split.val_scheme", self.val_scheme, ok, f"one of {list(schemes)}")
-        fraction = self.val_fraction
-        require("split.val_fraction", fraction, 0.0 < fraction < 1.0, "in (0, 1)")
-        presets = sorted(SPLIT_PRESETS)
+        ok = 0.0 < self.val_fraction < 1.0
+        require("split.val_fraction", self.val_fraction, ok, "in (0, 1)")
         ok = self.preset is None or self.preset in SPLIT_PRESETS
-        require("split.preset", self.preset, ok, f"one of {presets} or null")
+        require("split.preset", self.preset, ok, f"one of {sorted(SPLIT_PRESETS)} or null")
         if self.file is not None:
             return
         ok = self.val_scheme == "patients" or self.kind == "loho"
-        require(
-            "split.val_scheme",
-            self.val_scheme,
-            ok,
-            "'patients' unless kind is loho (val_scheme 'hospital' applies to loho splits; "
-            "a fixed split takes validation hospitals with val_centers)",
-        )
+        rule = "'patients' unless kind is loho (val_scheme 'hospital' applies to loho splits)"
+        require("split.val_scheme", self.val_scheme, ok, rule)
         if self.kind == "kfold":
             require("split.num_folds", self.num_folds, self.num_folds >= 2, ">= 2")
         if self.kind != "fixed":
@@ -198,6 +192,23 @@ class LossConfig:
 
     name: str = "ncmi_mil"
     kwargs: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        """A misspelt name or argument stops here, before any data is read.
+
+        The loss is built once with the slide classes' count (the run fills in the rest),
+        leaving PyTorch's random state as it was.
+        """
+        import torch
+
+        from wsi_ncmi.losses import build_loss
+        from wsi_ncmi.manifest import LABELS
+
+        with torch.random.fork_rng(devices=[]):
+            try:
+                build_loss(self.name, **{"num_classes": len(LABELS), **self.kwargs})
+            except ConfigError as err:
+                raise ConfigError(f"loss: {err}") from err
 
 
 @dataclass
