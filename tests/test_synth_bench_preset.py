@@ -107,6 +107,7 @@ def _digest(folder: Path) -> dict[str, str]:
     }
 
 
+@pytest.mark.slow  # the default tier checks determinism on the demo preset (test_synth.py)
 def test_generation_is_deterministic(rows: list, tmp_path: Path) -> None:
     one = [next(r for r in rows if r.label == "itc")]
     first = generate_cohort(one, tmp_path / "a", preset="bench", workers=1, progress=False)
