@@ -3,8 +3,8 @@
 A registry maps names (as used in YAML configs) to classes or factories. A decorator
 fills it; ``build`` instantiates by name and turns unknown names or rejected arguments
 into :class:`~wsi_ncmi.errors.ConfigError`. Built-in entries register themselves when
-their modules are imported, and their package imports them (``wsi_ncmi.losses``,
-``wsi_ncmi.mil``, ``wsi_ncmi.features.encoders.registry``): a registry module imports none
+their modules are imported, which the ``wsi_ncmi.losses`` and ``wsi_ncmi.mil`` packages
+and ``wsi_ncmi.features.encoders.registry`` do. The module holding a registry imports none
 of its entries, so no import runs in a circle.
 """
 
