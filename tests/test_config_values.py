@@ -60,6 +60,11 @@ CASES: dict[str, tuple[Callable[[], object], str]] = {
         "'val/balanced_accuracy', 'val/accuracy', 'val/loss', 'val/ncmi', 'val/cmi'], "
         "got 'val/macro_f1_calbrated'",
     ),
+    "accelerator": (  # Lightning refused it with a traceback once the data was loaded
+        lambda: TrainerConfig(accelerator="gpuu"),
+        "trainer.accelerator must be one of ['auto', 'cpu', 'gpu', 'cuda', 'mps', 'tpu'], got "
+        "'gpuu'",
+    ),
     "mode": (
         lambda: TrainerConfig(monitor="val/loss"),
         "trainer.mode must be 'min' for val/loss, got 'max'",

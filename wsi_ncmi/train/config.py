@@ -302,6 +302,9 @@ class TrainerConfig:
         )
         better = MONITORS[self.monitor]
         require("trainer.mode", self.mode, self.mode == better, f"{better!r} for {self.monitor}")
+        names = ["auto", "cpu", "gpu", "cuda", "mps", "tpu"]  # Lightning's, checked early
+        ok = self.accelerator in names
+        require("trainer.accelerator", self.accelerator, ok, f"one of {names}")
         require("trainer.max_epochs", self.max_epochs, self.max_epochs >= 1, ">= 1")
         require("trainer.patience", self.patience, self.patience >= 0, ">= 0")
         require(
