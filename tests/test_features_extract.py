@@ -490,6 +490,7 @@ def test_region_blocks_stack_aligned_strips() -> None:
         assert (np.diff(block[:, 0, 1]) == 64).all()
 
 
+@pytest.mark.slow  # two processes; the default tier keeps the concurrent-lock test
 def test_two_unsharded_runs_share_the_slides(tmp_path: Path) -> None:
     """Each run locks a slide when it reaches it, so two runs split one folder.
 

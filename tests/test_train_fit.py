@@ -299,6 +299,7 @@ def test_batched_ncmi_mil_learns_and_reports_both_decision_rules(
     assert fold["epochs_trained"] == EPOCHS
 
 
+@pytest.mark.slow  # an optional logger
 def test_tensorboard_logger_shows_the_per_epoch_metrics(cohort: Path, tmp_path: Path) -> None:
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
