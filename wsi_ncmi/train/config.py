@@ -9,7 +9,7 @@ package version).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 from wsi_ncmi.errors import ConfigError
 
@@ -77,6 +77,8 @@ class DataConfig:
         )
 
 
+SplitKind = Literal["loho", "fixed", "kfold", "none"]
+ValScheme = Literal["patients", "hospital"]
 #: Named center lists of the ``fixed`` split: ``(train, val, test)``; empty val = carve.
 SPLIT_PRESETS: dict[str, tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...]]] = {
     "c17_train012_test34": ((0, 1, 2), (), (3, 4)),
@@ -107,7 +109,7 @@ class SplitConfig:
         folds: Fold indices to run (``null``: all).
     """
 
-    kind: Literal["loho", "fixed", "kfold", "none"] = "loho"
+    kind: SplitKind = "loho"
     file: str | None = None
     preset: str | None = None
     train_centers: list[int] | None = None
@@ -115,7 +117,7 @@ class SplitConfig:
     test_centers: list[int] | None = None
     num_folds: int = 5
     val_fraction: float = 0.2
-    val_scheme: Literal["patients", "hospital"] = "patients"
+    val_scheme: ValScheme = "patients"
     folds: list[int] | None = None
 
     def __post_init__(self) -> None:
@@ -124,7 +126,7 @@ class SplitConfig:
         With a splits ``file`` the folds come from it: the fields that make folds are not
         checked against each other.
         """
-        kinds, schemes = ("loho", "fixed", "kfold", "none"), ("patients", "hospital")
+        kinds, schemes = get_args(SplitKind), get_args(ValScheme)  # a Python caller's values
         require("split.kind", self.kind, self.kind in kinds, f"one of {list(kinds)}")
         ok = self.val_scheme in schemes
         require("split.val_scheme", self.val_scheme, ok, f"one of {list(schemes)}")
@@ -194,17 +196,13 @@ class LossConfig:
     kwargs: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        """A misspelt name or argument stops here, before any data is read.
-
-        The loss is built once with the slide classes' count (the run fills in the rest),
-        leaving PyTorch's random state as it was.
-        """
+        """A misspelt name or argument stops here, before any data is read (built once)."""
         import torch
 
         from wsi_ncmi.losses import build_loss
         from wsi_ncmi.manifest import LABELS
 
-        with torch.random.fork_rng(devices=[]):
+        with torch.random.fork_rng(devices=[]):  # the random state is left as it was
             try:
                 build_loss(self.name, **{"num_classes": len(LABELS), **self.kwargs})
             except ConfigError as err:

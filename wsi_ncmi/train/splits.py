@@ -30,16 +30,14 @@ from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 
 from wsi_ncmi.errors import ConfigError
 from wsi_ncmi.manifest import LABELS, ManifestRow
-from wsi_ncmi.train.config import SPLIT_PRESETS, SplitConfig
+from wsi_ncmi.train.config import SPLIT_PRESETS, SplitConfig, SplitKind, ValScheme
 
-SplitKind = Literal["loho", "fixed", "kfold", "none"]
-ValScheme = Literal["patients", "hospital"]
 SPLITS_SCHEMA = "wsi-ncmi/splits/1"
 
 #: Named center lists of the ``fixed`` split (:data:`wsi_ncmi.train.config.SPLIT_PRESETS`).
