@@ -466,7 +466,7 @@ def test_cli_max_wait_is_validated(cohort: Path, tmp_path: Path) -> None:
 
 
 def test_region_blocks_stack_aligned_strips() -> None:
-    from wsi_ncmi.features.dataset import region_blocks, strip_runs
+    from wsi_ncmi.features.read import region_blocks, strip_runs
 
     coords = grid(448, 320, 64)  # 7 columns x 5 rows, row-major
     runs = strip_runs(coords[:16], 64, max_len=64)

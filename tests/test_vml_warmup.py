@@ -11,8 +11,8 @@ import lightning as L
 import pytest
 import torch
 
+from wsi_ncmi.features.encode import ExtractionModule
 from wsi_ncmi.features.encoders.registry import build_encoder
-from wsi_ncmi.features.engine import ExtractionModule
 from wsi_ncmi.images.module import LossClassifier
 from wsi_ncmi.losses import build_loss
 from wsi_ncmi.mil import build_aggregator

@@ -151,8 +151,8 @@ def dataset_only(coords_dir: Path, batch_size: int) -> int:
     patches read.
     """
     from wsi_ncmi.batch import RunReport
-    from wsi_ncmi.features.dataset import PatchBatchDataset
-    from wsi_ncmi.features.jobs import load_jobs
+    from wsi_ncmi.features.plan import load_jobs
+    from wsi_ncmi.features.read import PatchBatchDataset
 
     clear_tile_cache()
     config = _config(coords_dir, coords_dir.parent / "unused", "auto", batch_size)

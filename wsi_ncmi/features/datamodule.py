@@ -1,8 +1,8 @@
 """The extraction data module: this rank's slides, each locked as the loader reaches it.
 
-Used by :mod:`wsi_ncmi.features.engine` (re-exported there): whole slides per rank,
+Used by :mod:`wsi_ncmi.features.encode` (re-exported there): whole slides per rank,
 balanced by patch count; finished slides dropped at setup; each remaining slide claimed
-(locked, re-checked) just before its first batch (:class:`~wsi_ncmi.features.loading.
+(locked, re-checked) just before its first batch (:class:`~wsi_ncmi.features.loader.
 ClaimingSampler`); one DataLoader with a shared-memory probe and a stall timeout.
 """
 
@@ -17,12 +17,12 @@ from torch.utils.data import DataLoader
 
 from wsi_ncmi.batch import ItemLock, ItemResult
 from wsi_ncmi.batch.locks import lock_file
-from wsi_ncmi.features.dataset import PatchBatch, PatchBatchDataset, SlideJob
-from wsi_ncmi.features.loading import (
+from wsi_ncmi.features.loader import (
     DEFAULT_LOADER_TIMEOUT_S,
     ClaimingSampler,
     probe_shared_memory,
 )
+from wsi_ncmi.features.read import PatchBatch, PatchBatchDataset, SlideJob
 
 
 def assign_to_rank(jobs: list[SlideJob], rank: int, world_size: int) -> list[SlideJob]:

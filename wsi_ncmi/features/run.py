@@ -25,9 +25,8 @@ from wsi_ncmi.batch.locks import wait_for_locked
 from wsi_ncmi.batch.report import unique_report_path
 from wsi_ncmi.errors import ConfigError, WorkerFailedError
 from wsi_ncmi.features.config import PRECISIONS, SPEC_PRECISION, ExtractConfig
-from wsi_ncmi.features.dataset import SlideJob
 from wsi_ncmi.features.encoders.registry import EncoderModule, EncoderSpec
-from wsi_ncmi.features.jobs import (
+from wsi_ncmi.features.plan import (
     check_mpp,
     extraction_hash,
     job_attrs,
@@ -35,7 +34,8 @@ from wsi_ncmi.features.jobs import (
     with_gpu_decode,
     write_empty,
 )
-from wsi_ncmi.features.rounds import ExtractionRound, RoundSetup, slide_lock
+from wsi_ncmi.features.predict_rounds import ExtractionRound, RoundSetup, slide_lock
+from wsi_ncmi.features.read import SlideJob
 from wsi_ncmi.features.store import feature_path
 from wsi_ncmi.jsontypes import JSONObject
 
@@ -147,8 +147,8 @@ def run_extraction(config: ExtractConfig, encoder: EncoderModule | None = None) 
         BatchAbortedError: A slide failed and ``skip_errors`` is off.
     """
     from wsi_ncmi.batch.preflight import check_writable_dir, check_writable_dirs
-    from wsi_ncmi.features.cache import CacheJudge
     from wsi_ncmi.features.encoders.registry import build_encoder
+    from wsi_ncmi.features.resume import CacheJudge
 
     config.check_environment()
     # Before any work: every folder this run writes to must take files.

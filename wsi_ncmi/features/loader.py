@@ -46,7 +46,7 @@ class ClaimingSampler(Sampler[int]):
 
     Args:
         plan: ``(slide index, start, stop)`` of every batch (see
-            :func:`~wsi_ncmi.features.dataset.plan_batches`).
+            :func:`~wsi_ncmi.features.read.plan_batches`).
         claim: Called with a slide index before its first batch; False skips the slide
             (another job holds it, or it is already done).
     """

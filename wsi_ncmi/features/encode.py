@@ -23,8 +23,8 @@ from tqdm import tqdm
 from wsi_ncmi.batch import BatchAbortedError, ItemResult, atomic_output
 from wsi_ncmi.errors import WsiNcmiError
 from wsi_ncmi.features.datamodule import ExtractDataModule
-from wsi_ncmi.features.dataset import PatchBatch, SlideJob
 from wsi_ncmi.features.encoders.registry import EncoderModule
+from wsi_ncmi.features.read import PatchBatch, SlideJob
 from wsi_ncmi.features.store import FeatureFileWriter
 from wsi_ncmi.vml_warmup import warm_vector_math
 

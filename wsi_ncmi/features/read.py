@@ -1,4 +1,4 @@
-"""One streaming dataset over the patches of many slides.
+"""Reading patches: one streaming dataset over the patches of many slides (:class:`SlideJob`).
 
 A single DataLoader serves every slide of a rank (no DataLoader per slide). Each item
 is a whole batch of consecutive rows of one slide, so a batch is one slide region:

@@ -15,8 +15,8 @@ from typing import TYPE_CHECKING, Any
 
 from wsi_ncmi.batch import ItemLock, ItemResult
 from wsi_ncmi.batch.locks import lock_dir
-from wsi_ncmi.features.dataset import SlideJob
 from wsi_ncmi.features.encoders.registry import EncoderModule
+from wsi_ncmi.features.read import SlideJob
 from wsi_ncmi.quiet import drop_lightning_tips, lightning_loop
 
 if TYPE_CHECKING:
@@ -100,8 +100,8 @@ class ExtractionRound:
         import lightning as L
 
         from wsi_ncmi.features.datamodule import ExtractDataModule
-        from wsi_ncmi.features.engine import ExtractionModule, FeatureWriter
-        from wsi_ncmi.features.loading import worker_failure
+        from wsi_ncmi.features.encode import ExtractionModule, FeatureWriter
+        from wsi_ncmi.features.loader import worker_failure
 
         setup, outcome = self.setup, self.outcome
         config, spec = setup.config, setup.encoder.spec

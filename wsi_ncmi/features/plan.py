@@ -1,4 +1,4 @@
-"""Extraction jobs: one :class:`SlideJob` per coords file, checked, and its attributes.
+"""The extraction plan: one checked :class:`SlideJob` per coords file, and its attributes.
 
 :func:`load_jobs` reads every coords file of a run, checks its µm/px against the
 encoder's and its slide scan against the slide file there now
@@ -16,8 +16,8 @@ from wsi_ncmi._version import __version__
 from wsi_ncmi.batch import ItemResult, RunReport, select_shard
 from wsi_ncmi.batch.paths import stored_path
 from wsi_ncmi.errors import CacheSchemaError, ConfigError
-from wsi_ncmi.features.dataset import SlideJob
 from wsi_ncmi.features.encoders.registry import EncoderSpec
+from wsi_ncmi.features.read import SlideJob
 from wsi_ncmi.features.store import FEATURES_SCHEMA_VERSION, feature_path
 from wsi_ncmi.jsontypes import JSONObject
 from wsi_ncmi.slide import SlideRef
