@@ -76,6 +76,8 @@ def test_squentropy_matches_definition():
     assert float(out.terms["square"]) == pytest.approx(square, rel=1e-10)
 
 
+# Random centroids may peak on another class: the Q-step's collapse check then warns.
+@pytest.mark.filterwarnings("ignore::wsi_ncmi.losses.centroids.CentroidCollapseWarning")
 def test_cmic_is_ce_plus_lambda_cmi_minus_beta_gamma():
     loss = build_loss(
         "cmic", num_classes=C, cmi_weight=0.7, gamma_weight=0.3, schedule={"warmup_steps": 0}

@@ -16,8 +16,10 @@ The ``wsi-extract`` path, in the order a slide meets it:
   :mod:`~wsi_ncmi.features.provenance`: the HDF5 file, its layout and its sources;
 * :mod:`~wsi_ncmi.features.store`: the readers training uses (re-exported here).
 
-Beside it: :mod:`~wsi_ncmi.features.encoders` (the registry) and
-:mod:`~wsi_ncmi.features.foreign` (TRIDENT/CLAM files registered without re-extraction).
+Beside it: :mod:`~wsi_ncmi.features.encoders` (the registry; local checkpoints hashed by
+:mod:`~wsi_ncmi.features.weights_hash`) and :mod:`~wsi_ncmi.features.foreign` with
+:mod:`~wsi_ncmi.features.foreign_checks` (TRIDENT/CLAM files registered without
+re-extraction).
 """
 
 from wsi_ncmi.features.store import (
