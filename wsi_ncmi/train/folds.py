@@ -71,6 +71,8 @@ def rescore_validation(
     L.seed_everything(config.seed, workers=True, verbose=False)
     datamodule = fold_datamodule(config, fold_index, splits_file)
     model = build_model(config, datamodule)
+    state = torch.load(ckpt_path, map_location="cpu", weights_only=False)  # the run's own file
+    model.load_state_dict(state["state_dict"])  # the weights only: no training callbacks
     drop_lightning_tips()
     trainer = L.Trainer(
         accelerator=config.trainer.accelerator,
@@ -83,7 +85,7 @@ def rescore_validation(
         enable_checkpointing=False,
     )
     with lightning_loop():
-        trainer.validate(model, datamodule=datamodule, ckpt_path=str(ckpt_path), verbose=False)
+        trainer.validate(model, datamodule=datamodule, verbose=False)
     return {k: float(v) for k, v in trainer.callback_metrics.items()}
 
 
