@@ -7,7 +7,8 @@ No global log level or warning filter is set; each message is removed where it a
   records from the one logger Lightning sends them to;
 * :func:`lightning_loop` wraps a Trainer's ``fit``/``validate``/``test``/``predict`` call in a
   scoped :func:`warnings.catch_warnings` that drops two warnings about Lightning's own
-  internals, restoring the caller's filters on exit.
+  internals (and, when a fit resumes, the one about its own checkpoint folder), restoring
+  the caller's filters on exit.
 
 Every other Lightning message, and every other warning, still reaches the user.
 """
@@ -52,11 +53,19 @@ LEAFSPEC_MESSAGE = r"`isinstance\(treespec, LeafSpec\)` is deprecated"
 #: features already in memory (or, in extraction, loaders whose worker count the user set),
 #: where workers would only add start-up cost.
 FEW_WORKERS_MESSAGE = r"The '\w+' does not have many workers"
+#: Lightning's warning when a fit starts with checkpoints in the checkpoint folder. A fit
+#: that resumes from that folder's own ``last.ckpt`` is meant to find them there.
+RESUMED_DIR_MESSAGE = r"Checkpoint directory .* exists and is not empty"
 
 
 @contextmanager
-def lightning_loop() -> Iterator[None]:
+def lightning_loop(resuming: bool = False) -> Iterator[None]:
     """Run one Lightning loop without the two warnings about Lightning's own internals.
+
+    Args:
+        resuming: The loop is a fit resumed from its own checkpoint folder: Lightning's
+            warning that the folder is not empty (:data:`RESUMED_DIR_MESSAGE`) is dropped
+            too. A fresh fit into a folder with checkpoints still warns.
 
     The filters live only inside the ``with`` block (a :func:`warnings.catch_warnings`
     scope); the caller's filters are restored on exit, and every other warning passes.
@@ -64,4 +73,6 @@ def lightning_loop() -> Iterator[None]:
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=LEAFSPEC_MESSAGE, module=LEAFSPEC_MODULE)
         warnings.filterwarnings("ignore", message=FEW_WORKERS_MESSAGE)
+        if resuming:
+            warnings.filterwarnings("ignore", message=RESUMED_DIR_MESSAGE)
         yield

@@ -149,7 +149,7 @@ def run_fold(
     resume_from = str(found) if found is not None else None
     if resume_from:
         log.info("resuming fold %s from %s", fold.name, resume_from)
-    with lightning_loop():
+    with lightning_loop(resuming=resume_from is not None):
         trainer.fit(model, datamodule=datamodule, ckpt_path=resume_from)
     best = checkpoint.best_model_path or (str(last) if last.is_file() else None)
     rows = datamodule.rows["test"]
