@@ -293,6 +293,10 @@ def test_cli_lists_encoders_and_runs(
     assert main([*args, "--progress=false", "--batch_size", "32"]) == 0
     assert "throughput" in capsys.readouterr().out
     assert len(list((tmp_path / "features" / ENCODER).glob("*.h5"))) == 3
+    assert main([*args, "--progress=false", "--batch_size", "32"]) == 0  # all skipped
+    rerun = capsys.readouterr().out
+    assert "skipped 3" in rerun
+    assert "throughput" not in rerun  # no "0.0 patches/s over 0.0 s"
     assert main([*args, "--encoder", "nope"]) == 2
     assert main([*args, "--batch_size", "0"]) == 2
 

@@ -101,7 +101,7 @@ def _extract(argv: Sequence[str] | None) -> int:
     report = run_extraction(config)
     print(report.summary())
     runtime = report.params.get("runtime", {})
-    if runtime:
+    if runtime.get("patches_extracted"):  # a rerun that skips every slide has no rate
         print(
             f"  throughput: {runtime['patches_per_s']:.1f} patches/s over "
             f"{runtime['seconds']:.1f} s ({runtime['accelerator']}, {runtime['precision']}, "
