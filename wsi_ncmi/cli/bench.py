@@ -25,7 +25,8 @@ if TYPE_CHECKING:
     from jsonargparse import ArgumentParser
 
 EPILOG = """\
-example configs: configs/bench/*.yaml
+example configs: configs/bench/*.yaml; what each section means: docs/bench.md ("wsi-bench");
+the resolved values: --print_config
 
 --config files are read first, wherever they stand: the other options win, in order.
 A flag sets its key as a whole (a section given as a mapping starts from its defaults);
