@@ -21,6 +21,7 @@ import yaml
 from _train_bags import ENCODER, make_cohort
 
 from wsi_ncmi.cli.train import main
+from wsi_ncmi.quiet import lightning_loop
 from wsi_ncmi.train.config import (
     DataConfig,
     LossConfig,
@@ -361,7 +362,8 @@ def test_validation_logs_epoch_means_and_the_dataset_level_ncmi(
         enable_model_summary=False,
         enable_checkpointing=False,
     )
-    logged = trainer.validate(model, datamodule=dm, verbose=False)[0]
+    with lightning_loop():  # as wsi-train runs its loops
+        logged = trainer.validate(model, datamodule=dm, verbose=False)[0]
     model.eval()
     losses, hits, terms = [], [], []
     metric = NCMIMetric(dm.num_classes)
